@@ -5,4 +5,14 @@
 //! README's architecture section.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod awareness;
+pub mod cli;
+pub mod metrics;
 pub mod protocol;
+pub mod pubsub;
+pub mod server;
+pub mod shutdown;
+pub mod storage;
+pub mod sync;
+pub mod telemetry;

@@ -224,7 +224,10 @@ mod tests {
             Err(DecodeError::Invalid)
         );
         assert_eq!(
-            decode_frame(false, &[0x30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0xfe]),
+            decode_frame(
+                false,
+                &[0x30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0xfe]
+            ),
             Err(DecodeError::Invalid)
         );
     }

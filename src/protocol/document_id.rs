@@ -17,7 +17,9 @@ pub enum DocumentIdError {
 
 /// Validate `^[A-Za-z0-9_:-]+$` with 1..=255 characters.
 pub fn validate(id: Option<&str>) -> Result<&str, DocumentIdError> {
-    let id = id.filter(|s| !s.is_empty()).ok_or(DocumentIdError::Missing)?;
+    let id = id
+        .filter(|s| !s.is_empty())
+        .ok_or(DocumentIdError::Missing)?;
     if id.len() > MAX_DOCUMENT_ID_LEN {
         return Err(DocumentIdError::TooLong);
     }
@@ -36,7 +38,13 @@ mod tests {
 
     #[test]
     fn accepts_upstream_test_ids() {
-        for id in ["doc-1700000000000-3", "corruption-1-abc", "test-doc-1", "room:a", "A_b"] {
+        for id in [
+            "doc-1700000000000-3",
+            "corruption-1-abc",
+            "test-doc-1",
+            "room:a",
+            "A_b",
+        ] {
             assert_eq!(validate(Some(id)), Ok(id));
         }
     }
@@ -54,10 +62,7 @@ mod tests {
             validate(Some("a b")),
             Err(DocumentIdError::InvalidCharacters)
         );
-        assert_eq!(
-            validate(Some("é")),
-            Err(DocumentIdError::InvalidCharacters)
-        );
+        assert_eq!(validate(Some("é")), Err(DocumentIdError::InvalidCharacters));
         assert_eq!(DocumentIdError::TooLong.to_string(), "Document ID too long");
     }
 }

@@ -67,7 +67,11 @@ pub fn encode_body(
             let payload = format!("{{\"id\":{id_json}{sep}{rest}");
             // Every server-sent type has a binary code; `error` is the safe fallback.
             let code = kind.code().unwrap_or(0xFF);
-            EncodedFrame::Binary(Bytes::from(frame::join(code, timestamp, payload.as_bytes())))
+            EncodedFrame::Binary(Bytes::from(frame::join(
+                code,
+                timestamp,
+                payload.as_bytes(),
+            )))
         }
         Encoding::Json => EncodedFrame::Text(format!(
             "{{\"type\":\"{}\",\"id\":{id_json},\"timestamp\":{timestamp}{sep}{rest}",
@@ -117,7 +121,21 @@ mod tests {
             panic!("binary")
         };
         let payload = br#"{"id":"i1","messageId":"m1"}"#;
-        let mut expected = vec![0x21, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, payload.len() as u8];
+        let mut expected = vec![
+            0x21,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0x01,
+            0x02,
+            0,
+            0,
+            0,
+            payload.len() as u8,
+        ];
         expected.extend_from_slice(payload);
         assert_eq!(&bytes[..], &expected[..]);
     }
@@ -144,7 +162,10 @@ mod tests {
     #[test]
     fn error_json_round_trips_through_decoder_shape() {
         let EncodedFrame::Text(text) = encode(
-            &ServerMessage::error_with_code("Too many messages. Please slow down.", "RATE_LIMIT_EXCEEDED"),
+            &ServerMessage::error_with_code(
+                "Too many messages. Please slow down.",
+                "RATE_LIMIT_EXCEEDED",
+            ),
             "e",
             1,
             Encoding::Json,
@@ -184,6 +205,8 @@ mod tests {
         let (ms, suffix) = a.split_once('-').expect("dash");
         assert_eq!(ms, "5");
         assert_eq!(suffix.len(), 9);
-        assert!(suffix.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(suffix
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
     }
 }

@@ -99,6 +99,9 @@ mod tests {
     #[test]
     fn join_writes_big_endian_header() {
         let bytes = join(0x21, 1, b"{}");
-        assert_eq!(bytes, vec![0x21, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, b'{', b'}']);
+        assert_eq!(
+            bytes,
+            vec![0x21, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, b'{', b'}']
+        );
     }
 }

@@ -302,7 +302,10 @@ impl ServerMessage {
 
     /// An `error` with `details: {documentId}`.
     pub fn error_for_document(error: impl Into<String>, document_id: &str) -> ServerMessage {
-        ServerMessage::error(error, Some(serde_json::json!({ "documentId": document_id })))
+        ServerMessage::error(
+            error,
+            Some(serde_json::json!({ "documentId": document_id })),
+        )
     }
 
     pub fn kind(&self) -> MessageType {
@@ -425,7 +428,10 @@ mod tests {
             panic!("not a delta")
         };
         assert_eq!(d.document_id.as_deref(), Some("d"));
-        assert_eq!(d.entries, Some(json!({"f": 3}).as_object().cloned().expect("obj")));
+        assert_eq!(
+            d.entries,
+            Some(json!({"f": 3}).as_object().cloned().expect("obj"))
+        );
         assert_eq!(d.vector_clock, json!({"c": 2}).as_object().cloned());
         assert_eq!(d.client_id.as_deref(), Some("c"));
         assert_eq!(d.message_id.as_deref(), Some("m"));

@@ -139,8 +139,10 @@ async function startServer() {
 async function stopServer() {
   if (!server || server.exitCode !== null || server.signalCode !== null) return;
   server.kill('SIGTERM');
-  const timer = sleep(STOP_TIMEOUT_MS).then(() => null);
-  const r = await Promise.race([server.exitPromise, timer]);
+  let timer;
+  const timeout = new Promise((r) => { timer = setTimeout(() => r(null), STOP_TIMEOUT_MS); });
+  const r = await Promise.race([server.exitPromise, timeout]);
+  clearTimeout(timer);
   if (!r) {
     log(`server did not exit within ${STOP_TIMEOUT_MS} ms of SIGTERM: SIGKILL`);
     server.kill('SIGKILL');
@@ -152,13 +154,30 @@ async function stopServer() {
   }
 }
 
-function runWorker(url, documentId, name, writes, expect, expectOneOf) {
+// Start barrier: every worker reports `ready` once subscribed; `go` is sent to
+// all of them together (SDK 0.1.1 never sees writes made before it subscribed).
+function makeBarrier(count) {
+  const waiting = [];
+  return (child) => {
+    child.on('message', (m) => {
+      if (m?.type !== 'ready') return;
+      waiting.push(child);
+      if (waiting.length === count) {
+        log(`all ${count} clients subscribed: go`);
+        for (const c of waiting) if (c.connected) c.send({ type: 'go' });
+      }
+    });
+  };
+}
+
+function runWorker(url, documentId, name, writes, expect, expectOneOf, barrier) {
   return new Promise((resolve) => {
     const argv = [path.join(HERE, 'sdk-client.mjs'), '--url', url, '--doc', documentId, '--name', name,
       '--writes', JSON.stringify(writes), '--expect', JSON.stringify(expect),
       '--expect-one-of', JSON.stringify(expectOneOf), '--timeout', String(WORKER_TIMEOUT_MS)];
-    const child = spawn(process.execPath, argv, { cwd: HERE, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, argv, { cwd: HERE, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     children.add(child);
+    barrier(child);
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => { out += d; });
@@ -206,7 +225,8 @@ async function main() {
   const expectOneOf = { shared: clients.map((n) => `${n}-2`) };
 
   log(`document ${documentId}: ${clients.length} SDK clients writing in parallel`);
-  const workers = await Promise.all(clients.map((n) => runWorker(url, documentId, n, writesOf(n), expect, expectOneOf)));
+  const barrier = makeBarrier(clients.length);
+  const workers = await Promise.all(clients.map((n) => runWorker(url, documentId, n, writesOf(n), expect, expectOneOf, barrier)));
 
   for (const w of workers) {
     const problem = summariseWorker(w);
@@ -244,3 +264,4 @@ try { await stopServer(); } catch (e) { log(`stopping server: ${e.message}`); }
 killAll();
 clearTimeout(watchdog);
 finish();
+process.exit(process.exitCode);

@@ -157,7 +157,8 @@ globalThis.WebSocket = TappedWebSocket;
 // ---------------------------------------------------------------------------
 const { SyncKit, MemoryStorage } = await import('@synckit-js/sdk');
 
-const clientId = `client-${name}-${Math.random().toString(36).slice(2, 10)}`;
+// Must sort below "server" (see header). INTEROP_CLIENT_ID_PREFIX exists only to probe that.
+const clientId = `${process.env.INTEROP_CLIENT_ID_PREFIX ?? "client"}-${name}-${Math.random().toString(36).slice(2, 10)}`;
 let sk;
 let finished = false;
 
@@ -167,7 +168,7 @@ function fail(error) {
   const out = { ok: false, name, clientId, documentId, error, state: safeState(), stats, elapsedMs: Date.now() - startedAt };
   realStdoutWrite(JSON.stringify(out) + '\n');
   process.stderr.write(`\n[${name}] FAILED: ${error}\n[${name}] last wire frames:\n`);
-  for (const f of frames.slice(-40)) process.stderr.write(`  ${safeJson(f)}\n`);
+  for (const f of frames.filter((x) => x.type !== 'ping' && x.type !== 'pong').slice(-40)) process.stderr.write(`  ${safeJson(f)}\n`);
   process.stderr.write(`[${name}] last SDK log lines:\n`);
   for (const l of sdkLog.slice(-40)) process.stderr.write(`  ${l}\n`);
   process.exit(1);
@@ -178,7 +179,8 @@ function safeState() {
 }
 
 const watchdog = setTimeout(() => {
-  fail(`timeout after ${timeoutMs} ms: ${describeMissing(safeState() ?? {}).join('; ') || 'waiting to settle'}`);
+  fail(`timeout after ${timeoutMs} ms: ${describeMissing(safeState() ?? {}).join('; ') || 'waiting to settle'}` +
+    ' (note: SDK 0.1.1 ignores sync_response.state, so it never sees writes broadcast before its subscribe)');
 }, timeoutMs);
 watchdog.unref();
 
@@ -232,6 +234,18 @@ try {
     return s?.state === 'synced';
   }, 'sync_response to our subscribe', Math.max(1000, timeoutMs - 1000));
 
+  const subscribedMs = Date.now() - startedAt;
+
+  // Start barrier (run.mjs): SDK 0.1.1 ignores sync_response.state, so a client
+  // only ever sees writes broadcast AFTER its subscribe was processed. Tell the
+  // driver we are subscribed and wait until every client is, before writing.
+  if (process.send && process.connected) {
+    const go = new Promise((resolve) => process.on('message', (m) => { if (m?.type === 'go') resolve(); }));
+    process.send({ type: 'ready', name });
+    await go;
+  }
+  const goMs = Date.now() - startedAt;
+
   let lastChange = Date.now();
   let changes = 0;
   doc.subscribe(() => { lastChange = Date.now(); changes += 1; });
@@ -255,7 +269,7 @@ try {
   finished = true;
   realStdoutWrite(JSON.stringify({
     ok: true, name, clientId, documentId, state,
-    stats: { ...stats, changes, writesDoneMs, pendingOperations: sync?.pendingOperations, syncState: sync?.state,
+    stats: { ...stats, changes, subscribedMs, goMs, writesDoneMs, pendingOperations: sync?.pendingOperations, syncState: sync?.state,
       queue: sk.getNetworkStatus(), sdkErrors },
     elapsedMs: Date.now() - startedAt,
   }) + '\n');

@@ -1,0 +1,332 @@
+//! `synckit serve`: every setting of OPERATIONS.md §4.4 that applies, as a flag with
+//! its env var (TS names first; aliases noted in the help and resolved here).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::duration::{parse_bool, parse_duration};
+use crate::auth::jwt::{DEVELOPMENT_SECRET, MIN_SECRET_LEN};
+use crate::auth::JwtSettings;
+use crate::server::{Backends, Server, ServerConfig};
+use crate::sync::SyncSettings;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind the public listener to.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port of the public listener (WebSocket on /ws and /, health, auth). 0 picks a free port.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// C#-style bind override, e.g. ws://0.0.0.0:8080/ws (wins over HOST/PORT).
+    #[arg(long, env = "SYNCKIT_SERVER_URL")]
+    pub server_url: Option<String>,
+    /// Admin listener for /stats, /metrics, /rooms (document ids and counters). Keep it
+    /// on loopback; "off" disables it.
+    #[arg(long, env = "SYNCKIT_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    pub admin_listen: String,
+    /// Environment: "production" requires an explicit strong JWT_SECRET. Aliases:
+    /// NODE_ENV, ASPNETCORE_ENVIRONMENT.
+    #[arg(long = "env", env = "SYNCKIT_ENV")]
+    pub environment: Option<String>,
+    /// Require authentication (JWT or API key). "false" auto-authenticates every
+    /// connection as anonymous with access to all documents — what the SyncKit SDK
+    /// needs, since it never sends an auth message.
+    #[arg(long, env = "SYNCKIT_AUTH_REQUIRED", default_value = "true", value_parser = parse_bool)]
+    pub auth_required: bool,
+    /// Shared HMAC secret for JWTs (HS256/384/512), at least 32 characters. Defaults to
+    /// a development secret outside production.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens issued by /auth routes.
+    #[arg(long, env = "JWT_EXPIRES_IN", default_value = "24h", value_parser = parse_duration)]
+    pub jwt_expires_in: Duration,
+    /// Lifetime of refresh tokens.
+    #[arg(long, env = "JWT_REFRESH_EXPIRES_IN", default_value = "7d", value_parser = parse_duration)]
+    pub jwt_refresh_expires_in: Duration,
+    /// Required `iss` claim (checked only when set).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim (checked only when set).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Comma-separated API keys; each grants admin (user "api-key-user").
+    #[arg(
+        long,
+        env = "SYNCKIT_AUTH_APIKEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_keys: Vec<String>,
+    /// Close connections that have not authenticated within this time (auth required only).
+    #[arg(long, env = "AUTH_TIMEOUT_MS", default_value = "30s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+    /// Serve the upstream demo POST /auth/login that mints a token for ANY email and
+    /// password. Development only — never enable in production.
+    #[arg(long, env = "SYNCKIT_DEMO_LOGIN", default_value = "false", value_parser = parse_bool)]
+    pub demo_login: bool,
+    /// Protocol ping period.
+    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Close a connection after this long without receiving anything.
+    #[arg(long, env = "WS_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// Maximum open WebSocket connections.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Maximum connections per client IP. Alias: MAX_CONNECTIONS_PER_IP.
+    #[arg(long, env = "SYNCKIT_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Messages per minute per connection (pings not counted); 0 disables the limit.
+    #[arg(long, env = "SYNCKIT_MAX_MESSAGES_PER_MINUTE", default_value_t = 1200)]
+    pub max_messages_per_minute: u32,
+    /// Largest logical message (JSON payload) in bytes; larger ones get an error reply.
+    #[arg(long, env = "SYNCKIT_MAX_MESSAGE_BYTES", default_value_t = 2_000_000)]
+    pub max_message_bytes: usize,
+    /// Largest WebSocket frame in bytes; larger frames close the connection (1009).
+    #[arg(long, env = "SYNCKIT_MAX_FRAME_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Broadcast coalescing window (0 sends every write at once).
+    #[arg(long, env = "SYNC_BATCH_DELAY", default_value = "50", value_parser = parse_duration)]
+    pub batch_delay: Duration,
+    /// Awareness entries expire this long after their last update.
+    #[arg(long, env = "AWARENESS_TIMEOUT_MS", default_value = "30s", value_parser = parse_duration)]
+    pub awareness_timeout: Duration,
+    /// Restrict subscribe to the upstream playground's document ids.
+    #[arg(long, env = "SYNCKIT_PLAYGROUND_ACCESS_FILTER", default_value = "false", value_parser = parse_bool)]
+    pub playground_access_filter: bool,
+    /// Relay counter/set/richtext CRDT ops to other subscribers.
+    #[arg(long, env = "SYNCKIT_RELAY_CRDT_OPS", default_value = "false", value_parser = parse_bool)]
+    pub relay_crdt_ops: bool,
+    /// Allowed CORS origins, comma-separated ("*" for any). Alias: SYNCKIT_CORS_ORIGINS.
+    #[arg(long, env = "CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// Take the client IP from X-Forwarded-For / X-Real-IP (set false when not behind a proxy).
+    #[arg(long, env = "SYNCKIT_TRUST_PROXY_HEADERS", default_value = "true", value_parser = parse_bool)]
+    pub trust_proxy_headers: bool,
+    /// List cached document ids in GET /health (leaks ids; off by default).
+    #[arg(long, env = "SYNCKIT_HEALTH_LIST_DOCUMENTS", default_value = "false", value_parser = parse_bool)]
+    pub health_list_documents: bool,
+    /// Also serve /stats, /metrics and /rooms on the public port.
+    #[arg(long, env = "SYNCKIT_PUBLIC_STATS", default_value = "false", value_parser = parse_bool)]
+    pub public_stats: bool,
+    /// Enable POST /_test/clear for upstream test harnesses.
+    #[arg(long, env = "SYNCKIT_TEST_MODE", default_value = "false", value_parser = parse_bool)]
+    pub test_mode: bool,
+    /// Pub/sub channel prefix.
+    #[arg(long, env = "REDIS_CHANNEL_PREFIX", default_value = "synckit:")]
+    pub channel_prefix: String,
+    /// Drain budget on SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Log filter (e.g. info, synckit=debug). Alias: LOG_LEVEL.
+    #[arg(long, env = "RUST_LOG")]
+    pub log: Option<String>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+}
+
+fn alias(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+fn parse_addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    s.to_socket_addrs()
+        .with_context(|| format!("{what} {s:?} is not a host:port address"))?
+        .next()
+        .with_context(|| format!("{what} {s:?} resolved to no address"))
+}
+
+/// `ws://host:port/ws` → `host:port`, with `localhost` meaning loopback.
+fn server_url_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest
+        .split('/')
+        .next()
+        .unwrap_or(rest)
+        .replace("localhost", "127.0.0.1");
+    parse_addr(&hostport, "SYNCKIT_SERVER_URL")
+}
+
+impl ServeArgs {
+    /// Build the typed configuration; every error says what to change.
+    pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
+        let environment = self
+            .environment
+            .clone()
+            .or_else(|| alias(&["NODE_ENV", "ASPNETCORE_ENVIRONMENT"]))
+            .unwrap_or_else(|| "development".into());
+        let production = environment.eq_ignore_ascii_case("production");
+        let secret = match (&self.jwt_secret, production) {
+            (Some(s), _) if s.len() < MIN_SECRET_LEN => {
+                bail!("JWT_SECRET is {} characters; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -base64 48`)", s.len())
+            }
+            (Some(s), true) if s == DEVELOPMENT_SECRET => {
+                bail!("JWT_SECRET is the development default; set a strong secret of your own for production")
+            }
+            (Some(s), _) => s.clone(),
+            (None, true) => bail!(
+                "SYNCKIT_ENV=production requires JWT_SECRET: set it to a random secret of at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -base64 48`)"
+            ),
+            (None, false) => DEVELOPMENT_SECRET.to_owned(),
+        };
+        let listen = match &self.server_url {
+            Some(url) => server_url_addr(url)?,
+            None => parse_addr(
+                &format!("{}:{}", bracket(&self.host), self.port),
+                "HOST/PORT",
+            )?,
+        };
+        let admin_listen = match self.admin_listen.trim() {
+            "" | "off" | "none" | "false" => None,
+            a => Some(parse_addr(a, "SYNCKIT_ADMIN_LISTEN")?),
+        };
+        let max_connections_per_ip = match self.max_connections_per_ip {
+            Some(n) => n,
+            None => match alias(&["MAX_CONNECTIONS_PER_IP"]) {
+                Some(v) => v
+                    .parse()
+                    .context("MAX_CONNECTIONS_PER_IP must be a whole number")?,
+                None => 50,
+            },
+        };
+        let mut cors_origins = self.cors_origin.clone();
+        if cors_origins.is_empty() {
+            cors_origins = alias(&["SYNCKIT_CORS_ORIGINS"])
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_else(|| vec!["*".into()]);
+        }
+        if self.heartbeat_interval.is_zero() {
+            bail!("WS_HEARTBEAT_INTERVAL must be greater than zero");
+        }
+        Ok(ServerConfig {
+            listen,
+            admin_listen,
+            production,
+            sync: SyncSettings {
+                auth_required: self.auth_required,
+                max_message_bytes: self.max_message_bytes,
+                max_messages_per_minute: self.max_messages_per_minute,
+                playground_access_filter: self.playground_access_filter,
+                relay_crdt_ops: self.relay_crdt_ops,
+                instance_id: uuid::Uuid::new_v4().to_string(),
+                awareness_timeout: self.awareness_timeout,
+            },
+            jwt: JwtSettings {
+                secret,
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+                access_ttl: self.jwt_expires_in,
+                refresh_ttl: self.jwt_refresh_expires_in,
+                api_keys: self
+                    .api_keys
+                    .iter()
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect(),
+            },
+            batch_delay: self.batch_delay,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            auth_timeout: self.auth_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip,
+            max_frame_bytes: self.max_frame_bytes,
+            shutdown_timeout: self.shutdown_timeout,
+            awareness_sweep_interval: Duration::from_secs(5),
+            cors_origins,
+            trust_proxy_headers: self.trust_proxy_headers,
+            demo_login: self.demo_login,
+            test_mode: self.test_mode,
+            health_list_documents: self.health_list_documents,
+            public_stats: self.public_stats,
+            channel_prefix: self.channel_prefix.clone(),
+        })
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| alias(&["LOG_LEVEL"]))
+        .unwrap_or_else(|| "info".into());
+    crate::telemetry::init(&filter, &args.log_format)?;
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "could not listen on {} (is another server using the port? set PORT/HOST)",
+                config.listen
+            )
+        })?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "could not listen on admin address {addr} (set SYNCKIT_ADMIN_LISTEN, or \"off\")"
+            )
+        })?),
+        None => None,
+    };
+    let local = listener.local_addr()?;
+    if !config.sync.auth_required {
+        if local.ip().is_loopback() {
+            tracing::info!("authentication disabled (SYNCKIT_AUTH_REQUIRED=false): every connection is anonymous with full access");
+        } else {
+            tracing::warn!(address = %local, "AUTHENTICATION IS DISABLED on a non-loopback address: anyone who can reach this port can read and write every document");
+        }
+    }
+    if config.demo_login {
+        tracing::warn!("SYNCKIT_DEMO_LOGIN=true: POST /auth/login issues tokens for any email and password — development only");
+    }
+    if config.jwt.secret == DEVELOPMENT_SECRET {
+        tracing::warn!(
+            "JWT_SECRET not set: using the development secret (never do this in production)"
+        );
+    }
+    tracing::info!(
+        address = %local,
+        admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
+        storage = "memory",
+        pubsub = "single-instance",
+        version = env!("CARGO_PKG_VERSION"),
+        "synckit serve listening (WebSocket on /ws and /)"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::shutdown::on_signal(shutdown.clone()));
+    let server = Server::new(config.clone(), Backends::in_memory(&config));
+    let drained = server.run(listener, admin, shutdown).await;
+    tracing::info!(drained, "stopped");
+    Ok(if drained {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

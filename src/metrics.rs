@@ -1,0 +1,178 @@
+//! Process-wide counters behind `/stats` and `/metrics` (OPERATIONS.md §7.3). Every
+//! counter here is incremented somewhere on the real path; none is decorative.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::protocol::MessageType;
+
+/// Upper bounds (ms) of the broadcast latency histogram buckets.
+pub const LATENCY_BUCKETS_MS: [f64; 11] = [
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0,
+];
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A fixed-bucket histogram (cumulative counts are computed when rendered).
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            buckets: Default::default(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe_ms(&self, ms: f64) {
+        let idx = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((ms * 1000.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Per-bucket (non-cumulative) counts; the last is the +Inf overflow bucket.
+    pub fn buckets(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub fn sum_ms(&self) -> f64 {
+        self.sum_us.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_accepted: Counter,
+    pub connections_open: Gauge,
+    pub connections_authenticated: Gauge,
+    pub connections_rejected_per_ip: Counter,
+    pub connections_rejected_capacity: Counter,
+    pub messages_in: [Counter; MessageType::ALL.len()],
+    pub messages_out: [Counter; MessageType::ALL.len()],
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub invalid_frames: Counter,
+    pub rate_limited: Counter,
+    pub acks_sent: Counter,
+    pub auth_failures: Counter,
+    pub broadcast_flushes: Counter,
+    pub broadcast_deliveries: Counter,
+    pub slow_clients_closed: Counter,
+    pub broadcast_latency: Histogram,
+    pub persist_failures: Counter,
+    pub pubsub_published: Counter,
+    pub pubsub_received: Counter,
+    pub awareness_expired: Counter,
+    errors: Mutex<HashMap<String, u64>>,
+}
+
+impl Metrics {
+    pub fn message_in(&self, kind: MessageType) {
+        self.messages_in[kind.index()].inc();
+    }
+
+    pub fn message_out(&self, kind: MessageType, n: u64) {
+        self.messages_out[kind.index()].add(n);
+    }
+
+    /// Count an `error` reply by its (catalogue) message. Messages that embed a
+    /// variable part are counted under their fixed prefix so the map stays small.
+    pub fn error_sent(&self, error: &str) {
+        let key = error.split(" (").next().unwrap_or(error);
+        let key = key.split(": ").next().unwrap_or(key);
+        if let Ok(mut map) = self.errors.lock() {
+            *map.entry(key.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    pub fn errors(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .errors
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets() {
+        let h = Histogram::default();
+        h.observe_ms(0.5);
+        h.observe_ms(50.0);
+        h.observe_ms(5000.0);
+        let b = h.buckets();
+        assert_eq!(b[0], 1);
+        assert_eq!(b[5], 1);
+        assert_eq!(b[LATENCY_BUCKETS_MS.len()], 1);
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn errors_are_keyed_by_fixed_prefix() {
+        let m = Metrics::default();
+        m.error_sent("Message too large (5 bytes, max 2)");
+        m.error_sent("Invalid message type: foo");
+        m.error_sent("Invalid message type: bar");
+        assert_eq!(
+            m.errors(),
+            vec![
+                ("Invalid message type".into(), 2),
+                ("Message too large".into(), 1)
+            ]
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The server's typed configuration, built once by the CLI and passed by value.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::auth::JwtSettings;
+use crate::sync::SyncSettings;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Admin listener (stats, metrics, rooms); `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
+    pub production: bool,
+    pub sync: SyncSettings,
+    pub jwt: JwtSettings,
+    pub batch_delay: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// WebSocket frame/message limit; larger frames close the connection with 1009.
+    pub max_frame_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub awareness_sweep_interval: Duration,
+    pub cors_origins: Vec<String>,
+    /// Trust `X-Forwarded-For` / `X-Real-IP` for the client IP (behind a proxy).
+    pub trust_proxy_headers: bool,
+    pub demo_login: bool,
+    pub test_mode: bool,
+    pub health_list_documents: bool,
+    /// Also serve `/stats`, `/metrics` and `/rooms` on the public listener.
+    pub public_stats: bool,
+    pub channel_prefix: String,
+}
+
+impl ServerConfig {
+    /// A configuration for tests and embedding: loopback, auth as given, defaults
+    /// elsewhere.
+    pub fn for_tests(auth_required: bool) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: None,
+            production: false,
+            sync: SyncSettings {
+                auth_required,
+                max_message_bytes: 2_000_000,
+                max_messages_per_minute: 1200,
+                playground_access_filter: false,
+                relay_crdt_ops: false,
+                instance_id: uuid::Uuid::new_v4().to_string(),
+                awareness_timeout: Duration::from_secs(30),
+            },
+            jwt: JwtSettings {
+                secret: "test-secret-for-synckit-tests-0123456789".into(),
+                issuer: None,
+                audience: None,
+                access_ttl: Duration::from_secs(24 * 3600),
+                refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+                api_keys: Vec::new(),
+            },
+            batch_delay: Duration::from_millis(50),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(60),
+            auth_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_ip: 50,
+            max_frame_bytes: 10 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(10),
+            awareness_sweep_interval: Duration::from_secs(5),
+            cors_origins: vec!["*".into()],
+            trust_proxy_headers: true,
+            demo_login: false,
+            test_mode: false,
+            health_list_documents: false,
+            public_stats: false,
+            channel_prefix: "synckit:".into(),
+        }
+    }
+}

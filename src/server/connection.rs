@@ -1,0 +1,234 @@
+//! One WebSocket connection: admission, the read loop (frames → session), the writer
+//! task (outbox → socket), heartbeat, auth timeout, and an orderly close.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use crate::protocol::errors::close;
+use crate::protocol::EncodedFrame;
+use crate::sync::session::CloseRequest;
+use crate::sync::{Outgoing, Peer, Session};
+
+/// Outbox items per connection. A broadcast flush is one item however many fields it
+/// carries, so this is ~256 batch windows of slack before a reader counts as slow.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// How long a closing connection waits for its writer to send what is queued.
+const WRITER_DRAIN: Duration = Duration::from_secs(2);
+
+/// Drive one upgraded socket until it closes.
+pub async fn serve_socket(
+    state: Arc<AppState>,
+    socket: WebSocket,
+    ip: IpAddr,
+    user_agent: Option<String>,
+) {
+    let metrics = state.sync.metrics.clone();
+    let _admission = match state.registry.admit(ip, &state.config) {
+        Ok(guard) => guard,
+        Err((code, reason)) => {
+            if reason == close::TOO_MANY_FROM_IP {
+                metrics.connections_rejected_per_ip.inc();
+                tracing::warn!(%ip, "[SECURITY] Connection limit exceeded for IP: {ip}");
+            } else {
+                metrics.connections_rejected_capacity.inc();
+                tracing::warn!(%ip, "connection refused: server at maximum capacity");
+            }
+            let mut socket = socket;
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                })))
+                .await;
+            return;
+        }
+    };
+    metrics.connections_accepted.inc();
+    metrics.connections_open.inc();
+    let conn_id = state.next_conn_id();
+
+    let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let peer = Peer::new(conn_id, tx);
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        peer.overflowed().clone(),
+        metrics.clone(),
+    ));
+    let mut session = Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
+    session.persist_session().await;
+
+    let heartbeat_every = state.config.heartbeat_interval;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let auth_deadline = tokio::time::sleep(state.config.auth_timeout);
+    tokio::pin!(auth_deadline);
+    let mut last_received = Instant::now();
+    let shutdown = state.connections_cancel.clone();
+
+    let close_with: Option<(u16, &'static str)> = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
+            _ = peer.overflowed().cancelled() => {
+                tracing::warn!(conn_id, "closing a client that reads too slowly");
+                break None;
+            }
+            ack = session.next_ack() => session.reply(&ack).await,
+            frame = stream.next() => {
+                let Some(frame) = frame else { break None };
+                match frame {
+                    Ok(Message::Text(text)) => {
+                        last_received = Instant::now();
+                        if let Err(CloseRequest { code, reason }) = session.handle_frame(true, text.as_bytes()).await {
+                            break Some((code, reason));
+                        }
+                    }
+                    Ok(Message::Binary(bytes)) => {
+                        last_received = Instant::now();
+                        if let Err(CloseRequest { code, reason }) = session.handle_frame(false, &bytes).await {
+                            break Some((code, reason));
+                        }
+                    }
+                    Ok(Message::Ping(_) | Message::Pong(_)) => last_received = Instant::now(),
+                    Ok(Message::Close(_)) => break None,
+                    Err(e) => {
+                        let too_big = e.to_string().contains("Space limit exceeded")
+                            || e.to_string().to_ascii_lowercase().contains("message too long")
+                            || e.to_string().to_ascii_lowercase().contains("too long");
+                        if too_big {
+                            break Some((close::TOO_BIG, close::MESSAGE_TOO_LARGE));
+                        }
+                        tracing::debug!(conn_id, error = %e, "socket error");
+                        break None;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_received.elapsed() >= state.config.heartbeat_timeout {
+                    break Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
+                }
+                peer.deliver(Outgoing::Ping);
+                session.touch().await;
+            }
+            _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
+                break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
+            }
+        }
+    };
+
+    // Acks of writes already applied are sent before the close frame: an ack is a
+    // promise the client relies on, and shutdown drains storage before exiting.
+    if close_with.is_some() {
+        let budget = tokio::time::sleep(state.config.shutdown_timeout);
+        tokio::pin!(budget);
+        while session.has_pending_acks() {
+            tokio::select! {
+                ack = session.next_ack() => session.reply(&ack).await,
+                _ = &mut budget => break,
+            }
+        }
+    }
+    session.close().await;
+    if let Some((code, reason)) = close_with {
+        peer.send(Outgoing::Close {
+            code,
+            reason: reason.into(),
+        })
+        .await;
+    } else if peer.overflowed().is_cancelled() {
+        metrics.slow_clients_closed.inc();
+    }
+    drop(session);
+    drop(peer);
+    let _ = tokio::time::timeout(WRITER_DRAIN, writer).await;
+    metrics.connections_open.dec();
+    tracing::debug!(conn_id, "connection closed");
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    overflowed: CancellationToken,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = overflowed.cancelled() => {
+                let frame = CloseFrame { code: close::TRY_AGAIN_LATER, reason: Utf8Bytes::from_static(close::SLOW_CLIENT) };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            item = rx.recv() => item,
+        };
+        let Some(mut item) = item else {
+            let _ = sink.close().await;
+            return;
+        };
+        // Feed everything already queued, then flush once: one syscall for a burst.
+        loop {
+            match write_item(&mut sink, item, &metrics).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    let _ = sink.flush().await;
+                    return;
+                }
+            }
+            match rx.try_recv() {
+                Ok(next) => item = next,
+                Err(_) => break,
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Returns Ok(false) after a close frame (nothing more may be sent).
+async fn write_item(
+    sink: &mut SplitSink<WebSocket, Message>,
+    item: Outgoing,
+    metrics: &crate::metrics::Metrics,
+) -> Result<bool, axum::Error> {
+    match item {
+        Outgoing::Frame(frame) => {
+            metrics.bytes_out.add(frame.len() as u64);
+            sink.feed(to_message(frame)).await?;
+        }
+        Outgoing::Frames(frames) => {
+            for frame in frames.iter() {
+                metrics.bytes_out.add(frame.len() as u64);
+                sink.feed(to_message(frame.clone())).await?;
+            }
+        }
+        Outgoing::Ping => sink.feed(Message::Ping(Default::default())).await?,
+        Outgoing::Close { code, reason } => {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason.into_owned()),
+            };
+            sink.send(Message::Close(Some(frame))).await?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn to_message(frame: EncodedFrame) -> Message {
+    match frame {
+        EncodedFrame::Binary(bytes) => Message::Binary(bytes),
+        EncodedFrame::Text(text) => Message::Text(Utf8Bytes::from(text)),
+    }
+}

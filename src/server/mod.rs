@@ -1,0 +1,293 @@
+//! The HTTP/WebSocket server: routes, lifecycle, and background tasks (flusher,
+//! pub/sub relay, awareness sweep). `run` takes its listeners and its shutdown signal
+//! from the caller so tests bind `127.0.0.1:0` and stop it at will.
+
+pub mod auth_routes;
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod registry;
+
+use std::future::IntoFuture;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ServerConfig;
+
+use crate::auth::Authenticator;
+use crate::awareness::{AwarenessStore, MemoryAwarenessStore};
+use crate::metrics::Metrics;
+use crate::pubsub::{Channels, LocalPubSub, PubSub};
+use crate::storage::{MemoryStorage, StorageAdapter};
+use crate::sync::hub::{FlushQueue, HubSettings};
+use crate::sync::{Hub, SyncService};
+use registry::ConnectionRegistry;
+
+/// Where the server is in its life, for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Lifecycle {
+    Starting = 0,
+    Ready = 1,
+    Draining = 2,
+}
+
+pub struct AppState {
+    pub config: ServerConfig,
+    pub sync: Arc<SyncService>,
+    pub registry: Arc<ConnectionRegistry>,
+    pub started: std::time::Instant,
+    lifecycle: AtomicU8,
+    next_conn: AtomicU64,
+    /// Cancelled during shutdown after batches are flushed: sockets close with 1001.
+    pub connections_cancel: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl AppState {
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.lifecycle.load(Ordering::Relaxed) {
+            0 => Lifecycle::Starting,
+            1 => Lifecycle::Ready,
+            _ => Lifecycle::Draining,
+        }
+    }
+
+    fn set_lifecycle(&self, l: Lifecycle) {
+        self.lifecycle.store(l as u8, Ordering::Relaxed);
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.config.sync.instance_id
+    }
+}
+
+/// The backends a server runs on; the defaults are all in memory.
+pub struct Backends {
+    pub storage: Arc<dyn StorageAdapter>,
+    pub awareness: Arc<dyn AwarenessStore>,
+    pub pubsub: Arc<dyn PubSub>,
+}
+
+impl Backends {
+    pub fn in_memory(config: &ServerConfig) -> Backends {
+        Backends {
+            storage: Arc::new(MemoryStorage::new()),
+            awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
+            pubsub: Arc::new(LocalPubSub::single_instance()),
+        }
+    }
+}
+
+/// A built server, not yet running.
+pub struct Server {
+    pub state: Arc<AppState>,
+    flush_queue: FlushQueue,
+}
+
+impl Server {
+    pub fn new(config: ServerConfig, backends: Backends) -> Server {
+        let metrics = Arc::new(Metrics::default());
+        let (hub, flush_queue) = Hub::new(
+            backends.storage,
+            backends.pubsub,
+            metrics.clone(),
+            HubSettings {
+                batch_delay: config.batch_delay,
+                instance_id: config.sync.instance_id.clone(),
+                channels: Channels::new(config.channel_prefix.clone()),
+            },
+        );
+        let sync = Arc::new(SyncService {
+            hub,
+            awareness: backends.awareness,
+            auth: Arc::new(Authenticator::new(config.jwt.clone())),
+            metrics,
+            settings: config.sync.clone(),
+        });
+        let state = Arc::new(AppState {
+            config,
+            sync,
+            registry: Arc::new(ConnectionRegistry::default()),
+            started: std::time::Instant::now(),
+            lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
+            next_conn: AtomicU64::new(0),
+            connections_cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        Server { state, flush_queue }
+    }
+
+    /// Serve until `shutdown` is cancelled, then drain (OPERATIONS.md §6). Returns
+    /// whether every pending write was persisted within the shutdown budget.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> bool {
+        let Server { state, flush_queue } = self;
+        let sync = state.sync.clone();
+        let background = CancellationToken::new();
+        let flusher = tokio::spawn(crate::sync::flusher::run(
+            sync.hub.clone(),
+            flush_queue,
+            background.clone(),
+        ));
+        if let Some(rx) = sync.hub.pubsub().take_incoming() {
+            tokio::spawn(crate::sync::relay::run(
+                sync.hub.clone(),
+                sync.awareness.clone(),
+                sync.metrics.clone(),
+                rx,
+                background.clone(),
+            ));
+        }
+        tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
+
+        let public = public_router(state.clone());
+        let public_task = tokio::spawn(
+            axum::serve(
+                listener,
+                public.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+        );
+        if let Some(admin) = admin {
+            let router = http::admin_router(state.clone());
+            tokio::spawn(
+                axum::serve(
+                    admin,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+            );
+        }
+        state.set_lifecycle(Lifecycle::Ready);
+        tracing::info!(instance_id = %state.instance_id(), "ready");
+
+        shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + state.config.shutdown_timeout;
+        state.set_lifecycle(Lifecycle::Draining);
+        tracing::info!("shutting down: flushing broadcasts and closing connections");
+        background.cancel();
+        let _ = flusher.await;
+        state.connections_cancel.cancel();
+        state.tracker.close();
+        if tokio::time::timeout_at(deadline, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within the shutdown budget");
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let drained = sync.hub.storage().drain(remaining).await;
+        if !drained {
+            tracing::error!(
+                backlog = sync.hub.storage().backlog(),
+                "shutdown budget ran out with writes not yet persisted"
+            );
+        }
+        public_task.abort();
+        drained
+    }
+}
+
+fn public_router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/", get(root_or_upgrade))
+        .route("/health", get(http::health))
+        .route("/health/live", get(http::live))
+        .route("/health/ready", get(http::ready))
+        .merge(auth_routes::router());
+    if state.config.public_stats {
+        router = router.merge(http::stats_routes());
+    }
+    if state.config.test_mode {
+        router = router.route("/_test/clear", post(http::test_clear));
+    }
+    http::with_common_layers(router, &state.config).with_state(state)
+}
+
+/// The client IP for per-IP limits: first `X-Forwarded-For` entry, else `X-Real-IP`,
+/// else the peer address (TS order), when proxy headers are trusted.
+pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> IpAddr {
+    if trust_proxy {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        let real = || {
+            headers
+                .get("x-real-ip")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        if let Some(ip) = forwarded.or_else(real) {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+async fn ws_upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(state, peer, headers, ws)
+}
+
+async fn root_or_upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => upgrade(state, peer, headers, ws),
+        Err(_) => http::info().await,
+    }
+}
+
+fn upgrade(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if state.lifecycle() == Lifecycle::Draining {
+        return http::unavailable("Server is shutting down");
+    }
+    let ip = client_ip(&headers, peer, state.config.trust_proxy_headers);
+    let user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let limit = state.config.max_frame_bytes;
+    let tracker = state.tracker.clone();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            tracker.track_future(connection::serve_socket(state, socket, ip, user_agent))
+        })
+}

@@ -1,0 +1,181 @@
+//! Reassembly of `delta_batch_chunk` sets (PROTOCOL.md §7.10), with bounds: at most
+//! 1000 chunks per set, 16 open sets per connection, the reassembled size within the
+//! message limit, and sets dropped 30 s after their first chunk.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::time::Instant;
+
+use crate::protocol::message::ChunkMessage;
+
+pub const MAX_CHUNKS_PER_SET: u64 = 1000;
+pub const MAX_OPEN_SETS: usize = 16;
+pub const SET_TTL: Duration = Duration::from_secs(30);
+
+struct ChunkSet {
+    slots: Vec<Option<Vec<u8>>>,
+    filled: usize,
+    bytes: usize,
+    started: Instant,
+}
+
+/// What a chunk did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    Pending,
+    /// All slots filled: the complete encoded message.
+    Complete(Vec<u8>),
+    /// Malformed or over a bound; the set (if any) is dropped.
+    Invalid,
+}
+
+pub struct ChunkAssembler {
+    max_bytes: usize,
+    sets: HashMap<String, ChunkSet>,
+}
+
+impl ChunkAssembler {
+    pub fn new(max_bytes: usize) -> ChunkAssembler {
+        ChunkAssembler {
+            max_bytes,
+            sets: HashMap::new(),
+        }
+    }
+
+    pub fn accept(&mut self, chunk: ChunkMessage, now: Instant) -> ChunkOutcome {
+        self.sweep(now);
+        let (Some(id), Some(total), Some(index), Some(data)) = (
+            chunk.chunk_id,
+            chunk.total_chunks,
+            chunk.chunk_index,
+            chunk.data,
+        ) else {
+            return ChunkOutcome::Invalid;
+        };
+        let valid_shape = (1..=MAX_CHUNKS_PER_SET).contains(&total) && index < total;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(data.as_bytes());
+        let (true, Ok(bytes)) = (valid_shape, decoded) else {
+            self.sets.remove(&id);
+            return ChunkOutcome::Invalid;
+        };
+        if !self.sets.contains_key(&id) && self.sets.len() >= MAX_OPEN_SETS {
+            return ChunkOutcome::Invalid;
+        }
+        let set = self.sets.entry(id.clone()).or_insert_with(|| ChunkSet {
+            slots: vec![None; total as usize],
+            filled: 0,
+            bytes: 0,
+            started: now,
+        });
+        if set.slots.len() as u64 != total {
+            self.sets.remove(&id);
+            return ChunkOutcome::Invalid;
+        }
+        let slot = &mut set.slots[index as usize];
+        if let Some(previous) = slot.take() {
+            set.bytes -= previous.len();
+            set.filled -= 1;
+        }
+        set.bytes += bytes.len();
+        set.filled += 1;
+        *slot = Some(bytes);
+        if set.bytes > self.max_bytes {
+            self.sets.remove(&id);
+            return ChunkOutcome::Invalid;
+        }
+        if set.filled < set.slots.len() {
+            return ChunkOutcome::Pending;
+        }
+        let Some(set) = self.sets.remove(&id) else {
+            return ChunkOutcome::Invalid;
+        };
+        let mut out = Vec::with_capacity(set.bytes);
+        for part in set.slots.into_iter().flatten() {
+            out.extend_from_slice(&part);
+        }
+        ChunkOutcome::Complete(out)
+    }
+
+    /// Drop sets older than the TTL.
+    pub fn sweep(&mut self, now: Instant) {
+        self.sets
+            .retain(|_, s| now.saturating_duration_since(s.started) < SET_TTL);
+    }
+
+    pub fn open_sets(&self) -> usize {
+        self.sets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(id: &str, total: u64, index: u64, data: &[u8]) -> ChunkMessage {
+        ChunkMessage {
+            chunk_id: Some(id.into()),
+            total_chunks: Some(total),
+            chunk_index: Some(index),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+        }
+    }
+
+    #[test]
+    fn reassembles_out_of_order() {
+        let t = Instant::now();
+        let mut a = ChunkAssembler::new(1000);
+        assert_eq!(a.accept(chunk("c", 3, 2, b"ghi"), t), ChunkOutcome::Pending);
+        assert_eq!(a.accept(chunk("c", 3, 0, b"abc"), t), ChunkOutcome::Pending);
+        assert_eq!(
+            a.accept(chunk("c", 3, 1, b"def"), t),
+            ChunkOutcome::Complete(b"abcdefghi".to_vec())
+        );
+        assert_eq!(a.open_sets(), 0);
+    }
+
+    #[test]
+    fn rejects_out_of_bounds() {
+        let t = Instant::now();
+        let mut a = ChunkAssembler::new(5);
+        assert_eq!(a.accept(chunk("c", 2, 2, b"x"), t), ChunkOutcome::Invalid);
+        assert_eq!(a.accept(chunk("c", 0, 0, b"x"), t), ChunkOutcome::Invalid);
+        assert_eq!(
+            a.accept(chunk("c", 1001, 0, b"x"), t),
+            ChunkOutcome::Invalid
+        );
+        assert_eq!(
+            a.accept(chunk("c", 3, 0, b"123456"), t),
+            ChunkOutcome::Invalid
+        );
+        let mut bad = chunk("c", 2, 0, b"x");
+        bad.data = Some("***".into());
+        assert_eq!(a.accept(bad, t), ChunkOutcome::Invalid);
+        let mut missing = chunk("c", 2, 0, b"x");
+        missing.chunk_id = None;
+        assert_eq!(a.accept(missing, t), ChunkOutcome::Invalid);
+        // Inconsistent totals drop the set.
+        assert_eq!(a.accept(chunk("d", 2, 0, b"a"), t), ChunkOutcome::Pending);
+        assert_eq!(a.accept(chunk("d", 3, 1, b"b"), t), ChunkOutcome::Invalid);
+        assert_eq!(a.open_sets(), 0);
+    }
+
+    #[test]
+    fn limits_open_sets_and_expires_them() {
+        let t = Instant::now();
+        let mut a = ChunkAssembler::new(1000);
+        for i in 0..MAX_OPEN_SETS {
+            assert_eq!(
+                a.accept(chunk(&format!("s{i}"), 2, 0, b"a"), t),
+                ChunkOutcome::Pending
+            );
+        }
+        assert_eq!(
+            a.accept(chunk("one-more", 2, 0, b"a"), t),
+            ChunkOutcome::Invalid
+        );
+        a.sweep(t + SET_TTL);
+        assert_eq!(a.open_sets(), 0);
+    }
+}

@@ -1,0 +1,606 @@
+//! Live documents and their subscribers; broadcast batching and fan-out
+//! (PROTOCOL.md §8.6–§8.8).
+//!
+//! Each document has its own lock, held only for in-memory work (never across an
+//! await). Field results are coalesced per document for the batch window and then
+//! fanned out: every message is encoded once per encoding and the same bytes are
+//! shared by all subscribers. Writes are submitted to storage under the document
+//! lock, so storage sees them in the order they were applied.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::document::Document;
+use super::peer::{Outgoing, Peer};
+use super::text::TextState;
+use crate::metrics::Metrics;
+use crate::protocol::encode::{encode_body, field_delta_body, next_message_id};
+use crate::protocol::{encode, EncodedFrame, Encoding, MessageType, ServerMessage};
+use crate::pubsub::{Channels, PubSub, PubSubState};
+use crate::storage::{DocumentWrite, FieldChange, PersistTicket, StorageAdapter, StorageError};
+
+/// Tunables of the hub.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Broadcast coalescing window (`SYNC_BATCH_DELAY`); zero flushes inline.
+    pub batch_delay: Duration,
+    /// This instance's id: the `origin` of everything it publishes.
+    pub instance_id: String,
+    pub channels: Channels,
+}
+
+/// A subscriber list, copied on change so a flush can iterate it without the lock.
+type PeerList = Arc<Vec<Arc<Peer>>>;
+
+#[derive(Default)]
+struct PendingBatch {
+    /// Fields in first-queued order; later values overwrite earlier ones.
+    order: Vec<String>,
+    /// Field → (value, whether this instance produced it and must publish it).
+    values: HashMap<String, (Value, bool)>,
+    since: Option<Instant>,
+}
+
+struct DocState {
+    doc: Document,
+    subscribers: PeerList,
+    awareness_subscribers: PeerList,
+    pending: PendingBatch,
+    last_modified_ms: i64,
+}
+
+/// One live document.
+pub struct DocEntry {
+    pub id: Arc<str>,
+    state: Mutex<DocState>,
+}
+
+impl DocEntry {
+    fn lock(&self) -> MutexGuard<'_, DocState> {
+        // A panic while holding the lock leaves the state as it was before the
+        // failed write, which is still consistent: keep serving it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What `sync_response` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentSnapshot {
+    pub state: Map<String, Value>,
+    pub clock: Map<String, Value>,
+    pub text: Option<(String, f64)>,
+}
+
+/// One client field write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldWrite {
+    pub field: String,
+    pub value: Value,
+    pub writer: String,
+}
+
+/// What one inbound message changes in one document.
+#[derive(Debug, Default)]
+pub struct Changes<'a> {
+    pub fields: Vec<FieldWrite>,
+    pub clocks: Vec<&'a Map<String, Value>>,
+    /// Incoming Fugue state and its `textClock`.
+    pub text: Option<(&'a str, f64)>,
+}
+
+/// The result of applying [`Changes`].
+#[derive(Debug)]
+pub struct Applied {
+    pub ticket: PersistTicket,
+    /// The merged text state, when the changes carried one.
+    pub merged_text: Option<String>,
+}
+
+/// Summary of a live document, for stats and the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentSummary {
+    pub id: String,
+    pub subscribers: usize,
+    pub awareness_subscribers: usize,
+    pub fields: usize,
+    pub approximate_bytes: usize,
+    pub last_modified_ms: i64,
+}
+
+pub struct Hub {
+    docs: Mutex<HashMap<Arc<str>, Arc<DocEntry>>>,
+    storage: Arc<dyn StorageAdapter>,
+    pubsub: Arc<dyn PubSub>,
+    metrics: Arc<Metrics>,
+    settings: HubSettings,
+    flush_tx: mpsc::UnboundedSender<(Arc<DocEntry>, Instant)>,
+}
+
+/// The flush queue consumed by [`super::flusher::run`]. Unbounded, but it holds at
+/// most one entry per document with a pending batch.
+pub type FlushQueue = mpsc::UnboundedReceiver<(Arc<DocEntry>, Instant)>;
+
+impl Hub {
+    pub fn new(
+        storage: Arc<dyn StorageAdapter>,
+        pubsub: Arc<dyn PubSub>,
+        metrics: Arc<Metrics>,
+        settings: HubSettings,
+    ) -> (Arc<Hub>, FlushQueue) {
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(Hub {
+            docs: Mutex::new(HashMap::new()),
+            storage,
+            pubsub,
+            metrics,
+            settings,
+            flush_tx,
+        });
+        (hub, flush_rx)
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
+    }
+
+    pub fn storage(&self) -> &Arc<dyn StorageAdapter> {
+        &self.storage
+    }
+
+    pub fn pubsub(&self) -> &Arc<dyn PubSub> {
+        &self.pubsub
+    }
+
+    fn docs(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<DocEntry>>> {
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A live document, if loaded.
+    pub fn get(&self, id: &str) -> Option<Arc<DocEntry>> {
+        self.docs().get(id).cloned()
+    }
+
+    /// The live document, loading it from storage on first access.
+    pub async fn open(&self, id: &str) -> Result<Arc<DocEntry>, StorageError> {
+        if let Some(entry) = self.get(id) {
+            return Ok(entry);
+        }
+        let stored = self.storage.load_document(id).await?;
+        let mut doc = Document::default();
+        if let Some(stored) = stored {
+            doc.fields = stored.fields.into_iter().collect();
+            for (writer, value) in stored.clock {
+                doc.clock.observe(&writer, value);
+            }
+            // Restored fields need a clock entry so SDK 0.3.0 can apply the state
+            // (it reads max(values(clock))); TS's restored writer is `storage`.
+            if !doc.fields.is_empty() && doc.clock.is_empty() {
+                doc.clock.observe("storage", 1);
+            }
+            doc.text = stored.text.map(|(json, clock)| TextState::new(json, clock));
+        }
+        let mut docs = self.docs();
+        // Another connection may have loaded it meanwhile: keep the first.
+        let entry = docs
+            .entry(Arc::from(id))
+            .or_insert_with(|| {
+                Arc::new(DocEntry {
+                    id: Arc::from(id),
+                    state: Mutex::new(DocState {
+                        doc,
+                        subscribers: Arc::new(Vec::new()),
+                        awareness_subscribers: Arc::new(Vec::new()),
+                        pending: PendingBatch::default(),
+                        last_modified_ms: 0,
+                    }),
+                })
+            })
+            .clone();
+        Ok(entry)
+    }
+
+    /// Add a document subscriber (idempotent). Returns whether it was new.
+    pub fn subscribe(&self, entry: &DocEntry, peer: &Arc<Peer>) -> bool {
+        let mut st = entry.lock();
+        let added = add_peer(&mut st.subscribers, peer);
+        if added {
+            self.note_interest(entry, &st);
+        }
+        added
+    }
+
+    /// Add an awareness subscriber (idempotent).
+    pub fn subscribe_awareness(&self, entry: &DocEntry, peer: &Arc<Peer>) -> bool {
+        let mut st = entry.lock();
+        let added = add_peer(&mut st.awareness_subscribers, peer);
+        if added {
+            self.note_interest(entry, &st);
+        }
+        added
+    }
+
+    /// Remove a document subscription (the awareness one stays).
+    pub fn unsubscribe(&self, id: &str, conn_id: u64) {
+        if let Some(entry) = self.get(id) {
+            let mut st = entry.lock();
+            remove_peer(&mut st.subscribers, conn_id);
+            self.drop_interest_if_idle(&entry, &st);
+        }
+    }
+
+    /// Forget a closed connection in every document it was in. Pending batches are
+    /// kept: the other subscribers still get them (TS drops them; a bug).
+    pub fn remove_peer<'a>(&self, conn_id: u64, documents: impl IntoIterator<Item = &'a str>) {
+        for id in documents {
+            if let Some(entry) = self.get(id) {
+                let mut st = entry.lock();
+                remove_peer(&mut st.subscribers, conn_id);
+                remove_peer(&mut st.awareness_subscribers, conn_id);
+                self.drop_interest_if_idle(&entry, &st);
+            }
+        }
+    }
+
+    /// Pub/sub follows local interest: subscribed while anyone here listens.
+    fn note_interest(&self, entry: &DocEntry, st: &DocState) {
+        if st.subscribers.len() + st.awareness_subscribers.len() == 1 {
+            self.pubsub
+                .subscribe(&self.settings.channels.delta(&entry.id));
+            self.pubsub
+                .subscribe(&self.settings.channels.awareness(&entry.id));
+        }
+    }
+
+    fn drop_interest_if_idle(&self, entry: &DocEntry, st: &DocState) {
+        if st.subscribers.is_empty() && st.awareness_subscribers.is_empty() {
+            self.pubsub
+                .unsubscribe(&self.settings.channels.delta(&entry.id));
+            self.pubsub
+                .unsubscribe(&self.settings.channels.awareness(&entry.id));
+        }
+    }
+
+    pub fn snapshot(&self, entry: &DocEntry) -> DocumentSnapshot {
+        let st = entry.lock();
+        DocumentSnapshot {
+            state: st.doc.state_json(),
+            clock: st.doc.clock_json(),
+            text: st
+                .doc
+                .text
+                .as_ref()
+                .map(|t| (t.json().to_owned(), t.clock())),
+        }
+    }
+
+    /// Apply one inbound message's changes, queue the field results for broadcast,
+    /// and submit the write to storage — all under the document lock.
+    pub fn apply(&self, entry: &Arc<DocEntry>, changes: Changes<'_>, now_ms: i64) -> Applied {
+        let mut st = entry.lock();
+        let mut write = DocumentWrite {
+            document_id: entry.id.clone(),
+            changes: Vec::with_capacity(changes.fields.len()),
+            clock: Vec::new(),
+            text: None,
+        };
+        let mut queued = Vec::with_capacity(changes.fields.len());
+        for FieldWrite {
+            field,
+            value,
+            writer,
+        } in changes.fields
+        {
+            let out = st.doc.write_field(field, value, &writer);
+            write.changes.push(FieldChange {
+                field: out.field.clone(),
+                value: (!out.deleted).then(|| out.authoritative.clone()),
+                writer: out.writer.clone(),
+                clock_value: out.tick,
+            });
+            queued.push((out.field, out.authoritative));
+        }
+        let mut clock_changes: HashMap<String, u64> = write
+            .changes
+            .iter()
+            .map(|c| (c.writer.clone(), c.clock_value))
+            .collect();
+        for clock in changes.clocks {
+            for (writer, value) in st.doc.clock.merge_json(clock) {
+                clock_changes.insert(writer, value);
+            }
+        }
+        // Persist the final value of every entry that moved.
+        write.clock = clock_changes
+            .into_keys()
+            .map(|w| {
+                let v = st.doc.clock.get(&w);
+                (w, v)
+            })
+            .collect();
+        let mut merged_text = None;
+        if let Some((incoming, clock)) = changes.text {
+            let text = st
+                .doc
+                .text
+                .get_or_insert_with(|| TextState::new(String::new(), 0.0));
+            text.merge(incoming, clock);
+            write.text = Some((text.json().to_owned(), text.clock()));
+            merged_text = Some(text.json().to_owned());
+        }
+        if !write.is_empty() {
+            st.last_modified_ms = now_ms;
+        }
+        let schedule = self.queue_locked(&mut st, queued, true);
+        let ticket = if write.is_empty() {
+            PersistTicket::done(Ok(()))
+        } else {
+            self.storage.submit(write)
+        };
+        drop(st);
+        if schedule {
+            self.schedule_flush(entry);
+        }
+        Applied {
+            ticket,
+            merged_text,
+        }
+    }
+
+    /// Apply field values another instance decided (not persisted here: the origin
+    /// instance persisted them) and queue them for local broadcast.
+    pub fn apply_remote(
+        &self,
+        entry: &Arc<DocEntry>,
+        fields: &Map<String, Value>,
+        clock: Option<&Map<String, Value>>,
+        now_ms: i64,
+    ) {
+        let mut st = entry.lock();
+        for (field, value) in fields {
+            st.doc.apply_authoritative(field, value);
+        }
+        if let Some(clock) = clock {
+            st.doc.clock.merge_json(clock);
+        }
+        st.last_modified_ms = now_ms;
+        let queued = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let schedule = self.queue_locked(&mut st, queued, false);
+        drop(st);
+        if schedule {
+            self.schedule_flush(entry);
+        }
+    }
+
+    /// Merge a remote text state (no persistence) and return the merged state.
+    pub fn merge_remote_text(&self, entry: &DocEntry, incoming: &str, clock: f64) -> String {
+        let mut st = entry.lock();
+        let text = st
+            .doc
+            .text
+            .get_or_insert_with(|| TextState::new(String::new(), 0.0));
+        text.merge(incoming, clock);
+        text.json().to_owned()
+    }
+
+    /// Returns whether a flush must be scheduled (the batch went from empty to not).
+    fn queue_locked(&self, st: &mut DocState, fields: Vec<(String, Value)>, local: bool) -> bool {
+        if fields.is_empty() {
+            return false;
+        }
+        let was_empty = st.pending.order.is_empty();
+        for (field, value) in fields {
+            match st.pending.values.get_mut(&field) {
+                Some(slot) => {
+                    slot.0 = value;
+                    slot.1 |= local;
+                }
+                None => {
+                    st.pending.order.push(field.clone());
+                    st.pending.values.insert(field, (value, local));
+                }
+            }
+        }
+        if was_empty {
+            st.pending.since = Some(Instant::now());
+        }
+        was_empty
+    }
+
+    fn schedule_flush(&self, entry: &Arc<DocEntry>) {
+        if self.settings.batch_delay.is_zero() {
+            self.flush(entry);
+            return;
+        }
+        let due = Instant::now() + self.settings.batch_delay;
+        if self.flush_tx.send((entry.clone(), due)).is_err() {
+            // The flusher is gone (shutdown): deliver now rather than never.
+            self.flush(entry);
+        }
+    }
+
+    /// Send a document's pending batch: one SDK-shape `delta` per field to every
+    /// subscriber including the writers, then publish the local part to pub/sub.
+    pub fn flush(&self, entry: &DocEntry) {
+        let (batch, clock_json, subscribers) = {
+            let mut st = entry.lock();
+            if st.pending.order.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut st.pending);
+            (batch, st.doc.clock.to_json_string(), st.subscribers.clone())
+        };
+        let now_ms = crate::sync::wall_clock_ms();
+        let PendingBatch {
+            order,
+            mut values,
+            since,
+        } = batch;
+        let mut bodies = Vec::with_capacity(order.len());
+        let mut published = Map::new();
+        for field in order {
+            if let Some((value, local)) = values.remove(&field) {
+                bodies.push((
+                    next_message_id(now_ms),
+                    field_delta_body(&entry.id, &field, &value, &clock_json),
+                ));
+                if local {
+                    published.insert(field, value);
+                }
+            }
+        }
+        let frames_for = |encoding: Encoding| -> Arc<[EncodedFrame]> {
+            bodies
+                .iter()
+                .map(|(id, body)| encode_body(MessageType::Delta, id, now_ms, body, encoding))
+                .collect()
+        };
+        let mut binary: Option<Arc<[EncodedFrame]>> = None;
+        let mut json: Option<Arc<[EncodedFrame]>> = None;
+        let mut delivered = 0u64;
+        for peer in subscribers.iter() {
+            let frames = match peer.encoding() {
+                Encoding::Binary => binary.get_or_insert_with(|| frames_for(Encoding::Binary)),
+                Encoding::Json => json.get_or_insert_with(|| frames_for(Encoding::Json)),
+            };
+            if peer.deliver(Outgoing::Frames(frames.clone())) {
+                delivered += 1;
+            } else {
+                self.metrics.slow_clients_closed.inc();
+            }
+        }
+        let messages = delivered * bodies.len() as u64;
+        self.metrics.broadcast_flushes.inc();
+        self.metrics.broadcast_deliveries.add(messages);
+        self.metrics.message_out(MessageType::Delta, messages);
+        if let Some(since) = since {
+            self.metrics
+                .broadcast_latency
+                .observe_ms(since.elapsed().as_secs_f64() * 1000.0);
+        }
+        if !published.is_empty() && self.pubsub.state() != PubSubState::SingleInstance {
+            let msg = serde_json::json!({
+                "type": "delta",
+                "id": next_message_id(now_ms),
+                "timestamp": now_ms,
+                "documentId": &*entry.id,
+                "delta": published,
+                "vectorClock": serde_json::from_str::<Value>(&clock_json).unwrap_or(Value::Null),
+                "origin": self.settings.instance_id,
+            });
+            self.publish(&self.settings.channels.delta(&entry.id), &msg);
+        }
+    }
+
+    /// Flush every pending batch now (shutdown).
+    pub fn flush_all(&self) {
+        let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
+        for entry in entries {
+            self.flush(&entry);
+        }
+    }
+
+    pub fn publish(&self, channel: &str, msg: &Value) {
+        self.pubsub
+            .publish(channel, Bytes::from(msg.to_string().into_bytes()));
+        self.metrics.pubsub_published.inc();
+    }
+
+    /// Send one message now to a document's subscribers (and, for awareness, its
+    /// awareness subscribers), except `except`.
+    pub fn send_to_subscribers(
+        &self,
+        entry: &DocEntry,
+        msg: &ServerMessage,
+        include_awareness: bool,
+        except: Option<u64>,
+    ) -> u64 {
+        let (subs, aware) = {
+            let st = entry.lock();
+            (st.subscribers.clone(), st.awareness_subscribers.clone())
+        };
+        let extra: &[Arc<Peer>] = if include_awareness { &aware } else { &[] };
+        let now_ms = crate::sync::wall_clock_ms();
+        let id = next_message_id(now_ms);
+        let mut binary = None;
+        let mut json = None;
+        let mut seen = Vec::new();
+        let mut delivered = 0;
+        for peer in subs.iter().chain(extra.iter()) {
+            if Some(peer.conn_id) == except || seen.contains(&peer.conn_id) {
+                continue;
+            }
+            seen.push(peer.conn_id);
+            let frame = match peer.encoding() {
+                Encoding::Binary => {
+                    binary.get_or_insert_with(|| encode(msg, &id, now_ms, Encoding::Binary))
+                }
+                Encoding::Json => {
+                    json.get_or_insert_with(|| encode(msg, &id, now_ms, Encoding::Json))
+                }
+            };
+            if peer.deliver(Outgoing::Frame(frame.clone())) {
+                delivered += 1;
+            }
+        }
+        self.metrics.message_out(msg.kind(), delivered);
+        delivered
+    }
+
+    pub fn document_count(&self) -> usize {
+        self.docs().len()
+    }
+
+    pub fn summaries(&self) -> Vec<DocumentSummary> {
+        let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
+        let mut out: Vec<DocumentSummary> = entries
+            .iter()
+            .map(|e| {
+                let st = e.lock();
+                DocumentSummary {
+                    id: e.id.to_string(),
+                    subscribers: st.subscribers.len(),
+                    awareness_subscribers: st.awareness_subscribers.len(),
+                    fields: st.doc.fields.len(),
+                    approximate_bytes: st.doc.approximate_size(),
+                    last_modified_ms: st.last_modified_ms,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Total document subscriptions across live documents.
+    pub fn subscription_count(&self) -> usize {
+        let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
+        entries.iter().map(|e| e.lock().subscribers.len()).sum()
+    }
+}
+
+fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
+    if list.iter().any(|p| p.conn_id == peer.conn_id) {
+        return false;
+    }
+    let mut next = Vec::with_capacity(list.len() + 1);
+    next.extend(list.iter().cloned());
+    next.push(peer.clone());
+    *list = Arc::new(next);
+    true
+}
+
+fn remove_peer(list: &mut PeerList, conn_id: u64) {
+    if list.iter().any(|p| p.conn_id == conn_id) {
+        *list = Arc::new(
+            list.iter()
+                .filter(|p| p.conn_id != conn_id)
+                .cloned()
+                .collect(),
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! The sans-I/O sync core: documents, the hub of live documents and subscribers, and
+//! the per-connection session state machine. Nothing here owns a socket; sessions
+//! talk to their connection through a bounded outbox ([`peer::Peer`]).
+
+pub mod chunks;
+pub mod clock;
+pub mod document;
+pub mod flusher;
+pub mod hub;
+pub mod peer;
+pub mod rate_limit;
+pub mod relay;
+pub mod session;
+pub mod text;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::auth::Authenticator;
+use crate::awareness::AwarenessStore;
+use crate::metrics::Metrics;
+
+pub use hub::Hub;
+pub use peer::{Outgoing, Peer};
+pub use session::Session;
+
+/// Epoch milliseconds that follow tokio's clock, so tests with paused time see
+/// awareness expiry and timestamps move with `tokio::time::advance`.
+pub fn wall_clock_ms() -> i64 {
+    static ANCHOR: OnceLock<(i64, tokio::time::Instant)> = OnceLock::new();
+    let (base_ms, base) = *ANCHOR.get_or_init(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        (ms, tokio::time::Instant::now())
+    });
+    let elapsed = tokio::time::Instant::now().saturating_duration_since(base);
+    base_ms.saturating_add(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Settings of the message handlers.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub auth_required: bool,
+    /// Logical message (payload) limit, bytes.
+    pub max_message_bytes: usize,
+    /// Messages per minute per connection (pings not counted); 0 = unlimited.
+    pub max_messages_per_minute: u32,
+    pub playground_access_filter: bool,
+    pub relay_crdt_ops: bool,
+    pub instance_id: String,
+    pub awareness_timeout: Duration,
+}
+
+/// What every session shares.
+pub struct SyncService {
+    pub hub: Arc<Hub>,
+    pub awareness: Arc<dyn AwarenessStore>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: Arc<Metrics>,
+    pub settings: SyncSettings,
+}
+
+/// The TS/Go/Python playground policy (PROTOCOL.md §6), opt-in.
+pub fn playground_allows(document_id: &str) -> bool {
+    document_id == "playground"
+        || document_id.starts_with("playground:")
+        || document_id == "wordwall"
+        || document_id.starts_with("wordwall:")
+        || document_id.starts_with("room:")
+        || document_id.bytes().take_while(u8::is_ascii_digit).count() >= 13
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playground_policy() {
+        for ok in [
+            "playground",
+            "playground:x",
+            "wordwall",
+            "wordwall:1",
+            "room:a",
+            "1700000000000-x",
+        ] {
+            assert!(playground_allows(ok), "{ok}");
+        }
+        for no in ["todo-1", "room", "playgroundx", "123456789012-x"] {
+            assert!(!playground_allows(no), "{no}");
+        }
+    }
+}

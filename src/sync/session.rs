@@ -1,0 +1,911 @@
+//! One connection's state machine: encoding, authentication, subscriptions, rate
+//! limit, chunk reassembly, and the handler of every client message (PROTOCOL.md §5–§7).
+//!
+//! Replies go to the connection's outbox in order. Acks wait until the write is
+//! durable; they are queued as futures in arrival order so one connection can keep
+//! many writes in flight and still receive its acks in order.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::chunks::{ChunkAssembler, ChunkOutcome};
+use super::hub::{Changes, DocEntry, FieldWrite};
+use super::peer::{Outgoing, Peer};
+use super::rate_limit::RateLimiter;
+use super::{playground_allows, wall_clock_ms, SyncService};
+use crate::auth::{Identity, TokenKind};
+use crate::awareness::{AwarenessUpdate, SetOutcome};
+use crate::protocol::encode::next_message_id;
+use crate::protocol::errors::{self as err, close};
+use crate::protocol::message::{
+    is_tombstone, tombstone, AwarenessStateEntry, AwarenessUpdateMessage, DeltaBatchMessage,
+    DeltaMessage, ParseError,
+};
+use crate::protocol::{
+    decode_frame, document_id, encode, ClientMessage, DecodeError, Encoding, MessageType,
+    ServerMessage,
+};
+use crate::storage::{PersistTicket, SessionRecord, StorageError};
+
+/// Longest field name: `deltas.field_path` is `VARCHAR(500)`.
+pub const MAX_FIELD_NAME_LEN: usize = 500;
+
+/// Longest writer (client) id: `vector_clocks.client_id` is `VARCHAR(255)`.
+pub const MAX_WRITER_ID_LEN: usize = 255;
+
+/// Ask the connection to close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = ServerMessage> + Send + Sync>>;
+
+pub struct Session {
+    svc: Arc<SyncService>,
+    peer: Arc<Peer>,
+    ip: String,
+    user_agent: Option<String>,
+    identity: Option<Identity>,
+    encoding_fixed: bool,
+    /// Documents this connection subscribed to (explicitly or by writing).
+    documents: HashSet<Arc<str>>,
+    /// Documents whose awareness this connection subscribed to.
+    awareness_documents: HashSet<Arc<str>>,
+    rate: RateLimiter,
+    chunks: ChunkAssembler,
+    /// Writer id for writes that name no client: unique across instances and restarts.
+    writer_id: String,
+    pending_acks: FuturesOrdered<AckFuture>,
+    session_saved: bool,
+}
+
+impl Session {
+    /// A new connection. With auth disabled it is authenticated at once as
+    /// `anonymous-<ip>` (the SDK never sends `auth`).
+    pub fn new(
+        svc: Arc<SyncService>,
+        peer: Arc<Peer>,
+        ip: String,
+        user_agent: Option<String>,
+    ) -> Session {
+        let identity = (!svc.settings.auth_required).then(|| Identity::anonymous_at(&ip));
+        let short: String = svc
+            .settings
+            .instance_id
+            .chars()
+            .filter(|c| *c != '-')
+            .take(16)
+            .collect();
+        let writer_id = format!("srv-{short}-{}", peer.conn_id);
+        let rate = RateLimiter::new(svc.settings.max_messages_per_minute, Instant::now());
+        let chunks = ChunkAssembler::new(svc.settings.max_message_bytes);
+        Session {
+            svc,
+            peer,
+            ip,
+            user_agent,
+            identity,
+            encoding_fixed: false,
+            documents: HashSet::new(),
+            awareness_documents: HashSet::new(),
+            rate,
+            chunks,
+            writer_id,
+            pending_acks: FuturesOrdered::new(),
+            session_saved: false,
+        }
+    }
+
+    pub fn peer(&self) -> &Arc<Peer> {
+        &self.peer
+    }
+
+    pub fn conn_id(&self) -> u64 {
+        self.peer.conn_id
+    }
+
+    /// Fleet-unique connection id, used for session rows and awareness ownership.
+    pub fn connection_key(&self) -> String {
+        format!(
+            "{}:conn-{}",
+            self.svc.settings.instance_id, self.peer.conn_id
+        )
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    pub fn subscriptions(&self) -> impl Iterator<Item = &str> {
+        self.documents.iter().map(|d| &**d)
+    }
+
+    /// Record the session row if authenticated (called at connect and after auth).
+    pub async fn persist_session(&mut self) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        self.svc.metrics.connections_authenticated.inc();
+        let record = SessionRecord {
+            id: self.connection_key(),
+            user_id: identity.user_id.clone(),
+            client_id: None,
+            metadata: crate::storage::memory::session_metadata(
+                &self.ip,
+                self.user_agent.as_deref(),
+                &self.svc.settings.instance_id,
+            ),
+        };
+        if self.session_saved {
+            self.svc.metrics.connections_authenticated.dec();
+        }
+        self.session_saved = true;
+        if let Err(e) = self.svc.hub.storage().save_session(record).await {
+            tracing::warn!(conn_id = self.peer.conn_id, error = %e, "could not record session");
+        }
+    }
+
+    /// Bump the session's `last_seen` (called once per heartbeat interval).
+    pub async fn touch(&self) {
+        if self.session_saved {
+            if let Err(e) = self
+                .svc
+                .hub
+                .storage()
+                .touch_sessions(&[self.connection_key()])
+                .await
+            {
+                tracing::debug!(error = %e, "could not touch session");
+            }
+        }
+    }
+
+    /// The next ack whose write became durable, in arrival order. Pending forever when
+    /// there is none, so it can sit in a `select!`.
+    pub async fn next_ack(&mut self) -> ServerMessage {
+        match self.pending_acks.next().await {
+            Some(msg) => msg,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn has_pending_acks(&self) -> bool {
+        !self.pending_acks.is_empty()
+    }
+
+    /// Send a reply to this connection in its encoding.
+    pub async fn reply(&self, msg: &ServerMessage) {
+        self.reply_with_id(msg, None).await;
+    }
+
+    async fn reply_with_id(&self, msg: &ServerMessage, id: Option<&str>) {
+        let now = wall_clock_ms();
+        let id = id.map_or_else(|| next_message_id(now), str::to_owned);
+        let frame = encode(msg, &id, now, self.peer.encoding());
+        if let ServerMessage::Error { error, .. } = msg {
+            self.svc.metrics.error_sent(error);
+        }
+        if matches!(msg, ServerMessage::Ack { .. }) {
+            self.svc.metrics.acks_sent.inc();
+        }
+        self.svc.metrics.message_out(msg.kind(), 1);
+        self.peer.send(Outgoing::Frame(frame)).await;
+    }
+
+    async fn error(&self, error: impl Into<String>) {
+        self.reply(&ServerMessage::error(error, None)).await;
+    }
+
+    /// Handle one WebSocket data frame.
+    pub async fn handle_frame(&mut self, is_text: bool, bytes: &[u8]) -> Result<(), CloseRequest> {
+        if !self.encoding_fixed {
+            // The first data frame decides the reply encoding for the connection.
+            self.peer.set_encoding(Encoding::detect(is_text, bytes));
+            self.encoding_fixed = true;
+        }
+        self.svc.metrics.bytes_in.add(bytes.len() as u64);
+        self.handle_bytes(is_text, bytes, true).await
+    }
+
+    async fn handle_bytes(
+        &mut self,
+        is_text: bool,
+        bytes: &[u8],
+        allow_chunks: bool,
+    ) -> Result<(), CloseRequest> {
+        let raw = match decode_frame(is_text, bytes) {
+            Ok(raw) => raw,
+            Err(DecodeError::UnknownType(name)) => {
+                self.svc.metrics.invalid_frames.inc();
+                self.reply(&ServerMessage::error_with_code(
+                    err::invalid_message_type(&name),
+                    err::CODE_INVALID_MESSAGE,
+                ))
+                .await;
+                return Ok(());
+            }
+            Err(e) => {
+                self.svc.metrics.invalid_frames.inc();
+                tracing::debug!(conn_id = self.peer.conn_id, error = %e, "undecodable frame");
+                self.error(err::INVALID_MESSAGE_FORMAT).await;
+                return Ok(());
+            }
+        };
+        let kind = raw.kind;
+        if kind == MessageType::DeltaBatchChunk {
+            // Chunks bypass the rate limit (TS); a chunk inside a chunk set is refused.
+            self.svc.metrics.message_in(kind);
+            let Ok(ClientMessage::DeltaBatchChunk(chunk)) = ClientMessage::parse(raw) else {
+                self.error(err::INVALID_CHUNK).await;
+                return Ok(());
+            };
+            if !allow_chunks {
+                self.error(err::INVALID_CHUNK).await;
+                return Ok(());
+            }
+            return match self.chunks.accept(chunk, Instant::now()) {
+                ChunkOutcome::Pending => Ok(()),
+                ChunkOutcome::Invalid => {
+                    self.error(err::INVALID_CHUNK).await;
+                    Ok(())
+                }
+                ChunkOutcome::Complete(whole) => {
+                    let is_text = whole.first() == Some(&b'{');
+                    Box::pin(self.handle_bytes(is_text, &whole, false)).await
+                }
+            };
+        }
+        let counted = !matches!(kind, MessageType::Ping | MessageType::Pong);
+        if counted && !self.rate.allow(Instant::now()) {
+            self.svc.metrics.rate_limited.inc();
+            tracing::warn!(
+                conn_id = self.peer.conn_id,
+                "[SECURITY] Rate limit exceeded for connection: conn-{}",
+                self.peer.conn_id
+            );
+            self.reply(&ServerMessage::error_with_code(
+                err::RATE_LIMITED,
+                err::CODE_RATE_LIMIT,
+            ))
+            .await;
+            return Ok(());
+        }
+        if raw.payload_len > self.svc.settings.max_message_bytes {
+            self.reply(&ServerMessage::error_with_code(
+                err::message_too_large(raw.payload_len, self.svc.settings.max_message_bytes),
+                err::CODE_INVALID_MESSAGE,
+            ))
+            .await;
+            return Ok(());
+        }
+        let request_id = raw.id.clone();
+        let msg = match ClientMessage::parse(raw) {
+            Ok(msg) => msg,
+            Err(ParseError::NotClientSendable(t)) => {
+                self.reply(&ServerMessage::error_with_code(
+                    err::invalid_message_type(t.name()),
+                    err::CODE_INVALID_MESSAGE,
+                ))
+                .await;
+                return Ok(());
+            }
+        };
+        self.svc.metrics.message_in(kind);
+        self.dispatch(msg, request_id).await
+    }
+
+    async fn dispatch(
+        &mut self,
+        msg: ClientMessage,
+        request_id: Option<String>,
+    ) -> Result<(), CloseRequest> {
+        match msg {
+            ClientMessage::Auth { token, api_key } => {
+                return self.on_auth(token, api_key, request_id).await
+            }
+            ClientMessage::Ping => {
+                self.reply_with_id(&ServerMessage::Pong, request_id.as_deref())
+                    .await;
+            }
+            ClientMessage::Pong | ClientMessage::Connect | ClientMessage::Ignored => {}
+            ClientMessage::Delta(delta) => self.on_delta(delta).await,
+            ClientMessage::DeltaBatch(batch) => self.on_delta_batch(batch).await,
+            other => {
+                if self.identity.is_none() {
+                    self.error(err::NOT_AUTHENTICATED).await;
+                    return Ok(());
+                }
+                match other {
+                    ClientMessage::Subscribe { document_id } => {
+                        self.on_subscribe(document_id, request_id).await
+                    }
+                    ClientMessage::SyncRequest {
+                        document_id,
+                        vector_clock,
+                    } => {
+                        self.on_sync_request(document_id, vector_clock, request_id)
+                            .await
+                    }
+                    ClientMessage::SyncStep1 { document_id } => {
+                        self.on_sync_step1(document_id).await
+                    }
+                    ClientMessage::Unsubscribe { document_id } => {
+                        self.on_unsubscribe(document_id).await
+                    }
+                    ClientMessage::AwarenessSubscribe { document_id } => {
+                        self.on_awareness_subscribe(document_id).await
+                    }
+                    ClientMessage::AwarenessUpdate(update) => {
+                        self.on_awareness_update(update).await
+                    }
+                    // Client acks are accepted and ignored (PROTOCOL.md §7.11).
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_auth(
+        &mut self,
+        token: Option<String>,
+        api_key: Option<String>,
+        request_id: Option<String>,
+    ) -> Result<(), CloseRequest> {
+        let verified = match (&token, &api_key) {
+            (Some(token), _) => Some(
+                self.svc
+                    .auth
+                    .verify(token, TokenKind::Access)
+                    .map(|v| v.identity),
+            ),
+            (None, Some(key)) => Some(self.svc.auth.verify_api_key(key)),
+            (None, None) => None,
+        };
+        let identity = match verified {
+            Some(Ok(identity)) => identity,
+            Some(Err(e)) => {
+                self.svc.metrics.auth_failures.inc();
+                tracing::warn!(conn_id = self.peer.conn_id, ip = %self.ip, reason = %e, "authentication failed");
+                self.reply(&ServerMessage::AuthError {
+                    error: err::AUTHENTICATION_FAILED.into(),
+                })
+                .await;
+                return Err(CloseRequest {
+                    code: close::POLICY,
+                    reason: err::AUTHENTICATION_FAILED,
+                });
+            }
+            None if self.svc.settings.auth_required => {
+                self.reply(&ServerMessage::error_with_code(
+                    err::AUTHENTICATION_REQUIRED,
+                    err::CODE_AUTH_REQUIRED,
+                ))
+                .await;
+                return Err(CloseRequest {
+                    code: close::POLICY,
+                    reason: err::AUTHENTICATION_REQUIRED,
+                });
+            }
+            None => Identity::anonymous(),
+        };
+        let msg = ServerMessage::AuthSuccess {
+            user_id: identity.user_id.clone(),
+            permissions: identity.permissions.to_body(),
+        };
+        tracing::debug!(conn_id = self.peer.conn_id, user_id = %identity.user_id, "authenticated");
+        self.identity = Some(identity);
+        self.persist_session().await;
+        self.reply_with_id(&msg, request_id.as_deref()).await;
+        Ok(())
+    }
+
+    /// Steps shared by every document handler: authenticated, valid id, permission.
+    /// Replies with the TS error and returns `None` on failure.
+    async fn admit(&self, document_id: Option<&str>, write: bool) -> Option<String> {
+        let Some(identity) = &self.identity else {
+            self.error(err::NOT_AUTHENTICATED).await;
+            return None;
+        };
+        let id = match document_id::validate(document_id) {
+            Ok(id) => id.to_owned(),
+            Err(e) => {
+                tracing::warn!(conn_id = self.peer.conn_id, reason = %e, "[SECURITY] Invalid document ID from conn-{}", self.peer.conn_id);
+                self.error(e.to_string()).await;
+                return None;
+            }
+        };
+        let allowed = if write {
+            identity.permissions.can_write(&id)
+        } else {
+            identity.permissions.can_read(&id)
+        };
+        if !allowed {
+            tracing::warn!(conn_id = self.peer.conn_id, document_id = %id, "[SECURITY] Unauthorized document access attempt");
+            self.reply(&ServerMessage::error_for_document(
+                err::PERMISSION_DENIED,
+                &id,
+            ))
+            .await;
+            return None;
+        }
+        Some(id)
+    }
+
+    async fn open(&self, id: &str, failure: &str) -> Option<Arc<DocEntry>> {
+        match self.svc.hub.open(id).await {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                tracing::error!(document_id = %id, error = %e, "could not load document");
+                self.reply(&ServerMessage::error_for_document(failure, id))
+                    .await;
+                None
+            }
+        }
+    }
+
+    fn join(&mut self, entry: &Arc<DocEntry>) {
+        self.svc.hub.subscribe(entry, &self.peer);
+        self.documents.insert(entry.id.clone());
+    }
+
+    async fn send_sync_response(&self, entry: &DocEntry, request_id: Option<String>) {
+        let snap = self.svc.hub.snapshot(entry);
+        let now = wall_clock_ms();
+        let msg = ServerMessage::SyncResponse {
+            request_id: request_id.clone().unwrap_or_else(|| next_message_id(now)),
+            document_id: entry.id.to_string(),
+            state: snap.state,
+            clock: snap.clock,
+            text_state: snap.text,
+        };
+        self.reply_with_id(&msg, request_id.as_deref()).await;
+    }
+
+    async fn on_subscribe(&mut self, document_id: Option<String>, request_id: Option<String>) {
+        if self.identity.is_some() {
+            if let Ok(id) = document_id::validate(document_id.as_deref()) {
+                if self.svc.settings.playground_access_filter && !playground_allows(id) {
+                    self.error(err::ACCESS_DENIED).await;
+                    return;
+                }
+            }
+        }
+        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+            return;
+        };
+        let Some(entry) = self.open(&id, err::SUBSCRIBE_FAILED).await else {
+            return;
+        };
+        self.join(&entry);
+        self.send_sync_response(&entry, request_id).await;
+    }
+
+    async fn on_sync_request(
+        &mut self,
+        document_id: Option<String>,
+        vector_clock: Option<Map<String, Value>>,
+        request_id: Option<String>,
+    ) {
+        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+            return;
+        };
+        let Some(entry) = self.open(&id, err::SYNC_REQUEST_FAILED).await else {
+            return;
+        };
+        self.join(&entry);
+        if let Some(clock) = &vector_clock {
+            let applied = self.svc.hub.apply(
+                &entry,
+                Changes {
+                    clocks: vec![clock],
+                    ..Changes::default()
+                },
+                wall_clock_ms(),
+            );
+            if let Err(e) = applied.ticket.wait().await {
+                tracing::warn!(document_id = %id, error = %e, "could not persist merged clock");
+            }
+        }
+        self.send_sync_response(&entry, request_id).await;
+    }
+
+    async fn on_sync_step1(&mut self, document_id: Option<String>) {
+        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+            return;
+        };
+        self.reply(&ServerMessage::SyncStep2 { document_id: id })
+            .await;
+    }
+
+    async fn on_unsubscribe(&mut self, document_id: Option<String>) {
+        let Ok(id) = document_id::validate(document_id.as_deref()) else {
+            return;
+        };
+        self.svc.hub.unsubscribe(id, self.peer.conn_id);
+        self.documents.remove(id);
+    }
+
+    fn writer_for(&self, client_id: Option<&str>) -> String {
+        match client_id {
+            Some(c) if !c.is_empty() && c.len() <= MAX_WRITER_ID_LEN => c.to_owned(),
+            _ => self.writer_id.clone(),
+        }
+    }
+
+    /// Queue the ack of a write for when it is durable.
+    fn ack_when_durable(
+        &mut self,
+        tickets: Vec<PersistTicket>,
+        message_id: String,
+        document_id: String,
+        failure: &'static str,
+    ) {
+        self.pending_acks.push_back(Box::pin(async move {
+            let mut outcome = Ok(());
+            for ticket in tickets {
+                if let Err(e) = ticket.wait().await {
+                    outcome = Err(e);
+                }
+            }
+            match outcome {
+                Ok(()) => ServerMessage::Ack { message_id },
+                Err(StorageError::BacklogFull(n)) => {
+                    tracing::warn!(document_id = %document_id, backlog = n, "write refused: persistence backlog full");
+                    ServerMessage::error(err::WRITE_BACKLOG_FULL, Some(serde_json::json!({"code": err::CODE_BACKLOG_FULL, "documentId": document_id})))
+                }
+                Err(e) => {
+                    tracing::error!(document_id = %document_id, error = %e, "write not persisted");
+                    ServerMessage::error_for_document(failure, &document_id)
+                }
+            }
+        }));
+    }
+
+    async fn on_delta(&mut self, delta: DeltaMessage) {
+        let DeltaMessage {
+            document_id,
+            entries,
+            vector_clock,
+            client_id,
+            message_id,
+        } = delta;
+        let Some(entries) = entries else {
+            self.error(err::INVALID_DELTA).await;
+            return;
+        };
+        let Some(id) = self.admit(document_id.as_deref(), true).await else {
+            return;
+        };
+        if entries.keys().any(|f| !valid_field_name(f)) {
+            self.reply(&ServerMessage::error_for_document(
+                err::INVALID_FIELD_NAME,
+                &id,
+            ))
+            .await;
+            return;
+        }
+        let Some(entry) = self.open(&id, err::DELTA_FAILED).await else {
+            return;
+        };
+        self.join(&entry);
+        let writer = self.writer_for(client_id.as_deref());
+        let fields = entries
+            .into_iter()
+            .map(|(field, value)| FieldWrite {
+                field,
+                value,
+                writer: writer.clone(),
+            })
+            .collect();
+        let clocks: Vec<&Map<String, Value>> = vector_clock.iter().collect();
+        let applied = self.svc.hub.apply(
+            &entry,
+            Changes {
+                fields,
+                clocks,
+                text: None,
+            },
+            wall_clock_ms(),
+        );
+        let message_id = message_id.unwrap_or_else(|| next_message_id(wall_clock_ms()));
+        self.ack_when_durable(vec![applied.ticket], message_id, id, err::DELTA_FAILED);
+    }
+
+    async fn on_delta_batch(&mut self, batch: DeltaBatchMessage) {
+        let DeltaBatchMessage {
+            document_id,
+            deltas,
+            message_id,
+        } = batch;
+        let Some(ops) = deltas else {
+            self.error(err::INVALID_DELTA_BATCH).await;
+            return;
+        };
+        let Some(id) = self.admit(document_id.as_deref(), true).await else {
+            return;
+        };
+        let Some(entry) = self.open(&id, err::DELTA_BATCH_FAILED).await else {
+            return;
+        };
+        self.join(&entry);
+        let now = wall_clock_ms();
+        let mut fields = Vec::new();
+        let mut clocks = Vec::new();
+        let mut text_ops: Vec<Map<String, Value>> = Vec::new();
+        let mut positional_text: Vec<Value> = Vec::new();
+        let mut crdt_ops: Vec<Value> = Vec::new();
+        for op in &ops {
+            let Value::Object(op) = op else { continue };
+            let op_type = op.get("type").and_then(Value::as_str);
+            match (op_type, op.get("field")) {
+                (Some("text-state"), _) if op.get("state").is_some_and(Value::is_string) => {
+                    text_ops.push(op.clone())
+                }
+                (Some("text"), _) => positional_text.push(Value::Object(op.clone())),
+                (_, Some(Value::String(field))) => {
+                    if !valid_field_name(field) {
+                        self.reply(&ServerMessage::error_for_document(
+                            err::INVALID_FIELD_NAME,
+                            &id,
+                        ))
+                        .await;
+                        continue;
+                    }
+                    let raw = op.get("value").cloned().unwrap_or(Value::Null);
+                    let value = if op_type == Some("delete") || is_tombstone(&raw) {
+                        tombstone()
+                    } else {
+                        raw
+                    };
+                    let writer = self.writer_for(op.get("clientId").and_then(Value::as_str));
+                    fields.push(FieldWrite {
+                        field: field.clone(),
+                        value,
+                        writer,
+                    });
+                    if let Some(Value::Object(clock)) = op.get("clock") {
+                        clocks.push(clock);
+                    }
+                }
+                _ => crdt_ops.push(Value::Object(op.clone())),
+            }
+        }
+        let mut tickets = Vec::new();
+        let applied = self.svc.hub.apply(
+            &entry,
+            Changes {
+                fields,
+                clocks,
+                text: None,
+            },
+            now,
+        );
+        tickets.push(applied.ticket);
+        // Text states, each merged into its target document (the op's own
+        // documentId, which needs write permission too) and relayed to the others.
+        for mut op in text_ops {
+            let target = match op.get("documentId").and_then(Value::as_str) {
+                Some(t) if t != &*id => match self.admit(Some(t), true).await {
+                    Some(t) => t,
+                    None => continue,
+                },
+                _ => id.to_string(),
+            };
+            let Some(target_entry) = self.open(&target, err::DELTA_BATCH_FAILED).await else {
+                continue;
+            };
+            let state = op
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let clock = op
+                .get("timestamp")
+                .and_then(Value::as_f64)
+                .unwrap_or(now as f64);
+            let applied = self.svc.hub.apply(
+                &target_entry,
+                Changes {
+                    text: Some((&state, clock)),
+                    ..Changes::default()
+                },
+                now,
+            );
+            tickets.push(applied.ticket);
+            if let Some(merged) = applied.merged_text {
+                op.insert("state".into(), Value::String(merged));
+            }
+            if !op.get("clientId").is_some_and(Value::is_string) {
+                op.insert(
+                    "clientId".into(),
+                    Value::String(format!("conn-{}", self.peer.conn_id)),
+                );
+            }
+            self.relay_ops(&target_entry, vec![Value::Object(op)], true);
+        }
+        if !positional_text.is_empty() {
+            self.relay_ops(&entry, positional_text, true);
+        }
+        if self.svc.settings.relay_crdt_ops && !crdt_ops.is_empty() {
+            self.relay_ops(&entry, crdt_ops, false);
+        }
+        let message_id = message_id.unwrap_or_else(|| next_message_id(now));
+        self.ack_when_durable(tickets, message_id, id.to_string(), err::DELTA_BATCH_FAILED);
+    }
+
+    /// Send ops to the document's other subscribers at once and publish them.
+    fn relay_ops(&self, entry: &DocEntry, ops: Vec<Value>, is_text: bool) {
+        let msg = ServerMessage::DeltaBatch {
+            document_id: entry.id.to_string(),
+            deltas: ops,
+            is_text_operation: is_text,
+        };
+        self.svc
+            .hub
+            .send_to_subscribers(entry, &msg, false, Some(self.peer.conn_id));
+        if is_text {
+            super::relay::publish_text_relay(&self.svc.hub, &entry.id, &msg);
+        }
+    }
+
+    async fn on_awareness_subscribe(&mut self, document_id: Option<String>) {
+        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+            return;
+        };
+        let Some(entry) = self.open(&id, err::AWARENESS_SUBSCRIBE_FAILED).await else {
+            return;
+        };
+        self.svc.hub.subscribe_awareness(&entry, &self.peer);
+        self.awareness_documents.insert(entry.id.clone());
+        match self.svc.awareness.get_all(&id, wall_clock_ms()).await {
+            Ok(entries) => {
+                let states = entries
+                    .into_iter()
+                    .map(|e| AwarenessStateEntry {
+                        client_id: e.client_id,
+                        state: e.state,
+                        clock: e.clock,
+                    })
+                    .collect();
+                self.reply(&ServerMessage::AwarenessState {
+                    document_id: id,
+                    states,
+                })
+                .await;
+            }
+            Err(e) => {
+                tracing::error!(document_id = %id, error = %e, "awareness store failed");
+                self.error(err::AWARENESS_SUBSCRIBE_FAILED).await;
+            }
+        }
+    }
+
+    async fn on_awareness_update(&mut self, update: AwarenessUpdateMessage) {
+        let AwarenessUpdateMessage {
+            document_id,
+            client_id,
+            state,
+            clock,
+        } = update;
+        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+            return;
+        };
+        let state = match state {
+            Value::Null => None,
+            s @ Value::Object(_) => Some(s),
+            _ => {
+                self.error(err::INVALID_AWARENESS_STATE).await;
+                return;
+            }
+        };
+        let (Some(client_id), Some(clock)) = (
+            client_id.filter(|c| c.len() <= MAX_WRITER_ID_LEN),
+            clock.or(state.is_none().then_some(0)),
+        ) else {
+            self.error(err::INVALID_AWARENESS_STATE).await;
+            return;
+        };
+        let outcome = self
+            .svc
+            .awareness
+            .set(AwarenessUpdate {
+                document_id: id.clone(),
+                client_id: client_id.clone(),
+                connection_id: self.connection_key(),
+                state: state.clone(),
+                clock,
+                now_ms: wall_clock_ms(),
+            })
+            .await;
+        match outcome {
+            Ok(SetOutcome::Stale) => {}
+            Ok(SetOutcome::Accepted | SetOutcome::Left) => {
+                let msg = ServerMessage::AwarenessUpdate {
+                    document_id: id.clone(),
+                    client_id,
+                    state: state.unwrap_or(Value::Null),
+                    clock,
+                };
+                super::relay::broadcast_awareness(
+                    &self.svc.hub,
+                    &id,
+                    &msg,
+                    Some(self.peer.conn_id),
+                    true,
+                );
+            }
+            Err(e) => {
+                tracing::error!(document_id = %id, error = %e, "awareness store failed");
+                self.error(err::AWARENESS_UPDATE_FAILED).await;
+            }
+        }
+    }
+
+    /// Connection closed: leave every document, broadcast leaves for the awareness
+    /// clients it owned, and drop its session row.
+    pub async fn close(&mut self) {
+        let docs: Vec<Arc<str>> = self
+            .documents
+            .union(&self.awareness_documents)
+            .cloned()
+            .collect();
+        self.svc
+            .hub
+            .remove_peer(self.peer.conn_id, docs.iter().map(|d| &**d));
+        match self
+            .svc
+            .awareness
+            .remove_connection(&self.connection_key())
+            .await
+        {
+            Ok(entries) => {
+                for e in entries {
+                    let msg = ServerMessage::AwarenessUpdate {
+                        document_id: e.document_id.clone(),
+                        client_id: e.client_id,
+                        state: Value::Null,
+                        clock: e.clock + 1,
+                    };
+                    super::relay::broadcast_awareness(
+                        &self.svc.hub,
+                        &e.document_id,
+                        &msg,
+                        None,
+                        true,
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not remove awareness of closed connection"),
+        }
+        if self.session_saved {
+            self.svc.metrics.connections_authenticated.dec();
+            self.session_saved = false;
+            if let Err(e) = self
+                .svc
+                .hub
+                .storage()
+                .delete_session(&self.connection_key())
+                .await
+            {
+                tracing::warn!(error = %e, "could not delete session row");
+            }
+        }
+    }
+}
+
+fn valid_field_name(field: &str) -> bool {
+    !field.is_empty() && field.len() <= MAX_FIELD_NAME_LEN && !field.contains('\0')
+}
