@@ -8,9 +8,12 @@ use async_trait::async_trait;
 
 use super::{AwarenessEntry, AwarenessError, AwarenessStore, AwarenessUpdate, SetOutcome};
 
+/// Document id → client id → entry.
+type Documents = HashMap<String, HashMap<String, AwarenessEntry>>;
+
 pub struct MemoryAwarenessStore {
     timeout_ms: i64,
-    documents: Mutex<HashMap<String, HashMap<String, AwarenessEntry>>>,
+    documents: Mutex<Documents>,
 }
 
 impl MemoryAwarenessStore {
@@ -21,12 +24,7 @@ impl MemoryAwarenessStore {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> Result<
-        std::sync::MutexGuard<'_, HashMap<String, HashMap<String, AwarenessEntry>>>,
-        AwarenessError,
-    > {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Documents>, AwarenessError> {
         self.documents
             .lock()
             .map_err(|_| AwarenessError::Unavailable("awareness lock poisoned".into()))

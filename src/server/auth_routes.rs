@@ -38,7 +38,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/auth/verify", post(verify))
 }
 
-fn issue_pair(state: &AppState, identity: &Identity) -> Result<(String, String), Response> {
+fn issue_pair(state: &AppState, identity: &Identity) -> Result<(String, String), Box<Response>> {
     let auth = &state.sync.auth;
     let access = auth.issue(identity, TokenKind::Access, now_secs());
     let refresh = auth.issue(identity, TokenKind::Refresh, now_secs());
@@ -46,10 +46,10 @@ fn issue_pair(state: &AppState, identity: &Identity) -> Result<(String, String),
         (Ok(a), Ok(r)) => Ok((a, r)),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "could not sign token");
-            Err(error(
+            Err(Box::new(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Failed to issue token",
-            ))
+            )))
         }
     }
 }
@@ -99,7 +99,7 @@ async fn login(State(state): State<Arc<AppState>>, body: String) -> Response {
             "permissions": identity.permissions.to_body(),
         }))
         .into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -119,7 +119,7 @@ async fn refresh(State(state): State<Arc<AppState>>, body: String) -> Response {
         Ok((access, refresh)) => {
             Json(json!({ "accessToken": access, "refreshToken": refresh })).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

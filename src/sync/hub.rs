@@ -289,6 +289,16 @@ impl Hub {
             clock: Vec::new(),
             text: None,
         };
+        // Merge the client's clock before ticking: the writer's entry then ends up
+        // strictly above the counter the client stamped its own write with, so the
+        // SDK's LWW register takes the server's echo even when its client id sorts
+        // above "server" (a tie would otherwise keep the local value).
+        let mut clock_changes: HashMap<String, u64> = HashMap::new();
+        for clock in changes.clocks {
+            for (writer, value) in st.doc.clock.merge_json(clock) {
+                clock_changes.insert(writer, value);
+            }
+        }
         let mut queued = Vec::with_capacity(changes.fields.len());
         for FieldWrite {
             field,
@@ -305,15 +315,8 @@ impl Hub {
             });
             queued.push((out.field, out.authoritative));
         }
-        let mut clock_changes: HashMap<String, u64> = write
-            .changes
-            .iter()
-            .map(|c| (c.writer.clone(), c.clock_value))
-            .collect();
-        for clock in changes.clocks {
-            for (writer, value) in st.doc.clock.merge_json(clock) {
-                clock_changes.insert(writer, value);
-            }
+        for c in &write.changes {
+            clock_changes.insert(c.writer.clone(), c.clock_value);
         }
         // Persist the final value of every entry that moved.
         write.clock = clock_changes

@@ -9,6 +9,9 @@
 //                    (auth must be disabled there)
 //   INTEROP_VERBOSE  1 = stream SDK logs and wire frames of both clients
 //   INTEROP_NO_INSTALL 1 = never run `npm ci` when node_modules is missing
+//   INTEROP_CLIENT_ID_PREFIX  probe only (default "client"): e.g. "user" makes the
+//                    SDK clientIds sort above "server", which diverges unless the
+//                    server's broadcast clock max exceeds every client's counter
 //
 // Steps: pick a free port; spawn `SYNCKIT_BIN serve` with HOST/PORT and
 // SYNCKIT_AUTH_REQUIRED=false (memory storage); poll /health/live; run two
