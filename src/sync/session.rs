@@ -137,7 +137,9 @@ impl Session {
         let Some(identity) = &self.identity else {
             return;
         };
-        self.svc.metrics.connections_authenticated.inc();
+        if !self.session_saved {
+            self.svc.metrics.connections_authenticated.inc();
+        }
         let record = SessionRecord {
             id: self.connection_key(),
             user_id: identity.user_id.clone(),
@@ -148,9 +150,6 @@ impl Session {
                 &self.svc.settings.instance_id,
             ),
         };
-        if self.session_saved {
-            self.svc.metrics.connections_authenticated.dec();
-        }
         self.session_saved = true;
         if let Err(e) = self.svc.hub.storage().save_session(record).await {
             tracing::warn!(conn_id = self.peer.conn_id, error = %e, "could not record session");
@@ -456,6 +455,20 @@ impl Session {
         }
     }
 
+    /// Admit, load and subscribe: the common start of subscribe, sync_request and
+    /// both write handlers (writes auto-subscribe the sender, as in TS).
+    async fn admit_and_join(
+        &mut self,
+        document_id: Option<&str>,
+        write: bool,
+        failure: &str,
+    ) -> Option<Arc<DocEntry>> {
+        let id = self.admit(document_id, write).await?;
+        let entry = self.open(&id, failure).await?;
+        self.join(&entry);
+        Some(entry)
+    }
+
     fn join(&mut self, entry: &Arc<DocEntry>) {
         self.svc.hub.subscribe(entry, &self.peer);
         self.documents.insert(entry.id.clone());
@@ -483,13 +496,12 @@ impl Session {
                 }
             }
         }
-        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+        let Some(entry) = self
+            .admit_and_join(document_id.as_deref(), false, err::SUBSCRIBE_FAILED)
+            .await
+        else {
             return;
         };
-        let Some(entry) = self.open(&id, err::SUBSCRIBE_FAILED).await else {
-            return;
-        };
-        self.join(&entry);
         self.send_sync_response(&entry, request_id).await;
     }
 
@@ -499,13 +511,13 @@ impl Session {
         vector_clock: Option<Map<String, Value>>,
         request_id: Option<String>,
     ) {
-        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+        let Some(entry) = self
+            .admit_and_join(document_id.as_deref(), false, err::SYNC_REQUEST_FAILED)
+            .await
+        else {
             return;
         };
-        let Some(entry) = self.open(&id, err::SYNC_REQUEST_FAILED).await else {
-            return;
-        };
-        self.join(&entry);
+        let id = entry.id.to_string();
         if let Some(clock) = &vector_clock {
             let applied = self.svc.hub.apply(
                 &entry,
@@ -634,13 +646,13 @@ impl Session {
             self.error(err::INVALID_DELTA_BATCH).await;
             return;
         };
-        let Some(id) = self.admit(document_id.as_deref(), true).await else {
+        let Some(entry) = self
+            .admit_and_join(document_id.as_deref(), true, err::DELTA_BATCH_FAILED)
+            .await
+        else {
             return;
         };
-        let Some(entry) = self.open(&id, err::DELTA_BATCH_FAILED).await else {
-            return;
-        };
-        self.join(&entry);
+        let id = entry.id.to_string();
         let now = wall_clock_ms();
         let mut fields = Vec::new();
         let mut clocks = Vec::new();
