@@ -31,6 +31,7 @@ pub async fn serve_socket(
     socket: WebSocket,
     ip: IpAddr,
     user_agent: Option<String>,
+    query_token: Option<String>,
 ) {
     let metrics = state.sync.metrics.clone();
     let _admission = match state.registry.admit(ip, &state.config) {
@@ -68,6 +69,10 @@ pub async fn serve_socket(
     ));
     let mut session = Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
     session.persist_session().await;
+    let rejected_token = match &query_token {
+        Some(token) => session.authenticate_query_token(token).await.err(),
+        None => None,
+    };
 
     let heartbeat_every = state.config.heartbeat_interval;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
@@ -78,6 +83,9 @@ pub async fn serve_socket(
     let shutdown = state.connections_cancel.clone();
 
     let close_with: Option<(u16, &'static str)> = loop {
+        if let Some(CloseRequest { code, reason }) = rejected_token {
+            break Some((code, reason));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
             _ = peer.overflowed().cancelled() => {
@@ -103,13 +111,9 @@ pub async fn serve_socket(
                     Ok(Message::Ping(_) | Message::Pong(_)) => last_received = Instant::now(),
                     Ok(Message::Close(_)) => break None,
                     Err(e) => {
-                        let too_big = e.to_string().contains("Space limit exceeded")
-                            || e.to_string().to_ascii_lowercase().contains("message too long")
-                            || e.to_string().to_ascii_lowercase().contains("too long");
-                        if too_big {
+                        if is_over_size_limit(e) {
                             break Some((close::TOO_BIG, close::MESSAGE_TOO_LARGE));
                         }
-                        tracing::debug!(conn_id, error = %e, "socket error");
                         break None;
                     }
                 }
@@ -154,6 +158,20 @@ pub async fn serve_socket(
     let _ = tokio::time::timeout(WRITER_DRAIN, writer).await;
     metrics.connections_open.dec();
     tracing::debug!(conn_id, "connection closed");
+}
+
+/// Whether a read failed because a frame or message exceeded the configured limit
+/// (answered with close 1009) rather than because the peer went away.
+fn is_over_size_limit(error: axum::Error) -> bool {
+    let inner = error.into_inner();
+    let over = matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    );
+    if !over {
+        tracing::debug!(error = %inner, "socket error");
+    }
+    over
 }
 
 async fn write_loop(

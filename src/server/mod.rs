@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -248,23 +248,30 @@ pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> Ip
     peer.ip()
 }
 
+/// Socket read buffer per connection. tungstenite's default (128 KiB) would dominate
+/// the memory of an idle connection; SDK frames are small and larger ones just take
+/// a few more reads.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 async fn ws_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(state, peer, headers, ws)
+    upgrade(state, peer, headers, query, ws)
 }
 
 async fn root_or_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => upgrade(state, peer, headers, ws),
+        Ok(ws) => upgrade(state, peer, headers, query, ws),
         Err(_) => http::info().await,
     }
 }
@@ -273,6 +280,7 @@ fn upgrade(
     state: Arc<AppState>,
     peer: SocketAddr,
     headers: HeaderMap,
+    query: Option<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if state.lifecycle() == Lifecycle::Draining {
@@ -283,11 +291,23 @@ fn upgrade(
         .get("user-agent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let token = query.as_deref().and_then(query_token);
     let limit = state.config.max_frame_bytes;
     let tracker = state.tracker.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
-            tracker.track_future(connection::serve_socket(state, socket, ip, user_agent))
+            tracker.track_future(connection::serve_socket(
+                state, socket, ip, user_agent, token,
+            ))
         })
+}
+
+/// The `token` parameter of an upgrade URL (`/ws?token=<jwt>`), percent-decoded.
+fn query_token(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
+        .filter(|token| !token.is_empty())
 }

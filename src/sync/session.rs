@@ -357,13 +357,14 @@ impl Session {
         Ok(())
     }
 
-    async fn on_auth(
-        &mut self,
-        token: Option<String>,
-        api_key: Option<String>,
-        request_id: Option<String>,
-    ) -> Result<(), CloseRequest> {
-        let verified = match (&token, &api_key) {
+    /// Verify an `auth` message's credentials: a token wins over an API key; `None`
+    /// when the message carried neither.
+    fn verify_credentials(
+        &self,
+        token: Option<&str>,
+        api_key: Option<&str>,
+    ) -> Option<Result<Identity, crate::auth::AuthError>> {
+        match (token, api_key) {
             (Some(token), _) => Some(
                 self.svc
                     .auth
@@ -372,20 +373,54 @@ impl Session {
             ),
             (None, Some(key)) => Some(self.svc.auth.verify_api_key(key)),
             (None, None) => None,
-        };
-        let identity = match verified {
+        }
+    }
+
+    fn record_auth_failure(&self, reason: &dyn std::fmt::Display) -> CloseRequest {
+        self.svc.metrics.auth_failures.inc();
+        tracing::warn!(conn_id = self.peer.conn_id, ip = %self.ip, reason = %reason, "authentication failed");
+        CloseRequest {
+            code: close::POLICY,
+            reason: err::AUTHENTICATION_FAILED,
+        }
+    }
+
+    async fn sign_in(&mut self, identity: Identity) {
+        tracing::debug!(conn_id = self.peer.conn_id, user_id = %identity.user_id, "authenticated");
+        self.identity = Some(identity);
+        self.persist_session().await;
+    }
+
+    /// `?token=` on the upgrade: the same check as an `auth` message, but silent on
+    /// success — the client has sent nothing yet, so its encoding is unknown. A bad
+    /// token closes with 1008 `Authentication failed` (the reason is in the close frame,
+    /// which every client can read whatever its encoding).
+    pub async fn authenticate_query_token(&mut self, token: &str) -> Result<(), CloseRequest> {
+        match self.verify_credentials(Some(token), None) {
+            Some(Ok(identity)) => {
+                self.sign_in(identity).await;
+                Ok(())
+            }
+            Some(Err(e)) => Err(self.record_auth_failure(&e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn on_auth(
+        &mut self,
+        token: Option<String>,
+        api_key: Option<String>,
+        request_id: Option<String>,
+    ) -> Result<(), CloseRequest> {
+        let identity = match self.verify_credentials(token.as_deref(), api_key.as_deref()) {
             Some(Ok(identity)) => identity,
             Some(Err(e)) => {
-                self.svc.metrics.auth_failures.inc();
-                tracing::warn!(conn_id = self.peer.conn_id, ip = %self.ip, reason = %e, "authentication failed");
+                let close = self.record_auth_failure(&e);
                 self.reply(&ServerMessage::AuthError {
                     error: err::AUTHENTICATION_FAILED.into(),
                 })
                 .await;
-                return Err(CloseRequest {
-                    code: close::POLICY,
-                    reason: err::AUTHENTICATION_FAILED,
-                });
+                return Err(close);
             }
             None if self.svc.settings.auth_required => {
                 self.reply(&ServerMessage::error_with_code(
@@ -404,9 +439,7 @@ impl Session {
             user_id: identity.user_id.clone(),
             permissions: identity.permissions.to_body(),
         };
-        tracing::debug!(conn_id = self.peer.conn_id, user_id = %identity.user_id, "authenticated");
-        self.identity = Some(identity);
-        self.persist_session().await;
+        self.sign_in(identity).await;
         self.reply_with_id(&msg, request_id.as_deref()).await;
         Ok(())
     }
