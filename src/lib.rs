@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod awareness;
 pub mod cli;
+pub mod maintenance;
 pub mod metrics;
 pub mod protocol;
 pub mod pubsub;

@@ -106,6 +106,8 @@ pub struct Metrics {
     pub broadcast_flushes: Counter,
     pub broadcast_deliveries: Counter,
     pub slow_clients_closed: Counter,
+    /// Idle documents unloaded to keep the cache within its bound.
+    pub documents_evicted: Counter,
     pub broadcast_latency: Histogram,
     pub persist_failures: Counter,
     pub pubsub_published: Counter,

@@ -5,11 +5,13 @@
 //! `timeout` after its last accepted update.
 
 pub mod memory;
+pub mod postgres;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 pub use memory::MemoryAwarenessStore;
+pub use postgres::PostgresAwarenessStore;
 
 /// One client's presence in one document.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,6 +18,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// A retention period: a plain number counts in `unit` (hours for
+/// `--sessions-hours`, days for `--deltas-days`), anything else is humantime
+/// (`36h`, `2w`). Zero disables the step it configures.
+fn parse_retention(s: &str, unit: Duration, unit_name: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u32 = s
+            .parse()
+            .map_err(|e| format!("invalid number of {unit_name} {s:?}: {e}"))?;
+        return Ok(unit * n);
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!(
+            "invalid period {s:?}: {e} (a number of {unit_name}, or e.g. 36h, 7d, 2w; 0 disables)"
+        )
+    })
+}
+
+pub fn parse_hours(s: &str) -> Result<Duration, String> {
+    parse_retention(s, Duration::from_secs(3600), "hours")
+}
+
+pub fn parse_days(s: &str) -> Result<Duration, String> {
+    parse_retention(s, Duration::from_secs(86_400), "days")
+}
+
 /// Booleans the way operators write them: true/1/yes/on and false/0/no/off.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -32,6 +58,17 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_periods() {
+        assert_eq!(parse_hours("24"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_hours("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_hours("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_days("30"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_days("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_days("-1").is_err());
+        assert!(parse_days("soon").is_err());
+    }
 
     #[test]
     fn durations() {

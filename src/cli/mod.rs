@@ -1,6 +1,9 @@
 //! Command-line interface: clap parsing and wiring. anyhow lives here and in main.rs.
 
+pub mod cleanup;
+pub mod database;
 pub mod duration;
+pub mod migrate;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the sync server (WebSocket protocol, HTTP health/auth, admin listener).
     Serve(Box<serve::ServeArgs>),
+    /// Apply pending database migrations (or check them with --status).
+    Migrate(migrate::MigrateArgs),
+    /// Delete old sessions, deltas and snapshots once, in small batches.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// Entry point used by `main`.
@@ -23,5 +30,28 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(*args),
+        Command::Migrate(args) => one_shot(|| migrate::run(args)),
+        Command::Cleanup(args) => one_shot(|| cleanup::run(args)),
     }
+}
+
+/// Maintenance commands log warnings and errors only: their output is the report.
+fn one_shot(
+    command: impl FnOnce() -> anyhow::Result<std::process::ExitCode>,
+) -> anyhow::Result<std::process::ExitCode> {
+    crate::telemetry::init(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        "pretty",
+    )?;
+    command()
+}
+
+/// Run a future on a fresh runtime.
+pub fn block_on<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    tokio::runtime::Runtime::new()
+        .context("could not start the async runtime")?
+        .block_on(future)
 }

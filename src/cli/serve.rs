@@ -3,16 +3,20 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::database::DatabaseArgs;
 use super::duration::{parse_bool, parse_duration};
 use crate::auth::jwt::{DEVELOPMENT_SECRET, MIN_SECRET_LEN};
 use crate::auth::JwtSettings;
+use crate::awareness::{AwarenessStore, MemoryAwarenessStore, PostgresAwarenessStore};
 use crate::server::{Backends, Server, ServerConfig};
+use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, StorageAdapter};
 use crate::sync::SyncSettings;
 
 #[derive(Debug, Args)]
@@ -130,6 +134,23 @@ pub struct ServeArgs {
     /// Log format: pretty or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Apply pending migrations at start. With false, the schema is only checked and
+    /// the server refuses to start when something is missing.
+    #[arg(long, env = "SYNCKIT_AUTO_MIGRATE", default_value = "true", value_parser = parse_bool)]
+    pub auto_migrate: bool,
+    /// Writes held while PostgreSQL is unreachable (applied and broadcast, acked once
+    /// durable); past this, new writes get an error reply.
+    #[arg(long, env = "SYNCKIT_WRITE_QUEUE_MAX", default_value_t = 100_000)]
+    pub write_queue_max: usize,
+    /// Where awareness (presence) lives: memory, or postgres (needs DATABASE_URL).
+    #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory", value_parser = ["memory", "postgres"])]
+    pub awareness_store: String,
+    /// Documents kept loaded in memory; the least recently used ones without
+    /// subscribers or unpersisted writes are unloaded past this.
+    #[arg(long, env = "SYNCKIT_MAX_CACHED_DOCUMENTS", default_value_t = 10_000)]
+    pub max_cached_documents: usize,
 }
 
 fn alias(names: &[&str]) -> Option<String> {
@@ -254,6 +275,12 @@ impl ServeArgs {
             health_list_documents: self.health_list_documents,
             public_stats: self.public_stats,
             channel_prefix: self.channel_prefix.clone(),
+            persistence: PersistenceSettings {
+                max_backlog: self.write_queue_max.max(1),
+                session_touch_interval: self.heartbeat_interval,
+                ..PersistenceSettings::default()
+            },
+            max_cached_documents: self.max_cached_documents.max(1),
         })
     }
 }
@@ -274,11 +301,60 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| "info".into());
     crate::telemetry::init(&filter, &args.log_format)?;
     let config = args.to_config()?;
+    let database = args.database.settings(args.auto_migrate);
+    if args.awareness_store == "postgres" && database.is_none() {
+        bail!("--awareness-store postgres needs a database: set DATABASE_URL");
+    }
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, database, args.awareness_store == "postgres"))
 }
 
-async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
+/// Build the backends. With PostgreSQL, one connection attempt is made now: a schema
+/// that is missing objects (and may not be migrated) stops the start with the fix;
+/// an unreachable database does not — the server serves from memory and the writer
+/// keeps retrying (STORAGE.md §5).
+async fn backends(
+    config: &ServerConfig,
+    database: Option<PostgresSettings>,
+    postgres_awareness: bool,
+) -> anyhow::Result<Backends> {
+    let Some(settings) = database else {
+        tracing::warn!(
+            "DATABASE_URL not set: documents live in memory only and are lost on restart"
+        );
+        return Ok(Backends::in_memory(config));
+    };
+    let storage = Arc::new(PostgresStorage::new(&settings)?);
+    let budget = settings.acquire_timeout + Duration::from_secs(1);
+    // The writer connects again (and marks storage ready) when it starts; this
+    // attempt only decides whether to start at all.
+    match tokio::time::timeout(budget, storage.connect()).await {
+        Ok(Ok(())) => tracing::info!("PostgreSQL connected; schema current"),
+        Ok(Err(e)) if !e.is_transient() => bail!("{e}"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "PostgreSQL unreachable at start: serving from memory and retrying; writes are acknowledged once it is back"),
+        Err(_) => tracing::warn!("PostgreSQL did not answer in {budget:?}: serving from memory and retrying; writes are acknowledged once it is back"),
+    }
+    let awareness: Arc<dyn AwarenessStore> = if postgres_awareness {
+        Arc::new(PostgresAwarenessStore::new(
+            storage.pool().clone(),
+            config.sync.awareness_timeout,
+        ))
+    } else {
+        Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout))
+    };
+    Ok(Backends {
+        storage,
+        awareness,
+        ..Backends::in_memory(config)
+    })
+}
+
+async fn serve(
+    config: ServerConfig,
+    database: Option<PostgresSettings>,
+    postgres_awareness: bool,
+) -> anyhow::Result<ExitCode> {
+    let backends = backends(&config, database, postgres_awareness).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -314,14 +390,15 @@ async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
     tracing::info!(
         address = %local,
         admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
-        storage = "memory",
+        storage = backends.storage.kind(),
+        awareness = backends.awareness.kind(),
         pubsub = "single-instance",
         version = env!("CARGO_PKG_VERSION"),
         "synckit serve listening (WebSocket on /ws and /)"
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::on_signal(shutdown.clone()));
-    let server = Server::new(config.clone(), Backends::in_memory(&config));
+    let server = Server::new(config.clone(), backends);
     let drained = server.run(listener, admin, shutdown).await;
     tracing::info!(drained, "stopped");
     Ok(if drained {

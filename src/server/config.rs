@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::auth::JwtSettings;
+use crate::storage::PersistenceSettings;
 use crate::sync::SyncSettings;
 
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ pub struct ServerConfig {
     /// Also serve `/stats`, `/metrics` and `/rooms` on the public listener.
     pub public_stats: bool,
     pub channel_prefix: String,
+    pub persistence: PersistenceSettings,
+    /// Loaded documents kept in memory (LRU; documents in use are never unloaded).
+    pub max_cached_documents: usize,
 }
 
 impl ServerConfig {
@@ -76,6 +80,8 @@ impl ServerConfig {
             health_list_documents: false,
             public_stats: false,
             channel_prefix: "synckit:".into(),
+            persistence: PersistenceSettings::default(),
+            max_cached_documents: 10_000,
         }
     }
 }

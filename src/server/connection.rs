@@ -123,7 +123,7 @@ pub async fn serve_socket(
                     break Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
                 }
                 peer.deliver(Outgoing::Ping);
-                session.touch().await;
+                session.touch();
             }
             _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
                 break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));

@@ -70,11 +70,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     } else {
         Vec::new()
     };
-    let storage = match hub.storage().health_check().await {
-        Ok(()) if hub.storage().kind() == "memory" => "memory-only",
-        Ok(()) => "connected",
-        Err(_) => "degraded",
-    };
+    let storage = storage_label(hub.storage()).await;
     Json(json!({
         "status": "healthy",
         "timestamp": iso_now(),
@@ -117,7 +113,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.lifecycle() != Lifecycle::Ready {
         return probe("unhealthy", started);
     }
-    let storage_ok = state.sync.hub.storage().health_check().await.is_ok();
+    let storage_ok = storage_label(state.sync.hub.storage()).await != "degraded";
     let pubsub_ok = state.sync.hub.pubsub().state() != PubSubState::Disconnected;
     probe(
         if storage_ok && pubsub_ok {
@@ -127,6 +123,24 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
         },
         started,
     )
+}
+
+/// Shallow-merge two JSON objects (`extra` wins).
+fn merge(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(b), Value::Object(e)) = (&mut base, extra) {
+        b.extend(e);
+    }
+    base
+}
+
+/// `memory-only`, `connected`, or `degraded` (unreachable, or writes waiting for it).
+async fn storage_label(storage: &crate::storage::Persistence) -> &'static str {
+    let reachable = storage.health_check().await.is_ok();
+    match (storage.kind(), reachable && !storage.is_degraded()) {
+        ("memory", true) => "memory-only",
+        (_, true) => "connected",
+        (_, false) => "degraded",
+    }
 }
 
 pub async fn rooms(State(state): State<Arc<AppState>>) -> Response {
@@ -187,7 +201,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
             "rejectedCapacity": m.connections_rejected_capacity.get(),
             "topIps": top_ips,
         },
-        "documents": {"cached": state.sync.hub.document_count(), "subscriptions": state.sync.hub.subscription_count()},
+        "documents": {"cached": state.sync.hub.document_count(), "maxCached": state.config.max_cached_documents, "evicted": m.documents_evicted.get(), "subscriptions": state.sync.hub.subscription_count()},
         "awareness": {"clients": awareness_clients, "expired": m.awareness_expired.get(), "store": state.sync.awareness.kind()},
         "messages": {"in": by_type(&m.messages_in), "out": by_type(&m.messages_out), "invalidFrames": m.invalid_frames.get(), "rateLimited": m.rate_limited.get()},
         "bytes": {"in": m.bytes_in.get(), "out": m.bytes_out.get()},
@@ -200,7 +214,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
             "slowClientsClosed": m.slow_clients_closed.get(),
             "latencyMs": {"count": m.broadcast_latency.count(), "sum": m.broadcast_latency.sum_ms()},
         },
-        "persistence": {"backend": storage.kind(), "backlog": storage.backlog(), "failures": m.persist_failures.get()},
+        "persistence": merge(storage.status(), json!({"failures": m.persist_failures.get()})),
         "pubsub": {"backend": state.sync.hub.pubsub().kind(), "state": pubsub_label(&state), "published": m.pubsub_published.get(), "received": m.pubsub_received.get()},
     }))
     .into_response()
@@ -317,6 +331,39 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "gauge",
         "Writes accepted but not yet durable.",
         state.sync.hub.storage().backlog() as f64,
+    );
+    let counters = &state.sync.hub.storage().counters;
+    let load =
+        |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    metric(
+        "persist_committed_writes_total",
+        "counter",
+        "Writes committed to storage.",
+        load(&counters.committed_writes),
+    );
+    metric(
+        "persist_retries_total",
+        "counter",
+        "Storage attempts that failed because it was unreachable (then retried).",
+        load(&counters.failed_attempts),
+    );
+    metric(
+        "persist_refused_total",
+        "counter",
+        "Writes refused because the write queue was full.",
+        load(&counters.refused_full),
+    );
+    metric(
+        "storage_degraded",
+        "gauge",
+        "1 while storage is unreachable and writes wait in memory.",
+        f64::from(u8::from(state.sync.hub.storage().is_degraded())),
+    );
+    metric(
+        "documents_evicted_total",
+        "counter",
+        "Idle documents unloaded to bound memory.",
+        m.documents_evicted.get() as f64,
     );
     metric(
         "persist_failures_total",

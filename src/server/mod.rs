@@ -28,7 +28,7 @@ use crate::auth::Authenticator;
 use crate::awareness::{AwarenessStore, MemoryAwarenessStore};
 use crate::metrics::Metrics;
 use crate::pubsub::{Channels, LocalPubSub, PubSub};
-use crate::storage::{MemoryStorage, StorageAdapter};
+use crate::storage::{MemoryStorage, Persistence, StorageAdapter};
 use crate::sync::hub::{FlushQueue, HubSettings};
 use crate::sync::{Hub, SyncService};
 use registry::ConnectionRegistry;
@@ -102,14 +102,19 @@ pub struct Server {
 impl Server {
     pub fn new(config: ServerConfig, backends: Backends) -> Server {
         let metrics = Arc::new(Metrics::default());
-        let (hub, flush_queue) = Hub::new(
+        let persistence = Arc::new(Persistence::new(
             backends.storage,
+            config.persistence.clone(),
+        ));
+        let (hub, flush_queue) = Hub::new(
+            persistence,
             backends.pubsub,
             metrics.clone(),
             HubSettings {
                 batch_delay: config.batch_delay,
                 instance_id: config.sync.instance_id.clone(),
                 channels: Channels::new(config.channel_prefix.clone()),
+                max_cached_documents: config.max_cached_documents,
             },
         );
         let sync = Arc::new(SyncService {
@@ -143,6 +148,10 @@ impl Server {
         let Server { state, flush_queue } = self;
         let sync = state.sync.clone();
         let background = CancellationToken::new();
+        // The storage writer outlives the connections: it stops only after the
+        // drain below, so writes accepted during shutdown still commit.
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(sync.hub.storage().clone().run(writer_stop.clone()));
         let flusher = tokio::spawn(crate::sync::flusher::run(
             sync.hub.clone(),
             flush_queue,
@@ -204,6 +213,13 @@ impl Server {
                 "shutdown budget ran out with writes not yet persisted"
             );
         }
+        writer_stop.cancel();
+        if drained {
+            let _ = writer.await;
+        } else {
+            writer.abort();
+        }
+        sync.hub.storage().adapter().disconnect().await;
         public_task.abort();
         drained
     }

@@ -1,16 +1,28 @@
-//! Persistence seam. The sync path loads documents through [`StorageAdapter`] and
-//! submits every applied write to it in apply order; an ack is sent only when the
-//! write's [`PersistTicket`] resolves, i.e. when the write is durable in that backend.
+//! Persistence seam. [`StorageAdapter`] is the whole storage surface (documents,
+//! vector clocks, deltas, sessions, snapshots, compaction, cleanup) with two real
+//! implementations, memory and PostgreSQL, held to one conformance suite. The sync
+//! path reaches it through [`Persistence`], which queues writes in apply order,
+//! commits them in groups, and resolves each write's [`PersistTicket`] only when it is
+//! durable — an ack is sent only then.
 
 pub mod memory;
+pub mod migrate;
+pub mod persistence;
+pub mod postgres;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 pub use memory::MemoryStorage;
+pub use persistence::{Persistence, PersistenceSettings};
+pub use postgres::{PostgresSettings, PostgresStorage};
 
 /// A document as stored: fields, clock entries and text state.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,12 +71,166 @@ pub struct SessionRecord {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
+    /// The backend cannot be reached (or is restarting): worth retrying.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The backend rejected the statement: retrying the same thing will not help.
     #[error("storage query failed: {0}")]
     Query(String),
+    #[error("{kind} not found: {id}")]
+    NotFound { kind: &'static str, id: String },
     #[error("write queue full ({0} writes pending)")]
     BacklogFull(usize),
+}
+
+impl StorageError {
+    /// Whether the same operation may succeed later (connection lost, server
+    /// restarting, pool exhausted).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_))
+    }
+}
+
+/// A `documents` row (STORAGE.md §1.1); `state` is the stored JSON as is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocumentRow {
+    pub id: String,
+    pub state: Value,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `set`, `delete` or `merge` (the `deltas.operation_type` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaOperation {
+    Set,
+    Delete,
+    Merge,
+}
+
+impl DeltaOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeltaOperation::Set => "set",
+            DeltaOperation::Delete => "delete",
+            DeltaOperation::Merge => "merge",
+        }
+    }
+
+    /// Parse a stored value; unknown values (written by another server) are `None`.
+    pub fn parse(s: &str) -> Option<DeltaOperation> {
+        match s {
+            "set" => Some(DeltaOperation::Set),
+            "delete" => Some(DeltaOperation::Delete),
+            "merge" => Some(DeltaOperation::Merge),
+            _ => None,
+        }
+    }
+}
+
+/// A delta to insert (`saveDelta`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelta {
+    pub document_id: String,
+    pub client_id: String,
+    pub operation: DeltaOperation,
+    pub field_path: String,
+    /// `None` is SQL `NULL` (deletes); `Some(Value::Null)` is JSON `null`.
+    pub value: Option<Value>,
+    pub clock_value: u64,
+    /// Highest clock entry of the document after this write (for "since" queries);
+    /// defaults to `clock_value` when `None`.
+    pub max_clock_value: Option<u64>,
+}
+
+/// A `deltas` row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeltaRow {
+    pub id: uuid::Uuid,
+    pub document_id: String,
+    pub client_id: String,
+    pub operation_type: String,
+    pub field_path: String,
+    pub value: Option<Value>,
+    pub clock_value: u64,
+    pub max_clock_value: Option<u64>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A `sessions` row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: Option<String>,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub metadata: Option<Value>,
+}
+
+/// A snapshot to insert (`saveSnapshot`); the document row must exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSnapshot {
+    pub document_id: String,
+    pub state: Value,
+    /// The vector clock at snapshot time.
+    pub version: BTreeMap<String, u64>,
+    pub compressed: bool,
+}
+
+/// A `snapshots` row. `version` is kept as stored: TS writes clock values as JSON
+/// strings (node-pg returns BIGINT as text), we write numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotRow {
+    pub id: uuid::Uuid,
+    pub document_id: String,
+    pub state: Value,
+    pub version: Value,
+    pub size_bytes: i32,
+    pub compressed: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a cleanup removes. `None` disables a step (the CLI maps `0` to `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupOptions {
+    /// Sessions whose `last_seen` is older than this.
+    pub sessions_older_than: Option<Duration>,
+    /// Deltas whose `timestamp` is older than this.
+    pub deltas_older_than: Option<Duration>,
+    /// Snapshots whose `created_at` is older than this.
+    pub snapshots_older_than: Option<Duration>,
+    /// Keep at most this many newest snapshots per document.
+    pub max_snapshots_per_document: Option<u32>,
+    /// Count what would be removed without removing it.
+    pub dry_run: bool,
+    /// Rows deleted per statement, so no statement holds locks for long.
+    pub batch_size: u32,
+}
+
+impl Default for CleanupOptions {
+    /// TS defaults (STORAGE.md §4): 24 h, 30 days, 7 days, 10 per document.
+    fn default() -> CleanupOptions {
+        CleanupOptions {
+            sessions_older_than: Some(Duration::from_secs(24 * 3600)),
+            deltas_older_than: Some(Duration::from_secs(30 * 24 * 3600)),
+            snapshots_older_than: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_snapshots_per_document: Some(10),
+            dry_run: false,
+            batch_size: 10_000,
+        }
+    }
+}
+
+/// Rows removed (or, in a dry run, that would be removed), per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupCounts {
+    pub sessions_deleted: u64,
+    pub deltas_deleted: u64,
+    pub snapshots_deleted: u64,
 }
 
 /// Resolves when a submitted write is durable (or definitively failed).
@@ -96,31 +262,125 @@ impl PersistTicket {
     }
 }
 
+/// The storage surface (STORAGE.md §3, the T6-01 operations, plus the two the sync
+/// path needs: [`load_document`](StorageAdapter::load_document) and the
+/// transactional [`write_batch`](StorageAdapter::write_batch)).
 #[async_trait]
 pub trait StorageAdapter: Send + Sync + 'static {
     /// `memory` or `postgres`, for health and stats.
     fn kind(&self) -> &'static str;
 
-    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError>;
+    // -- connection ------------------------------------------------------------
 
-    /// Queue a write. Called under the document's lock so writes reach storage in
-    /// the order they were applied; must not block.
-    fn submit(&self, write: DocumentWrite) -> PersistTicket;
-
-    async fn save_session(&self, session: SessionRecord) -> Result<(), StorageError>;
-
-    /// Bump `last_seen` of these sessions to now.
-    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError>;
-
-    async fn delete_session(&self, id: &str) -> Result<(), StorageError>;
-
+    /// Reach the backend (and, for PostgreSQL, make sure the schema is usable).
+    async fn connect(&self) -> Result<(), StorageError>;
+    async fn disconnect(&self);
+    /// Whether the last contact with the backend succeeded.
+    fn is_connected(&self) -> bool;
     /// Cheap liveness probe (PostgreSQL: `SELECT 1`).
     async fn health_check(&self) -> Result<(), StorageError>;
 
-    /// Writes accepted but not yet durable.
-    fn backlog(&self) -> usize;
+    // -- documents -------------------------------------------------------------
 
-    /// Wait until every submitted write is durable or `budget` runs out; returns
-    /// whether the backlog was drained.
-    async fn drain(&self, budget: std::time::Duration) -> bool;
+    async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError>;
+    /// Upsert the whole state (`version` bumps on update).
+    async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError>;
+    /// Replace the state of an existing document; `NotFound` otherwise.
+    async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError>;
+    /// Delete a document with its clocks, deltas and snapshots.
+    async fn delete_document(&self, id: &str) -> Result<bool, StorageError>;
+    /// Newest `updated_at` first.
+    async fn list_documents(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<DocumentRow>, StorageError>;
+
+    // -- vector clocks ---------------------------------------------------------
+
+    async fn get_vector_clock(
+        &self,
+        document_id: &str,
+    ) -> Result<BTreeMap<String, u64>, StorageError>;
+    /// Set one entry (overwrite).
+    async fn update_vector_clock(
+        &self,
+        document_id: &str,
+        client_id: &str,
+        value: u64,
+    ) -> Result<(), StorageError>;
+    /// Merge entries by maximum (`GREATEST`), in one transaction.
+    async fn merge_vector_clock(
+        &self,
+        document_id: &str,
+        clock: &BTreeMap<String, u64>,
+    ) -> Result<(), StorageError>;
+
+    // -- deltas ----------------------------------------------------------------
+
+    async fn save_delta(&self, delta: &NewDelta) -> Result<DeltaRow, StorageError>;
+    /// Newest first.
+    async fn get_deltas(
+        &self,
+        document_id: &str,
+        limit: u32,
+    ) -> Result<Vec<DeltaRow>, StorageError>;
+    /// Deltas whose `max_clock_value` is above `since`, oldest first.
+    async fn get_deltas_since(
+        &self,
+        document_id: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<DeltaRow>, StorageError>;
+
+    // -- sessions --------------------------------------------------------------
+
+    /// Insert, or on conflict refresh `last_seen` and `metadata`.
+    async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError>;
+    /// Set `last_seen`; `metadata` is kept when `None`. Returns whether it existed.
+    async fn update_session(
+        &self,
+        id: &str,
+        last_seen: DateTime<Utc>,
+        metadata: Option<&Value>,
+    ) -> Result<bool, StorageError>;
+    /// Bump `last_seen` of these sessions to now (one statement).
+    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError>;
+    async fn delete_session(&self, id: &str) -> Result<bool, StorageError>;
+    /// A user's sessions, newest `last_seen` first.
+    async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError>;
+    /// All sessions, newest `last_seen` first.
+    async fn list_sessions(&self, limit: u32, offset: u32)
+        -> Result<Vec<SessionRow>, StorageError>;
+
+    // -- snapshots -------------------------------------------------------------
+
+    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError>;
+    async fn get_snapshot(&self, id: uuid::Uuid) -> Result<Option<SnapshotRow>, StorageError>;
+    async fn latest_snapshot(&self, document_id: &str)
+        -> Result<Option<SnapshotRow>, StorageError>;
+    /// Newest first.
+    async fn list_snapshots(
+        &self,
+        document_id: &str,
+        limit: u32,
+    ) -> Result<Vec<SnapshotRow>, StorageError>;
+    async fn delete_snapshot(&self, id: uuid::Uuid) -> Result<bool, StorageError>;
+    /// Drop the deltas the latest snapshot covers (written at or before it);
+    /// returns how many.
+    async fn compact(&self, document_id: &str) -> Result<u64, StorageError>;
+
+    // -- maintenance -----------------------------------------------------------
+
+    /// Remove old sessions, deltas and snapshots in bounded batches.
+    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError>;
+
+    // -- the sync path ---------------------------------------------------------
+
+    /// A document as the hub needs it: fields (rebuilt from deltas for rows that
+    /// carry none), clock, text state.
+    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError>;
+
+    /// Persist writes in order, atomically: all or none (one transaction).
+    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError>;
 }

@@ -8,6 +8,7 @@
 //! lock, so storage sees them in the order they were applied.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::protocol::encode::{encode_body, field_delta_body, next_message_id};
 use crate::protocol::{encode, EncodedFrame, Encoding, MessageType, ServerMessage};
 use crate::pubsub::{Channels, PubSub, PubSubState};
-use crate::storage::{DocumentWrite, FieldChange, PersistTicket, StorageAdapter, StorageError};
+use crate::storage::{DocumentWrite, FieldChange, PersistTicket, Persistence, StorageError};
 
 /// Tunables of the hub.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct HubSettings {
     /// This instance's id: the `origin` of everything it publishes.
     pub instance_id: String,
     pub channels: Channels,
+    /// Loaded documents kept in memory before idle ones are unloaded (LRU).
+    pub max_cached_documents: usize,
 }
 
 /// A subscriber list, copied on change so a flush can iterate it without the lock.
@@ -59,6 +62,8 @@ struct DocState {
 pub struct DocEntry {
     pub id: Arc<str>,
     state: Mutex<DocState>,
+    /// Hub tick of the last `open`, for least-recently-used eviction.
+    last_used: AtomicU64,
 }
 
 impl DocEntry {
@@ -115,11 +120,12 @@ pub struct DocumentSummary {
 
 pub struct Hub {
     docs: Mutex<HashMap<Arc<str>, Arc<DocEntry>>>,
-    storage: Arc<dyn StorageAdapter>,
+    storage: Arc<Persistence>,
     pubsub: Arc<dyn PubSub>,
     metrics: Arc<Metrics>,
     settings: HubSettings,
     flush_tx: mpsc::UnboundedSender<(Arc<DocEntry>, Instant)>,
+    use_counter: AtomicU64,
 }
 
 /// The flush queue consumed by [`super::flusher::run`]. Unbounded, but it holds at
@@ -128,7 +134,7 @@ pub type FlushQueue = mpsc::UnboundedReceiver<(Arc<DocEntry>, Instant)>;
 
 impl Hub {
     pub fn new(
-        storage: Arc<dyn StorageAdapter>,
+        storage: Arc<Persistence>,
         pubsub: Arc<dyn PubSub>,
         metrics: Arc<Metrics>,
         settings: HubSettings,
@@ -141,6 +147,7 @@ impl Hub {
             metrics,
             settings,
             flush_tx,
+            use_counter: AtomicU64::new(0),
         });
         (hub, flush_rx)
     }
@@ -149,7 +156,7 @@ impl Hub {
         &self.settings
     }
 
-    pub fn storage(&self) -> &Arc<dyn StorageAdapter> {
+    pub fn storage(&self) -> &Arc<Persistence> {
         &self.storage
     }
 
@@ -166,12 +173,28 @@ impl Hub {
         self.docs().get(id).cloned()
     }
 
+    fn tick(&self) -> u64 {
+        self.use_counter.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The live document, loading it from storage on first access.
     pub async fn open(&self, id: &str) -> Result<Arc<DocEntry>, StorageError> {
         if let Some(entry) = self.get(id) {
+            entry.last_used.store(self.tick(), Ordering::Relaxed);
             return Ok(entry);
         }
-        let stored = self.storage.load_document(id).await?;
+        let stored = match self.storage.load_document(id).await {
+            Ok(stored) => stored,
+            // Storage down: serve the document from memory (STORAGE.md §5). Writes
+            // still queue as patches merged into the stored fields, so nothing the
+            // database holds is overwritten; the stored fields themselves show up
+            // once the document is loaded again after the database returns.
+            Err(e) if e.is_transient() => {
+                tracing::warn!(document_id = %id, error = %e, "storage unreachable: opening the document from memory");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let mut doc = Document::default();
         if let Some(stored) = stored {
             doc.fields = stored.fields.into_iter().collect();
@@ -199,10 +222,43 @@ impl Hub {
                         pending: PendingBatch::default(),
                         last_modified_ms: 0,
                     }),
+                    last_used: AtomicU64::new(0),
                 })
             })
             .clone();
+        entry.last_used.store(self.tick(), Ordering::Relaxed);
+        if docs.len() > self.settings.max_cached_documents {
+            self.evict_idle(&mut docs);
+        }
         Ok(entry)
+    }
+
+    /// Unload least recently used documents until the cache is at 90% of its bound
+    /// (so eviction runs once per many loads, not on every one). Skipped — and
+    /// passed over, not waited on — are documents with subscribers, a pending
+    /// broadcast, writes not yet durable (a reload would miss them), or a handle
+    /// held outside the map (a handler is working on it).
+    fn evict_idle(&self, docs: &mut HashMap<Arc<str>, Arc<DocEntry>>) {
+        let target = self.settings.max_cached_documents * 9 / 10;
+        let mut idle: Vec<(u64, Arc<str>)> = docs
+            .iter()
+            .filter(|(id, entry)| {
+                if Arc::strong_count(entry) > 1 || self.storage.has_pending(id) {
+                    return false;
+                }
+                let st = entry.lock();
+                st.subscribers.is_empty()
+                    && st.awareness_subscribers.is_empty()
+                    && st.pending.order.is_empty()
+            })
+            .map(|(id, entry)| (entry.last_used.load(Ordering::Relaxed), id.clone()))
+            .collect();
+        idle.sort_unstable();
+        let excess = docs.len().saturating_sub(target);
+        for (_, id) in idle.into_iter().take(excess) {
+            docs.remove(&id);
+            self.metrics.documents_evicted.inc();
+        }
     }
 
     /// Add a document subscriber (idempotent). Returns whether it was new.
@@ -282,6 +338,14 @@ impl Hub {
     /// Apply one inbound message's changes, queue the field results for broadcast,
     /// and submit the write to storage — all under the document lock.
     pub fn apply(&self, entry: &Arc<DocEntry>, changes: Changes<'_>, now_ms: i64) -> Applied {
+        // Refuse before applying: a write nobody else has seen yet can be retried by
+        // its client; one applied and broadcast but never persisted cannot.
+        if self.storage.is_full() {
+            return Applied {
+                ticket: PersistTicket::done(Err(StorageError::BacklogFull(self.storage.backlog()))),
+                merged_text: None,
+            };
+        }
         let mut st = entry.lock();
         let mut write = DocumentWrite {
             document_id: entry.id.clone(),
@@ -605,5 +669,99 @@ fn remove_peer(list: &mut PeerList, conn_id: u64) {
                 .cloned()
                 .collect(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::LocalPubSub;
+
+    fn hub(max_cached_documents: usize) -> Arc<Hub> {
+        hub_on(Persistence::in_memory(), max_cached_documents)
+    }
+
+    fn hub_on(storage: Persistence, max_cached_documents: usize) -> Arc<Hub> {
+        let (hub, _flushes) = Hub::new(
+            Arc::new(storage),
+            Arc::new(LocalPubSub::single_instance()),
+            Arc::new(Metrics::default()),
+            HubSettings {
+                batch_delay: Duration::from_millis(50),
+                instance_id: "test".into(),
+                channels: Channels::new("synckit:"),
+                max_cached_documents,
+            },
+        );
+        hub
+    }
+
+    #[tokio::test]
+    async fn idle_documents_are_evicted_least_recently_used_first() {
+        let hub = hub(10);
+        let (tx, _rx) = mpsc::channel(8);
+        let peer = Peer::new(1, tx);
+        // Document 0 keeps a subscriber; documents 1.. are idle.
+        let kept = hub.open("doc-0").await.expect("open");
+        hub.subscribe(&kept, &peer);
+        drop(kept);
+        for i in 1..=10 {
+            drop(hub.open(&format!("doc-{i}")).await.expect("open"));
+        }
+        // 11 > 10: evicted down to 9, oldest idle first, the subscribed one kept.
+        assert_eq!(hub.document_count(), 9);
+        assert!(
+            hub.get("doc-0").is_some(),
+            "a document with subscribers stays"
+        );
+        assert!(hub.get("doc-1").is_none() && hub.get("doc-2").is_none());
+        assert!(hub.get("doc-10").is_some(), "the newest stays");
+        assert_eq!(hub.metrics.documents_evicted.get(), 2);
+
+        // A recently used document survives the next round; a held handle too.
+        drop(hub.open("doc-3").await.expect("touch"));
+        let held = hub.open("doc-4").await.expect("hold");
+        for i in 11..=12 {
+            drop(hub.open(&format!("doc-{i}")).await.expect("open"));
+        }
+        assert!(hub.get("doc-3").is_some());
+        assert!(hub.get("doc-4").is_some());
+        assert!(hub.get("doc-5").is_none(), "next oldest idle goes");
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_full_write_queue_refuses_before_applying() {
+        let storage = Persistence::new(
+            Arc::new(crate::storage::MemoryStorage::new()),
+            crate::storage::PersistenceSettings {
+                max_backlog: 1,
+                ..Default::default()
+            },
+        );
+        let hub = hub_on(storage, 10);
+        let entry = hub.open("d").await.expect("open");
+        let write = |field: &str| Changes {
+            fields: vec![FieldWrite {
+                field: field.into(),
+                value: Value::from(1),
+                writer: "w".into(),
+            }],
+            ..Changes::default()
+        };
+        // No writer task runs, so the first write stays queued and fills the queue.
+        let first = hub.apply(&entry, write("a"), 0);
+        let second = hub.apply(&entry, write("b"), 0);
+        assert!(matches!(
+            second.ticket.wait().await,
+            Err(StorageError::BacklogFull(1))
+        ));
+        let snap = hub.snapshot(&entry);
+        assert!(snap.state.contains_key("a"));
+        assert!(
+            !snap.state.contains_key("b"),
+            "a refused write is not applied"
+        );
+        drop(first);
     }
 }

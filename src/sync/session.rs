@@ -156,18 +156,11 @@ impl Session {
         }
     }
 
-    /// Bump the session's `last_seen` (called once per heartbeat interval).
-    pub async fn touch(&self) {
+    /// Bump the session's `last_seen` (called once per heartbeat interval; the
+    /// writes are batched across connections).
+    pub fn touch(&self) {
         if self.session_saved {
-            if let Err(e) = self
-                .svc
-                .hub
-                .storage()
-                .touch_sessions(&[self.connection_key()])
-                .await
-            {
-                tracing::debug!(error = %e, "could not touch session");
-            }
+            self.svc.hub.storage().touch_session(&self.connection_key());
         }
     }
 

@@ -18,12 +18,18 @@ pub struct TestServer {
 }
 
 pub async fn start(config: ServerConfig) -> TestServer {
+    let backends = Backends::in_memory(&config);
+    start_on(config, backends).await
+}
+
+/// Start a server on the given backends (PostgreSQL tests).
+pub async fn start_on(config: ServerConfig, backends: Backends) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let server = Server::new(config.clone(), Backends::in_memory(&config));
+    let server = Server::new(config, backends);
     let done = tokio::spawn(server.run(listener, None, shutdown.clone()));
     TestServer {
         addr,

@@ -1,0 +1,79 @@
+//! `synckit cleanup`: one-shot retention cleanup with the TS defaults; the same
+//! function the scheduler runs.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::database::{connect_now, DatabaseArgs};
+use super::duration::{parse_days, parse_hours};
+use crate::maintenance::run_cleanup;
+use crate::storage::{CleanupOptions, PostgresStorage};
+
+/// Retention settings, shared with the scheduler's cleanup job.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Delete sessions not seen for this long (number = hours, or 36h/2d); 0 skips.
+    #[arg(long, env = "CLEANUP_SESSIONS_HOURS", default_value = "24", value_parser = parse_hours)]
+    pub sessions_hours: Duration,
+    /// Delete deltas older than this (number = days, or 2w/720h); 0 skips.
+    #[arg(long, env = "CLEANUP_DELTAS_DAYS", default_value = "30", value_parser = parse_days)]
+    pub deltas_days: Duration,
+    /// Delete snapshots older than this (number = days); 0 skips the age rule.
+    #[arg(long, env = "CLEANUP_SNAPSHOTS_DAYS", default_value = "7", value_parser = parse_days)]
+    pub snapshots_days: Duration,
+    /// Keep at most this many newest snapshots per document; 0 skips the count rule.
+    #[arg(long, env = "CLEANUP_MAX_SNAPSHOTS_PER_DOC", default_value_t = 10)]
+    pub max_snapshots_per_doc: u32,
+    /// Rows deleted per statement: small enough that no statement holds locks long.
+    #[arg(long, env = "CLEANUP_BATCH_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+}
+
+impl RetentionArgs {
+    pub fn options(&self, dry_run: bool) -> CleanupOptions {
+        let enabled = |d: Duration| (!d.is_zero()).then_some(d);
+        CleanupOptions {
+            sessions_older_than: enabled(self.sessions_hours),
+            deltas_older_than: enabled(self.deltas_days),
+            snapshots_older_than: enabled(self.snapshots_days),
+            max_snapshots_per_document: (self.max_snapshots_per_doc > 0)
+                .then_some(self.max_snapshots_per_doc),
+            dry_run,
+            batch_size: self.batch_size,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Count what would be deleted without deleting anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: CleanupArgs) -> anyhow::Result<ExitCode> {
+    super::block_on(cleanup_command(args))
+}
+
+async fn cleanup_command(args: CleanupArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.database.required("cleanup")?;
+    let pool = connect_now(&settings).await?;
+    let storage = PostgresStorage::from_pool(pool.clone(), false);
+    let report = run_cleanup(&storage, &args.retention.options(args.dry_run)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{report}");
+    }
+    pool.close().await;
+    Ok(ExitCode::SUCCESS)
+}

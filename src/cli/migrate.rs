@@ -1,0 +1,71 @@
+//! `synckit migrate`: apply pending migrations, or report the schema's state
+//! (`--status`, exit 0 only when current).
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::database::{connect_now, DatabaseArgs};
+use crate::storage::migrate;
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only report applied and pending migrations and missing objects; exit 0 only
+    /// when the schema is current, 1 otherwise.
+    #[arg(long)]
+    pub status: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    super::block_on(migrate_command(args))
+}
+
+async fn migrate_command(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.database.required("migrate")?;
+    let pool = connect_now(&settings).await?;
+    if args.status {
+        let status = migrate::status(&pool).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            for m in &status.migrations {
+                let mark = if m.applied { "applied" } else { "pending" };
+                println!("{:>14}  {mark:<8} {}", m.version, m.description);
+            }
+            if status.missing.is_empty() {
+                println!("schema objects: all present");
+            } else {
+                println!("missing: {}", status.missing.join(", "));
+            }
+            if status.is_current() {
+                println!("schema is current");
+            } else {
+                println!("schema is NOT current: run `synckit migrate`");
+            }
+        }
+        pool.close().await;
+        return Ok(if status.is_current() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let applied = migrate::apply(&pool).await?;
+    migrate::validate(&pool).await?;
+    if args.json {
+        println!("{}", serde_json::json!({ "applied": applied }));
+    } else if applied.is_empty() {
+        println!("schema is up to date; nothing to apply");
+    } else {
+        for m in &applied {
+            println!("applied {} {}", m.version, m.description);
+        }
+    }
+    pool.close().await;
+    Ok(ExitCode::SUCCESS)
+}

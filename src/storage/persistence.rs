@@ -1,0 +1,434 @@
+//! The sync path's way into storage: a bounded write-behind queue with group commit.
+//!
+//! Writes are submitted under their document's lock, so the queue holds them in apply
+//! order. One writer task takes everything queued (up to a group size) and commits it
+//! as one transaction; each write's [`PersistTicket`] resolves when that transaction
+//! commits, so acks mean "durable". While the backend is unreachable the group is
+//! retried with exponential backoff and new writes keep queueing — applied in memory
+//! and broadcast, not yet acknowledged — until the backlog limit, past which a new
+//! write is refused with [`StorageError::BacklogFull`] instead of being dropped. A
+//! write the backend rejects outright (not a connection problem) fails alone: the
+//! group is retried one write at a time so one bad row cannot wedge the queue.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    DocumentWrite, PersistTicket, SessionRecord, StorageAdapter, StorageError, StoredDocument,
+};
+
+/// Tunables of the queue.
+#[derive(Debug, Clone)]
+pub struct PersistenceSettings {
+    /// Writes held (queued or in flight) before new ones are refused.
+    pub max_backlog: usize,
+    /// Writes per transaction.
+    pub max_group: usize,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// How often batched `last_seen` bumps are written.
+    pub session_touch_interval: Duration,
+}
+
+impl Default for PersistenceSettings {
+    fn default() -> PersistenceSettings {
+        PersistenceSettings {
+            max_backlog: 100_000,
+            max_group: 1_000,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            session_touch_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Queued {
+    write: DocumentWrite,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Queued>,
+    /// Writes taken by the writer and not yet resolved.
+    in_flight: usize,
+    /// Unpersisted writes per document: such a document must not be evicted and
+    /// reloaded, or the reload would miss them.
+    per_document: HashMap<Arc<str>, usize>,
+}
+
+impl Queue {
+    fn backlog(&self) -> usize {
+        self.items.len() + self.in_flight
+    }
+}
+
+/// Counters for stats and `/metrics`.
+#[derive(Debug, Default)]
+pub struct PersistenceCounters {
+    pub committed_writes: AtomicU64,
+    pub committed_groups: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub rejected_writes: AtomicU64,
+    pub refused_full: AtomicU64,
+}
+
+pub struct Persistence {
+    adapter: Arc<dyn StorageAdapter>,
+    settings: PersistenceSettings,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    idle: Notify,
+    degraded: AtomicBool,
+    /// Set once `connect` succeeded (schema migrated or validated).
+    ready: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    touched: Mutex<HashSet<String>>,
+    pub counters: PersistenceCounters,
+}
+
+impl Persistence {
+    pub fn new(adapter: Arc<dyn StorageAdapter>, settings: PersistenceSettings) -> Persistence {
+        Persistence {
+            adapter,
+            settings,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            idle: Notify::new(),
+            degraded: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            touched: Mutex::new(HashSet::new()),
+            counters: PersistenceCounters::default(),
+        }
+    }
+
+    /// Memory storage with default settings (tests, the embedded default).
+    pub fn in_memory() -> Persistence {
+        Persistence::new(
+            Arc::new(super::MemoryStorage::new()),
+            PersistenceSettings::default(),
+        )
+    }
+
+    pub fn adapter(&self) -> &Arc<dyn StorageAdapter> {
+        &self.adapter
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.adapter.kind()
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes accepted but not yet durable.
+    pub fn backlog(&self) -> usize {
+        self.queue().backlog()
+    }
+
+    /// Whether new writes would be refused.
+    pub fn is_full(&self) -> bool {
+        self.backlog() >= self.settings.max_backlog
+    }
+
+    /// Whether a document has writes not yet durable.
+    pub fn has_pending(&self, document_id: &str) -> bool {
+        self.queue().per_document.contains_key(document_id)
+    }
+
+    /// True while the backend is failing (since the last failed attempt, until one
+    /// succeeds).
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Queue a write; never blocks. Call under the document lock so writes queue in
+    /// apply order.
+    pub fn submit(&self, write: DocumentWrite) -> PersistTicket {
+        let mut queue = self.queue();
+        let backlog = queue.backlog();
+        if backlog >= self.settings.max_backlog {
+            self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
+            return PersistTicket::done(Err(StorageError::BacklogFull(backlog)));
+        }
+        let (done, rx) = oneshot::channel();
+        *queue
+            .per_document
+            .entry(write.document_id.clone())
+            .or_default() += 1;
+        queue.items.push_back(Queued { write, done });
+        drop(queue);
+        self.wake.notify_one();
+        PersistTicket::waiting(rx)
+    }
+
+    pub async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
+        let mut result = self.adapter.load_document(id).await;
+        if !self.ready.load(Ordering::Relaxed) {
+            // Before the first successful connect the schema may not exist yet: any
+            // failure means "not available yet", not "this document is broken".
+            result = result.map_err(|e| match e {
+                StorageError::Query(msg) => StorageError::Unavailable(msg),
+                other => other,
+            });
+        }
+        self.observe(&result);
+        result
+    }
+
+    /// Connect now (migrating or validating the schema); `run` does the same with
+    /// retries. Callers that want a fail-fast start use this first.
+    pub async fn connect(&self) -> Result<(), StorageError> {
+        let result = self.adapter.connect().await;
+        match &result {
+            Ok(()) => {
+                self.ready.store(true, Ordering::Relaxed);
+                self.set_healthy();
+            }
+            Err(e) => self.set_degraded(e),
+        }
+        result
+    }
+
+    pub async fn save_session(&self, session: SessionRecord) -> Result<(), StorageError> {
+        self.adapter.save_session(&session).await
+    }
+
+    /// Remember to bump this session's `last_seen`; written in one statement per
+    /// interval for all sessions touched meanwhile.
+    pub fn touch_session(&self, id: &str) {
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
+    }
+
+    pub async fn delete_session(&self, id: &str) -> Result<(), StorageError> {
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.adapter.delete_session(id).await.map(|_| ())
+    }
+
+    pub async fn health_check(&self) -> Result<(), StorageError> {
+        let result = self.adapter.health_check().await;
+        if result.is_ok() && self.backlog() == 0 {
+            self.set_healthy();
+        }
+        result
+    }
+
+    /// Wait until every submitted write is durable or `budget` runs out; returns
+    /// whether the backlog was drained.
+    pub async fn drain(&self, budget: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + budget;
+        loop {
+            let idle = self.idle.notified();
+            if self.backlog() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.backlog() == 0;
+            }
+        }
+    }
+
+    fn observe<T>(&self, result: &Result<T, StorageError>) {
+        match result {
+            Ok(_) => {}
+            Err(e) if e.is_transient() => self.set_degraded(e),
+            Err(_) => {}
+        }
+    }
+
+    fn set_degraded(&self, error: &StorageError) {
+        self.counters
+            .failed_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                backend = self.kind(),
+                error = %error,
+                backlog = self.backlog(),
+                "storage unreachable: serving from memory, writes queue until it returns"
+            );
+        }
+    }
+
+    fn set_healthy(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!(backend = self.kind(), "storage reachable again");
+        }
+    }
+
+    /// The writer: connects (retrying), then commits queued writes in groups until
+    /// `stop` is cancelled and the queue is empty. Also writes batched session
+    /// touches. Run it as one task per process.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        self.connect_with_retry(&stop).await;
+        let mut touches = tokio::time::interval(self.settings.session_touch_interval);
+        touches.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let group = self.take_group();
+            if group.is_empty() {
+                self.idle.notify_waiters();
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = touches.tick() => {
+                        self.flush_touches().await;
+                        continue;
+                    }
+                    _ = stop.cancelled() => {
+                        if self.backlog() == 0 {
+                            self.flush_touches().await;
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.commit_group(group).await;
+        }
+    }
+
+    async fn connect_with_retry(&self, stop: &CancellationToken) {
+        if self.ready.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut backoff = self.settings.retry_min;
+        loop {
+            match self.connect().await {
+                Ok(()) => return,
+                Err(e) if !e.is_transient() => {
+                    // A schema problem found after start (validation) will not fix
+                    // itself; keep retrying so the operator can migrate without a
+                    // restart, but say exactly what is wrong.
+                    tracing::error!(error = %e, "storage is not usable yet");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(self.settings.retry_max);
+        }
+    }
+
+    fn take_group(&self) -> Vec<Queued> {
+        let mut queue = self.queue();
+        let n = queue.items.len().min(self.settings.max_group);
+        let group: Vec<Queued> = queue.items.drain(..n).collect();
+        queue.in_flight += group.len();
+        group
+    }
+
+    async fn commit_group(&self, group: Vec<Queued>) {
+        let (writes, senders): (Vec<DocumentWrite>, Vec<_>) =
+            group.into_iter().map(|q| (q.write, q.done)).unzip();
+        let outcomes: Vec<Result<(), StorageError>> = match self.commit(&writes).await {
+            Ok(()) => writes.iter().map(|_| Ok(())).collect(),
+            Err(e) if writes.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                let mut outcomes = Vec::with_capacity(writes.len());
+                for write in &writes {
+                    outcomes.push(self.commit(std::slice::from_ref(write)).await);
+                }
+                outcomes
+            }
+        };
+        let mut queue = self.queue();
+        queue.in_flight -= writes.len();
+        for ((write, done), outcome) in writes.iter().zip(senders).zip(outcomes) {
+            if let Some(n) = queue.per_document.get_mut(&write.document_id) {
+                *n -= 1;
+                if *n == 0 {
+                    queue.per_document.remove(&write.document_id);
+                }
+            }
+            match &outcome {
+                Ok(()) => {
+                    self.counters
+                        .committed_writes
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.counters
+                        .rejected_writes
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(document_id = %write.document_id, error = %e, "write rejected by storage");
+                }
+            }
+            let _ = done.send(outcome);
+        }
+        drop(queue);
+        self.counters
+            .committed_groups
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Commit writes in one transaction, retrying while the backend is unreachable;
+    /// returns only success or a permanent error.
+    async fn commit(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+        let mut backoff = self.settings.retry_min;
+        loop {
+            match self.adapter.write_batch(writes).await {
+                Ok(()) => {
+                    self.set_healthy();
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => {
+                    self.set_degraded(&e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.settings.retry_max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn flush_touches(&self) {
+        let ids: Vec<String> = {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            touched.drain().collect()
+        };
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.adapter.touch_sessions(&ids).await {
+            tracing::debug!(error = %e, sessions = ids.len(), "could not bump session last_seen");
+        }
+    }
+
+    /// Summary for `/stats` and readiness.
+    pub fn status(&self) -> Value {
+        serde_json::json!({
+            "backend": self.kind(),
+            "degraded": self.is_degraded(),
+            "backlog": self.backlog(),
+            "maxBacklog": self.settings.max_backlog,
+            "lastError": self.last_error(),
+            "committedWrites": self.counters.committed_writes.load(Ordering::Relaxed),
+            "failedAttempts": self.counters.failed_attempts.load(Ordering::Relaxed),
+            "rejectedWrites": self.counters.rejected_writes.load(Ordering::Relaxed),
+            "refusedFull": self.counters.refused_full.load(Ordering::Relaxed),
+        })
+    }
+}

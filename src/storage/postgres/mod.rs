@@ -1,0 +1,943 @@
+//! PostgreSQL storage on the shared SyncKit schema (STORAGE.md §1–§3): a `PgPool`
+//! created lazily (so `serve` starts while the database is down), parameterised SQL
+//! only, and the JSON shapes the TypeScript server reads.
+
+mod sync_path;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use super::{
+    migrate, CleanupCounts, CleanupOptions, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
+    NewSnapshot, SessionRecord, SessionRow, SnapshotRow, StorageAdapter, StorageError,
+    StoredDocument,
+};
+pub(crate) use sync_path::{from_db, rebuild_fields, to_db};
+
+/// Pool and schema settings (OPERATIONS.md §4.4).
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// `postgres://…` URL or libpq key/value string (`host=… dbname=… sslmode=…`).
+    pub url: String,
+    pub pool_min: u32,
+    pub pool_max: u32,
+    /// How long a query waits for a pooled connection before failing.
+    pub acquire_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Apply pending migrations on connect; otherwise only validate the schema.
+    pub auto_migrate: bool,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    /// The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &"<redacted>")
+            .field("pool_min", &self.pool_min)
+            .field("pool_max", &self.pool_max)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("auto_migrate", &self.auto_migrate)
+            .finish()
+    }
+}
+
+impl PostgresSettings {
+    /// TS defaults: pool 2..10, 5 s connect timeout, 30 s idle.
+    pub fn new(url: impl Into<String>) -> PostgresSettings {
+        PostgresSettings {
+            url: url.into(),
+            pool_min: 2,
+            pool_max: 10,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            auto_migrate: true,
+        }
+    }
+
+    /// Parse the connection string (URL or key/value); errors name the problem but
+    /// never echo the string (it may hold a password).
+    pub fn connect_options(&self) -> Result<PgConnectOptions, StorageError> {
+        self.url.parse::<PgConnectOptions>().map_err(|e| {
+            StorageError::Query(format!(
+                "DATABASE_URL is not a valid PostgreSQL URL or key/value string ({})",
+                redact(&e.to_string(), &self.url)
+            ))
+        })
+    }
+
+    /// A pool that connects on first use: building it does no I/O.
+    pub fn lazy_pool(&self) -> Result<PgPool, StorageError> {
+        Ok(PgPoolOptions::new()
+            .min_connections(self.pool_min)
+            .max_connections(self.pool_max.max(1))
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(Some(self.idle_timeout))
+            .connect_lazy_with(self.connect_options()?))
+    }
+}
+
+fn redact(message: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        message.to_owned()
+    } else {
+        message.replace(secret, "<DATABASE_URL>")
+    }
+}
+
+/// Map a sqlx error to transient (connection-level: retry) or permanent.
+pub fn classify(e: sqlx::Error) -> StorageError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StorageError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => {
+            // SQLSTATE classes 08 (connection), 53 (resources), 57 (operator
+            // intervention: shutdown, restart) and 40 (serialization) are worth a retry.
+            let transient = db
+                .code()
+                .is_some_and(|c| ["08", "53", "57", "40"].iter().any(|p| c.starts_with(p)));
+            if transient {
+                StorageError::Unavailable(e.to_string())
+            } else {
+                StorageError::Query(e.to_string())
+            }
+        }
+        _ => StorageError::Query(e.to_string()),
+    }
+}
+
+/// The PostgreSQL adapter.
+pub struct PostgresStorage {
+    pool: PgPool,
+    auto_migrate: bool,
+    connected: AtomicBool,
+}
+
+impl PostgresStorage {
+    /// Build the adapter without touching the network; call
+    /// [`connect`](super::StorageAdapter::connect) to reach the database.
+    pub fn new(settings: &PostgresSettings) -> Result<PostgresStorage, StorageError> {
+        Ok(PostgresStorage::from_pool(
+            settings.lazy_pool()?,
+            settings.auto_migrate,
+        ))
+    }
+
+    /// Wrap an existing pool (tests, tools).
+    pub fn from_pool(pool: PgPool, auto_migrate: bool) -> PostgresStorage {
+        PostgresStorage {
+            pool,
+            auto_migrate,
+            connected: AtomicBool::new(false),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Record the outcome of a round trip for `is_connected`.
+    fn observe<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        match &result {
+            Ok(_) => self.connected.store(true, Ordering::Relaxed),
+            Err(e) if e.is_transient() => self.connected.store(false, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Migrate (or validate) the schema: the first step of `connect`.
+    async fn prepare_schema(&self) -> Result<(), StorageError> {
+        if self.auto_migrate {
+            let applied = migrate::apply(&self.pool).await?;
+            for m in &applied {
+                tracing::info!(version = m.version, description = %m.description, "applied migration");
+            }
+            migrate::validate(&self.pool).await
+        } else {
+            migrate::validate(&self.pool).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The adapter (STORAGE.md §3): one parameterised statement per operation, rows
+// decoded through the private `*Db` structs below. UUIDs travel as text because
+// sqlx's `uuid` feature is not enabled (and need not be for this).
+// ---------------------------------------------------------------------------
+
+const DOCUMENT_COLUMNS: &str = "id, state, version, created_at, updated_at";
+const DELTA_COLUMNS: &str = "id::text AS id, document_id, client_id, operation_type, field_path, \
+     value, clock_value, max_clock_value, timestamp";
+const SESSION_COLUMNS: &str = "id, user_id, client_id, connected_at, last_seen, metadata";
+const SNAPSHOT_COLUMNS: &str =
+    "id::text AS id, document_id, state, version, size_bytes, compressed, created_at";
+
+#[derive(sqlx::FromRow)]
+struct DocumentDb {
+    id: String,
+    state: Value,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<DocumentDb> for DocumentRow {
+    fn from(r: DocumentDb) -> DocumentRow {
+        DocumentRow {
+            id: r.id,
+            state: r.state,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DeltaDb {
+    id: String,
+    document_id: String,
+    client_id: String,
+    operation_type: String,
+    field_path: String,
+    value: Option<Value>,
+    clock_value: i64,
+    max_clock_value: Option<i64>,
+    timestamp: DateTime<Utc>,
+}
+
+impl DeltaDb {
+    fn into_row(self) -> Result<DeltaRow, StorageError> {
+        Ok(DeltaRow {
+            id: parse_uuid(&self.id)?,
+            document_id: self.document_id,
+            client_id: self.client_id,
+            operation_type: self.operation_type,
+            field_path: self.field_path,
+            value: self.value,
+            clock_value: from_db(self.clock_value),
+            max_clock_value: self.max_clock_value.map(from_db),
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionDb {
+    id: String,
+    user_id: String,
+    client_id: Option<String>,
+    connected_at: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    metadata: Option<Value>,
+}
+
+impl From<SessionDb> for SessionRow {
+    fn from(r: SessionDb) -> SessionRow {
+        SessionRow {
+            id: r.id,
+            user_id: r.user_id,
+            client_id: r.client_id,
+            connected_at: r.connected_at,
+            last_seen: r.last_seen,
+            metadata: r.metadata,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SnapshotDb {
+    id: String,
+    document_id: String,
+    state: Value,
+    version: Value,
+    size_bytes: i32,
+    compressed: Option<bool>,
+    created_at: DateTime<Utc>,
+}
+
+impl SnapshotDb {
+    fn into_row(self) -> Result<SnapshotRow, StorageError> {
+        Ok(SnapshotRow {
+            id: parse_uuid(&self.id)?,
+            document_id: self.document_id,
+            state: self.state,
+            version: self.version,
+            size_bytes: self.size_bytes,
+            // The column is nullable in the canonical schema; NULL means what the
+            // default means.
+            compressed: self.compressed.unwrap_or(false),
+            created_at: self.created_at,
+        })
+    }
+}
+
+fn parse_uuid(text: &str) -> Result<uuid::Uuid, StorageError> {
+    uuid::Uuid::parse_str(text).map_err(|e| {
+        StorageError::Query(format!("unexpected uuid {text:?} from the database: {e}"))
+    })
+}
+
+/// `LIMIT`/`OFFSET` are BIGINT.
+fn count(n: u32) -> i64 {
+    i64::from(n)
+}
+
+/// Rows affected, as the counters report them.
+fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {
+    result.rows_affected()
+}
+
+/// The cutoff for an age rule, or `None` when the rule is disabled or reaches
+/// before any representable time (then nothing is old enough).
+pub(crate) fn cutoff(now: DateTime<Utc>, age: Option<Duration>) -> Option<DateTime<Utc>> {
+    let age = chrono::Duration::from_std(age?).ok()?;
+    now.checked_sub_signed(age)
+}
+
+/// The byte length of the state's JSON text (the `size_bytes` column, as TS
+/// computes it), saturating at the column's INTEGER range.
+pub(crate) fn snapshot_size(state: &Value) -> i32 {
+    let len = serde_json::to_string(state).map(|s| s.len()).unwrap_or(0);
+    i32::try_from(len).unwrap_or(i32::MAX)
+}
+
+/// A vector clock as JSON numbers (TS wrote strings; readers accept both).
+pub(crate) fn clock_json(clock: &BTreeMap<String, u64>) -> Value {
+    Value::Object(
+        clock
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(*v)))
+            .collect(),
+    )
+}
+
+/// Create a document row holding an empty field map unless it exists: clock rows
+/// reference `documents(id)`. `DO NOTHING` leaves an existing row (and its version)
+/// untouched.
+const ENSURE_DOCUMENT: &str = "INSERT INTO documents (id, state) \
+     VALUES ($1, jsonb_build_object('id', $1::text, 'fields', '{}'::jsonb)) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// One cleanup batch: pick at most `$2` rows by the age predicate, delete exactly
+/// those by `ctid` (a TID scan: no second index lookup per row), and report how
+/// many were picked, so the loop can stop once a batch comes back short. The age
+/// predicate is checked again on delete: a session touched since the pick has a
+/// new row version and is no longer expired, so it is skipped, not deleted.
+fn batch_delete_sql(table: &str, column: &str) -> String {
+    format!(
+        "WITH picked AS MATERIALIZED ( \
+             SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2 \
+         ), removed AS ( \
+             DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM picked)) \
+             AND {column} < $1 RETURNING 1 \
+         ) \
+         SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM removed)"
+    )
+}
+
+/// Snapshots past the per-document rank (`$2`, NULL disables) or older than the
+/// cutoff (`$1`, NULL disables); the rank order matches `list_snapshots`.
+const SNAPSHOT_VICTIMS: &str = "SELECT ctid FROM ( \
+         SELECT ctid, created_at, row_number() OVER ( \
+             PARTITION BY document_id ORDER BY created_at DESC, id DESC) AS rank \
+         FROM snapshots \
+     ) ranked \
+     WHERE ($2::bigint IS NOT NULL AND rank > $2) \
+        OR ($1::timestamptz IS NOT NULL AND created_at < $1)";
+
+impl PostgresStorage {
+    /// Delete rows of `table` whose `column` is before `before`, `batch` rows per
+    /// statement (each its own transaction), until a batch comes back short.
+    async fn delete_older(
+        &self,
+        table: &str,
+        column: &str,
+        before: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<u64, StorageError> {
+        let sql = batch_delete_sql(table, column);
+        let mut total = 0u64;
+        loop {
+            let (picked, removed): (i64, i64) = sqlx::query_as(&sql)
+                .bind(before)
+                .bind(count(batch))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+            total += u64::try_from(removed).unwrap_or(0);
+            if picked < count(batch) {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn count_older(
+        &self,
+        table: &str,
+        column: &str,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StorageError> {
+        let n: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE {column} < $1"))
+                .bind(before)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn cleanup_snapshots(
+        &self,
+        before: Option<DateTime<Utc>>,
+        keep: Option<u32>,
+        options: &CleanupOptions,
+    ) -> Result<u64, StorageError> {
+        let keep = keep.map(i64::from);
+        if options.dry_run {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM ({SNAPSHOT_VICTIMS}) victims"
+            ))
+            .bind(before)
+            .bind(keep)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+            return Ok(u64::try_from(n).unwrap_or(0));
+        }
+        // Deleting the lowest-ranked or oldest snapshots never changes which of the
+        // remaining ones qualify, so re-ranking per batch converges.
+        let sql = format!(
+            "WITH picked AS MATERIALIZED ({SNAPSHOT_VICTIMS} LIMIT $3), removed AS ( \
+                 DELETE FROM snapshots WHERE ctid = ANY(ARRAY(SELECT ctid FROM picked)) \
+                 RETURNING 1) \
+             SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM removed)"
+        );
+        let mut total = 0u64;
+        loop {
+            let (picked, removed): (i64, i64) = sqlx::query_as(&sql)
+                .bind(before)
+                .bind(keep)
+                .bind(count(options.batch_size))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+            total += u64::try_from(removed).unwrap_or(0);
+            if picked < count(options.batch_size) {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn cleanup_inner(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
+        // One clock for every step (the database's, so hosts with skewed clocks
+        // agree), so dry-run and real runs apply the same cutoffs.
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT NOW()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        // A batch of zero would never make progress.
+        let batch = options.batch_size.max(1);
+        let options = CleanupOptions {
+            batch_size: batch,
+            ..*options
+        };
+        let mut counts = CleanupCounts::default();
+        for (table, column, age, slot) in [
+            (
+                "sessions",
+                "last_seen",
+                options.sessions_older_than,
+                &mut counts.sessions_deleted,
+            ),
+            (
+                "deltas",
+                "timestamp",
+                options.deltas_older_than,
+                &mut counts.deltas_deleted,
+            ),
+        ] {
+            if let Some(before) = cutoff(now, age) {
+                *slot = if options.dry_run {
+                    self.count_older(table, column, before).await?
+                } else {
+                    self.delete_older(table, column, before, batch).await?
+                };
+            }
+        }
+        let snapshots_before = cutoff(now, options.snapshots_older_than);
+        if snapshots_before.is_some() || options.max_snapshots_per_document.is_some() {
+            counts.snapshots_deleted = self
+                .cleanup_snapshots(
+                    snapshots_before,
+                    options.max_snapshots_per_document,
+                    &options,
+                )
+                .await?;
+        }
+        Ok(counts)
+    }
+}
+
+#[async_trait]
+impl StorageAdapter for PostgresStorage {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn connect(&self) -> Result<(), StorageError> {
+        let result = async {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?;
+            self.prepare_schema().await
+        }
+        .await;
+        self.observe(result)
+    }
+
+    async fn disconnect(&self) {
+        self.pool.close().await;
+        self.connected.store(false, Ordering::Relaxed);
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    async fn health_check(&self) -> Result<(), StorageError> {
+        let result = sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError> {
+        let result = sqlx::query_as::<_, DocumentDb>(&format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map(|r| r.map(DocumentRow::from))
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
+        // The update branch fires the triggers: `updated_at = NOW()`, `version + 1`.
+        let result = sqlx::query_as::<_, DocumentDb>(&format!(
+            "INSERT INTO documents (id, state, version) VALUES ($1, $2, 1) \
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = NOW() \
+             RETURNING {DOCUMENT_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(state)
+        .fetch_one(&self.pool)
+        .await
+        .map(DocumentRow::from)
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
+        let result = sqlx::query_as::<_, DocumentDb>(&format!(
+            "UPDATE documents SET state = $2, updated_at = NOW() WHERE id = $1 \
+             RETURNING {DOCUMENT_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify);
+        match self.observe(result)? {
+            Some(row) => Ok(row.into()),
+            None => Err(StorageError::NotFound {
+                kind: "Document",
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    async fn delete_document(&self, id: &str) -> Result<bool, StorageError> {
+        // Clocks, deltas and snapshots go with it (ON DELETE CASCADE).
+        let result = sqlx::query("DELETE FROM documents WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| affected(r) > 0)
+            .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn list_documents(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<DocumentRow>, StorageError> {
+        // `id` breaks ties so pages never overlap.
+        let result = sqlx::query_as::<_, DocumentDb>(&format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents ORDER BY updated_at DESC, id ASC \
+             LIMIT $1 OFFSET $2"
+        ))
+        .bind(count(limit))
+        .bind(count(offset))
+        .fetch_all(&self.pool)
+        .await
+        .map(|rows| rows.into_iter().map(DocumentRow::from).collect())
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn get_vector_clock(
+        &self,
+        document_id: &str,
+    ) -> Result<BTreeMap<String, u64>, StorageError> {
+        let result = sqlx::query_as::<_, (String, i64)>(
+            "SELECT client_id, clock_value FROM vector_clocks WHERE document_id = $1",
+        )
+        .bind(document_id)
+        .fetch_all(&self.pool)
+        .await
+        .map(|rows| rows.into_iter().map(|(c, v)| (c, from_db(v))).collect())
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn update_vector_clock(
+        &self,
+        document_id: &str,
+        client_id: &str,
+        value: u64,
+    ) -> Result<(), StorageError> {
+        let result = async {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            sqlx::query(ENSURE_DOCUMENT)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::query(
+                "INSERT INTO vector_clocks (document_id, client_id, clock_value) \
+                 VALUES ($1, $2, $3) ON CONFLICT (document_id, client_id) \
+                 DO UPDATE SET clock_value = EXCLUDED.clock_value, updated_at = NOW()",
+            )
+            .bind(document_id)
+            .bind(client_id)
+            .bind(to_db(value))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            tx.commit().await.map_err(classify)
+        }
+        .await;
+        self.observe(result)
+    }
+
+    async fn merge_vector_clock(
+        &self,
+        document_id: &str,
+        clock: &BTreeMap<String, u64>,
+    ) -> Result<(), StorageError> {
+        if clock.is_empty() {
+            return Ok(());
+        }
+        let clients: Vec<&str> = clock.keys().map(String::as_str).collect();
+        let values: Vec<i64> = clock.values().map(|v| to_db(*v)).collect();
+        let result = async {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            sqlx::query(ENSURE_DOCUMENT)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::query(
+                "INSERT INTO vector_clocks (document_id, client_id, clock_value) \
+                 SELECT $1, u.c, u.v FROM UNNEST($2::text[], $3::int8[]) AS u(c, v) \
+                 ON CONFLICT (document_id, client_id) DO UPDATE SET \
+                 clock_value = GREATEST(vector_clocks.clock_value, EXCLUDED.clock_value), \
+                 updated_at = NOW()",
+            )
+            .bind(document_id)
+            .bind(&clients)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            tx.commit().await.map_err(classify)
+        }
+        .await;
+        self.observe(result)
+    }
+
+    async fn save_delta(&self, delta: &NewDelta) -> Result<DeltaRow, StorageError> {
+        let result = sqlx::query_as::<_, DeltaDb>(&format!(
+            "INSERT INTO deltas (document_id, client_id, operation_type, field_path, value, \
+             clock_value, max_clock_value) VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, $6)) \
+             RETURNING {DELTA_COLUMNS}"
+        ))
+        .bind(&delta.document_id)
+        .bind(&delta.client_id)
+        .bind(delta.operation.as_str())
+        .bind(&delta.field_path)
+        // `None` binds SQL NULL; `Some(Value::Null)` binds JSON `null`.
+        .bind(&delta.value)
+        .bind(to_db(delta.clock_value))
+        .bind(delta.max_clock_value.map(to_db))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)?.into_row()
+    }
+
+    async fn get_deltas(
+        &self,
+        document_id: &str,
+        limit: u32,
+    ) -> Result<Vec<DeltaRow>, StorageError> {
+        // The reverse of the order fields are rebuilt in (`timestamp, id`).
+        let result = sqlx::query_as::<_, DeltaDb>(&format!(
+            "SELECT {DELTA_COLUMNS} FROM deltas WHERE document_id = $1 \
+             ORDER BY timestamp DESC, id DESC LIMIT $2"
+        ))
+        .bind(document_id)
+        .bind(count(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)?
+            .into_iter()
+            .map(DeltaDb::into_row)
+            .collect()
+    }
+
+    async fn get_deltas_since(
+        &self,
+        document_id: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<DeltaRow>, StorageError> {
+        // Served by idx_deltas_document_max_clock; rows without the column (written
+        // by another server after migration 2) are not "since" anything.
+        let result = sqlx::query_as::<_, DeltaDb>(&format!(
+            "SELECT {DELTA_COLUMNS} FROM deltas WHERE document_id = $1 AND max_clock_value > $2 \
+             ORDER BY timestamp ASC, id ASC LIMIT $3"
+        ))
+        .bind(document_id)
+        .bind(to_db(since))
+        .bind(count(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)?
+            .into_iter()
+            .map(DeltaDb::into_row)
+            .collect()
+    }
+
+    async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
+        let result = sqlx::query(
+            "INSERT INTO sessions (id, user_id, client_id, connected_at, last_seen, metadata) \
+             VALUES ($1, $2, $3, NOW(), NOW(), $4) \
+             ON CONFLICT (id) DO UPDATE SET last_seen = NOW(), metadata = EXCLUDED.metadata",
+        )
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(&session.client_id)
+        .bind(&session.metadata)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn update_session(
+        &self,
+        id: &str,
+        last_seen: DateTime<Utc>,
+        metadata: Option<&Value>,
+    ) -> Result<bool, StorageError> {
+        let result = sqlx::query(
+            "UPDATE sessions SET last_seen = $2, metadata = COALESCE($3, metadata) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(last_seen)
+        .bind(metadata)
+        .execute(&self.pool)
+        .await
+        .map(|r| affected(r) > 0)
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let result = sqlx::query("UPDATE sessions SET last_seen = NOW() WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<bool, StorageError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| affected(r) > 0)
+            .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError> {
+        let result = sqlx::query_as::<_, SessionDb>(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 \
+             ORDER BY last_seen DESC, id ASC"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map(|rows| rows.into_iter().map(SessionRow::from).collect())
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn list_sessions(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<SessionRow>, StorageError> {
+        let result = sqlx::query_as::<_, SessionDb>(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY last_seen DESC, id ASC \
+             LIMIT $1 OFFSET $2"
+        ))
+        .bind(count(limit))
+        .bind(count(offset))
+        .fetch_all(&self.pool)
+        .await
+        .map(|rows| rows.into_iter().map(SessionRow::from).collect())
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError> {
+        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+            "INSERT INTO snapshots (document_id, state, version, size_bytes, compressed) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {SNAPSHOT_COLUMNS}"
+        ))
+        .bind(&snapshot.document_id)
+        .bind(&snapshot.state)
+        .bind(clock_json(&snapshot.version))
+        .bind(snapshot_size(&snapshot.state))
+        .bind(snapshot.compressed)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)?.into_row()
+    }
+
+    async fn get_snapshot(&self, id: uuid::Uuid) -> Result<Option<SnapshotRow>, StorageError> {
+        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1::uuid"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)?.map(SnapshotDb::into_row).transpose()
+    }
+
+    async fn latest_snapshot(
+        &self,
+        document_id: &str,
+    ) -> Result<Option<SnapshotRow>, StorageError> {
+        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE document_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(document_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)?.map(SnapshotDb::into_row).transpose()
+    }
+
+    async fn list_snapshots(
+        &self,
+        document_id: &str,
+        limit: u32,
+    ) -> Result<Vec<SnapshotRow>, StorageError> {
+        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE document_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(document_id)
+        .bind(count(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)?
+            .into_iter()
+            .map(SnapshotDb::into_row)
+            .collect()
+    }
+
+    async fn delete_snapshot(&self, id: uuid::Uuid) -> Result<bool, StorageError> {
+        let result = sqlx::query("DELETE FROM snapshots WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map(|r| affected(r) > 0)
+            .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn compact(&self, document_id: &str) -> Result<u64, StorageError> {
+        // No snapshot: the subquery is NULL and nothing compares <= NULL.
+        let result = sqlx::query(
+            "DELETE FROM deltas WHERE document_id = $1 AND timestamp <= \
+             (SELECT max(created_at) FROM snapshots WHERE document_id = $1)",
+        )
+        .bind(document_id)
+        .execute(&self.pool)
+        .await
+        .map(affected)
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
+        let result = self.cleanup_inner(options).await;
+        self.observe(result)
+    }
+
+    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
+        let result = sync_path::load_document(&self.pool, id).await;
+        self.observe(result)
+    }
+
+    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+        let result = sync_path::write_batch(&self.pool, writes).await;
+        self.observe(result)
+    }
+}

@@ -1,0 +1,346 @@
+//! End to end on the real PostgreSQL: writes made over the WebSocket survive a server
+//! restart, a database outage (cut by a TCP proxy the test owns) loses no
+//! acknowledged write and delays acks until the write is durable, and `synckit
+//! serve` flushes everything on SIGTERM.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{open_config, start_on, Client, TestServer};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use synckit::awareness::MemoryAwarenessStore;
+use synckit::pubsub::LocalPubSub;
+use synckit::server::{Backends, ServerConfig};
+use synckit::storage::PostgresStorage;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Backends on their own pool: the server closes its pool when it stops, and the
+/// test keeps using `pool` afterwards.
+fn backends(config: &ServerConfig, pool: PgPool) -> Backends {
+    let own = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    Backends {
+        storage: Arc::new(PostgresStorage::from_pool(own, true)),
+        awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
+        pubsub: Arc::new(LocalPubSub::single_instance()),
+    }
+}
+
+async fn stop(server: TestServer) -> bool {
+    server.shutdown.cancel();
+    server.done.await.expect("server task")
+}
+
+fn delta(doc: &str, field: &str, value: Value, id: &str) -> Value {
+    json!({"type": "delta", "documentId": doc, "field": field, "value": value,
+           "clock": {"c1": 1}, "clientId": "c1", "timestamp": 1, "messageId": id})
+}
+
+/// Subscribe and return the `sync_response` state.
+async fn state_of(server: &TestServer, doc: &str) -> Value {
+    let mut c = Client::connect(server, false).await;
+    c.send(json!({"type": "subscribe", "documentId": doc}))
+        .await;
+    c.expect("sync_response").await["state"].clone()
+}
+
+async fn wait_ack(c: &mut Client, id: &str, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await {
+            Some(m) if m["type"] == "ack" && m["messageId"] == id => return true,
+            Some(m) if m["type"] == "error" => panic!("error instead of ack: {m}"),
+            Some(_) => continue,
+            None => return false,
+        }
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn writes_survive_a_restart_and_deletes_stay_deleted(pool: PgPool) {
+    let config = open_config();
+    let server = start_on(config.clone(), backends(&config, pool.clone())).await;
+    let mut a = Client::connect(&server, false).await;
+    a.send(json!({"type": "subscribe", "documentId": "doc-r"}))
+        .await;
+    a.expect("sync_response").await;
+    a.send(delta("doc-r", "title", json!("hello"), "m1")).await;
+    a.send(delta("doc-r", "n", json!(0), "m2")).await;
+    a.send(delta("doc-r", "gone", json!(true), "m3")).await;
+    a.send(json!({"type": "delta", "documentId": "doc-r", "field": "gone", "value": {"__deleted": true},
+                  "clock": {"c1": 2}, "clientId": "c1", "timestamp": 2, "messageId": "m4"}))
+        .await;
+    for id in ["m1", "m2", "m3", "m4"] {
+        assert!(
+            wait_ack(&mut a, id, Duration::from_secs(5)).await,
+            "ack {id}"
+        );
+    }
+    assert!(stop(server).await, "drained");
+
+    // The row is what the TS server reads: {"id", "fields"}.
+    let stored: Value = sqlx::query_scalar("SELECT state FROM documents WHERE id = 'doc-r'")
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_eq!(
+        stored,
+        json!({"id": "doc-r", "fields": {"title": "hello", "n": 0}})
+    );
+    let deltas: i64 = sqlx::query_scalar("SELECT count(*) FROM deltas WHERE document_id = 'doc-r'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(deltas, 4);
+
+    let server = start_on(config.clone(), backends(&config, pool.clone())).await;
+    assert_eq!(
+        state_of(&server, "doc-r").await,
+        json!({"title": "hello", "n": 0})
+    );
+    stop(server).await;
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut2, refusing2) = (cut.clone(), refusing.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if refusing2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let token = cut2.lock().expect("lock").clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            refusing,
+        }
+    }
+
+    /// Drop every proxied connection and refuse new ones.
+    fn cut(&self) {
+        self.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut token = self.cut.lock().expect("lock");
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_outage_delays_acks_and_loses_no_acknowledged_write(pool: PgPool) {
+    let direct: PgConnectOptions = (*pool.connect_options()).clone();
+    let proxy = Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+    let proxied = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(direct.clone().port(proxy.port));
+    let mut config = open_config();
+    config.persistence.retry_min = Duration::from_millis(20);
+    config.persistence.retry_max = Duration::from_millis(200);
+    let server = start_on(config.clone(), backends(&config, proxied)).await;
+
+    let mut a = Client::connect(&server, false).await;
+    let mut b = Client::connect(&server, false).await;
+    for c in [&mut a, &mut b] {
+        c.send(json!({"type": "subscribe", "documentId": "doc-o"}))
+            .await;
+        c.expect("sync_response").await;
+    }
+    a.send(delta("doc-o", "before", json!(1), "m1")).await;
+    assert!(wait_ack(&mut a, "m1", Duration::from_secs(5)).await);
+
+    proxy.cut();
+    a.send(delta("doc-o", "during", json!(2), "m2")).await;
+    // Applied and broadcast while the database is away...
+    let mut d = b.expect("delta").await;
+    if d["field"] == "before" {
+        d = b.expect("delta").await;
+    }
+    assert_eq!(d["field"], "during");
+    // ...but not acknowledged: the write is not durable yet.
+    assert!(
+        !wait_ack(&mut a, "m2", Duration::from_millis(800)).await,
+        "ack sent before the write was durable"
+    );
+
+    proxy.restore();
+    assert!(
+        wait_ack(&mut a, "m2", Duration::from_secs(10)).await,
+        "ack after the database returned"
+    );
+    assert!(stop(server).await, "drained");
+
+    let server = start_on(config.clone(), backends(&config, pool.clone())).await;
+    assert_eq!(
+        state_of(&server, "doc-o").await,
+        json!({"before": 1, "during": 2})
+    );
+    stop(server).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_database_down_at_start_serves_from_memory_then_catches_up(pool: PgPool) {
+    let direct: PgConnectOptions = (*pool.connect_options()).clone();
+    let proxy = Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+    proxy.cut();
+    let proxied = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_lazy_with(direct.clone().port(proxy.port));
+    let mut config = open_config();
+    config.persistence.retry_min = Duration::from_millis(20);
+    config.persistence.retry_max = Duration::from_millis(200);
+    let server = start_on(config.clone(), backends(&config, proxied)).await;
+
+    let mut a = Client::connect(&server, false).await;
+    a.send(json!({"type": "subscribe", "documentId": "doc-s"}))
+        .await;
+    a.expect("sync_response").await;
+    a.send(delta("doc-s", "x", json!("early"), "m1")).await;
+    let d = a.expect("delta").await;
+    assert_eq!(d["value"], "early");
+    assert!(!wait_ack(&mut a, "m1", Duration::from_millis(500)).await);
+
+    proxy.restore();
+    assert!(wait_ack(&mut a, "m1", Duration::from_secs(10)).await);
+    assert!(stop(server).await);
+    // The schema was created once the database came back, and the write is there.
+    let stored: Value = sqlx::query_scalar("SELECT state FROM documents WHERE id = 'doc-s'")
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_eq!(stored["fields"], json!({"x": "early"}));
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn sigterm_flushes_every_acknowledged_write(pool: PgPool) {
+    let options: PgConnectOptions = (*pool.connect_options()).clone();
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().expect("database name")
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("SYNCKIT_ADMIN_LISTEN", "off")
+        .env("SYNCKIT_AUTH_REQUIRED", "false")
+        .env("SYNCKIT_MAX_MESSAGES_PER_MINUTE", "0")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn synckit serve");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut ready = false;
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "server did not start listening");
+    let server = TestServer {
+        addr,
+        shutdown: CancellationToken::new(),
+        done: tokio::spawn(async { true }),
+    };
+    let mut a = Client::connect(&server, false).await;
+    a.send(json!({"type": "subscribe", "documentId": "doc-t"}))
+        .await;
+    a.expect("sync_response").await;
+    for i in 0..100 {
+        a.send(delta("doc-t", &format!("f{i}"), json!(i), &format!("m{i}")))
+            .await;
+    }
+    assert!(wait_ack(&mut a, "m99", Duration::from_secs(10)).await);
+    // A burst still in flight when the signal arrives.
+    for i in 100..300 {
+        a.send(delta("doc-t", &format!("f{i}"), json!(i), &format!("m{i}")))
+            .await;
+    }
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut acked: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    while let Some(m) = a.recv_timeout(Duration::from_secs(10)).await {
+        match m["type"].as_str() {
+            Some("ack") => acked.push(m["messageId"].as_str().expect("id").to_owned()),
+            Some("__close") => {
+                assert_eq!(m["code"], 1001);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exited")
+        .expect("status");
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let fields: Value =
+        sqlx::query_scalar("SELECT state -> 'fields' FROM documents WHERE id = 'doc-t'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    for id in &acked {
+        let i: usize = id[1..].parse().expect("index");
+        assert_eq!(
+            fields[format!("f{i}")],
+            json!(i),
+            "acknowledged {id} missing"
+        );
+    }
+}
