@@ -114,6 +114,8 @@ pub struct Metrics {
     pub pubsub_received: Counter,
     pub awareness_expired: Counter,
     errors: Mutex<HashMap<String, u64>>,
+    /// Authenticated connections per user id: `totalUsers` counts distinct users.
+    users: Mutex<HashMap<String, usize>>,
 }
 
 impl Metrics {
@@ -133,6 +135,30 @@ impl Metrics {
         if let Ok(mut map) = self.errors.lock() {
             *map.entry(key.to_owned()).or_insert(0) += 1;
         }
+    }
+
+    /// A connection is now authenticated as `user_id`.
+    pub fn user_joined(&self, user_id: &str) {
+        if let Ok(mut map) = self.users.lock() {
+            *map.entry(user_id.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// A connection authenticated as `user_id` closed or signed in as someone else.
+    pub fn user_left(&self, user_id: &str) {
+        if let Ok(mut map) = self.users.lock() {
+            if let Some(n) = map.get_mut(user_id) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(user_id);
+                }
+            }
+        }
+    }
+
+    /// Distinct user ids with at least one authenticated connection.
+    pub fn distinct_users(&self) -> usize {
+        self.users.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     pub fn errors(&self) -> Vec<(String, u64)> {

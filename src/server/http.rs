@@ -78,7 +78,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         "uptime": state.started.elapsed().as_secs_f64(),
         "connections": {
             "totalConnections": state.registry.total(),
-            "totalUsers": state.sync.metrics.connections_authenticated.get().max(0),
+            "totalUsers": state.sync.metrics.distinct_users(),
             "totalClients": state.registry.total(),
         },
         "documents": {"totalDocuments": hub.document_count(), "documents": documents},
@@ -196,6 +196,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
         "connections": {
             "open": m.connections_open.get(),
             "authenticated": m.connections_authenticated.get(),
+            "users": m.distinct_users(),
             "accepted": m.connections_accepted.get(),
             "rejectedPerIp": m.connections_rejected_per_ip.get(),
             "rejectedCapacity": m.connections_rejected_capacity.get(),
@@ -247,6 +248,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "gauge",
         "Authenticated connections.",
         m.connections_authenticated.get() as f64,
+    );
+    metric(
+        "users",
+        "gauge",
+        "Distinct authenticated user ids.",
+        m.distinct_users() as f64,
     );
     metric(
         "connections_accepted_total",
@@ -527,7 +534,7 @@ pub async fn awareness_sweeper(state: Arc<AppState>, cancel: CancellationToken) 
                 document_id: entry.document_id.clone(),
                 client_id: entry.client_id,
                 state: Value::Null,
-                clock: entry.clock + 1,
+                clock: entry.clock.saturating_add(1),
             };
             crate::sync::relay::broadcast_awareness(
                 &state.sync.hub,

@@ -168,26 +168,29 @@ impl Server {
         }
         tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
 
+        // The listeners stay open while draining so readiness answers 503 and new
+        // upgrades are refused with 503 (OPERATIONS.md §6 step 1); they close at the end.
+        let listeners_stop = CancellationToken::new();
         let public = public_router(state.clone());
         let public_task = tokio::spawn(
             axum::serve(
                 listener,
                 public.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(listeners_stop.clone().cancelled_owned())
             .into_future(),
         );
-        if let Some(admin) = admin {
+        let admin_task = admin.map(|admin| {
             let router = http::admin_router(state.clone());
             tokio::spawn(
                 axum::serve(
                     admin,
                     router.into_make_service_with_connect_info::<SocketAddr>(),
                 )
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .with_graceful_shutdown(listeners_stop.clone().cancelled_owned())
                 .into_future(),
-            );
-        }
+            )
+        });
         state.set_lifecycle(Lifecycle::Ready);
         tracing::info!(instance_id = %state.instance_id(), "ready");
 
@@ -220,7 +223,11 @@ impl Server {
             writer.abort();
         }
         sync.hub.storage().adapter().disconnect().await;
-        public_task.abort();
+        listeners_stop.cancel();
+        for task in std::iter::once(public_task).chain(admin_task) {
+            task.abort();
+            let _ = task.await;
+        }
         drained
     }
 }

@@ -36,6 +36,8 @@ pub const MAX_DELTAS_PER_DOCUMENT: usize = 10_000;
 #[derive(Default)]
 pub struct MemoryStorage {
     inner: Mutex<Inner>,
+    /// Simulated outage (tests, drills): see [`MemoryStorage::set_reachable`].
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -255,6 +257,24 @@ impl MemoryStorage {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Simulate an outage: while unreachable, the operations the sync path uses
+    /// (connect, health check, load, write, sessions) fail as `Unavailable`, the way
+    /// an unreachable database does — so degradation can be exercised without one.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.unreachable
+            .store(!reachable, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn reachable(&self) -> Result<(), StorageError> {
+        if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(StorageError::Unavailable(
+                "memory storage set unreachable".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Number of stored sessions (for stats and tests).
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
@@ -450,17 +470,17 @@ impl StorageAdapter for MemoryStorage {
     }
 
     async fn connect(&self) -> Result<(), StorageError> {
-        Ok(())
+        self.reachable()
     }
 
     async fn disconnect(&self) {}
 
     fn is_connected(&self) -> bool {
-        true
+        self.reachable().is_ok()
     }
 
     async fn health_check(&self) -> Result<(), StorageError> {
-        Ok(())
+        self.reachable()
     }
 
     async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError> {
@@ -601,6 +621,7 @@ impl StorageAdapter for MemoryStorage {
     }
 
     async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
+        self.reachable()?;
         let at = now();
         self.lock()
             .sessions
@@ -639,6 +660,7 @@ impl StorageAdapter for MemoryStorage {
     }
 
     async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError> {
+        self.reachable()?;
         let at = now();
         let mut inner = self.lock();
         for id in ids {
@@ -650,6 +672,7 @@ impl StorageAdapter for MemoryStorage {
     }
 
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError> {
+        self.reachable()?;
         Ok(self.lock().sessions.remove(id).is_some())
     }
 
@@ -751,6 +774,7 @@ impl StorageAdapter for MemoryStorage {
     }
 
     async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
+        self.reachable()?;
         let mut inner = self.lock();
         let Some(row) = inner.documents.get(id) else {
             return Ok(None);
@@ -793,6 +817,7 @@ impl StorageAdapter for MemoryStorage {
     }
 
     async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+        self.reachable()?;
         if writes.iter().all(DocumentWrite::is_empty) {
             return Ok(());
         }

@@ -140,6 +140,7 @@ impl Session {
         if !self.session_saved {
             self.svc.metrics.connections_authenticated.inc();
         }
+        self.svc.metrics.user_joined(&identity.user_id);
         let record = SessionRecord {
             id: self.connection_key(),
             user_id: identity.user_id.clone(),
@@ -380,7 +381,11 @@ impl Session {
 
     async fn sign_in(&mut self, identity: Identity) {
         tracing::debug!(conn_id = self.peer.conn_id, user_id = %identity.user_id, "authenticated");
-        self.identity = Some(identity);
+        if let Some(previous) = self.identity.replace(identity) {
+            if self.session_saved {
+                self.svc.metrics.user_left(&previous.user_id);
+            }
+        }
         self.persist_session().await;
     }
 
@@ -495,7 +500,17 @@ impl Session {
         Some(entry)
     }
 
+    /// Subscribe to a document's broadcasts. Writes auto-subscribe the writer (TS
+    /// behaviour), but only when it may also read the document: write permission
+    /// does not imply read (PROTOCOL.md §6), and broadcasts carry the document.
     fn join(&mut self, entry: &Arc<DocEntry>) {
+        let may_read = self
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.permissions.can_read(&entry.id));
+        if !may_read {
+            return;
+        }
         self.svc.hub.subscribe(entry, &self.peer);
         self.documents.insert(entry.id.clone());
     }
@@ -851,7 +866,13 @@ impl Session {
         };
         let (Some(client_id), Some(clock)) = (
             client_id.filter(|c| c.len() <= MAX_WRITER_ID_LEN),
-            clock.or(state.is_none().then_some(0)),
+            // Above 2^53 − 1 no JS client can produce it, and the leave sent on
+            // close or expiry is `clock + 1`.
+            match clock {
+                Some(c) if c > super::clock::MAX_SAFE_INTEGER => None,
+                Some(c) => Some(c),
+                None => state.is_none().then_some(0),
+            },
         ) else {
             self.error(err::INVALID_AWARENESS_STATE).await;
             return;
@@ -915,7 +936,7 @@ impl Session {
                         document_id: e.document_id.clone(),
                         client_id: e.client_id,
                         state: Value::Null,
-                        clock: e.clock + 1,
+                        clock: e.clock.saturating_add(1),
                     };
                     super::relay::broadcast_awareness(
                         &self.svc.hub,
@@ -930,6 +951,9 @@ impl Session {
         }
         if self.session_saved {
             self.svc.metrics.connections_authenticated.dec();
+            if let Some(identity) = &self.identity {
+                self.svc.metrics.user_left(&identity.user_id);
+            }
             self.session_saved = false;
             if let Err(e) = self
                 .svc

@@ -183,3 +183,287 @@ impl Client {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Auth, HTTP and admission helpers (wire_auth.rs, http.rs, wire_limits.rs).
+
+/// The JWT secret of `ServerConfig::for_tests`.
+pub const TEST_SECRET: &str = "test-secret-for-synckit-tests-0123456789";
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// Sign `claims` with `alg` and `secret`.
+pub fn jwt_with(alg: jsonwebtoken::Algorithm, claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// An HS256 token signed with the test secret.
+pub fn jwt(claims: &Value) -> String {
+    jwt_with(jsonwebtoken::Algorithm::HS256, claims, TEST_SECRET)
+}
+
+/// A TS-style access token (`userId`, `permissions`, `exp` in an hour).
+pub fn user_token(user: &str, can_read: &[&str], can_write: &[&str], is_admin: bool) -> String {
+    jwt(&json!({
+        "userId": user,
+        "permissions": {"canRead": can_read, "canWrite": can_write, "isAdmin": is_admin},
+        "iat": now_secs(),
+        "exp": now_secs() + 3600,
+    }))
+}
+
+/// Start a server with the given backends and, optionally, an admin listener.
+pub async fn start_with(
+    config: ServerConfig,
+    backends: Backends,
+    with_admin: bool,
+) -> (TestServer, Option<std::net::SocketAddr>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (admin, admin_addr) = if with_admin {
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let a = admin.local_addr().expect("admin addr");
+        (Some(admin), Some(a))
+    } else {
+        (None, None)
+    };
+    let shutdown = CancellationToken::new();
+    let server = Server::new(config, backends);
+    let done = tokio::spawn(server.run(listener, admin, shutdown.clone()));
+    (
+        TestServer {
+            addr,
+            shutdown,
+            done,
+        },
+        admin_addr,
+    )
+}
+
+/// Start an in-memory server with an admin listener; returns the admin address.
+pub async fn start_with_admin(config: ServerConfig) -> (TestServer, std::net::SocketAddr) {
+    let backends = Backends::in_memory(&config);
+    let (server, admin) = start_with(config, backends, true).await;
+    (server, admin.expect("admin listener"))
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
+    try_http(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Like [`http`] but an I/O failure (e.g. connection refused) is an `Err`.
+pub async fn try_http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<HttpResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        if let Some(b) = body {
+            req.push_str(b);
+        }
+        stream.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(5), io)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "http timeout"))??;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in {raw:?}")))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size_str = String::from_utf8_lossy(&rest[..eol]).to_string();
+            let size = usize::from_str_radix(size_str.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let start = eol + 2;
+            out.extend_from_slice(&rest[start..start + size]);
+            rest = &rest[start + size + 2..];
+        }
+        body = out;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("utf-8 body"),
+    })
+}
+
+/// Open a WebSocket with extra request headers; the handshake error (e.g. an HTTP
+/// 503 refusal) is returned instead of panicking.
+pub async fn try_connect_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    binary: bool,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}{path}").into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                .expect("header name"),
+            v.parse().expect("header value"),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(Client { ws, binary })
+}
+
+impl Client {
+    /// Connect as if from `ip` (the test config trusts `X-Forwarded-For`).
+    pub async fn connect_from(server: &TestServer, ip: &str, binary: bool) -> Client {
+        try_connect_with(server.addr, "/ws", &[("x-forwarded-for", ip)], binary)
+            .await
+            .expect("connect")
+    }
+
+    /// Expect the next message to be a close frame with this code and reason.
+    pub async fn expect_close(&mut self, code: u16, reason: &str) {
+        let m = self.recv().await;
+        assert_eq!(m["type"], "__close", "expected a close frame, got {m}");
+        assert_eq!(m["code"], code, "close code: {m}");
+        assert_eq!(m["reason"], reason, "close reason: {m}");
+    }
+
+    /// Ping and wait for the pong: proves the connection is open and usable.
+    pub async fn assert_alive(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        let m = self.recv().await;
+        assert_eq!(m["type"], "pong", "expected pong, got {m}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sync and awareness helpers (wire_sync.rs, wire_awareness.rs).
+
+impl Client {
+    /// Receive until every type in `types` has arrived at least once; returns every
+    /// message received meanwhile (including those), in order.
+    pub async fn collect_until(&mut self, types: &[&str]) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        while !types.iter().all(|t| out.iter().any(|m| m["type"] == *t)) {
+            let m = self.recv().await;
+            assert_ne!(
+                m["type"], "__close",
+                "closed while waiting for {types:?}: {m}"
+            );
+            out.push(m);
+        }
+        out
+    }
+
+    /// Send `ping` and return every message that arrived before its `pong`. Replies
+    /// and broadcasts caused by this connection's earlier messages are queued before
+    /// the pong, so a missing one here was never sent.
+    pub async fn messages_before_pong(&mut self) -> Vec<Value> {
+        self.send(json!({"type": "ping"})).await;
+        let mut out = Vec::new();
+        loop {
+            let m = self.recv().await;
+            assert_ne!(m["type"], "__close", "closed before pong: {m}");
+            if m["type"] == "pong" {
+                return out;
+            }
+            out.push(m);
+        }
+    }
+
+    /// Send a close frame and wait until the server's close (or EOF) arrives.
+    pub async fn close_and_wait(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await {
+            if m.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Messages of type `ty` in `messages`.
+pub fn of_type<'a>(messages: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    messages.iter().filter(|m| m["type"] == ty).collect()
+}
