@@ -177,6 +177,8 @@ async fn an_outage_delays_acks_and_loses_no_acknowledged_write(pool: PgPool) {
     let mut config = open_config();
     config.persistence.retry_min = Duration::from_millis(20);
     config.persistence.retry_max = Duration::from_millis(200);
+    config.persistence.max_backlog = 1;
+    config.public_stats = true;
     let server = start_on(config.clone(), backends(&config, proxied)).await;
 
     let mut a = Client::connect(&server, false).await;
@@ -191,6 +193,10 @@ async fn an_outage_delays_acks_and_loses_no_acknowledged_write(pool: PgPool) {
 
     proxy.cut();
     a.send(delta("doc-o", "during", json!(2), "m2")).await;
+    // A full queue refuses the next write outright (error reply, nothing applied).
+    a.send(delta("doc-o", "refused", json!(3), "m3")).await;
+    let refused = a.expect("error").await;
+    assert_eq!(refused["details"]["documentId"], "doc-o", "{refused}");
     // Applied and broadcast while the database is away...
     let mut d = b.expect("delta").await;
     if d["field"] == "before" {
@@ -202,6 +208,14 @@ async fn an_outage_delays_acks_and_loses_no_acknowledged_write(pool: PgPool) {
         !wait_ack(&mut a, "m2", Duration::from_millis(800)).await,
         "ack sent before the write was durable"
     );
+    // Operators see it: readiness degraded, the backlog in /stats.
+    let ready = common::http(server.addr, "GET", "/health/ready", &[], None).await;
+    assert_eq!(ready.json()["status"], "degraded");
+    let stats = common::http(server.addr, "GET", "/stats", &[], None).await;
+    let persistence = &stats.json()["persistence"];
+    assert_eq!(persistence["backlog"], 1, "{persistence}");
+    assert_eq!(persistence["degraded"], true);
+    assert!(persistence["lastError"].is_string());
 
     proxy.restore();
     assert!(
@@ -215,6 +229,36 @@ async fn an_outage_delays_acks_and_loses_no_acknowledged_write(pool: PgPool) {
         state_of(&server, "doc-o").await,
         json!({"before": 1, "during": 2})
     );
+    stop(server).await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_session_row_lives_as_long_as_its_connection(pool: PgPool) {
+    let config = open_config();
+    let server = start_on(config.clone(), backends(&config, pool.clone())).await;
+    let mut a = Client::connect(&server, false).await;
+    a.assert_alive().await;
+    let rows: Vec<(String, Value)> = sqlx::query_as("SELECT user_id, metadata FROM sessions")
+        .fetch_all(&pool)
+        .await
+        .expect("sessions");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "anonymous-127.0.0.1");
+    assert_eq!(rows[0].1["ip"], "127.0.0.1");
+    assert!(rows[0].1["serverId"].is_string());
+    a.close_and_wait().await;
+    let mut left = 1;
+    for _ in 0..100 {
+        left = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "the row is deleted on close");
     stop(server).await;
 }
 

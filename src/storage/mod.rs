@@ -252,6 +252,15 @@ impl PersistTicket {
         PersistTicket(TicketInner::Waiting(rx))
     }
 
+    /// The outcome when already decided at submission (refused, or nothing to
+    /// write); `None` while it waits for the backend.
+    pub fn ready(&self) -> Option<Result<(), StorageError>> {
+        match &self.0 {
+            TicketInner::Done(r) => Some(r.clone()),
+            TicketInner::Waiting(_) => None,
+        }
+    }
+
     pub async fn wait(self) -> Result<(), StorageError> {
         match self.0 {
             TicketInner::Done(r) => r,

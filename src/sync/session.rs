@@ -64,6 +64,9 @@ pub struct Session {
     /// Writer id for writes that name no client: unique across instances and restarts.
     writer_id: String,
     pending_acks: FuturesOrdered<AckFuture>,
+    /// Replies decided at submission (a write refused because the queue is full):
+    /// sent at once rather than behind acks still waiting for the database.
+    immediate_replies: std::collections::VecDeque<ServerMessage>,
     session_saved: bool,
 }
 
@@ -100,6 +103,7 @@ impl Session {
             chunks,
             writer_id,
             pending_acks: FuturesOrdered::new(),
+            immediate_replies: std::collections::VecDeque::new(),
             session_saved: false,
         }
     }
@@ -168,6 +172,9 @@ impl Session {
     /// The next ack whose write became durable, in arrival order. Pending forever when
     /// there is none, so it can sit in a `select!`.
     pub async fn next_ack(&mut self) -> ServerMessage {
+        if let Some(msg) = self.immediate_replies.pop_front() {
+            return msg;
+        }
         match self.pending_acks.next().await {
             Some(msg) => msg,
             None => std::future::pending().await,
@@ -175,7 +182,7 @@ impl Session {
     }
 
     pub fn has_pending_acks(&self) -> bool {
-        !self.pending_acks.is_empty()
+        !self.pending_acks.is_empty() || !self.immediate_replies.is_empty()
     }
 
     /// Send a reply to this connection in its encoding.
@@ -606,6 +613,14 @@ impl Session {
         document_id: String,
         failure: &'static str,
     ) {
+        let decided: Option<Vec<Result<(), StorageError>>> =
+            tickets.iter().map(PersistTicket::ready).collect();
+        if let Some(outcomes) = decided {
+            let outcome = outcomes.into_iter().find(Result::is_err).unwrap_or(Ok(()));
+            self.immediate_replies
+                .push_back(ack_reply(outcome, message_id, &document_id, failure));
+            return;
+        }
         self.pending_acks.push_back(Box::pin(async move {
             let mut outcome = Ok(());
             for ticket in tickets {
@@ -613,17 +628,7 @@ impl Session {
                     outcome = Err(e);
                 }
             }
-            match outcome {
-                Ok(()) => ServerMessage::Ack { message_id },
-                Err(StorageError::BacklogFull(n)) => {
-                    tracing::warn!(document_id = %document_id, backlog = n, "write refused: persistence backlog full");
-                    ServerMessage::error(err::WRITE_BACKLOG_FULL, Some(serde_json::json!({"code": err::CODE_BACKLOG_FULL, "documentId": document_id})))
-                }
-                Err(e) => {
-                    tracing::error!(document_id = %document_id, error = %e, "write not persisted");
-                    ServerMessage::error_for_document(failure, &document_id)
-                }
-            }
+            ack_reply(outcome, message_id, &document_id, failure)
         }));
     }
 
@@ -964,6 +969,31 @@ impl Session {
             {
                 tracing::warn!(error = %e, "could not delete session row");
             }
+        }
+    }
+}
+
+/// The reply for a write: `ack` when durable, else the TS error for its kind.
+fn ack_reply(
+    outcome: Result<(), StorageError>,
+    message_id: String,
+    document_id: &str,
+    failure: &str,
+) -> ServerMessage {
+    match outcome {
+        Ok(()) => ServerMessage::Ack { message_id },
+        Err(StorageError::BacklogFull(n)) => {
+            tracing::warn!(document_id = %document_id, backlog = n, "write refused: persistence backlog full");
+            ServerMessage::error(
+                err::WRITE_BACKLOG_FULL,
+                Some(
+                    serde_json::json!({"code": err::CODE_BACKLOG_FULL, "documentId": document_id}),
+                ),
+            )
+        }
+        Err(e) => {
+            tracing::error!(document_id = %document_id, error = %e, "write not persisted");
+            ServerMessage::error_for_document(failure, document_id)
         }
     }
 }
