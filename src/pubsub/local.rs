@@ -2,7 +2,7 @@
 //! messages. A server with its own bus is a single instance (the default); tests
 //! run several hubs on one bus to exercise the relay without Redis.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +16,8 @@ const MEMBER_QUEUE: usize = 4096;
 
 struct Member {
     id: u64,
-    channels: HashSet<String>,
+    /// Channel → subscribe calls not yet undone.
+    channels: HashMap<String, usize>,
     tx: mpsc::Sender<Incoming>,
 }
 
@@ -55,7 +56,7 @@ impl LocalPubSub {
         if let Ok(mut members) = bus.members.lock() {
             members.push(Member {
                 id,
-                channels: HashSet::new(),
+                channels: HashMap::new(),
                 tx,
             });
         }
@@ -91,6 +92,7 @@ impl Drop for LocalPubSub {
     }
 }
 
+#[async_trait::async_trait]
 impl PubSub for LocalPubSub {
     fn kind(&self) -> &'static str {
         "local"
@@ -102,7 +104,7 @@ impl PubSub for LocalPubSub {
         };
         for m in members
             .iter()
-            .filter(|m| m.id != self.id && m.channels.contains(channel))
+            .filter(|m| m.id != self.id && m.channels.contains_key(channel))
         {
             let msg = Incoming {
                 channel: channel.to_owned(),
@@ -116,13 +118,18 @@ impl PubSub for LocalPubSub {
 
     fn subscribe(&self, channel: &str) {
         self.with_self(|m| {
-            m.channels.insert(channel.to_owned());
+            *m.channels.entry(channel.to_owned()).or_insert(0) += 1;
         });
     }
 
     fn unsubscribe(&self, channel: &str) {
         self.with_self(|m| {
-            m.channels.remove(channel);
+            if let Some(n) = m.channels.get_mut(channel) {
+                *n -= 1;
+                if *n == 0 {
+                    m.channels.remove(channel);
+                }
+            }
         });
     }
 
@@ -159,6 +166,12 @@ mod tests {
         assert_eq!(got.channel, "c1");
         assert_eq!(&got.payload[..], b"hello");
         assert!(a_rx.try_recv().is_err(), "no echo to the publisher");
+        // Counted: two subscribes need two unsubscribes.
+        b.subscribe("c1");
+        b.unsubscribe("c1");
+        a.publish("c1", Bytes::from_static(b"still"));
+        assert_eq!(&b_rx.recv().await.expect("message").payload[..], b"still");
+        b.unsubscribe("c1");
         b.unsubscribe("c1");
         a.publish("c1", Bytes::from_static(b"again"));
         assert!(b_rx.try_recv().is_err());

@@ -4,11 +4,18 @@
 //! queues or drops (and counts the drop).
 
 pub mod local;
+pub mod presence;
+pub mod recent;
+pub mod redis;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use local::{LocalBus, LocalPubSub};
+pub use presence::Fleet;
+pub use recent::RecentIds;
+pub use redis::{RedisPubSub, RedisSettings, RedisTarget};
 
 /// A message received from another instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,22 +76,65 @@ pub enum PubSubState {
     Disconnected,
 }
 
+/// Counters and connection details for `/health/ready`, `/stats` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PubSubHealth {
+    /// Messages handed to the backend that never reached it (queue full, or the
+    /// connection was down).
+    pub dropped: u64,
+    /// Received messages dropped because the relay fell behind.
+    pub receive_dropped: u64,
+    /// Connections re-established after a loss.
+    pub reconnects: u64,
+    /// Round trip of the last health `PING`, when connected.
+    pub ping_ms: Option<f64>,
+    /// The last connection error, for operators.
+    pub last_error: Option<String>,
+}
+
+/// Announced each time the backend (re)connects, after every channel of local
+/// interest is subscribed again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// Successful connections so far (0 = never connected).
+    pub epoch: u64,
+    /// Messages may have been missed before this connection (a connection was lost,
+    /// or attempts failed while the server was already serving): documents need a
+    /// resynchronisation.
+    pub after_outage: bool,
+}
+
+#[async_trait]
 pub trait PubSub: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Queue a message; never blocks.
     fn publish(&self, channel: &str, payload: Bytes);
 
-    /// Start receiving a channel (idempotent).
+    /// Start receiving a channel. Calls are counted per channel: the channel is
+    /// received while subscribes outnumber unsubscribes, so independent users (the
+    /// hub, presence) need not know about each other.
     fn subscribe(&self, channel: &str);
 
-    /// Stop receiving a channel (idempotent).
+    /// Undo one `subscribe` (extra calls are ignored).
     fn unsubscribe(&self, channel: &str);
 
     /// The stream of received messages; can be taken once (by the relay).
     fn take_incoming(&self) -> Option<mpsc::Receiver<Incoming>>;
 
     fn state(&self) -> PubSubState;
+
+    fn health(&self) -> PubSubHealth {
+        PubSubHealth::default()
+    }
+
+    /// (Re)connection announcements; `None` for backends that never disconnect.
+    fn connections(&self) -> Option<watch::Receiver<Connection>> {
+        None
+    }
+
+    /// Send what is still queued (bounded by the backend's own budget) and stop.
+    async fn close(&self) {}
 }
 
 #[cfg(test)]
