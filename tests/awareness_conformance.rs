@@ -1,10 +1,14 @@
-//! One awareness-store conformance suite, run against the memory and PostgreSQL stores.
+//! One awareness-store conformance suite, run against the memory, PostgreSQL and Redis
+//! stores.
 //!
 //! Each check is a plain `async fn(Arc<dyn AwarenessStore>)`; `conformance!` turns
 //! every check into `memory::<check>` (`#[tokio::test]`, multi-threaded so the
-//! concurrency checks really race) and `postgres::<check>` (`#[sqlx::test]`, a fresh
-//! migrated database per test, needs `DATABASE_URL`). The memory store's unit tests
-//! are the reference: whatever it does, the PostgreSQL store must do too.
+//! concurrency checks really race), `postgres::<check>` (`#[sqlx::test]`, a fresh
+//! migrated database per test, needs `DATABASE_URL`) and `redis::<check>` (needs
+//! `REDIS_URL`; a fresh random key prefix per test, deleted afterwards, so tests share
+//! one Redis without seeing each other). The memory store's unit tests are the
+//! reference: whatever it does, the other stores must do too. A missing database or
+//! Redis fails the tests; they never skip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -436,8 +440,41 @@ async fn concurrent_writers_on_distinct_clients_all_land(s: Store) {
 }
 
 // ---------------------------------------------------------------------------------
-// Both stores
+// All stores
 // ---------------------------------------------------------------------------------
+
+/// `REDIS_URL`, or a panic telling how to provide it: a Redis test must never pass by
+/// not running.
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "REDIS_URL is not set: start Redis (redis-server) and export \
+             REDIS_URL=redis://127.0.0.1:6379 to run the Redis awareness tests"
+        )
+    })
+}
+
+/// Delete every key under a test's prefix. The hashes, sorted sets and connection
+/// indexes would expire by themselves, but the document set has no TTL.
+async fn delete_redis_prefix(url: &str, prefix: &str) {
+    let client = ::redis::Client::open(url).expect("REDIS_URL parses");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis for cleanup");
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .expect("list the test's keys");
+    if !keys.is_empty() {
+        ::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("delete the test's keys");
+    }
+}
 
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
@@ -476,6 +513,30 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        mod redis {
+            use super::*;
+            use synckit::awareness::RedisAwarenessStore;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    let url = redis_url();
+                    // `{…}` would be a cluster hash tag; plain characters keep the
+                    // keys exactly as in production apart from the prefix.
+                    let prefix = format!("synckit-test:{}:", uuid::Uuid::new_v4());
+                    let store = RedisAwarenessStore::new(&url, TIMEOUT)
+                        .expect("build the Redis awareness store")
+                        .with_key_prefix(prefix.clone());
+                    if let Err(e) = store.ping().await {
+                        panic!("Redis is unreachable at {url} ({e}): start redis-server");
+                    }
+                    let store: Store = Arc::new(store);
+                    assert_eq!(store.kind(), "redis");
+                    super::$check(store).await;
+                    delete_redis_prefix(&url, &prefix).await;
+                }
+            )*
+        }
     };
 }
 
@@ -498,3 +559,322 @@ conformance!(
     concurrent_equal_clocks_accept_exactly_one,
     concurrent_writers_on_distinct_clients_all_land,
 );
+
+// ---------------------------------------------------------------------------------
+// Redis only: the C# key layout, foreign entries, several instances, Redis down
+// ---------------------------------------------------------------------------------
+
+mod redis_layout {
+    use super::*;
+    use ::redis::aio::MultiplexedConnection;
+    use synckit::awareness::{AwarenessError, RedisAwarenessStore};
+
+    /// A store on `REDIS_URL` under a fresh prefix, checked to be reachable, plus a
+    /// raw connection to look at the keys it writes.
+    async fn store() -> (RedisAwarenessStore, MultiplexedConnection, String, String) {
+        let url = redis_url();
+        let prefix = format!("synckit-test:{}:", uuid::Uuid::new_v4());
+        let store = RedisAwarenessStore::new(&url, TIMEOUT)
+            .expect("build the Redis awareness store")
+            .with_key_prefix(prefix.clone());
+        if let Err(e) = store.ping().await {
+            panic!("Redis is unreachable at {url} ({e}): start redis-server");
+        }
+        let raw = ::redis::Client::open(url.as_str())
+            .expect("REDIS_URL parses")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw Redis connection");
+        (store, raw, url, prefix)
+    }
+
+    async fn query<T: ::redis::FromRedisValue>(
+        raw: &mut MultiplexedConnection,
+        cmd: &mut ::redis::Cmd,
+    ) -> T {
+        cmd.query_async(raw).await.expect("raw Redis command")
+    }
+
+    #[tokio::test]
+    async fn writes_the_csharp_key_layout_with_ttls() {
+        let (store, mut raw, url, p) = store().await;
+        let state = json!({"user": "Zoë", "cursor": {"x": 1}});
+        let u = update("room:1", "a", "conn-7", Some(state.clone()), 42, T0);
+        assert_eq!(store.set(u).await.expect("set"), SetOutcome::Accepted);
+
+        let hash = format!("{p}awareness:room:1");
+        let value: String = query(&mut raw, ::redis::cmd("HGET").arg(&hash).arg("a")).await;
+        let value: Value = serde_json::from_str(&value).expect("entry is JSON");
+        let expires_at = T0 + TIMEOUT_MS;
+        assert_eq!(
+            value,
+            json!({
+                "documentId": "room:1",
+                "clientId": "a",
+                "state": {"clientId": "a", "state": state, "clock": 42, "lastUpdated": T0},
+                "clock": 42,
+                "expiresAt": expires_at,
+                "connectionId": "conn-7",
+            })
+        );
+        let zset = format!("{p}awareness:expires:room:1");
+        let score: f64 = query(&mut raw, ::redis::cmd("ZSCORE").arg(&zset).arg("a")).await;
+        assert_eq!(score, expires_at as f64);
+        let docs: Vec<String> = query(
+            &mut raw,
+            ::redis::cmd("SMEMBERS").arg(format!("{p}awareness:docs")),
+        )
+        .await;
+        assert_eq!(docs, ["room:1"]);
+        let index = format!("{p}awareness-conn:conn-7");
+        let members: Vec<String> = query(&mut raw, ::redis::cmd("SMEMBERS").arg(&index)).await;
+        assert_eq!(members, [r#"["room:1","a"]"#]);
+        // timeout × 2 on everything but the document set (C# gives it no TTL).
+        for key in [&hash, &zset, &index] {
+            let ttl: i64 = query(&mut raw, ::redis::cmd("PTTL").arg(key)).await;
+            assert!(
+                ttl > 2 * TIMEOUT_MS - 10_000 && ttl <= 2 * TIMEOUT_MS,
+                "{key}: {ttl}"
+            );
+        }
+
+        // The last leave empties the document: every key of it goes, the set forgets it.
+        let leave = update("room:1", "a", "conn-7", None, 0, T0);
+        assert_eq!(store.set(leave).await.expect("leave"), SetOutcome::Left);
+        let left: Vec<String> = query(&mut raw, ::redis::cmd("KEYS").arg(format!("{p}*"))).await;
+        assert!(left.is_empty(), "{left:?}");
+        delete_redis_prefix(&url, &p).await;
+    }
+
+    #[tokio::test]
+    async fn reads_and_sweeps_entries_written_by_csharp() {
+        let (store, mut raw, url, p) = store().await;
+        // What the C# store writes: no `connectionId`; a leave kept as a null state.
+        let entry = |client: &str, state: Value, clock: u64| {
+            json!({
+                "documentId": "d", "clientId": client,
+                "state": {"clientId": client, "state": state, "clock": clock, "lastUpdated": T0},
+                "clock": clock, "expiresAt": T0 + TIMEOUT_MS,
+            })
+            .to_string()
+        };
+        let _: () = query(
+            &mut raw,
+            ::redis::cmd("HSET")
+                .arg(format!("{p}awareness:d"))
+                .arg("cs")
+                .arg(entry("cs", json!({"name": "C#"}), 9))
+                .arg("gone")
+                .arg(entry("gone", Value::Null, 3)),
+        )
+        .await;
+        let _: () = query(
+            &mut raw,
+            ::redis::cmd("ZADD")
+                .arg(format!("{p}awareness:expires:d"))
+                .arg(T0 + TIMEOUT_MS)
+                .arg("cs")
+                .arg(T0 + TIMEOUT_MS)
+                .arg("gone"),
+        )
+        .await;
+        let _: () = query(
+            &mut raw,
+            ::redis::cmd("SADD")
+                .arg(format!("{p}awareness:docs"))
+                .arg("d"),
+        )
+        .await;
+
+        let live = store.get_all("d", T0).await.expect("get_all");
+        assert_eq!(
+            live,
+            vec![AwarenessEntry {
+                document_id: "d".into(),
+                client_id: "cs".into(),
+                connection_id: String::new(),
+                state: json!({"name": "C#"}),
+                clock: 9,
+                last_seen_ms: T0,
+            }]
+        );
+        // The C# clock is binding, and C#'s entries belong to no connection of ours.
+        let stale = update("d", "cs", "", Some(json!({})), 9, T0);
+        assert_eq!(store.set(stale).await.expect("set"), SetOutcome::Stale);
+        assert!(store
+            .remove_connection("")
+            .await
+            .expect("remove")
+            .is_empty());
+        assert_eq!(store.count().await.expect("count"), 2);
+        let pruned = store.prune_expired(T0 + TIMEOUT_MS).await.expect("prune");
+        assert_eq!(keys(&pruned), vec![key("d", "cs"), key("d", "gone")]);
+        assert_eq!(store.count().await.expect("count"), 0);
+        delete_redis_prefix(&url, &p).await;
+    }
+
+    #[tokio::test]
+    async fn prune_forgets_documents_whose_keys_expired() {
+        let (store, mut raw, url, p) = store().await;
+        put_raw(&store, "d1").await;
+        put_raw(&store, "d2").await;
+        // What PEXPIRE does to an abandoned document.
+        let _: () = query(
+            &mut raw,
+            ::redis::cmd("DEL")
+                .arg(format!("{p}awareness:d1"))
+                .arg(format!("{p}awareness:expires:d1")),
+        )
+        .await;
+        assert!(store.prune_expired(T0).await.expect("prune").is_empty());
+        let docs: Vec<String> = query(
+            &mut raw,
+            ::redis::cmd("SMEMBERS").arg(format!("{p}awareness:docs")),
+        )
+        .await;
+        assert_eq!(docs, ["d2"]);
+        assert_eq!(store.count().await.expect("count"), 1);
+        delete_redis_prefix(&url, &p).await;
+    }
+
+    async fn put_raw(store: &RedisAwarenessStore, doc: &str) {
+        let u = update(doc, "a", "c1", Some(json!({})), 1, T0);
+        assert_eq!(store.set(u).await.expect("set"), SetOutcome::Accepted);
+    }
+
+    /// Two instances (two stores, two connections) on one Redis and one prefix: the
+    /// clock rule holds across them, not just within one connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn instances_sharing_a_redis_race_safely() {
+        let (a, _raw, url, p) = store().await;
+        let b = RedisAwarenessStore::new(&url, TIMEOUT)
+            .expect("second store")
+            .with_key_prefix(p.clone());
+        let stores: [Store; 2] = [Arc::new(a), Arc::new(b)];
+        let barrier = Arc::new(Barrier::new(2 * WRITERS as usize));
+        let tasks: Vec<_> = (0..2 * WRITERS)
+            .map(|i| {
+                let (s, barrier) = (stores[(i % 2) as usize].clone(), barrier.clone());
+                // Every clock twice, once per instance: one of each pair must be stale.
+                let clock = i / 2 + 1;
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let u = update(
+                        "d",
+                        "a",
+                        &format!("c{i}"),
+                        Some(json!({"c": clock})),
+                        clock,
+                        T0,
+                    );
+                    (clock, s.set(u).await.expect("concurrent set"))
+                })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        for t in tasks {
+            let (clock, outcome) = t.await.expect("writer task");
+            if outcome == SetOutcome::Accepted {
+                accepted.push(clock);
+            }
+        }
+        accepted.sort_unstable();
+        let before = accepted.len();
+        accepted.dedup();
+        assert_eq!(accepted.len(), before, "a clock was accepted twice");
+        assert!(accepted.contains(&WRITERS), "{accepted:?}");
+        for s in &stores {
+            let got = s.get_all("d", T0).await.expect("get_all");
+            assert_eq!((got.len(), got[0].clock), (1, WRITERS));
+        }
+        delete_redis_prefix(&url, &p).await;
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_does_not_stop_construction_and_fails_fast() {
+        // Port 1: nothing listens there, so connections are refused at once.
+        let store = RedisAwarenessStore::new("redis://127.0.0.1:1", TIMEOUT)
+            .expect("construction never needs Redis");
+        assert_eq!(store.key_prefix(), "synckit:");
+        let started = std::time::Instant::now();
+        let err = store
+            .set(update("d", "a", "c1", Some(json!({})), 1, T0))
+            .await
+            .expect_err("Redis is down");
+        let AwarenessError::Unavailable(msg) = err;
+        assert!(msg.contains("Redis awareness set failed"), "{msg}");
+        assert!(msg.contains("is Redis running"), "{msg}");
+        assert!(store.count().await.is_err());
+        assert!(store.ping().await.is_err());
+        // Bounded retries, not the connection manager's default six-step backoff.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// A `redis-server` this test owns, on a free port, killed when dropped.
+    fn own_redis(port: u16) -> tokio::process::Child {
+        tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server (is it installed?)")
+    }
+
+    /// Retry a write until Redis answers (10 s at most), as the sync path would with
+    /// the next client message.
+    async fn set_until_up(store: &RedisAwarenessStore, clock: u64) -> SetOutcome {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let u = update("d", "a", "c1", Some(json!({"c": clock})), clock, T0);
+            match store.set(u).await {
+                Ok(outcome) => return outcome,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("the store never reconnected: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Down at start, up later, then restarted (losing its data and loaded scripts):
+    /// the same store object keeps working without being rebuilt.
+    #[tokio::test]
+    async fn connects_when_redis_comes_up_and_reconnects_after_a_restart() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let store = RedisAwarenessStore::new(&format!("redis://127.0.0.1:{port}"), TIMEOUT)
+            .expect("construction never needs Redis");
+        assert!(store.get_all("d", T0).await.is_err(), "nothing listens yet");
+
+        let mut server = own_redis(port);
+        assert_eq!(set_until_up(&store, 1).await, SetOutcome::Accepted);
+        assert_eq!(store.get_all("d", T0).await.expect("get_all")[0].clock, 1);
+
+        server.kill().await.expect("stop redis-server");
+        assert!(store.get_all("d", T0).await.is_err(), "Redis is gone");
+
+        let _server = own_redis(port);
+        // A fresh server: the entry is gone, so clock 1 is new again, and the script
+        // cache is empty, so the store must reload its scripts.
+        assert_eq!(set_until_up(&store, 1).await, SetOutcome::Accepted);
+        assert_eq!(store.get_all("d", T0).await.expect("get_all").len(), 1);
+    }
+
+    #[test]
+    fn construction_outside_a_runtime_is_an_error_not_a_panic() {
+        let Err(AwarenessError::Unavailable(msg)) =
+            RedisAwarenessStore::new("redis://127.0.0.1:6379", TIMEOUT)
+        else {
+            panic!("a store was built without a Tokio runtime");
+        };
+        assert!(msg.contains("Tokio runtime"), "{msg}");
+        assert!(RedisAwarenessStore::new("not a url", TIMEOUT).is_err());
+    }
+}

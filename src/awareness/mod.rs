@@ -6,12 +6,14 @@
 
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 pub use memory::MemoryAwarenessStore;
 pub use postgres::PostgresAwarenessStore;
+pub use redis::RedisAwarenessStore;
 
 /// One client's presence in one document.
 #[derive(Debug, Clone, PartialEq)]
