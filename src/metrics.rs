@@ -110,8 +110,13 @@ pub struct Metrics {
     pub documents_evicted: Counter,
     pub broadcast_latency: Histogram,
     pub persist_failures: Counter,
+    /// Messages handed to the pub/sub backend (some may be dropped there).
     pub pubsub_published: Counter,
+    /// Messages from other instances that were applied or relayed.
     pub pubsub_received: Counter,
+    /// Resynchronisation rounds after pub/sub outages, and fields they changed.
+    pub resync_rounds: Counter,
+    pub resync_fields: Counter,
     pub awareness_expired: Counter,
     errors: Mutex<HashMap<String, u64>>,
     /// Authenticated connections per user id: `totalUsers` counts distinct users.

@@ -15,6 +15,7 @@ use super::duration::{parse_bool, parse_duration};
 use crate::auth::jwt::{DEVELOPMENT_SECRET, MIN_SECRET_LEN};
 use crate::auth::JwtSettings;
 use crate::awareness::{AwarenessStore, MemoryAwarenessStore, PostgresAwarenessStore};
+use crate::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
 use crate::server::{Backends, Server, ServerConfig};
 use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, StorageAdapter};
 use crate::sync::SyncSettings;
@@ -122,9 +123,21 @@ pub struct ServeArgs {
     /// Enable POST /_test/clear for upstream test harnesses.
     #[arg(long, env = "SYNCKIT_TEST_MODE", default_value = "false", value_parser = parse_bool)]
     pub test_mode: bool,
-    /// Pub/sub channel prefix.
+    /// Redis for running several instances as one service: document updates,
+    /// awareness and presence cross instances through its pub/sub. redis://,
+    /// rediss:// (TLS) or the C# form host:port,password=…,ssl=true. Unset: single
+    /// instance. Redis down at start does not stop the server (it connects in the
+    /// background).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Pub/sub channel prefix (C#-compatible: <prefix>delta:<doc>, <prefix>awareness:<doc>,
+    /// <prefix>presence).
     #[arg(long, env = "REDIS_CHANNEL_PREFIX", default_value = "synckit:")]
     pub channel_prefix: String,
+    /// Period of the server_heartbeat every instance publishes on <prefix>presence; an
+    /// instance silent for three periods is shown as gone.
+    #[arg(long, env = "SYNCKIT_PRESENCE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub presence_interval: Duration,
     /// Drain budget on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -275,6 +288,13 @@ impl ServeArgs {
             health_list_documents: self.health_list_documents,
             public_stats: self.public_stats,
             channel_prefix: self.channel_prefix.clone(),
+            redis: self
+                .redis_url
+                .as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .map(RedisTarget::parse)
+                .transpose()?,
+            presence_interval: self.presence_interval.max(Duration::from_millis(100)),
             persistence: PersistenceSettings {
                 max_backlog: self.write_queue_max.max(1),
                 session_touch_interval: self.heartbeat_interval,
@@ -349,12 +369,30 @@ async fn backends(
     })
 }
 
+/// The Redis pub/sub backend when `REDIS_URL` is set. It connects in the background:
+/// Redis being down does not stop the start (STORAGE.md §6.6).
+fn redis_pubsub(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn PubSub>>> {
+    let Some(target) = &config.redis else {
+        return Ok(None);
+    };
+    if !target.ignored.is_empty() {
+        tracing::info!(ignored = ?target.ignored, "REDIS_URL: StackExchange options without meaning here are ignored");
+    }
+    tracing::info!(redis = %target.display(), prefix = %config.channel_prefix, "several instances: pub/sub through Redis");
+    let pubsub = RedisPubSub::start(RedisSettings::new(target.clone()))
+        .context("REDIS_URL cannot be used")?;
+    Ok(Some(Arc::new(pubsub)))
+}
+
 async fn serve(
     config: ServerConfig,
     database: Option<PostgresSettings>,
     postgres_awareness: bool,
 ) -> anyhow::Result<ExitCode> {
-    let backends = backends(&config, database, postgres_awareness).await?;
+    let mut backends = backends(&config, database, postgres_awareness).await?;
+    if let Some(redis) = redis_pubsub(&config)? {
+        backends.pubsub = redis;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -392,7 +430,7 @@ async fn serve(
         admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
         storage = backends.storage.kind(),
         awareness = backends.awareness.kind(),
-        pubsub = "single-instance",
+        pubsub = backends.pubsub.kind(),
         version = env!("CARGO_PKG_VERSION"),
         "synckit serve listening (WebSocket on /ws and /)"
     );

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::auth::JwtSettings;
+use crate::pubsub::RedisTarget;
 use crate::storage::PersistenceSettings;
 use crate::sync::SyncSettings;
 
@@ -34,6 +35,11 @@ pub struct ServerConfig {
     /// Also serve `/stats`, `/metrics` and `/rooms` on the public listener.
     pub public_stats: bool,
     pub channel_prefix: String,
+    /// Redis pub/sub between instances (`REDIS_URL`); `None` = single instance. The
+    /// password is redacted in `Debug`.
+    pub redis: Option<RedisTarget>,
+    /// Period of `server_heartbeat` on the presence channel (several instances only).
+    pub presence_interval: Duration,
     pub persistence: PersistenceSettings,
     /// Loaded documents kept in memory (LRU; documents in use are never unloaded).
     pub max_cached_documents: usize,
@@ -80,6 +86,8 @@ impl ServerConfig {
             health_list_documents: false,
             public_stats: false,
             channel_prefix: "synckit:".into(),
+            redis: None,
+            presence_interval: Duration::from_secs(10),
             persistence: PersistenceSettings::default(),
             max_cached_documents: 10_000,
         }

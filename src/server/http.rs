@@ -89,21 +89,30 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-fn probe(status: &str, started: Instant) -> Response {
+fn probe(status: &str, started: Instant, extra: Value) -> Response {
     let code = if status == "unhealthy" {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    (
-        code,
-        Json(json!({"status": status, "duration": started.elapsed().as_secs_f64() * 1000.0})),
-    )
-        .into_response()
+    let body = json!({"status": status, "duration": started.elapsed().as_secs_f64() * 1000.0});
+    (code, Json(merge(body, extra))).into_response()
 }
 
 pub async fn live() -> Response {
-    probe("healthy", Instant::now())
+    probe("healthy", Instant::now(), Value::Null)
+}
+
+/// The pub/sub part of `/health/ready`: backend, state and the last PING round trip.
+fn pubsub_check(state: &AppState) -> Value {
+    let pubsub = state.sync.hub.pubsub();
+    let health = pubsub.health();
+    json!({"pubsub": {
+        "backend": pubsub.kind(),
+        "state": pubsub_label(state),
+        "pingMs": health.ping_ms,
+        "lastError": health.last_error,
+    }})
 }
 
 /// Unhealthy while starting or draining; degraded when a configured backend is down
@@ -111,7 +120,7 @@ pub async fn live() -> Response {
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
     if state.lifecycle() != Lifecycle::Ready {
-        return probe("unhealthy", started);
+        return probe("unhealthy", started, Value::Null);
     }
     let storage_ok = storage_label(state.sync.hub.storage()).await != "degraded";
     let pubsub_ok = state.sync.hub.pubsub().state() != PubSubState::Disconnected;
@@ -122,6 +131,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
             "degraded"
         },
         started,
+        pubsub_check(&state),
     )
 }
 
@@ -216,9 +226,36 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
             "latencyMs": {"count": m.broadcast_latency.count(), "sum": m.broadcast_latency.sum_ms()},
         },
         "persistence": merge(storage.status(), json!({"failures": m.persist_failures.get()})),
-        "pubsub": {"backend": state.sync.hub.pubsub().kind(), "state": pubsub_label(&state), "published": m.pubsub_published.get(), "received": m.pubsub_received.get()},
+        "pubsub": pubsub_stats(&state),
+        "instances": instances(&state),
     }))
     .into_response()
+}
+
+fn pubsub_stats(state: &AppState) -> Value {
+    let m = &state.sync.metrics;
+    let pubsub = state.sync.hub.pubsub();
+    let h = pubsub.health();
+    json!({
+        "backend": pubsub.kind(),
+        "state": pubsub_label(state),
+        "published": m.pubsub_published.get(),
+        "received": m.pubsub_received.get(),
+        "dropped": h.dropped,
+        "receiveDropped": h.receive_dropped,
+        "reconnects": h.reconnects,
+        "pingMs": h.ping_ms,
+        "lastError": h.last_error,
+        "resyncs": m.resync_rounds.get(),
+        "resyncedFields": m.resync_fields.get(),
+    })
+}
+
+/// This instance and the peers it hears on the presence channel (for the console).
+fn instances(state: &AppState) -> Vec<Value> {
+    let mut out = vec![super::presence::self_entry(state)];
+    out.extend(state.sync.fleet.instances(wall_clock_ms()));
+    out
 }
 
 /// Prometheus text exposition of the same numbers as `/stats`.
@@ -389,6 +426,53 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "counter",
         "Messages received from other instances.",
         m.pubsub_received.get() as f64,
+    );
+    let health = state.sync.hub.pubsub().health();
+    metric(
+        "pubsub_dropped_total",
+        "counter",
+        "Messages for other instances dropped (queue full or Redis unreachable).",
+        health.dropped as f64,
+    );
+    metric(
+        "pubsub_receive_dropped_total",
+        "counter",
+        "Messages from other instances dropped because the relay fell behind.",
+        health.receive_dropped as f64,
+    );
+    metric(
+        "pubsub_reconnects_total",
+        "counter",
+        "Pub/sub connections re-established after a loss.",
+        health.reconnects as f64,
+    );
+    metric(
+        "pubsub_connected",
+        "gauge",
+        "1 while the pub/sub backend is connected (or single-instance).",
+        f64::from(u8::from(
+            state.sync.hub.pubsub().state() != PubSubState::Disconnected,
+        )),
+    );
+    if let Some(ping) = health.ping_ms {
+        metric(
+            "pubsub_ping_ms",
+            "gauge",
+            "Round trip of the last pub/sub health PING.",
+            ping,
+        );
+    }
+    metric(
+        "resync_rounds_total",
+        "counter",
+        "Resynchronisations of live documents from storage after pub/sub outages.",
+        m.resync_rounds.get() as f64,
+    );
+    metric(
+        "resync_fields_total",
+        "counter",
+        "Fields changed by those resynchronisations.",
+        m.resync_fields.get() as f64,
     );
     metric(
         "awareness_expired_total",

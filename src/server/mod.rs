@@ -1,11 +1,12 @@
 //! The HTTP/WebSocket server: routes, lifecycle, and background tasks (flusher,
-//! pub/sub relay, awareness sweep). `run` takes its listeners and its shutdown signal
+//! pub/sub relay, resynchronisation, presence, awareness sweep). `run` takes its listeners and its shutdown signal
 //! from the caller so tests bind `127.0.0.1:0` and stop it at will.
 
 pub mod auth_routes;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod presence;
 pub mod registry;
 
 use std::future::IntoFuture;
@@ -27,7 +28,7 @@ pub use config::ServerConfig;
 use crate::auth::Authenticator;
 use crate::awareness::{AwarenessStore, MemoryAwarenessStore};
 use crate::metrics::Metrics;
-use crate::pubsub::{Channels, LocalPubSub, PubSub};
+use crate::pubsub::{Channels, Fleet, LocalPubSub, PubSub, PubSubState};
 use crate::storage::{MemoryStorage, Persistence, StorageAdapter};
 use crate::sync::hub::{FlushQueue, HubSettings};
 use crate::sync::{Hub, SyncService};
@@ -123,6 +124,8 @@ impl Server {
             auth: Arc::new(Authenticator::new(config.jwt.clone())),
             metrics,
             settings: config.sync.clone(),
+            fleet: Arc::new(Fleet::new(config.presence_interval)),
+            resync: Arc::new(tokio::sync::Notify::new()),
         });
         let state = Arc::new(AppState {
             config,
@@ -159,13 +162,16 @@ impl Server {
         ));
         if let Some(rx) = sync.hub.pubsub().take_incoming() {
             tokio::spawn(crate::sync::relay::run(
-                sync.hub.clone(),
-                sync.awareness.clone(),
-                sync.metrics.clone(),
+                sync.clone(),
                 rx,
                 background.clone(),
             ));
         }
+        let clustered = sync.hub.pubsub().state() != PubSubState::SingleInstance;
+        let presence = clustered.then(|| {
+            tokio::spawn(crate::sync::resync::run(sync.clone(), background.clone()));
+            tokio::spawn(presence::run(state.clone(), background.clone()))
+        });
         tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
 
         // The listeners stay open while draining so readiness answers 503 and new
@@ -199,6 +205,10 @@ impl Server {
         state.set_lifecycle(Lifecycle::Draining);
         tracing::info!("shutting down: flushing broadcasts and closing connections");
         background.cancel();
+        if let Some(presence) = presence {
+            // It says goodbye to the fleet as it stops.
+            let _ = presence.await;
+        }
         let _ = flusher.await;
         state.connections_cancel.cancel();
         state.tracker.close();
@@ -208,6 +218,9 @@ impl Server {
         {
             tracing::warn!("some connections did not close within the shutdown budget");
         }
+        // Everything published so far (last flushes, awareness leaves, goodbye) goes
+        // out before the pub/sub connection closes.
+        sync.hub.pubsub().close().await;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let drained = sync.hub.storage().drain(remaining).await;
         if !drained {

@@ -7,7 +7,7 @@
 //! shared by all subscribers. Writes are submitted to storage under the document
 //! lock, so storage sees them in the order they were applied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,9 +22,12 @@ use super::peer::{Outgoing, Peer};
 use super::text::TextState;
 use crate::metrics::Metrics;
 use crate::protocol::encode::{encode_body, field_delta_body, next_message_id};
+use crate::protocol::message::tombstone;
 use crate::protocol::{encode, EncodedFrame, Encoding, MessageType, ServerMessage};
-use crate::pubsub::{Channels, PubSub, PubSubState};
-use crate::storage::{DocumentWrite, FieldChange, PersistTicket, Persistence, StorageError};
+use crate::pubsub::{Channels, PubSub, PubSubState, RecentIds};
+use crate::storage::{
+    DocumentWrite, FieldChange, PersistTicket, Persistence, StorageError, StoredDocument,
+};
 
 /// Tunables of the hub.
 #[derive(Debug, Clone)]
@@ -56,6 +59,17 @@ struct DocState {
     awareness_subscribers: PeerList,
     pending: PendingBatch,
     last_modified_ms: i64,
+    /// While a resynchronisation is pending: fields changed since it was planned.
+    /// Their live value is newer than anything it could read back from storage.
+    touched: Option<HashSet<String>>,
+}
+
+impl DocState {
+    fn touch<'a>(&mut self, fields: impl IntoIterator<Item = &'a String>) {
+        if let Some(touched) = &mut self.touched {
+            touched.extend(fields.into_iter().cloned());
+        }
+    }
 }
 
 /// One live document.
@@ -126,6 +140,8 @@ pub struct Hub {
     settings: HubSettings,
     flush_tx: mpsc::UnboundedSender<(Arc<DocEntry>, Instant)>,
     use_counter: AtomicU64,
+    /// Ids of messages we published, to recognise them if they come back.
+    published_ids: RecentIds,
 }
 
 /// The flush queue consumed by [`super::flusher::run`]. Unbounded, but it holds at
@@ -148,6 +164,7 @@ impl Hub {
             settings,
             flush_tx,
             use_counter: AtomicU64::new(0),
+            published_ids: RecentIds::default(),
         });
         (hub, flush_rx)
     }
@@ -221,6 +238,7 @@ impl Hub {
                         awareness_subscribers: Arc::new(Vec::new()),
                         pending: PendingBatch::default(),
                         last_modified_ms: 0,
+                        touched: None,
                     }),
                     last_used: AtomicU64::new(0),
                 })
@@ -285,8 +303,9 @@ impl Hub {
     pub fn unsubscribe(&self, id: &str, conn_id: u64) {
         if let Some(entry) = self.get(id) {
             let mut st = entry.lock();
-            remove_peer(&mut st.subscribers, conn_id);
-            self.drop_interest_if_idle(&entry, &st);
+            if remove_peer(&mut st.subscribers, conn_id) {
+                self.drop_interest_if_idle(&entry, &st);
+            }
         }
     }
 
@@ -296,14 +315,18 @@ impl Hub {
         for id in documents {
             if let Some(entry) = self.get(id) {
                 let mut st = entry.lock();
-                remove_peer(&mut st.subscribers, conn_id);
-                remove_peer(&mut st.awareness_subscribers, conn_id);
-                self.drop_interest_if_idle(&entry, &st);
+                let removed = remove_peer(&mut st.subscribers, conn_id)
+                    | remove_peer(&mut st.awareness_subscribers, conn_id);
+                if removed {
+                    self.drop_interest_if_idle(&entry, &st);
+                }
             }
         }
     }
 
-    /// Pub/sub follows local interest: subscribed while anyone here listens.
+    /// Pub/sub follows local interest: subscribed while anyone here listens. Both
+    /// calls happen only on the transition (first listener in, last one out), so the
+    /// backend's subscribe counts stay balanced.
     fn note_interest(&self, entry: &DocEntry, st: &DocState) {
         if st.subscribers.len() + st.awareness_subscribers.len() == 1 {
             self.pubsub
@@ -382,6 +405,7 @@ impl Hub {
         for c in &write.changes {
             clock_changes.insert(c.writer.clone(), c.clock_value);
         }
+        st.touch(write.changes.iter().map(|c| &c.field));
         // Persist the final value of every entry that moved.
         write.clock = clock_changes
             .into_keys()
@@ -429,19 +453,95 @@ impl Hub {
         now_ms: i64,
     ) {
         let mut st = entry.lock();
-        for (field, value) in fields {
-            st.doc.apply_authoritative(field, value);
-        }
         if let Some(clock) = clock {
             st.doc.clock.merge_json(clock);
         }
-        st.last_modified_ms = now_ms;
-        let queued = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let schedule = self.queue_locked(&mut st, queued, false);
+        st.touch(fields.keys());
+        let schedule = self.apply_remote_locked(&mut st, fields, now_ms);
         drop(st);
         if schedule {
             self.schedule_flush(entry);
         }
+    }
+
+    /// Apply authoritative values and queue them for local broadcast (not for
+    /// publishing). Returns whether a flush must be scheduled.
+    fn apply_remote_locked(
+        &self,
+        st: &mut DocState,
+        fields: &Map<String, Value>,
+        now_ms: i64,
+    ) -> bool {
+        for (field, value) in fields {
+            st.doc.apply_authoritative(field, value);
+        }
+        st.last_modified_ms = now_ms;
+        let queued = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.queue_locked(st, queued, false)
+    }
+
+    /// Plan a resynchronisation: from now on, record which fields change in every
+    /// document somebody here subscribes to, and return those documents.
+    pub fn begin_resync(&self) -> Vec<Arc<DocEntry>> {
+        let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
+        entries
+            .into_iter()
+            .filter(|entry| {
+                let mut st = entry.lock();
+                if st.subscribers.is_empty() {
+                    return false;
+                }
+                st.touched.get_or_insert_with(HashSet::new);
+                true
+            })
+            .collect()
+    }
+
+    /// Bring a live document in line with what storage holds (after pub/sub was
+    /// cut, other instances' writes are only there): every field that differs and
+    /// did not change since [`Hub::begin_resync`] takes the stored value (a field
+    /// storage lacks is deleted), broadcast to local subscribers like a remote
+    /// update. Returns the number of fields changed, or `None` when this instance
+    /// has writes to the document not yet in storage — storage is then behind us
+    /// and the caller retries later.
+    pub fn reconcile(
+        &self,
+        entry: &Arc<DocEntry>,
+        stored: Option<StoredDocument>,
+        now_ms: i64,
+    ) -> Option<usize> {
+        let mut st = entry.lock();
+        // Under the document lock: local writes submit under it too.
+        if self.storage.has_pending(&entry.id) {
+            return None;
+        }
+        let touched = st.touched.take().unwrap_or_default();
+        let stored = stored.unwrap_or_default();
+        let mut changes = Map::new();
+        for (field, value) in &stored.fields {
+            if !touched.contains(field) && st.doc.fields.get(field) != Some(value) {
+                changes.insert(field.clone(), value.clone());
+            }
+        }
+        for field in st.doc.fields.keys() {
+            if !touched.contains(field) && !stored.fields.contains_key(field) {
+                changes.insert(field.clone(), tombstone());
+            }
+        }
+        for (writer, value) in &stored.clock {
+            st.doc.clock.observe(writer, *value);
+        }
+        let schedule = self.apply_remote_locked(&mut st, &changes, now_ms);
+        drop(st);
+        if schedule {
+            self.schedule_flush(entry);
+        }
+        Some(changes.len())
+    }
+
+    /// Stop recording changes for a resynchronisation that gave up on a document.
+    pub fn abandon_resync(&self, entry: &DocEntry) {
+        entry.lock().touched = None;
     }
 
     /// Merge a remote text state (no persistence) and return the merged state.
@@ -573,9 +673,17 @@ impl Hub {
     }
 
     pub fn publish(&self, channel: &str, msg: &Value) {
+        if let Some(id) = msg.get("id").and_then(Value::as_str) {
+            self.published_ids.remember(id);
+        }
         self.pubsub
             .publish(channel, Bytes::from(msg.to_string().into_bytes()));
         self.metrics.pubsub_published.inc();
+    }
+
+    /// Whether a received message id is one we published (an echo).
+    pub fn published_recently(&self, id: &str) -> bool {
+        self.published_ids.contains(id)
     }
 
     /// Send one message now to a document's subscribers (and, for awareness, its
@@ -661,15 +769,18 @@ fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
     true
 }
 
-fn remove_peer(list: &mut PeerList, conn_id: u64) {
-    if list.iter().any(|p| p.conn_id == conn_id) {
-        *list = Arc::new(
-            list.iter()
-                .filter(|p| p.conn_id != conn_id)
-                .cloned()
-                .collect(),
-        );
+/// Returns whether the peer was there.
+fn remove_peer(list: &mut PeerList, conn_id: u64) -> bool {
+    if !list.iter().any(|p| p.conn_id == conn_id) {
+        return false;
     }
+    *list = Arc::new(
+        list.iter()
+            .filter(|p| p.conn_id != conn_id)
+            .cloned()
+            .collect(),
+    );
+    true
 }
 
 #[cfg(test)]

@@ -10,15 +10,19 @@ pub mod hub;
 pub mod peer;
 pub mod rate_limit;
 pub mod relay;
+pub mod resync;
 pub mod session;
 pub mod text;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use crate::auth::Authenticator;
 use crate::awareness::AwarenessStore;
 use crate::metrics::Metrics;
+use crate::pubsub::Fleet;
 
 pub use hub::Hub;
 pub use peer::{Outgoing, Peer};
@@ -60,6 +64,10 @@ pub struct SyncService {
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
     pub settings: SyncSettings,
+    /// The other instances, as heard on the presence channel.
+    pub fleet: Arc<Fleet>,
+    /// Asks the resync task ([`resync::run`]) for a round.
+    pub resync: Arc<Notify>,
 }
 
 /// The TS/Go/Python playground policy (PROTOCOL.md §6), opt-in.

@@ -1,7 +1,8 @@
 //! Bridge between the hub and pub/sub: what this instance publishes besides flushes
 //! (text relays, awareness), and the loop that applies what other instances publish
-//! (STORAGE.md §6.4). Messages carry `origin` = the publishing instance, so our own
-//! messages are dropped if a backend echoes them.
+//! (STORAGE.md §6.4). Messages carry `origin` = the publishing instance, and we
+//! remember the ids we published, so our own messages are dropped when Redis echoes
+//! them. Presence messages update the fleet table and may ask for a resync.
 
 use std::sync::Arc;
 
@@ -10,11 +11,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::Hub;
-use super::wall_clock_ms;
+use super::{wall_clock_ms, SyncService};
 use crate::awareness::{AwarenessStore, AwarenessUpdate, SetOutcome};
-use crate::metrics::Metrics;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::ServerMessage;
+use crate::pubsub::presence::PresenceEvent;
 use crate::pubsub::{ChannelKind, Incoming, PubSubState};
 
 fn envelope(hub: &Hub, msg: &ServerMessage) -> Value {
@@ -68,29 +69,79 @@ pub fn broadcast_awareness(
 
 /// Apply messages from other instances until cancelled.
 pub async fn run(
-    hub: Arc<Hub>,
-    awareness: Arc<dyn AwarenessStore>,
-    metrics: Arc<Metrics>,
+    sync: Arc<SyncService>,
     mut rx: mpsc::Receiver<Incoming>,
     cancel: CancellationToken,
 ) {
+    let presence = sync.hub.settings().channels.presence();
     loop {
         let incoming = tokio::select! {
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        metrics.pubsub_received.inc();
-        if let Err(reason) = apply(&hub, awareness.as_ref(), &incoming).await {
-            tracing::debug!(channel = %incoming.channel, reason, "ignored pub/sub message");
+        let result = if incoming.channel == presence {
+            observe_presence(&sync, &incoming)
+        } else {
+            apply(&sync, &incoming).await
+        };
+        match result {
+            Ok(()) => sync.metrics.pubsub_received.inc(),
+            Err(reason) => {
+                tracing::debug!(channel = %incoming.channel, reason, "ignored pub/sub message")
+            }
         }
     }
 }
 
-async fn apply(
-    hub: &Hub,
-    awareness: &dyn AwarenessStore,
-    incoming: &Incoming,
-) -> Result<(), &'static str> {
+fn observe_presence(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static str> {
+    let event = PresenceEvent::parse(&incoming.payload).ok_or("not a presence message")?;
+    if event.server_id == sync.hub.settings().instance_id {
+        return Err("own message");
+    }
+    sync.fleet.observe(&event, wall_clock_ms());
+    if event.asks_resync() {
+        tracing::info!(peer = %event.server_id, "peer reconnected after an outage: resynchronising documents");
+        sync.resync.notify_one();
+    }
+    Ok(())
+}
+
+/// Awareness stores shared by the fleet (PostgreSQL, Redis) already hold what a peer
+/// accepted; only the in-memory store keeps a per-instance copy to update.
+fn store_is_shared(store: &dyn AwarenessStore) -> bool {
+    store.kind() != "memory"
+}
+
+/// Whether a remote awareness update is news to this instance's clients.
+async fn accept_awareness(
+    store: &dyn AwarenessStore,
+    update: AwarenessUpdate,
+) -> Result<bool, &'static str> {
+    if store_is_shared(store) {
+        return Ok(true);
+    }
+    if update.state.is_none() {
+        // Each instance expires its copy of a silent client and announces the leave;
+        // only the first of the two announcements may reach the clients here.
+        let known = store
+            .get_all(&update.document_id, update.now_ms)
+            .await
+            .map_err(|_| "awareness store failed")?
+            .iter()
+            .any(|e| e.client_id == update.client_id);
+        if !known {
+            return Ok(false);
+        }
+    }
+    let outcome = store
+        .set(update)
+        .await
+        .map_err(|_| "awareness store failed")?;
+    Ok(outcome != SetOutcome::Stale)
+}
+
+async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static str> {
+    let hub = &sync.hub;
     let (kind, document_id) = hub
         .settings()
         .channels
@@ -99,6 +150,13 @@ async fn apply(
     let msg: Value = serde_json::from_slice(&incoming.payload).map_err(|_| "not JSON")?;
     if msg.get("origin").and_then(Value::as_str) == Some(hub.settings().instance_id.as_str()) {
         return Err("own message");
+    }
+    if msg
+        .get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| hub.published_recently(id))
+    {
+        return Err("own message id");
     }
     let entry = hub.get(document_id).ok_or("document not live here")?;
     let now = wall_clock_ms();
@@ -153,23 +211,20 @@ async fn apply(
                 .to_owned();
             let clock = msg.get("clock").and_then(Value::as_u64).unwrap_or(0);
             let state = msg.get("state").cloned().filter(|s| !s.is_null());
-            let outcome = awareness
-                .set(AwarenessUpdate {
-                    document_id: document_id.to_owned(),
-                    client_id: client_id.clone(),
-                    connection_id: format!(
-                        "remote:{}",
-                        msg.get("origin")
-                            .and_then(Value::as_str)
-                            .unwrap_or("unknown")
-                    ),
-                    state: state.clone(),
-                    clock,
-                    now_ms: now,
-                })
-                .await
-                .map_err(|_| "awareness store failed")?;
-            if outcome != SetOutcome::Stale {
+            let update = AwarenessUpdate {
+                document_id: document_id.to_owned(),
+                client_id: client_id.clone(),
+                connection_id: format!(
+                    "remote:{}",
+                    msg.get("origin")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                ),
+                state: state.clone(),
+                clock,
+                now_ms: now,
+            };
+            if accept_awareness(sync.awareness.as_ref(), update).await? {
                 let out = ServerMessage::AwarenessUpdate {
                     document_id: document_id.to_owned(),
                     client_id,
@@ -182,4 +237,39 @@ async fn apply(
         _ => return Err("unhandled type"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::awareness::MemoryAwarenessStore;
+    use serde_json::json;
+
+    fn update(state: Option<Value>, clock: u64) -> AwarenessUpdate {
+        AwarenessUpdate {
+            document_id: "d".into(),
+            client_id: "c".into(),
+            connection_id: "remote:peer".into(),
+            state,
+            clock,
+            now_ms: 1_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_awareness_is_news_once() {
+        let store = MemoryAwarenessStore::new(std::time::Duration::from_secs(30));
+        let accept = |u| accept_awareness(&store, u);
+        assert_eq!(accept(update(None, 1)).await, Ok(false), "leave of nobody");
+        assert_eq!(accept(update(Some(json!({"a": 1})), 1)).await, Ok(true));
+        assert_eq!(
+            accept(update(Some(json!({"a": 2})), 1)).await,
+            Ok(false),
+            "stale"
+        );
+        assert_eq!(accept(update(None, 2)).await, Ok(true), "leave");
+        // Both instances expire a silent client and announce it: the second
+        // announcement finds it gone here.
+        assert_eq!(accept(update(None, 2)).await, Ok(false), "second leave");
+    }
 }

@@ -1,0 +1,133 @@
+//! Resynchronisation after a pub/sub outage (STORAGE.md §6.6).
+//!
+//! While Redis was unreachable every instance kept serving its own clients, and the
+//! updates they exchanged never crossed. Each instance persisted what it accepted,
+//! so PostgreSQL holds the merged result: once pub/sub is back, every document with
+//! local subscribers is read back from storage and the fields that differ are
+//! applied like a remote update (memory only, broadcast in the SDK shape).
+//!
+//! A round runs when this instance reconnects after an outage, and when a peer
+//! announces that it did (its `server_online` says `resync`): writes the peer
+//! accepted while cut off are in storage by then, but we never heard of them.
+//!
+//! Fields written live after a round was planned are left alone — their value is
+//! newer than what storage may still hold — and a document with writes of ours not
+//! yet committed waits for them (storage is behind us until then).
+//!
+//! Without PostgreSQL there is nothing shared to read back: documents converge only
+//! as their fields are written again (README, "Running several instances"). Text
+//! (Fugue) states are not reloaded either: every text relay carries the whole state,
+//! so the next edit merges them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{DocEntry, Hub};
+use super::{wall_clock_ms, SyncService};
+use crate::pubsub::Connection;
+
+/// Wait after the trigger before reading storage, so that peers' write queues have
+/// committed what they accepted during the outage (a group commit takes
+/// milliseconds; this leaves room for a loaded database).
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// A document with uncommitted writes of ours is retried this often, this many
+/// times (5 s in all), then left to converge on its next writes.
+const RETRY: Duration = Duration::from_millis(200);
+const ATTEMPTS: u32 = 25;
+
+/// Run rounds on demand until cancelled.
+pub async fn run(sync: Arc<SyncService>, cancel: CancellationToken) {
+    let mut connections = sync.hub.pubsub().connections();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = sync.resync.notified() => {}
+            _ = own_reconnection(&mut connections) => {
+                tracing::info!("pub/sub is back after an outage: resynchronising documents");
+            }
+        }
+        round(&sync, &cancel).await;
+    }
+}
+
+/// Resolves when the backend reconnects after messages may have been missed.
+async fn own_reconnection(rx: &mut Option<watch::Receiver<Connection>>) {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if rx.borrow_and_update().after_outage {
+            return;
+        }
+    }
+}
+
+async fn round(sync: &SyncService, cancel: &CancellationToken) {
+    let hub = &sync.hub;
+    if hub.storage().kind() == "memory" {
+        tracing::warn!("no shared storage (DATABASE_URL unset): documents cannot be resynchronised after the pub/sub outage; they converge as their fields are written again");
+        return;
+    }
+    let documents = hub.begin_resync();
+    if documents.is_empty() {
+        return;
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = tokio::time::sleep(SETTLE) => {}
+    }
+    let (mut fields, mut changed, mut skipped) = (0, 0, 0);
+    for entry in &documents {
+        match reconcile(hub, entry, cancel).await {
+            Some(n) => {
+                fields += n;
+                changed += usize::from(n > 0);
+            }
+            None => {
+                hub.abandon_resync(entry);
+                skipped += 1;
+            }
+        }
+    }
+    sync.metrics.resync_rounds.inc();
+    sync.metrics.resync_fields.add(fields as u64);
+    tracing::info!(
+        documents = documents.len(),
+        changed,
+        fields,
+        skipped,
+        "resynchronisation done"
+    );
+}
+
+/// `Some(fields changed)`, or `None` when the document could not be reconciled.
+async fn reconcile(hub: &Hub, entry: &Arc<DocEntry>, cancel: &CancellationToken) -> Option<usize> {
+    for _ in 0..ATTEMPTS {
+        if !hub.storage().has_pending(&entry.id) {
+            match hub.storage().load_document(&entry.id).await {
+                Ok(stored) => {
+                    if let Some(n) = hub.reconcile(entry, stored, wall_clock_ms()) {
+                        return Some(n);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(document_id = %entry.id, error = %e, "could not read the document back for resynchronisation");
+                    return None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+    tracing::warn!(document_id = %entry.id, "resynchronisation skipped: our writes to it stayed uncommitted");
+    None
+}
