@@ -9,33 +9,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{frame, of_type, open_config, start, user_token, Client};
+use common::{frame, fugue, of_type, open_config, start, subscribe, text_of, user_token, Client};
 use serde_json::{json, Value};
 use synckit::server::ServerConfig;
-use synckit_core::crdt::FugueText;
 use tokio_tungstenite::tungstenite::Message;
 
 const QUIET: Duration = Duration::from_millis(150);
-
-/// A Fugue text state as the SDK's WASM `toJSON` produces it.
-fn fugue(client: &str, text: &str) -> String {
-    let mut t = FugueText::new(client.to_owned());
-    t.insert(0, text).expect("insert");
-    serde_json::to_string(&t).expect("serialize")
-}
-
-fn text_of(state: &Value) -> String {
-    serde_json::from_str::<FugueText>(state.as_str().expect("state string"))
-        .expect("a Fugue state")
-        .to_string()
-}
-
-async fn subscribe(c: &mut Client, doc: &str) -> Value {
-    c.send(json!({"type":"subscribe","documentId":doc})).await;
-    let m = c.expect("sync_response").await;
-    assert_eq!(m["documentId"], doc);
-    m
-}
 
 async fn auth(c: &mut Client, token: &str) {
     c.send(json!({"type":"auth","token":token})).await;

@@ -1,6 +1,8 @@
 //! Test harness: an in-process server on 127.0.0.1:0 and a tiny protocol client.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -466,4 +468,26 @@ impl Client {
 /// Messages of type `ty` in `messages`.
 pub fn of_type<'a>(messages: &'a [Value], ty: &str) -> Vec<&'a Value> {
     messages.iter().filter(|m| m["type"] == ty).collect()
+}
+
+/// Subscribe and return the `sync_response`.
+pub async fn subscribe(c: &mut Client, doc: &str) -> Value {
+    c.send(json!({"type":"subscribe","documentId":doc})).await;
+    let m = c.expect("sync_response").await;
+    assert_eq!(m["documentId"], doc);
+    m
+}
+
+/// A Fugue text state as the SDK's WASM `toJSON` produces it.
+pub fn fugue(client: &str, text: &str) -> String {
+    let mut t = synckit_core::crdt::FugueText::new(client.to_owned());
+    t.insert(0, text).expect("insert");
+    serde_json::to_string(&t).expect("serialize")
+}
+
+/// The text of a Fugue state.
+pub fn text_of(state: &Value) -> String {
+    serde_json::from_str::<synckit_core::crdt::FugueText>(state.as_str().expect("state string"))
+        .expect("a Fugue state")
+        .to_string()
 }
