@@ -8,25 +8,19 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{open_config, start_on, Client, TestServer};
+use common::{open_config, pg_storage, start_on, Client, TestServer};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use synckit::awareness::MemoryAwarenessStore;
 use synckit::pubsub::LocalPubSub;
 use synckit::server::{Backends, ServerConfig};
-use synckit::storage::PostgresStorage;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Backends on their own pool: the server closes its pool when it stops, and the
-/// test keeps using `pool` afterwards.
 fn backends(config: &ServerConfig, pool: PgPool) -> Backends {
-    let own = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_lazy_with((*pool.connect_options()).clone());
     Backends {
-        storage: Arc::new(PostgresStorage::from_pool(own, true)),
+        storage: pg_storage(&pool),
         awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
         pubsub: Arc::new(LocalPubSub::single_instance()),
     }

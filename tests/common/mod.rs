@@ -491,3 +491,12 @@ pub fn text_of(state: &Value) -> String {
         .expect("a Fugue state")
         .to_string()
 }
+
+/// PostgreSQL storage on its own pool to `pool`'s database: a server closes its pool
+/// when it stops, and the test keeps using `pool` afterwards.
+pub fn pg_storage(pool: &sqlx::PgPool) -> std::sync::Arc<dyn synckit::storage::StorageAdapter> {
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    std::sync::Arc::new(synckit::storage::PostgresStorage::from_pool(own, true))
+}

@@ -123,6 +123,14 @@ pub struct Instance {
     pub admin: std::net::SocketAddr,
 }
 
+impl Instance {
+    /// Shut down (drain) and return whether every write was persisted.
+    pub async fn stop(self) -> bool {
+        self.server.shutdown.cancel();
+        self.server.done.await.expect("server task")
+    }
+}
+
 /// Start a server on `storage` + memory awareness + Redis pub/sub at `url`, wait
 /// for it to connect.
 pub async fn start_instance(
