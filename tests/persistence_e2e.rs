@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{open_config, pg_storage, start_on, Client, TestServer};
+use common::{open_config, pg_storage, spawn_serve, start_on, Client, TestServer};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -300,37 +300,7 @@ async fn sigterm_flushes_every_acknowledged_write(pool: PgPool) {
         options.get_port(),
         options.get_database().expect("database name")
     );
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
-        .arg("serve")
-        .env("DATABASE_URL", &url)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("SYNCKIT_ADMIN_LISTEN", "off")
-        .env("SYNCKIT_AUTH_REQUIRED", "false")
-        .env("SYNCKIT_MAX_MESSAGES_PER_MINUTE", "0")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn synckit serve");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut ready = false;
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready, "server did not start listening");
-    let server = TestServer {
-        addr,
-        shutdown: CancellationToken::new(),
-        done: tokio::spawn(async { true }),
-    };
+    let (mut child, server) = spawn_serve(&[("DATABASE_URL", &url)]).await;
     let mut a = Client::connect(&server, false).await;
     a.send(json!({"type": "subscribe", "documentId": "doc-t"}))
         .await;

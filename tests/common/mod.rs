@@ -500,3 +500,45 @@ pub fn pg_storage(pool: &sqlx::PgPool) -> std::sync::Arc<dyn synckit::storage::S
         .connect_lazy_with((*pool.connect_options()).clone());
     std::sync::Arc::new(synckit::storage::PostgresStorage::from_pool(own, true))
 }
+
+/// A `synckit serve` process on a free loopback port, auth disabled, no admin
+/// listener, plus `env`; returned once it listens. Killed when the child drops.
+/// Backends come from `env` only: the test runner's `DATABASE_URL` and `REDIS_URL`
+/// are not inherited.
+pub async fn spawn_serve(env: &[(&str, &str)]) -> (tokio::process::Child, TestServer) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_synckit"));
+    cmd.arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("SYNCKIT_ADMIN_LISTEN", "off")
+        .env("SYNCKIT_AUTH_REQUIRED", "false")
+        .env("SYNCKIT_MAX_MESSAGES_PER_MINUTE", "0")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn synckit serve");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut ready = false;
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "synckit serve did not start listening");
+    let server = TestServer {
+        addr,
+        shutdown: CancellationToken::new(),
+        done: tokio::spawn(async { true }),
+    };
+    (child, server)
+}

@@ -1,0 +1,123 @@
+//! `synckit serve` processes with `REDIS_URL`: two of them on one Redis act as one
+//! service, a server whose Redis is down starts anyway and connects once Redis
+//! appears, and a malformed `REDIS_URL` stops the start with a message that does
+//! not leak the password.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{redis_url, test_prefix, wait_numsub, OwnedRedis};
+use common::{http, spawn_serve, subscribe, Client, TestServer};
+use serde_json::{json, Value};
+
+async fn ready(server: &TestServer) -> Value {
+    http(server.addr, "GET", "/health/ready", &[], None)
+        .await
+        .json()
+}
+
+#[tokio::test]
+async fn two_serve_processes_on_one_redis_act_as_one_service() {
+    let url = redis_url();
+    let prefix = test_prefix();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
+        ("SYNCKIT_PRESENCE_INTERVAL", "200ms"),
+        ("SYNCKIT_PUBLIC_STATS", "true"),
+    ];
+    let (_a_proc, a) = spawn_serve(&env).await;
+    let (_b_proc, b) = spawn_serve(&env).await;
+    let doc = "serve-doc";
+    let mut writer = Client::connect(&a, false).await;
+    let mut reader = Client::connect(&b, true).await;
+    subscribe(&mut writer, doc).await;
+    subscribe(&mut reader, doc).await;
+    wait_numsub(&url, &format!("{prefix}delta:{doc}"), 2).await;
+
+    writer
+        .send(
+            json!({"type":"delta","documentId":doc,"field":"title","value":"hi",
+                     "clock":{"w":1},"clientId":"w","timestamp":1,"messageId":"m1"}),
+        )
+        .await;
+    let m = reader.expect("delta").await;
+    assert_eq!(
+        (m["field"].clone(), m["value"].clone()),
+        (json!("title"), json!("hi"))
+    );
+
+    // Each lists the other.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = http(a.addr, "GET", "/stats", &[], None).await.json();
+        let instances = stats["instances"].as_array().cloned().unwrap_or_default();
+        if instances.len() == 2 && instances[1]["status"] == "online" {
+            assert_eq!(stats["pubsub"]["backend"], "redis");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B not listed on A: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = ready(&a).await;
+    assert_eq!(r["status"], "healthy", "{r}");
+    assert_eq!(r["pubsub"]["state"], "connected");
+    assert!(r["pubsub"]["pingMs"].is_number(), "{r}");
+}
+
+#[tokio::test]
+async fn serve_starts_while_redis_is_down_and_connects_when_it_appears() {
+    let mut redis = OwnedRedis::start().await;
+    redis.kill();
+    let url = redis.url();
+    let (_proc, server) = spawn_serve(&[("REDIS_URL", url.as_str())]).await;
+    // Serving: a client is answered while Redis is unreachable.
+    let mut c = Client::connect(&server, false).await;
+    subscribe(&mut c, "alone").await;
+    let r = ready(&server).await;
+    assert_eq!(r["status"], "degraded", "{r}");
+    assert_eq!(r["pubsub"]["state"], "disconnected");
+    assert!(r["pubsub"]["lastError"].is_string(), "{r}");
+
+    redis.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = ready(&server).await;
+        if r["status"] == "healthy" {
+            assert_eq!(r["pubsub"]["state"], "connected");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never connected: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The live document's channel was subscribed on connecting.
+    wait_numsub(&url, "synckit:delta:alone", 1).await;
+}
+
+#[tokio::test]
+async fn a_malformed_redis_url_stops_the_start_without_echoing_the_password() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+            .arg("serve")
+            .env_remove("DATABASE_URL")
+            .env("REDIS_URL", "redis://user:hunter2@cache:notaport")
+            .env("PORT", "0")
+            .env("SYNCKIT_ADMIN_LISTEN", "off")
+            .output(),
+    )
+    .await
+    .expect("exits promptly")
+    .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("REDIS_URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
