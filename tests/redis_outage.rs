@@ -2,7 +2,8 @@
 //! restarted while both instances take writes. Every acknowledged write must end up
 //! in storage and in every client's view — including the writes that could not
 //! cross while Redis was down, which the resynchronisation after the reconnection
-//! brings over.
+//! brings over. And a document an instance kept cached while nobody there listened
+//! (so it heard nothing) catches up when somebody listens again.
 
 mod common;
 
@@ -197,5 +198,53 @@ async fn a_redis_restart_mid_traffic_ends_converged_with_no_acknowledged_write_l
     for t in tasks {
         t.await.expect("client task");
     }
+    assert!(a.stop().await && b.stop().await, "drained");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_document_cached_without_listeners_catches_up_when_listened_to_again(pool: PgPool) {
+    let redis = OwnedRedis::start().await;
+    let url = redis.url();
+    let prefix = test_prefix();
+    let a = start_instance(fleet_config(&prefix), &url, pg_storage(&pool)).await;
+    let b = start_instance(fleet_config(&prefix), &url, pg_storage(&pool)).await;
+    let doc = "cached-doc";
+    let write = |value: u64, id: &str| {
+        json!({"type":"delta","documentId":doc,"field":"x","value":value,
+               "clock":{"w":value},"clientId":"w","timestamp":value,"messageId":id})
+    };
+    let mut writer = Client::connect(&a.server, false).await;
+    subscribe(&mut writer, doc).await;
+    writer.send(write(1, "m1")).await;
+    writer.collect_until(&["ack", "delta"]).await;
+
+    // B loads the document, then nobody on B listens any more: B stops hearing it
+    // but keeps it cached.
+    let mut reader = Client::connect(&b.server, true).await;
+    assert_eq!(subscribe(&mut reader, doc).await["state"]["x"], 1);
+    reader
+        .send(json!({"type":"unsubscribe","documentId":doc}))
+        .await;
+    reader.assert_alive().await;
+    wait_numsub(&url, &format!("{prefix}delta:{doc}"), 1).await;
+    writer.send(write(2, "m2")).await;
+    // Its own broadcast comes from the flush that also publishes it.
+    writer.collect_until(&["ack", "delta"]).await;
+
+    // Listening again: whatever the first answer, the value catches up.
+    let mut x = subscribe(&mut reader, doc).await["state"]["x"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while x != 2 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = reader
+            .recv_timeout(left)
+            .await
+            .expect("the cached copy was never brought up to date");
+        if m["type"] == "delta" && m["field"] == "x" {
+            x = m["value"].clone();
+        }
+    }
+    let mut late = Client::connect(&b.server, false).await;
+    assert_eq!(subscribe(&mut late, doc).await["state"]["x"], 2);
     assert!(a.stop().await && b.stop().await, "drained");
 }

@@ -59,15 +59,36 @@ struct DocState {
     awareness_subscribers: PeerList,
     pending: PendingBatch,
     last_modified_ms: i64,
-    /// While a resynchronisation is pending: fields changed since it was planned.
-    /// Their live value is newer than anything it could read back from storage.
-    touched: Option<HashSet<String>>,
+    /// Set while resynchronisations of this document are planned.
+    resync: Option<ResyncMark>,
+}
+
+#[derive(Default)]
+struct ResyncMark {
+    /// Planned and not yet finished.
+    pending: u32,
+    /// Fields changed since the first of them was planned: their live value is
+    /// newer than anything a resynchronisation could read back from storage.
+    touched: HashSet<String>,
 }
 
 impl DocState {
     fn touch<'a>(&mut self, fields: impl IntoIterator<Item = &'a String>) {
-        if let Some(touched) = &mut self.touched {
-            touched.extend(fields.into_iter().cloned());
+        if let Some(mark) = &mut self.resync {
+            mark.touched.extend(fields.into_iter().cloned());
+        }
+    }
+
+    fn plan_resync(&mut self) {
+        self.resync.get_or_insert_with(ResyncMark::default).pending += 1;
+    }
+
+    fn finish_resync(&mut self) {
+        if let Some(mark) = &mut self.resync {
+            mark.pending = mark.pending.saturating_sub(1);
+            if mark.pending == 0 {
+                self.resync = None;
+            }
         }
     }
 }
@@ -142,7 +163,14 @@ pub struct Hub {
     use_counter: AtomicU64,
     /// Ids of messages we published, to recognise them if they come back.
     published_ids: RecentIds,
+    /// Documents that gained local interest, for [`super::resync`].
+    resync_tx: mpsc::UnboundedSender<(Arc<DocEntry>, Instant)>,
+    resync_rx: Mutex<Option<ResyncRequests>>,
 }
+
+/// Documents to resynchronise, with when they were planned. Unbounded, but a
+/// document is sent only when it gains its first local listener.
+pub type ResyncRequests = mpsc::UnboundedReceiver<(Arc<DocEntry>, Instant)>;
 
 /// The flush queue consumed by [`super::flusher::run`]. Unbounded, but it holds at
 /// most one entry per document with a pending batch.
@@ -156,6 +184,7 @@ impl Hub {
         settings: HubSettings,
     ) -> (Arc<Hub>, FlushQueue) {
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let (resync_tx, resync_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub {
             docs: Mutex::new(HashMap::new()),
             storage,
@@ -165,6 +194,8 @@ impl Hub {
             flush_tx,
             use_counter: AtomicU64::new(0),
             published_ids: RecentIds::default(),
+            resync_tx,
+            resync_rx: Mutex::new(Some(resync_rx)),
         });
         (hub, flush_rx)
     }
@@ -238,7 +269,7 @@ impl Hub {
                         awareness_subscribers: Arc::new(Vec::new()),
                         pending: PendingBatch::default(),
                         last_modified_ms: 0,
-                        touched: None,
+                        resync: None,
                     }),
                     last_used: AtomicU64::new(0),
                 })
@@ -280,21 +311,21 @@ impl Hub {
     }
 
     /// Add a document subscriber (idempotent). Returns whether it was new.
-    pub fn subscribe(&self, entry: &DocEntry, peer: &Arc<Peer>) -> bool {
+    pub fn subscribe(&self, entry: &Arc<DocEntry>, peer: &Arc<Peer>) -> bool {
         let mut st = entry.lock();
         let added = add_peer(&mut st.subscribers, peer);
         if added {
-            self.note_interest(entry, &st);
+            self.note_interest(entry, &mut st);
         }
         added
     }
 
     /// Add an awareness subscriber (idempotent).
-    pub fn subscribe_awareness(&self, entry: &DocEntry, peer: &Arc<Peer>) -> bool {
+    pub fn subscribe_awareness(&self, entry: &Arc<DocEntry>, peer: &Arc<Peer>) -> bool {
         let mut st = entry.lock();
         let added = add_peer(&mut st.awareness_subscribers, peer);
         if added {
-            self.note_interest(entry, &st);
+            self.note_interest(entry, &mut st);
         }
         added
     }
@@ -327,13 +358,38 @@ impl Hub {
     /// Pub/sub follows local interest: subscribed while anyone here listens. Both
     /// calls happen only on the transition (first listener in, last one out), so the
     /// backend's subscribe counts stay balanced.
-    fn note_interest(&self, entry: &DocEntry, st: &DocState) {
-        if st.subscribers.len() + st.awareness_subscribers.len() == 1 {
-            self.pubsub
-                .subscribe(&self.settings.channels.delta(&entry.id));
-            self.pubsub
-                .subscribe(&self.settings.channels.awareness(&entry.id));
+    ///
+    /// Among several instances, a document nobody here listened to did not receive
+    /// the peers' updates (a copy kept in the cache is stale), and updates published
+    /// before the new subscription took effect are missed too: the document is
+    /// resynchronised from shared storage shortly after.
+    fn note_interest(&self, entry: &Arc<DocEntry>, st: &mut DocState) {
+        if st.subscribers.len() + st.awareness_subscribers.len() != 1 {
+            return;
         }
+        self.pubsub
+            .subscribe(&self.settings.channels.delta(&entry.id));
+        self.pubsub
+            .subscribe(&self.settings.channels.awareness(&entry.id));
+        let shared_storage = self.storage.kind() != "memory";
+        if shared_storage && self.pubsub.state() != PubSubState::SingleInstance {
+            st.plan_resync();
+            if self
+                .resync_tx
+                .send((entry.clone(), Instant::now()))
+                .is_err()
+            {
+                st.finish_resync();
+            }
+        }
+    }
+
+    /// The resynchronisation requests of documents gaining interest; taken once.
+    pub fn take_resync_requests(&self) -> Option<ResyncRequests> {
+        self.resync_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn drop_interest_if_idle(&self, entry: &DocEntry, st: &DocState) {
@@ -491,7 +547,7 @@ impl Hub {
                 if st.subscribers.is_empty() {
                     return false;
                 }
-                st.touched.get_or_insert_with(HashSet::new);
+                st.plan_resync();
                 true
             })
             .collect()
@@ -515,7 +571,12 @@ impl Hub {
         if self.storage.has_pending(&entry.id) {
             return None;
         }
-        let touched = st.touched.take().unwrap_or_default();
+        let touched = st
+            .resync
+            .as_ref()
+            .map(|m| m.touched.clone())
+            .unwrap_or_default();
+        st.finish_resync();
         let stored = stored.unwrap_or_default();
         let mut changes = Map::new();
         for (field, value) in &stored.fields {
@@ -539,9 +600,9 @@ impl Hub {
         Some(changes.len())
     }
 
-    /// Stop recording changes for a resynchronisation that gave up on a document.
+    /// A planned resynchronisation gave up on a document.
     pub fn abandon_resync(&self, entry: &DocEntry) {
-        entry.lock().touched = None;
+        entry.lock().finish_resync();
     }
 
     /// Merge a remote text state (no persistence) and return the merged state.

@@ -9,6 +9,9 @@
 //! A round runs when this instance reconnects after an outage, and when a peer
 //! announces that it did (its `server_online` says `resync`): writes the peer
 //! accepted while cut off are in storage by then, but we never heard of them.
+//! A single document is resynchronised when it gains its first local listener: a
+//! copy left in the cache missed what peers wrote while nobody here listened, and
+//! the channel subscription takes effect a moment after the document was read.
 //!
 //! Fields written live after a round was planned are left alone — their value is
 //! newer than what storage may still hold — and a document with writes of ours not
@@ -25,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{DocEntry, Hub};
+use super::hub::{DocEntry, Hub, ResyncRequests};
 use super::{wall_clock_ms, SyncService};
 use crate::pubsub::Connection;
 
@@ -39,8 +42,13 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 const RETRY: Duration = Duration::from_millis(200);
 const ATTEMPTS: u32 = 25;
 
-/// Run rounds on demand until cancelled.
+/// Serve rounds and single-document requests until cancelled.
 pub async fn run(sync: Arc<SyncService>, cancel: CancellationToken) {
+    let requests = sync.hub.take_resync_requests();
+    tokio::join!(rounds(&sync, &cancel), requested(&sync, requests, &cancel));
+}
+
+async fn rounds(sync: &SyncService, cancel: &CancellationToken) {
     let mut connections = sync.hub.pubsub().connections();
     loop {
         tokio::select! {
@@ -50,7 +58,37 @@ pub async fn run(sync: Arc<SyncService>, cancel: CancellationToken) {
                 tracing::info!("pub/sub is back after an outage: resynchronising documents");
             }
         }
-        round(&sync, &cancel).await;
+        round(sync, cancel).await;
+    }
+}
+
+/// Documents that gained a local listener, each `SETTLE` after it did.
+async fn requested(
+    sync: &SyncService,
+    requests: Option<ResyncRequests>,
+    cancel: &CancellationToken,
+) {
+    let Some(mut rx) = requests else {
+        return;
+    };
+    loop {
+        let (entry, planned) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = rx.recv() => match r { Some(r) => r, None => return },
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(planned + SETTLE) => {}
+        }
+        match reconcile(&sync.hub, &entry, cancel).await {
+            Some(n) => {
+                sync.metrics.resync_fields.add(n as u64);
+                if n > 0 {
+                    tracing::debug!(document_id = %entry.id, fields = n, "document resynchronised on first interest");
+                }
+            }
+            None => sync.hub.abandon_resync(&entry),
+        }
     }
 }
 
