@@ -455,3 +455,58 @@ async fn while_redis_is_down_publishes_are_dropped_and_counted_then_channels_com
     // the field is written again (README, "Running several instances").
     assert!(!values.contains_key("f") || values["f"] != json!(2));
 }
+
+#[tokio::test]
+async fn published_ids_mark_echoes_only_on_messages_without_origin() {
+    let url = redis_url();
+    let prefix = test_prefix();
+    let a = instance(fleet_config(&prefix), &url).await;
+    let doc = "ids-doc";
+    let channel = format!("{prefix}delta:{doc}");
+    let mut c = Client::connect(&a.server, false).await;
+    subscribe(&mut c, doc).await;
+    let client = ::redis::Client::open(url.as_str()).expect("url");
+    let mut spy = client.get_async_pubsub().await.expect("spy");
+    spy.subscribe(&channel).await.expect("subscribe");
+    wait_numsub(&url, &channel, 2).await;
+
+    c.send(write(doc, "f", json!(1), "m1")).await;
+    c.collect_until(&["ack", "delta"]).await;
+    let published: Value = {
+        let mut stream = spy.on_message();
+        let msg = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut stream),
+        )
+        .await
+        .expect("A publishes its flush")
+        .expect("message");
+        serde_json::from_slice(msg.get_payload_bytes()).expect("json")
+    };
+    assert_eq!(published["delta"], json!({"f": 1}));
+    assert!(
+        published["origin"].is_string() && published["id"].is_string(),
+        "{published}"
+    );
+
+    // Ids are unique per instance only: a peer (another process) may reuse one of
+    // ours, and its message must still apply.
+    let mut peer = published.clone();
+    peer["origin"] = json!("another-instance");
+    peer["delta"] = json!({"f": 2});
+    publish_raw(&url, &channel, &peer.to_string()).await;
+    assert_eq!(c.expect("delta").await["value"], 2);
+
+    // Without an origin (C#'s messages), a known id is our own echo.
+    let mut echo = published.clone();
+    echo.as_object_mut().expect("object").remove("origin");
+    echo["delta"] = json!({"f": 3});
+    publish_raw(&url, &channel, &echo.to_string()).await;
+    // A C# message with its own id applies.
+    let csharp = json!({"type": "delta", "id": "b1f0c7e2-csharp", "timestamp": 1, "documentId": doc,
+                        "delta": {"f": 4}, "vectorClock": {"cs": 1}});
+    publish_raw(&url, &channel, &csharp.to_string()).await;
+    let got = drain(&mut c).await;
+    let values: Vec<&Value> = of_type(&got, "delta").iter().map(|d| &d["value"]).collect();
+    assert_eq!(values, vec![&json!(4)], "the echo is dropped: {got:?}");
+}

@@ -148,15 +148,19 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
         .document_of(&incoming.channel)
         .ok_or("not a document channel")?;
     let msg: Value = serde_json::from_slice(&incoming.payload).map_err(|_| "not JSON")?;
-    if msg.get("origin").and_then(Value::as_str) == Some(hub.settings().instance_id.as_str()) {
-        return Err("own message");
-    }
-    if msg
-        .get("id")
-        .and_then(Value::as_str)
-        .is_some_and(|id| hub.published_recently(id))
-    {
-        return Err("own message id");
+    match msg.get("origin").and_then(Value::as_str) {
+        Some(origin) if origin == hub.settings().instance_id => return Err("own message"),
+        // A peer's: message ids are unique per instance only, so ours say nothing.
+        Some(_) => {}
+        None => {
+            if msg
+                .get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| hub.published_recently(id))
+            {
+                return Err("own message id");
+            }
+        }
     }
     let entry = hub.get(document_id).ok_or("document not live here")?;
     let now = wall_clock_ms();
