@@ -164,13 +164,17 @@ pub struct Hub {
     /// Ids of messages we published, to recognise them if they come back.
     published_ids: RecentIds,
     /// Documents that gained local interest, for [`super::resync`].
-    resync_tx: mpsc::UnboundedSender<(Arc<DocEntry>, Instant)>,
+    resync_tx: mpsc::Sender<(Arc<DocEntry>, Instant)>,
     resync_rx: Mutex<Option<ResyncRequests>>,
 }
 
-/// Documents to resynchronise, with when they were planned. Unbounded, but a
-/// document is sent only when it gains its first local listener.
-pub type ResyncRequests = mpsc::UnboundedReceiver<(Arc<DocEntry>, Instant)>;
+/// Documents to resynchronise, with when they were planned.
+pub type ResyncRequests = mpsc::Receiver<(Arc<DocEntry>, Instant)>;
+
+/// Resynchronisations waiting for their turn. Past this (a burst of subscriptions
+/// faster than storage answers), a document is not resynchronised on first
+/// interest: the queue would otherwise pin documents in memory without bound.
+const RESYNC_QUEUE: usize = 10_000;
 
 /// The flush queue consumed by [`super::flusher::run`]. Unbounded, but it holds at
 /// most one entry per document with a pending batch.
@@ -184,7 +188,7 @@ impl Hub {
         settings: HubSettings,
     ) -> (Arc<Hub>, FlushQueue) {
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
-        let (resync_tx, resync_rx) = mpsc::unbounded_channel();
+        let (resync_tx, resync_rx) = mpsc::channel(RESYNC_QUEUE);
         let hub = Arc::new(Hub {
             docs: Mutex::new(HashMap::new()),
             storage,
@@ -376,9 +380,10 @@ impl Hub {
             st.plan_resync();
             if self
                 .resync_tx
-                .send((entry.clone(), Instant::now()))
+                .try_send((entry.clone(), Instant::now()))
                 .is_err()
             {
+                tracing::debug!(document_id = %entry.id, "resync queue full: not resynchronised on first interest");
                 st.finish_resync();
             }
         }
