@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::redis::{
-    another, eventually, fleet_config, publish_raw, redis_url, start_instance, test_prefix,
+    another, eventually, fleet_config, poll, publish_raw, redis_url, start_instance, test_prefix,
     wait_numsub, Instance, OwnedRedis,
 };
 use common::{fugue, http, of_type, subscribe, text_of, Client};
@@ -312,21 +312,20 @@ async fn presence_lists_the_fleet_and_shows_silent_and_stopped_instances_as_gone
     let mut client = Client::connect(&b.server, false).await;
     subscribe(&mut client, "presence-doc").await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let stats = loop {
-        let stats = http(a.admin, "GET", "/stats", &[], None).await.json();
-        let s = instance_statuses(&stats);
-        if s.get(&id_b).map(String::as_str) == Some("online")
-            && stats["instances"][1]["metadata"]["connections"] == 1
-        {
-            break stats;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B never appeared on A: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stats = poll(
+        Duration::from_secs(5),
+        "B with its connection on A",
+        || async {
+            let stats = http(a.admin, "GET", "/stats", &[], None).await.json();
+            let online = instance_statuses(&stats).get(&id_b).map(String::as_str) == Some("online");
+            if online && stats["instances"][1]["metadata"]["connections"] == 1 {
+                Ok(stats)
+            } else {
+                Err(stats.to_string())
+            }
+        },
+    )
+    .await;
     assert_eq!(stats["instances"][0]["serverId"], id_a.as_str());
     assert_eq!(stats["instances"][0]["self"], true);
     let peer = &stats["instances"][1];
@@ -342,24 +341,8 @@ async fn presence_lists_the_fleet_and_shows_silent_and_stopped_instances_as_gone
     let presence = format!("{prefix}presence");
     let ghost = json!({"type":"server_heartbeat","serverId":"ghost","timestamp":1,"metadata":{"connections":0,"heartbeatIntervalMs":200}});
     publish_raw(&url, &presence, &ghost.to_string()).await;
-    let mut seen = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = statuses(&a).await;
-        let now = s.get("ghost").cloned();
-        if seen.is_none() {
-            seen = now.clone();
-        }
-        if now.as_deref() == Some("gone") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ghost never gone: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen.as_deref(), Some("online"), "listed online first");
+    wait_status(&a, "ghost", "online").await;
+    wait_status(&a, "ghost", "gone").await;
 
     // A stopped instance says goodbye.
     b.server.shutdown.cancel();
@@ -368,18 +351,18 @@ async fn presence_lists_the_fleet_and_shows_silent_and_stopped_instances_as_gone
 }
 
 async fn wait_status(inst: &Instance, id: &str, status: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = statuses(inst).await;
-        if s.get(id).map(String::as_str) == Some(status) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never {status}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(
+        Duration::from_secs(5),
+        &format!("{id} {status}"),
+        || async {
+            let s = statuses(inst).await;
+            match s.get(id) {
+                Some(got) if got == status => Ok(()),
+                _ => Err(format!("{s:?}")),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::redis::{
-    eventually, fleet_config, start_instance, test_prefix, wait_connected, wait_numsub, OwnedRedis,
+    eventually, fleet_config, poll, start_instance, test_prefix, wait_connected, wait_numsub,
+    OwnedRedis,
 };
 use common::{http, pg_storage, subscribe, Client};
 use serde_json::{json, Value};
@@ -155,23 +156,35 @@ async fn a_redis_restart_mid_traffic_ends_converged_with_no_acknowledged_write_l
     assert_eq!(stored, expected, "storage holds every acknowledged write");
 
     // Every client converges on it (the outage's writes arrive by resync).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let converged = views.iter().all(|v| *v.lock().expect("view") == expected);
-        if converged {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            for (i, v) in views.iter().enumerate() {
-                let v = v.lock().expect("view");
-                let missing: Vec<&String> =
-                    expected.keys().filter(|k| !v.contains_key(*k)).collect();
-                eprintln!("client {i}: {} fields, missing {missing:?}", v.len());
+    poll(
+        Duration::from_secs(10),
+        "every client to converge",
+        || async {
+            let differing: Vec<String> = views
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let v = v.lock().expect("view");
+                    let missing: Vec<&String> = expected
+                        .keys()
+                        .filter(|k| v.get(*k) != expected.get(*k))
+                        .collect();
+                    (*v != expected).then(|| {
+                        format!(
+                            "client {i}: {} fields, wrong or missing {missing:?}",
+                            v.len()
+                        )
+                    })
+                })
+                .collect();
+            if differing.is_empty() {
+                Ok(())
+            } else {
+                Err(differing.join("; "))
             }
-            panic!("clients did not converge");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        },
+    )
+    .await;
     // So do late joiners on either instance.
     for inst in [&a, &b] {
         let mut late = Client::connect(&inst.server, false).await;

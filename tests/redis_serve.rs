@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{redis_url, test_prefix, wait_numsub, OwnedRedis};
+use common::redis::{poll, redis_url, test_prefix, wait_numsub, OwnedRedis};
 use common::{http, spawn_serve, subscribe, Client, TestServer};
 use serde_json::{json, Value};
 
@@ -49,20 +49,15 @@ async fn two_serve_processes_on_one_redis_act_as_one_service() {
     );
 
     // Each lists the other.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let stats = poll(Duration::from_secs(5), "B listed on A", || async {
         let stats = http(a.addr, "GET", "/stats", &[], None).await.json();
-        let instances = stats["instances"].as_array().cloned().unwrap_or_default();
-        if instances.len() == 2 && instances[1]["status"] == "online" {
-            assert_eq!(stats["pubsub"]["backend"], "redis");
-            break;
+        match stats["instances"].as_array() {
+            Some(i) if i.len() == 2 && i[1]["status"] == "online" => Ok(stats),
+            _ => Err(stats.to_string()),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B not listed on A: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(stats["pubsub"]["backend"], "redis");
     let r = ready(&a).await;
     assert_eq!(r["status"], "healthy", "{r}");
     assert_eq!(r["pubsub"]["state"], "connected");
@@ -84,19 +79,16 @@ async fn serve_starts_while_redis_is_down_and_connects_when_it_appears() {
     assert!(r["pubsub"]["lastError"].is_string(), "{r}");
 
     redis.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let r = poll(Duration::from_secs(10), "ready to say healthy", || async {
         let r = ready(&server).await;
         if r["status"] == "healthy" {
-            assert_eq!(r["pubsub"]["state"], "connected");
-            break;
+            Ok(r)
+        } else {
+            Err(r.to_string())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never connected: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(r["pubsub"]["state"], "connected");
     // The live document's channel was subscribed on connecting.
     wait_numsub(&url, "synckit:delta:alone", 1).await;
 }

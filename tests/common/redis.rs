@@ -47,16 +47,39 @@ pub fn pubsub(url: &str) -> Arc<RedisPubSub> {
     Arc::new(RedisPubSub::start(fast_settings(url)).expect("start Redis pub/sub"))
 }
 
-/// Poll until `cond` holds, or panic with `what` after `within`.
-pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+/// Run `probe` every 20 ms until it answers `Ok`; after `within`, panic with
+/// `what` and the probe's last `Err` (what it saw).
+pub async fn poll<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + within;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}: {seen}"
+            ),
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Poll until `cond` holds, or panic with `what` after `within`.
+pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    poll(within, what, || {
+        let ok = cond();
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        }
+    })
+    .await
 }
 
 pub async fn wait_connected(p: &RedisPubSub) {
@@ -87,18 +110,14 @@ pub async fn numsub(url: &str, channel: &str) -> i64 {
 
 /// Wait until exactly `n` connections subscribe `channel`.
 pub async fn wait_numsub(url: &str, channel: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = numsub(url, channel).await;
-        if got == n {
-            return;
+    let what = format!("{n} subscribers of {channel}");
+    poll(Duration::from_secs(5), &what, || async {
+        match numsub(url, channel).await {
+            got if got == n => Ok(()),
+            got => Err(format!("{got} subscribers")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{channel}: {got} subscribers, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Publish one raw message (a peer the test plays).
@@ -203,22 +222,14 @@ impl OwnedRedis {
             });
         self.child = Some(child);
         let url = self.url();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let up = ::redis::Client::open(url.as_str())
+        poll(Duration::from_secs(5), "redis-server to answer", || async {
+            ::redis::Client::open(url.as_str())
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
                 .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c))
-                .is_ok();
-            if up {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server on port {} did not start",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// SIGKILL: connections drop at once, nothing is flushed.
