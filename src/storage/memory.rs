@@ -19,7 +19,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::postgres::{clock_json, cutoff, from_db, rebuild_fields, snapshot_size, to_db};
+use super::postgres::{clock_json, cutoff, from_db, snapshot_size, to_db};
+use super::shape::{rebuild_fields, text_state};
 use super::{
     CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
     NewSnapshot, SessionRecord, SessionRow, SnapshotRow, StorageAdapter, StorageError,
@@ -71,20 +72,6 @@ fn missing_document(table: &str, document_id: &str) -> StorageError {
         "insert or update on table \"{table}\" violates foreign key constraint \
          \"{table}_document_id_fkey\": document {document_id:?} does not exist"
     ))
-}
-
-/// A TS text document's state (`type` is `text`, `crdt` non-empty), as the
-/// PostgreSQL loader reads it.
-fn text_state(state: &Value) -> Option<(String, f64)> {
-    if state.get("type").and_then(Value::as_str) != Some("text") {
-        return None;
-    }
-    let crdt = state.get("crdt").and_then(Value::as_str)?;
-    if crdt.is_empty() {
-        return None;
-    }
-    let clock = state.get("clock").and_then(Value::as_f64).unwrap_or(0.0);
-    Some((crdt.to_owned(), clock))
 }
 
 /// A non-object `state` (or `fields`) left by another writer counts as empty, as in

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod migrate;
 pub mod persistence;
 pub mod postgres;
+pub mod shape;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

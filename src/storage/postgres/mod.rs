@@ -19,7 +19,7 @@ use super::{
     NewSnapshot, SessionRecord, SessionRow, SnapshotRow, StorageAdapter, StorageError,
     StoredDocument,
 };
-pub(crate) use sync_path::{from_db, rebuild_fields, to_db};
+pub(crate) use sync_path::{from_db, to_db};
 
 /// Pool and schema settings (OPERATIONS.md §4.4).
 #[derive(Clone)]

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
 use super::classify;
+use crate::storage::shape::{rebuild_fields, text_state};
 use crate::storage::{DocumentWrite, StorageError, StoredDocument};
 
 /// Clock values are BIGINT; ours are u64 that never get near the limit in practice.
@@ -265,19 +266,6 @@ pub async fn load_document(
     }))
 }
 
-/// A TS text document's state, when `type` is `text` and `crdt` is non-empty.
-fn text_state(state: &Value) -> Option<(String, f64)> {
-    if state.get("type").and_then(Value::as_str) != Some("text") {
-        return None;
-    }
-    let crdt = state.get("crdt").and_then(Value::as_str)?;
-    if crdt.is_empty() {
-        return None;
-    }
-    let clock = state.get("clock").and_then(Value::as_f64).unwrap_or(0.0);
-    Some((crdt.to_owned(), clock))
-}
-
 async fn adopt_fields_from_deltas(
     pool: &PgPool,
     id: &str,
@@ -307,61 +295,9 @@ async fn adopt_fields_from_deltas(
     Ok(fields)
 }
 
-/// Replay delta rows (STORAGE.md §2.1): `set` of a field assigns it; `set` with an
-/// empty path and an object value (C#'s form) assigns each key, where
-/// `{"__deleted":true}` removes it; `delete` removes.
-pub(crate) fn rebuild_fields(rows: Vec<(String, String, Option<Value>)>) -> Map<String, Value> {
-    let mut fields = Map::new();
-    for (op, path, value) in rows {
-        match (op.as_str(), path.is_empty(), value) {
-            ("set", false, Some(value)) => {
-                fields.insert(path, value);
-            }
-            ("set", false, None) => {
-                // TS wrote SQL NULL for falsy values (STORAGE.md §2.3).
-                fields.insert(path, Value::Null);
-            }
-            ("set", true, Some(Value::Object(map))) => {
-                for (key, value) in map {
-                    if crate::protocol::message::is_tombstone(&value) {
-                        fields.remove(&key);
-                    } else {
-                        fields.insert(key, value);
-                    }
-                }
-            }
-            ("delete", false, _) => {
-                fields.remove(&path);
-            }
-            _ => {}
-        }
-    }
-    fields
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rebuild_follows_ts_and_csharp_rows() {
-        let rows = vec![
-            ("set".into(), "a".into(), Some(json!(1))),
-            ("set".into(), "b".into(), None),
-            (
-                "set".into(),
-                String::new(),
-                Some(json!({"c": 3, "a": {"__deleted": true}})),
-            ),
-            ("set".into(), "d".into(), Some(json!("x"))),
-            ("delete".into(), "d".into(), None),
-            ("merge".into(), "e".into(), Some(json!(1))),
-        ];
-        assert_eq!(
-            Value::Object(rebuild_fields(rows)),
-            json!({"b": null, "c": 3})
-        );
-    }
 
     #[test]
     fn a_group_coalesces_per_document_and_writer() {
