@@ -113,3 +113,57 @@ async fn a_malformed_redis_url_stops_the_start_without_echoing_the_password() {
     assert!(stderr.contains("REDIS_URL"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_redis_awareness_store_is_shared_by_the_fleet() {
+    let url = redis_url();
+    let prefix = test_prefix();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
+        ("SYNCKIT_AWARENESS_STORE", "redis"),
+    ];
+    let (_a_proc, a) = spawn_serve(&env).await;
+    let (_b_proc, b) = spawn_serve(&env).await;
+    let doc = format!("aw-{}", uuid::Uuid::new_v4());
+    let mut alice = Client::connect(&a, false).await;
+    alice
+        .send(
+            json!({"type":"awareness_update","documentId":doc,"clientId":"alice",
+                     "state":{"name":"Alice"},"clock":1}),
+        )
+        .await;
+    // The entry is in Redis under the C# layout, so B (and C#) read the same state.
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("synckit:awareness:{doc}");
+    let stored: Option<String> = poll(Duration::from_secs(5), "entry in Redis", || {
+        let key = key.clone();
+        let mut conn = conn.clone();
+        async move {
+            let v: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("alice")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            v.map(Some).ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await;
+    let entry: Value = serde_json::from_str(&stored.expect("entry")).expect("json");
+    assert_eq!(entry["state"]["state"], json!({"name": "Alice"}));
+    let mut bob = Client::connect(&b, false).await;
+    bob.send(json!({"type":"awareness_subscribe","documentId":doc}))
+        .await;
+    let st = bob.expect("awareness_state").await;
+    assert_eq!(st["states"][0]["clientId"], "alice", "{st}");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("cleanup");
+}

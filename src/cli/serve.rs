@@ -14,7 +14,7 @@ use super::database::DatabaseArgs;
 use super::duration::{parse_bool, parse_duration};
 use crate::auth::jwt::{DEVELOPMENT_SECRET, MIN_SECRET_LEN};
 use crate::auth::JwtSettings;
-use crate::awareness::{AwarenessStore, MemoryAwarenessStore, PostgresAwarenessStore};
+use crate::awareness::{MemoryAwarenessStore, PostgresAwarenessStore, RedisAwarenessStore};
 use crate::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
 use crate::server::{Backends, Server, ServerConfig};
 use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, StorageAdapter};
@@ -157,8 +157,9 @@ pub struct ServeArgs {
     /// durable); past this, new writes get an error reply.
     #[arg(long, env = "SYNCKIT_WRITE_QUEUE_MAX", default_value_t = 100_000)]
     pub write_queue_max: usize,
-    /// Where awareness (presence) lives: memory, or postgres (needs DATABASE_URL).
-    #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory", value_parser = ["memory", "postgres"])]
+    /// Where awareness (presence) lives: memory (per instance), postgres (needs
+    /// DATABASE_URL) or redis (needs REDIS_URL; the C# key layout under `synckit:`).
+    #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory", value_parser = ["memory", "postgres", "redis"])]
     pub awareness_store: String,
     /// Documents kept loaded in memory; the least recently used ones without
     /// subscribers or unpersisted writes are unloaded past this.
@@ -322,11 +323,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(&filter, &args.log_format)?;
     let config = args.to_config()?;
     let database = args.database.settings(args.auto_migrate);
-    if args.awareness_store == "postgres" && database.is_none() {
-        bail!("--awareness-store postgres needs a database: set DATABASE_URL");
+    match args.awareness_store.as_str() {
+        "postgres" if database.is_none() => {
+            bail!("--awareness-store postgres needs a database: set DATABASE_URL")
+        }
+        "redis" if config.redis.is_none() => {
+            bail!("--awareness-store redis needs Redis: set REDIS_URL")
+        }
+        _ => {}
     }
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
-    runtime.block_on(serve(config, database, args.awareness_store == "postgres"))
+    runtime.block_on(serve(config, database, args.awareness_store.clone()))
 }
 
 /// Build the backends. With PostgreSQL, one connection attempt is made now: a schema
@@ -336,7 +343,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn backends(
     config: &ServerConfig,
     database: Option<PostgresSettings>,
-    postgres_awareness: bool,
+    awareness_store: &str,
+) -> anyhow::Result<Backends> {
+    let mut backends = storage_backends(config, database).await?;
+    backends.awareness = match (awareness_store, &config.redis) {
+        ("postgres", _) => {
+            let pool = backends
+                .storage
+                .postgres_pool()
+                .context("--awareness-store postgres needs DATABASE_URL")?;
+            Arc::new(PostgresAwarenessStore::new(
+                pool,
+                config.sync.awareness_timeout,
+            ))
+        }
+        ("redis", Some(target)) => {
+            let client = redis::Client::open(target.info.clone())
+                .context("REDIS_URL cannot be used for the awareness store")?;
+            Arc::new(RedisAwarenessStore::from_client(
+                client,
+                config.sync.awareness_timeout,
+            )?)
+        }
+        _ => Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
+    };
+    if let Some(redis) = redis_pubsub(config)? {
+        backends.pubsub = redis;
+    }
+    Ok(backends)
+}
+
+/// Storage: PostgreSQL when configured, memory otherwise.
+async fn storage_backends(
+    config: &ServerConfig,
+    database: Option<PostgresSettings>,
 ) -> anyhow::Result<Backends> {
     let Some(settings) = database else {
         tracing::warn!(
@@ -354,17 +394,8 @@ async fn backends(
         Ok(Err(e)) => tracing::warn!(error = %e, "PostgreSQL unreachable at start: serving from memory and retrying; writes are acknowledged once it is back"),
         Err(_) => tracing::warn!("PostgreSQL did not answer in {budget:?}: serving from memory and retrying; writes are acknowledged once it is back"),
     }
-    let awareness: Arc<dyn AwarenessStore> = if postgres_awareness {
-        Arc::new(PostgresAwarenessStore::new(
-            storage.pool().clone(),
-            config.sync.awareness_timeout,
-        ))
-    } else {
-        Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout))
-    };
     Ok(Backends {
         storage,
-        awareness,
         ..Backends::in_memory(config)
     })
 }
@@ -387,12 +418,9 @@ fn redis_pubsub(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn PubSub>>
 async fn serve(
     config: ServerConfig,
     database: Option<PostgresSettings>,
-    postgres_awareness: bool,
+    awareness_store: String,
 ) -> anyhow::Result<ExitCode> {
-    let mut backends = backends(&config, database, postgres_awareness).await?;
-    if let Some(redis) = redis_pubsub(&config)? {
-        backends.pubsub = redis;
-    }
+    let backends = backends(&config, database, &awareness_store).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {

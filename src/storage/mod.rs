@@ -280,6 +280,12 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// `memory` or `postgres`, for health and stats.
     fn kind(&self) -> &'static str;
 
+    /// The connection pool, for stores that share the database (the PostgreSQL
+    /// awareness store, the console).
+    fn postgres_pool(&self) -> Option<sqlx::PgPool> {
+        None
+    }
+
     // -- connection ------------------------------------------------------------
 
     /// Reach the backend (and, for PostgreSQL, make sure the schema is usable).

@@ -497,6 +497,10 @@ impl StorageAdapter for PostgresStorage {
         "postgres"
     }
 
+    fn postgres_pool(&self) -> Option<PgPool> {
+        Some(self.pool.clone())
+    }
+
     async fn connect(&self) -> Result<(), StorageError> {
         let result = async {
             sqlx::query("SELECT 1")
