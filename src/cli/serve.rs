@@ -151,6 +151,8 @@ pub struct ServeArgs {
     /// subscribers or unpersisted writes are unloaded past this.
     #[arg(long, env = "SYNCKIT_MAX_CACHED_DOCUMENTS", default_value_t = 10_000)]
     pub max_cached_documents: usize,
+    #[command(flatten)]
+    pub schedule: super::schedule::ScheduleArgs,
 }
 
 fn alias(names: &[&str]) -> Option<String> {
@@ -281,6 +283,7 @@ impl ServeArgs {
                 ..PersistenceSettings::default()
             },
             max_cached_documents: self.max_cached_documents.max(1),
+            maintenance: self.schedule.jobs()?,
         })
     }
 }
@@ -293,18 +296,31 @@ fn bracket(host: &str) -> String {
     }
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let filter = args
-        .log
-        .clone()
-        .or_else(|| alias(&["LOG_LEVEL"]))
-        .unwrap_or_else(|| "info".into());
-    crate::telemetry::init(&filter, &args.log_format)?;
-    let config = args.to_config()?;
-    let database = args.database.settings(args.auto_migrate);
-    if args.awareness_store == "postgres" && database.is_none() {
-        bail!("--awareness-store postgres needs a database: set DATABASE_URL");
+impl ServeArgs {
+    /// The log filter: RUST_LOG (or --log), else LOG_LEVEL, else `info`. Shared with
+    /// `check-config` so it validates exactly what `serve` would install.
+    pub fn log_filter(&self) -> String {
+        self.log
+            .clone()
+            .or_else(|| alias(&["LOG_LEVEL"]))
+            .unwrap_or_else(|| "info".into())
     }
+
+    /// PostgreSQL settings when a database is configured; refuses a PostgreSQL
+    /// awareness store without one. Shared with `check-config`.
+    pub fn database_settings(&self) -> anyhow::Result<Option<PostgresSettings>> {
+        let database = self.database.settings(self.auto_migrate);
+        if self.awareness_store == "postgres" && database.is_none() {
+            bail!("--awareness-store postgres needs a database: set DATABASE_URL");
+        }
+        Ok(database)
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(&args.log_filter(), &args.log_format)?;
+    let config = args.to_config()?;
+    let database = args.database_settings()?;
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
     runtime.block_on(serve(config, database, args.awareness_store == "postgres"))
 }
@@ -398,7 +414,12 @@ async fn serve(
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::on_signal(shutdown.clone()));
+    crate::systemd::ignore_hangup()?;
+    crate::systemd::supervise(shutdown.clone());
     let server = Server::new(config.clone(), backends);
+    // The listeners are bound (connections wait in the backlog) and `run` marks the
+    // server ready before its first await, so READY is not meaningfully early.
+    crate::systemd::ready(local);
     let drained = server.run(listener, admin, shutdown).await;
     tracing::info!(drained, "stopped");
     Ok(if drained {
