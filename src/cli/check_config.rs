@@ -125,7 +125,55 @@ struct Report {
     /// Values after aliases and defaults are resolved, when the configuration is valid.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     resolved: BTreeMap<&'static str, String>,
+    /// serve's scheduled jobs, when the configuration is valid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    maintenance: Vec<Job>,
     checks: Vec<Check>,
+}
+
+/// One scheduled job as serve would run it.
+#[derive(Debug, Serialize)]
+struct Job {
+    job: &'static str,
+    /// Whether serve schedules it (enabled, and a store it applies to).
+    scheduled: bool,
+    schedule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_run: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+fn jobs(config: &crate::server::ServerConfig, awareness_store: &str) -> Vec<Job> {
+    let now = chrono::Utc::now();
+    config
+        .maintenance
+        .iter()
+        .map(|job| {
+            // Server::new leaves this job out with the memory store, which its own
+            // sweeper prunes.
+            let memory_prune = matches!(job.kind, crate::maintenance::JobKind::AwarenessPrune)
+                && awareness_store == "memory";
+            let scheduled = job.enabled && !memory_prune;
+            let note = if !job.enabled {
+                Some("disabled".to_owned())
+            } else if memory_prune {
+                Some("not scheduled: the memory awareness store is swept every 5 s".to_owned())
+            } else {
+                None
+            };
+            Job {
+                job: job.name,
+                scheduled,
+                schedule: job.schedule.expression().to_owned(),
+                next_run: scheduled
+                    .then(|| job.schedule.next_after(now))
+                    .flatten()
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                note,
+            }
+        })
+        .collect()
 }
 
 /// Run the command. `matches` are the parsed `check-config` arguments: they say
@@ -144,6 +192,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
     let settings = settings(matches);
     let mut checks = Vec::new();
     let mut resolved = BTreeMap::new();
+    let mut maintenance = Vec::new();
 
     let serve = &args.serve;
     let config = serve.to_config().and_then(|config| {
@@ -171,6 +220,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
                 database.as_ref(),
                 redis.as_ref(),
             );
+            maintenance = jobs(config, &serve.awareness_store);
             if config.jwt.secret == DEVELOPMENT_SECRET {
                 checks.push(Check::warning(
                     "configuration",
@@ -228,6 +278,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
         exit_code: failure.map_or(0, |f| f as u8),
         settings,
         resolved,
+        maintenance,
         checks,
     }
 }
@@ -780,6 +831,17 @@ fn render(report: &Report) -> String {
         let _ = writeln!(out, "\nResolved:");
         for (key, value) in &report.resolved {
             let _ = writeln!(out, "  {key:<24}  {value}");
+        }
+    }
+    if !report.maintenance.is_empty() {
+        let _ = writeln!(out, "\nMaintenance jobs (cron, UTC):");
+        for job in &report.maintenance {
+            let detail = match (&job.next_run, &job.note) {
+                (Some(next), _) => format!("next {next}"),
+                (None, Some(note)) => note.clone(),
+                (None, None) => "no upcoming run".to_owned(),
+            };
+            let _ = writeln!(out, "  {:<16} {:<18} {detail}", job.job, job.schedule);
         }
     }
     let _ = writeln!(out, "\nChecks:");
