@@ -16,4 +16,5 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod sync;
+pub mod systemd;
 pub mod telemetry;

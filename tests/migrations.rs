@@ -241,6 +241,16 @@ async fn cleanup_command_counts_deletes_and_reports_json(pool: PgPool) {
         .await
         .expect("ids");
     assert_eq!(left, vec!["fresh".to_string()]);
+    // The real run is in the run history (the dry run is not).
+    let runs: Vec<(String, String, Value)> =
+        sqlx::query_as("SELECT instance_id::text, outcome::text, counts FROM maintenance_runs WHERE job = 'cleanup'")
+            .fetch_all(&pool)
+            .await
+            .expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].0.starts_with("cli:"), "{runs:?}");
+    assert_eq!(runs[0].1, "ok");
+    assert_eq!(runs[0].2["sessionsDeleted"], 25);
 
     let skipped = synckit(&["cleanup", "--sessions-hours", "0", "--json"], &url);
     let report: Value = serde_json::from_slice(&skipped.stdout).expect("json");

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::database::{connect_now, DatabaseArgs};
 use super::duration::{parse_days, parse_hours};
-use crate::maintenance::run_cleanup;
+use crate::maintenance::{run_cleanup, run_recorded};
 use crate::storage::{CleanupOptions, PostgresStorage};
 
 /// Retention settings, shared with the scheduler's cleanup job.
@@ -60,6 +60,37 @@ pub struct CleanupArgs {
     pub json: bool,
 }
 
+/// Run the cleanup as a recorded run of the `cleanup` job, claimed for "now", so it
+/// shows in the run history next to the scheduler's.
+async fn record_manual_cleanup(
+    storage: &PostgresStorage,
+    options: &crate::storage::CleanupOptions,
+) -> anyhow::Result<crate::maintenance::CleanupReport> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let mut report = None;
+    let work = async {
+        let r = run_cleanup(storage, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        report = Some(r);
+        Ok(serde_json::json!(r.counts))
+    };
+    let recorded = run_recorded(
+        storage,
+        "cleanup",
+        chrono::Utc::now(),
+        &format!("cli:{host}"),
+        work,
+    )
+    .await;
+    match (recorded, report) {
+        (Some(Ok(_)), Some(report)) => Ok(report),
+        (Some(Err(e)), _) => anyhow::bail!("cleanup failed: {e}"),
+        // The run log is unusable (e.g. schema not migrated): clean up anyway.
+        _ => Ok(run_cleanup(storage, options).await?),
+    }
+}
+
 pub fn run(args: CleanupArgs) -> anyhow::Result<ExitCode> {
     super::block_on(cleanup_command(args))
 }
@@ -68,7 +99,13 @@ async fn cleanup_command(args: CleanupArgs) -> anyhow::Result<ExitCode> {
     let settings = args.database.required("cleanup")?;
     let pool = connect_now(&settings).await?;
     let storage = PostgresStorage::from_pool(pool.clone(), false);
-    let report = run_cleanup(&storage, &args.retention.options(args.dry_run)).await?;
+    let options = args.retention.options(args.dry_run);
+    let report = if args.dry_run {
+        // A dry run changes nothing, so it is not part of the run history.
+        run_cleanup(&storage, &options).await?
+    } else {
+        record_manual_cleanup(&storage, &options).await?
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -1,12 +1,14 @@
 //! Command-line interface: clap parsing and wiring. anyhow lives here and in main.rs.
 
+pub mod check_config;
 pub mod cleanup;
 pub mod database;
 pub mod duration;
 pub mod migrate;
+pub mod schedule;
 pub mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "synckit", version, about = "SyncKit-compatible sync server and operator tools", long_about = None)]
@@ -23,15 +25,28 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Delete old sessions, deltas and snapshots once, in small batches.
     Cleanup(cleanup::CleanupArgs),
+    /// Check what `serve` would run with (same flags and env): validate it, reach
+    /// PostgreSQL and Redis, check the schema, print it with secrets redacted. Exit
+    /// codes: 0 ok, 2 invalid configuration, 3 database unreachable, 4 schema not
+    /// current, 5 Redis unreachable.
+    CheckConfig(Box<check_config::CheckConfigArgs>),
 }
 
 /// Entry point used by `main`.
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+    // Parsed in two steps so check-config can tell where each value came from.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => one_shot(|| migrate::run(args)),
         Command::Cleanup(args) => one_shot(|| cleanup::run(args)),
+        Command::CheckConfig(args) => {
+            let Some(sub) = matches.subcommand_matches("check-config") else {
+                anyhow::bail!("check-config arguments missing from the parse");
+            };
+            one_shot(|| check_config::run(*args, sub))
+        }
     }
 }
 

@@ -165,6 +165,8 @@ pub struct ServeArgs {
     /// subscribers or unpersisted writes are unloaded past this.
     #[arg(long, env = "SYNCKIT_MAX_CACHED_DOCUMENTS", default_value_t = 10_000)]
     pub max_cached_documents: usize,
+    #[command(flatten)]
+    pub schedule: super::schedule::ScheduleArgs,
 }
 
 fn alias(names: &[&str]) -> Option<String> {
@@ -302,6 +304,7 @@ impl ServeArgs {
                 ..PersistenceSettings::default()
             },
             max_cached_documents: self.max_cached_documents.max(1),
+            maintenance: self.schedule.jobs()?,
         })
     }
 }
@@ -314,24 +317,41 @@ fn bracket(host: &str) -> String {
     }
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let filter = args
-        .log
-        .clone()
-        .or_else(|| alias(&["LOG_LEVEL"]))
-        .unwrap_or_else(|| "info".into());
-    crate::telemetry::init(&filter, &args.log_format)?;
-    let config = args.to_config()?;
-    let database = args.database.settings(args.auto_migrate);
-    match args.awareness_store.as_str() {
-        "postgres" if database.is_none() => {
-            bail!("--awareness-store postgres needs a database: set DATABASE_URL")
-        }
-        "redis" if config.redis.is_none() => {
-            bail!("--awareness-store redis needs Redis: set REDIS_URL")
-        }
-        _ => {}
+impl ServeArgs {
+    /// The log filter: RUST_LOG (or --log), else LOG_LEVEL, else `info`. Shared with
+    /// `check-config` so it validates exactly what `serve` would install.
+    pub fn log_filter(&self) -> String {
+        self.log
+            .clone()
+            .or_else(|| alias(&["LOG_LEVEL"]))
+            .unwrap_or_else(|| "info".into())
     }
+
+    /// PostgreSQL settings when a database is configured; refuses a PostgreSQL
+    /// awareness store without one. Shared with `check-config`.
+    pub fn database_settings(&self) -> anyhow::Result<Option<PostgresSettings>> {
+        let database = self.database.settings(self.auto_migrate);
+        match self.awareness_store.as_str() {
+            "postgres" if database.is_none() => {
+                bail!("--awareness-store postgres needs a database: set DATABASE_URL")
+            }
+            "redis"
+                if self
+                    .redis_url
+                    .as_deref()
+                    .is_none_or(|u| u.trim().is_empty()) =>
+            {
+                bail!("--awareness-store redis needs Redis: set REDIS_URL")
+            }
+            _ => Ok(database),
+        }
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(&args.log_filter(), &args.log_format)?;
+    let config = args.to_config()?;
+    let database = args.database_settings()?;
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
     runtime.block_on(serve(config, database, args.awareness_store.clone()))
 }
@@ -464,7 +484,12 @@ async fn serve(
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::on_signal(shutdown.clone()));
+    crate::systemd::ignore_hangup()?;
+    crate::systemd::supervise(shutdown.clone());
     let server = Server::new(config.clone(), backends);
+    // The listeners are bound (connections wait in the backlog) and `run` marks the
+    // server ready before its first await, so READY is not meaningfully early.
+    crate::systemd::ready(local);
     let drained = server.run(listener, admin, shutdown).await;
     tracing::info!(drained, "stopped");
     Ok(if drained {

@@ -1,6 +1,10 @@
 //! Maintenance jobs as plain async functions returning reports. `synckit cleanup`
 //! and the built-in scheduler call the same functions.
 
+pub mod awareness;
 pub mod cleanup;
+pub mod compaction;
+pub mod scheduler;
 
 pub use cleanup::{run_cleanup, CleanupReport};
+pub use scheduler::{run_recorded, JobConfig, JobKind, Schedule, Scheduler};

@@ -37,6 +37,11 @@ impl Channels {
         }
     }
 
+    /// The channel prefix (`synckit:` by default), also used for fleet claim keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn delta(&self, document_id: &str) -> String {
         format!("{}delta:{document_id}", self.prefix)
     }
@@ -135,6 +140,13 @@ pub trait PubSub: Send + Sync + 'static {
 
     /// Send what is still queued (bounded by the backend's own budget) and stop.
     async fn close(&self) {}
+
+    /// Claim `key` fleet-wide for `ttl` (a maintenance occurrence when there is no
+    /// database to record the claim): `Ok(true)` when this instance got it. An
+    /// instance alone always does.
+    async fn try_claim(&self, _key: &str, _ttl: std::time::Duration) -> Result<bool, String> {
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

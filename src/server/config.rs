@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub persistence: PersistenceSettings,
     /// Loaded documents kept in memory (LRU; documents in use are never unloaded).
     pub max_cached_documents: usize,
+    /// Scheduled maintenance jobs (none in tests unless a test adds them).
+    pub maintenance: Vec<crate::maintenance::JobConfig>,
 }
 
 impl ServerConfig {
@@ -90,6 +92,7 @@ impl ServerConfig {
             presence_interval: Duration::from_secs(10),
             persistence: PersistenceSettings::default(),
             max_cached_documents: 10_000,
+            maintenance: Vec::new(),
         }
     }
 }

@@ -19,7 +19,6 @@ use super::{AppState, Lifecycle, ServerConfig};
 use crate::metrics::LATENCY_BUCKETS_MS;
 use crate::protocol::MessageType;
 use crate::pubsub::PubSubState;
-use crate::sync::wall_clock_ms;
 
 pub async fn info() -> Response {
     Json(json!({
@@ -254,7 +253,7 @@ fn pubsub_stats(state: &AppState) -> Value {
 /// This instance and the peers it hears on the presence channel (for the console).
 fn instances(state: &AppState) -> Vec<Value> {
     let mut out = vec![super::presence::self_entry(state)];
-    out.extend(state.sync.fleet.instances(wall_clock_ms()));
+    out.extend(state.sync.fleet.instances(crate::sync::wall_clock_ms()));
     out
 }
 
@@ -546,6 +545,22 @@ pub fn stats_routes() -> Router<Arc<AppState>> {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/rooms", get(rooms))
+        .route("/maintenance", get(maintenance))
+}
+
+/// The scheduler's jobs with their next runs, and the recent run history.
+pub async fn maintenance(State(state): State<Arc<AppState>>) -> Response {
+    let runs = match state.sync.hub.storage().adapter().recent_runs(50).await {
+        Ok(runs) => json!(runs
+            .into_iter()
+            .map(|r| {
+                let duration = r.duration_ms();
+                merge(json!(r), json!({ "durationMs": duration }))
+            })
+            .collect::<Vec<_>>()),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    Json(json!({ "jobs": state.scheduler.status(), "runs": runs })).into_response()
 }
 
 /// The admin listener (loopback by default): stats, metrics, rooms and probes.
@@ -605,28 +620,8 @@ pub async fn awareness_sweeper(state: Arc<AppState>, cancel: CancellationToken) 
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let expired = match state.sync.awareness.prune_expired(wall_clock_ms()).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "awareness sweep failed");
-                continue;
-            }
-        };
-        for entry in expired {
-            state.sync.metrics.awareness_expired.inc();
-            let msg = crate::protocol::ServerMessage::AwarenessUpdate {
-                document_id: entry.document_id.clone(),
-                client_id: entry.client_id,
-                state: Value::Null,
-                clock: entry.clock.saturating_add(1),
-            };
-            crate::sync::relay::broadcast_awareness(
-                &state.sync.hub,
-                &entry.document_id,
-                &msg,
-                None,
-                true,
-            );
+        if let Err(e) = crate::maintenance::awareness::prune_and_announce(&state.sync).await {
+            tracing::warn!(error = %e, "awareness sweep failed");
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct AppState {
     /// Cancelled during shutdown after batches are flushed: sockets close with 1001.
     pub connections_cancel: CancellationToken,
     pub tracker: TaskTracker,
+    /// The maintenance scheduler (its jobs' next runs feed the admin API).
+    pub scheduler: Arc<crate::maintenance::Scheduler>,
 }
 
 impl AppState {
@@ -127,6 +129,23 @@ impl Server {
             fleet: Arc::new(Fleet::new(config.presence_interval)),
             resync: Arc::new(tokio::sync::Notify::new()),
         });
+        // The memory awareness store belongs to this instance alone: the per-instance
+        // sweeper prunes it. Shared stores are pruned by the scheduler, once per
+        // occurrence across the fleet.
+        let shared_awareness = sync.awareness.kind() != "memory";
+        let jobs = config
+            .maintenance
+            .iter()
+            .filter(|j| {
+                shared_awareness || !matches!(j.kind, crate::maintenance::JobKind::AwarenessPrune)
+            })
+            .cloned()
+            .collect();
+        let scheduler = Arc::new(crate::maintenance::Scheduler::new(
+            jobs,
+            sync.clone(),
+            config.sync.instance_id.clone(),
+        ));
         let state = Arc::new(AppState {
             config,
             sync,
@@ -136,6 +155,7 @@ impl Server {
             next_conn: AtomicU64::new(0),
             connections_cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            scheduler,
         });
         Server { state, flush_queue }
     }
@@ -172,7 +192,10 @@ impl Server {
             tokio::spawn(crate::sync::resync::run(sync.clone(), background.clone()));
             tokio::spawn(presence::run(state.clone(), background.clone()))
         });
-        tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
+        if sync.awareness.kind() == "memory" {
+            tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
+        }
+        tokio::spawn(state.scheduler.clone().run(background.clone()));
 
         // The listeners stay open while draining so readiness answers 503 and new
         // upgrades are refused with 503 (OPERATIONS.md §6 step 1); they close at the end.

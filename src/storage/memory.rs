@@ -23,8 +23,8 @@ use super::postgres::{clock_json, cutoff, from_db, snapshot_size, to_db};
 use super::shape::{rebuild_fields, text_state};
 use super::{
     CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
-    NewSnapshot, SessionRecord, SessionRow, SnapshotRow, StorageAdapter, StorageError,
-    StoredDocument,
+    NewSnapshot, RunOutcome, RunRecord, SessionRecord, SessionRow, SnapshotRow, StorageAdapter,
+    StorageError, StoredDocument,
 };
 
 /// Delta rows kept per document; older ones are dropped as new ones arrive. Deltas
@@ -52,7 +52,13 @@ struct Inner {
     /// Last delta timestamp handed out: delta timestamps are strictly increasing,
     /// like `clock_timestamp()` per row in PostgreSQL, so rows replay in apply order.
     last_delta_at: Option<DateTime<Utc>>,
+    /// Maintenance runs, newest last, at most [`MAX_RUNS_KEPT`].
+    runs: VecDeque<RunRecord>,
+    next_run_id: i64,
 }
+
+/// Maintenance runs remembered without a database: a bounded ring.
+pub const MAX_RUNS_KEPT: usize = 200;
 
 /// Now, at PostgreSQL's `timestamptz` precision (microseconds), so rows compare and
 /// round-trip the same in both backends.
@@ -244,9 +250,11 @@ impl MemoryStorage {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Simulate an outage: while unreachable, the operations the sync path uses
-    /// (connect, health check, load, write, sessions) fail as `Unavailable`, the way
-    /// an unreachable database does — so degradation can be exercised without one.
+    /// Simulate an outage: while unreachable, the operations the sync path and the
+    /// maintenance jobs use (connect, health check, load, write, sessions, cleanup)
+    /// fail as `Unavailable`, the way an unreachable database does — so degradation
+    /// can be exercised without one. The run history stays readable: it is this
+    /// process's own memory.
     pub fn set_reachable(&self, reachable: bool) {
         self.unreachable
             .store(!reachable, std::sync::atomic::Ordering::SeqCst);
@@ -743,7 +751,73 @@ impl StorageAdapter for MemoryStorage {
         Ok((len - rows.len()) as u64)
     }
 
+    async fn documents_over_delta_threshold(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        let mut over: Vec<(String, u64)> = self
+            .lock()
+            .deltas
+            .iter()
+            .map(|(doc, rows)| (doc.clone(), rows.len() as u64))
+            .filter(|(_, n)| *n > threshold)
+            .collect();
+        over.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(page(over, limit, 0))
+    }
+
+    async fn claim_run(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        instance_id: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        let mut inner = self.lock();
+        if inner
+            .runs
+            .iter()
+            .any(|r| r.job == job && r.scheduled_for == scheduled_for)
+        {
+            return Ok(None);
+        }
+        inner.next_run_id += 1;
+        let id = inner.next_run_id;
+        inner.runs.push_back(RunRecord {
+            id,
+            job: job.to_owned(),
+            scheduled_for,
+            instance_id: instance_id.to_owned(),
+            started_at: now(),
+            finished_at: None,
+            outcome: "running".into(),
+            counts: json!({}),
+            error: None,
+        });
+        while inner.runs.len() > MAX_RUNS_KEPT {
+            inner.runs.pop_front();
+        }
+        Ok(Some(id))
+    }
+
+    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        if let Some(run) = inner.runs.iter_mut().find(|r| r.id == id) {
+            run.finished_at = Some(now());
+            run.outcome = if outcome.ok { "ok" } else { "failed" }.into();
+            run.counts = outcome.counts.clone();
+            run.error = outcome.error.clone();
+        }
+        Ok(())
+    }
+
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        let runs: Vec<RunRecord> = self.lock().runs.iter().rev().cloned().collect();
+        Ok(page(runs, limit, 0))
+    }
+
     async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
+        self.reachable()?;
         // One clock for every step, as on PostgreSQL.
         let at = now();
         let mut counts = CleanupCounts::default();

@@ -74,6 +74,20 @@ const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
             "last_seen",
         ],
     ),
+    (
+        "maintenance_runs",
+        &[
+            "id",
+            "job",
+            "scheduled_for",
+            "instance_id",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "counts",
+            "error",
+        ],
+    ),
 ];
 
 const REQUIRED_FUNCTIONS: &[&str] = &[

@@ -272,6 +272,38 @@ impl PersistTicket {
     }
 }
 
+/// How a maintenance run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub ok: bool,
+    /// What it did (`{"sessionsDeleted": 3, …}`).
+    pub counts: Value,
+    pub error: Option<String>,
+}
+
+/// One maintenance run (a `maintenance_runs` row).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub id: i64,
+    pub job: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub instance_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `ok` or `failed`.
+    pub outcome: String,
+    pub counts: Value,
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.finished_at
+            .map(|f| (f - self.started_at).num_milliseconds())
+    }
+}
+
 /// The storage surface (STORAGE.md §3, the T6-01 operations, plus the two the sync
 /// path needs: [`load_document`](StorageAdapter::load_document) and the
 /// transactional [`write_batch`](StorageAdapter::write_batch)).
@@ -387,6 +419,30 @@ pub trait StorageAdapter: Send + Sync + 'static {
     async fn compact(&self, document_id: &str) -> Result<u64, StorageError>;
 
     // -- maintenance -----------------------------------------------------------
+
+    /// Documents with more than `threshold` delta rows, most first (compaction
+    /// candidates), with their counts.
+    async fn documents_over_delta_threshold(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StorageError>;
+
+    /// Claim one scheduled occurrence of a job for this instance and record its
+    /// start; `None` when another instance already claimed it (the fleet runs each
+    /// occurrence once).
+    async fn claim_run(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        instance_id: &str,
+    ) -> Result<Option<i64>, StorageError>;
+
+    /// Record how a claimed run ended.
+    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError>;
+
+    /// The newest runs first.
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError>;
 
     /// Remove old sessions, deltas and snapshots in bounded batches.
     async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError>;

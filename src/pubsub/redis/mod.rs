@@ -259,6 +259,25 @@ impl PubSub for RedisPubSub {
         Some(self.connections.clone())
     }
 
+    /// `SET key 1 NX PX ttl`: the first instance to set it wins; the key expires on
+    /// its own, so a crashed winner never blocks later occurrences.
+    async fn try_claim(&self, key: &str, ttl: Duration) -> Result<bool, String> {
+        let mut conn = self
+            .shared
+            .connection()
+            .ok_or_else(|| "Redis is not connected".to_string())?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(set.is_some())
+    }
+
     /// Stop, after the publisher has sent what is queued (within one reply timeout).
     async fn close(&self) {
         self.stop.cancel();

@@ -16,8 +16,8 @@ use sqlx::PgPool;
 
 use super::{
     migrate, CleanupCounts, CleanupOptions, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
-    NewSnapshot, SessionRecord, SessionRow, SnapshotRow, StorageAdapter, StorageError,
-    StoredDocument,
+    NewSnapshot, RunOutcome, RunRecord, SessionRecord, SessionRow, SnapshotRow, StorageAdapter,
+    StorageError, StoredDocument,
 };
 pub(crate) use sync_path::{from_db, to_db};
 
@@ -933,6 +933,115 @@ impl StorageAdapter for PostgresStorage {
     async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
         let result = self.cleanup_inner(options).await;
         self.observe(result)
+    }
+
+    async fn documents_over_delta_threshold(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        let result: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+            "SELECT document_id::text, count(*) FROM deltas GROUP BY document_id \
+             HAVING count(*) > $1 ORDER BY count(*) DESC, document_id LIMIT $2",
+        )
+        .bind(to_db(threshold))
+        .bind(count(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify);
+        Ok(self
+            .observe(result)?
+            .into_iter()
+            .map(|(doc, n)| (doc, from_db(n)))
+            .collect())
+    }
+
+    async fn claim_run(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        instance_id: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        // The unique (job, scheduled_for) pair makes the insert the claim.
+        let result = sqlx::query_scalar(
+            "INSERT INTO maintenance_runs (job, scheduled_for, instance_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id",
+        )
+        .bind(job)
+        .bind(scheduled_for)
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
+        let result = sqlx::query(
+            "UPDATE maintenance_runs SET finished_at = NOW(), outcome = $2, counts = $3, error = $4 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(if outcome.ok { "ok" } else { "failed" })
+        .bind(&outcome.counts)
+        .bind(outcome.error.as_deref())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(classify);
+        self.observe(result)
+    }
+
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        type Row = (
+            i64,
+            String,
+            DateTime<Utc>,
+            String,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            String,
+            Value,
+            Option<String>,
+        );
+        let result: Result<Vec<Row>, _> = sqlx::query_as(
+            "SELECT id, job::text, scheduled_for, instance_id::text, started_at, finished_at, \
+             outcome::text, counts, error FROM maintenance_runs ORDER BY started_at DESC, id DESC \
+             LIMIT $1",
+        )
+        .bind(count(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify);
+        Ok(self
+            .observe(result)?
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    job,
+                    scheduled_for,
+                    instance_id,
+                    started_at,
+                    finished_at,
+                    outcome,
+                    counts,
+                    error,
+                )| {
+                    RunRecord {
+                        id,
+                        job,
+                        scheduled_for,
+                        instance_id,
+                        started_at,
+                        finished_at,
+                        outcome,
+                        counts,
+                        error,
+                    }
+                },
+            )
+            .collect())
     }
 
     async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {

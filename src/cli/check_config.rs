@@ -1,0 +1,726 @@
+//! `synckit check-config`: validate what `synckit serve` would run with (the same
+//! flags and environment), check that its backends answer, and print the effective
+//! configuration with secrets redacted. Built for a unit's `ExecStartPre=`: the exit
+//! code says what is wrong, the output (in the journal) says how to fix it.
+//!
+//! Exit codes (when several checks fail, the smallest code wins):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | configuration valid; every configured backend answered; schema current, or only pending migrations that `serve` will apply (SYNCKIT_AUTO_MIGRATE=true) |
+//! | 2 | invalid configuration (also clap's code for a bad flag or env value) |
+//! | 3 | PostgreSQL unreachable (refused, timed out, authentication failed, no such database) |
+//! | 4 | schema not current and SYNCKIT_AUTO_MIGRATE=false, or a schema migrations cannot fix (objects missing although every migration is applied, or migrations newer than this binary while auto-migrate is on) |
+//! | 5 | Redis unreachable (REDIS_URL set) |
+//!
+//! Redis is checked without a Redis client (none on this branch): a TCP connect,
+//! `AUTH` when the URL carries a password, then `PING` expecting `+PONG`. For
+//! `rediss://` (TLS) only TCP reachability is checked.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::Serialize;
+
+use super::database::connect_now;
+use super::serve::ServeArgs;
+use crate::auth::jwt::DEVELOPMENT_SECRET;
+use crate::pubsub::RedisTarget;
+use crate::storage::{migrate, PostgresSettings};
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a failed check means, as the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    InvalidConfiguration = 2,
+    DatabaseUnreachable = 3,
+    SchemaNotCurrent = 4,
+    RedisUnreachable = 5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Ok,
+    /// Not fatal, but worth reading (pending migrations serve will apply, a
+    /// development secret, TLS not verified).
+    Warning,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    check: &'static str,
+    status: Status,
+    detail: String,
+    /// The exit code this failure maps to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<Failure>,
+}
+
+impl Check {
+    fn ok(check: &'static str, detail: impl Into<String>) -> Check {
+        Check::new(check, Status::Ok, detail, None)
+    }
+    fn warning(check: &'static str, detail: impl Into<String>) -> Check {
+        Check::new(check, Status::Warning, detail, None)
+    }
+    fn skipped(check: &'static str, detail: impl Into<String>) -> Check {
+        Check::new(check, Status::Skipped, detail, None)
+    }
+    fn failed(check: &'static str, failure: Failure, detail: impl Into<String>) -> Check {
+        Check::new(check, Status::Failed, detail, Some(failure))
+    }
+    fn new(
+        check: &'static str,
+        status: Status,
+        detail: impl Into<String>,
+        failure: Option<Failure>,
+    ) -> Check {
+        Check {
+            check,
+            status,
+            detail: detail.into(),
+            failure,
+        }
+    }
+}
+
+/// One flag as given: its env var (or flag name), value with secrets redacted, and
+/// where the value came from.
+#[derive(Debug, Serialize)]
+struct Setting {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    source: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    ok: bool,
+    exit_code: u8,
+    settings: Vec<Setting>,
+    /// Values after aliases and defaults are resolved, when the configuration is valid.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    resolved: BTreeMap<&'static str, String>,
+    /// serve's scheduled jobs, when the configuration is valid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    maintenance: Vec<Job>,
+    checks: Vec<Check>,
+}
+
+/// One scheduled job as serve would run it.
+#[derive(Debug, Serialize)]
+struct Job {
+    job: &'static str,
+    /// Whether serve schedules it (enabled, and a store it applies to).
+    scheduled: bool,
+    schedule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_run: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+fn jobs(config: &crate::server::ServerConfig, awareness_store: &str) -> Vec<Job> {
+    let now = chrono::Utc::now();
+    config
+        .maintenance
+        .iter()
+        .map(|job| {
+            // Server::new leaves this job out with the memory store, which its own
+            // sweeper prunes.
+            let memory_prune = matches!(job.kind, crate::maintenance::JobKind::AwarenessPrune)
+                && awareness_store == "memory";
+            let scheduled = job.enabled && !memory_prune;
+            let note = if !job.enabled {
+                Some("disabled".to_owned())
+            } else if memory_prune {
+                Some("not scheduled: the memory awareness store is swept every 5 s".to_owned())
+            } else {
+                None
+            };
+            Job {
+                job: job.name,
+                scheduled,
+                schedule: job.schedule.expression().to_owned(),
+                next_run: scheduled
+                    .then(|| job.schedule.next_after(now))
+                    .flatten()
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                note,
+            }
+        })
+        .collect()
+}
+
+/// Run the command. `matches` are the parsed `check-config` arguments: they say
+/// where each value came from, which the derived struct forgets.
+pub fn run(args: CheckConfigArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let report = super::block_on(async { Ok(check(&args, matches).await) })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::from(report.exit_code))
+}
+
+async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
+    let settings = settings(matches);
+    let mut checks = Vec::new();
+    let mut resolved = BTreeMap::new();
+    let mut maintenance = Vec::new();
+
+    let serve = &args.serve;
+    let config = serve.to_config().and_then(|config| {
+        crate::telemetry::check(&serve.log_filter(), &serve.log_format)?;
+        Ok(config)
+    });
+    let database = serve.database_settings().and_then(|database| {
+        if let Some(settings) = &database {
+            settings.connect_options()?;
+        }
+        Ok(database)
+    });
+    let redis = serve
+        .redis_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| RedisTarget::parse(u).map_err(|e| e.to_string()))
+        .transpose();
+    match (&config, &database, &redis) {
+        (Ok(config), Ok(database), Ok(redis)) => {
+            resolve(
+                &mut resolved,
+                serve,
+                config,
+                database.as_ref(),
+                redis.as_ref(),
+            );
+            maintenance = jobs(config, &serve.awareness_store);
+            if config.jwt.secret == DEVELOPMENT_SECRET {
+                checks.push(Check::warning(
+                    "configuration",
+                    "valid, but JWT_SECRET is not set: the development secret is in use (never in production)",
+                ));
+            } else {
+                checks.push(Check::ok("configuration", "valid"));
+            }
+        }
+        _ => {
+            let errors: Vec<String> = [
+                config.as_ref().err().map(|e| format!("{e:#}")),
+                database.as_ref().err().map(|e| format!("{e:#}")),
+                redis.as_ref().err().cloned(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            checks.push(Check::failed(
+                "configuration",
+                Failure::InvalidConfiguration,
+                errors.join("; "),
+            ));
+        }
+    }
+
+    // Connectivity is checked whenever its own settings are usable, even when some
+    // other setting is invalid: one run then reports everything there is to fix.
+    match &database {
+        Ok(Some(settings)) => checks.extend(check_database(settings).await),
+        Ok(None) => {
+            checks.push(Check::skipped(
+                "database",
+                "DATABASE_URL not set: serve keeps documents in memory only (lost on restart)",
+            ));
+            checks.push(Check::skipped("schema", "no database"));
+        }
+        Err(_) => {
+            checks.push(Check::skipped(
+                "database",
+                "not checked: the database settings are invalid",
+            ));
+            checks.push(Check::skipped("schema", "no database"));
+        }
+    }
+    match &redis {
+        Ok(Some(target)) => checks.push(check_redis(target).await),
+        Ok(None) => checks.push(Check::skipped("redis", "REDIS_URL not set")),
+        Err(_) => checks.push(Check::skipped("redis", "not checked: REDIS_URL is invalid")),
+    }
+
+    let failure = checks.iter().filter_map(|c| c.failure).min();
+    Report {
+        ok: failure.is_none(),
+        exit_code: failure.map_or(0, |f| f as u8),
+        settings,
+        resolved,
+        maintenance,
+        checks,
+    }
+}
+
+/// Every flag of the command with its value (redacted) and source, in declaration
+/// order. Driven by clap's own definitions, so flags added to `serve` show up here
+/// without anyone remembering to.
+fn settings(matches: &ArgMatches) -> Vec<Setting> {
+    let command = <super::Cli as clap::CommandFactory>::command();
+    let Some(command) = command.find_subcommand("check-config") else {
+        return Vec::new();
+    };
+    command
+        .get_arguments()
+        .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version" | "json"))
+        .map(|arg| {
+            let id = arg.get_id().as_str();
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let name = env.clone().unwrap_or_else(|| {
+                arg.get_long()
+                    .map_or_else(|| id.to_owned(), |l| format!("--{l}"))
+            });
+            let source = match matches.value_source(id) {
+                Some(ValueSource::CommandLine) => "flag",
+                Some(ValueSource::EnvVariable) => "env",
+                Some(ValueSource::DefaultValue) => "default",
+                _ => "unset",
+            };
+            let raw: Option<Vec<String>> = matches
+                .get_raw(id)
+                .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect());
+            let value = raw.map(|values| {
+                redact_setting(
+                    env.as_deref().unwrap_or(id),
+                    arg.is_hide_env_values_set(),
+                    &values,
+                )
+            });
+            Setting {
+                name,
+                value,
+                source,
+            }
+        })
+        .collect()
+}
+
+/// Connection strings keep everything but their passwords; any other hidden value
+/// (JWT secret, API keys) is replaced whole.
+fn redact_setting(name: &str, hidden: bool, values: &[String]) -> String {
+    let connection = matches!(name, "DATABASE_URL" | "REDIS_URL");
+    if hidden && !connection {
+        return match values {
+            [one] => format!("<redacted, {} characters>", one.chars().count()),
+            many => format!("<redacted, {} values>", many.len()),
+        };
+    }
+    values
+        .iter()
+        .map(|v| redact_connection_string(v))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Hide the password of a URL (`scheme://user:***@host`) and of `password=` options
+/// (libpq key/value strings, URL query parameters, StackExchange Redis strings).
+pub fn redact_connection_string(value: &str) -> String {
+    let mut out = value.to_owned();
+    if let Some((scheme, rest)) = value.split_once("://") {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if let Some((userinfo, host)) = authority.rsplit_once('@') {
+            let user = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => userinfo.to_owned(),
+            };
+            out = format!("{scheme}://{user}@{host}{}", &rest[authority_end..]);
+        }
+    }
+    redact_password_options(&out)
+}
+
+fn redact_password_options(value: &str) -> String {
+    let lower = value.to_ascii_lowercase();
+    let mut out = String::with_capacity(value.len());
+    let mut i = 0;
+    while let Some(found) = lower[i..].find("password=") {
+        let start = i + found;
+        // Only a whole key: `password=`, not `notapassword=`.
+        let boundary = start == 0
+            || matches!(
+                value.as_bytes()[start - 1],
+                b' ' | b',' | b'&' | b'?' | b';'
+            );
+        let value_start = start + "password=".len();
+        out.push_str(&value[i..value_start]);
+        if boundary {
+            let quoted = value[value_start..].starts_with('\'');
+            let end = if quoted {
+                value[value_start + 1..]
+                    .find('\'')
+                    .map_or(value.len(), |e| value_start + e + 2)
+            } else {
+                value[value_start..]
+                    .find([' ', ',', '&', ';'])
+                    .map_or(value.len(), |e| value_start + e)
+            };
+            out.push_str("***");
+            i = end;
+        } else {
+            i = value_start;
+        }
+    }
+    out.push_str(&value[i..]);
+    out
+}
+
+fn resolve(
+    out: &mut BTreeMap<&'static str, String>,
+    serve: &ServeArgs,
+    config: &crate::server::ServerConfig,
+    database: Option<&PostgresSettings>,
+    redis: Option<&RedisTarget>,
+) {
+    out.insert("listen", config.listen.to_string());
+    out.insert(
+        "admin_listen",
+        config
+            .admin_listen
+            .map_or_else(|| "off".into(), |a| a.to_string()),
+    );
+    out.insert(
+        "environment",
+        if config.production {
+            "production".into()
+        } else {
+            "development".into()
+        },
+    );
+    out.insert("auth_required", config.sync.auth_required.to_string());
+    out.insert(
+        "jwt_secret",
+        if config.jwt.secret == DEVELOPMENT_SECRET {
+            "development default (not for production)".into()
+        } else {
+            format!("set ({} characters)", config.jwt.secret.chars().count())
+        },
+    );
+    out.insert("api_keys", config.jwt.api_keys.len().to_string());
+    out.insert(
+        "max_connections_per_ip",
+        config.max_connections_per_ip.to_string(),
+    );
+    out.insert("cors_origins", config.cors_origins.join(","));
+    out.insert("log_filter", serve.log_filter());
+    out.insert(
+        "storage",
+        match database.and_then(|d| d.connect_options().ok()) {
+            Some(o) => format!(
+                "postgres {}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("(default database)")
+            ),
+            None => "memory".into(),
+        },
+    );
+    out.insert("auto_migrate", serve.auto_migrate.to_string());
+    out.insert("awareness_store", serve.awareness_store.clone());
+    out.insert(
+        "redis",
+        redis.map_or_else(|| "none".into(), RedisTarget::display),
+    );
+}
+
+async fn check_database(settings: &PostgresSettings) -> Vec<Check> {
+    // connect_now is bounded by DB_ACQUIRE_TIMEOUT already; the outer timeout covers
+    // a DNS lookup or TLS handshake that hangs outside it.
+    let budget = settings.acquire_timeout + Duration::from_secs(1);
+    let pool = match tokio::time::timeout(budget, connect_now(settings)).await {
+        Ok(Ok(pool)) => pool,
+        Ok(Err(e)) => {
+            return vec![
+                Check::failed("database", Failure::DatabaseUnreachable, format!("{e:#}")),
+                Check::skipped("schema", "no connection"),
+            ]
+        }
+        Err(_) => {
+            return vec![
+                Check::failed(
+                    "database",
+                    Failure::DatabaseUnreachable,
+                    format!("PostgreSQL did not answer within {budget:?}: check that it is running and that DATABASE_URL is right"),
+                ),
+                Check::skipped("schema", "no connection"),
+            ]
+        }
+    };
+    let version: Result<String, _> = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await;
+    let database = match version {
+        Ok(v) => Check::ok("database", format!("connected (PostgreSQL {v})")),
+        Err(e) => Check::failed(
+            "database",
+            Failure::DatabaseUnreachable,
+            format!("connected but a query failed: {e}"),
+        ),
+    };
+    let schema = check_schema(&pool, settings.auto_migrate).await;
+    pool.close().await;
+    vec![database, schema]
+}
+
+async fn check_schema(pool: &sqlx::PgPool, auto_migrate: bool) -> Check {
+    let status = match migrate::status(pool).await {
+        Ok(status) => status,
+        Err(e) => {
+            return Check::failed(
+                "schema",
+                Failure::SchemaNotCurrent,
+                format!("could not read the schema: {e}"),
+            )
+        }
+    };
+    let unknown = match unknown_migrations(pool).await {
+        Ok(unknown) => unknown,
+        Err(e) => {
+            return Check::failed(
+                "schema",
+                Failure::SchemaNotCurrent,
+                format!("could not read the applied migrations: {e}"),
+            )
+        }
+    };
+    let pending: Vec<String> = status
+        .pending()
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    let applied = status.migrations.len() - pending.len();
+    if !unknown.is_empty() {
+        let detail = format!(
+            "the database has migrations this binary does not know ({}): it was migrated by a newer synckit",
+            unknown.join(", ")
+        );
+        return if auto_migrate {
+            Check::failed(
+                "schema",
+                Failure::SchemaNotCurrent,
+                format!("{detail}; with SYNCKIT_AUTO_MIGRATE=true serve refuses to start: upgrade synckit, or set SYNCKIT_AUTO_MIGRATE=false"),
+            )
+        } else {
+            Check::warning("schema", detail)
+        };
+    }
+    if status.is_current() {
+        return Check::ok("schema", format!("current ({applied} migrations applied)"));
+    }
+    let missing = if status.missing.is_empty() {
+        String::new()
+    } else {
+        format!("; missing: {}", status.missing.join(", "))
+    };
+    match (auto_migrate, pending.is_empty()) {
+        (true, false) => Check::warning(
+            "schema",
+            format!(
+                "pending migrations ({}) will be applied when serve starts (SYNCKIT_AUTO_MIGRATE=true)",
+                pending.join(", ")
+            ),
+        ),
+        (true, true) => Check::failed(
+            "schema",
+            Failure::SchemaNotCurrent,
+            format!("every migration is applied but objects are missing{missing}: the schema was changed by hand; see `synckit migrate --status`"),
+        ),
+        (false, _) => Check::failed(
+            "schema",
+            Failure::SchemaNotCurrent,
+            format!(
+                "not current (pending: {}{missing}); SYNCKIT_AUTO_MIGRATE=false, so serve refuses to start: run `synckit migrate`",
+                if pending.is_empty() { "none".into() } else { pending.join(", ") }
+            ),
+        ),
+    }
+}
+
+/// Applied migrations that this binary does not embed (a newer synckit ran them).
+async fn unknown_migrations(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let bookkeeping: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text")
+            .fetch_one(pool)
+            .await?;
+    if bookkeeping.is_none() {
+        return Ok(Vec::new());
+    }
+    let applied: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await?;
+    Ok(applied
+        .into_iter()
+        .filter(|(version, _)| !migrate::MIGRATOR.iter().any(|m| m.version == *version))
+        .map(|(version, description)| format!("{version} {description}"))
+        .collect())
+}
+
+/// Budget for the whole Redis exchange: connect, AUTH, PING.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn check_redis(target: &RedisTarget) -> Check {
+    let shown = target.display();
+    match tokio::time::timeout(REDIS_TIMEOUT, ping_redis(target)).await {
+        Ok(Ok(detail)) => Check::ok("redis", format!("{shown}: {detail}")),
+        Ok(Err(e)) => Check::failed("redis", Failure::RedisUnreachable, format!("{shown}: {e}")),
+        Err(_) => Check::failed(
+            "redis",
+            Failure::RedisUnreachable,
+            format!("{shown}: no answer within {REDIS_TIMEOUT:?}"),
+        ),
+    }
+}
+
+/// Connect the way `serve` will (TLS and AUTH included) and PING.
+async fn ping_redis(target: &RedisTarget) -> Result<String, String> {
+    let client = redis::Client::open(target.info.clone()).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| {
+            format!("cannot connect: {e}; check that Redis is running and REDIS_URL is right")
+        })?;
+    let started = std::time::Instant::now();
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("PING failed: {e}"))?;
+    if pong == "PONG" {
+        Ok(format!(
+            "PING answered in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ))
+    } else {
+        Err(format!("unexpected answer to PING: {pong}"))
+    }
+}
+
+fn render(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "Effective configuration (secrets redacted):");
+    let width = report
+        .settings
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    for s in &report.settings {
+        match &s.value {
+            Some(value) => {
+                let _ = writeln!(out, "  {:<width$}  {value}  [{}]", s.name, s.source);
+            }
+            None => {
+                let _ = writeln!(out, "  {:<width$}  (unset)", s.name);
+            }
+        }
+    }
+    if !report.resolved.is_empty() {
+        let _ = writeln!(out, "\nResolved:");
+        for (key, value) in &report.resolved {
+            let _ = writeln!(out, "  {key:<24}  {value}");
+        }
+    }
+    if !report.maintenance.is_empty() {
+        let _ = writeln!(out, "\nMaintenance jobs (cron, UTC):");
+        for job in &report.maintenance {
+            let detail = match (&job.next_run, &job.note) {
+                (Some(next), _) => format!("next {next}"),
+                (None, Some(note)) => note.clone(),
+                (None, None) => "no upcoming run".to_owned(),
+            };
+            let _ = writeln!(out, "  {:<16} {:<18} {detail}", job.job, job.schedule);
+        }
+    }
+    let _ = writeln!(out, "\nChecks:");
+    for c in &report.checks {
+        let status = match c.status {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Failed => "FAILED",
+            Status::Skipped => "skipped",
+        };
+        let _ = writeln!(out, "  {status:<8} {:<14} {}", c.check, c.detail);
+    }
+    let _ = writeln!(
+        out,
+        "\n{} (exit {})",
+        if report.ok {
+            "configuration OK"
+        } else {
+            "configuration NOT OK"
+        },
+        report.exit_code
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_everything_but_the_password() {
+        assert_eq!(
+            redact_connection_string("postgres://app:s3cret@db:5432/synckit?sslmode=require"),
+            "postgres://app:***@db:5432/synckit?sslmode=require"
+        );
+        assert_eq!(
+            redact_connection_string("postgres://app@db/synckit?password=s3cret&sslmode=require"),
+            "postgres://app@db/synckit?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_connection_string("host=db dbname=synckit password='a b' sslmode=verify-full"),
+            "host=db dbname=synckit password=*** sslmode=verify-full"
+        );
+        assert_eq!(
+            redact_connection_string("redis.local:6380,password=s3cret,ssl=true"),
+            "redis.local:6380,password=***,ssl=true"
+        );
+        assert_eq!(
+            redact_connection_string("redis://:p@ss@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(
+            redact_connection_string("redis://redis:6379"),
+            "redis://redis:6379"
+        );
+    }
+
+    #[test]
+    fn hidden_values_are_replaced_whole() {
+        let secret = "x".repeat(48);
+        assert_eq!(
+            redact_setting("JWT_SECRET", true, &[secret]),
+            "<redacted, 48 characters>"
+        );
+        assert_eq!(
+            redact_setting("SYNCKIT_AUTH_APIKEYS", true, &["a".into(), "b".into()]),
+            "<redacted, 2 values>"
+        );
+        assert_eq!(redact_setting("PORT", false, &["8080".into()]), "8080");
+    }
+}

@@ -1,0 +1,315 @@
+//! The built-in scheduler: maps cron expressions to the maintenance jobs.
+//!
+//! Each enabled job sleeps until its next occurrence, claims that occurrence in the
+//! run log (a unique row in PostgreSQL, so an instance sharing the database with
+//! others runs it only if nobody else did), runs, and records how it ended; a failed
+//! run is simply tried again at the next occurrence. Time comes from
+//! [`wall_clock_ms`], which follows tokio's clock, so tests drive schedules with
+//! paused time. (tokio-cron-scheduler reads the system clock directly, which paused
+//! time cannot move; we use the same cron syntax through the `cron` crate it is
+//! built on.)
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{compaction, run_cleanup};
+use crate::pubsub::PubSubState;
+use crate::storage::{CleanupOptions, RunOutcome, StorageAdapter};
+use crate::sync::{wall_clock_ms, SyncService};
+
+/// A parsed schedule. Accepts standard 5-field crontab (`0 3 * * *`, seconds = 0) and
+/// the 6/7-field form with seconds (`*/10 * * * * *`); always UTC.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    expression: String,
+    parsed: cron::Schedule,
+}
+
+impl Schedule {
+    pub fn parse(expression: &str) -> Result<Schedule, String> {
+        let trimmed = expression.trim();
+        let fields = trimmed.split_whitespace().count();
+        let full = if fields == 5 {
+            format!("0 {trimmed}")
+        } else {
+            trimmed.to_owned()
+        };
+        let parsed = cron::Schedule::from_str(&full).map_err(|e| {
+            format!(
+                "invalid cron expression {expression:?}: {e} (use 5 fields `min hour day month weekday`, \
+                 e.g. \"0 3 * * *\", or 6 with seconds first, e.g. \"*/10 * * * * *\")"
+            )
+        })?;
+        Ok(Schedule {
+            expression: trimmed.to_owned(),
+            parsed,
+        })
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The first occurrence strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.parsed.after(&after).next()
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// Retention cleanup of sessions, deltas and snapshots.
+    Cleanup(CleanupOptions),
+    /// Prune expired awareness entries of a shared (PostgreSQL/Redis) store and
+    /// announce the leaves.
+    AwarenessPrune,
+    /// Snapshot + compact documents with more deltas than the threshold.
+    Compaction { threshold: u64 },
+}
+
+/// One configured job.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: &'static str,
+    pub kind: JobKind,
+    pub schedule: Schedule,
+    pub enabled: bool,
+}
+
+/// Next planned occurrence of each job, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub name: &'static str,
+    pub schedule: String,
+    pub enabled: bool,
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+pub struct Scheduler {
+    jobs: Vec<JobConfig>,
+    sync: Arc<SyncService>,
+    instance_id: String,
+    next_runs: Mutex<HashMap<&'static str, DateTime<Utc>>>,
+}
+
+fn now_utc() -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(wall_clock_ms())
+        .single()
+        .unwrap_or_else(Utc::now)
+}
+
+impl Scheduler {
+    pub fn new(jobs: Vec<JobConfig>, sync: Arc<SyncService>, instance_id: String) -> Scheduler {
+        Scheduler {
+            jobs,
+            sync,
+            instance_id,
+            next_runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn status(&self) -> Vec<JobStatus> {
+        let next = self.next_runs.lock().unwrap_or_else(|p| p.into_inner());
+        self.jobs
+            .iter()
+            .map(|j| JobStatus {
+                name: j.name,
+                schedule: j.schedule.expression().to_owned(),
+                enabled: j.enabled,
+                next_run: next.get(j.name).copied(),
+            })
+            .collect()
+    }
+
+    /// Run every enabled job on its schedule until `stop` is cancelled.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..self.jobs.len() {
+            if self.jobs[index].enabled {
+                tasks.spawn(self.clone().run_job(index, stop.clone()));
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn run_job(self: Arc<Self>, index: usize, stop: CancellationToken) {
+        let job = &self.jobs[index];
+        let mut after = now_utc();
+        loop {
+            let Some(at) = job.schedule.next_after(after) else {
+                tracing::warn!(
+                    job = job.name,
+                    "schedule has no future occurrence; job stops"
+                );
+                return;
+            };
+            self.next_runs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.name, at);
+            let wait = (at - now_utc()).to_std().unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+            self.run_occurrence(job, at).await;
+            after = at;
+        }
+    }
+
+    /// Claim, run and record one occurrence.
+    pub async fn run_occurrence(&self, job: &JobConfig, scheduled_for: DateTime<Utc>) {
+        let storage = self.sync.hub.storage().adapter().clone();
+        if !self
+            .claim_in_redis(job, scheduled_for, storage.kind())
+            .await
+        {
+            return;
+        }
+        run_recorded(
+            storage.as_ref(),
+            job.name,
+            scheduled_for,
+            &self.instance_id,
+            run_kind(&job.kind, &self.sync),
+        )
+        .await;
+    }
+}
+
+impl Scheduler {
+    /// Without a database the run log is this instance's memory, which cannot stop
+    /// another instance running the same occurrence. For work on state the fleet
+    /// shares (a Redis or PostgreSQL awareness store) the claim is then made in
+    /// Redis. Work on this instance's own memory (cleanup, compaction of memory
+    /// storage) runs everywhere, as it should.
+    async fn claim_in_redis(&self, job: &JobConfig, at: DateTime<Utc>, storage: &str) -> bool {
+        let shared_work = matches!(job.kind, JobKind::AwarenessPrune);
+        let pubsub = self.sync.hub.pubsub();
+        if storage != "memory" || !shared_work || pubsub.state() == PubSubState::SingleInstance {
+            return true;
+        }
+        let key = format!(
+            "{}maintenance:{}:{}",
+            self.sync.hub.settings().channels.prefix(),
+            job.name,
+            at.timestamp_millis()
+        );
+        match pubsub.try_claim(&key, CLAIM_TTL).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(job = job.name, error = %e, "could not claim a maintenance run in Redis; skipping it");
+                false
+            }
+        }
+    }
+}
+
+/// How long a Redis claim outlives its occurrence: long enough that no instance
+/// with a skewed clock can still be waiting to claim it.
+const CLAIM_TTL: Duration = Duration::from_secs(3600);
+
+/// Claim `scheduled_for` of `job` in the run log, do the work, record the outcome
+/// and log one structured line. `None` when another instance claimed it (or the
+/// claim could not be made); otherwise the work's result. `synckit cleanup` records
+/// its runs through this too.
+pub async fn run_recorded(
+    storage: &dyn StorageAdapter,
+    job: &str,
+    scheduled_for: DateTime<Utc>,
+    instance_id: &str,
+    work: impl std::future::Future<Output = Result<Value, String>>,
+) -> Option<Result<Value, String>> {
+    let id = match storage.claim_run(job, scheduled_for, instance_id).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            tracing::debug!(job, %scheduled_for, "another instance runs this occurrence");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(job, error = %e, "could not claim a maintenance run; skipping it");
+            return None;
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let result = work.await;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let outcome = match &result {
+        Ok(counts) => {
+            tracing::info!(job, run_id = id, duration_ms, counts = %counts, outcome = "ok", "maintenance run finished");
+            RunOutcome {
+                ok: true,
+                counts: counts.clone(),
+                error: None,
+            }
+        }
+        Err(error) => {
+            tracing::error!(job, run_id = id, duration_ms, error = %error, outcome = "failed", "maintenance run failed; it runs again at its next occurrence");
+            RunOutcome {
+                ok: false,
+                counts: json!({}),
+                error: Some(error.clone()),
+            }
+        }
+    };
+    if let Err(e) = storage.finish_run(id, &outcome).await {
+        tracing::warn!(job, run_id = id, error = %e, "could not record the end of a maintenance run");
+    }
+    Some(result)
+}
+
+/// Do the work of one job; the counts are recorded with the run.
+pub async fn run_kind(kind: &JobKind, sync: &SyncService) -> Result<Value, String> {
+    let storage = sync.hub.storage().adapter();
+    match kind {
+        JobKind::Cleanup(options) => run_cleanup(storage.as_ref(), options)
+            .await
+            .map(|r| json!(r.counts))
+            .map_err(|e| e.to_string()),
+        JobKind::AwarenessPrune => super::awareness::prune_and_announce(sync)
+            .await
+            .map(|n| json!({ "expired": n }))
+            .map_err(|e| e.to_string()),
+        JobKind::Compaction { threshold } => {
+            compaction::compact_large_documents(storage.as_ref(), *threshold)
+                .await
+                .map(|r| json!(r))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_accept_five_and_six_fields() {
+        let daily = Schedule::parse("0 3 * * *").expect("5 fields");
+        let base = Utc
+            .with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+            .single()
+            .expect("date");
+        assert_eq!(
+            daily.next_after(base),
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 0, 0).single()
+        );
+        let every10 = Schedule::parse("*/10 * * * * *").expect("6 fields");
+        assert_eq!(
+            every10.next_after(base),
+            Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 10).single()
+        );
+        let err = Schedule::parse("every day").expect_err("invalid");
+        assert!(err.contains("invalid cron expression"), "{err}");
+        assert!(Schedule::parse("61 * * * *").is_err());
+    }
+}

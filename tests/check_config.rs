@@ -1,0 +1,354 @@
+//! `synckit check-config` as a unit's ExecStartPre sees it: one exit code per kind
+//! of problem (0 ok, 2 invalid configuration, 3 database unreachable, 4 schema not
+//! current, 5 Redis unreachable), against the real PostgreSQL (a fresh database per
+//! test) and Redis, and closed ports for the unreachable cases. Secrets never appear
+//! in the output.
+
+use std::process::Output;
+
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+
+const SECRET: &str = "s3cret-jwt-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+fn url_of(pool: &PgPool) -> String {
+    let o: PgConnectOptions = (*pool.connect_options()).clone();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        o.get_username(),
+        o.get_host(),
+        o.get_port(),
+        o.get_database().expect("database")
+    )
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Run check-config with exactly `env` (a clean environment: the test runner's
+/// DATABASE_URL and REDIS_URL must not leak in).
+fn check_config(env: &[(&str, &str)], json: bool) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_synckit"));
+    command.arg("check-config").env_clear();
+    if json {
+        command.arg("--json");
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run synckit check-config")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn report(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {report}"))
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+#[test]
+fn memory_only_configuration_is_ok() {
+    let out = check_config(&[("JWT_SECRET", SECRET)], false);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("configuration OK"), "{shown}");
+    assert!(shown.contains("JWT_SECRET"), "{shown}");
+    assert!(!shown.contains(SECRET), "secret printed: {shown}");
+}
+
+#[test]
+fn invalid_configuration_exits_2() {
+    // Production without a secret: to_config refuses.
+    let out = check_config(&[("SYNCKIT_ENV", "production")], true);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(r["exit_code"], 2);
+    let c = check(&r, "configuration");
+    assert_eq!(c["status"], "failed");
+    assert!(
+        c["detail"].as_str().expect("detail").contains("JWT_SECRET"),
+        "{c}"
+    );
+
+    // A value clap itself rejects: same code, clap's message.
+    let out = check_config(&[("SYNCKIT_AUTH_REQUIRED", "maybe")], false);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+
+    // A bad log filter and a postgres awareness store without a database are what
+    // serve would refuse too.
+    let out = check_config(&[("LOG_FORMAT", "xml")], true);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let out = check_config(&[("SYNCKIT_AWARENESS_STORE", "postgres")], true);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let out = check_config(&[("REDIS_URL", "http://cache")], true);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    // A maintenance schedule serve could not parse.
+    let out = check_config(&[("SYNCKIT_CLEANUP_SCHEDULE", "61 * * * *")], true);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let r = report(&out);
+    let detail = check(&r, "configuration")["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(detail.contains("SYNCKIT_CLEANUP_SCHEDULE"), "{detail}");
+}
+
+#[test]
+fn unreachable_database_exits_3() {
+    let url = format!(
+        "postgres://postgres:pw-not-shown@127.0.0.1:{}/x",
+        closed_port()
+    );
+    let out = check_config(
+        &[("DATABASE_URL", &url), ("DB_ACQUIRE_TIMEOUT", "2s")],
+        true,
+    );
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(check(&r, "database")["status"], "failed");
+    assert_eq!(check(&r, "schema")["status"], "skipped");
+    assert!(!text(&out).contains("pw-not-shown"), "{}", text(&out));
+}
+
+#[sqlx::test(migrations = false)]
+async fn fresh_database_without_auto_migrate_exits_4(pool: PgPool) {
+    let url = url_of(&pool);
+    let out = check_config(
+        &[("DATABASE_URL", &url), ("SYNCKIT_AUTO_MIGRATE", "false")],
+        true,
+    );
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(check(&r, "database")["status"], "ok");
+    let schema = check(&r, "schema");
+    assert_eq!(schema["status"], "failed");
+    assert!(
+        schema["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("synckit migrate"),
+        "{schema}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn fresh_database_with_auto_migrate_is_ok_with_a_warning(pool: PgPool) {
+    // serve applies pending migrations at start: not a reason to refuse it.
+    let url = url_of(&pool);
+    let out = check_config(&[("DATABASE_URL", &url)], true);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(check(&report(&out), "schema")["status"], "warning");
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn migrated_database_is_current(pool: PgPool) {
+    let url = url_of(&pool);
+    let out = check_config(
+        &[
+            ("DATABASE_URL", &url),
+            ("SYNCKIT_AUTO_MIGRATE", "false"),
+            ("JWT_SECRET", SECRET),
+        ],
+        true,
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(r["ok"], true);
+    assert_eq!(check(&r, "schema")["status"], "ok");
+    assert_eq!(check(&r, "configuration")["status"], "ok");
+    // serve's jobs with their schedules; cleanup runs daily at 03:00 UTC by default.
+    let jobs = r["maintenance"].as_array().expect("maintenance");
+    let cleanup = jobs
+        .iter()
+        .find(|j| j["job"] == "cleanup")
+        .expect("cleanup job");
+    assert_eq!(cleanup["schedule"], "0 3 * * *");
+    assert!(
+        cleanup["next_run"]
+            .as_str()
+            .expect("next run")
+            .ends_with("T03:00:00Z"),
+        "{cleanup}"
+    );
+    assert!(
+        r["resolved"]["storage"]
+            .as_str()
+            .expect("storage")
+            .starts_with("postgres "),
+        "{r}"
+    );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn migrations_from_a_newer_binary_exit_4_with_auto_migrate(pool: PgPool) {
+    // sqlx refuses to migrate a database that has migrations it does not know, so
+    // serve with SYNCKIT_AUTO_MIGRATE=true would not start.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29991231000000, 'from the future', true, '\\x00'::bytea, 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert");
+    let url = url_of(&pool);
+    let out = check_config(&[("DATABASE_URL", &url)], true);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    let out = check_config(
+        &[("DATABASE_URL", &url), ("SYNCKIT_AUTO_MIGRATE", "false")],
+        true,
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(check(&report(&out), "schema")["status"], "warning");
+}
+
+#[test]
+fn reachable_redis_is_ok_and_unreachable_exits_5() {
+    let out = check_config(&[("REDIS_URL", &redis_url())], true);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(check(&report(&out), "redis")["status"], "ok");
+
+    let url = format!("redis://:pw-not-shown@127.0.0.1:{}", closed_port());
+    let out = check_config(&[("REDIS_URL", &url)], true);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert_eq!(check(&report(&out), "redis")["status"], "failed");
+    assert!(!text(&out).contains("pw-not-shown"), "{}", text(&out));
+
+    // Something that is not Redis answers differently: a closed HTTP-ish peer.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let peer = std::thread::spawn(move || {
+        // Accept and hang up without a word.
+        let _ = listener.accept();
+    });
+    let out = check_config(&[("REDIS_URL", &format!("redis://127.0.0.1:{port}"))], true);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    peer.join().expect("peer");
+}
+
+#[test]
+fn the_smallest_failing_code_wins() {
+    let db = format!("postgres://postgres@127.0.0.1:{}/x", closed_port());
+    let redis = format!("redis://127.0.0.1:{}", closed_port());
+    let out = check_config(
+        &[
+            ("DATABASE_URL", &db),
+            ("DB_ACQUIRE_TIMEOUT", "2s"),
+            ("REDIS_URL", &redis),
+        ],
+        true,
+    );
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(check(&r, "redis")["status"], "failed");
+
+    let out = check_config(
+        &[("SYNCKIT_ENV", "production"), ("REDIS_URL", &redis)],
+        true,
+    );
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    // Connectivity is still reported, so one run lists everything to fix.
+    assert_eq!(check(&report(&out), "redis")["status"], "failed");
+}
+
+#[test]
+fn secrets_are_redacted_and_sources_shown() {
+    let db = format!(
+        "postgres://app:db-pass-not-shown@127.0.0.1:{}/synckit",
+        closed_port()
+    );
+    let out = check_config(
+        &[
+            ("JWT_SECRET", SECRET),
+            (
+                "SYNCKIT_AUTH_APIKEYS",
+                "key-one-not-shown,key-two-not-shown",
+            ),
+            ("DATABASE_URL", &db),
+            ("DB_ACQUIRE_TIMEOUT", "1s"),
+            ("PORT", "9000"),
+        ],
+        true,
+    );
+    let all = text(&out);
+    for secret in [
+        SECRET,
+        "key-one-not-shown",
+        "key-two-not-shown",
+        "db-pass-not-shown",
+    ] {
+        assert!(!all.contains(secret), "{secret} printed: {all}");
+    }
+    let r = report(&out);
+    let setting = |name: &str| {
+        r["settings"]
+            .as_array()
+            .expect("settings")
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no setting {name}"))
+            .clone()
+    };
+    assert_eq!(setting("PORT")["value"], "9000");
+    assert_eq!(setting("PORT")["source"], "env");
+    assert_eq!(setting("HOST")["source"], "default");
+    assert_eq!(setting("JWT_SECRET")["value"], "<redacted, 48 characters>");
+    assert_eq!(
+        setting("SYNCKIT_AUTH_APIKEYS")["value"],
+        "<redacted, 2 values>"
+    );
+    assert!(
+        setting("DATABASE_URL")["value"]
+            .as_str()
+            .expect("url")
+            .starts_with("postgres://app:***@127.0.0.1:"),
+        "{r}"
+    );
+    assert_eq!(setting("JWT_ISSUER")["source"], "unset");
+
+    // Flags win over the environment and say so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args(["check-config", "--json", "--port", "9001"])
+        .env_clear()
+        .env("PORT", "9000")
+        .output()
+        .expect("run");
+    let r = report(&out);
+    let port = r["settings"]
+        .as_array()
+        .expect("settings")
+        .iter()
+        .find(|s| s["name"] == "PORT")
+        .expect("PORT")
+        .clone();
+    assert_eq!(
+        (port["value"].as_str(), port["source"].as_str()),
+        (Some("9001"), Some("flag"))
+    );
+    assert_eq!(r["resolved"]["listen"], "0.0.0.0:9001");
+}

@@ -1,0 +1,257 @@
+//! The maintenance scheduler: occurrences at the right (paused) times, disabled jobs
+//! never run, failures are recorded and retried at the next occurrence, one run per
+//! occurrence across instances sharing PostgreSQL, and invalid schedules refuse to
+//! start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Timelike;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use synckit::maintenance::{JobConfig, JobKind, Schedule};
+use synckit::server::{Backends, Server, ServerConfig};
+use synckit::storage::{CleanupOptions, MemoryStorage, PostgresStorage, StorageAdapter};
+use tokio_util::sync::CancellationToken;
+
+fn job(name: &'static str, kind: JobKind, cron: &str, enabled: bool) -> JobConfig {
+    JobConfig {
+        name,
+        kind,
+        schedule: Schedule::parse(cron).expect("cron"),
+        enabled,
+    }
+}
+
+fn config(jobs: Vec<JobConfig>) -> ServerConfig {
+    let mut config = ServerConfig::for_tests(false);
+    config.maintenance = jobs;
+    config
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_run_on_schedule_disabled_never_and_failures_are_retried() {
+    let storage = Arc::new(MemoryStorage::new());
+    let config = config(vec![
+        job(
+            "cleanup",
+            JobKind::Cleanup(CleanupOptions::default()),
+            "0 3 * * *",
+            true,
+        ),
+        job(
+            "compaction",
+            JobKind::Compaction { threshold: 1 },
+            "* * * * *",
+            false,
+        ),
+    ]);
+    let mut backends = Backends::in_memory(&config);
+    backends.storage = storage.clone();
+    let server = Server::new(config, backends);
+    let scheduler = server.state.scheduler.clone();
+    let stop = CancellationToken::new();
+    tokio::spawn(scheduler.clone().run(stop.clone()));
+
+    tokio::time::sleep(Duration::from_secs(2 * 86_400 + 60)).await;
+    let runs = storage.recent_runs(50).await.expect("runs");
+    assert_eq!(runs.len(), 2, "two daily occurrences in two days: {runs:?}");
+    for run in &runs {
+        assert_eq!(run.job, "cleanup");
+        assert_eq!(run.outcome, "ok");
+        assert_eq!(
+            (run.scheduled_for.hour(), run.scheduled_for.minute()),
+            (3, 0)
+        );
+        assert_eq!(run.counts["sessionsDeleted"], 0);
+    }
+    let status = scheduler.status();
+    let cleanup = status.iter().find(|j| j.name == "cleanup").expect("job");
+    assert!(cleanup.next_run.expect("planned") > runs[0].scheduled_for);
+    let compaction = status.iter().find(|j| j.name == "compaction").expect("job");
+    assert!(!compaction.enabled && compaction.next_run.is_none());
+
+    // A failing occurrence is recorded, and the next one runs again.
+    storage.set_reachable(false);
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    storage.set_reachable(true);
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    let runs = storage.recent_runs(50).await.expect("runs");
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(runs[1].outcome, "failed");
+    assert!(runs[1]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("unreachable")));
+    assert_eq!(runs[0].outcome, "ok");
+    stop.cancel();
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn each_occurrence_runs_on_exactly_one_instance(pool: PgPool) {
+    // Racing claims of one occurrence: exactly one wins.
+    let storage = PostgresStorage::from_pool(pool.clone(), false);
+    let at = chrono::Utc::now();
+    let instances: Vec<String> = (0..10).map(|i| format!("instance-{i}")).collect();
+    let claims = futures_util::future::join_all(
+        instances
+            .iter()
+            .map(|instance| storage.claim_run("cleanup", at, instance)),
+    )
+    .await;
+    let won: Vec<_> = claims
+        .into_iter()
+        .map(|c| c.expect("claim"))
+        .filter(Option::is_some)
+        .collect();
+    assert_eq!(won.len(), 1);
+
+    // Two schedulers sharing the database, a job every second.
+    let stop = CancellationToken::new();
+    for _ in 0..2 {
+        let own = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let config = config(vec![job(
+            "compaction",
+            JobKind::Compaction { threshold: 1_000 },
+            "* * * * * *",
+            true,
+        )]);
+        let mut backends = Backends::in_memory(&config);
+        backends.storage = Arc::new(PostgresStorage::from_pool(own, false));
+        let server = Server::new(config, backends);
+        tokio::spawn(server.state.scheduler.clone().run(stop.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    stop.cancel();
+    let (occurrences, runs): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT scheduled_for), count(*) FROM maintenance_runs WHERE job = 'compaction'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("runs");
+    assert!(occurrences >= 2, "{occurrences} occurrences");
+    assert_eq!(occurrences, runs, "an occurrence ran twice");
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM maintenance_runs WHERE outcome <> 'ok' AND job = 'compaction' AND finished_at IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("failed");
+    assert_eq!(failed, 0);
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn compaction_snapshots_and_trims_long_histories(pool: PgPool) {
+    use synckit::storage::{DeltaOperation, NewDelta};
+    let storage = PostgresStorage::from_pool(pool.clone(), false);
+    storage
+        .save_document("big", &serde_json::json!({"id": "big", "fields": {"a": 1}}))
+        .await
+        .expect("doc");
+    for i in 0..5u64 {
+        storage
+            .save_delta(&NewDelta {
+                document_id: "big".into(),
+                client_id: "w".into(),
+                operation: DeltaOperation::Set,
+                field_path: "a".into(),
+                value: Some(serde_json::json!(i)),
+                clock_value: i + 1,
+                max_clock_value: None,
+            })
+            .await
+            .expect("delta");
+    }
+    storage
+        .update_vector_clock("big", "w", 5)
+        .await
+        .expect("clock");
+    let report = synckit::maintenance::compaction::compact_large_documents(&storage, 3)
+        .await
+        .expect("compact");
+    assert_eq!(report.documents_compacted, 1);
+    assert_eq!(report.deltas_removed, 5);
+    let snapshot = storage
+        .latest_snapshot("big")
+        .await
+        .expect("get")
+        .expect("snapshot");
+    assert_eq!(snapshot.state["fields"]["a"], 1);
+    assert_eq!(snapshot.version, serde_json::json!({"w": 5}));
+    let again = synckit::maintenance::compaction::compact_large_documents(&storage, 3)
+        .await
+        .expect("compact");
+    assert_eq!(
+        again.documents_compacted, 0,
+        "nothing left over the threshold"
+    );
+}
+
+#[test]
+fn an_invalid_schedule_refuses_to_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args(["serve", "--port", "0", "--admin-listen", "off"])
+        .env("SYNCKIT_CLEANUP_SCHEDULE", "every night")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SYNCKIT_CLEANUP_SCHEDULE"), "{err}");
+    assert!(err.contains("invalid cron expression"), "{err}");
+}
+
+/// Without a database, shared work (pruning a Redis awareness store) is claimed in
+/// Redis: two instances run each occurrence once between them.
+#[tokio::test]
+async fn without_a_database_redis_claims_shared_work_once_per_fleet() {
+    use synckit::awareness::RedisAwarenessStore;
+    use synckit::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
+    let url = std::env::var("REDIS_URL")
+        .expect("REDIS_URL must be set (the README test command sets it); start redis-server");
+    let prefix = format!("synckit-test-{}:", uuid::Uuid::new_v4());
+    let stop = CancellationToken::new();
+    let mut storages = Vec::new();
+    for _ in 0..2 {
+        let mut config = config(vec![job(
+            "awareness-prune",
+            JobKind::AwarenessPrune,
+            "* * * * * *",
+            true,
+        )]);
+        config.channel_prefix = prefix.clone();
+        let target = RedisTarget::parse(&url).expect("REDIS_URL");
+        let pubsub = Arc::new(RedisPubSub::start(RedisSettings::new(target)).expect("redis"));
+        for _ in 0..100 {
+            if pubsub.state() == synckit::pubsub::PubSubState::Connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let storage = Arc::new(MemoryStorage::new());
+        let mut backends = Backends::in_memory(&config);
+        backends.storage = storage.clone();
+        backends.pubsub = pubsub;
+        backends.awareness = Arc::new(
+            RedisAwarenessStore::new(&url, Duration::from_secs(30))
+                .expect("store")
+                .with_key_prefix(prefix.clone()),
+        );
+        let server = Server::new(config, backends);
+        tokio::spawn(server.state.scheduler.clone().run(stop.clone()));
+        storages.push(storage);
+    }
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    stop.cancel();
+    let mut occurrences = std::collections::HashMap::new();
+    for storage in &storages {
+        for run in storage.recent_runs(50).await.expect("runs") {
+            *occurrences.entry(run.scheduled_for).or_insert(0) += 1;
+        }
+    }
+    assert!(occurrences.len() >= 2, "{occurrences:?}");
+    assert!(
+        occurrences.values().all(|n| *n == 1),
+        "an occurrence ran on both instances: {occurrences:?}"
+    );
+}
