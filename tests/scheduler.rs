@@ -3,6 +3,8 @@
 //! occurrence across instances sharing PostgreSQL, and invalid schedules refuse to
 //! start.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,4 +256,58 @@ async fn without_a_database_redis_claims_shared_work_once_per_fleet() {
         occurrences.values().all(|n| *n == 1),
         "an occurrence ran on both instances: {occurrences:?}"
     );
+}
+
+/// The prune job against the real PostgreSQL awareness store: an expired client is
+/// removed, its leave reaches subscribers, and the run is recorded with its count.
+#[sqlx::test(migrations = "./migrations")]
+async fn the_prune_job_removes_expired_presence_and_announces_leaves(pool: PgPool) {
+    use serde_json::json;
+    use synckit::awareness::PostgresAwarenessStore;
+    let mut config = config(vec![job(
+        "awareness-prune",
+        JobKind::AwarenessPrune,
+        "* * * * * *",
+        true,
+    )]);
+    config.sync.awareness_timeout = Duration::from_millis(300);
+    let mut backends = Backends::in_memory(&config);
+    backends.storage = common::pg_storage(&pool);
+    backends.awareness = Arc::new(PostgresAwarenessStore::new(
+        pool.clone(),
+        config.sync.awareness_timeout,
+    ));
+    let server = common::start_on(config, backends).await;
+    let mut watcher = common::Client::connect(&server, false).await;
+    watcher
+        .send(json!({"type":"awareness_subscribe","documentId":"room"}))
+        .await;
+    watcher.expect("awareness_state").await;
+    let mut alice = common::Client::connect(&server, false).await;
+    alice
+        .send(
+            json!({"type":"awareness_update","documentId":"room","clientId":"alice",
+                     "state":{"name":"Alice"},"clock":1}),
+        )
+        .await;
+    let joined = watcher.expect("awareness_update").await;
+    assert_eq!(joined["state"]["name"], "Alice");
+    // Alice goes quiet; within the timeout plus one occurrence she is pruned.
+    let leave = watcher.expect("awareness_update").await;
+    assert_eq!(leave["clientId"], "alice");
+    assert!(leave["state"].is_null(), "{leave}");
+    assert_eq!(leave["clock"], 2);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM awareness_states")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+    let pruned: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT counts FROM maintenance_runs WHERE job = 'awareness-prune' AND outcome = 'ok'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("runs");
+    assert!(pruned.iter().any(|c| c["expired"] == 1), "{pruned:?}");
+    server.shutdown.cancel();
 }
