@@ -66,7 +66,8 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         Table::new(table_rows, widths)
             .header(header)
             .block(block(title))
-            .row_highlight_style(theme::selected()),
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
         area,
         buf,
         &mut state,

@@ -86,7 +86,8 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
         Table::new(table_rows, widths)
             .header(header)
             .block(block(title))
-            .row_highlight_style(theme::selected()),
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
         area,
         buf,
         &mut state,

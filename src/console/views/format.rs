@@ -40,6 +40,15 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// `950`, `12k`, `100k`, `1.5M`: row counts in narrow columns.
+pub fn count(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{}k", n / 1000),
+        _ => format!("{:.1}M", n as f64 / 1_000_000.0),
+    }
+}
+
 /// Messages per second with one decimal under 10.
 pub fn rate(per_second: f64) -> String {
     if per_second < 10.0 {
@@ -103,6 +112,7 @@ mod tests {
         assert_eq!(until(0, Some(90_000)), "in 1m");
         assert_eq!(until(90_000, Some(0)), "1m late");
         assert_eq!(bytes(2048), "2.0K");
+        assert_eq!(count(100_000), "100k");
         assert_eq!(rate(3.25), "3.2");
         assert_eq!(uptime(3700.0), "1h1m");
         assert_eq!(preview("abcdef", 4), "abc…");

@@ -8,7 +8,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Sparkline, StatefulWidget, Table, TableState, Widget};
 
-use super::format::{ago, rate, until, uptime};
+use super::format::{ago, count, rate, until, uptime};
 use super::{block, selection, source_style, theme};
 use crate::console::app::{App, View};
 use crate::console::model::SourceState;
@@ -109,7 +109,8 @@ fn render_instances(app: &App, area: Rect, buf: &mut Buffer) {
         Table::new(rows, widths)
             .header(header)
             .block(block(title))
-            .row_highlight_style(theme::selected()),
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
         area,
         buf,
         &mut state,
@@ -157,15 +158,19 @@ fn render_sources(app: &App, area: Rect, buf: &mut Buffer) {
             "PostgreSQL",
             &db.state,
             format!(
-                "≈{} docs ≈{} sess {}ms",
-                db.documents_total, db.sessions_total, db.query_ms
+                "{} docs {} sess",
+                count(db.documents_total),
+                count(db.sessions_total)
             ),
         ),
         source_line("Redis", &app.redis.state, format!("fleet {online} online")),
     ];
-    Paragraph::new(lines)
-        .block(block("Sources".into()))
-        .render(area, buf);
+    let title = if db.state.is_up() {
+        format!("Sources · queries {}ms", db.query_ms)
+    } else {
+        "Sources".into()
+    };
+    Paragraph::new(lines).block(block(title)).render(area, buf);
 }
 
 fn render_scheduler(app: &App, area: Rect, buf: &mut Buffer) {
@@ -244,11 +249,12 @@ fn render_sparklines(app: &App, area: Rect, buf: &mut Buffer) {
         // The newest samples that fit, right-aligned like a strip chart.
         let width = area.width.saturating_sub(2) as usize;
         let shown = &history[history.len().saturating_sub(width)..];
-        let now: f64 = app
+        // A fold from 0.0: an empty float sum is -0.0, which would print "-0.0".
+        let now = app
             .instances
             .iter()
             .map(|i| if inbound { i.rate_in } else { i.rate_out })
-            .sum();
+            .fold(0.0, |a, b| a + b);
         let peak = shown.iter().copied().max().unwrap_or(0);
         let title = format!(
             "Messages {} /s: {} (peak {peak})",

@@ -38,12 +38,12 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         "Client",
         "Instance",
         "Remote",
-        "Connected",
+        "Since",
         "Seen",
         "Subscriptions",
     ])
     .style(theme::header());
-    let client_width = if wide { 28 } else { 10 };
+    let client_width = if wide { 28 } else { 8 };
     let table_rows: Vec<Row> = rows
         .iter()
         .map(|s| {
@@ -72,11 +72,11 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     let widths = [
-        Constraint::Length(if wide { 24 } else { 14 }),
+        Constraint::Length(if wide { 24 } else { 10 }),
         Constraint::Length(client_width as u16),
         Constraint::Length(8),
-        Constraint::Length(if wide { 15 } else { 9 }),
-        Constraint::Length(9),
+        Constraint::Length(15),
+        Constraint::Length(7),
         Constraint::Length(10),
         Constraint::Min(6),
     ];
@@ -86,7 +86,8 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         Table::new(table_rows, widths)
             .header(header)
             .block(block(title))
-            .row_highlight_style(theme::selected()),
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
         area,
         buf,
         &mut state,

@@ -111,7 +111,8 @@ fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
         Table::new(rows, widths)
             .header(header)
             .block(block(title))
-            .row_highlight_style(theme::selected()),
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
         area,
         buf,
         &mut state,
