@@ -264,10 +264,7 @@ fn selected_target(app: &App) -> Option<Option<OperatorAction>> {
 /// Open the confirmation dialog, or say why not.
 fn ask(app: &mut App, action: Option<OperatorAction>) {
     if !app.allow_actions {
-        app.notice = Some((
-            "read-only: start the console with --allow-actions to act".into(),
-            true,
-        ));
+        app.notice = Some(("read-only (start with --allow-actions)".into(), true));
         return;
     }
     match action {
