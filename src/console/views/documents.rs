@@ -7,7 +7,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
 
-use super::format::{ago, bytes, clock, date_time, preview};
+use super::format::{ago, bytes, clock, count, date_time, preview};
 use super::{block, selection, theme};
 use crate::console::app::{App, View};
 use crate::console::model::DocumentDetail;
@@ -22,8 +22,9 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
 
 fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = rows::documents(app);
+    // The table's size is a planner estimate; the list is one page of it.
     let total = if app.database.state.is_up() {
-        format!(" of ≈{}", app.database.documents_total)
+        format!(" · ≈{} stored", count(app.database.documents_total))
     } else {
         String::new()
     };
