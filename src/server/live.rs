@@ -1,9 +1,11 @@
 //! The live sessions of this instance, for the admin API (console Sessions view) and
 //! the "disconnect a session" action. Connections register at admission and update
-//! their entry only when something changed (user, subscription count), so the cost
-//! on the frame path is one comparison; the list is read only by admin requests.
+//! their entry only when something changed (user, subscription count); "last seen" is
+//! an atomic, so the frame path takes no shared lock. The list is read only by admin
+//! requests.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -28,8 +30,18 @@ pub struct LiveSession {
 
 struct Entry {
     session: LiveSession,
+    /// Written on every frame without the registry lock (read when listing).
+    last_seen_ms: Arc<AtomicI64>,
     /// Cancelled by an administrator's disconnect; the connection loop closes.
     kick: CancellationToken,
+}
+
+impl Entry {
+    fn snapshot(&self) -> LiveSession {
+        let mut session = self.session.clone();
+        session.last_seen_ms = self.last_seen_ms.load(Ordering::Relaxed);
+        session
+    }
 }
 
 /// Every live connection of this instance, by connection id.
@@ -42,6 +54,7 @@ pub struct LiveSessions {
 pub struct LiveGuard {
     sessions: Arc<LiveSessions>,
     conn_id: u64,
+    last_seen_ms: Arc<AtomicI64>,
     kick: CancellationToken,
 }
 
@@ -64,11 +77,10 @@ impl LiveGuard {
         }
     }
 
-    /// The connection received something (frame or pong) at `now_ms`.
+    /// The connection received something (frame or pong) at `now_ms`. On the
+    /// frame path, so it takes no lock.
     pub fn seen(&self, now_ms: i64) {
-        if let Some(entry) = self.sessions.lock().get_mut(&self.conn_id) {
-            entry.session.last_seen_ms = now_ms;
-        }
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
     }
 }
 
@@ -87,16 +99,19 @@ impl LiveSessions {
     pub fn register(self: &Arc<Self>, session: LiveSession) -> LiveGuard {
         let conn_id = session.conn_id;
         let kick = CancellationToken::new();
+        let last_seen_ms = Arc::new(AtomicI64::new(session.last_seen_ms));
         self.lock().insert(
             conn_id,
             Entry {
                 session,
+                last_seen_ms: last_seen_ms.clone(),
                 kick: kick.clone(),
             },
         );
         LiveGuard {
             sessions: self.clone(),
             conn_id,
+            last_seen_ms,
             kick,
         }
     }
@@ -115,7 +130,7 @@ impl LiveSessions {
             .values()
             .skip(offset)
             .take(limit)
-            .map(|e| e.session.clone())
+            .map(Entry::snapshot)
             .collect()
     }
 
