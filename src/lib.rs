@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod awareness;
 pub mod cli;
+pub mod console;
 pub mod maintenance;
 pub mod metrics;
 pub mod protocol;

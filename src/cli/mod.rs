@@ -2,6 +2,7 @@
 
 pub mod check_config;
 pub mod cleanup;
+pub mod console;
 pub mod database;
 pub mod duration;
 pub mod migrate;
@@ -30,6 +31,10 @@ pub enum Command {
     /// codes: 0 ok, 2 invalid configuration, 3 database unreachable, 4 schema not
     /// current, 5 Redis unreachable.
     CheckConfig(Box<check_config::CheckConfigArgs>),
+    /// The operator's live terminal console: instances, documents, sessions,
+    /// awareness, pub/sub traffic and maintenance; read-only unless --allow-actions.
+    /// `--once [--format text|json]` prints every view and exits.
+    Console(Box<console::ConsoleArgs>),
 }
 
 /// Entry point used by `main`.
@@ -41,6 +46,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => one_shot(|| migrate::run(args)),
         Command::Cleanup(args) => one_shot(|| cleanup::run(args)),
+        Command::Console(args) => console::run(*args),
         Command::CheckConfig(args) => {
             let Some(sub) = matches.subcommand_matches("check-config") else {
                 anyhow::bail!("check-config arguments missing from the parse");

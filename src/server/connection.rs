@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::live::LiveSession;
 use super::AppState;
 use crate::protocol::errors::close;
 use crate::protocol::EncodedFrame;
@@ -21,6 +22,9 @@ use crate::sync::{Outgoing, Peer, Session};
 /// Outbox items per connection. A broadcast flush is one item however many fields it
 /// carries, so this is ~256 batch windows of slack before a reader counts as slow.
 pub const OUTBOX_CAPACITY: usize = 256;
+
+/// Close reason sent to a session an administrator disconnected (with 1008).
+pub const DISCONNECTED_BY_ADMIN: &str = "Disconnected by an administrator";
 
 /// How long a closing connection waits for its writer to send what is queued.
 const WRITER_DRAIN: Duration = Duration::from_secs(2);
@@ -67,6 +71,17 @@ pub async fn serve_socket(
         peer.overflowed().clone(),
         metrics.clone(),
     ));
+    let now_ms = crate::sync::wall_clock_ms();
+    let live = state.live.register(LiveSession {
+        id: format!("{}:conn-{conn_id}", state.instance_id()),
+        conn_id,
+        user: None,
+        client: user_agent.clone(),
+        remote_ip: ip.to_string(),
+        connected_at_ms: now_ms,
+        last_seen_ms: now_ms,
+        subscriptions: Vec::new(),
+    });
     let mut session = Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
     session.persist_session().await;
     let rejected_token = match &query_token {
@@ -82,12 +97,24 @@ pub async fn serve_socket(
     let mut last_received = Instant::now();
     let shutdown = state.connections_cancel.clone();
 
+    // What the live-session entry last showed: it is refreshed only when these move.
+    let mut shown: (Option<String>, usize) = (None, usize::MAX);
     let close_with: Option<(u16, &'static str)> = loop {
         if let Some(CloseRequest { code, reason }) = rejected_token {
             break Some((code, reason));
         }
+        let user = session.identity().map(|i| i.user_id.as_str());
+        let subscribed = session.subscriptions().count();
+        if user != shown.0.as_deref() || subscribed != shown.1 {
+            live.update(user, &mut session.subscriptions());
+            shown = (user.map(str::to_owned), subscribed);
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
+            _ = live.kicked().cancelled() => {
+                tracing::info!(conn_id, "session disconnected by an administrator");
+                break Some((close::POLICY, DISCONNECTED_BY_ADMIN));
+            }
             _ = peer.overflowed().cancelled() => {
                 tracing::warn!(conn_id, "closing a client that reads too slowly");
                 break None;
@@ -98,17 +125,22 @@ pub async fn serve_socket(
                 match frame {
                     Ok(Message::Text(text)) => {
                         last_received = Instant::now();
+                        live.seen(crate::sync::wall_clock_ms());
                         if let Err(CloseRequest { code, reason }) = session.handle_frame(true, text.as_bytes()).await {
                             break Some((code, reason));
                         }
                     }
                     Ok(Message::Binary(bytes)) => {
                         last_received = Instant::now();
+                        live.seen(crate::sync::wall_clock_ms());
                         if let Err(CloseRequest { code, reason }) = session.handle_frame(false, &bytes).await {
                             break Some((code, reason));
                         }
                     }
-                    Ok(Message::Ping(_) | Message::Pong(_)) => last_received = Instant::now(),
+                    Ok(Message::Ping(_) | Message::Pong(_)) => {
+                        last_received = Instant::now();
+                        live.seen(crate::sync::wall_clock_ms());
+                    }
                     Ok(Message::Close(_)) => break None,
                     Err(e) => {
                         if is_over_size_limit(e) {

@@ -569,6 +569,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .merge(super::admin::routes())
         .with_state(state)
 }
 

@@ -2,10 +2,12 @@
 //! pub/sub relay, resynchronisation, presence, awareness sweep). `run` takes its listeners and its shutdown signal
 //! from the caller so tests bind `127.0.0.1:0` and stop it at will.
 
+pub mod admin;
 pub mod auth_routes;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod live;
 pub mod presence;
 pub mod registry;
 
@@ -47,6 +49,8 @@ pub struct AppState {
     pub config: ServerConfig,
     pub sync: Arc<SyncService>,
     pub registry: Arc<ConnectionRegistry>,
+    /// Live sessions of this instance (admin API, disconnect action).
+    pub live: Arc<live::LiveSessions>,
     pub started: std::time::Instant,
     lifecycle: AtomicU8,
     next_conn: AtomicU64,
@@ -150,6 +154,7 @@ impl Server {
             config,
             sync,
             registry: Arc::new(ConnectionRegistry::default()),
+            live: Arc::new(live::LiveSessions::default()),
             started: std::time::Instant::now(),
             lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
             next_conn: AtomicU64::new(0),

@@ -29,7 +29,17 @@ pub fn metadata(state: &AppState) -> Map<String, Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "heartbeatIntervalMs": interval_ms,
     });
-    v.as_object().cloned().unwrap_or_default()
+    let mut map = v.as_object().cloned().unwrap_or_default();
+    // Where the console can poll this instance's admin API (fleet discovery). Only
+    // when the configured address names a reachable host and port.
+    if let Some(admin) = state
+        .config
+        .admin_listen
+        .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
+    {
+        map.insert("admin".into(), Value::String(format!("http://{admin}")));
+    }
+    map
 }
 
 /// This instance as listed in `/stats` `instances`, next to its peers.

@@ -817,6 +817,39 @@ impl Hub {
         out
     }
 
+    /// Connection ids subscribed to a live document (documents, then awareness),
+    /// for the admin API; `None` when the document is not loaded.
+    pub fn subscriber_ids(&self, id: &str) -> Option<(Vec<u64>, Vec<u64>)> {
+        let entry = self.get(id)?;
+        let st = entry.lock();
+        let ids = |list: &PeerList| list.iter().map(|p| p.conn_id).collect();
+        Some((ids(&st.subscribers), ids(&st.awareness_subscribers)))
+    }
+
+    /// Unload a document before it is deleted from storage, so the cache cannot
+    /// write it back. Refused (false) while anyone is subscribed, a broadcast is
+    /// pending, writes are not yet durable, or a handler holds it; true when it is
+    /// not (or no longer) loaded.
+    pub fn forget(&self, id: &str) -> bool {
+        let mut docs = self.docs();
+        let Some(entry) = docs.get(id) else {
+            return true;
+        };
+        if Arc::strong_count(entry) > 1 || self.storage.has_pending(id) {
+            return false;
+        }
+        let idle = {
+            let st = entry.lock();
+            st.subscribers.is_empty()
+                && st.awareness_subscribers.is_empty()
+                && st.pending.order.is_empty()
+        };
+        if idle {
+            docs.remove(id);
+        }
+        idle
+    }
+
     /// Total document subscriptions across live documents.
     pub fn subscription_count(&self) -> usize {
         let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();

@@ -1,0 +1,200 @@
+//! View 2, Documents: id, subscribers, fields, size, last change, instances; `s`
+//! sorts, `/` filters, Enter drills into one document (fields as pretty JSON,
+//! vector clock, subscribers, awareness, recent deltas, snapshots), Esc goes back.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
+
+use super::format::{ago, bytes, clock, count, date_time, preview};
+use super::{block, selection, theme};
+use crate::console::app::{App, View};
+use crate::console::model::DocumentDetail;
+use crate::console::rows;
+
+pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+    match &app.detail {
+        Some(id) => render_detail(app, id, area, buf),
+        None => render_list(app, area, buf),
+    }
+}
+
+fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
+    let rows = rows::documents(app);
+    // The table's size is a planner estimate; the list is one page of it.
+    let total = if app.database.state.is_up() {
+        format!(" · ≈{} stored", count(app.database.documents_total))
+    } else {
+        String::new()
+    };
+    let title = format!(
+        "Documents {}{total} · sort {} (s) · Enter opens",
+        rows.len(),
+        app.document_sort.label()
+    );
+    if rows.is_empty() {
+        let why = if app.filter().is_empty() {
+            " no documents (PostgreSQL off and no live documents)"
+        } else {
+            " no document matches the filter"
+        };
+        super::empty_note(why).block(block(title)).render(area, buf);
+        return;
+    }
+    let header = Row::new([
+        "Document",
+        "Subs",
+        "Fields",
+        "Size",
+        "Last change",
+        "Instance",
+    ])
+    .style(theme::header());
+    let table_rows: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            let subs = if r.subscribers > 0 {
+                Span::styled(r.subscribers.to_string(), theme::ok())
+            } else {
+                Span::styled("0", theme::dim())
+            };
+            Row::new(vec![
+                Span::raw(r.id.clone()),
+                subs,
+                Span::raw(r.fields.to_string()),
+                Span::raw(bytes(r.size_bytes)),
+                Span::raw(ago(app.now_ms, r.last_change_ms)),
+                Span::raw(if r.instances.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.instances.join(",")
+                }),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Min(20),
+        Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(11),
+        Constraint::Length(17),
+    ];
+    let mut state =
+        TableState::new().with_selected(selection(app, View::Documents, table_rows.len()));
+    StatefulWidget::render(
+        Table::new(table_rows, widths)
+            .header(header)
+            .block(block(title))
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
+        area,
+        buf,
+        &mut state,
+    );
+}
+
+fn render_detail(app: &App, id: &str, area: Rect, buf: &mut Buffer) {
+    let title = format!("Document {id} · Esc back · j/k scroll");
+    let Some(detail) = &app.detail_data else {
+        super::empty_note(" loading…")
+            .block(block(title))
+            .render(area, buf);
+        return;
+    };
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
+    let [fields, side] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
+    let pretty = serde_json::to_string_pretty(&detail.fields).unwrap_or_default();
+    Paragraph::new(pretty)
+        .scroll((app.detail_scroll, 0))
+        .block(block(format!("{title} · fields")))
+        .render(fields, buf);
+    Paragraph::new(side_lines(detail))
+        .wrap(Wrap { trim: true })
+        .block(block("Clock · subscribers · awareness".into()))
+        .render(side, buf);
+    let [deltas, snapshots] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
+    let delta_lines: Vec<Line> = if detail.deltas.is_empty() {
+        vec![Line::styled("none stored", theme::dim())]
+    } else {
+        detail
+            .deltas
+            .iter()
+            .map(|d| {
+                let value = d.value.as_ref().map_or("-".into(), |v| v.to_string());
+                Line::from(format!(
+                    "{} {} {} {}={}",
+                    clock(d.at_ms),
+                    d.operation,
+                    preview(&d.client_id, 12),
+                    d.field,
+                    preview(&value, 24)
+                ))
+            })
+            .collect()
+    };
+    Paragraph::new(delta_lines)
+        .block(block(format!("Recent deltas ({})", detail.deltas.len())))
+        .render(deltas, buf);
+    let snapshot_lines: Vec<Line> = if detail.snapshots.is_empty() {
+        vec![Line::styled("none", theme::dim())]
+    } else {
+        detail
+            .snapshots
+            .iter()
+            .map(|s| {
+                Line::from(format!(
+                    "{} {} {}",
+                    date_time(s.created_at_ms),
+                    bytes(s.size_bytes.max(0) as u64),
+                    preview(&s.id, 8)
+                ))
+            })
+            .collect()
+    };
+    Paragraph::new(snapshot_lines)
+        .block(block(format!("Snapshots ({})", detail.snapshots.len())))
+        .render(snapshots, buf);
+}
+
+fn side_lines(detail: &DocumentDetail) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    lines.push(Line::styled("Vector clock", theme::header()));
+    if detail.clock.is_empty() {
+        lines.push(Line::styled(" empty", theme::dim()));
+    }
+    for (writer, value) in &detail.clock {
+        lines.push(Line::from(format!(" {} = {value}", preview(writer, 24))));
+    }
+    lines.push(Line::styled(
+        format!("Subscribers ({})", detail.subscribers.len()),
+        theme::header(),
+    ));
+    for s in &detail.subscribers {
+        lines.push(Line::from(format!(" {s}")));
+    }
+    lines.push(Line::styled(
+        format!("Awareness ({})", detail.awareness.len()),
+        theme::header(),
+    ));
+    for a in &detail.awareness {
+        lines.push(Line::from(vec![
+            Span::raw(format!(" {} ", preview(&a.client_id, 12))),
+            Span::styled(preview(&a.state.to_string(), 30), theme::dim()),
+        ]));
+    }
+    if !detail.loaded_on.is_empty() {
+        lines.push(Line::from(format!(
+            "Loaded on {}",
+            detail.loaded_on.join(", ")
+        )));
+    }
+    for p in &detail.problems {
+        lines.push(Line::styled(p.clone(), theme::bad()));
+    }
+    lines
+}

@@ -1,0 +1,62 @@
+//! The `?` overlay: every key, and what is enabled (actions, pause).
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph, Widget};
+
+use super::{block, theme};
+use crate::console::app::App;
+
+/// Every key binding, as shown (also the README's table).
+pub const KEYS: [(&str, &str); 17] = [
+    ("1-6 Tab S-Tab", "switch view"),
+    ("j/k ↓/↑", "move (scroll in a document)"),
+    ("PgDn/PgUp g/G", "page, first, last"),
+    ("Enter", "open the selected document"),
+    ("Esc", "back / clear the filter"),
+    ("/", "filter the view (Enter keeps, Esc clears)"),
+    ("s", "sort (documents, sessions)"),
+    ("p", "pause / resume updates"),
+    ("+ / -", "refresh faster / slower"),
+    ("?", "this help"),
+    ("q Ctrl-C", "quit"),
+    ("c", "run a cleanup now *"),
+    ("a", "prune awareness now *"),
+    ("d", "disconnect session / delete document *"),
+    ("y / n", "confirm / cancel a dialog"),
+    ("", ""),
+    ("*", "needs --allow-actions; always confirmed"),
+];
+
+pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+    let height = (KEYS.len() as u16 + 3).min(area.height);
+    let width = 62.min(area.width);
+    let [area] = Layout::vertical([Constraint::Length(height)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [area] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(area);
+    Clear.render(area, buf);
+    let mut lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(key, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {key:<15}"), theme::accent()),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    lines.push(Line::styled(
+        if app.allow_actions {
+            " actions enabled"
+        } else {
+            " read-only (no --allow-actions)"
+        },
+        theme::dim(),
+    ));
+    Paragraph::new(lines)
+        .block(block("Keys · ? or Esc closes".into()))
+        .render(area, buf);
+}

@@ -1,0 +1,154 @@
+//! View 6, Maintenance: each job's schedule, next run and last outcome, and the run
+//! history with counts and errors. `c` runs a cleanup, `a` prunes awareness (with
+//! `--allow-actions`, after confirmation).
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Span;
+use ratatui::widgets::{Row, StatefulWidget, Table, TableState, Widget};
+
+use super::format::{ago, date_time, preview, until};
+use super::{block, selection, theme};
+use crate::console::app::{App, View};
+use crate::console::model::RunInfo;
+use crate::console::rows::{self, short_instance};
+
+pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+    let jobs = rows::jobs(app);
+    let runs = rows::runs(app);
+    let jobs_height = (jobs.len().max(1) as u16 + 3).min(area.height / 2);
+    let [jobs_area, runs_area] =
+        Layout::vertical([Constraint::Length(jobs_height), Constraint::Min(0)]).areas(area);
+    let actions = if app.allow_actions {
+        " · c cleanup · a prune awareness"
+    } else {
+        ""
+    };
+    let title = format!("Jobs ({}){actions}", jobs.len());
+    if jobs.is_empty() {
+        super::empty_note(" no instance reported its scheduler")
+            .block(block(title))
+            .render(jobs_area, buf);
+    } else {
+        let header = Row::new(["Job", "Schedule", "Instance", "Next run", "Last run"])
+            .style(theme::header());
+        let rows: Vec<Row> = jobs
+            .iter()
+            .map(|j| {
+                let (last, style) = match rows::last_run(&runs, &j.name) {
+                    Some(r) => outcome(app, r),
+                    None => ("never".into(), theme::dim()),
+                };
+                Row::new(vec![
+                    Span::raw(j.name.clone()),
+                    Span::raw(j.schedule.clone()),
+                    Span::raw(short_instance(&j.instance)),
+                    Span::raw(if j.enabled {
+                        until(app.now_ms, j.next_run_ms)
+                    } else {
+                        "disabled".into()
+                    }),
+                    Span::styled(last, style),
+                ])
+            })
+            .collect();
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(16),
+                Constraint::Length(14),
+                Constraint::Length(9),
+                Constraint::Length(10),
+                Constraint::Min(10),
+            ],
+        )
+        .header(header)
+        .block(block(title));
+        Widget::render(table, jobs_area, buf);
+    }
+    render_runs(app, &runs, runs_area, buf);
+}
+
+fn outcome(app: &App, run: &RunInfo) -> (String, ratatui::style::Style) {
+    let when = ago(app.now_ms, run.started_at_ms);
+    match run.outcome.as_str() {
+        "ok" => (format!("ok {when}"), theme::ok()),
+        "running" => (format!("running since {when}"), theme::warn()),
+        other => (format!("{other} {when}"), theme::bad()),
+    }
+}
+
+fn render_runs(app: &App, runs: &[RunInfo], area: Rect, buf: &mut Buffer) {
+    let title = format!("Runs ({})", runs.len());
+    if runs.is_empty() {
+        super::empty_note(" no runs recorded")
+            .block(block(title))
+            .render(area, buf);
+        return;
+    }
+    let header = Row::new([
+        "#",
+        "Job",
+        "Instance",
+        "Started",
+        "Took",
+        "Outcome",
+        "Counts / error",
+    ])
+    .style(theme::header());
+    let rows: Vec<Row> = runs
+        .iter()
+        .map(|r| {
+            let (text, style) = match r.outcome.as_str() {
+                "ok" => ("ok", theme::ok()),
+                "running" => ("running", theme::warn()),
+                _ => ("failed", theme::bad()),
+            };
+            let detail = match &r.error {
+                Some(e) => e.clone(),
+                None => counts(&r.counts),
+            };
+            Row::new(vec![
+                Span::raw(r.id.to_string()),
+                Span::raw(r.job.clone()),
+                Span::raw(short_instance(&r.instance_id)),
+                Span::raw(date_time(r.started_at_ms)),
+                Span::raw(r.duration_ms().map_or("-".into(), |d| format!("{d}ms"))),
+                Span::styled(text, style),
+                Span::raw(preview(&detail, 60)),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Length(15),
+        Constraint::Length(8),
+        Constraint::Length(11),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Min(10),
+    ];
+    let mut state = TableState::new().with_selected(selection(app, View::Maintenance, rows.len()));
+    StatefulWidget::render(
+        Table::new(rows, widths)
+            .header(header)
+            .block(block(title))
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
+        area,
+        buf,
+        &mut state,
+    );
+}
+
+/// `{"sessionsDeleted":3,"deltasDeleted":0}` as `sessionsDeleted 3 deltasDeleted 0`.
+fn counts(value: &serde_json::Value) -> String {
+    match value.as_object() {
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => "-".into(),
+    }
+}

@@ -1,0 +1,120 @@
+//! View 5, Traffic: a live, sampled feed of the fleet's pub/sub messages (channel,
+//! type, document, size, origin) under per-channel rates. `p` pauses, `/` filters.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Span;
+use ratatui::widgets::{Row, StatefulWidget, Table, TableState, Widget};
+
+use super::format::{bytes, clock, preview, rate};
+use super::{block, selection, source_style, theme};
+use crate::console::app::{App, View};
+use crate::console::model::SourceState;
+use crate::console::rows::{self, short_instance};
+
+pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+    let rates_height = (app.redis.rates.len().max(1) as u16 + 3).min(8);
+    let [rates, feed] =
+        Layout::vertical([Constraint::Length(rates_height), Constraint::Min(0)]).areas(area);
+    render_rates(app, rates, buf);
+    render_feed(app, feed, buf);
+}
+
+fn render_rates(app: &App, area: Rect, buf: &mut Buffer) {
+    let title = format!("Pub/sub rates · redis {}", app.redis.state.label());
+    if app.redis.rates.is_empty() {
+        let why = match &app.redis.state {
+            SourceState::Off => {
+                " Redis not configured (REDIS_URL): no fleet traffic to sample".to_owned()
+            }
+            SourceState::Down { error } => format!(" Redis unreachable: {error}"),
+            SourceState::Up { .. } => " no pub/sub traffic yet".to_owned(),
+        };
+        super::empty_note(&why)
+            .block(block(title))
+            .render(area, buf);
+        return;
+    }
+    let header = Row::new(["Channel", "Msgs/s", "Total"]).style(theme::header());
+    let rows: Vec<Row> = app
+        .redis
+        .rates
+        .iter()
+        .map(|r| {
+            Row::new(vec![
+                r.kind.clone(),
+                rate(r.per_second),
+                r.total.to_string(),
+            ])
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(16),
+            Constraint::Length(8),
+            Constraint::Min(8),
+        ],
+    )
+    .header(header)
+    .block(block(title).border_style(source_style(&app.redis.state)));
+    Widget::render(table, area, buf);
+}
+
+fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
+    let samples = rows::traffic(app);
+    let title = format!(
+        "Sampled messages ({}){}",
+        samples.len(),
+        if app.paused {
+            " · PAUSED (p resumes)"
+        } else {
+            " · p pauses"
+        }
+    );
+    if samples.is_empty() {
+        super::empty_note(" nothing sampled")
+            .block(block(title))
+            .render(area, buf);
+        return;
+    }
+    let header =
+        Row::new(["Time", "Type", "Document", "Size", "Origin", "Channel"]).style(theme::header());
+    let rows: Vec<Row> = samples
+        .iter()
+        .map(|t| {
+            let kind_style = match t.kind.as_str() {
+                "delta" => theme::accent(),
+                "presence" => theme::warn(),
+                _ => theme::ok(),
+            };
+            Row::new(vec![
+                Span::raw(clock(t.at_ms)),
+                Span::styled(t.kind.clone(), kind_style),
+                Span::raw(preview(t.document.as_deref().unwrap_or("-"), 20)),
+                Span::raw(bytes(t.size as u64)),
+                Span::raw(t.origin.as_deref().map_or("-".into(), short_instance)),
+                Span::styled(t.channel.clone(), theme::dim()),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(20),
+        Constraint::Length(6),
+        Constraint::Length(8),
+        Constraint::Min(10),
+    ];
+    let mut state = TableState::new().with_selected(selection(app, View::Traffic, rows.len()));
+    StatefulWidget::render(
+        Table::new(rows, widths)
+            .header(header)
+            .block(block(title))
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
+        area,
+        buf,
+        &mut state,
+    );
+}
