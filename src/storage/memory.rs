@@ -92,23 +92,23 @@ fn object_of(value: Option<&Value>) -> Map<String, Value> {
 impl Inner {
     /// Insert (`version` 1) or replace the state (`version` + 1, `updated_at` now),
     /// as `INSERT … ON CONFLICT DO UPDATE` with the canonical triggers does.
-    fn upsert_document(&mut self, id: &str, state: Value, at: DateTime<Utc>) -> DocumentRow {
-        let row = self
-            .documents
-            .entry(id.to_owned())
-            .and_modify(|row| {
-                row.state = state.clone();
+    fn upsert_document(&mut self, id: &str, state: Value, at: DateTime<Utc>) -> &DocumentRow {
+        match self.documents.entry(id.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(entry) => {
+                let row = entry.into_mut();
+                row.state = state;
                 row.version += 1;
                 row.updated_at = at;
-            })
-            .or_insert_with(|| DocumentRow {
+                row
+            }
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(DocumentRow {
                 id: id.to_owned(),
                 state,
                 version: 1,
                 created_at: at,
                 updated_at: at,
-            });
-        row.clone()
+            }),
+        }
     }
 
     /// Create an empty field document unless the id exists (clock rows need one).
@@ -170,11 +170,24 @@ impl Inner {
         let mut states: HashMap<&str, Map<String, Value>> = HashMap::new();
         for write in writes {
             let doc: &str = &write.document_id;
+            // The stored state is taken, patched in place and put back: cloning it
+            // per write would cost O(fields) for every change.
             let state = states.entry(doc).or_insert_with(|| {
                 order.push(doc);
-                object_of(self.documents.get(doc).map(|row| &row.state))
+                match self.documents.get_mut(doc).map(|row| row.state.take()) {
+                    Some(Value::Object(map)) => map,
+                    _ => Map::new(),
+                }
             });
-            let mut fields = object_of(state.get("fields"));
+            let fields = state
+                .entry("fields")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !fields.is_object() {
+                *fields = Value::Object(Map::new());
+            }
+            let Value::Object(fields) = fields else {
+                continue;
+            };
             for change in &write.changes {
                 match &change.value {
                     Some(value) => {
@@ -186,7 +199,6 @@ impl Inner {
                 }
             }
             state.insert("id".into(), Value::String(doc.to_owned()));
-            state.insert("fields".into(), Value::Object(fields));
             if let Some((crdt, clock)) = &write.text {
                 state.insert("type".into(), json!("text"));
                 state.insert("content".into(), json!(""));
@@ -483,7 +495,10 @@ impl StorageAdapter for MemoryStorage {
     }
 
     async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
-        Ok(self.lock().upsert_document(id, state.clone(), now()))
+        Ok(self
+            .lock()
+            .upsert_document(id, state.clone(), now())
+            .clone())
     }
 
     async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
@@ -494,7 +509,7 @@ impl StorageAdapter for MemoryStorage {
                 id: id.to_owned(),
             });
         }
-        Ok(inner.upsert_document(id, state.clone(), now()))
+        Ok(inner.upsert_document(id, state.clone(), now()).clone())
     }
 
     async fn delete_document(&self, id: &str) -> Result<bool, StorageError> {
