@@ -17,7 +17,8 @@
 //! * `many-docs` — C clients, each subscribed to and writing its own document, K deltas each,
 //!   flat out with an ack window (default 1) or at `--rate` deltas/s per client.
 //! * `idle` — C idle connections opened `--connect-concurrency` at a time; with
-//!   `--server-pid` it reports the server's VmRSS before/after and the RSS per connection.
+//!   `--server-pid` it reports the server's VmRSS before (the idle server), with all of them
+//!   open, and after they closed, and the RSS per connection.
 //!
 //! Run it against a server on loopback (other hosts are refused unless
 //! `--allow-non-loopback`):
@@ -40,8 +41,11 @@
 //! SYNCKIT_AUTH_REQUIRED=false
 //! SYNCKIT_MAX_CONNECTIONS_PER_IP=20000   # > subscribers+1, > clients, > idle connections
 //! WS_MAX_CONNECTIONS=20000               # idle with 10000 connections
-//! SYNCKIT_MAX_MESSAGES_PER_MINUTE=1000000
+//! SYNCKIT_MAX_MESSAGES_PER_MINUTE=0         # 0 disables the per-connection message limit
+//! SYNCKIT_ADMIN_LISTEN=off                 # not needed; frees port 9091 for parallel servers
 //! ```
+//!
+//! BENCHMARKS.md has the exact commands and figures.
 //!
 //! Broadcast latency includes the server's batch window (§8.6: 50 ms by default; a server that
 //! honours `SYNC_BATCH_DELAY` can set it to 0), so compare runs with the same setting. Acks are
@@ -167,6 +171,10 @@ struct FanoutArgs {
     /// After the last send, how long to wait for outstanding acks and broadcasts.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// Connect the subscribers to this server instead (another instance of the same
+    /// fleet): measures cross-instance delivery, writer on `--url`.
+    #[arg(long)]
+    subscriber_url: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -384,9 +392,13 @@ fn check_loopback(url: &str) -> Result<()> {
 }
 
 async fn connect(ctx: &Ctx, read_buffer: usize) -> Result<Ws> {
+    connect_to(ctx, &ctx.url, read_buffer).await
+}
+
+async fn connect_to(ctx: &Ctx, url: &str, read_buffer: usize) -> Result<Ws> {
     let config = WebSocketConfig::default().read_buffer_size(read_buffer);
     // disable_nagle: small frames must leave at once or latency figures measure Nagle.
-    let fut = connect_async_with_config(ctx.url.as_str(), Some(config), true);
+    let fut = connect_async_with_config(url, Some(config), true);
     let (ws, _response) = timeout_at(ctx.step_deadline(), fut)
         .await
         .context("connect timed out")?
@@ -428,6 +440,7 @@ async fn subscribe(ctx: &Ctx, ws: &mut Ws, doc: &str) -> Result<()> {
 /// `doc_for(i)`. Failures are recorded and skipped; results are sorted by index.
 async fn open_many(
     ctx: &Arc<Ctx>,
+    url: &str,
     n: usize,
     read_buffer: usize,
     doc_for: impl Fn(usize) -> Option<String>,
@@ -438,11 +451,12 @@ async fn open_many(
         let ctx = Arc::clone(ctx);
         let gate = Arc::clone(&gate);
         let doc = doc_for(i);
+        let url = url.to_owned();
         // One task per connection so handshakes use every runtime thread; the semaphore
         // keeps the server from seeing a connect storm larger than asked for.
         set.spawn(async move {
             let _permit = gate.acquire_owned().await.context("connect gate closed")?;
-            let mut ws = connect(&ctx, read_buffer).await?;
+            let mut ws = connect_to(&ctx, &url, read_buffer).await?;
             if let Some(doc) = doc {
                 subscribe(&ctx, &mut ws, &doc).await?;
             }
@@ -477,12 +491,118 @@ async fn close_gracefully(mut ws: Ws) -> bool {
     }
 }
 
+type WsResult = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>;
+
+/// Handles one read from a connection the way every reader in this file does: a binary
+/// frame is split into (type code, payload) and handed to `on_frame`, except server `error`
+/// frames and malformed frames, which are recorded; other messages are ignored. A close, a
+/// read error or the end of the stream is recorded under `role` and returns false: the
+/// connection is over. Returns true otherwise.
+fn handle_read(
+    ctx: &Ctx,
+    role: &str,
+    msg: Option<WsResult>,
+    mut on_frame: impl FnMut(u8, &[u8]),
+) -> bool {
+    match msg {
+        Some(Ok(Message::Binary(data))) => match decode(&data) {
+            Some((T_ERROR, p)) => ctx.errors.record(error_text(p)),
+            Some((code, p)) => on_frame(code, p),
+            None => ctx.errors.record("malformed binary frame"),
+        },
+        Some(Ok(Message::Close(f))) => {
+            ctx.errors
+                .record(format!("{role} {}", close_text(f.as_ref())));
+            return false;
+        }
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            ctx.errors.record(format!("{role} read: {e}"));
+            return false;
+        }
+        None => {
+            ctx.errors.record(format!("{role} connection ended"));
+            return false;
+        }
+    }
+    true
+}
+
+/// Something that has received all it waits for.
+trait Complete {
+    fn complete(&self) -> bool;
+}
+
+/// Reads frames into `got` (through `on_frame`, see `handle_read`) until it is complete or
+/// `stop` fires; returns false when the connection ended instead.
+async fn read_until<T, S>(
+    ctx: &Ctx,
+    role: &str,
+    rx: &mut S,
+    stop: &mut watch::Receiver<bool>,
+    got: &mut T,
+    mut on_frame: impl FnMut(&mut T, u8, &[u8]),
+) -> bool
+where
+    T: Complete,
+    S: futures_util::Stream<Item = WsResult> + Unpin,
+{
+    while !got.complete() {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            msg = rx.next() => {
+                if !handle_read(ctx, role, msg, |code, p| on_frame(got, code, p)) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// One writing client: its `i`-th delta goes to its own field `f<i>` with message id
+/// `<client_id>-<i>`, and carries its send time (ns since the run's origin) as the value,
+/// so every receiver computes delivery latency from the broadcast alone.
+struct DeltaSource {
+    doc: String,
+    client_id: String,
+}
+
+impl DeltaSource {
+    fn new(ctx: &Ctx, doc: &str, who: &str) -> Self {
+        Self {
+            doc: doc.to_owned(),
+            client_id: format!("lg-{}-{who}", ctx.run_id),
+        }
+    }
+
+    /// Builds delta `i`; returns its send time (ns since the origin) and the frame.
+    fn delta(&self, ctx: &Ctx, i: usize) -> Result<(u64, Message)> {
+        let field = format!("f{i}");
+        let message_id = format!("{}-{i}", self.client_id);
+        let t = ctx.now_ns();
+        let frame = DeltaOut {
+            document_id: &self.doc,
+            field: &field,
+            value: t,
+            clock: OneClock(&self.client_id, i as u64 + 1),
+            client_id: &self.client_id,
+            timestamp: epoch_ms(),
+            message_id: &message_id,
+        }
+        .to_frame()?;
+        Ok((t, frame))
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Measurement helpers
 // ---------------------------------------------------------------------------------------
 
-/// Receipts of broadcast deltas on one connection, deduplicated by field index.
-struct Deliveries {
+/// Receipts of one kind (broadcast deltas or acks) on one connection, deduplicated by the
+/// delta index carried in the field name or message id.
+struct Receipts {
     seen: Vec<bool>,
     latencies_ns: Vec<u64>,
     distinct: usize,
@@ -490,7 +610,18 @@ struct Deliveries {
     last_at: Option<Instant>,
 }
 
-impl Deliveries {
+/// Broadcast deltas received; latency is measured from the send time in the value.
+type Deliveries = Receipts;
+/// Acks received; latency is measured from the writer's recorded send time.
+type Acks = Receipts;
+
+impl Complete for Receipts {
+    fn complete(&self) -> bool {
+        self.distinct == self.seen.len()
+    }
+}
+
+impl Receipts {
     fn new(n: usize) -> Self {
         Self {
             seen: vec![false; n],
@@ -501,83 +632,93 @@ impl Deliveries {
         }
     }
 
-    fn complete(&self) -> bool {
-        self.distinct == self.seen.len()
+    /// Counts receipt `i` with the given latency; returns true the first time only, false
+    /// for a repeat or an index outside the run (recorded as an error under `what`).
+    fn mark(&mut self, ctx: &Ctx, i: Option<usize>, latency_ns: u64, what: &str) -> bool {
+        let Some(slot) = i.and_then(|i| self.seen.get_mut(i)) else {
+            ctx.errors.record(format!("{what} for an unknown index"));
+            return false;
+        };
+        if *slot {
+            self.duplicates += 1;
+            return false;
+        }
+        *slot = true;
+        self.distinct += 1;
+        self.latencies_ns.push(latency_ns);
+        self.last_at = Some(Instant::now());
+        true
     }
 
     fn on_delta(&mut self, ctx: &Ctx, payload: &[u8]) {
         let now_ns = ctx.now_ns();
-        let b: BroadcastIn = match serde_json::from_slice(payload) {
-            Ok(b) => b,
-            Err(e) => {
-                return ctx
-                    .errors
-                    .record(format!("unparseable broadcast delta: {e}"))
+        match serde_json::from_slice::<BroadcastIn>(payload) {
+            Ok(b) => {
+                let latency = now_ns.saturating_sub(b.value);
+                self.mark(ctx, trailing_index(&b.field), latency, "broadcast delta");
             }
-        };
-        let Some(slot) = trailing_index(&b.field).and_then(|i| self.seen.get_mut(i)) else {
-            return ctx.errors.record("broadcast delta for an unknown field");
-        };
-        if *slot {
-            self.duplicates += 1;
-            return;
-        }
-        *slot = true;
-        self.distinct += 1;
-        self.latencies_ns.push(now_ns.saturating_sub(b.value));
-        self.last_at = Some(Instant::now());
-    }
-}
-
-/// Receipts of acks on one connection; `send_ns(i)` gives the send time of delta i.
-struct Acks {
-    seen: Vec<bool>,
-    latencies_ns: Vec<u64>,
-    distinct: usize,
-    last_at: Option<Instant>,
-}
-
-impl Acks {
-    fn new(n: usize) -> Self {
-        Self {
-            seen: vec![false; n],
-            latencies_ns: Vec::with_capacity(n),
-            distinct: 0,
-            last_at: None,
+            Err(e) => ctx
+                .errors
+                .record(format!("unparseable broadcast delta: {e}")),
         }
     }
 
-    fn complete(&self) -> bool {
-        self.distinct == self.seen.len()
-    }
-
-    /// Returns true for the first ack of a message (frees a window slot).
+    /// Returns true for the first ack of a message: a repeated ack must not free a second
+    /// window slot. `send_ns(i)` gives the send time of delta i.
     fn on_ack(&mut self, ctx: &Ctx, payload: &[u8], send_ns: impl Fn(usize) -> u64) -> bool {
         let now_ns = ctx.now_ns();
-        let ack: AckIn = match serde_json::from_slice(payload) {
-            Ok(a) => a,
+        match serde_json::from_slice::<AckIn>(payload) {
+            Ok(ack) => {
+                let i = trailing_index(&ack.message_id).filter(|&i| i < self.seen.len());
+                let latency = i.map_or(0, |i| now_ns.saturating_sub(send_ns(i)));
+                self.mark(ctx, i, latency, "ack")
+            }
             Err(e) => {
                 ctx.errors.record(format!("unparseable ack: {e}"));
-                return false;
+                false
             }
-        };
-        let Some(i) = trailing_index(&ack.message_id) else {
-            ctx.errors.record("ack for an unknown messageId");
-            return false;
-        };
-        let Some(slot) = self.seen.get_mut(i) else {
-            ctx.errors.record("ack for an unknown messageId");
-            return false;
-        };
-        if *slot {
-            // A repeated ack must not free a second window slot.
-            return false;
         }
-        *slot = true;
-        self.distinct += 1;
-        self.latencies_ns.push(now_ns.saturating_sub(send_ns(i)));
-        self.last_at = Some(Instant::now());
-        true
+    }
+}
+
+/// What a writing client receives: acks of its deltas and the broadcast echo of them (the
+/// server broadcasts to the sender too, §8.6).
+struct WriterReceipts {
+    acks: Acks,
+    echo: Deliveries,
+}
+
+impl Complete for WriterReceipts {
+    fn complete(&self) -> bool {
+        self.acks.complete() && self.echo.complete()
+    }
+}
+
+impl WriterReceipts {
+    fn new(n: usize) -> Self {
+        Self {
+            acks: Acks::new(n),
+            echo: Deliveries::new(n),
+        }
+    }
+
+    /// Handles one frame; returns true when it is the first ack of a delta (a window slot
+    /// is free again). `send_ns(i)` gives the send time of delta i.
+    fn on_frame(
+        &mut self,
+        ctx: &Ctx,
+        code: u8,
+        payload: &[u8],
+        send_ns: impl Fn(usize) -> u64,
+    ) -> bool {
+        match code {
+            T_ACK => self.acks.on_ack(ctx, payload, send_ns),
+            T_DELTA => {
+                self.echo.on_delta(ctx, payload);
+                false
+            }
+            _ => false,
+        }
     }
 }
 
@@ -751,34 +892,22 @@ async fn fanout_subscriber(
     mut stop: watch::Receiver<bool>,
 ) -> Deliveries {
     let mut got = Deliveries::new(n);
-    while !got.complete() {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match decode(&data) {
-                    Some((T_DELTA, p)) => got.on_delta(&ctx, p),
-                    Some((T_ERROR, p)) => ctx.errors.record(error_text(p)),
-                    Some(_) => {}
-                    None => ctx.errors.record("malformed binary frame"),
-                },
-                Some(Ok(Message::Close(f))) => {
-                    ctx.errors.record(format!("subscriber {}", close_text(f.as_ref())));
-                    return got;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    ctx.errors.record(format!("subscriber read: {e}"));
-                    return got;
-                }
-                None => {
-                    ctx.errors.record("subscriber connection ended");
-                    return got;
-                }
-            },
-        }
+    let open = read_until(
+        &ctx,
+        "subscriber",
+        &mut ws,
+        &mut stop,
+        &mut got,
+        |got, code, p| {
+            if code == T_DELTA {
+                got.on_delta(&ctx, p);
+            }
+        },
+    )
+    .await;
+    if open {
+        close_gracefully(ws).await;
     }
-    close_gracefully(ws).await;
     got
 }
 
@@ -793,45 +922,25 @@ async fn writer_reader(
     send_ns: Arc<Vec<AtomicU64>>,
     window: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) -> (Acks, Deliveries, WsRead) {
-    let mut acks = Acks::new(n);
-    let mut echo = Deliveries::new(n);
+) -> (WriterReceipts, WsRead) {
+    let mut got = WriterReceipts::new(n);
     let lookup = |i: usize| send_ns[i].load(Ordering::Relaxed);
-    while !(acks.complete() && echo.complete()) {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            msg = rx.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match decode(&data) {
-                    Some((T_ACK, p)) => {
-                        if acks.on_ack(&ctx, p, lookup) {
-                            window.add_permits(1);
-                        }
-                    }
-                    Some((T_DELTA, p)) => echo.on_delta(&ctx, p),
-                    Some((T_ERROR, p)) => ctx.errors.record(error_text(p)),
-                    Some(_) => {}
-                    None => ctx.errors.record("malformed binary frame"),
-                },
-                Some(Ok(Message::Close(f))) => {
-                    ctx.errors.record(format!("writer {}", close_text(f.as_ref())));
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    ctx.errors.record(format!("writer read: {e}"));
-                    break;
-                }
-                None => {
-                    ctx.errors.record("writer connection ended");
-                    break;
-                }
-            },
-        }
-    }
+    read_until(
+        &ctx,
+        "writer",
+        &mut rx,
+        &mut stop,
+        &mut got,
+        |got, code, p| {
+            if got.on_frame(&ctx, code, p, lookup) {
+                window.add_permits(1);
+            }
+        },
+    )
+    .await;
     // Wake a sender blocked on the window so it fails fast instead of waiting out the run.
     window.close();
-    (acks, echo, rx)
+    (got, rx)
 }
 
 struct SendStats {
@@ -849,8 +958,7 @@ async fn fanout_send(
     window: &Semaphore,
     stats: &mut SendStats,
 ) -> Result<()> {
-    let client_id = format!("lg-{}-writer", ctx.run_id);
-    let id_prefix = format!("{client_id}-");
+    let source = DeltaSource::new(ctx, doc, "writer");
     let paced = args.rate > 0.0;
     // tokio timers have 1 ms resolution, so high rates send several deltas per tick; the
     // number due is derived from elapsed time, which keeps the average rate exact.
@@ -885,20 +993,9 @@ async fn fanout_send(
             }
             Err(TryAcquireError::Closed) => bail!("writer connection closed"),
         }
-        let field = format!("f{i}");
-        let message_id = format!("{id_prefix}{i}");
-        let t = ctx.now_ns();
+        let (t, delta) = source.delta(ctx, i)?;
         sent_at.store(t, Ordering::Relaxed);
-        let delta = DeltaOut {
-            document_id: doc,
-            field: &field,
-            value: t,
-            clock: OneClock(&client_id, i as u64 + 1),
-            client_id: &client_id,
-            timestamp: epoch_ms(),
-            message_id: &message_id,
-        };
-        tx.feed(delta.to_frame()?).await?;
+        tx.feed(delta).await?;
         let now = Instant::now();
         stats.first_at.get_or_insert(now);
         stats.last_at = Some(now);
@@ -920,9 +1017,20 @@ async fn run_fanout(ctx: Arc<Ctx>, args: FanoutArgs, server_pid: Option<u32>) ->
     let doc = format!("bench-fanout-{}", ctx.run_id);
 
     // Subscribers first, each with its sync_response in hand, so none misses early deltas.
-    let subs = open_many(&ctx, args.subscribers, DEFAULT_READ_BUFFER, |_| {
-        Some(doc.clone())
-    })
+    let subscriber_url = match &args.subscriber_url {
+        Some(url) => {
+            check_loopback(url)?;
+            url.clone()
+        }
+        None => ctx.url.clone(),
+    };
+    let subs = open_many(
+        &ctx,
+        &subscriber_url,
+        args.subscribers,
+        DEFAULT_READ_BUFFER,
+        |_| Some(doc.clone()),
+    )
     .await;
     let connected = subs.len();
     let mut writer = connect(&ctx, DEFAULT_READ_BUFFER)
@@ -966,14 +1074,14 @@ async fn run_fanout(ctx: Arc<Ctx>, args: FanoutArgs, server_pid: Option<u32>) ->
     let subs_out = join_until(sub_handles, drain_deadline, &stop_tx, &ctx).await;
     let cpu_report = cpu.report();
 
-    let (acks, echo) = match reader_out.pop() {
-        Some((acks, echo, rx)) => {
+    let WriterReceipts { acks, echo } = match reader_out.pop() {
+        Some((got, rx)) => {
             if let Ok(ws) = tx.reunite(rx) {
                 close_gracefully(ws).await;
             }
-            (acks, echo)
+            got
         }
-        None => (Acks::new(n), Deliveries::new(n)),
+        None => WriterReceipts::new(n),
     };
 
     let received: usize = subs_out.iter().map(|d| d.distinct).sum();
@@ -1043,8 +1151,7 @@ async fn run_fanout(ctx: Arc<Ctx>, args: FanoutArgs, server_pid: Option<u32>) ->
 
 struct ClientOut {
     sent: usize,
-    acks: Acks,
-    echo: Deliveries,
+    got: WriterReceipts,
 }
 
 /// One client on its own document: a single task both sends and receives, because with a
@@ -1058,37 +1165,25 @@ async fn many_docs_client(
     mut stop: watch::Receiver<bool>,
 ) -> ClientOut {
     let k = args.deltas;
-    let client_id = format!("lg-{}-c-{doc}", ctx.run_id);
-    let id_prefix = format!("{client_id}-");
+    let source = DeltaSource::new(&ctx, &doc, &format!("c-{doc}"));
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     let window = args.window.max(1);
     let mut send_ns = vec![0u64; k];
     let mut out = ClientOut {
         sent: 0,
-        acks: Acks::new(k),
-        echo: Deliveries::new(k),
+        got: WriterReceipts::new(k),
     };
     let mut inflight = 0usize;
     let mut next_send = first_send;
-    while !(out.acks.complete() && out.echo.complete()) {
+    while !out.got.complete() {
         let can_send = out.sent < k && inflight < window;
         if can_send && (period.is_none() || Instant::now() >= next_send) {
             let i = out.sent;
-            let field = format!("f{i}");
-            let message_id = format!("{id_prefix}{i}");
-            let t = ctx.now_ns();
-            send_ns[i] = t;
-            let delta = DeltaOut {
-                document_id: &doc,
-                field: &field,
-                value: t,
-                clock: OneClock(&client_id, i as u64 + 1),
-                client_id: &client_id,
-                timestamp: epoch_ms(),
-                message_id: &message_id,
-            };
-            let sent = match delta.to_frame() {
-                Ok(f) => ws.send(f).await.map_err(anyhow::Error::from),
+            let sent = match source.delta(&ctx, i) {
+                Ok((t, f)) => {
+                    send_ns[i] = t;
+                    ws.send(f).await.map_err(anyhow::Error::from)
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {
@@ -1106,32 +1201,16 @@ async fn many_docs_client(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match decode(&data) {
-                    Some((T_ACK, p)) => {
-                        if out.acks.on_ack(&ctx, p, |i| send_ns[i]) {
-                            inflight = inflight.saturating_sub(1);
-                        }
+            msg = ws.next() => {
+                let open = handle_read(&ctx, "client", msg, |code, p| {
+                    if out.got.on_frame(&ctx, code, p, |i| send_ns[i]) {
+                        inflight = inflight.saturating_sub(1);
                     }
-                    Some((T_DELTA, p)) => out.echo.on_delta(&ctx, p),
-                    Some((T_ERROR, p)) => ctx.errors.record(error_text(p)),
-                    Some(_) => {}
-                    None => ctx.errors.record("malformed binary frame"),
-                },
-                Some(Ok(Message::Close(f))) => {
-                    ctx.errors.record(format!("client {}", close_text(f.as_ref())));
+                });
+                if !open {
                     return out;
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    ctx.errors.record(format!("client read: {e}"));
-                    return out;
-                }
-                None => {
-                    ctx.errors.record("client connection ended");
-                    return out;
-                }
-            },
+            }
             _ = sleep_until(next_send), if wait_timer => {}
         }
     }
@@ -1149,7 +1228,10 @@ async fn run_many_docs(
     }
     let nofile = ensure_nofile(args.clients as u64 + 64);
     let doc_of = |i: usize| format!("bench-docs-{}-{i}", ctx.run_id);
-    let conns = open_many(&ctx, args.clients, SMALL_READ_BUFFER, |i| Some(doc_of(i))).await;
+    let conns = open_many(&ctx, &ctx.url, args.clients, SMALL_READ_BUFFER, |i| {
+        Some(doc_of(i))
+    })
+    .await;
     let connected = conns.len();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -1178,19 +1260,19 @@ async fn run_many_docs(
     let cpu_report = cpu.report();
 
     let sent: usize = outs.iter().map(|o| o.sent).sum();
-    let acked: usize = outs.iter().map(|o| o.acks.distinct).sum();
-    let echoed: usize = outs.iter().map(|o| o.echo.distinct).sum();
-    let duplicates: u64 = outs.iter().map(|o| o.echo.duplicates).sum();
-    let last_ack = outs.iter().filter_map(|o| o.acks.last_at).max();
-    let last_echo = outs.iter().filter_map(|o| o.echo.last_at).max();
+    let acked: usize = outs.iter().map(|o| o.got.acks.distinct).sum();
+    let echoed: usize = outs.iter().map(|o| o.got.echo.distinct).sum();
+    let duplicates: u64 = outs.iter().map(|o| o.got.echo.duplicates).sum();
+    let last_ack = outs.iter().filter_map(|o| o.got.acks.last_at).max();
+    let last_echo = outs.iter().filter_map(|o| o.got.echo.last_at).max();
     let since_start = |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t - start);
     let ack_elapsed = since_start(last_ack);
     let e2e_elapsed = since_start(last_echo.max(last_ack));
     let expected = args.clients * args.deltas;
     let (mut ack_lat, mut echo_lat) = (Vec::new(), Vec::new());
     for o in outs {
-        ack_lat.extend(o.acks.latencies_ns);
-        echo_lat.extend(o.echo.latencies_ns);
+        ack_lat.extend(o.got.acks.latencies_ns);
+        echo_lat.extend(o.got.echo.latencies_ns);
     }
     let ok = ctx.errors.count() == 0 && sent == expected && acked == sent && echoed == sent;
 
@@ -1274,32 +1356,18 @@ async fn idle_holder(
                     }
                 }
             }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match decode(&data) {
-                    Some((T_PONG, _)) if awaiting_pong => {
+            msg = ws.next() => {
+                let open = handle_read(&ctx, "idle", msg, |code, _| {
+                    if code == T_PONG && awaiting_pong {
                         awaiting_pong = false;
                         counters.pongs.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some((T_ERROR, p)) => ctx.errors.record(error_text(p)),
-                    _ => {}
-                },
-                Some(Ok(Message::Close(f))) => {
+                });
+                if !open {
                     counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    ctx.errors.record(format!("idle {}", close_text(f.as_ref())));
                     return;
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    ctx.errors.record(format!("idle read: {e}"));
-                    return;
-                }
-                None => {
-                    counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    ctx.errors.record("idle connection ended");
-                    return;
-                }
-            },
+            }
         }
     }
 }
@@ -1313,7 +1381,7 @@ async fn run_idle(ctx: Arc<Ctx>, args: IdleArgs, server_pid: Option<u32>) -> Res
     }
 
     let t0 = Instant::now();
-    let conns = open_many(&ctx, c, SMALL_READ_BUFFER, |i| {
+    let conns = open_many(&ctx, &ctx.url, c, SMALL_READ_BUFFER, |i| {
         args.subscribe
             .then(|| format!("bench-idle-{}-{i}", ctx.run_id))
     })
@@ -1369,6 +1437,10 @@ async fn run_idle(ctx: Arc<Ctx>, args: IdleArgs, server_pid: Option<u32>) -> Res
         }
     }
     let close_time = t_close.elapsed();
+    // What the server keeps after every connection closed (allocator retention, maps that
+    // do not shrink); read after a short settle so the server's close paths have run.
+    sleep_until((Instant::now() + args.settle).min(ctx.deadline + CLOSE_TIMEOUT)).await;
+    let rss_after_close = server_pid.and_then(vm_rss_kib);
 
     let rss = match (rss_before, rss_after) {
         (Some(b), Some(a)) => {
@@ -1376,6 +1448,7 @@ async fn run_idle(ctx: Arc<Ctx>, args: IdleArgs, server_pid: Option<u32>) -> Res
             json!({
                 "before_kib": b,
                 "after_kib": a,
+                "after_close_kib": rss_after_close,
                 "delta_kib": delta,
                 "per_connection_kib": round3(delta / c.max(1) as f64),
                 "per_open_connection_kib": round3(delta / open_at_measure.max(1) as f64),

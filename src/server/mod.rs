@@ -20,6 +20,7 @@ use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -208,7 +209,7 @@ impl Server {
         let public = public_router(state.clone());
         let public_task = tokio::spawn(
             axum::serve(
-                listener,
+                listener.tap_io(set_nodelay),
                 public.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(listeners_stop.clone().cancelled_owned())
@@ -270,6 +271,17 @@ impl Server {
             let _ = task.await;
         }
         drained
+    }
+}
+
+/// Acks and broadcasts are small frames written as they happen. With Nagle's algorithm a
+/// frame written while an earlier one is still unacknowledged waits for the peer's ACK,
+/// which a receiver that only reads may delay by ~40 ms: with `SYNC_BATCH_DELAY=0` at
+/// 1,000 deltas/s that was a delivery p50 of 9 ms and a max of 47 ms (BENCHMARKS.md).
+/// The writer task already coalesces a burst into one flush, so Nagle saves nothing.
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted socket");
     }
 }
 

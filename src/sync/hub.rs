@@ -518,11 +518,11 @@ impl Hub {
             st.doc.clock.merge_json(clock);
         }
         st.touch(fields.keys());
-        let schedule = self.apply_remote_locked(&mut st, fields, now_ms);
+        self.apply_remote_locked(&mut st, fields, now_ms);
         drop(st);
-        if schedule {
-            self.schedule_flush(entry);
-        }
+        // The origin instance already batched these (one message per flush there):
+        // deliver at once instead of waiting a second batch window here.
+        self.flush(entry);
     }
 
     /// Apply authoritative values and queue them for local broadcast (not for
