@@ -4,10 +4,11 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Span;
-use ratatui::widgets::{Row, StatefulWidget, Table, TableState, Widget};
+use ratatui::widgets::Row;
 
 use super::format::{preview, span};
-use super::{block, selection, theme};
+use super::theme;
+use super::widgets::{render_empty, render_selectable};
 use crate::console::app::{App, View};
 use crate::console::rows;
 
@@ -20,13 +21,9 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     };
     let title = format!("Awareness: {} clients in {documents} documents", rows.len());
     if rows.is_empty() {
-        super::empty_note(" no presence")
-            .block(block(title))
-            .render(area, buf);
+        render_empty(" no presence", title, area, buf);
         return;
     }
-    let header =
-        Row::new(["Document", "Client", "Clock", "Expires", "State"]).style(theme::header());
     let state_width = usize::from(area.width.saturating_sub(52)).max(10);
     let mut previous_doc = "";
     let table_rows: Vec<Row> = rows
@@ -53,23 +50,12 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
-    let widths = [
-        Constraint::Length(18),
-        Constraint::Length(14),
-        Constraint::Length(6),
-        Constraint::Length(7),
-        Constraint::Min(10),
+    let columns = [
+        ("Document", Constraint::Length(18)),
+        ("Client", Constraint::Length(14)),
+        ("Clock", Constraint::Length(6)),
+        ("Expires", Constraint::Length(7)),
+        ("State", Constraint::Min(10)),
     ];
-    let mut state =
-        TableState::new().with_selected(selection(app, View::Awareness, table_rows.len()));
-    StatefulWidget::render(
-        Table::new(table_rows, widths)
-            .header(header)
-            .block(block(title))
-            .row_highlight_style(theme::selected())
-            .highlight_symbol(">"),
-        area,
-        buf,
-        &mut state,
-    );
+    render_selectable(app, View::Awareness, title, columns, table_rows, area, buf);
 }

@@ -2,24 +2,17 @@
 //! happen and where, and waits for `y` or `n`.
 
 use ratatui::buffer::Buffer;
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph, Widget, Wrap};
+use ratatui::widgets::{Paragraph, Widget, Wrap};
 
+use super::widgets::popup;
 use super::{block, theme};
 use crate::console::action::OperatorAction;
 
 pub fn render(action: &OperatorAction, area: Rect, buf: &mut Buffer) {
-    let width = 60.min(area.width);
-    let height = 9.min(area.height);
-    let [area] = Layout::vertical([Constraint::Length(height)])
-        .flex(Flex::Center)
-        .areas(area);
-    let [area] = Layout::horizontal([Constraint::Length(width)])
-        .flex(Flex::Center)
-        .areas(area);
-    Clear.render(area, buf);
+    let area = popup(60, 9, area, buf);
     let lines = vec![
         Line::from(action.describe()),
         Line::from(""),

@@ -5,10 +5,11 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
+use ratatui::widgets::{Paragraph, Row, Widget, Wrap};
 
 use super::format::{ago, bytes, clock, count, date_time, preview};
-use super::{block, selection, theme};
+use super::widgets::{render_empty, render_selectable};
+use super::{block, theme};
 use crate::console::app::{App, View};
 use crate::console::model::DocumentDetail;
 use crate::console::rows;
@@ -39,18 +40,9 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
         } else {
             " no document matches the filter"
         };
-        super::empty_note(why).block(block(title)).render(area, buf);
+        render_empty(why, title, area, buf);
         return;
     }
-    let header = Row::new([
-        "Document",
-        "Subs",
-        "Fields",
-        "Size",
-        "Last change",
-        "Instance",
-    ])
-    .style(theme::header());
     let table_rows: Vec<Row> = rows
         .iter()
         .map(|r| {
@@ -73,34 +65,21 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
-    let widths = [
-        Constraint::Min(20),
-        Constraint::Length(5),
-        Constraint::Length(6),
-        Constraint::Length(7),
-        Constraint::Length(11),
-        Constraint::Length(17),
+    let columns = [
+        ("Document", Constraint::Min(20)),
+        ("Subs", Constraint::Length(5)),
+        ("Fields", Constraint::Length(6)),
+        ("Size", Constraint::Length(7)),
+        ("Last change", Constraint::Length(11)),
+        ("Instance", Constraint::Length(17)),
     ];
-    let mut state =
-        TableState::new().with_selected(selection(app, View::Documents, table_rows.len()));
-    StatefulWidget::render(
-        Table::new(table_rows, widths)
-            .header(header)
-            .block(block(title))
-            .row_highlight_style(theme::selected())
-            .highlight_symbol(">"),
-        area,
-        buf,
-        &mut state,
-    );
+    render_selectable(app, View::Documents, title, columns, table_rows, area, buf);
 }
 
 fn render_detail(app: &App, id: &str, area: Rect, buf: &mut Buffer) {
     let title = format!("Document {id} · Esc back · j/k scroll");
     let Some(detail) = &app.detail_data else {
-        super::empty_note(" loading…")
-            .block(block(title))
-            .render(area, buf);
+        render_empty(" loading…", title, area, buf);
         return;
     };
     let [top, bottom] =

@@ -1,10 +1,11 @@
 //! The `?` overlay: every key, and what is enabled (actions, pause).
 
 use ratatui::buffer::Buffer;
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph, Widget};
+use ratatui::widgets::{Paragraph, Widget};
 
+use super::widgets::popup;
 use super::{block, theme};
 use crate::console::app::App;
 
@@ -30,15 +31,7 @@ pub const KEYS: [(&str, &str); 17] = [
 ];
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
-    let height = (KEYS.len() as u16 + 3).min(area.height);
-    let width = 62.min(area.width);
-    let [area] = Layout::vertical([Constraint::Length(height)])
-        .flex(Flex::Center)
-        .areas(area);
-    let [area] = Layout::horizontal([Constraint::Length(width)])
-        .flex(Flex::Center)
-        .areas(area);
-    Clear.render(area, buf);
+    let area = popup(62, KEYS.len() as u16 + 3, area, buf);
     let mut lines: Vec<Line> = KEYS
         .iter()
         .map(|(key, what)| {

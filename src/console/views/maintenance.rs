@@ -5,10 +5,11 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Span;
-use ratatui::widgets::{Row, StatefulWidget, Table, TableState, Widget};
+use ratatui::widgets::Row;
 
 use super::format::{ago, date_time, preview, until};
-use super::{block, selection, theme};
+use super::widgets::{render_empty, render_selectable, render_table};
+use super::{block, theme};
 use crate::console::app::{App, View};
 use crate::console::model::RunInfo;
 use crate::console::rows::{self, short_instance};
@@ -26,12 +27,8 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     };
     let title = format!("Jobs ({}){actions}", jobs.len());
     if jobs.is_empty() {
-        super::empty_note(" no instance reported its scheduler")
-            .block(block(title))
-            .render(jobs_area, buf);
+        render_empty(" no instance reported its scheduler", title, jobs_area, buf);
     } else {
-        let header = Row::new(["Job", "Schedule", "Instance", "Next run", "Last run"])
-            .style(theme::header());
         let rows: Vec<Row> = jobs
             .iter()
             .map(|j| {
@@ -52,19 +49,14 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
                 ])
             })
             .collect();
-        let table = Table::new(
-            rows,
-            [
-                Constraint::Length(16),
-                Constraint::Length(14),
-                Constraint::Length(9),
-                Constraint::Length(10),
-                Constraint::Min(10),
-            ],
-        )
-        .header(header)
-        .block(block(title));
-        Widget::render(table, jobs_area, buf);
+        let columns = [
+            ("Job", Constraint::Length(16)),
+            ("Schedule", Constraint::Length(14)),
+            ("Instance", Constraint::Length(9)),
+            ("Next run", Constraint::Length(10)),
+            ("Last run", Constraint::Min(10)),
+        ];
+        render_table(columns, rows, block(title), jobs_area, buf);
     }
     render_runs(app, &runs, runs_area, buf);
 }
@@ -81,21 +73,9 @@ fn outcome(app: &App, run: &RunInfo) -> (String, ratatui::style::Style) {
 fn render_runs(app: &App, runs: &[RunInfo], area: Rect, buf: &mut Buffer) {
     let title = format!("Runs ({})", runs.len());
     if runs.is_empty() {
-        super::empty_note(" no runs recorded")
-            .block(block(title))
-            .render(area, buf);
+        render_empty(" no runs recorded", title, area, buf);
         return;
     }
-    let header = Row::new([
-        "#",
-        "Job",
-        "Instance",
-        "Started",
-        "Took",
-        "Outcome",
-        "Counts / error",
-    ])
-    .style(theme::header());
     let rows: Vec<Row> = runs
         .iter()
         .map(|r| {
@@ -119,26 +99,16 @@ fn render_runs(app: &App, runs: &[RunInfo], area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
-    let widths = [
-        Constraint::Length(4),
-        Constraint::Length(15),
-        Constraint::Length(8),
-        Constraint::Length(11),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Min(10),
+    let columns = [
+        ("#", Constraint::Length(4)),
+        ("Job", Constraint::Length(15)),
+        ("Instance", Constraint::Length(8)),
+        ("Started", Constraint::Length(11)),
+        ("Took", Constraint::Length(7)),
+        ("Outcome", Constraint::Length(7)),
+        ("Counts / error", Constraint::Min(10)),
     ];
-    let mut state = TableState::new().with_selected(selection(app, View::Maintenance, rows.len()));
-    StatefulWidget::render(
-        Table::new(rows, widths)
-            .header(header)
-            .block(block(title))
-            .row_highlight_style(theme::selected())
-            .highlight_symbol(">"),
-        area,
-        buf,
-        &mut state,
-    );
+    render_selectable(app, View::Maintenance, title, columns, rows, area, buf);
 }
 
 /// `{"sessionsDeleted":3,"deltasDeleted":0}` as `sessionsDeleted 3 deltasDeleted 0`.

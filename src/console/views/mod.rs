@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod overview;
 pub mod sessions;
 pub mod traffic;
+pub mod widgets;
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};

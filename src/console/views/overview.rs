@@ -6,10 +6,11 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Sparkline, StatefulWidget, Table, TableState, Widget};
+use ratatui::widgets::{Paragraph, Row, Sparkline, Widget};
 
 use super::format::{ago, count, rate, until, uptime};
-use super::{block, selection, source_style, theme};
+use super::widgets::{render_empty, render_selectable};
+use super::{block, source_style, theme};
 use crate::console::app::{App, View};
 use crate::console::model::SourceState;
 use crate::console::rows::{self, short_instance};
@@ -31,10 +32,6 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 fn render_instances(app: &App, area: Rect, buf: &mut Buffer) {
-    let header = Row::new([
-        "Instance", "Uptime", "Conns", "Docs", "In/s", "Out/s", "Errors", "Backlog", "State",
-    ])
-    .style(theme::header());
     let rows: Vec<Row> = app
         .instances
         .iter()
@@ -86,35 +83,28 @@ fn render_instances(app: &App, area: Rect, buf: &mut Buffer) {
             }
         })
         .collect();
-    let widths = [
-        Constraint::Length(15),
-        Constraint::Length(7),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(7),
-        Constraint::Min(5),
-    ];
     let title = format!("Instances ({})", app.instances.len());
     if rows.is_empty() {
-        super::empty_note(" no admin API configured or answering (--server)")
-            .block(block(title))
-            .render(area, buf);
+        render_empty(
+            " no admin API configured or answering (--server)",
+            title,
+            area,
+            buf,
+        );
         return;
     }
-    let mut state = TableState::new().with_selected(selection(app, View::Overview, rows.len()));
-    StatefulWidget::render(
-        Table::new(rows, widths)
-            .header(header)
-            .block(block(title))
-            .row_highlight_style(theme::selected())
-            .highlight_symbol(">"),
-        area,
-        buf,
-        &mut state,
-    );
+    let columns = [
+        ("Instance", Constraint::Length(15)),
+        ("Uptime", Constraint::Length(7)),
+        ("Conns", Constraint::Length(6)),
+        ("Docs", Constraint::Length(6)),
+        ("In/s", Constraint::Length(6)),
+        ("Out/s", Constraint::Length(6)),
+        ("Errors", Constraint::Length(6)),
+        ("Backlog", Constraint::Length(7)),
+        ("State", Constraint::Min(5)),
+    ];
+    render_selectable(app, View::Overview, title, columns, rows, area, buf);
 }
 
 fn source_line(name: &str, state: &SourceState, extra: String) -> Line<'static> {

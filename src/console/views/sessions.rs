@@ -6,10 +6,11 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Span;
-use ratatui::widgets::{Row, StatefulWidget, Table, TableState, Widget};
+use ratatui::widgets::Row;
 
 use super::format::{ago, preview};
-use super::{block, selection, theme};
+use super::theme;
+use super::widgets::{render_empty, render_selectable};
 use crate::console::app::{App, View};
 use crate::console::rows::{self, short_instance};
 
@@ -27,22 +28,10 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         }
     );
     if rows.is_empty() {
-        super::empty_note(" no sessions")
-            .block(block(title))
-            .render(area, buf);
+        render_empty(" no sessions", title, area, buf);
         return;
     }
     let wide = area.width >= 120;
-    let header = Row::new([
-        "User",
-        "Client",
-        "Instance",
-        "Remote",
-        "Since",
-        "Seen",
-        "Subscriptions",
-    ])
-    .style(theme::header());
     let client_width = if wide { 28 } else { 8 };
     let table_rows: Vec<Row> = rows
         .iter()
@@ -71,25 +60,14 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
-    let widths = [
-        Constraint::Length(if wide { 24 } else { 10 }),
-        Constraint::Length(client_width as u16),
-        Constraint::Length(8),
-        Constraint::Length(15),
-        Constraint::Length(7),
-        Constraint::Length(10),
-        Constraint::Min(6),
+    let columns = [
+        ("User", Constraint::Length(if wide { 24 } else { 10 })),
+        ("Client", Constraint::Length(client_width as u16)),
+        ("Instance", Constraint::Length(8)),
+        ("Remote", Constraint::Length(15)),
+        ("Since", Constraint::Length(7)),
+        ("Seen", Constraint::Length(10)),
+        ("Subscriptions", Constraint::Min(6)),
     ];
-    let mut state =
-        TableState::new().with_selected(selection(app, View::Sessions, table_rows.len()));
-    StatefulWidget::render(
-        Table::new(table_rows, widths)
-            .header(header)
-            .block(block(title))
-            .row_highlight_style(theme::selected())
-            .highlight_symbol(">"),
-        area,
-        buf,
-        &mut state,
-    );
+    render_selectable(app, View::Sessions, title, columns, table_rows, area, buf);
 }

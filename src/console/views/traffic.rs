@@ -4,10 +4,11 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Span;
-use ratatui::widgets::{Row, StatefulWidget, Table, TableState, Widget};
+use ratatui::widgets::Row;
 
 use super::format::{bytes, clock, preview, rate};
-use super::{block, selection, source_style, theme};
+use super::widgets::{render_empty, render_selectable, render_table};
+use super::{block, source_style, theme};
 use crate::console::app::{App, View};
 use crate::console::model::SourceState;
 use crate::console::rows::{self, short_instance};
@@ -30,12 +31,9 @@ fn render_rates(app: &App, area: Rect, buf: &mut Buffer) {
             SourceState::Down { error } => format!(" Redis unreachable: {error}"),
             SourceState::Up { .. } => " no pub/sub traffic yet".to_owned(),
         };
-        super::empty_note(&why)
-            .block(block(title))
-            .render(area, buf);
+        render_empty(&why, title, area, buf);
         return;
     }
-    let header = Row::new(["Channel", "Msgs/s", "Total"]).style(theme::header());
     let rows: Vec<Row> = app
         .redis
         .rates
@@ -48,17 +46,13 @@ fn render_rates(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(16),
-            Constraint::Length(8),
-            Constraint::Min(8),
-        ],
-    )
-    .header(header)
-    .block(block(title).border_style(source_style(&app.redis.state)));
-    Widget::render(table, area, buf);
+    let columns = [
+        ("Channel", Constraint::Length(16)),
+        ("Msgs/s", Constraint::Length(8)),
+        ("Total", Constraint::Min(8)),
+    ];
+    let block = block(title).border_style(source_style(&app.redis.state));
+    render_table(columns, rows, block, area, buf);
 }
 
 fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
@@ -73,13 +67,9 @@ fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
         }
     );
     if samples.is_empty() {
-        super::empty_note(" nothing sampled")
-            .block(block(title))
-            .render(area, buf);
+        render_empty(" nothing sampled", title, area, buf);
         return;
     }
-    let header =
-        Row::new(["Time", "Type", "Document", "Size", "Origin", "Channel"]).style(theme::header());
     let rows: Vec<Row> = samples
         .iter()
         .map(|t| {
@@ -98,23 +88,13 @@ fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
-    let widths = [
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(20),
-        Constraint::Length(6),
-        Constraint::Length(8),
-        Constraint::Min(10),
+    let columns = [
+        ("Time", Constraint::Length(8)),
+        ("Type", Constraint::Length(9)),
+        ("Document", Constraint::Length(20)),
+        ("Size", Constraint::Length(6)),
+        ("Origin", Constraint::Length(8)),
+        ("Channel", Constraint::Min(10)),
     ];
-    let mut state = TableState::new().with_selected(selection(app, View::Traffic, rows.len()));
-    StatefulWidget::render(
-        Table::new(rows, widths)
-            .header(header)
-            .block(block(title))
-            .row_highlight_style(theme::selected())
-            .highlight_symbol(">"),
-        area,
-        buf,
-        &mut state,
-    );
+    render_selectable(app, View::Traffic, title, columns, rows, area, buf);
 }

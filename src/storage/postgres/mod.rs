@@ -157,6 +157,11 @@ impl PostgresStorage {
         result
     }
 
+    /// `observe` for a single statement's result, its error classified first.
+    fn observe_query<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, StorageError> {
+        self.observe(result.map_err(classify))
+    }
+
     /// Migrate (or validate) the schema: the first step of `connect`.
     async fn prepare_schema(&self) -> Result<(), StorageError> {
         if self.auto_migrate {
@@ -523,12 +528,8 @@ impl StorageAdapter for PostgresStorage {
     }
 
     async fn health_check(&self) -> Result<(), StorageError> {
-        let result = sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(classify);
-        self.observe(result)
+        let result = sqlx::query("SELECT 1").execute(&self.pool).await;
+        self.observe_query(result).map(drop)
     }
 
     async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError> {
@@ -537,10 +538,8 @@ impl StorageAdapter for PostgresStorage {
         ))
         .bind(id)
         .fetch_optional(&self.pool)
-        .await
-        .map(|r| r.map(DocumentRow::from))
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result).map(|r| r.map(DocumentRow::from))
     }
 
     async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
@@ -553,10 +552,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(id)
         .bind(state)
         .fetch_one(&self.pool)
-        .await
-        .map(DocumentRow::from)
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result).map(DocumentRow::from)
     }
 
     async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
@@ -567,9 +564,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(id)
         .bind(state)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify);
-        match self.observe(result)? {
+        .await;
+        match self.observe_query(result)? {
             Some(row) => Ok(row.into()),
             None => Err(StorageError::NotFound {
                 kind: "Document",
@@ -583,10 +579,8 @@ impl StorageAdapter for PostgresStorage {
         let result = sqlx::query("DELETE FROM documents WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
-            .await
-            .map(|r| affected(r) > 0)
-            .map_err(classify);
-        self.observe(result)
+            .await;
+        self.observe_query(result).map(|r| affected(r) > 0)
     }
 
     async fn list_documents(
@@ -602,10 +596,9 @@ impl StorageAdapter for PostgresStorage {
         .bind(count(limit))
         .bind(count(offset))
         .fetch_all(&self.pool)
-        .await
-        .map(|rows| rows.into_iter().map(DocumentRow::from).collect())
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result)
+            .map(|rows| rows.into_iter().map(DocumentRow::from).collect())
     }
 
     async fn get_vector_clock(
@@ -617,10 +610,9 @@ impl StorageAdapter for PostgresStorage {
         )
         .bind(document_id)
         .fetch_all(&self.pool)
-        .await
-        .map(|rows| rows.into_iter().map(|(c, v)| (c, from_db(v))).collect())
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result)
+            .map(|rows| rows.into_iter().map(|(c, v)| (c, from_db(v))).collect())
     }
 
     async fn update_vector_clock(
@@ -704,9 +696,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(to_db(delta.clock_value))
         .bind(delta.max_clock_value.map(to_db))
         .fetch_one(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)?.into_row()
+        .await;
+        self.observe_query(result)?.into_row()
     }
 
     async fn get_deltas(
@@ -722,9 +713,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(document_id)
         .bind(count(limit))
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)?
+        .await;
+        self.observe_query(result)?
             .into_iter()
             .map(DeltaDb::into_row)
             .collect()
@@ -746,9 +736,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(to_db(since))
         .bind(count(limit))
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)?
+        .await;
+        self.observe_query(result)?
             .into_iter()
             .map(DeltaDb::into_row)
             .collect()
@@ -765,10 +754,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(&session.client_id)
         .bind(&session.metadata)
         .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result).map(drop)
     }
 
     async fn update_session(
@@ -784,10 +771,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(last_seen)
         .bind(metadata)
         .execute(&self.pool)
-        .await
-        .map(|r| affected(r) > 0)
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result).map(|r| affected(r) > 0)
     }
 
     async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError> {
@@ -797,20 +782,16 @@ impl StorageAdapter for PostgresStorage {
         let result = sqlx::query("UPDATE sessions SET last_seen = NOW() WHERE id = ANY($1)")
             .bind(ids)
             .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(classify);
-        self.observe(result)
+            .await;
+        self.observe_query(result).map(drop)
     }
 
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError> {
         let result = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
-            .await
-            .map(|r| affected(r) > 0)
-            .map_err(classify);
-        self.observe(result)
+            .await;
+        self.observe_query(result).map(|r| affected(r) > 0)
     }
 
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError> {
@@ -820,10 +801,9 @@ impl StorageAdapter for PostgresStorage {
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
-        .await
-        .map(|rows| rows.into_iter().map(SessionRow::from).collect())
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result)
+            .map(|rows| rows.into_iter().map(SessionRow::from).collect())
     }
 
     async fn list_sessions(
@@ -838,10 +818,9 @@ impl StorageAdapter for PostgresStorage {
         .bind(count(limit))
         .bind(count(offset))
         .fetch_all(&self.pool)
-        .await
-        .map(|rows| rows.into_iter().map(SessionRow::from).collect())
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result)
+            .map(|rows| rows.into_iter().map(SessionRow::from).collect())
     }
 
     async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError> {
@@ -855,9 +834,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(snapshot_size(&snapshot.state))
         .bind(snapshot.compressed)
         .fetch_one(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)?.into_row()
+        .await;
+        self.observe_query(result)?.into_row()
     }
 
     async fn get_snapshot(&self, id: uuid::Uuid) -> Result<Option<SnapshotRow>, StorageError> {
@@ -866,9 +844,10 @@ impl StorageAdapter for PostgresStorage {
         ))
         .bind(id.to_string())
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)?.map(SnapshotDb::into_row).transpose()
+        .await;
+        self.observe_query(result)?
+            .map(SnapshotDb::into_row)
+            .transpose()
     }
 
     async fn latest_snapshot(
@@ -881,9 +860,10 @@ impl StorageAdapter for PostgresStorage {
         ))
         .bind(document_id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)?.map(SnapshotDb::into_row).transpose()
+        .await;
+        self.observe_query(result)?
+            .map(SnapshotDb::into_row)
+            .transpose()
     }
 
     async fn list_snapshots(
@@ -898,9 +878,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(document_id)
         .bind(count(limit))
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)?
+        .await;
+        self.observe_query(result)?
             .into_iter()
             .map(SnapshotDb::into_row)
             .collect()
@@ -910,10 +889,8 @@ impl StorageAdapter for PostgresStorage {
         let result = sqlx::query("DELETE FROM snapshots WHERE id = $1::uuid")
             .bind(id.to_string())
             .execute(&self.pool)
-            .await
-            .map(|r| affected(r) > 0)
-            .map_err(classify);
-        self.observe(result)
+            .await;
+        self.observe_query(result).map(|r| affected(r) > 0)
     }
 
     async fn compact(&self, document_id: &str) -> Result<u64, StorageError> {
@@ -924,10 +901,8 @@ impl StorageAdapter for PostgresStorage {
         )
         .bind(document_id)
         .execute(&self.pool)
-        .await
-        .map(affected)
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result).map(affected)
     }
 
     async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
@@ -947,10 +922,9 @@ impl StorageAdapter for PostgresStorage {
         .bind(to_db(threshold))
         .bind(count(limit))
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify);
+        .await;
         Ok(self
-            .observe(result)?
+            .observe_query(result)?
             .into_iter()
             .map(|(doc, n)| (doc, from_db(n)))
             .collect())
@@ -971,9 +945,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(scheduled_for)
         .bind(instance_id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result)
     }
 
     async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
@@ -986,10 +959,8 @@ impl StorageAdapter for PostgresStorage {
         .bind(&outcome.counts)
         .bind(outcome.error.as_deref())
         .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(classify);
-        self.observe(result)
+        .await;
+        self.observe_query(result).map(|_| ())
     }
 
     async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
@@ -1011,10 +982,9 @@ impl StorageAdapter for PostgresStorage {
         )
         .bind(count(limit))
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify);
+        .await;
         Ok(self
-            .observe(result)?
+            .observe_query(result)?
             .into_iter()
             .map(
                 |(

@@ -1,0 +1,68 @@
+//! Pieces every view draws the same way: a bordered table with a bold header row
+//! and the selected row highlighted, the "(no data)" note in its block, and a
+//! cleared box centred over the view for the overlays.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::widgets::{Block, Clear, Row, StatefulWidget, Table, TableState, Widget};
+
+use super::{block, empty_note, selection, theme};
+use crate::console::app::{App, View};
+
+/// A table's columns: each header with its width.
+pub type Columns<const N: usize> = [(&'static str, Constraint); N];
+
+fn table<'a, const N: usize>(columns: Columns<N>, rows: Vec<Row<'a>>) -> Table<'a> {
+    Table::new(rows, columns.map(|(_, width)| width))
+        .header(Row::new(columns.map(|(title, _)| title)).style(theme::header()))
+}
+
+/// `text` as an empty-table note inside a block titled `title`.
+pub fn render_empty(text: &str, title: String, area: Rect, buf: &mut Buffer) {
+    empty_note(text).block(block(title)).render(area, buf);
+}
+
+/// A table without a selection, in `block`.
+pub fn render_table<const N: usize>(
+    columns: Columns<N>,
+    rows: Vec<Row>,
+    block: Block,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    Widget::render(table(columns, rows).block(block), area, buf);
+}
+
+/// A table whose selected row (the one `view` remembers) is highlighted with `>`.
+pub fn render_selectable<const N: usize>(
+    app: &App,
+    view: View,
+    title: String,
+    columns: Columns<N>,
+    rows: Vec<Row>,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let mut state = TableState::new().with_selected(selection(app, view, rows.len()));
+    StatefulWidget::render(
+        table(columns, rows)
+            .block(block(title))
+            .row_highlight_style(theme::selected())
+            .highlight_symbol(">"),
+        area,
+        buf,
+        &mut state,
+    );
+}
+
+/// A `width` × `height` box centred in `area` (both clamped to it), cleared.
+pub fn popup(width: u16, height: u16, area: Rect, buf: &mut Buffer) -> Rect {
+    let [area] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [area] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(area);
+    Clear.render(area, buf);
+    area
+}
