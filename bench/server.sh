@@ -10,8 +10,8 @@ fan() { python3 -c "import json,sys; d=json.load(sys.stdin); l=d['delivery_laten
 L=$BIN/examples/loadgen
 for round in 1 2; do
   start 50
-  $L fanout --url ws://127.0.0.1:18240/ws --subscribers 50 --deltas 20000 --rate 0 --window 1000 --server-pid $pid 2>/dev/null | fan "r$round fanout 50 flat-out:"
-  $L fanout --url ws://127.0.0.1:18240/ws --subscribers 100 --deltas 20000 --rate 0 --window 1000 --server-pid $pid 2>/dev/null | fan "r$round fanout 100 flat-out:"
+  $L fanout --url ws://127.0.0.1:18240/ws --subscribers 50 --deltas 20000 --rate 0 --window 200 --server-pid $pid 2>/dev/null | fan "r$round fanout 50 flat-out:"
+  $L fanout --url ws://127.0.0.1:18240/ws --subscribers 100 --deltas 20000 --rate 0 --window 200 --server-pid $pid 2>/dev/null | fan "r$round fanout 100 flat-out:"
   $L fanout --url ws://127.0.0.1:18240/ws --subscribers 50 --deltas 5000 --rate 1000 --server-pid $pid 2>/dev/null | fan "r$round fanout 50 @1000/s batch 50ms:"
   $L fanout --url ws://127.0.0.1:18240/ws --subscribers 100 --deltas 5000 --rate 1000 --server-pid $pid 2>/dev/null | fan "r$round fanout 100 @1000/s batch 50ms:"
   $L many-docs --url ws://127.0.0.1:18240/ws --clients 1000 --deltas 40 --window 4 --server-pid $pid 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); a=d['ack_latency_ms']; print('r$round many-docs 1000 clients:', 'writes/s', d['deltas_per_s'], 'ack p50', a['p50'], 'p99', a['p99'], 'srv cores', d['cpu']['server']['cpu_cores_avg'])"
