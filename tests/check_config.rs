@@ -4,24 +4,14 @@
 //! test) and Redis, and closed ports for the unreachable cases. Secrets never appear
 //! in the output.
 
+mod common;
+
 use std::process::Output;
 
 use serde_json::Value;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 const SECRET: &str = "s3cret-jwt-0123456789-abcdefghijklmnopqrstuvwxyz";
-
-fn url_of(pool: &PgPool) -> String {
-    let o: PgConnectOptions = (*pool.connect_options()).clone();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        o.get_username(),
-        o.get_host(),
-        o.get_port(),
-        o.get_database().expect("database")
-    )
-}
 
 /// A port nothing listens on (bound, then released).
 fn closed_port() -> u16 {
@@ -138,7 +128,7 @@ fn unreachable_database_exits_3() {
 
 #[sqlx::test(migrations = false)]
 async fn fresh_database_without_auto_migrate_exits_4(pool: PgPool) {
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let out = check_config(
         &[("DATABASE_URL", &url), ("SYNCKIT_AUTO_MIGRATE", "false")],
         true,
@@ -160,7 +150,7 @@ async fn fresh_database_without_auto_migrate_exits_4(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn fresh_database_with_auto_migrate_is_ok_with_a_warning(pool: PgPool) {
     // serve applies pending migrations at start: not a reason to refuse it.
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let out = check_config(&[("DATABASE_URL", &url)], true);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(check(&report(&out), "schema")["status"], "warning");
@@ -168,7 +158,7 @@ async fn fresh_database_with_auto_migrate_is_ok_with_a_warning(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn migrated_database_is_current(pool: PgPool) {
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let out = check_config(
         &[
             ("DATABASE_URL", &url),
@@ -216,7 +206,7 @@ async fn migrations_from_a_newer_binary_exit_4_with_auto_migrate(pool: PgPool) {
     .execute(&pool)
     .await
     .expect("insert");
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let out = check_config(&[("DATABASE_URL", &url)], true);
     assert_eq!(code(&out), 4, "{}", text(&out));
     let out = check_config(

@@ -21,17 +21,6 @@ use synckit::storage::PostgresStorage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_synckit");
 
-fn url_of(pool: &PgPool) -> String {
-    let o = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        o.get_username(),
-        o.get_host(),
-        o.get_port(),
-        o.get_database().unwrap_or("postgres")
-    )
-}
-
 /// A server on the test database with two documents, each with a live subscriber.
 async fn live_server(pool: &PgPool) -> (TestServer, std::net::SocketAddr, Vec<Client>) {
     let config = open_config();
@@ -146,7 +135,7 @@ impl Console {
 #[sqlx::test(migrations = "./migrations")]
 async fn the_console_runs_in_a_terminal_against_a_live_server(pool: PgPool) {
     let (server, admin, _clients) = live_server(&pool).await;
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let admin = format!("http://{admin}");
     let console = tokio::task::spawn_blocking(move || {
         let mut console = Console::start(&["--server", &admin, "--refresh", "250ms"], &url);
@@ -234,7 +223,7 @@ async fn once(args: &[&str], database_url: &str) -> String {
 #[sqlx::test(migrations = "./migrations")]
 async fn once_prints_every_view_as_text_and_json(pool: PgPool) {
     let (server, admin, _clients) = live_server(&pool).await;
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let admin = format!("http://{admin}");
 
     let text = once(&["--server", &admin], &url).await;

@@ -23,18 +23,6 @@ use synckit::storage::PostgresStorage;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// The test database's URL, for the console's own pool (trust auth, as in CI).
-fn url_of(pool: &PgPool) -> String {
-    let o = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        o.get_username(),
-        o.get_host(),
-        o.get_port(),
-        o.get_database().unwrap_or("postgres")
-    )
-}
-
 fn backends(config: &ServerConfig, pool: &PgPool) -> Backends {
     let own = PgPoolOptions::new()
         .max_connections(4)
@@ -79,7 +67,7 @@ async fn active_client(server: &TestServer, doc: &str) -> Client {
 fn config(admin: std::net::SocketAddr, pool: &PgPool) -> FeedConfig {
     FeedConfig {
         servers: vec![format!("http://{admin}")],
-        database_url: Some(url_of(pool)),
+        database_url: Some(common::database_url(pool)),
         redis_url: None,
         channel_prefix: "synckit:".into(),
     }

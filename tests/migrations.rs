@@ -3,27 +3,17 @@
 //! the `migrate`, `migrate --status`, `serve` (no auto-migrate) and `cleanup` commands'
 //! exit codes and messages.
 
+mod common;
+
 use std::process::Output;
 
 use serde_json::{json, Value};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use synckit::storage::migrate;
 
 /// The canonical DDL, exactly what migration 1 holds and what SyncKit's
 /// `schema.sql` creates.
 const CANONICAL: &str = include_str!("../migrations/20240101000001_synckit_schema.sql");
-
-fn url_of(pool: &PgPool) -> String {
-    let o: PgConnectOptions = (*pool.connect_options()).clone();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        o.get_username(),
-        o.get_host(),
-        o.get_port(),
-        o.get_database().expect("database")
-    )
-}
 
 fn synckit(args: &[&str], database_url: &str) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
@@ -128,7 +118,7 @@ async fn hosts_starting_together_migrate_once(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn migrate_status_exit_codes_and_messages(pool: PgPool) {
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let status = synckit(&["migrate", "--status"], &url);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status.stdout));
     let out = text(&status.stdout);
@@ -163,7 +153,7 @@ async fn migrate_status_exit_codes_and_messages(pool: PgPool) {
 async fn serve_without_auto_migrate_refuses_an_incomplete_schema(pool: PgPool) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
         .args(["serve", "--port", "0", "--admin-listen", "off"])
-        .env("DATABASE_URL", url_of(&pool))
+        .env("DATABASE_URL", common::database_url(&pool))
         .env("SYNCKIT_AUTO_MIGRATE", "false")
         .output()
         .expect("run");
@@ -211,7 +201,7 @@ async fn cleanup_command_counts_deletes_and_reports_json(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("fresh session");
-    let url = url_of(&pool);
+    let url = common::database_url(&pool);
     let dry = synckit(
         &["cleanup", "--dry-run", "--json", "--batch-size", "10"],
         &url,

@@ -292,14 +292,7 @@ async fn a_database_down_at_start_serves_from_memory_then_catches_up(pool: PgPoo
 
 #[sqlx::test(migrations = "./migrations")]
 async fn sigterm_flushes_every_acknowledged_write(pool: PgPool) {
-    let options: PgConnectOptions = (*pool.connect_options()).clone();
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().expect("database name")
-    );
+    let url = common::database_url(&pool);
     let (mut child, server) = spawn_serve(&[("DATABASE_URL", &url)]).await;
     let mut a = Client::connect(&server, false).await;
     a.send(json!({"type": "subscribe", "documentId": "doc-t"}))

@@ -542,3 +542,16 @@ pub async fn spawn_serve(env: &[(&str, &str)]) -> (tokio::process::Child, TestSe
     };
     (child, server)
 }
+
+/// The connection URL of a `#[sqlx::test]` database, for a spawned `synckit`
+/// process (which gets its own pool).
+pub fn database_url(pool: &sqlx::PgPool) -> String {
+    let o = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        o.get_username(),
+        o.get_host(),
+        o.get_port(),
+        o.get_database().unwrap_or("postgres")
+    )
+}
