@@ -1,7 +1,7 @@
 //! Wire tests for admission limits, frame/message size, rate limit, document ids and
 //! malformed input (PROTOCOL.md §1, §2, §11, §12).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the help and quits, while the test reads the screen through a terminal emulator;
 //! and `--once` prints every view as text and as JSON.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! document subscribers excluding the sender, the monotonic-clock rule, `null` leaves,
 //! expiry after the awareness timeout, and leaves for a closed connection's clients.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! appears, and a malformed `REDIS_URL` stops the start with a message that does
 //! not leak the password.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

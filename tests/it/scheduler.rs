@@ -3,7 +3,7 @@
 //! occurrence across instances sharing PostgreSQL, and invalid schedules refuse to
 //! start.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

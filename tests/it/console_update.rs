@@ -2,7 +2,7 @@
 //! overlays (help, confirmation), filter editing, pause, and how source reports are
 //! folded in (rates, bounded traffic, selection clamping).
 
-mod console_fixture;
+use crate::console_fixture;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use synckit::console::action::{Action, Effect, OperatorAction};

@@ -1,6 +1,6 @@
 //! HTTP endpoint tests (OPERATIONS.md §1–§3, §6, §7.3) against an in-process server.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

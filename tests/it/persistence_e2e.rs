@@ -3,7 +3,7 @@
 //! acknowledged write and delays acks until the write is durable, and `synckit
 //! serve` flushes everything on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

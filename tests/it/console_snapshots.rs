@@ -4,7 +4,7 @@
 //! `INSTA_UPDATE=no`) fails on a missing or changed snapshot instead of writing it.
 //! Review changes with `cargo insta review` (or accept with `INSTA_UPDATE=always`).
 
-mod console_fixture;
+use crate::console_fixture;
 
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::backend::TestBackend;
@@ -26,7 +26,7 @@ fn draw(app: &App, width: u16, height: u16) -> TestBackend {
 fn snapshot(name: &str, app: &App) {
     for (width, height) in SIZES {
         insta::with_settings!({
-            snapshot_path => "../snapshots",
+            snapshot_path => "../../snapshots",
             prepend_module_to_snapshot => false,
             omit_expression => true,
         }, {

@@ -4,7 +4,7 @@
 //! outage (a server the test owns, killed and restarted) is survived: publishes are
 //! dropped and counted, channels are subscribed again, traffic resumes.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! `delta_batch_chunk` reassembly and its bounds, batching across disconnects, and the
 //! §14 checklist items tests/wire.rs does not cover.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

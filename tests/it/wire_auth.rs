@@ -1,6 +1,6 @@
 //! Wire tests for authentication and RBAC (PROTOCOL.md §5, §6, §12) over real sockets.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! test) and Redis, and closed ports for the unreachable cases. Secrets never appear
 //! in the output.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

@@ -3,7 +3,7 @@
 //! awareness, paging, the admin-token actions (recorded in the run history), and the
 //! feed's view of every source, including sources that are down.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

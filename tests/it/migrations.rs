@@ -3,7 +3,7 @@
 //! the `migrate`, `migrate --status`, `serve` (no auto-migrate) and `cleanup` commands'
 //! exit codes and messages.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 
@@ -13,7 +13,7 @@ use synckit::storage::migrate;
 
 /// The canonical DDL, exactly what migration 1 holds and what SyncKit's
 /// `schema.sql` creates.
-const CANONICAL: &str = include_str!("../migrations/20240101000001_synckit_schema.sql");
+const CANONICAL: &str = include_str!("../../migrations/20240101000001_synckit_schema.sql");
 
 fn synckit(args: &[&str], database_url: &str) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))

@@ -1,6 +1,6 @@
 //! Wire tests: the real protocol over a real socket against an in-process server.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

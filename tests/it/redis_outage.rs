@@ -5,7 +5,7 @@
 //! brings over. And a document an instance kept cached while nobody there listened
 //! (so it heard nothing) catches up when somebody listens again.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,0 +1,28 @@
+//! The integration tests, one binary (the crate is linked once): the wire protocol over
+//! real sockets, storage and pub/sub against real PostgreSQL and Redis, the console, the CLI
+//! and packaging. Shared helpers live in `common` and `console_fixture`.
+
+mod awareness_conformance;
+mod check_config;
+mod codec_props;
+mod common;
+mod console_e2e;
+mod console_feed;
+mod console_fixture;
+mod console_snapshots;
+mod console_update;
+mod http;
+mod migrations;
+mod packaging;
+mod persistence_e2e;
+mod redis_fanout;
+mod redis_outage;
+mod redis_serve;
+mod scheduler;
+mod storage_conformance;
+mod systemd;
+mod wire;
+mod wire_auth;
+mod wire_awareness;
+mod wire_limits;
+mod wire_sync;
