@@ -5,10 +5,12 @@
 //! README's architecture section.
 #![forbid(unsafe_code)]
 
+pub mod admin_api;
 pub mod auth;
 pub mod awareness;
 pub mod cli;
 pub mod console;
+pub mod events;
 pub mod maintenance;
 pub mod metrics;
 pub mod protocol;

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -85,14 +84,7 @@ pub struct JobConfig {
 }
 
 /// Next planned occurrence of each job, for the admin API.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStatus {
-    pub name: &'static str,
-    pub schedule: String,
-    pub enabled: bool,
-    pub next_run: Option<DateTime<Utc>>,
-}
+pub use crate::admin_api::JobStatus;
 
 pub struct Scheduler {
     jobs: Vec<JobConfig>,
@@ -122,7 +114,7 @@ impl Scheduler {
         self.jobs
             .iter()
             .map(|j| JobStatus {
-                name: j.name,
+                name: j.name.to_owned(),
                 schedule: j.schedule.expression().to_owned(),
                 enabled: j.enabled,
                 next_run: next.get(j.name).copied(),
@@ -175,7 +167,7 @@ impl Scheduler {
         {
             return;
         }
-        run_recorded(
+        let result = run_recorded(
             storage.as_ref(),
             job.name,
             scheduled_for,
@@ -183,6 +175,9 @@ impl Scheduler {
             run_kind(&job.kind, &self.sync),
         )
         .await;
+        if let Some(Err(error)) = result {
+            record_failure(&self.sync, job.name, &error);
+        }
     }
 }
 
@@ -265,6 +260,15 @@ pub async fn run_recorded(
         tracing::warn!(job, run_id = id, error = %e, "could not record the end of a maintenance run");
     }
     Some(result)
+}
+
+/// A failed run, in the instance's events (the run log has it too).
+pub fn record_failure(sync: &SyncService, job: &str, error: &str) {
+    sync.events.record(
+        wall_clock_ms(),
+        crate::events::EventKind::MaintenanceFailed,
+        format!("maintenance run {job} failed: {error}"),
+    );
 }
 
 /// Do the work of one job; the counts are recorded with the run.

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use crate::admin_api::{FleetEntry, PeerStatus, PresenceMetadata};
+
 /// An instance silent for more than this many heartbeats is shown as gone.
 pub const GONE_AFTER_HEARTBEATS: u32 = 3;
 
@@ -149,36 +151,34 @@ impl Fleet {
 
     /// Every known peer with its status (`online`, `offline` — said goodbye — or
     /// `gone` — silent), sorted by id. Long-gone peers are forgotten here.
-    pub fn instances(&self, now_ms: i64) -> Vec<Value> {
+    pub fn instances(&self, now_ms: i64) -> Vec<FleetEntry> {
         let mut peers = self.peers();
         peers.retain(|_, r| {
             now_ms - r.last_seen_ms <= self.period_ms(r) * i64::from(FORGET_AFTER_HEARTBEATS)
         });
-        let mut out: Vec<(String, Value)> = peers
+        let mut out: Vec<FleetEntry> = peers
             .iter()
             .map(|(id, r)| {
                 let silent = now_ms - r.last_seen_ms;
                 let status = if r.offline {
-                    "offline"
+                    PeerStatus::Offline
                 } else if silent > self.period_ms(r) * i64::from(GONE_AFTER_HEARTBEATS) {
-                    "gone"
+                    PeerStatus::Gone
                 } else {
-                    "online"
+                    PeerStatus::Online
                 };
-                (
-                    id.clone(),
-                    json!({
-                        "serverId": id,
-                        "status": status,
-                        "firstSeen": r.first_seen_ms,
-                        "lastSeen": r.last_seen_ms,
-                        "metadata": r.metadata,
-                    }),
-                )
+                FleetEntry {
+                    server_id: id.clone(),
+                    status,
+                    is_self: false,
+                    first_seen: Some(r.first_seen_ms),
+                    last_seen: Some(r.last_seen_ms),
+                    metadata: PresenceMetadata::from_map(&r.metadata),
+                }
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out.into_iter().map(|(_, v)| v).collect()
+        out.sort_by(|a, b| a.server_id.cmp(&b.server_id));
+        out
     }
 }
 
@@ -226,12 +226,7 @@ mod tests {
             fleet
                 .instances(now)
                 .iter()
-                .map(|v| {
-                    (
-                        v["serverId"].as_str().unwrap_or_default().to_owned(),
-                        v["status"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
+                .map(|v| (v.server_id.clone(), v.status.label().to_owned()))
                 .collect()
         };
         assert_eq!(
@@ -244,8 +239,8 @@ mod tests {
             vec![("a".into(), "gone".into()), ("b".into(), "online".into())]
         );
         assert_eq!(
-            fleet.instances(30_001)[1]["metadata"],
-            json!({"connections": 3}),
+            fleet.instances(30_001)[1].metadata.connections,
+            Some(3),
             "a heartbeat without metadata keeps the last known"
         );
         fleet.observe(&event(PresenceKind::Offline, "b", json!({})), 31_000);

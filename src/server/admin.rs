@@ -15,9 +15,14 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{TimeZone, Utc};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::AppState;
+use crate::admin_api::{
+    ActionOutcome, ApiError, AwarenessClientInfo, AwarenessPage, CleanupRetention, Deleted,
+    Disconnected, DocumentAwareness, DocumentDetail, DocumentsPage, EventsPage, LiveDocumentInfo,
+    SessionsPage,
+};
 use crate::auth::{Identity, TokenKind};
 use crate::awareness::AwarenessEntry;
 use crate::maintenance::scheduler::run_kind;
@@ -34,6 +39,13 @@ const MAX_LIMIT: usize = 1000;
 pub struct Page {
     limit: Option<usize>,
     offset: Option<usize>,
+}
+
+/// `?after=<seq>&limit=<n>` of `/admin/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
 }
 
 impl Page {
@@ -56,6 +68,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/admin/documents/{id}/awareness", get(document_awareness))
         .route("/admin/awareness", get(awareness))
+        .route("/admin/events", get(events))
         .route("/admin/actions/cleanup", post(cleanup_now))
         .route("/admin/actions/prune-awareness", post(prune_now))
 }
@@ -70,7 +83,10 @@ impl IntoResponse for Refused {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    let body = ApiError {
+        error: message.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The caller's identity when it holds an admin credential; otherwise the 401/403
@@ -108,70 +124,75 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, Refu
 
 async fn sessions(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> Response {
     let (offset, limit) = page.bounds();
-    Json(json!({
-        "instanceId": state.instance_id(),
-        "total": state.live.len(),
-        "offset": offset,
-        "limit": limit,
-        "sessions": state.live.page(offset, limit),
-    }))
+    Json(SessionsPage {
+        instance_id: state.instance_id().to_owned(),
+        total: state.live.len(),
+        offset,
+        limit,
+        sessions: state.live.page(offset, limit),
+    })
     .into_response()
 }
 
 async fn documents(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> Response {
     let (offset, limit) = page.bounds();
     let all = state.sync.hub.summaries();
-    let documents: Vec<Value> = all
+    let documents = all
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|d| {
-            json!({
-                "id": d.id,
-                "subscribers": d.subscribers,
-                "awarenessSubscribers": d.awareness_subscribers,
-                "fields": d.fields,
-                "approximateBytes": d.approximate_bytes,
-                "lastModifiedMs": d.last_modified_ms,
-            })
+        .map(|d| LiveDocumentInfo {
+            id: d.id.clone(),
+            subscribers: d.subscribers as u64,
+            awareness_subscribers: d.awareness_subscribers as u64,
+            fields: d.fields as u64,
+            approximate_bytes: d.approximate_bytes as u64,
+            last_modified_ms: d.last_modified_ms,
         })
         .collect();
-    Json(json!({
-        "instanceId": state.instance_id(),
-        "total": all.len(),
-        "offset": offset,
-        "limit": limit,
-        "documents": documents,
-    }))
+    Json(DocumentsPage {
+        instance_id: state.instance_id().to_owned(),
+        total: all.len(),
+        offset,
+        limit,
+        documents,
+    })
     .into_response()
 }
 
-fn awareness_json(state: &AppState, entries: Vec<AwarenessEntry>, now_ms: i64) -> Vec<Value> {
+fn awareness_info(
+    state: &AppState,
+    entries: Vec<AwarenessEntry>,
+    now_ms: i64,
+) -> Vec<AwarenessClientInfo> {
     let timeout_ms =
         i64::try_from(state.sync.settings.awareness_timeout.as_millis()).unwrap_or(i64::MAX / 2);
     entries
         .into_iter()
-        .map(|e| {
-            json!({
-                "clientId": e.client_id,
-                "connectionId": e.connection_id,
-                "state": e.state,
-                "clock": e.clock,
-                "lastSeenMs": e.last_seen_ms,
-                "expiresInMs": (e.last_seen_ms + timeout_ms - now_ms).max(0),
-            })
+        .map(|e| AwarenessClientInfo {
+            client_id: e.client_id,
+            connection_id: e.connection_id,
+            state: e.state,
+            clock: e.clock,
+            last_seen_ms: e.last_seen_ms,
+            expires_in_ms: (e.last_seen_ms + timeout_ms - now_ms).max(0),
         })
         .collect()
 }
 
-/// Live entries of one document, or the store's error as JSON.
-async fn awareness_of(state: &AppState, id: &str, now_ms: i64) -> Value {
-    match state.sync.awareness.get_all(id, now_ms).await {
-        Ok(entries) => json!(awareness_json(state, entries, now_ms)),
+/// Live entries of one document, or why the store could not say.
+async fn awareness_of(state: &AppState, id: &str, now_ms: i64) -> DocumentAwareness {
+    let (clients, error) = match state.sync.awareness.get_all(id, now_ms).await {
+        Ok(entries) => (awareness_info(state, entries, now_ms), None),
         Err(e) => {
             tracing::warn!(document_id = %id, error = %e, "admin: awareness store failed");
-            json!({ "error": "awareness store unavailable" })
+            (Vec::new(), Some("awareness store unavailable".to_owned()))
         }
+    };
+    DocumentAwareness {
+        document_id: id.to_owned(),
+        clients,
+        error,
     }
 }
 
@@ -183,11 +204,12 @@ async fn document(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
     let (loaded, fields, clock) = match hub.get(&id) {
         Some(entry) => {
             let snapshot = hub.snapshot(&entry);
-            (
-                true,
-                Value::Object(snapshot.state),
-                Value::Object(snapshot.clock),
-            )
+            let clock = snapshot
+                .clock
+                .into_iter()
+                .map(|(k, v)| (k, v.as_u64().unwrap_or(0)))
+                .collect();
+            (true, Value::Object(snapshot.state), clock)
         }
         None => {
             let storage = hub.storage().adapter();
@@ -200,14 +222,14 @@ async fn document(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
                 }
             };
             let fields = row.state.get("fields").cloned().unwrap_or(row.state);
-            let clock: Map<String, Value> = storage
+            let clock = storage
                 .get_vector_clock(&id)
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(k, v)| (k, Value::from(v)))
+                .map(|(k, v)| (k, u64::try_from(v).unwrap_or(0)))
                 .collect();
-            (false, fields, Value::Object(clock))
+            (false, fields, clock)
         }
     };
     let keys = |ids: Vec<u64>| -> Vec<String> {
@@ -219,16 +241,18 @@ async fn document(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
         .subscriber_ids(&id)
         .map(|(d, a)| (keys(d), keys(a)))
         .unwrap_or_default();
-    Json(json!({
-        "id": id,
-        "instanceId": state.instance_id(),
-        "loaded": loaded,
-        "fields": fields,
-        "clock": clock,
-        "subscribers": subscribers,
-        "awarenessSubscribers": awareness_subscribers,
-        "awareness": awareness_of(&state, &id, now_ms).await,
-    }))
+    let awareness = awareness_of(&state, &id, now_ms).await;
+    Json(DocumentDetail {
+        instance_id: state.instance_id().to_owned(),
+        loaded,
+        fields,
+        clock,
+        subscribers,
+        awareness_subscribers,
+        awareness: awareness.clients,
+        awareness_error: awareness.error,
+        id,
+    })
     .into_response()
 }
 
@@ -236,8 +260,7 @@ async fn document_awareness(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Response {
-    let clients = awareness_of(&state, &id, wall_clock_ms()).await;
-    Json(json!({ "documentId": id, "clients": clients })).into_response()
+    Json(awareness_of(&state, &id, wall_clock_ms()).await).into_response()
 }
 
 /// Awareness per live document of this instance (documents in id order).
@@ -252,21 +275,32 @@ async fn awareness(State(state): State<Arc<AppState>>, Query(page): Query<Page>)
         .filter(|d| d.subscribers + d.awareness_subscribers > 0)
         .map(|d| d.id)
         .collect();
-    let mut items = Vec::new();
+    let mut documents = Vec::new();
     for id in live.iter().skip(offset).take(limit) {
-        items.push(json!({
-            "documentId": id,
-            "clients": awareness_of(&state, id, now_ms).await,
-        }));
+        documents.push(awareness_of(&state, id, now_ms).await);
     }
-    Json(json!({
-        "instanceId": state.instance_id(),
-        "store": state.sync.awareness.kind(),
-        "total": live.len(),
-        "offset": offset,
-        "limit": limit,
-        "documents": items,
-    }))
+    Json(AwarenessPage {
+        instance_id: state.instance_id().to_owned(),
+        store: state.sync.awareness.kind().to_owned(),
+        total: live.len(),
+        offset,
+        limit,
+        documents,
+    })
+    .into_response()
+}
+
+/// This instance's notable events, newest first (`crate::events`).
+async fn events(State(state): State<Arc<AppState>>, Query(q): Query<EventsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let log = &state.sync.events;
+    log.flush(wall_clock_ms());
+    let (events, dropped) = log.page(q.after.unwrap_or(0), limit);
+    Json(EventsPage {
+        instance_id: state.instance_id().to_owned(),
+        events,
+        dropped,
+    })
     .into_response()
 }
 
@@ -281,7 +315,7 @@ async fn disconnect(
     };
     if state.live.disconnect(&id) {
         tracing::info!(action = "disconnect", session = %id, by = %who.user_id, "admin action");
-        Json(json!({ "disconnected": id })).into_response()
+        Json(Disconnected { disconnected: id }).into_response()
     } else {
         error(
             StatusCode::NOT_FOUND,
@@ -310,7 +344,11 @@ async fn delete_document(
     match hub.storage().adapter().delete_document(&id).await {
         Ok(existed) => {
             tracing::info!(action = "delete-document", document_id = %id, existed, by = %who.user_id, "admin action");
-            Json(json!({ "deleted": id, "existed": existed })).into_response()
+            Json(Deleted {
+                deleted: id,
+                existed,
+            })
+            .into_response()
         }
         Err(e) => {
             tracing::error!(action = "delete-document", document_id = %id, error = %e, by = %who.user_id, "admin action failed");
@@ -339,14 +377,23 @@ async fn run_now(
     let storage = state.sync.hub.storage().adapter().clone();
     let work = run_kind(&kind, &state.sync);
     match run_recorded(storage.as_ref(), job, now, state.instance_id(), work).await {
-        Some(Ok(counts)) => {
-            Json(json!({ "job": job, "outcome": "ok", "counts": counts })).into_response()
+        Some(Ok(counts)) => Json(ActionOutcome {
+            job: job.to_owned(),
+            outcome: "ok".into(),
+            counts: Some(counts),
+            error: None,
+        })
+        .into_response(),
+        Some(Err(e)) => {
+            crate::maintenance::scheduler::record_failure(&state.sync, job, &e);
+            let body = ActionOutcome {
+                job: job.to_owned(),
+                outcome: "failed".into(),
+                counts: None,
+                error: Some(e),
+            };
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
         }
-        Some(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({ "job": job, "outcome": "failed", "error": e })),
-        )
-            .into_response(),
         None => error(
             StatusCode::CONFLICT,
             "the run could not be claimed (see the server log)",
@@ -354,17 +401,31 @@ async fn run_now(
     }
 }
 
-async fn cleanup_now(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    // The configured retention when the scheduler has a cleanup job, else defaults.
-    let options = state
-        .config
+/// The cleanup a "run now" applies: the scheduler's cleanup job's retention when
+/// one is configured, else the defaults.
+pub fn cleanup_options(config: &super::ServerConfig) -> CleanupOptions {
+    config
         .maintenance
         .iter()
         .find_map(|j| match &j.kind {
             JobKind::Cleanup(o) => Some(*o),
             _ => None,
         })
-        .unwrap_or_else(CleanupOptions::default);
+        .unwrap_or_default()
+}
+
+/// What a cleanup with `options` deletes, for the console's dialog.
+pub fn retention(options: &CleanupOptions) -> CleanupRetention {
+    CleanupRetention {
+        sessions_older_than_secs: options.sessions_older_than.map(|d| d.as_secs()),
+        deltas_older_than_secs: options.deltas_older_than.map(|d| d.as_secs()),
+        snapshots_older_than_secs: options.snapshots_older_than.map(|d| d.as_secs()),
+        max_snapshots_per_document: options.max_snapshots_per_document,
+    }
+}
+
+async fn cleanup_now(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let options = cleanup_options(&state.config);
     run_now(&state, &headers, "cleanup", JobKind::Cleanup(options)).await
 }
 

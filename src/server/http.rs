@@ -1,7 +1,6 @@
 //! Plain HTTP endpoints (OPERATIONS.md §1): info, health probes, stats, Prometheus
 //! metrics, rooms; plus the awareness expiry sweep and the common response layers.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,8 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{AppState, Lifecycle, ServerConfig};
-use crate::metrics::LATENCY_BUCKETS_MS;
-use crate::protocol::MessageType;
+use crate::admin_api::{MaintenanceRun, MaintenanceStatus};
 use crate::pubsub::PubSubState;
 
 pub async fn info() -> Response {
@@ -49,13 +47,7 @@ fn iso_now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
-fn pubsub_label(state: &AppState) -> &'static str {
-    match state.sync.hub.pubsub().state() {
-        PubSubState::SingleInstance => "single-instance",
-        PubSubState::Connected => "connected",
-        PubSubState::Disconnected => "disconnected",
-    }
-}
+use super::stats::pubsub_label;
 
 /// TS body, always 200 `healthy` (the upstream test harness needs that); degradation
 /// is reported in the extra keys and in `/health/ready`.
@@ -172,368 +164,6 @@ pub async fn rooms(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-fn by_type(counters: &[crate::metrics::Counter]) -> Value {
-    let mut map = serde_json::Map::new();
-    for t in MessageType::ALL {
-        let n = counters[t.index()].get();
-        if n > 0 {
-            map.insert(t.name().into(), Value::from(n));
-        }
-    }
-    Value::Object(map)
-}
-
-pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
-    let m = &state.sync.metrics;
-    let storage = state.sync.hub.storage();
-    let top_ips: Vec<Value> = state
-        .registry
-        .top_ips(10)
-        .into_iter()
-        .map(|(ip, n)| json!({"ip": ip.to_string(), "connections": n}))
-        .collect();
-    let errors: serde_json::Map<String, Value> = m
-        .errors()
-        .into_iter()
-        .map(|(k, v)| (k, Value::from(v)))
-        .collect();
-    let awareness_clients = state.sync.awareness.count().await.unwrap_or(0);
-    Json(json!({
-        "instanceId": state.instance_id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptimeSeconds": state.started.elapsed().as_secs_f64(),
-        "connections": {
-            "open": m.connections_open.get(),
-            "authenticated": m.connections_authenticated.get(),
-            "users": m.distinct_users(),
-            "accepted": m.connections_accepted.get(),
-            "rejectedPerIp": m.connections_rejected_per_ip.get(),
-            "rejectedCapacity": m.connections_rejected_capacity.get(),
-            "topIps": top_ips,
-        },
-        "documents": {"cached": state.sync.hub.document_count(), "maxCached": state.config.max_cached_documents, "evicted": m.documents_evicted.get(), "subscriptions": state.sync.hub.subscription_count()},
-        "awareness": {"clients": awareness_clients, "expired": m.awareness_expired.get(), "store": state.sync.awareness.kind()},
-        "messages": {"in": by_type(&m.messages_in), "out": by_type(&m.messages_out), "invalidFrames": m.invalid_frames.get(), "rateLimited": m.rate_limited.get()},
-        "bytes": {"in": m.bytes_in.get(), "out": m.bytes_out.get()},
-        "errors": errors,
-        "acksSent": m.acks_sent.get(),
-        "authFailures": m.auth_failures.get(),
-        "broadcast": {
-            "flushes": m.broadcast_flushes.get(),
-            "deliveries": m.broadcast_deliveries.get(),
-            "slowClientsClosed": m.slow_clients_closed.get(),
-            "latencyMs": {"count": m.broadcast_latency.count(), "sum": m.broadcast_latency.sum_ms()},
-        },
-        "persistence": merge(storage.status(), json!({"failures": m.persist_failures.get()})),
-        "pubsub": pubsub_stats(&state),
-        "instances": instances(&state),
-    }))
-    .into_response()
-}
-
-fn pubsub_stats(state: &AppState) -> Value {
-    let m = &state.sync.metrics;
-    let pubsub = state.sync.hub.pubsub();
-    let h = pubsub.health();
-    json!({
-        "backend": pubsub.kind(),
-        "state": pubsub_label(state),
-        "published": m.pubsub_published.get(),
-        "received": m.pubsub_received.get(),
-        "dropped": h.dropped,
-        "receiveDropped": h.receive_dropped,
-        "reconnects": h.reconnects,
-        "pingMs": h.ping_ms,
-        "lastError": h.last_error,
-        "resyncs": m.resync_rounds.get(),
-        "resyncedFields": m.resync_fields.get(),
-    })
-}
-
-/// This instance and the peers it hears on the presence channel (for the console).
-fn instances(state: &AppState) -> Vec<Value> {
-    let mut out = vec![super::presence::self_entry(state)];
-    out.extend(state.sync.fleet.instances(crate::sync::wall_clock_ms()));
-    out
-}
-
-/// Prometheus text exposition of the same numbers as `/stats`.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let m = &state.sync.metrics;
-    let mut out = String::with_capacity(4096);
-    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP synckit_{name} {help}\n# TYPE synckit_{name} {kind}\nsynckit_{name} {value}"
-        );
-    };
-    metric(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since the process started.",
-        state.started.elapsed().as_secs_f64(),
-    );
-    metric(
-        "connections_open",
-        "gauge",
-        "Open WebSocket connections.",
-        m.connections_open.get() as f64,
-    );
-    metric(
-        "connections_authenticated",
-        "gauge",
-        "Authenticated connections.",
-        m.connections_authenticated.get() as f64,
-    );
-    metric(
-        "users",
-        "gauge",
-        "Distinct authenticated user ids.",
-        m.distinct_users() as f64,
-    );
-    metric(
-        "connections_accepted_total",
-        "counter",
-        "Connections accepted.",
-        m.connections_accepted.get() as f64,
-    );
-    metric(
-        "connections_rejected_per_ip_total",
-        "counter",
-        "Connections refused by the per-IP limit.",
-        m.connections_rejected_per_ip.get() as f64,
-    );
-    metric(
-        "connections_rejected_capacity_total",
-        "counter",
-        "Connections refused at capacity.",
-        m.connections_rejected_capacity.get() as f64,
-    );
-    metric(
-        "documents_cached",
-        "gauge",
-        "Documents loaded in memory.",
-        state.sync.hub.document_count() as f64,
-    );
-    metric(
-        "bytes_in_total",
-        "counter",
-        "WebSocket payload bytes received.",
-        m.bytes_in.get() as f64,
-    );
-    metric(
-        "bytes_out_total",
-        "counter",
-        "WebSocket payload bytes sent.",
-        m.bytes_out.get() as f64,
-    );
-    metric(
-        "invalid_frames_total",
-        "counter",
-        "Frames that could not be decoded.",
-        m.invalid_frames.get() as f64,
-    );
-    metric(
-        "rate_limited_total",
-        "counter",
-        "Messages rejected by the rate limit.",
-        m.rate_limited.get() as f64,
-    );
-    metric(
-        "acks_sent_total",
-        "counter",
-        "Acks sent for durable writes.",
-        m.acks_sent.get() as f64,
-    );
-    metric(
-        "auth_failures_total",
-        "counter",
-        "Rejected credentials.",
-        m.auth_failures.get() as f64,
-    );
-    metric(
-        "broadcast_flushes_total",
-        "counter",
-        "Broadcast batches flushed.",
-        m.broadcast_flushes.get() as f64,
-    );
-    metric(
-        "broadcast_deliveries_total",
-        "counter",
-        "Broadcast messages queued to subscribers.",
-        m.broadcast_deliveries.get() as f64,
-    );
-    metric(
-        "slow_clients_closed_total",
-        "counter",
-        "Connections closed for reading too slowly.",
-        m.slow_clients_closed.get() as f64,
-    );
-    metric(
-        "persist_backlog",
-        "gauge",
-        "Writes accepted but not yet durable.",
-        state.sync.hub.storage().backlog() as f64,
-    );
-    let counters = &state.sync.hub.storage().counters;
-    let load =
-        |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
-    metric(
-        "persist_committed_writes_total",
-        "counter",
-        "Writes committed to storage.",
-        load(&counters.committed_writes),
-    );
-    metric(
-        "persist_retries_total",
-        "counter",
-        "Storage attempts that failed because it was unreachable (then retried).",
-        load(&counters.failed_attempts),
-    );
-    metric(
-        "persist_refused_total",
-        "counter",
-        "Writes refused because the write queue was full.",
-        load(&counters.refused_full),
-    );
-    metric(
-        "storage_degraded",
-        "gauge",
-        "1 while storage is unreachable and writes wait in memory.",
-        f64::from(u8::from(state.sync.hub.storage().is_degraded())),
-    );
-    metric(
-        "documents_evicted_total",
-        "counter",
-        "Idle documents unloaded to bound memory.",
-        m.documents_evicted.get() as f64,
-    );
-    metric(
-        "persist_failures_total",
-        "counter",
-        "Writes that failed to persist.",
-        m.persist_failures.get() as f64,
-    );
-    metric(
-        "pubsub_published_total",
-        "counter",
-        "Messages published to other instances.",
-        m.pubsub_published.get() as f64,
-    );
-    metric(
-        "pubsub_received_total",
-        "counter",
-        "Messages received from other instances.",
-        m.pubsub_received.get() as f64,
-    );
-    let health = state.sync.hub.pubsub().health();
-    metric(
-        "pubsub_dropped_total",
-        "counter",
-        "Messages for other instances dropped (queue full or Redis unreachable).",
-        health.dropped as f64,
-    );
-    metric(
-        "pubsub_receive_dropped_total",
-        "counter",
-        "Messages from other instances dropped because the relay fell behind.",
-        health.receive_dropped as f64,
-    );
-    metric(
-        "pubsub_reconnects_total",
-        "counter",
-        "Pub/sub connections re-established after a loss.",
-        health.reconnects as f64,
-    );
-    metric(
-        "pubsub_connected",
-        "gauge",
-        "1 while the pub/sub backend is connected (or single-instance).",
-        f64::from(u8::from(
-            state.sync.hub.pubsub().state() != PubSubState::Disconnected,
-        )),
-    );
-    if let Some(ping) = health.ping_ms {
-        metric(
-            "pubsub_ping_ms",
-            "gauge",
-            "Round trip of the last pub/sub health PING.",
-            ping,
-        );
-    }
-    metric(
-        "resync_rounds_total",
-        "counter",
-        "Resynchronisations of live documents from storage after pub/sub outages.",
-        m.resync_rounds.get() as f64,
-    );
-    metric(
-        "resync_fields_total",
-        "counter",
-        "Fields changed by those resynchronisations.",
-        m.resync_fields.get() as f64,
-    );
-    metric(
-        "awareness_expired_total",
-        "counter",
-        "Awareness entries expired.",
-        m.awareness_expired.get() as f64,
-    );
-    for (name, counters, help) in [
-        (
-            "messages_in_total",
-            &m.messages_in,
-            "Messages received by type.",
-        ),
-        (
-            "messages_out_total",
-            &m.messages_out,
-            "Messages sent by type.",
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP synckit_{name} {help}\n# TYPE synckit_{name} counter"
-        );
-        for t in MessageType::ALL {
-            let _ = writeln!(
-                out,
-                "synckit_{name}{{type=\"{}\"}} {}",
-                t.name(),
-                counters[t.index()].get()
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP synckit_errors_total Error replies by message.\n# TYPE synckit_errors_total counter");
-    for (error, n) in m.errors() {
-        let _ = writeln!(
-            out,
-            "synckit_errors_total{{error=\"{}\"}} {n}",
-            error.replace('\\', "\\\\").replace('"', "\\\"")
-        );
-    }
-    let h = &m.broadcast_latency;
-    let _ = writeln!(out, "# HELP synckit_broadcast_latency_ms Time from first queued field to fan-out.\n# TYPE synckit_broadcast_latency_ms histogram");
-    let mut cumulative = 0;
-    for (i, n) in h.buckets().into_iter().enumerate() {
-        cumulative += n;
-        let le = LATENCY_BUCKETS_MS
-            .get(i)
-            .map_or("+Inf".to_owned(), |b| b.to_string());
-        let _ = writeln!(
-            out,
-            "synckit_broadcast_latency_ms_bucket{{le=\"{le}\"}} {cumulative}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "synckit_broadcast_latency_ms_sum {}\nsynckit_broadcast_latency_ms_count {}",
-        h.sum_ms(),
-        h.count()
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
 /// `POST /_test/clear` (only with `SYNCKIT_TEST_MODE=true`): nothing is cleared in a
 /// running server's memory; it answers so upstream harnesses can call it.
 pub async fn test_clear() -> Response {
@@ -542,25 +172,52 @@ pub async fn test_clear() -> Response {
 
 pub fn stats_routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/stats", get(stats))
-        .route("/metrics", get(metrics))
+        .route("/stats", get(super::stats::stats))
+        .route("/metrics", get(super::stats::metrics))
         .route("/rooms", get(rooms))
         .route("/maintenance", get(maintenance))
 }
 
-/// The scheduler's jobs with their next runs, and the recent run history.
+/// The run log is read within this budget: a database that does not answer leaves
+/// the runs out (with the reason) instead of holding up the jobs' status.
+const RUNS_BUDGET: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// The scheduler's jobs with their next runs, the recent run history, and the
+/// cleanup retention this instance applies.
 pub async fn maintenance(State(state): State<Arc<AppState>>) -> Response {
-    let runs = match state.sync.hub.storage().adapter().recent_runs(50).await {
-        Ok(runs) => json!(runs
-            .into_iter()
-            .map(|r| {
-                let duration = r.duration_ms();
-                merge(json!(r), json!({ "durationMs": duration }))
-            })
-            .collect::<Vec<_>>()),
-        Err(e) => json!({ "error": e.to_string() }),
+    let read = state.sync.hub.storage().adapter().recent_runs(50);
+    let (runs, runs_error) = match tokio::time::timeout(RUNS_BUDGET, read).await {
+        Ok(Ok(runs)) => (runs.into_iter().map(run_entry).collect(), None),
+        Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+        Err(_) => (
+            Vec::new(),
+            Some("storage did not answer in time".to_owned()),
+        ),
     };
-    Json(json!({ "jobs": state.scheduler.status(), "runs": runs })).into_response()
+    Json(MaintenanceStatus {
+        jobs: state.scheduler.status(),
+        runs,
+        runs_error,
+        cleanup: Some(super::admin::retention(&super::admin::cleanup_options(
+            &state.config,
+        ))),
+    })
+    .into_response()
+}
+
+fn run_entry(r: crate::storage::RunRecord) -> MaintenanceRun {
+    MaintenanceRun {
+        duration_ms: r.duration_ms(),
+        id: r.id,
+        job: r.job,
+        scheduled_for: r.scheduled_for,
+        instance_id: r.instance_id,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        outcome: r.outcome,
+        counts: r.counts,
+        error: r.error,
+    }
 }
 
 /// The admin listener (loopback by default): stats, metrics, rooms and probes.

@@ -8,25 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 /// What the admin API shows of one live connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LiveSession {
-    /// Fleet-unique connection key (`<instance>:conn-<n>`), also the session row id.
-    pub id: String,
-    pub conn_id: u64,
-    /// `None` until the connection authenticates.
-    pub user: Option<String>,
-    /// The client's User-Agent.
-    pub client: Option<String>,
-    pub remote_ip: String,
-    pub connected_at_ms: i64,
-    pub last_seen_ms: i64,
-    pub subscriptions: Vec<String>,
-}
+pub use crate::admin_api::LiveSession;
 
 struct Entry {
     session: LiveSession,

@@ -10,6 +10,8 @@ pub mod http;
 pub mod live;
 pub mod presence;
 pub mod registry;
+pub mod stats;
+pub mod watch;
 
 use std::future::IntoFuture;
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +55,8 @@ pub struct AppState {
     /// Live sessions of this instance (admin API, disconnect action).
     pub live: Arc<live::LiveSessions>,
     pub started: std::time::Instant,
+    /// This host's name, for `/stats` and heartbeats.
+    pub host: Option<String>,
     lifecycle: AtomicU8,
     next_conn: AtomicU64,
     /// Cancelled during shutdown after batches are flushed: sockets close with 1001.
@@ -133,6 +137,7 @@ impl Server {
             settings: config.sync.clone(),
             fleet: Arc::new(Fleet::new(config.presence_interval)),
             resync: Arc::new(tokio::sync::Notify::new()),
+            events: Arc::new(crate::events::EventLog::default()),
         });
         // The memory awareness store belongs to this instance alone: the per-instance
         // sweeper prunes it. Shared stores are pruned by the scheduler, once per
@@ -157,6 +162,7 @@ impl Server {
             registry: Arc::new(ConnectionRegistry::default()),
             live: Arc::new(live::LiveSessions::default()),
             started: std::time::Instant::now(),
+            host: crate::admin_api::host_name(),
             lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
             next_conn: AtomicU64::new(0),
             connections_cancel: CancellationToken::new(),
@@ -202,6 +208,7 @@ impl Server {
             tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
         }
         tokio::spawn(state.scheduler.clone().run(background.clone()));
+        tokio::spawn(watch::run(state.clone(), background.clone()));
 
         // The listeners stay open while draining so readiness answers 503 and new
         // upgrades are refused with 503 (OPERATIONS.md §6 step 1); they close at the end.
@@ -230,6 +237,11 @@ impl Server {
         tracing::info!(instance_id = %state.instance_id(), "ready");
 
         shutdown.cancelled().await;
+        sync.events.record(
+            crate::sync::wall_clock_ms(),
+            crate::events::EventKind::ShutdownStarted,
+            "shutdown started: draining connections and writes",
+        );
         let deadline = tokio::time::Instant::now() + state.config.shutdown_timeout;
         state.set_lifecycle(Lifecycle::Draining);
         tracing::info!("shutting down: flushing broadcasts and closing connections");

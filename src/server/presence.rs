@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -15,42 +15,9 @@ use crate::pubsub::presence::{PresenceEvent, PresenceKind};
 use crate::pubsub::{Connection, PubSubState};
 use crate::sync::wall_clock_ms;
 
-/// What a heartbeat tells the fleet (and `/stats` shows for this instance).
+/// What a heartbeat tells the fleet (the typed metadata `/stats` shows too).
 pub fn metadata(state: &AppState) -> Map<String, Value> {
-    let hub = &state.sync.hub;
-    let now = wall_clock_ms();
-    let uptime_ms = i64::try_from(state.started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    let interval_ms = i64::try_from(state.config.presence_interval.as_millis()).unwrap_or(i64::MAX);
-    let v = json!({
-        "connections": state.registry.total(),
-        "documents": hub.document_count(),
-        "subscriptions": hub.subscription_count(),
-        "startedAt": now.saturating_sub(uptime_ms),
-        "version": env!("CARGO_PKG_VERSION"),
-        "heartbeatIntervalMs": interval_ms,
-    });
-    let mut map = v.as_object().cloned().unwrap_or_default();
-    // Where the console can poll this instance's admin API (fleet discovery). Only
-    // when the configured address names a reachable host and port.
-    if let Some(admin) = state
-        .config
-        .admin_listen
-        .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
-    {
-        map.insert("admin".into(), Value::String(format!("http://{admin}")));
-    }
-    map
-}
-
-/// This instance as listed in `/stats` `instances`, next to its peers.
-pub fn self_entry(state: &AppState) -> Value {
-    json!({
-        "serverId": state.instance_id(),
-        "status": "online",
-        "self": true,
-        "lastSeen": wall_clock_ms(),
-        "metadata": metadata(state),
-    })
+    super::stats::self_metadata(state).to_map()
 }
 
 fn announce(state: &AppState, kind: PresenceKind, metadata: Map<String, Value>) {
@@ -67,9 +34,9 @@ fn announce(state: &AppState, kind: PresenceKind, metadata: Map<String, Value>) 
 }
 
 fn online(state: &AppState, after_outage: bool) {
-    let mut m = metadata(state);
-    m.insert("resync".into(), Value::Bool(after_outage));
-    announce(state, PresenceKind::Online, m);
+    let mut m = super::stats::self_metadata(state);
+    m.resync = Some(after_outage);
+    announce(state, PresenceKind::Online, m.to_map());
 }
 
 /// Announce and heartbeat until cancelled, then say goodbye.

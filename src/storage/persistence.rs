@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -418,17 +417,20 @@ impl Persistence {
     }
 
     /// Summary for `/stats` and readiness.
-    pub fn status(&self) -> Value {
-        serde_json::json!({
-            "backend": self.kind(),
-            "degraded": self.is_degraded(),
-            "backlog": self.backlog(),
-            "maxBacklog": self.settings.max_backlog,
-            "lastError": self.last_error(),
-            "committedWrites": self.counters.committed_writes.load(Ordering::Relaxed),
-            "failedAttempts": self.counters.failed_attempts.load(Ordering::Relaxed),
-            "rejectedWrites": self.counters.rejected_writes.load(Ordering::Relaxed),
-            "refusedFull": self.counters.refused_full.load(Ordering::Relaxed),
-        })
+    /// The persistence part of `/stats` (`failures` is the sync path's, added there).
+    pub fn status(&self) -> crate::admin_api::stats::PersistenceStats {
+        let load = |c: &AtomicU64| Some(c.load(Ordering::Relaxed));
+        crate::admin_api::stats::PersistenceStats {
+            backend: Some(self.kind().to_owned()),
+            degraded: Some(self.is_degraded()),
+            backlog: Some(self.backlog() as u64),
+            max_backlog: Some(self.settings.max_backlog as u64),
+            last_error: self.last_error(),
+            committed_writes: load(&self.counters.committed_writes),
+            failed_attempts: load(&self.counters.failed_attempts),
+            rejected_writes: load(&self.counters.rejected_writes),
+            refused_full: load(&self.counters.refused_full),
+            failures: None,
+        }
     }
 }

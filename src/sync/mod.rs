@@ -68,6 +68,8 @@ pub struct SyncService {
     pub fleet: Arc<Fleet>,
     /// Asks the resync task ([`resync::run`]) for a round.
     pub resync: Arc<Notify>,
+    /// Notable events of this instance (admin API, console Events view).
+    pub events: Arc<crate::events::EventLog>,
 }
 
 /// The TS/Go/Python playground policy (PROTOCOL.md §6), opt-in.

@@ -1,0 +1,70 @@
+//! `GET /maintenance` (the scheduler's jobs, recent runs, the cleanup retention in
+//! force) and the answer of `POST /admin/actions/*`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A scheduled job with its next planned occurrence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub name: String,
+    pub schedule: String,
+    pub enabled: bool,
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+/// One run of a job (a `maintenance_runs` row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceRun {
+    pub id: i64,
+    pub job: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub instance_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `ok` or `failed`.
+    pub outcome: String,
+    pub counts: Value,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+/// What a cleanup run by this instance deletes (`None` = that part is off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupRetention {
+    pub sessions_older_than_secs: Option<u64>,
+    pub deltas_older_than_secs: Option<u64>,
+    pub snapshots_older_than_secs: Option<u64>,
+    pub max_snapshots_per_document: Option<u32>,
+}
+
+/// `GET /maintenance`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceStatus {
+    pub jobs: Vec<JobStatus>,
+    /// Newest first; empty when the run log could not be read (`runs_error`).
+    pub runs: Vec<MaintenanceRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_error: Option<String>,
+    /// The retention `POST /admin/actions/cleanup` applies on this instance.
+    #[serde(default)]
+    pub cleanup: Option<CleanupRetention>,
+}
+
+/// `POST /admin/actions/cleanup` and `/prune-awareness`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionOutcome {
+    pub job: String,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

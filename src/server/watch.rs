@@ -1,0 +1,256 @@
+//! The event watcher: once a second it compares this instance's state with the
+//! last look and records what changed in its [`EventLog`] — storage degraded or
+//! recovered, pub/sub lost or back, peers online, offline or gone — and sums up the
+//! refusal counters (auth failures, rate-limit refusals, slow clients closed) into
+//! summarised notes. Reading state that already exists keeps the connection path
+//! untouched; code with more to say records directly (`sync.events.record`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use crate::admin_api::{FleetEntry, PeerStatus};
+use crate::events::{EventKind, EventLog};
+use crate::pubsub::PubSubState;
+use crate::sync::wall_clock_ms;
+
+/// How often the state is compared: transitions show within a second.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the watcher reads each time.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub storage_degraded: bool,
+    pub storage_error: Option<String>,
+    pub pubsub: Option<PubSubState>,
+    pub pubsub_error: Option<String>,
+    pub peers: Vec<FleetEntry>,
+    pub auth_failures: u64,
+    pub rate_limited: u64,
+    pub slow_clients_closed: u64,
+}
+
+/// The last look.
+#[derive(Debug, Default)]
+pub struct Watcher {
+    last: Option<Observed>,
+    peers: BTreeMap<String, PeerStatus>,
+}
+
+fn peer_name(p: &FleetEntry) -> String {
+    let id: String = p.server_id.chars().take(8).collect();
+    match &p.metadata.host {
+        Some(host) => format!("{id} ({host})"),
+        None => id,
+    }
+}
+
+fn because(error: &Option<String>) -> String {
+    error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+}
+
+impl Watcher {
+    /// Record what changed since the last call.
+    pub fn observe(&mut self, now: &Observed, now_ms: i64, log: &EventLog) {
+        let first = self.last.is_none();
+        let last = self.last.take().unwrap_or_default();
+        if now.storage_degraded != last.storage_degraded && !(first && !now.storage_degraded) {
+            if now.storage_degraded {
+                let why = because(&now.storage_error);
+                log.record(
+                    now_ms,
+                    EventKind::StorageDegraded,
+                    format!("storage degraded: writes wait in memory{why}"),
+                );
+            } else {
+                log.record(
+                    now_ms,
+                    EventKind::StorageRecovered,
+                    "storage recovered: queued writes are being committed",
+                );
+            }
+        }
+        match (last.pubsub, now.pubsub) {
+            (Some(PubSubState::Connected) | None, Some(PubSubState::Disconnected)) => {
+                let why = because(&now.pubsub_error);
+                log.record(
+                    now_ms,
+                    EventKind::PubsubLost,
+                    format!("Redis pub/sub lost: instances are cut off from each other{why}"),
+                );
+            }
+            (Some(PubSubState::Disconnected), Some(PubSubState::Connected)) => {
+                log.record(
+                    now_ms,
+                    EventKind::PubsubBack,
+                    "Redis pub/sub back: resynchronising live documents",
+                );
+            }
+            _ => {}
+        }
+        for peer in &now.peers {
+            let before = self.peers.insert(peer.server_id.clone(), peer.status);
+            if before == Some(peer.status) {
+                continue;
+            }
+            let name = peer_name(peer);
+            match peer.status {
+                PeerStatus::Online => {
+                    log.record(now_ms, EventKind::PeerOnline, format!("peer {name} online"))
+                }
+                PeerStatus::Offline => log.record(
+                    now_ms,
+                    EventKind::PeerOffline,
+                    format!("peer {name} offline (said goodbye)"),
+                ),
+                PeerStatus::Gone => log.record(
+                    now_ms,
+                    EventKind::PeerGone,
+                    format!("peer {name} gone (silent for 3 heartbeats)"),
+                ),
+                PeerStatus::Unknown => {}
+            }
+        }
+        self.peers
+            .retain(|id, _| now.peers.iter().any(|p| &p.server_id == id));
+        if !first {
+            let delta = |a: u64, b: u64| a.saturating_sub(b);
+            let n = delta(now.auth_failures, last.auth_failures);
+            log.note(
+                now_ms,
+                EventKind::AuthFailures,
+                n,
+                format!("{n} rejected credentials"),
+            );
+            let n = delta(now.rate_limited, last.rate_limited);
+            log.note(
+                now_ms,
+                EventKind::RateLimited,
+                n,
+                format!("{n} messages refused by the rate limit"),
+            );
+            let n = delta(now.slow_clients_closed, last.slow_clients_closed);
+            log.note(
+                now_ms,
+                EventKind::SlowClientClosed,
+                n,
+                format!("{n} slow clients closed (1013)"),
+            );
+        }
+        log.flush(now_ms);
+        self.last = Some(now.clone());
+    }
+}
+
+fn observe(state: &AppState) -> Observed {
+    let m = &state.sync.metrics;
+    let storage = state.sync.hub.storage();
+    let pubsub = state.sync.hub.pubsub();
+    Observed {
+        storage_degraded: storage.is_degraded(),
+        storage_error: storage.last_error(),
+        pubsub: Some(pubsub.state()),
+        pubsub_error: pubsub.health().last_error,
+        peers: state.sync.fleet.instances(wall_clock_ms()),
+        auth_failures: m.auth_failures.get(),
+        rate_limited: m.rate_limited.get(),
+        slow_clients_closed: m.slow_clients_closed.get(),
+    }
+}
+
+/// Watch until cancelled.
+pub async fn run(state: Arc<AppState>, cancel: CancellationToken) {
+    let mut watcher = Watcher::default();
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        watcher.observe(&observe(&state), wall_clock_ms(), &state.sync.events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, status: PeerStatus) -> FleetEntry {
+        FleetEntry {
+            server_id: id.into(),
+            status,
+            ..FleetEntry::default()
+        }
+    }
+
+    #[test]
+    fn transitions_are_recorded_once_and_counters_summarised() {
+        let log = EventLog::default();
+        let mut w = Watcher::default();
+        let mut o = Observed {
+            pubsub: Some(PubSubState::Connected),
+            peers: vec![peer("peer-b-123456", PeerStatus::Online)],
+            auth_failures: 5,
+            ..Observed::default()
+        };
+        w.observe(&o, 1_000, &log);
+        w.observe(&o, 2_000, &log);
+        let kinds = |log: &EventLog| -> Vec<EventKind> {
+            log.page(0, 100).0.iter().rev().map(|e| e.kind).collect()
+        };
+        assert_eq!(
+            kinds(&log),
+            vec![EventKind::PeerOnline],
+            "counters start from the first look"
+        );
+        o.storage_degraded = true;
+        o.storage_error = Some("connection refused".into());
+        o.pubsub = Some(PubSubState::Disconnected);
+        o.peers[0].status = PeerStatus::Offline;
+        o.auth_failures = 8;
+        w.observe(&o, 3_000, &log);
+        w.observe(&o, 4_000, &log);
+        o.storage_degraded = false;
+        o.pubsub = Some(PubSubState::Connected);
+        w.observe(&o, 5_000, &log);
+        assert_eq!(
+            kinds(&log),
+            vec![
+                EventKind::PeerOnline,
+                EventKind::StorageDegraded,
+                EventKind::PubsubLost,
+                EventKind::PeerOffline,
+                EventKind::AuthFailures,
+                EventKind::StorageRecovered,
+                EventKind::PubsubBack,
+            ]
+        );
+        let (events, _) = log.page(0, 100);
+        let offline = events
+            .iter()
+            .find(|e| e.kind == EventKind::PeerOffline)
+            .expect("offline");
+        assert_eq!(offline.message, "peer peer-b-1 offline (said goodbye)");
+        let auth = events
+            .iter()
+            .find(|e| e.kind == EventKind::AuthFailures)
+            .expect("auth");
+        assert_eq!(
+            (auth.count, auth.message.as_str()),
+            (3, "3 rejected credentials")
+        );
+        let degraded = events
+            .iter()
+            .find(|e| e.kind == EventKind::StorageDegraded)
+            .expect("degraded");
+        assert!(
+            degraded.message.ends_with(": connection refused"),
+            "{}",
+            degraded.message
+        );
+    }
+}
