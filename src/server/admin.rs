@@ -227,7 +227,6 @@ async fn document(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(k, v)| (k, u64::try_from(v).unwrap_or(0)))
                 .collect();
             (false, fields, clock)
         }

@@ -57,7 +57,7 @@ impl Watcher {
     pub fn observe(&mut self, now: &Observed, now_ms: i64, log: &EventLog) {
         let first = self.last.is_none();
         let last = self.last.take().unwrap_or_default();
-        if now.storage_degraded != last.storage_degraded && !(first && !now.storage_degraded) {
+        if now.storage_degraded != last.storage_degraded {
             if now.storage_degraded {
                 let why = because(&now.storage_error);
                 log.record(
