@@ -58,7 +58,9 @@ pub struct ConsoleArgs {
     pub jwt_issuer: Option<String>,
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
-    /// Print the current state of every view and exit.
+    /// Print the current state of every view and exit: 0 when every configured
+    /// source answered, 3 PostgreSQL unreachable, 5 Redis unreachable, 6 an
+    /// instance's admin API unreachable, 7 several of those.
     #[arg(long)]
     pub once: bool,
     /// Output of --once.
@@ -107,11 +109,20 @@ impl ConsoleArgs {
 
 fn init_log(path: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let path = path.unwrap_or_else(|| std::env::temp_dir().join("synckit-console.log"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    let mut open = std::fs::OpenOptions::new();
+    open.create(true).append(true);
+    // The log names servers, sessions and errors: readable by its owner only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let file = open
         .open(&path)
         .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    // An older, wider file is narrowed too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -138,7 +149,11 @@ pub fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
                 serde_json::to_string_pretty(&console::once::json(&app))?
             ),
         }
-        return Ok(ExitCode::SUCCESS);
+        let code = console::once::exit_code(&app);
+        if code != 0 {
+            tracing::warn!(code, "console --once: a source is down");
+        }
+        return Ok(ExitCode::from(code));
     }
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let result = super::block_on(async {

@@ -3,7 +3,7 @@
 
 use crossterm::event::KeyEvent;
 
-use super::model::{DatabaseReport, DocumentDetail, InstanceReport, RedisReport};
+use super::model::{CleanupRetention, DatabaseReport, DocumentDetail, InstanceReport, RedisReport};
 
 /// Everything that can change the [`App`](super::app::App).
 #[derive(Debug, Clone, PartialEq)]
@@ -28,9 +28,14 @@ pub enum Action {
 pub enum OperatorAction {
     Cleanup {
         via: String,
+        /// The instance, as the operator knows it (host, else short id).
+        target: String,
+        /// What it will delete; `None` when the server did not say.
+        retention: Option<CleanupRetention>,
     },
     PruneAwareness {
         via: String,
+        target: String,
     },
     Disconnect {
         session: String,
@@ -44,15 +49,28 @@ pub enum OperatorAction {
 }
 
 impl OperatorAction {
-    /// The dialog's text: what happens, where, and that it is recorded.
+    /// The dialog's text: what happens, where, with which settings, and that it is
+    /// recorded.
     pub fn describe(&self) -> String {
         match self {
-            OperatorAction::Cleanup { via } => format!(
-                "Run a cleanup now on {via}: delete expired sessions, old deltas and old \
-                 snapshots with the configured retention. Recorded in the run history."
-            ),
-            OperatorAction::PruneAwareness { via } => format!(
-                "Prune awareness now on {via}: remove expired presence entries and \
+            OperatorAction::Cleanup {
+                via,
+                target,
+                retention,
+            } => {
+                let what = retention.map_or_else(
+                    || {
+                        "with the retention configured there (this server does not report it)"
+                            .to_owned()
+                    },
+                    |r| retention_text(&r),
+                );
+                format!(
+                    "Run a cleanup now on {target} ({via}): {what}. Recorded in the run history."
+                )
+            }
+            OperatorAction::PruneAwareness { via, target } => format!(
+                "Prune awareness now on {target} ({via}): remove expired presence entries and \
                  announce their leaves. Recorded in the run history."
             ),
             OperatorAction::Disconnect { session, user, via } => format!(
@@ -81,4 +99,39 @@ impl OperatorAction {
 pub enum Effect {
     Quit,
     Perform(OperatorAction),
+}
+
+/// `24h`, `30d`: whole units, as operators write retention.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// What a cleanup with `r` deletes, in words.
+pub fn retention_text(r: &CleanupRetention) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = r.sessions_older_than_secs {
+        parts.push(format!("sessions idle over {}", age(s)));
+    }
+    if let Some(s) = r.deltas_older_than_secs {
+        parts.push(format!("deltas older than {}", age(s)));
+    }
+    match (r.snapshots_older_than_secs, r.max_snapshots_per_document) {
+        (Some(s), Some(n)) => parts.push(format!(
+            "snapshots older than {} and all but the newest {n} per document",
+            age(s)
+        )),
+        (Some(s), None) => parts.push(format!("snapshots older than {}", age(s))),
+        (None, Some(n)) => parts.push(format!("all but the newest {n} snapshots per document")),
+        (None, None) => {}
+    }
+    if parts.is_empty() {
+        "nothing (every retention is off)".into()
+    } else {
+        format!("delete {}", parts.join(", "))
+    }
 }

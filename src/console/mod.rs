@@ -47,6 +47,11 @@ pub struct Options {
 }
 
 impl Options {
+    /// Whether actions can be authorised at all (a token, or a secret to mint one).
+    pub fn has_credential(&self) -> bool {
+        self.admin_token.is_some() || self.minter.is_some()
+    }
+
     /// The bearer token for one action.
     pub fn token(&self) -> Option<String> {
         if let Some(token) = &self.admin_token {
@@ -72,6 +77,7 @@ pub async fn run<B: Backend>(terminal: &mut Terminal<B>, options: Options) -> st
     let (tx, mut rx) = mpsc::channel(ACTION_QUEUE);
     let refresh_ms = u64::try_from(options.refresh.as_millis()).unwrap_or(1000);
     let mut app = App::new(event::now_ms(), refresh_ms, options.allow_actions);
+    app.has_credential = options.has_credential();
     let (request_tx, request_rx) = watch::channel(app.feed_request());
     let feed = tokio::spawn(feed::run(
         options.feed.clone(),
@@ -124,6 +130,7 @@ fn carry_out(effect: Effect, options: &Options, tx: &mpsc::Sender<Action>) {
 pub async fn snapshot(options: &Options, now_ms: i64) -> App {
     let refresh_ms = u64::try_from(options.refresh.as_millis()).unwrap_or(1000);
     let mut app = App::new(now_ms, refresh_ms, options.allow_actions);
+    app.has_credential = options.has_credential();
     for action in feed::once(options.feed.clone(), "", options.refresh).await {
         update::update(&mut app, action);
     }

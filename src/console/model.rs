@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::admin_api::{CleanupRetention, Event, PeerStatus, PresenceMetadata};
+
 /// One data source's health as the console last saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "state", rename_all = "camelCase")]
@@ -35,38 +37,12 @@ impl SourceState {
     }
 }
 
-/// The numbers of one instance's `/stats` the console shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceStats {
-    pub instance_id: String,
-    pub version: String,
-    pub uptime_seconds: f64,
-    pub connections: u64,
-    pub users: u64,
-    pub documents: u64,
-    pub subscriptions: u64,
-    /// Cumulative messages received and sent (all types).
-    pub messages_in: u64,
-    pub messages_out: u64,
-    /// Cumulative error replies plus invalid frames.
-    pub errors: u64,
-    pub backlog: u64,
-    pub degraded: bool,
-    pub storage: String,
-    pub pubsub: String,
-}
+/// The numbers of one instance's `/stats`: the admin contract itself, read field by
+/// field (an absent field is unknown, shown as `?`).
+pub use crate::admin_api::Stats;
 
 /// A live document as one instance reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct LiveDocument {
-    pub id: String,
-    pub subscribers: u64,
-    pub fields: u64,
-    pub approximate_bytes: u64,
-    pub last_modified_ms: i64,
-}
+pub use crate::admin_api::LiveDocumentInfo as LiveDocument;
 
 /// A session: live (from an instance) or persisted (a `sessions` row).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -140,12 +116,18 @@ pub struct InstanceReport {
     pub state: SourceState,
     /// When the poll was made (the feed's clock), for rates.
     pub sampled_at_ms: i64,
-    pub stats: Option<InstanceStats>,
+    pub stats: Option<Stats>,
     pub documents: Vec<LiveDocument>,
     pub sessions: Vec<SessionInfo>,
     pub awareness: Vec<AwarenessClient>,
     pub jobs: Vec<JobInfo>,
     pub runs: Vec<RunInfo>,
+    /// New events since the last poll, newest first.
+    pub events: Vec<Event>,
+    /// The retention a cleanup run now would apply on this instance.
+    pub cleanup: Option<CleanupRetention>,
+    /// Pages that could not be read (the rest of the report stands).
+    pub problems: Vec<String>,
 }
 
 /// A `documents` row with what the list shows.
@@ -189,6 +171,10 @@ pub struct TrafficSample {
     pub size: usize,
     /// The publishing instance, when the payload names it.
     pub origin: Option<String>,
+    /// The payload as JSON with long values cut (Enter on Traffic shows it); `None`
+    /// when it is not JSON or too large to parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
 }
 
 /// Messages per second on one kind of channel.
@@ -200,15 +186,16 @@ pub struct ChannelRate {
     pub total: u64,
 }
 
-/// A fleet member announced on the presence channel.
+/// A fleet member announced on the presence channel, as the console's own Redis
+/// tap heard it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct FleetMember {
     pub server_id: String,
     pub last_seen_ms: i64,
-    pub online: bool,
-    /// Admin address from the presence metadata, when announced.
-    pub admin: Option<String>,
+    pub status: PeerStatus,
+    /// What its last heartbeat said (host, version, admin address…).
+    pub metadata: PresenceMetadata,
 }
 
 /// What the Redis tap saw since its last report.

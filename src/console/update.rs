@@ -1,16 +1,40 @@
 //! The reducer: `update(&mut App, Action)` changes the model and returns what the
 //! runtime should do next. Pure — no I/O, no clock — so every key in every view is
-//! unit-tested (tests/console_update.rs).
+//! unit-tested (tests/it/console_update.rs).
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::action::{Action, Effect, OperatorAction};
-use super::app::{App, InstanceView, Overlay, View, HISTORY_LEN, REFRESH_STEPS_MS, TRAFFIC_LEN};
+use super::app::{
+    sort_columns, App, FleetEvent, InstanceView, Overlay, Point, View, EVENTS_LEN, HISTORY_LEN,
+    HISTORY_MS, RATE_WINDOW_MS, REFRESH_STEPS_MS, TRAFFIC_LEN,
+};
 use super::model::InstanceReport;
 use super::rows;
 
 /// Rows a PageUp/PageDown moves.
 const PAGE: usize = 10;
+
+/// The `:` commands, with what each does (the help and completion show them).
+pub const COMMANDS: [(&str, &str); 17] = [
+    ("overview", "view 1"),
+    ("documents", "view 2 (also :docs)"),
+    ("docs", "view 2"),
+    ("sessions", "view 3"),
+    ("awareness", "view 4"),
+    ("traffic", "view 5"),
+    ("maintenance", "view 6 (also :jobs)"),
+    ("jobs", "view 6"),
+    ("events", "view 7"),
+    ("charts", "view 8"),
+    ("cleanup", "run a cleanup now"),
+    ("prune", "prune awareness now"),
+    ("pause", "pause / resume"),
+    ("sort", "next sort column"),
+    ("reverse", "reverse the sort"),
+    ("help", "the keys"),
+    ("quit", "quit (also :q)"),
+];
 
 pub fn update(app: &mut App, action: Action) -> Option<Effect> {
     match action {
@@ -64,11 +88,11 @@ pub fn update(app: &mut App, action: Action) -> Option<Effect> {
     }
 }
 
-/// Fold new polls into the instance list, deriving message rates from the
-/// difference with the previous poll of the same address.
+/// Fold new polls into the instance list: rates over a sliding window of the
+/// cumulative counters, the chart history, and the new events.
 fn merge_instances(app: &mut App, reports: Vec<InstanceReport>) {
     let mut previous = std::mem::take(&mut app.instances);
-    for report in reports {
+    for mut report in reports {
         let mut view = match previous
             .iter()
             .position(|p| p.report.address == report.address)
@@ -76,28 +100,92 @@ fn merge_instances(app: &mut App, reports: Vec<InstanceReport>) {
             Some(i) => previous.swap_remove(i),
             None => InstanceView::default(),
         };
-        if let (Some(old), Some(new)) = (&view.report.stats, &report.stats) {
-            let seconds = (report.sampled_at_ms - view.report.sampled_at_ms) as f64 / 1000.0;
-            // A restart resets the counters: show 0 rather than a negative rate.
-            if seconds > 0.0 && new.instance_id == old.instance_id {
-                view.rate_in = new.messages_in.saturating_sub(old.messages_in) as f64 / seconds;
-                view.rate_out = new.messages_out.saturating_sub(old.messages_out) as f64 / seconds;
-            } else {
-                view.rate_in = 0.0;
-                view.rate_out = 0.0;
+        let events = std::mem::take(&mut report.events);
+        if let Some(stats) = report.stats.as_ref().filter(|_| report.state.is_up()) {
+            if view.known_id.is_some() && view.known_id != stats.instance_id {
+                // A restart resets the counters: start the window again.
+                view.counters.clear();
+                view.history.clear();
             }
-            push_bounded(&mut view.history_in, view.rate_in.round() as u64);
-            push_bounded(&mut view.history_out, view.rate_out.round() as u64);
+            view.known_id = stats.instance_id.clone().or(view.known_id);
+            let at = report.sampled_at_ms;
+            if let (Some(i), Some(o)) = (stats.messages_in(), stats.messages_out()) {
+                view.counters.push_back((at, i, o));
+            }
+            while view
+                .counters
+                .front()
+                .is_some_and(|(t, ..)| at - t > RATE_WINDOW_MS)
+                && view.counters.len() > 2
+            {
+                view.counters.pop_front();
+            }
+            let rates = match (view.counters.front(), view.counters.back()) {
+                (Some(&(t0, i0, o0)), Some(&(t1, i1, o1))) if t1 > t0 => {
+                    let seconds = (t1 - t0) as f64 / 1000.0;
+                    Some((
+                        i1.saturating_sub(i0) as f64 / seconds,
+                        o1.saturating_sub(o0) as f64 / seconds,
+                    ))
+                }
+                _ => None,
+            };
+            view.rate_in = rates.map(|r| r.0);
+            view.rate_out = rates.map(|r| r.1);
+            view.history.push_back(Point {
+                at_ms: at,
+                rate_in: view.rate_in.unwrap_or(0.0),
+                rate_out: view.rate_out.unwrap_or(0.0),
+                connections: stats.connections.open.unwrap_or(0) as f64,
+                backlog: stats.persistence.backlog.unwrap_or(0) as f64,
+            });
+            while view.history.len() > HISTORY_LEN
+                || view
+                    .history
+                    .front()
+                    .is_some_and(|p| at - p.at_ms > HISTORY_MS)
+            {
+                view.history.pop_front();
+            }
+        } else {
+            view.rate_in = None;
+            view.rate_out = None;
         }
         view.report = report;
+        if let Some(id) = view.known_id.clone() {
+            let name = rows::instance_name(&view);
+            add_events(app, &id, &name, events);
+        }
         app.instances.push(view);
     }
 }
 
-fn push_bounded(history: &mut std::collections::VecDeque<u64>, value: u64) {
-    history.push_back(value);
-    while history.len() > HISTORY_LEN {
-        history.pop_front();
+/// Add one instance's new events, keeping the fleet's list newest first, without
+/// duplicates and bounded.
+fn add_events(app: &mut App, instance_id: &str, name: &str, events: Vec<super::model::Event>) {
+    let mut added = false;
+    for event in events {
+        let seen = app
+            .events
+            .iter()
+            .any(|e| e.instance_id == instance_id && e.event.seq == event.seq);
+        if !seen {
+            app.events.push_back(FleetEvent {
+                instance_id: instance_id.to_owned(),
+                instance: name.to_owned(),
+                event,
+            });
+            added = true;
+        }
+    }
+    if added {
+        app.events.make_contiguous().sort_by(|a, b| {
+            b.event
+                .at_ms
+                .cmp(&a.event.at_ms)
+                .then(b.event.seq.cmp(&a.event.seq))
+        });
+        app.events.truncate(EVENTS_LEN);
     }
 }
 
@@ -109,10 +197,14 @@ fn clamp_selection(app: &mut App) {
     }
 }
 
+fn quit(app: &mut App) -> Option<Effect> {
+    app.running = false;
+    Some(Effect::Quit)
+}
+
 fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-        app.running = false;
-        return Some(Effect::Quit);
+        return quit(app);
     }
     match &app.overlay {
         Overlay::Confirm(action) => {
@@ -134,27 +226,44 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
         Overlay::Help => {
             match key.code {
                 KeyCode::Char('?') | KeyCode::Esc => app.overlay = Overlay::None,
-                KeyCode::Char('q') => {
-                    app.running = false;
-                    return Some(Effect::Quit);
+                KeyCode::Char('q') => return quit(app),
+                _ => {}
+            }
+            return None;
+        }
+        Overlay::Payload(_) => {
+            match key.code {
+                KeyCode::Esc | KeyCode::Enter => {
+                    app.overlay = Overlay::None;
+                    app.overlay_scroll = 0;
                 }
+                KeyCode::Char('q') => return quit(app),
+                KeyCode::Char('j') | KeyCode::Down => {
+                    app.overlay_scroll = app.overlay_scroll.saturating_add(1)
+                }
+                KeyCode::Char('k') | KeyCode::Up => {
+                    app.overlay_scroll = app.overlay_scroll.saturating_sub(1)
+                }
+                KeyCode::PageDown => app.overlay_scroll = app.overlay_scroll.saturating_add(10),
+                KeyCode::PageUp => app.overlay_scroll = app.overlay_scroll.saturating_sub(10),
                 _ => {}
             }
             return None;
         }
         Overlay::None => {}
     }
+    if app.command.is_some() {
+        return edit_command(app, key);
+    }
     if app.editing_filter {
         edit_filter(app, key);
         return None;
     }
     match key.code {
-        KeyCode::Char('q') => {
-            app.running = false;
-            return Some(Effect::Quit);
-        }
+        KeyCode::Char('q') => return quit(app),
         KeyCode::Char('?') => app.overlay = Overlay::Help,
-        KeyCode::Char(c @ '1'..='6') => {
+        KeyCode::Char(':') => app.command = Some(String::new()),
+        KeyCode::Char(c @ '1'..='8') => {
             let index = usize::from(c as u8 - b'1');
             app.view = View::ALL[index];
         }
@@ -186,42 +295,78 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
                 app.detail_scroll = 0;
             }
         }
-        KeyCode::Char('p') => {
-            app.paused = !app.paused;
-            app.notice = Some((
-                if app.paused {
-                    "paused: the screen holds still"
-                } else {
-                    "resumed"
-                }
-                .into(),
-                false,
-            ));
+        KeyCode::Enter if app.view == View::Traffic => {
+            let rows = rows::traffic(app);
+            if let Some(sample) = rows.get(app.selected[View::Traffic.index()]) {
+                app.overlay = Overlay::Payload(Box::new((*sample).clone()));
+                app.overlay_scroll = 0;
+            }
         }
+        KeyCode::Char('p') => toggle_pause(app),
         KeyCode::Char('+') | KeyCode::Char('=') => step_refresh(app, -1),
         KeyCode::Char('-') => step_refresh(app, 1),
-        KeyCode::Char('s') => match app.view {
-            View::Documents => app.document_sort = app.document_sort.next(),
-            View::Sessions => app.session_sort = app.session_sort.next(),
-            _ => {}
-        },
-        KeyCode::Char('c') => {
-            let via = app.first_up_instance().map(str::to_owned);
-            ask(app, via.map(|via| OperatorAction::Cleanup { via }));
-        }
-        KeyCode::Char('a') => {
-            let via = app.first_up_instance().map(str::to_owned);
-            ask(app, via.map(|via| OperatorAction::PruneAwareness { via }));
-        }
+        KeyCode::Char('s') => next_sort(app),
+        KeyCode::Char('S') => reverse_sort(app),
+        KeyCode::Char('c') => ask_cleanup(app),
+        KeyCode::Char('a') => ask_prune(app),
         KeyCode::Char('d') => {
-            let target = selected_target(app);
-            if let Some(target) = target {
+            if let Some(target) = selected_target(app) {
                 ask(app, target);
             }
         }
         _ => {}
     }
     None
+}
+
+fn toggle_pause(app: &mut App) {
+    app.paused = !app.paused;
+    app.notice = Some((
+        if app.paused {
+            "paused: the screen holds still"
+        } else {
+            "resumed"
+        }
+        .into(),
+        false,
+    ));
+}
+
+fn next_sort(app: &mut App) {
+    let columns = sort_columns(app.view);
+    if columns.is_empty() {
+        return;
+    }
+    let sort = &mut app.sorts[app.view.index()];
+    sort.column = (sort.column + 1) % columns.len();
+    sort.descending = columns[sort.column].descending;
+}
+
+fn reverse_sort(app: &mut App) {
+    if sort_columns(app.view).is_empty() {
+        return;
+    }
+    let sort = &mut app.sorts[app.view.index()];
+    sort.descending = !sort.descending;
+}
+
+fn ask_cleanup(app: &mut App) {
+    let action = app.first_up_instance().map(|i| OperatorAction::Cleanup {
+        via: i.report.address.clone(),
+        target: rows::instance_name(i),
+        retention: i.report.cleanup,
+    });
+    ask(app, action);
+}
+
+fn ask_prune(app: &mut App) {
+    let action = app
+        .first_up_instance()
+        .map(|i| OperatorAction::PruneAwareness {
+            via: i.report.address.clone(),
+            target: rows::instance_name(i),
+        });
+    ask(app, action);
 }
 
 /// The action `d` means on the current view's selection: `Some(None)` when the view
@@ -254,17 +399,17 @@ fn selected_target(app: &App) -> Option<Option<OperatorAction>> {
                 .into_iter()
                 .find(|r| r.id == id)
                 .and_then(|r| r.via)
-                .or_else(|| app.first_up_instance().map(str::to_owned));
+                .or_else(|| app.first_up_instance().map(|i| i.report.address.clone()));
             Some(via.map(|via| OperatorAction::DeleteDocument { id, via }))
         }
         _ => None,
     }
 }
 
-/// Open the confirmation dialog, or say why not.
+/// Open the confirmation dialog, or say why not — before any dialog.
 fn ask(app: &mut App, action: Option<OperatorAction>) {
-    if !app.allow_actions {
-        app.notice = Some(("read-only (start with --allow-actions)".into(), true));
+    if let Some(why) = app.actions_unavailable() {
+        app.notice = Some((why.into(), true));
         return;
     }
     match action {
@@ -277,6 +422,97 @@ fn ask(app: &mut App, action: Option<OperatorAction>) {
             ))
         }
     }
+}
+
+/// The commands starting with what was typed.
+pub fn completions(typed: &str) -> Vec<&'static str> {
+    let typed = typed.trim();
+    COMMANDS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| name.starts_with(typed))
+        .collect()
+}
+
+fn common_prefix(words: &[&str]) -> String {
+    let Some(first) = words.first() else {
+        return String::new();
+    };
+    let mut prefix = first.to_string();
+    for w in &words[1..] {
+        while !w.starts_with(&prefix) {
+            prefix.pop();
+        }
+    }
+    prefix
+}
+
+fn edit_command(app: &mut App, key: KeyEvent) -> Option<Effect> {
+    let typed = app.command.as_mut()?;
+    match key.code {
+        KeyCode::Esc => app.command = None,
+        // Backspace on an empty line closes it, as in vi.
+        KeyCode::Backspace if typed.pop().is_none() => app.command = None,
+        KeyCode::Tab => {
+            let candidates = completions(typed);
+            match candidates.as_slice() {
+                [] => {}
+                [one] => *typed = (*one).to_owned(),
+                many => *typed = common_prefix(many),
+            }
+        }
+        KeyCode::Enter => {
+            let typed = app.command.take().unwrap_or_default();
+            return run_command(app, typed.trim());
+        }
+        KeyCode::Char(c) => typed.push(c),
+        _ => {}
+    }
+    None
+}
+
+fn run_command(app: &mut App, command: &str) -> Option<Effect> {
+    // A unique prefix is enough (`:ev` is `:events`).
+    let name = match completions(command).as_slice() {
+        _ if COMMANDS.iter().any(|(n, _)| *n == command) => command.to_owned(),
+        [one] => (*one).to_owned(),
+        _ if command == "q" => "quit".to_owned(),
+        [] => {
+            app.notice = Some((format!("unknown command :{command} (Tab completes)"), true));
+            return None;
+        }
+        many => {
+            app.notice = Some((format!(":{command} is ambiguous: {}", many.join(" ")), true));
+            return None;
+        }
+    };
+    let view = |v: View| Some(v);
+    let target = match name.as_str() {
+        "overview" => view(View::Overview),
+        "documents" | "docs" => view(View::Documents),
+        "sessions" => view(View::Sessions),
+        "awareness" => view(View::Awareness),
+        "traffic" => view(View::Traffic),
+        "maintenance" | "jobs" => view(View::Maintenance),
+        "events" => view(View::Events),
+        "charts" => view(View::Charts),
+        _ => None,
+    };
+    if let Some(v) = target {
+        app.view = v;
+        return None;
+    }
+    match name.as_str() {
+        "cleanup" => ask_cleanup(app),
+        "prune" => ask_prune(app),
+        "pause" => toggle_pause(app),
+        "sort" => next_sort(app),
+        "reverse" => reverse_sort(app),
+        "help" => app.overlay = Overlay::Help,
+        "quit" => return quit(app),
+        _ => {}
+    }
+    None
 }
 
 fn edit_filter(app: &mut App, key: KeyEvent) {

@@ -11,7 +11,7 @@ pub mod http;
 pub mod postgres;
 pub mod redis;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::action::Action;
 use super::app::FeedRequest;
-use super::model::{DocumentDetail, InstanceReport, SourceState};
+use super::model::{DocumentDetail, InstanceReport, PeerStatus, RedisReport, SourceState};
 use postgres::Database;
 
 /// Where the console reads from.
@@ -42,11 +42,70 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Rounds of discovery `--once` makes (each polls the addresses the previous one
+/// learned); a fleet is found in one or two.
+const DISCOVERY_ROUNDS: usize = 4;
+/// Instances polled at most (a bound on what presence can make the console do).
+const MAX_INSTANCES: usize = 64;
+/// `--once` waits at most this long for presence when no instance states its
+/// heartbeat period.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+/// … and never longer than this, whatever they state.
+const MAX_SETTLE: Duration = Duration::from_secs(60);
+
+/// Logs a source's state when it changes, not on every refresh: a source that
+/// stays down for an hour logs two lines, not thousands.
+#[derive(Default)]
+pub struct StateLog {
+    last: Mutex<BTreeMap<String, bool>>,
+}
+
+impl StateLog {
+    /// Returns whether this was a change (and logged it).
+    pub fn observe(&self, source: &str, state: &SourceState) -> bool {
+        let up = match state {
+            SourceState::Off => return false,
+            SourceState::Up { .. } => true,
+            SourceState::Down { .. } => false,
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let before = last.insert(source.to_owned(), up);
+        if before == Some(up) || (before.is_none() && up) {
+            return false;
+        }
+        match state {
+            SourceState::Down { error } => {
+                tracing::warn!(source, %error, "console: source down (logged once until it is back)")
+            }
+            _ => tracing::info!(source, "console: source back"),
+        }
+        true
+    }
+}
+
 /// The polling side of the feed.
 pub struct Poller {
     config: FeedConfig,
     database: Option<Result<Database, String>>,
+    /// Announced on Redis presence (the tap fills it).
     discovered: Discovered,
+    /// Announced in the `/stats` fleet lists of the instances polled last.
+    listed: Mutex<Vec<String>>,
+    /// Per address: the instance id and the newest event sequence number seen.
+    events_seen: Mutex<BTreeMap<String, (Option<String>, u64)>>,
+    log: StateLog,
+}
+
+/// The admin addresses of the instances a `/stats` lists as running or silent
+/// (not those that said goodbye: their API is closed).
+fn announced(reports: &[InstanceReport]) -> Vec<String> {
+    reports
+        .iter()
+        .filter_map(|r| r.stats.as_ref())
+        .flat_map(|s| s.instances.iter())
+        .filter(|e| !e.is_self && e.status != PeerStatus::Offline)
+        .filter_map(|e| e.metadata.admin.clone())
+        .collect()
 }
 
 impl Poller {
@@ -60,6 +119,9 @@ impl Poller {
             config,
             database,
             discovered: Arc::new(Mutex::new(Vec::new())),
+            listed: Mutex::new(Vec::new()),
+            events_seen: Mutex::new(BTreeMap::new()),
+            log: StateLog::default(),
         }
     }
 
@@ -70,26 +132,74 @@ impl Poller {
             .lock()
             .map(|d| d.clone())
             .unwrap_or_default();
-        for address in discovered {
-            if !servers.contains(&address) {
+        let listed = self.listed.lock().map(|d| d.clone()).unwrap_or_default();
+        for address in discovered.into_iter().chain(listed) {
+            if !servers.contains(&address) && servers.len() < MAX_INSTANCES {
                 servers.push(address);
             }
         }
         servers
     }
 
+    fn events_after(&self, address: &str) -> u64 {
+        self.events_seen
+            .lock()
+            .map(|m| m.get(address).map_or(0, |(_, seq)| *seq))
+            .unwrap_or(0)
+    }
+
+    /// Remember the newest event of each answer; after a restart (a new instance
+    /// id at the address) ask for everything again.
+    fn saw_events(&self, report: &InstanceReport) {
+        let Some(stats) = &report.stats else { return };
+        let Ok(mut seen) = self.events_seen.lock() else {
+            return;
+        };
+        let entry = seen
+            .entry(report.address.clone())
+            .or_insert((stats.instance_id.clone(), 0));
+        if entry.0 != stats.instance_id {
+            *entry = (stats.instance_id.clone(), 0);
+            return;
+        }
+        if let Some(newest) = report.events.iter().map(|e| e.seq).max() {
+            entry.1 = entry.1.max(newest);
+        }
+    }
+
     /// Poll every instance concurrently.
     pub async fn instances(&self) -> Vec<InstanceReport> {
         let now = now_ms();
-        let polls = self
-            .servers()
-            .into_iter()
-            .map(|address| async move { admin::poll(&address, now).await });
-        futures_util::future::join_all(polls).await
+        let polls = self.servers().into_iter().map(|address| async move {
+            let after = self.events_after(&address);
+            admin::poll(&address, now, after).await
+        });
+        let reports = futures_util::future::join_all(polls).await;
+        for r in &reports {
+            self.log.observe(&format!("admin {}", r.address), &r.state);
+            self.saw_events(r);
+        }
+        if let Ok(mut listed) = self.listed.lock() {
+            *listed = announced(&reports);
+        }
+        reports
+    }
+
+    /// Poll until no answer names an instance not yet polled (bounded rounds).
+    pub async fn fleet(&self) -> Vec<InstanceReport> {
+        let mut reports = self.instances().await;
+        for _ in 1..DISCOVERY_ROUNDS {
+            let polled: Vec<&str> = reports.iter().map(|r| r.address.as_str()).collect();
+            if self.servers().iter().all(|s| polled.contains(&s.as_str())) {
+                break;
+            }
+            reports = self.instances().await;
+        }
+        reports
     }
 
     pub async fn database(&self, filter: &str) -> super::model::DatabaseReport {
-        match &self.database {
+        let report = match &self.database {
             None => super::model::DatabaseReport::default(),
             Some(Err(error)) => super::model::DatabaseReport {
                 state: SourceState::Down {
@@ -98,11 +208,15 @@ impl Poller {
                 ..Default::default()
             },
             Some(Ok(db)) => db.poll(filter).await,
-        }
+        };
+        self.log.observe("postgres", &report.state);
+        report
     }
 
-    /// A document's drill-down: memory state from whichever instance has it
-    /// loaded (else the first that answers), history from PostgreSQL.
+    /// A document's drill-down: subscribers and awareness merged from every
+    /// instance (each knows only its own), fields and clock from one that has it
+    /// loaded (else the first that answers, else PostgreSQL), history from
+    /// PostgreSQL.
     pub async fn detail(&self, id: &str) -> DocumentDetail {
         let mut detail = DocumentDetail {
             id: id.to_owned(),
@@ -110,26 +224,46 @@ impl Poller {
             ..DocumentDetail::default()
         };
         let mut found = false;
-        for address in self.servers() {
-            match admin::detail(&address, id).await {
+        let mut from_loaded = false;
+        let answers = futures_util::future::join_all(
+            self.servers()
+                .into_iter()
+                .map(|address| async move { (admin::detail(&address, id).await, address) }),
+        )
+        .await;
+        for (answer, address) in answers {
+            match answer {
                 Ok(body) => {
-                    let loaded = body.get("loaded").and_then(Value::as_bool) == Some(true);
-                    if loaded {
-                        detail.loaded_on.push(
-                            body.get("instanceId")
-                                .and_then(Value::as_str)
-                                .map_or(address.clone(), super::rows::short_instance),
-                        );
+                    if body.loaded {
+                        detail
+                            .loaded_on
+                            .push(super::rows::short_instance(&body.instance_id));
                     }
-                    if !found || loaded {
-                        fill_from_admin(&mut detail, &body);
+                    if !found || (body.loaded && !from_loaded) {
+                        detail.fields = body.fields.clone();
+                        detail.clock = body.clock.clone();
                         found = true;
+                        from_loaded = body.loaded;
+                    }
+                    for s in body.subscribers {
+                        if !detail.subscribers.contains(&s) {
+                            detail.subscribers.push(s);
+                        }
+                    }
+                    for a in admin::awareness_clients(id, body.awareness) {
+                        if !detail.awareness.iter().any(|b| b.client_id == a.client_id) {
+                            detail.awareness.push(a);
+                        }
+                    }
+                    if let Some(e) = body.awareness_error {
+                        detail.problems.push(format!("{address}: {e}"));
                     }
                 }
                 Err(e) if e.contains("404") => {}
                 Err(e) => detail.problems.push(format!("{address}: {e}")),
             }
         }
+        detail.subscribers.sort();
         if let Some(Ok(db)) = &self.database {
             match db.history(id).await {
                 Ok((deltas, snapshots)) => {
@@ -160,31 +294,6 @@ impl Poller {
             db.close().await;
         }
     }
-}
-
-fn fill_from_admin(detail: &mut DocumentDetail, body: &Value) {
-    detail.fields = body.get("fields").cloned().unwrap_or(Value::Null);
-    detail.clock = body
-        .get("clock")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect::<BTreeMap<_, _>>()
-        })
-        .unwrap_or_default();
-    detail.subscribers = body
-        .get("subscribers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    detail.awareness =
-        admin::parse_awareness_clients(&detail.id, body.get("awareness").unwrap_or(&Value::Null));
 }
 
 /// Run the feed until cancelled: polls on the requested refresh, at once when the
@@ -250,8 +359,8 @@ async fn redis_with_discovery(
             let admins: Vec<String> = report
                 .fleet
                 .iter()
-                .filter(|m| m.online)
-                .filter_map(|m| m.admin.clone())
+                .filter(|m| m.status != PeerStatus::Offline)
+                .filter_map(|m| m.metadata.admin.clone())
                 .collect();
             if let Ok(mut d) = discovered.lock() {
                 *d = admins;
@@ -265,8 +374,49 @@ async fn redis_with_discovery(
     let _ = tap.await;
 }
 
-/// One poll of every source, for `--once`: Redis is sampled for `sample` (its
-/// traffic needs time to be seen).
+/// How long `--once` waits for presence: the longest heartbeat period an
+/// instance states, bounded.
+fn settle_time(reports: &[InstanceReport]) -> Duration {
+    reports
+        .iter()
+        .filter_map(|r| r.stats.as_ref())
+        .flat_map(|s| s.instances.iter())
+        .filter_map(|e| e.metadata.heartbeat_interval_ms)
+        .filter_map(|ms| u64::try_from(ms).ok())
+        .max()
+        .map_or(DEFAULT_HEARTBEAT, Duration::from_millis)
+        .min(MAX_SETTLE)
+}
+
+/// The instances the polled ones say are running.
+fn expected_online(reports: &[InstanceReport]) -> BTreeSet<String> {
+    reports
+        .iter()
+        .filter_map(|r| r.stats.as_ref())
+        .flat_map(|s| s.instances.iter())
+        .filter(|e| e.status == PeerStatus::Online)
+        .map(|e| e.server_id.clone())
+        .collect()
+}
+
+/// Fold the tap's successive reports into one: every sample, the newest rates,
+/// state and fleet.
+fn fold(into: &mut Option<RedisReport>, report: RedisReport) {
+    match into {
+        Some(acc) => {
+            acc.samples.extend(report.samples);
+            acc.rates = report.rates;
+            acc.state = report.state;
+            acc.fleet = report.fleet;
+        }
+        None => *into = Some(report),
+    }
+}
+
+/// One poll of every source, for `--once`: the fleet is polled until no answer
+/// names an instance not yet polled; Redis is sampled for `sample` and, so the
+/// fleet it shows has settled, until its presence has heard every instance the
+/// polled ones list as online — one heartbeat period at most.
 pub async fn once(config: FeedConfig, filter: &str, sample: Duration) -> Vec<Action> {
     let poller = Poller::new(config.clone());
     let cancel = CancellationToken::new();
@@ -275,6 +425,7 @@ pub async fn once(config: FeedConfig, filter: &str, sample: Duration) -> Vec<Act
         refresh_ms: u64::try_from(sample.as_millis()).unwrap_or(1000),
         ..FeedRequest::default()
     });
+    let started = tokio::time::Instant::now();
     let redis = config
         .redis_url
         .clone()
@@ -288,25 +439,55 @@ pub async fn once(config: FeedConfig, filter: &str, sample: Duration) -> Vec<Act
                 cancel.clone(),
             ))
         });
-    let (instances, database) = tokio::join!(poller.instances(), poller.database(filter));
-    let mut actions = vec![
-        Action::Instances(instances),
-        Action::Database(Box::new(database)),
-    ];
+    let (mut instances, database) = tokio::join!(poller.fleet(), poller.database(filter));
+    let mut actions = vec![Action::Database(Box::new(database))];
     if let Some(task) = redis {
-        // The first report comes after one sampling window.
-        match tokio::time::timeout(sample + Duration::from_secs(3), rx.recv()).await {
-            Ok(Some(action)) => actions.push(action),
-            _ => actions.push(Action::Redis(Box::new(super::model::RedisReport {
-                state: SourceState::Down {
-                    error: "no answer".into(),
-                },
-                ..Default::default()
-            }))),
+        let expected = expected_online(&instances);
+        let deadline = started + sample.max(settle_time(&instances)) + Duration::from_secs(3);
+        let mut folded: Option<RedisReport> = None;
+        loop {
+            let Ok(Some(Action::Redis(report))) =
+                tokio::time::timeout_at(deadline, rx.recv()).await
+            else {
+                break;
+            };
+            let down = !report.state.is_up();
+            fold(&mut folded, *report);
+            let heard: BTreeSet<&str> = folded
+                .iter()
+                .flat_map(|r| r.fleet.iter())
+                .filter(|m| m.status == PeerStatus::Online)
+                .map(|m| m.server_id.as_str())
+                .collect();
+            if down || expected.iter().all(|id| heard.contains(id.as_str())) {
+                break;
+            }
         }
         cancel.cancel();
         let _ = task.await;
+        let report = folded.unwrap_or_else(|| RedisReport {
+            state: SourceState::Down {
+                error: "no answer".into(),
+            },
+            ..Default::default()
+        });
+        // Presence may have named instances no poll found yet.
+        let admins: Vec<String> = report
+            .fleet
+            .iter()
+            .filter(|m| m.status != PeerStatus::Offline)
+            .filter_map(|m| m.metadata.admin.clone())
+            .collect();
+        let polled: Vec<&str> = instances.iter().map(|r| r.address.as_str()).collect();
+        if admins.iter().any(|a| !polled.contains(&a.as_str())) {
+            if let Ok(mut d) = poller.discovered.lock() {
+                *d = admins;
+            }
+            instances = poller.fleet().await;
+        }
+        actions.push(Action::Redis(Box::new(report)));
     }
+    actions.insert(0, Action::Instances(instances));
     poller.close().await;
     actions
 }

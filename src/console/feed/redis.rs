@@ -16,14 +16,77 @@ use tokio_util::sync::CancellationToken;
 
 use crate::console::action::Action;
 use crate::console::app::FeedRequest;
-use crate::console::model::{ChannelRate, FleetMember, RedisReport, SourceState, TrafficSample};
+use crate::console::model::{
+    ChannelRate, FleetMember, PeerStatus, PresenceMetadata, RedisReport, SourceState, TrafficSample,
+};
 
 /// Samples kept per second; the rest are only counted.
 pub const SAMPLES_PER_SECOND: u32 = 20;
 /// Payloads larger than this are not parsed for their type and origin.
 const PARSE_LIMIT: usize = 64 * 1024;
-/// A fleet member silent this long is shown offline (heartbeats are more frequent).
-const PRESENCE_STALE_MS: i64 = 90_000;
+/// A fleet member silent for this many of its heartbeat periods is shown gone
+/// (as the servers judge their peers).
+const GONE_AFTER_HEARTBEATS: i64 = 3;
+/// The period assumed for members that do not state theirs.
+const DEFAULT_PERIOD_MS: i64 = 10_000;
+/// What a sampled payload keeps for display: strings cut to this many characters,
+/// arrays and objects to this many entries, nesting to this depth, and this many
+/// values in all. Bounds the memory of the Traffic view whatever is published.
+const KEEP_CHARS: usize = 80;
+const KEEP_ENTRIES: usize = 20;
+const KEEP_DEPTH: usize = 6;
+const KEEP_VALUES: usize = 200;
+
+/// A copy of `v` with long values cut (`…`), for display. Depth-bounded, so a
+/// deeply nested payload cannot recurse far.
+pub fn truncate_payload(v: &Value) -> Value {
+    let mut budget = KEEP_VALUES;
+    cut(v, 0, &mut budget)
+}
+
+fn cut(v: &Value, depth: usize, budget: &mut usize) -> Value {
+    if *budget == 0 {
+        return Value::String("…".into());
+    }
+    *budget -= 1;
+    match v {
+        Value::String(s) if s.chars().count() > KEEP_CHARS => {
+            let mut t: String = s.chars().take(KEEP_CHARS).collect();
+            t.push('…');
+            Value::String(t)
+        }
+        Value::Array(_) | Value::Object(_) if depth >= KEEP_DEPTH => Value::String("…".into()),
+        Value::Array(items) => {
+            let mut out: Vec<Value> = items
+                .iter()
+                .take(KEEP_ENTRIES)
+                .map(|i| cut(i, depth + 1, budget))
+                .collect();
+            if items.len() > KEEP_ENTRIES {
+                out.push(Value::String(format!(
+                    "… {} more",
+                    items.len() - KEEP_ENTRIES
+                )));
+            }
+            Value::Array(out)
+        }
+        Value::Object(map) => {
+            let mut out: serde_json::Map<String, Value> = map
+                .iter()
+                .take(KEEP_ENTRIES)
+                .map(|(k, i)| (k.clone(), cut(i, depth + 1, budget)))
+                .collect();
+            if map.len() > KEEP_ENTRIES {
+                out.insert(
+                    "…".into(),
+                    Value::String(format!("{} more", map.len() - KEEP_ENTRIES)),
+                );
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
 
 /// Counts and samples pub/sub messages between two reports.
 #[derive(Debug, Default)]
@@ -91,6 +154,7 @@ impl Sampler {
             document: document.or_else(|| field("documentId")),
             size: payload.len(),
             origin: field("origin").or_else(|| field("serverId")),
+            payload: parsed.as_ref().map(truncate_payload),
         });
     }
 
@@ -98,12 +162,15 @@ impl Sampler {
         let Some(server_id) = msg.get("serverId").and_then(Value::as_str) else {
             return;
         };
-        let online = msg.get("type").and_then(Value::as_str) != Some("server_offline");
-        let admin = msg
-            .pointer("/metadata/admin")
-            .or_else(|| msg.pointer("/metadata/adminUrl"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let status = if msg.get("type").and_then(Value::as_str) == Some("server_offline") {
+            PeerStatus::Offline
+        } else {
+            PeerStatus::Online
+        };
+        let metadata = msg
+            .get("metadata")
+            .and_then(Value::as_object)
+            .map(PresenceMetadata::from_map);
         let member = self
             .fleet
             .entry(server_id.to_owned())
@@ -112,9 +179,10 @@ impl Sampler {
                 ..FleetMember::default()
             });
         member.last_seen_ms = now_ms;
-        member.online = online;
-        if admin.is_some() {
-            member.admin = admin;
+        member.status = status;
+        // A goodbye carries no metadata: keep what the heartbeats said.
+        if let Some(m) = metadata.filter(|m| !m.is_empty()) {
+            member.metadata = m;
         }
     }
 
@@ -133,8 +201,15 @@ impl Sampler {
         self.window.clear();
         self.window_start_ms = now_ms;
         for member in self.fleet.values_mut() {
-            if now_ms - member.last_seen_ms > PRESENCE_STALE_MS {
-                member.online = false;
+            let period = member
+                .metadata
+                .heartbeat_interval_ms
+                .filter(|p| *p > 0)
+                .unwrap_or(DEFAULT_PERIOD_MS);
+            if member.status == PeerStatus::Online
+                && now_ms - member.last_seen_ms > period * GONE_AFTER_HEARTBEATS
+            {
+                member.status = PeerStatus::Gone;
             }
         }
         RedisReport {
@@ -160,12 +235,19 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut sampler = Sampler::new(&prefix, now_ms());
+    let log = super::StateLog::default();
     loop {
-        let error = match tap(&url, &prefix, &mut sampler, &tx, &request, &cancel).await {
+        let error = match tap(&url, &prefix, &mut sampler, &tx, &request, &cancel, &log).await {
             Ok(()) => return,
             Err(e) => e,
         };
-        tracing::warn!(%error, "console: redis tap failed; retrying");
+        let state = SourceState::Down { error };
+        if !log.observe("redis", &state) {
+            tracing::debug!(?state, "console: redis tap still failing; retrying");
+        }
+        let SourceState::Down { error } = state else {
+            return;
+        };
         let report = sampler.report(now_ms(), SourceState::Down { error });
         if tx.send(Action::Redis(Box::new(report))).await.is_err() {
             return;
@@ -186,6 +268,7 @@ async fn tap(
     tx: &mpsc::Sender<Action>,
     request: &watch::Receiver<FeedRequest>,
     cancel: &CancellationToken,
+    log: &super::StateLog,
 ) -> Result<(), String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut commands = client
@@ -213,7 +296,9 @@ async fn tap(
                 let pong: Result<String, _> = redis::cmd("PING").query_async(&mut commands).await;
                 pong.map_err(|e| e.to_string())?;
                 let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let report = sampler.report(now_ms(), SourceState::Up { latency_ms });
+                let state = SourceState::Up { latency_ms };
+                log.observe("redis", &state);
+                let report = sampler.report(now_ms(), state);
                 if tx.send(Action::Redis(Box::new(report))).await.is_err() {
                     return Ok(());
                 }
@@ -253,10 +338,51 @@ mod tests {
         assert_eq!(delta.total, 100);
         assert!((delta.per_second - 50.0).abs() < 1e-9);
         assert_eq!(r.fleet.len(), 1);
-        assert_eq!(r.fleet[0].admin.as_deref(), Some("http://10.0.0.2:9091"));
-        assert!(r.fleet[0].online);
+        assert_eq!(
+            r.fleet[0].metadata.admin.as_deref(),
+            Some("http://10.0.0.2:9091")
+        );
+        assert_eq!(r.fleet[0].status, PeerStatus::Online);
         let later = s.report(200_000, SourceState::Up { latency_ms: 1 });
         assert!(later.samples.is_empty());
-        assert!(!later.fleet[0].online, "stale presence shows offline");
+        assert_eq!(
+            later.fleet[0].status,
+            PeerStatus::Gone,
+            "silent presence shows gone"
+        );
+        s.observe(
+            "synckit:presence",
+            br#"{"type":"server_offline","serverId":"inst-b","timestamp":2}"#,
+            200_001,
+        );
+        let r = s.report(200_002, SourceState::Up { latency_ms: 1 });
+        assert_eq!(r.fleet[0].status, PeerStatus::Offline);
+        assert!(
+            r.fleet[0].metadata.admin.is_some(),
+            "a goodbye keeps what was known"
+        );
+    }
+
+    #[test]
+    fn payloads_are_kept_cut_and_bounded() {
+        let long = "x".repeat(500);
+        let many: Vec<u32> = (0..100).collect();
+        let mut deep = serde_json::json!(1);
+        for _ in 0..100 {
+            deep = serde_json::json!([deep]);
+        }
+        let v = serde_json::json!({"s": long, "a": many, "d": deep});
+        let t = truncate_payload(&v);
+        assert_eq!(
+            t["s"].as_str().map(|s| s.chars().count()),
+            Some(KEEP_CHARS + 1)
+        );
+        assert_eq!(t["a"].as_array().map(Vec::len), Some(KEEP_ENTRIES + 1));
+        assert!(t.to_string().len() < 4096, "{t}");
+        let wide: serde_json::Map<String, Value> = (0..5000)
+            .map(|i| (format!("k{i}"), Value::from(i)))
+            .collect();
+        let t = truncate_payload(&Value::Object(wide));
+        assert!(t.as_object().is_some_and(|m| m.len() == KEEP_ENTRIES + 1));
     }
 }

@@ -57,5 +57,5 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         ("Expires", Constraint::Length(7)),
         ("State", Constraint::Min(10)),
     ];
-    render_selectable(app, View::Awareness, title, columns, table_rows, area, buf);
+    render_selectable(app, View::Awareness, title, &columns, table_rows, area, buf);
 }

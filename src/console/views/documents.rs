@@ -8,10 +8,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Widget, Wrap};
 
 use super::format::{ago, bytes, clock, count, date_time, preview};
-use super::widgets::{render_empty, render_selectable};
+use super::widgets::{as_columns, render_empty, render_selectable, sorted_headers};
 use super::{block, theme};
 use crate::console::app::{App, View};
-use crate::console::model::DocumentDetail;
+use crate::console::model::{DocumentDetail, SourceState};
 use crate::console::rows;
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
@@ -29,18 +29,28 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
     } else {
         String::new()
     };
+    let sort = app.sort(View::Documents).label(View::Documents);
     let title = format!(
-        "Documents {}{total} · sort {} (s) · Enter opens",
+        "Documents {}{total} · sort {} (s/S) · Enter opens",
         rows.len(),
-        app.document_sort.label()
+        sort.as_deref().unwrap_or("-")
     );
     if rows.is_empty() {
-        let why = if app.filter().is_empty() {
-            " no documents (PostgreSQL off and no live documents)"
+        let why = if !app.filter().is_empty() {
+            " no document matches the filter".to_owned()
         } else {
-            " no document matches the filter"
+            match &app.database.state {
+                SourceState::Up { .. } => " no documents stored and none live".to_owned(),
+                SourceState::Off => {
+                    " no live documents (PostgreSQL not configured: stored ones are not listed)"
+                        .to_owned()
+                }
+                SourceState::Down { error } => {
+                    format!(" no live documents; PostgreSQL unreachable: {error}")
+                }
+            }
         };
-        render_empty(why, title, area, buf);
+        render_empty(&why, title, area, buf);
         return;
     }
     let table_rows: Vec<Row> = rows
@@ -65,15 +75,25 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
+    let instances = if area.width >= 120 { 40 } else { 17 };
     let columns = [
         ("Document", Constraint::Min(20)),
         ("Subs", Constraint::Length(5)),
         ("Fields", Constraint::Length(6)),
         ("Size", Constraint::Length(7)),
-        ("Last change", Constraint::Length(11)),
-        ("Instance", Constraint::Length(17)),
+        ("Last change", Constraint::Length(12)),
+        ("Instance", Constraint::Length(instances)),
     ];
-    render_selectable(app, View::Documents, title, columns, table_rows, area, buf);
+    let headers = sorted_headers(&columns, sort.as_deref());
+    render_selectable(
+        app,
+        View::Documents,
+        title,
+        &as_columns(&headers),
+        table_rows,
+        area,
+        buf,
+    );
 }
 
 fn render_detail(app: &App, id: &str, area: Rect, buf: &mut Buffer) {

@@ -58,6 +58,16 @@ pub fn rate(per_second: f64) -> String {
     }
 }
 
+/// A count, or `?` when the instance did not say (never a made-up 0).
+pub fn known<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "?".to_owned(), |v| v.to_string())
+}
+
+/// A rate, or `-` before there are two polls to derive it from.
+pub fn rate_or_dash(per_second: Option<f64>) -> String {
+    per_second.map_or_else(|| "-".to_owned(), rate)
+}
+
 /// `HH:MM:SS` UTC.
 pub fn clock(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)

@@ -10,14 +10,15 @@ use super::{block, theme};
 use crate::console::app::App;
 
 /// Every key binding, as shown (also the README's table).
-pub const KEYS: [(&str, &str); 17] = [
-    ("1-6 Tab S-Tab", "switch view"),
+pub const KEYS: [(&str, &str); 21] = [
+    ("1-8 Tab S-Tab", "switch view"),
+    (": Tab Enter", "command line (:docs, :events, :cleanup…)"),
     ("j/k ↓/↑", "move (scroll in a document)"),
     ("PgDn/PgUp g/G", "page, first, last"),
-    ("Enter", "open the selected document"),
+    ("Enter", "open the document / show a message"),
     ("Esc", "back / clear the filter"),
     ("/", "filter the view (Enter keeps, Esc clears)"),
-    ("s", "sort (documents, sessions)"),
+    ("s / S", "next sort column / reverse it"),
     ("p", "pause / resume updates"),
     ("+ / -", "refresh faster / slower"),
     ("?", "this help"),
@@ -27,11 +28,14 @@ pub const KEYS: [(&str, &str); 17] = [
     ("d", "disconnect session / delete document *"),
     ("y / n", "confirm / cancel a dialog"),
     ("", ""),
-    ("*", "needs --allow-actions; always confirmed"),
+    ("*", "needs --allow-actions and an admin"),
+    ("", "credential; always confirmed"),
+    ("", ""),
+    ("views", "1 Overview 2 Docs 3 Sessions 4 Awareness"),
 ];
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
-    let area = popup(62, KEYS.len() as u16 + 3, area, buf);
+    let area = popup(64, KEYS.len() as u16 + 4, area, buf);
     let mut lines: Vec<Line> = KEYS
         .iter()
         .map(|(key, what)| {
@@ -41,15 +45,19 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
+    lines.push(Line::from(vec![
+        Span::styled(format!(" {:<15}", ""), theme::accent()),
+        Span::raw("5 Traffic 6 Jobs 7 Events 8 Charts"),
+    ]));
     lines.push(Line::styled(
-        if app.allow_actions {
-            " actions enabled"
-        } else {
-            " read-only (no --allow-actions)"
+        match app.actions_unavailable() {
+            None => " actions enabled".to_owned(),
+            Some(why) => format!(" {why}"),
         },
         theme::dim(),
     ));
     Paragraph::new(lines)
+        .wrap(ratatui::widgets::Wrap { trim: false })
         .block(block("Keys · ? or Esc closes".into()))
         .render(area, buf);
 }

@@ -20,14 +20,19 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let jobs_height = (jobs.len().max(1) as u16 + 3).min(area.height / 2);
     let [jobs_area, runs_area] =
         Layout::vertical([Constraint::Length(jobs_height), Constraint::Min(0)]).areas(area);
-    let actions = if app.allow_actions {
+    let actions = if app.actions_unavailable().is_none() {
         " · c cleanup · a prune awareness"
     } else {
         ""
     };
     let title = format!("Jobs ({}){actions}", jobs.len());
     if jobs.is_empty() {
-        render_empty(" no instance reported its scheduler", title, jobs_area, buf);
+        let why = if app.instances.iter().any(|i| i.report.state.is_up()) {
+            " no jobs configured on the instances that answer"
+        } else {
+            " no instance answers: its scheduler is unknown"
+        };
+        render_empty(why, title, jobs_area, buf);
     } else {
         let rows: Vec<Row> = jobs
             .iter()
@@ -56,7 +61,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ("Next run", Constraint::Length(10)),
             ("Last run", Constraint::Min(10)),
         ];
-        render_table(columns, rows, block(title), jobs_area, buf);
+        render_table(&columns, rows, block(title), jobs_area, buf);
     }
     render_runs(app, &runs, runs_area, buf);
 }
@@ -95,7 +100,10 @@ fn render_runs(app: &App, runs: &[RunInfo], area: Rect, buf: &mut Buffer) {
                 Span::raw(date_time(r.started_at_ms)),
                 Span::raw(r.duration_ms().map_or("-".into(), |d| format!("{d}ms"))),
                 Span::styled(text, style),
-                Span::raw(preview(&detail, 60)),
+                Span::raw(preview(
+                    &detail,
+                    usize::from(area.width.saturating_sub(68)).max(20),
+                )),
             ])
         })
         .collect();
@@ -108,7 +116,7 @@ fn render_runs(app: &App, runs: &[RunInfo], area: Rect, buf: &mut Buffer) {
         ("Outcome", Constraint::Length(7)),
         ("Counts / error", Constraint::Min(10)),
     ];
-    render_selectable(app, View::Maintenance, title, columns, rows, area, buf);
+    render_selectable(app, View::Maintenance, title, &columns, rows, area, buf);
 }
 
 /// `{"sessionsDeleted":3,"deltasDeleted":0}` as `sessionsDeleted 3 deltasDeleted 0`.

@@ -6,12 +6,15 @@
 //! reversed — no fixed backgrounds — so the console reads on dark and light themes.
 
 pub mod awareness;
+pub mod charts;
 pub mod confirm;
 pub mod documents;
+pub mod events;
 pub mod format;
 pub mod help;
 pub mod maintenance;
 pub mod overview;
+pub mod payload;
 pub mod sessions;
 pub mod traffic;
 pub mod widgets;
@@ -24,7 +27,8 @@ use ratatui::widgets::{Paragraph, Tabs, Widget};
 
 use super::app::{App, Overlay, View};
 use super::model::SourceState;
-use super::update::human_ms;
+use super::rows;
+use super::update::{completions, human_ms};
 
 /// Styles shared by the views.
 pub mod theme {
@@ -64,13 +68,15 @@ pub fn source_style(state: &SourceState) -> Style {
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let [tabs, body, status] = Layout::vertical([
+        let [tabs, header, body, status] = Layout::vertical([
+            Constraint::Length(1),
             Constraint::Length(1),
             Constraint::Min(0),
             Constraint::Length(1),
         ])
         .areas(area);
         render_tabs(self, tabs, buf);
+        render_header(self, header, buf);
         match self.view {
             View::Overview => overview::render(self, body, buf),
             View::Documents => documents::render(self, body, buf),
@@ -78,25 +84,32 @@ impl Widget for &App {
             View::Awareness => awareness::render(self, body, buf),
             View::Traffic => traffic::render(self, body, buf),
             View::Maintenance => maintenance::render(self, body, buf),
+            View::Events => events::render(self, body, buf),
+            View::Charts => charts::render(self, body, buf),
         }
         render_status(self, status, buf);
         match &self.overlay {
             Overlay::None => {}
             Overlay::Help => help::render(self, body, buf),
             Overlay::Confirm(action) => confirm::render(action, body, buf),
+            Overlay::Payload(sample) => payload::render(self, sample, body, buf),
         }
     }
 }
 
 fn render_tabs(app: &App, area: Rect, buf: &mut Buffer) {
+    let narrow = area.width < 100;
     let titles: Vec<Line> = View::ALL
         .iter()
-        .map(|v| Line::from(format!("{} {}", v.index() + 1, v.title())))
+        .map(|v| {
+            let title = if narrow { v.short_title() } else { v.title() };
+            Line::from(format!("{} {title}", v.index() + 1))
+        })
         .collect();
     let highlight = theme::selected().add_modifier(Modifier::BOLD);
-    // Below 100 columns the name goes and the tabs lose their padding, so all six
-    // full titles fit on 80.
-    if area.width < 100 {
+    // Below 100 columns the name goes, the tabs lose their padding and some titles
+    // shorten, so all eight fit on 80.
+    if narrow {
         Tabs::new(titles)
             .select(app.view.index())
             .highlight_style(highlight)
@@ -118,8 +131,82 @@ fn render_tabs(app: &App, area: Rect, buf: &mut Buffer) {
         .render(tabs, buf);
 }
 
+/// The context line under the tabs: the fleet (size, who is up, versions), the
+/// shared backends, and the fleet's live totals.
+fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
+    let fleet = rows::fleet(app);
+    let sum = rows::summary(&fleet);
+    let mut spans: Vec<Span> = Vec::new();
+    let style = if sum.members > 0 && sum.running == sum.members {
+        theme::ok()
+    } else if sum.running == 0 {
+        theme::bad()
+    } else {
+        theme::warn()
+    };
+    let mut parts = vec![format!("{} up", sum.running)];
+    for (n, what) in [
+        (sum.offline, "offline"),
+        (sum.gone, "gone"),
+        (sum.unreachable, "down"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    spans.push(Span::styled(
+        format!("fleet {} ({})", sum.members, parts.join(", ")),
+        style,
+    ));
+    if !sum.versions.is_empty() {
+        let versions = sum.versions.join(",");
+        let style = if sum.versions.len() > 1 {
+            theme::warn()
+        } else {
+            theme::dim()
+        };
+        spans.push(Span::raw(" · "));
+        spans.push(Span::styled(format!("v{versions}"), style));
+    }
+    spans.push(Span::raw(" · "));
+    spans.push(Span::styled(
+        format!("pg {}", app.database.state.label()),
+        source_style(&app.database.state),
+    ));
+    spans.push(Span::raw(" · "));
+    spans.push(Span::styled(
+        format!("redis {}", app.redis.state.label()),
+        source_style(&app.redis.state),
+    ));
+    if let Some(conns) = sum.connections {
+        spans.push(Span::raw(format!(" · {conns} conns")));
+    }
+    if let (Some(i), Some(o)) = (sum.rate_in, sum.rate_out) {
+        spans.push(Span::raw(format!(
+            " · {}/{} msg/s",
+            format::rate(i),
+            format::rate(o)
+        )));
+    }
+    Paragraph::new(Line::from(spans)).render(area, buf);
+}
+
 fn render_status(app: &App, area: Rect, buf: &mut Buffer) {
     let mut spans: Vec<Span> = Vec::new();
+    if let Some(typed) = &app.command {
+        spans.push(Span::styled(":", theme::accent()));
+        spans.push(Span::raw(typed.clone()));
+        spans.push(Span::styled("▏", theme::accent()));
+        let candidates = completions(typed);
+        let hint = if candidates.is_empty() {
+            "  no such command · Esc".to_owned()
+        } else {
+            format!("  {} · Tab completes", candidates.join(" "))
+        };
+        spans.push(Span::styled(hint, theme::dim()));
+        Paragraph::new(Line::from(spans)).render(area, buf);
+        return;
+    }
     if app.editing_filter {
         spans.push(Span::styled("/", theme::accent()));
         spans.push(Span::raw(app.filter().to_owned()));
@@ -144,16 +231,6 @@ fn render_status(app: &App, area: Rect, buf: &mut Buffer) {
         format!("api {up}/{}", app.instances.len()),
         instances_style,
     ));
-    spans.push(Span::raw(" "));
-    spans.push(Span::styled(
-        format!("pg {}", app.database.state.label()),
-        source_style(&app.database.state),
-    ));
-    spans.push(Span::raw(" "));
-    spans.push(Span::styled(
-        format!("redis {}", app.redis.state.label()),
-        source_style(&app.redis.state),
-    ));
     spans.push(Span::raw(format!(" │ {}", human_ms(app.refresh_ms))));
     if app.paused {
         spans.push(Span::raw(" "));
@@ -164,6 +241,8 @@ fn render_status(app: &App, area: Rect, buf: &mut Buffer) {
     }
     if !app.allow_actions {
         spans.push(Span::styled(" ro", theme::dim()));
+    } else if !app.has_credential {
+        spans.push(Span::styled(" no credential", theme::warn()));
     }
     if !app.filter().is_empty() {
         spans.push(Span::styled(format!(" /{}", app.filter()), theme::accent()));
@@ -171,11 +250,10 @@ fn render_status(app: &App, area: Rect, buf: &mut Buffer) {
     match &app.notice {
         Some((text, true)) => spans.push(Span::styled(format!(" │ {text}"), theme::bad())),
         Some((text, false)) => spans.push(Span::raw(format!(" │ {text}"))),
-        None => spans.push(Span::styled(" │ ? help  q quit", theme::dim())),
+        None => spans.push(Span::styled(" │ ? help  : command  q quit", theme::dim())),
     }
     Paragraph::new(Line::from(spans)).render(area, buf);
 }
-
 /// A bordered block with a bold title.
 pub fn block(title: String) -> ratatui::widgets::Block<'static> {
     ratatui::widgets::Block::bordered().title(Span::styled(title, theme::header()))

@@ -1,89 +1,121 @@
-//! View 1, Overview / health: every instance (uptime, connections, documents,
-//! message rates, errors, write backlog), the PostgreSQL and Redis sources with
-//! latency, the scheduler's next and last runs, and sparklines of message rates.
+//! View 1, Overview / health: every instance of the fleet however it was heard of
+//! (status up/online/offline/gone/DOWN, uptime, connections, documents, smoothed
+//! message rates, errors, write backlog; host, id, version, pub/sub and storage at
+//! 120 columns and more), the sources with latency and every error in full, the
+//! scheduler's next and last runs, the newest events, and — when there is room —
+//! the charts.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Sparkline, Widget};
+use ratatui::widgets::{Paragraph, Row, Widget, Wrap};
 
-use super::format::{ago, count, rate, until, uptime};
+use super::format::{ago, clock, count, known, rate_or_dash, until, uptime};
 use super::widgets::{render_empty, render_selectable};
 use super::{block, source_style, theme};
 use crate::console::app::{App, View};
 use crate::console::model::SourceState;
-use crate::console::rows::{self, short_instance};
+use crate::console::rows::{self, short_instance, FleetRow, MemberStatus};
+
+/// Width from which the Overview shows every column and the charts.
+pub const WIDE: u16 = 120;
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
-    let table_height = (app.instances.len().max(1) as u16 + 3).min(area.height / 2);
-    let [instances, middle, sparks] = Layout::vertical([
+    let fleet = rows::fleet(app);
+    let table_height = (fleet.len().max(1) as u16 + 3).min(area.height / 3).max(4);
+    let [instances, middle, rest] = Layout::vertical([
         Constraint::Length(table_height),
-        Constraint::Length(6),
+        Constraint::Length(7),
         Constraint::Min(0),
     ])
     .areas(area);
-    render_instances(app, instances, buf);
+    render_fleet(app, &fleet, instances, buf);
     let [sources, scheduler] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
-    render_sources(app, sources, buf);
+    render_sources(app, &fleet, sources, buf);
     render_scheduler(app, scheduler, buf);
-    render_sparklines(app, sparks, buf);
+    if area.width >= WIDE && rest.height >= 24 {
+        let [charts, events] =
+            Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(rest);
+        super::charts::render_row(app, charts, buf);
+        render_events(app, events, buf);
+    } else {
+        render_events(app, rest, buf);
+    }
 }
 
-fn render_instances(app: &App, area: Rect, buf: &mut Buffer) {
-    let rows: Vec<Row> = app
-        .instances
+fn number_style(n: Option<u64>) -> Style {
+    if n.is_some_and(|n| n > 0) {
+        theme::warn()
+    } else {
+        Style::new()
+    }
+}
+
+/// The status cell: health for an instance that answers, else how it is known.
+fn status(row: &FleetRow) -> (String, Style) {
+    match (&row.stats, row.status) {
+        (Some(s), _) => match (s.persistence.degraded, s.persistence.backlog) {
+            (Some(true), _) => ("degraded".into(), theme::bad()),
+            (_, Some(b)) if b > 0 => ("backlog".into(), theme::warn()),
+            (Some(false), _) => ("ok".into(), theme::ok()),
+            _ => ("?".into(), theme::dim()),
+        },
+        (None, MemberStatus::Online) => ("online".into(), theme::ok()),
+        (None, MemberStatus::Offline) => ("offline".into(), theme::dim()),
+        (None, MemberStatus::Gone) => ("gone".into(), theme::warn()),
+        (None, MemberStatus::Unreachable) => ("DOWN".into(), theme::bad()),
+        (None, _) => ("?".into(), theme::dim()),
+    }
+}
+
+fn render_fleet(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
+    let wide = area.width >= WIDE;
+    let dash = || Span::styled("-", theme::dim());
+    let rows: Vec<Row> = fleet
         .iter()
-        .map(|i| match &i.report.stats {
-            Some(s) if i.report.state.is_up() => {
-                let (state, style) = if s.degraded {
-                    ("degraded", theme::bad())
-                } else if s.backlog > 0 {
-                    ("backlog", theme::warn())
-                } else {
-                    ("ok", theme::ok())
-                };
-                Row::new(vec![
-                    Span::raw(short_instance(&s.instance_id)),
-                    Span::raw(uptime(s.uptime_seconds)),
-                    Span::raw(s.connections.to_string()),
-                    Span::raw(s.documents.to_string()),
-                    Span::raw(rate(i.rate_in)),
-                    Span::raw(rate(i.rate_out)),
-                    Span::styled(
-                        s.errors.to_string(),
-                        if s.errors > 0 {
-                            theme::warn()
-                        } else {
-                            Style::new()
-                        },
-                    ),
-                    Span::styled(
-                        s.backlog.to_string(),
-                        if s.backlog > 0 {
-                            theme::warn()
-                        } else {
-                            Style::new()
-                        },
-                    ),
-                    Span::styled(state, style),
-                ])
+        .map(|r| {
+            let (state, style) = status(r);
+            let mut cells = vec![Span::raw(r.name.clone())];
+            if wide {
+                cells.push(Span::raw(
+                    r.id.as_deref().map_or("-".into(), short_instance),
+                ));
+                cells.push(Span::raw(r.version.clone().unwrap_or_else(|| "-".into())));
             }
-            _ => {
-                let why = match &i.report.state {
-                    SourceState::Down { error } => error.clone(),
-                    _ => "no answer yet".into(),
-                };
-                let address = i.report.address.trim_start_matches("http://").to_owned();
-                let mut cells = vec![Span::raw(address)];
-                cells.extend((0..7).map(|_| Span::styled("-", theme::dim())));
-                cells.push(Span::styled(format!("DOWN: {why}"), theme::bad()));
-                Row::new(cells)
+            cells.push(Span::styled(state, style));
+            match &r.stats {
+                Some(s) => {
+                    let errors = s.errors_total();
+                    let backlog = s.persistence.backlog;
+                    cells.push(Span::raw(s.uptime_seconds.map_or("?".into(), uptime)));
+                    cells.push(Span::raw(known(s.connections.open)));
+                    if wide {
+                        cells.push(Span::raw(known(s.connections.users)));
+                    }
+                    cells.push(Span::raw(known(s.documents.cached)));
+                    if wide {
+                        cells.push(Span::raw(known(s.documents.subscriptions)));
+                    }
+                    cells.push(Span::raw(rate_or_dash(r.rate_in)));
+                    cells.push(Span::raw(rate_or_dash(r.rate_out)));
+                    cells.push(Span::styled(known(errors), number_style(errors)));
+                    cells.push(Span::styled(known(backlog), number_style(backlog)));
+                    if wide {
+                        cells.push(Span::raw(known(s.pubsub.state.clone())));
+                        cells.push(Span::raw(known(s.persistence.backend.clone())));
+                    }
+                }
+                None => {
+                    let n = if wide { 11 } else { 7 };
+                    cells.extend((0..n).map(|_| dash()));
+                }
             }
+            Row::new(cells)
         })
         .collect();
-    let title = format!("Instances ({})", app.instances.len());
+    let title = format!("Instances ({})", fleet.len());
     if rows.is_empty() {
         render_empty(
             " no admin API configured or answering (--server)",
@@ -93,35 +125,54 @@ fn render_instances(app: &App, area: Rect, buf: &mut Buffer) {
         );
         return;
     }
-    let columns = [
-        ("Instance", Constraint::Length(15)),
-        ("Uptime", Constraint::Length(7)),
-        ("Conns", Constraint::Length(6)),
-        ("Docs", Constraint::Length(6)),
-        ("In/s", Constraint::Length(6)),
-        ("Out/s", Constraint::Length(6)),
-        ("Errors", Constraint::Length(6)),
-        ("Backlog", Constraint::Length(7)),
-        ("State", Constraint::Min(5)),
-    ];
-    render_selectable(app, View::Overview, title, columns, rows, area, buf);
+    let columns: Vec<(&str, Constraint)> = if wide {
+        vec![
+            ("Instance", Constraint::Length(18)),
+            ("ID", Constraint::Length(9)),
+            ("Version", Constraint::Length(8)),
+            ("Status", Constraint::Length(9)),
+            ("Uptime", Constraint::Length(7)),
+            ("Conns", Constraint::Length(6)),
+            ("Users", Constraint::Length(6)),
+            ("Docs", Constraint::Length(6)),
+            ("Subs", Constraint::Length(6)),
+            ("In/s", Constraint::Length(7)),
+            ("Out/s", Constraint::Length(7)),
+            ("Errors", Constraint::Length(7)),
+            ("Backlog", Constraint::Length(8)),
+            ("Pub/sub", Constraint::Length(13)),
+            ("Storage", Constraint::Min(8)),
+        ]
+    } else {
+        vec![
+            ("Instance", Constraint::Length(14)),
+            ("Status", Constraint::Length(8)),
+            ("Uptime", Constraint::Length(6)),
+            ("Conns", Constraint::Length(5)),
+            ("Docs", Constraint::Length(5)),
+            ("In/s", Constraint::Length(6)),
+            ("Out/s", Constraint::Length(6)),
+            ("Errors", Constraint::Length(6)),
+            ("Backlog", Constraint::Min(7)),
+        ]
+    };
+    render_selectable(app, View::Overview, title, &columns, rows, area, buf);
 }
 
-fn source_line(name: &str, state: &SourceState, extra: String) -> Line<'static> {
-    let detail = match state {
-        SourceState::Down { error } => error.clone(),
-        _ => extra,
-    };
-    Line::from(vec![
+fn source_line(name: &str, state: &SourceState, extra: String) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(vec![
         Span::raw(format!("{name:<10} ")),
         Span::styled(format!("{:<9}", state.label()), source_style(state)),
-        Span::raw(detail),
-    ])
+        Span::raw(extra),
+    ])];
+    if let SourceState::Down { error } = state {
+        lines.push(Line::styled(format!("  {error}"), theme::bad()));
+    }
+    lines
 }
 
-fn render_sources(app: &App, area: Rect, buf: &mut Buffer) {
+fn render_sources(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
     let db = &app.database;
-    let online = app.redis.fleet.iter().filter(|m| m.online).count();
     let up = app
         .instances
         .iter()
@@ -129,38 +180,64 @@ fn render_sources(app: &App, area: Rect, buf: &mut Buffer) {
         .count();
     let api_state = if app.instances.is_empty() {
         SourceState::Off
-    } else if up > 0 {
+    } else if up == app.instances.len() {
         SourceState::Up { latency_ms: 0 }
     } else {
         SourceState::Down {
-            error: "no instance answers".into(),
+            error: String::new(),
         }
     };
-    let lines = vec![
-        Line::from(vec![
-            Span::raw(format!("{:<10} ", "Admin API")),
-            Span::styled(
-                format!("{up}/{} up", app.instances.len()),
-                source_style(&api_state),
-            ),
-        ]),
-        source_line(
-            "PostgreSQL",
-            &db.state,
-            format!(
-                "{} docs {} sess",
-                count(db.documents_total),
-                count(db.sessions_total)
-            ),
+    let mut lines = vec![Line::from(vec![
+        Span::raw(format!("{:<10} ", "Admin API")),
+        Span::styled(
+            format!("{up}/{} up", app.instances.len()),
+            source_style(&api_state),
         ),
-        source_line("Redis", &app.redis.state, format!("fleet {online} online")),
-    ];
+    ])];
+    // Errors in full (wrapped): the operator acts on them.
+    for r in fleet {
+        if let Some(error) = &r.error {
+            lines.push(Line::styled(format!("  {}: {error}", r.name), theme::bad()));
+        }
+    }
+    for i in &app.instances {
+        for p in &i.report.problems {
+            lines.push(Line::styled(
+                format!("  {}: {p}", rows::instance_name(i)),
+                theme::warn(),
+            ));
+        }
+    }
+    lines.extend(source_line(
+        "PostgreSQL",
+        &db.state,
+        format!(
+            "{} docs {} sess",
+            count(db.documents_total),
+            count(db.sessions_total)
+        ),
+    ));
+    let heard = app.redis.fleet.len();
+    let online = app
+        .redis
+        .fleet
+        .iter()
+        .filter(|m| m.status == crate::console::model::PeerStatus::Online)
+        .count();
+    lines.extend(source_line(
+        "Redis",
+        &app.redis.state,
+        format!("presence {online}/{heard} online"),
+    ));
     let title = if db.state.is_up() {
         format!("Sources · queries {}ms", db.query_ms)
     } else {
         "Sources".into()
     };
-    Paragraph::new(lines).block(block(title)).render(area, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .block(block(title))
+        .render(area, buf);
 }
 
 fn render_scheduler(app: &App, area: Rect, buf: &mut Buffer) {
@@ -170,7 +247,12 @@ fn render_scheduler(app: &App, area: Rect, buf: &mut Buffer) {
     jobs.sort_by(|a, b| a.name.cmp(&b.name).then(a.next_run_ms.cmp(&b.next_run_ms)));
     jobs.dedup_by(|a, b| a.name == b.name);
     let lines: Vec<Line> = if jobs.is_empty() {
-        vec![Line::styled("no scheduler reported", theme::dim())]
+        let why = if app.instances.iter().any(|i| i.report.state.is_up()) {
+            "no jobs configured"
+        } else {
+            "no instance answers (its jobs are unknown)"
+        };
+        vec![Line::styled(why, theme::dim())]
     } else {
         jobs.iter()
             .map(|j| {
@@ -205,56 +287,34 @@ fn render_scheduler(app: &App, area: Rect, buf: &mut Buffer) {
         .render(area, buf);
 }
 
-/// Sum of every instance's history, aligned on the newest sample.
-fn fleet_history(app: &App, inbound: bool) -> Vec<u64> {
-    let longest = app
-        .instances
-        .iter()
-        .map(|i| i.history_in.len())
-        .max()
-        .unwrap_or(0);
-    let mut sum = vec![0u64; longest];
-    for i in &app.instances {
-        let h = if inbound {
-            &i.history_in
-        } else {
-            &i.history_out
-        };
-        let skip = longest - h.len();
-        for (k, v) in h.iter().enumerate() {
-            sum[skip + k] += v;
-        }
-    }
-    sum
-}
-
-fn render_sparklines(app: &App, area: Rect, buf: &mut Buffer) {
-    if area.height < 4 {
+/// The newest events of the fleet, one line each.
+fn render_events(app: &App, area: Rect, buf: &mut Buffer) {
+    if area.height < 3 {
         return;
     }
-    let [top, bottom] =
-        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-    for (inbound, area, style) in [(true, top, theme::accent()), (false, bottom, theme::ok())] {
-        let history = fleet_history(app, inbound);
-        // The newest samples that fit, right-aligned like a strip chart.
-        let width = area.width.saturating_sub(2) as usize;
-        let shown = &history[history.len().saturating_sub(width)..];
-        // A fold from 0.0: an empty float sum is -0.0, which would print "-0.0".
-        let now = app
-            .instances
+    let shown = usize::from(area.height.saturating_sub(2));
+    let lines: Vec<Line> = if app.events.is_empty() {
+        vec![Line::styled("no events", theme::dim())]
+    } else {
+        app.events
             .iter()
-            .map(|i| if inbound { i.rate_in } else { i.rate_out })
-            .fold(0.0, |a, b| a + b);
-        let peak = shown.iter().copied().max().unwrap_or(0);
-        let title = format!(
-            "Messages {} /s: {} (peak {peak})",
-            if inbound { "in" } else { "out" },
-            rate(now)
-        );
-        Sparkline::default()
-            .block(block(title))
-            .data(shown)
-            .style(style)
-            .render(area, buf);
-    }
+            .take(shown)
+            .map(|e| {
+                Line::from(vec![
+                    Span::raw(format!("{} ", clock(e.event.at_ms))),
+                    Span::styled(
+                        format!("{:<12} ", super::format::preview(&e.instance, 12)),
+                        theme::dim(),
+                    ),
+                    Span::styled(e.event.message.clone(), super::events::severity_style(e)),
+                ])
+            })
+            .collect()
+    };
+    Paragraph::new(lines)
+        .block(block(format!(
+            "Latest events ({}) · 7 for all",
+            app.events.len()
+        )))
+        .render(area, buf);
 }

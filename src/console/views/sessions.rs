@@ -10,18 +10,19 @@ use ratatui::widgets::Row;
 
 use super::format::{ago, preview};
 use super::theme;
-use super::widgets::{render_empty, render_selectable};
+use super::widgets::{as_columns, render_empty, render_selectable, sorted_headers};
 use crate::console::app::{App, View};
 use crate::console::rows::{self, short_instance};
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = rows::sessions(app);
     let live = rows.iter().filter(|s| s.live).count();
+    let sort = app.sort(View::Sessions).label(View::Sessions);
     let title = format!(
-        "Sessions {} ({live} live) · sort {} (s){}",
+        "Sessions {} ({live} live) · sort {} (s/S){}",
         rows.len(),
-        app.session_sort.label(),
-        if app.allow_actions {
+        sort.as_deref().unwrap_or("-"),
+        if app.actions_unavailable().is_none() {
             " · d disconnects"
         } else {
             ""
@@ -63,11 +64,20 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let columns = [
         ("User", Constraint::Length(if wide { 24 } else { 10 })),
         ("Client", Constraint::Length(client_width as u16)),
-        ("Instance", Constraint::Length(8)),
+        ("Instance", Constraint::Length(9)),
         ("Remote", Constraint::Length(15)),
-        ("Since", Constraint::Length(7)),
+        ("Since", Constraint::Length(8)),
         ("Seen", Constraint::Length(10)),
         ("Subscriptions", Constraint::Min(6)),
     ];
-    render_selectable(app, View::Sessions, title, columns, table_rows, area, buf);
+    let headers = sorted_headers(&columns, sort.as_deref());
+    render_selectable(
+        app,
+        View::Sessions,
+        title,
+        &as_columns(&headers),
+        table_rows,
+        area,
+        buf,
+    );
 }

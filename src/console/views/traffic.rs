@@ -52,7 +52,7 @@ fn render_rates(app: &App, area: Rect, buf: &mut Buffer) {
         ("Total", Constraint::Min(8)),
     ];
     let block = block(title).border_style(source_style(&app.redis.state));
-    render_table(columns, rows, block, area, buf);
+    render_table(&columns, rows, block, area, buf);
 }
 
 fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
@@ -65,11 +65,14 @@ fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
         } else {
             " · p pauses"
         }
-    );
+    ) + " · Enter shows the payload";
     if samples.is_empty() {
         render_empty(" nothing sampled", title, area, buf);
         return;
     }
+    let wide = area.width >= 120;
+    let doc_width = if wide { 40 } else { 20 };
+    let origin_width = if wide { 14 } else { 8 };
     let rows: Vec<Row> = samples
         .iter()
         .map(|t| {
@@ -81,20 +84,26 @@ fn render_feed(app: &App, area: Rect, buf: &mut Buffer) {
             Row::new(vec![
                 Span::raw(clock(t.at_ms)),
                 Span::styled(t.kind.clone(), kind_style),
-                Span::raw(preview(t.document.as_deref().unwrap_or("-"), 20)),
+                Span::raw(preview(t.document.as_deref().unwrap_or("-"), doc_width)),
                 Span::raw(bytes(t.size as u64)),
-                Span::raw(t.origin.as_deref().map_or("-".into(), short_instance)),
+                Span::raw(t.origin.as_deref().map_or("-".into(), |o| {
+                    if wide {
+                        preview(o, origin_width)
+                    } else {
+                        short_instance(o)
+                    }
+                })),
                 Span::styled(t.channel.clone(), theme::dim()),
             ])
         })
         .collect();
     let columns = [
         ("Time", Constraint::Length(8)),
-        ("Type", Constraint::Length(9)),
-        ("Document", Constraint::Length(20)),
+        ("Type", Constraint::Length(if wide { 18 } else { 9 })),
+        ("Document", Constraint::Length(doc_width as u16)),
         ("Size", Constraint::Length(6)),
-        ("Origin", Constraint::Length(8)),
+        ("Origin", Constraint::Length(origin_width as u16)),
         ("Channel", Constraint::Min(10)),
     ];
-    render_selectable(app, View::Traffic, title, columns, rows, area, buf);
+    render_selectable(app, View::Traffic, title, &columns, rows, area, buf);
 }

@@ -10,11 +10,29 @@ use super::{block, empty_note, selection, theme};
 use crate::console::app::{App, View};
 
 /// A table's columns: each header with its width.
-pub type Columns<const N: usize> = [(&'static str, Constraint); N];
+pub type Columns<'a> = [(&'a str, Constraint)];
 
-fn table<'a, const N: usize>(columns: Columns<N>, rows: Vec<Row<'a>>) -> Table<'a> {
-    Table::new(rows, columns.map(|(_, width)| width))
-        .header(Row::new(columns.map(|(title, _)| title)).style(theme::header()))
+fn table<'a>(columns: &Columns<'_>, rows: Vec<Row<'a>>) -> Table<'a> {
+    Table::new(rows, columns.iter().map(|(_, width)| *width))
+        .header(Row::new(columns.iter().map(|(title, _)| title.to_string())).style(theme::header()))
+}
+
+/// `columns` with the sorted one's header marked with its direction (`Size▼`).
+pub fn sorted_headers(columns: &Columns<'_>, sorted: Option<&str>) -> Vec<(String, Constraint)> {
+    columns
+        .iter()
+        .map(|(title, width)| {
+            let marked = sorted
+                .filter(|s| s.trim_end_matches(['▼', '▲']) == *title)
+                .map_or_else(|| title.to_string(), str::to_owned);
+            (marked, *width)
+        })
+        .collect()
+}
+
+/// Borrow owned headers as [`Columns`].
+pub fn as_columns(headers: &[(String, Constraint)]) -> Vec<(&str, Constraint)> {
+    headers.iter().map(|(t, w)| (t.as_str(), *w)).collect()
 }
 
 /// `text` as an empty-table note inside a block titled `title`.
@@ -23,8 +41,8 @@ pub fn render_empty(text: &str, title: String, area: Rect, buf: &mut Buffer) {
 }
 
 /// A table without a selection, in `block`.
-pub fn render_table<const N: usize>(
-    columns: Columns<N>,
+pub fn render_table(
+    columns: &Columns<'_>,
     rows: Vec<Row>,
     block: Block,
     area: Rect,
@@ -34,11 +52,11 @@ pub fn render_table<const N: usize>(
 }
 
 /// A table whose selected row (the one `view` remembers) is highlighted with `>`.
-pub fn render_selectable<const N: usize>(
+pub fn render_selectable(
     app: &App,
     view: View,
     title: String,
-    columns: Columns<N>,
+    columns: &Columns<'_>,
     rows: Vec<Row>,
     area: Rect,
     buf: &mut Buffer,
