@@ -104,7 +104,8 @@ pub enum Effect {
 /// `24h`, `30d`: whole units, as operators write retention.
 fn age(secs: u64) -> String {
     match secs {
-        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        // 24h reads better than 1d; 7d better than 168h.
+        s if s >= 2 * 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),

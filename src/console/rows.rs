@@ -250,8 +250,8 @@ pub fn len(app: &App, view: View) -> usize {
     }
 }
 
-/// How the operator knows a polled instance: its host, else its short id, else
-/// its address.
+/// How the operator knows a polled instance: its host, else (while it answers)
+/// its short id, else the address they gave.
 pub fn instance_name(instance: &InstanceView) -> String {
     let stats = instance.report.stats.as_ref();
     stats
@@ -259,7 +259,6 @@ pub fn instance_name(instance: &InstanceView) -> String {
         .or_else(|| {
             stats
                 .and_then(|s| s.instance_id.as_deref())
-                .or(instance.known_id.as_deref())
                 .map(short_instance)
         })
         .unwrap_or_else(|| {

@@ -1,5 +1,6 @@
-//! Snapshots of every console view, the help overlay and a confirmation dialog, at
-//! 80×24 and 160×48, drawn with `TestBackend` from the fixed fixture (time injected).
+//! Snapshots of every console view, the overlays (help, confirmation dialogs, a
+//! message's payload), the command line and the unavailable-actions state, at 80×24
+//! and 160×48, drawn with `TestBackend` from the fixed fixture (time injected).
 //! They live in `snapshots/` at the repository root; CI (`CI=true`,
 //! `INSTA_UPDATE=no`) fails on a missing or changed snapshot instead of writing it.
 //! Review changes with `cargo insta review` (or accept with `INSTA_UPDATE=always`).
@@ -134,4 +135,92 @@ fn confirmation_dialog() {
         Overlay::Confirm(OperatorAction::Disconnect { .. })
     ));
     snapshot("confirm_disconnect", &app);
+}
+
+#[test]
+fn events() {
+    snapshot("events", &in_view(View::Events));
+}
+
+#[test]
+fn events_filtered() {
+    let mut app = in_view(View::Events);
+    for c in "/web-3".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    snapshot("events_filtered", &app);
+}
+
+#[test]
+fn charts() {
+    snapshot("charts", &in_view(View::Charts));
+}
+
+#[test]
+fn documents_sorted_by_size_reversed() {
+    let mut app = in_view(View::Documents);
+    key(&mut app, KeyCode::Char('s'));
+    key(&mut app, KeyCode::Char('s'));
+    key(&mut app, KeyCode::Char('S'));
+    snapshot("documents_size_ascending", &app);
+}
+
+#[test]
+fn sessions_sorted_by_user() {
+    let mut app = in_view(View::Sessions);
+    key(&mut app, KeyCode::Char('s'));
+    snapshot("sessions_by_user", &app);
+}
+
+#[test]
+fn command_line_completing() {
+    let mut app = in_view(View::Overview);
+    for c in ":d".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    snapshot("command_line", &app);
+}
+
+#[test]
+fn traffic_payload() {
+    let mut app = in_view(View::Traffic);
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(app.overlay, Overlay::Payload(_)));
+    snapshot("traffic_payload", &app);
+}
+
+#[test]
+fn cleanup_dialog_with_retention() {
+    let mut app = in_view(View::Maintenance);
+    key(&mut app, KeyCode::Char('c'));
+    assert!(matches!(
+        app.overlay,
+        Overlay::Confirm(OperatorAction::Cleanup { .. })
+    ));
+    snapshot("confirm_cleanup", &app);
+}
+
+#[test]
+fn actions_unavailable_without_a_credential() {
+    let mut app = in_view(View::Maintenance);
+    app.has_credential = false;
+    key(&mut app, KeyCode::Char('c'));
+    assert_eq!(app.overlay, Overlay::None);
+    snapshot("actions_unavailable", &app);
+}
+
+#[test]
+fn overview_with_a_degraded_instance_and_long_errors() {
+    let mut app = in_view(View::Overview);
+    if let Some(stats) = app.instances[0].report.stats.as_mut() {
+        stats.persistence.degraded = Some(true);
+        stats.persistence.backlog = Some(1200);
+        stats.connections.users = None;
+    }
+    app.database.state = synckit::console::model::SourceState::Down {
+        error: "error communicating with database: Connection refused (os error 111) while connecting to 10.0.0.9:5432".into(),
+    };
+    snapshot("overview_degraded", &app);
 }

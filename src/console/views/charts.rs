@@ -82,13 +82,7 @@ fn render_all(app: &App, areas: [Rect; 3], buf: &mut Buffer) {
     }
 }
 
-fn chart(
-    title: &str,
-    data: &[Series],
-    label: fn(f64) -> String,
-    area: Rect,
-    buf: &mut Buffer,
-) {
+fn chart(title: &str, data: &[Series], label: fn(f64) -> String, area: Rect, buf: &mut Buffer) {
     let peak = data
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))

@@ -37,7 +37,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         return;
     }
     let wide = area.width >= 120;
-    let message_width = usize::from(area.width.saturating_sub(if wide { 60 } else { 44 }));
+    let message_width = usize::from(area.width.saturating_sub(if wide { 64 } else { 48 }));
     let rows: Vec<Row> = events
         .iter()
         .map(|e| {
@@ -73,7 +73,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         ("Time", Constraint::Length(if wide { 14 } else { 8 })),
         ("Instance", Constraint::Length(if wide { 20 } else { 10 })),
         ("Level", Constraint::Length(5)),
-        ("Kind", Constraint::Length(if wide { 18 } else { 14 })),
+        ("Kind", Constraint::Length(18)),
         ("Message", Constraint::Min(10)),
     ];
     render_selectable(app, View::Events, title, &columns, rows, area, buf);

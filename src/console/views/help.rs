@@ -10,7 +10,7 @@ use super::{block, theme};
 use crate::console::app::App;
 
 /// Every key binding, as shown (also the README's table).
-pub const KEYS: [(&str, &str); 21] = [
+pub const KEYS: [(&str, &str); 17] = [
     ("1-8 Tab S-Tab", "switch view"),
     (": Tab Enter", "command line (:docs, :events, :cleanup…)"),
     ("j/k ↓/↑", "move (scroll in a document)"),
@@ -27,15 +27,11 @@ pub const KEYS: [(&str, &str); 21] = [
     ("a", "prune awareness now *"),
     ("d", "disconnect session / delete document *"),
     ("y / n", "confirm / cancel a dialog"),
-    ("", ""),
-    ("*", "needs --allow-actions and an admin"),
-    ("", "credential; always confirmed"),
-    ("", ""),
-    ("views", "1 Overview 2 Docs 3 Sessions 4 Awareness"),
+    ("*", "--allow-actions + admin credential; confirmed"),
 ];
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
-    let area = popup(64, KEYS.len() as u16 + 4, area, buf);
+    let area = popup(64, KEYS.len() as u16 + 3, area, buf);
     let mut lines: Vec<Line> = KEYS
         .iter()
         .map(|(key, what)| {
@@ -45,10 +41,6 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ])
         })
         .collect();
-    lines.push(Line::from(vec![
-        Span::styled(format!(" {:<15}", ""), theme::accent()),
-        Span::raw("5 Traffic 6 Jobs 7 Events 8 Charts"),
-    ]));
     lines.push(Line::styled(
         match app.actions_unavailable() {
             None => " actions enabled".to_owned(),

@@ -4,8 +4,8 @@
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::Span;
-use ratatui::widgets::Row;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, Widget, Wrap};
 
 use super::format::{ago, date_time, preview, until};
 use super::widgets::{render_empty, render_selectable, render_table};
@@ -80,6 +80,26 @@ fn render_runs(app: &App, runs: &[RunInfo], area: Rect, buf: &mut Buffer) {
     if runs.is_empty() {
         render_empty(" no runs recorded", title, area, buf);
         return;
+    }
+    // The selected run's counts or error in full, wrapped: the table cuts them.
+    let [table_area, detail_area] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
+    let area = table_area;
+    if let Some(r) = super::selection(app, View::Maintenance, runs.len()).and_then(|i| runs.get(i))
+    {
+        let (text, style) = match &r.error {
+            Some(e) => (e.clone(), theme::bad()),
+            None => (counts(&r.counts), ratatui::style::Style::new()),
+        };
+        Paragraph::new(Line::styled(text, style))
+            .wrap(Wrap { trim: false })
+            .block(block(format!(
+                "Run #{} {} on {}",
+                r.id,
+                r.job,
+                short_instance(&r.instance_id)
+            )))
+            .render(detail_area, buf);
     }
     let rows: Vec<Row> = runs
         .iter()

@@ -24,16 +24,25 @@ pub const WIDE: u16 = 120;
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let fleet = rows::fleet(app);
     let table_height = (fleet.len().max(1) as u16 + 3).min(area.height / 3).max(4);
+    let sources = source_lines(app, &fleet);
+    // Room for every source line as wrapped in half the width (errors in full),
+    // within a bound that leaves the rest of the view.
+    let inner = usize::from((area.width / 2).saturating_sub(2)).max(1);
+    let wrapped: usize = sources
+        .iter()
+        .map(|l| l.width().max(1).div_ceil(inner))
+        .sum();
+    let middle_height = (wrapped as u16 + 2).clamp(7, (area.height / 2).max(7));
     let [instances, middle, rest] = Layout::vertical([
         Constraint::Length(table_height),
-        Constraint::Length(7),
+        Constraint::Length(middle_height),
         Constraint::Min(0),
     ])
     .areas(area);
     render_fleet(app, &fleet, instances, buf);
-    let [sources, scheduler] =
+    let [sources_area, scheduler] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
-    render_sources(app, &fleet, sources, buf);
+    render_sources(app, sources, sources_area, buf);
     render_scheduler(app, scheduler, buf);
     if area.width >= WIDE && rest.height >= 24 {
         let [charts, events] =
@@ -171,7 +180,7 @@ fn source_line(name: &str, state: &SourceState, extra: String) -> Vec<Line<'stat
     lines
 }
 
-fn render_sources(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
+fn source_lines(app: &App, fleet: &[FleetRow]) -> Vec<Line<'static>> {
     let db = &app.database;
     let up = app
         .instances
@@ -227,8 +236,13 @@ fn render_sources(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
     lines.extend(source_line(
         "Redis",
         &app.redis.state,
-        format!("presence {online}/{heard} online"),
+        format!("presence {online}/{heard} up"),
     ));
+    lines
+}
+
+fn render_sources(app: &App, lines: Vec<Line<'static>>, area: Rect, buf: &mut Buffer) {
+    let db = &app.database;
     let title = if db.state.is_up() {
         format!("Sources · queries {}ms", db.query_ms)
     } else {
@@ -283,6 +297,7 @@ fn render_scheduler(app: &App, area: Rect, buf: &mut Buffer) {
             .collect()
     };
     Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
         .block(block("Scheduler (next, last)".into()))
         .render(area, buf);
 }

@@ -30,6 +30,7 @@ pub fn render(app: &App, sample: &TrafficSample, area: Rect, buf: &mut Buffer) {
         None => "(not JSON, or too large to parse: only its size is known)".into(),
     };
     Paragraph::new(text)
+        .wrap(ratatui::widgets::Wrap { trim: false })
         .scroll((app.overlay_scroll, 0))
         .block(block(title).border_style(theme::accent()))
         .render(area, buf);

@@ -1,12 +1,17 @@
-//! A fixed console state for reducer and snapshot tests: two instances (one down),
-//! PostgreSQL and Redis up, documents, sessions, awareness, traffic and runs, at a
+//! A fixed console state for reducer and snapshot tests: two polled instances (one
+//! down), a third known only from presence (offline), PostgreSQL and Redis up,
+//! documents, sessions, awareness, traffic, runs, events and chart history, at a
 //! fixed "now" so every age on screen is stable.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 
 use serde_json::json;
-use synckit::console::app::{App, InstanceView};
+use synckit::admin_api::stats::{
+    ConnectionStats, DocumentStats, MessageStats, PersistenceStats, PubSubStats,
+};
+use synckit::admin_api::{EventKind, FleetEntry, Severity};
+use synckit::console::app::{App, FleetEvent, InstanceView, Point};
 use synckit::console::model::*;
 
 /// 2026-01-15T12:00:00Z.
@@ -39,21 +44,58 @@ pub fn app() -> App {
         address: A.into(),
         state: SourceState::Up { latency_ms: 2 },
         sampled_at_ms: NOW,
-        stats: Some(InstanceStats {
-            instance_id: "inst-aaaa-1111".into(),
-            version: "0.1.0".into(),
-            uptime_seconds: 93_780.0,
-            connections: 3,
-            users: 2,
-            documents: 3,
-            subscriptions: 4,
-            messages_in: 12_000,
-            messages_out: 30_000,
-            errors: 2,
-            backlog: 0,
-            degraded: false,
-            storage: "postgres".into(),
-            pubsub: "connected".into(),
+        stats: Some(Stats {
+            instance_id: Some("inst-aaaa-1111".into()),
+            version: Some("0.1.0".into()),
+            host: Some("web-1".into()),
+            started_at_ms: Some(NOW - 93_780_000),
+            uptime_seconds: Some(93_780.0),
+            connections: ConnectionStats {
+                open: Some(3),
+                users: Some(2),
+                ..ConnectionStats::default()
+            },
+            documents: DocumentStats {
+                cached: Some(3),
+                subscriptions: Some(4),
+                ..DocumentStats::default()
+            },
+            messages: MessageStats {
+                inbound: Some([("delta".to_owned(), 12_000)].into_iter().collect()),
+                outbound: Some([("delta".to_owned(), 30_000)].into_iter().collect()),
+                invalid_frames: Some(1),
+                rate_limited: Some(0),
+            },
+            errors: Some(
+                [("Invalid message format".to_owned(), 1)]
+                    .into_iter()
+                    .collect(),
+            ),
+            persistence: PersistenceStats {
+                backend: Some("postgres".into()),
+                degraded: Some(false),
+                backlog: Some(0),
+                ..PersistenceStats::default()
+            },
+            pubsub: PubSubStats {
+                backend: Some("redis".into()),
+                state: Some("connected".into()),
+                ..PubSubStats::default()
+            },
+            instances: vec![FleetEntry {
+                server_id: "inst-cccc-3333".into(),
+                status: PeerStatus::Offline,
+                is_self: false,
+                first_seen: Some(sec(7200)),
+                last_seen: Some(sec(40)),
+                metadata: PresenceMetadata {
+                    host: Some("web-3".into()),
+                    version: Some("0.1.0".into()),
+                    admin: Some("http://10.0.0.3:9091".into()),
+                    ..PresenceMetadata::default()
+                },
+            }],
+            ..Stats::default()
         }),
         documents: vec![
             LiveDocument {
@@ -62,6 +104,7 @@ pub fn app() -> App {
                 fields: 5,
                 approximate_bytes: 1800,
                 last_modified_ms: sec(4),
+                awareness_subscribers: 2,
             },
             LiveDocument {
                 id: "todo-42".into(),
@@ -69,6 +112,7 @@ pub fn app() -> App {
                 fields: 12,
                 approximate_bytes: 5300,
                 last_modified_ms: sec(65),
+                awareness_subscribers: 0,
             },
             LiveDocument {
                 id: "wordwall".into(),
@@ -76,6 +120,7 @@ pub fn app() -> App {
                 fields: 40,
                 approximate_bytes: 9100,
                 last_modified_ms: sec(2),
+                awareness_subscribers: 1,
             },
         ],
         sessions: vec![
@@ -133,6 +178,14 @@ pub fn app() -> App {
             },
         ],
         runs: vec![],
+        events: vec![],
+        cleanup: Some(CleanupRetention {
+            sessions_older_than_secs: Some(86_400),
+            deltas_older_than_secs: Some(30 * 86_400),
+            snapshots_older_than_secs: Some(7 * 86_400),
+            max_snapshots_per_document: Some(10),
+        }),
+        problems: vec![],
     };
     let down = InstanceReport {
         address: B.into(),
@@ -145,20 +198,79 @@ pub fn app() -> App {
     app.instances = vec![
         InstanceView {
             report: up,
-            rate_in: 42.5,
-            rate_out: 120.0,
-            history_in: (0..60)
-                .map(|i| (i * 7 % 50) as u64)
-                .collect::<VecDeque<_>>(),
-            history_out: (0..60)
-                .map(|i| (i * 13 % 140) as u64)
+            known_id: Some("inst-aaaa-1111".into()),
+            rate_in: Some(42.5),
+            rate_out: Some(120.0),
+            counters: VecDeque::new(),
+            history: (0..120)
+                .map(|i| Point {
+                    at_ms: NOW - (119 - i) * 2000,
+                    rate_in: (i * 7 % 50) as f64,
+                    rate_out: (i * 13 % 140) as f64,
+                    connections: (2 + i / 40) as f64,
+                    backlog: if (60..70).contains(&i) { 40.0 } else { 0.0 },
+                })
                 .collect::<VecDeque<_>>(),
         },
         InstanceView {
             report: down,
+            known_id: Some("inst-bbbb-2222".into()),
             ..InstanceView::default()
         },
     ];
+    app.events = [
+        (
+            "inst-aaaa-1111",
+            "web-1",
+            12,
+            40,
+            EventKind::PeerOffline,
+            "peer inst-ccc (web-3) offline (said goodbye)",
+            1,
+        ),
+        (
+            "inst-aaaa-1111",
+            "web-1",
+            11,
+            95,
+            EventKind::AuthFailures,
+            "57 more within 60s; last: 3 rejected credentials",
+            57,
+        ),
+        (
+            "inst-bbbb-2222",
+            "inst-bbb",
+            7,
+            300,
+            EventKind::StorageDegraded,
+            "storage degraded: writes wait in memory: connection refused",
+            1,
+        ),
+        (
+            "inst-aaaa-1111",
+            "web-1",
+            3,
+            3600,
+            EventKind::PeerOnline,
+            "peer inst-ccc (web-3) online",
+            1,
+        ),
+    ]
+    .into_iter()
+    .map(|(id, name, seq, ago, kind, message, count)| FleetEvent {
+        instance_id: id.into(),
+        instance: name.into(),
+        event: Event {
+            seq,
+            at_ms: sec(ago),
+            kind,
+            severity: kind.severity(),
+            message: message.into(),
+            count,
+        },
+    })
+    .collect();
+    let _ = Severity::Info;
     app.database = DatabaseReport {
         state: SourceState::Up { latency_ms: 1 },
         documents: vec![
@@ -263,8 +375,14 @@ pub fn app() -> App {
         fleet: vec![FleetMember {
             server_id: "inst-aaaa-1111".into(),
             last_seen_ms: sec(5),
-            online: true,
-            admin: Some(A.into()),
+            status: PeerStatus::Online,
+            metadata: PresenceMetadata {
+                admin: Some(A.into()),
+                host: Some("web-1".into()),
+                version: Some("0.1.0".into()),
+                heartbeat_interval_ms: Some(10_000),
+                ..PresenceMetadata::default()
+            },
         }],
     };
     app.traffic = (0..8)
@@ -291,6 +409,14 @@ pub fn app() -> App {
             } else {
                 "inst-bbbb-3333".into()
             }),
+            // As the Redis tap keeps it: long values cut.
+            payload: Some(synckit::console::feed::redis::truncate_payload(&if i % 3 == 2 {
+                json!({"type": "awareness_update", "documentId": "room:lobby",
+                       "clientId": "client-alice", "state": {"cursor": {"x": i, "y": 4}, "name": "Alice"}})
+            } else {
+                json!({"type": "delta", "documentId": "wordwall", "origin": "inst-aaaa-1111",
+                       "changes": [{"field": "words", "value": ["sync", "kit", "a very long value that the console cuts when it is shown in the payload window of the Traffic view"]}]})
+            })),
         })
         .collect();
     app
