@@ -463,8 +463,24 @@ pub fn fleet(app: &App) -> Vec<FleetRow> {
             None => rows.push(FleetRow::from_presence(&id, status, seen, &meta)),
         }
     }
+    // Several instances on one host: the short id tells them apart.
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    for row in &mut rows {
+        let shared = names.iter().filter(|n| **n == row.name).count() > 1;
+        if let (true, Some(id)) = (shared, &row.id) {
+            row.name = format!("{} {}", short_instance(id), row.name);
+        }
+    }
     rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     rows
+}
+
+/// Display names of the fleet by instance id (events name their instance so).
+pub fn names_by_id(fleet: &[FleetRow]) -> std::collections::HashMap<String, String> {
+    fleet
+        .iter()
+        .filter_map(|r| Some((r.id.clone()?, r.name.clone())))
+        .collect()
 }
 
 /// The context header's numbers.

@@ -37,6 +37,8 @@ pub struct Observed {
 #[derive(Debug, Default)]
 pub struct Watcher {
     last: Option<Observed>,
+    /// Pub/sub was lost and is not back yet.
+    lost: bool,
     peers: BTreeMap<String, PeerStatus>,
 }
 
@@ -73,8 +75,11 @@ impl Watcher {
                 );
             }
         }
+        // Lost only after being connected (not while connecting at start), back only
+        // after lost.
         match (last.pubsub, now.pubsub) {
-            (Some(PubSubState::Connected) | None, Some(PubSubState::Disconnected)) => {
+            (Some(PubSubState::Connected), Some(PubSubState::Disconnected)) => {
+                self.lost = true;
                 let why = because(&now.pubsub_error);
                 log.record(
                     now_ms,
@@ -82,7 +87,8 @@ impl Watcher {
                     format!("Redis pub/sub lost: instances are cut off from each other{why}"),
                 );
             }
-            (Some(PubSubState::Disconnected), Some(PubSubState::Connected)) => {
+            (Some(PubSubState::Disconnected), Some(PubSubState::Connected)) if self.lost => {
+                self.lost = false;
                 log.record(
                     now_ms,
                     EventKind::PubsubBack,
@@ -192,11 +198,13 @@ mod tests {
         let log = EventLog::default();
         let mut w = Watcher::default();
         let mut o = Observed {
-            pubsub: Some(PubSubState::Connected),
+            pubsub: Some(PubSubState::Disconnected),
             peers: vec![peer("peer-b-123456", PeerStatus::Online)],
             auth_failures: 5,
             ..Observed::default()
         };
+        w.observe(&o, 500, &log);
+        o.pubsub = Some(PubSubState::Connected);
         w.observe(&o, 1_000, &log);
         w.observe(&o, 2_000, &log);
         let kinds = |log: &EventLog| -> Vec<EventKind> {

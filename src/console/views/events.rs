@@ -4,10 +4,10 @@
 //! Events stay listed after their instance has gone.
 
 use ratatui::buffer::Buffer;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
-use ratatui::text::Span;
-use ratatui::widgets::Row;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, Widget, Wrap};
 
 use super::format::{clock, date_time, preview};
 use super::theme;
@@ -36,11 +36,26 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         render_empty(why, title, area, buf);
         return;
     }
+    // The selected event in full, wrapped: the table cuts long messages.
+    let [area, detail] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
+    if let Some(e) = super::selection(app, View::Events, events.len()).and_then(|i| events.get(i)) {
+        Paragraph::new(Line::styled(e.event.message.clone(), severity_style(e)))
+            .wrap(Wrap { trim: false })
+            .block(super::block(format!(
+                "{} · {} · {}",
+                e.event.kind.name(),
+                e.instance,
+                date_time(e.event.at_ms)
+            )))
+            .render(detail, buf);
+    }
     let wide = area.width >= 120;
-    let message_width = usize::from(area.width.saturating_sub(if wide { 64 } else { 48 }));
+    let message_width = usize::from(area.width.saturating_sub(if wide { 64 } else { 50 }));
+    let names = rows::names_by_id(&rows::fleet(app));
     let rows: Vec<Row> = events
         .iter()
         .map(|e| {
+            let name = names.get(&e.instance_id).unwrap_or(&e.instance);
             let when = if wide {
                 date_time(e.event.at_ms) + &clock(e.event.at_ms)[5..]
             } else {
@@ -53,7 +68,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             };
             Row::new(vec![
                 Span::raw(when),
-                Span::raw(preview(&e.instance, if wide { 20 } else { 10 })),
+                Span::raw(preview(name, if wide { 20 } else { 12 })),
                 Span::styled(
                     format!("{:?}", e.event.severity).to_lowercase(),
                     severity_style(e),
@@ -71,7 +86,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         .collect();
     let columns: Vec<(&str, Constraint)> = vec![
         ("Time", Constraint::Length(if wide { 14 } else { 8 })),
-        ("Instance", Constraint::Length(if wide { 20 } else { 10 })),
+        ("Instance", Constraint::Length(if wide { 20 } else { 12 })),
         ("Level", Constraint::Length(5)),
         ("Kind", Constraint::Length(18)),
         ("Message", Constraint::Min(10)),

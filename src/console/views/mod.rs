@@ -181,7 +181,7 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
     if let Some(conns) = sum.connections {
         spans.push(Span::raw(format!(" · {conns} conns")));
     }
-    if let (Some(i), Some(o)) = (sum.rate_in, sum.rate_out) {
+    if let (Some(i), Some(o), true) = (sum.rate_in, sum.rate_out, area.width >= 100) {
         spans.push(Span::raw(format!(
             " · {}/{} msg/s",
             format::rate(i),

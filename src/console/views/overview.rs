@@ -204,7 +204,10 @@ fn source_lines(app: &App, fleet: &[FleetRow]) -> Vec<Line<'static>> {
         ),
     ])];
     // Errors in full (wrapped): the operator acts on them.
-    for r in fleet {
+    for r in fleet
+        .iter()
+        .filter(|r| r.status == MemberStatus::Unreachable)
+    {
         if let Some(error) = &r.error {
             lines.push(Line::styled(format!("  {}: {error}", r.name), theme::bad()));
         }
@@ -308,6 +311,7 @@ fn render_events(app: &App, area: Rect, buf: &mut Buffer) {
         return;
     }
     let shown = usize::from(area.height.saturating_sub(2));
+    let names = rows::names_by_id(&rows::fleet(app));
     let lines: Vec<Line> = if app.events.is_empty() {
         vec![Line::styled("no events", theme::dim())]
     } else {
@@ -315,10 +319,11 @@ fn render_events(app: &App, area: Rect, buf: &mut Buffer) {
             .iter()
             .take(shown)
             .map(|e| {
+                let name = names.get(&e.instance_id).unwrap_or(&e.instance);
                 Line::from(vec![
                     Span::raw(format!("{} ", clock(e.event.at_ms))),
                     Span::styled(
-                        format!("{:<12} ", super::format::preview(&e.instance, 12)),
+                        format!("{:<12} ", super::format::preview(name, 12)),
                         theme::dim(),
                     ),
                     Span::styled(e.event.message.clone(), super::events::severity_style(e)),

@@ -224,9 +224,10 @@ pub fn user_token(user: &str, can_read: &[&str], can_write: &[&str], is_admin: b
     }))
 }
 
-/// Start a server with the given backends and, optionally, an admin listener.
+/// Start a server with the given backends and, optionally, an admin listener (whose
+/// address the server then announces in its heartbeats, as `serve` does).
 pub async fn start_with(
-    config: ServerConfig,
+    mut config: ServerConfig,
     backends: Backends,
     with_admin: bool,
 ) -> (TestServer, Option<std::net::SocketAddr>) {
@@ -239,6 +240,7 @@ pub async fn start_with(
             .await
             .expect("bind admin");
         let a = admin.local_addr().expect("admin addr");
+        config.admin_listen.get_or_insert(a);
         (Some(admin), Some(a))
     } else {
         (None, None)
