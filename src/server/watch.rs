@@ -17,8 +17,9 @@ use crate::events::{EventKind, EventLog};
 use crate::pubsub::PubSubState;
 use crate::sync::wall_clock_ms;
 
-/// How often the state is compared: transitions show within a second.
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the state is compared: transitions show within half a second (and
+/// the reconnect and failure counters catch what is shorter).
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What the watcher reads each time.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,11 @@ pub struct Observed {
     pub pubsub: Option<PubSubState>,
     pub pubsub_error: Option<String>,
     pub peers: Vec<FleetEntry>,
+    /// Pub/sub connections re-established so far: a loss shorter than the watch
+    /// interval still counts one.
+    pub pubsub_reconnects: u64,
+    /// Storage attempts that failed so far: likewise for a short outage.
+    pub storage_failures: u64,
     pub auth_failures: u64,
     pub rate_limited: u64,
     pub slow_clients_closed: u64,
@@ -59,6 +65,19 @@ impl Watcher {
     pub fn observe(&mut self, now: &Observed, now_ms: i64, log: &EventLog) {
         let first = self.last.is_none();
         let last = self.last.take().unwrap_or_default();
+        let brief_storage = !first
+            && !now.storage_degraded
+            && !last.storage_degraded
+            && now.storage_failures > last.storage_failures;
+        if brief_storage {
+            let why = because(&now.storage_error);
+            log.record(
+                now_ms,
+                EventKind::StorageDegraded,
+                format!("storage failed briefly{why}"),
+            );
+            log.record(now_ms, EventKind::StorageRecovered, "storage recovered");
+        }
         if now.storage_degraded != last.storage_degraded {
             if now.storage_degraded {
                 let why = because(&now.storage_error);
@@ -75,27 +94,36 @@ impl Watcher {
                 );
             }
         }
-        // Lost only after being connected (not while connecting at start), back only
-        // after lost.
-        match (last.pubsub, now.pubsub) {
-            (Some(PubSubState::Connected), Some(PubSubState::Disconnected)) => {
-                self.lost = true;
+        // Lost when seen going from connected to disconnected; back when a
+        // connection was re-established (the reconnect counter also tells of a loss
+        // shorter than a look, or one under way at the first look).
+        if last.pubsub == Some(PubSubState::Connected)
+            && now.pubsub == Some(PubSubState::Disconnected)
+        {
+            self.lost = true;
+            let why = because(&now.pubsub_error);
+            log.record(
+                now_ms,
+                EventKind::PubsubLost,
+                format!("Redis pub/sub lost: instances are cut off from each other{why}"),
+            );
+        }
+        let reconnected = !first && now.pubsub_reconnects > last.pubsub_reconnects;
+        if now.pubsub == Some(PubSubState::Connected) && (reconnected || self.lost) {
+            if !self.lost {
                 let why = because(&now.pubsub_error);
                 log.record(
                     now_ms,
                     EventKind::PubsubLost,
-                    format!("Redis pub/sub lost: instances are cut off from each other{why}"),
+                    format!("Redis pub/sub lost briefly{why}"),
                 );
             }
-            (Some(PubSubState::Disconnected), Some(PubSubState::Connected)) if self.lost => {
-                self.lost = false;
-                log.record(
-                    now_ms,
-                    EventKind::PubsubBack,
-                    "Redis pub/sub back: resynchronising live documents",
-                );
-            }
-            _ => {}
+            self.lost = false;
+            log.record(
+                now_ms,
+                EventKind::PubsubBack,
+                "Redis pub/sub back: resynchronising live documents",
+            );
         }
         for peer in &now.peers {
             let before = self.peers.insert(peer.server_id.clone(), peer.status);
@@ -154,13 +182,18 @@ impl Watcher {
 fn observe(state: &AppState) -> Observed {
     let m = &state.sync.metrics;
     let storage = state.sync.hub.storage();
-    let pubsub = state.sync.hub.pubsub();
+    let health = state.sync.hub.pubsub().health();
     Observed {
         storage_degraded: storage.is_degraded(),
         storage_error: storage.last_error(),
-        pubsub: Some(pubsub.state()),
-        pubsub_error: pubsub.health().last_error,
+        pubsub: Some(state.sync.hub.pubsub().state()),
+        pubsub_error: health.last_error,
         peers: state.sync.fleet.instances(wall_clock_ms()),
+        pubsub_reconnects: health.reconnects,
+        storage_failures: storage
+            .counters
+            .failed_attempts
+            .load(std::sync::atomic::Ordering::Relaxed),
         auth_failures: m.auth_failures.get(),
         rate_limited: m.rate_limited.get(),
         slow_clients_closed: m.slow_clients_closed.get(),
@@ -225,6 +258,10 @@ mod tests {
         o.storage_degraded = false;
         o.pubsub = Some(PubSubState::Connected);
         w.observe(&o, 5_000, &log);
+        // Outages shorter than a look show in the counters.
+        o.pubsub_reconnects += 1;
+        o.storage_failures += 2;
+        w.observe(&o, 6_000, &log);
         assert_eq!(
             kinds(&log),
             vec![
@@ -234,6 +271,10 @@ mod tests {
                 EventKind::PeerOffline,
                 EventKind::AuthFailures,
                 EventKind::StorageRecovered,
+                EventKind::PubsubBack,
+                EventKind::StorageDegraded,
+                EventKind::StorageRecovered,
+                EventKind::PubsubLost,
                 EventKind::PubsubBack,
             ]
         );

@@ -430,3 +430,137 @@ async fn a_redis_that_is_down_is_reported_down() {
     cancel.cancel();
     tap.await.expect("tap stops");
 }
+
+/// Two instances on one database and Redis, a subscriber of the same document on
+/// each: the list and the drill-down both count two.
+#[sqlx::test(migrations = "./migrations")]
+async fn the_drill_down_merges_subscribers_across_instances(pool: PgPool) {
+    use common::redis::{another, fleet_config, redis_url, start_instance, test_prefix};
+    let url = redis_url();
+    let config = fleet_config(&test_prefix());
+    let a = start_instance(config.clone(), &url, common::pg_storage(&pool)).await;
+    let b = start_instance(another(&config), &url, common::pg_storage(&pool)).await;
+    let _on_a = active_client(&a.server, "shared-doc").await;
+    let mut on_b = Client::connect(&b.server, false).await;
+    on_b.send(json!({"type": "subscribe", "documentId": "shared-doc"}))
+        .await;
+    on_b.expect("sync_response").await;
+    let poller = Poller::new(FeedConfig {
+        servers: vec![format!("http://{}", a.admin), format!("http://{}", b.admin)],
+        database_url: Some(common::database_url(&pool)),
+        redis_url: None,
+        channel_prefix: "synckit:".into(),
+    });
+    let mut app = synckit::console::app::App::new(0, 1000, false);
+    synckit::console::update::update(&mut app, Action::Instances(poller.instances().await));
+    let row = synckit::console::rows::documents(&app)
+        .into_iter()
+        .find(|r| r.id == "shared-doc")
+        .expect("listed");
+    assert_eq!(row.subscribers, 2, "the list sums the instances");
+    let detail = poller.detail("shared-doc").await;
+    assert_eq!(
+        detail.subscribers.len(),
+        2,
+        "the drill-down agrees: {detail:?}"
+    );
+    assert_eq!(detail.loaded_on.len(), 2);
+    assert_eq!(detail.awareness.len(), 1, "awareness from A");
+    assert_eq!(detail.fields["title"], "hello");
+    poller.close().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// With the database unreachable, `/maintenance` still answers at once with the
+/// jobs (the run log's error named), and the console shows the jobs.
+#[tokio::test]
+async fn the_jobs_show_while_the_run_log_is_unreachable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/test"))
+        .expect("lazy pool");
+    let mut config = open_config();
+    config.maintenance = vec![synckit::maintenance::JobConfig {
+        name: "cleanup",
+        kind: synckit::maintenance::JobKind::Cleanup(Default::default()),
+        schedule: synckit::maintenance::Schedule::parse("0 3 * * *").expect("cron"),
+        enabled: true,
+    }];
+    let backends = Backends {
+        storage: Arc::new(PostgresStorage::from_pool(pool, true)),
+        awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
+        pubsub: Arc::new(LocalPubSub::single_instance()),
+    };
+    let (server, admin) = start_with(config, backends, true).await;
+    let admin = admin.expect("admin");
+    let started = std::time::Instant::now();
+    let page = http(admin, "GET", "/maintenance", &[], None).await.json();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(page["jobs"][0]["name"], "cleanup", "{page}");
+    assert_eq!(page["runs"], json!([]));
+    assert!(page["runsError"].is_string(), "{page}");
+    assert_eq!(page["cleanup"]["sessionsOlderThanSecs"], 86_400);
+    let report = admin::poll(&format!("http://{admin}"), 0, 0).await;
+    assert_eq!(report.jobs.len(), 1, "{report:?}");
+    assert_eq!(
+        report.cleanup.and_then(|c| c.max_snapshots_per_document),
+        Some(10)
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with("run history:")),
+        "{:?}",
+        report.problems
+    );
+    server.shutdown.cancel();
+}
+
+/// An admin page this console cannot read is a named problem, not zeros.
+#[tokio::test]
+async fn an_unreadable_page_is_a_problem_and_stats_fields_missing_are_unknown() {
+    use axum::routing::get;
+    use axum::Json;
+    let app = axum::Router::new()
+        .route(
+            "/stats",
+            get(|| async { Json(json!({"instanceId": "old", "connections": {"open": 2}})) }),
+        )
+        .route(
+            "/admin/sessions",
+            get(|| async { Json(json!({"sessions": "not a list"})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let report = admin::poll(&format!("http://{addr}"), 0, 0).await;
+    assert!(report.state.is_up());
+    let stats = report.stats.as_ref().expect("stats");
+    assert_eq!(stats.connections.open, Some(2));
+    assert_eq!(stats.documents.cached, None, "absent: unknown, not 0");
+    assert_eq!(stats.persistence.backlog, None);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("/admin/sessions") && p.contains("not readable")),
+        "{:?}",
+        report.problems
+    );
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.contains("/admin/documents") && p.contains("404")));
+}

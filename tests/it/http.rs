@@ -655,3 +655,44 @@ async fn test_clear_only_in_test_mode() {
     assert_eq!(r.json(), json!({"success": true}));
     server.shutdown.cancel();
 }
+
+/// `/metrics` is rendered from the same numbers as `/stats`: every metric of the
+/// table equals the `/stats` field it reads, on a live server with traffic.
+#[tokio::test]
+async fn metrics_and_stats_come_from_one_table() {
+    let (server, admin) = start_with_admin(open()).await;
+    let mut c = Client::connect(&server, true).await;
+    c.send(json!({"type":"subscribe","documentId":"room:t"}))
+        .await;
+    c.expect("sync_response").await;
+    c.send(json!({"type":"delta","documentId":"room:t","field":"f","value":1,"messageId":"m1"}))
+        .await;
+    c.expect("ack").await;
+    let m = scrape(admin).await;
+    let s: synckit::admin_api::Stats =
+        serde_json::from_value(http(admin, "GET", "/stats", &[], None).await.json())
+            .expect("typed /stats");
+    for def in synckit::server::stats::METRICS {
+        if let synckit::server::stats::Source::Value(read) = &def.source {
+            let Some(from_stats) = read(&s) else { continue };
+            let name = format!("synckit_{}", def.name);
+            let scraped = m
+                .get(&name)
+                .copied()
+                .unwrap_or_else(|| panic!("{name} exported"));
+            // Gauges like uptime move between the two requests; counters here do not.
+            if def.name != "uptime_seconds" && def.name != "pubsub_ping_ms" {
+                assert_eq!(scraped, from_stats, "{name}");
+            }
+        }
+    }
+    assert_eq!(m["synckit_messages_in_total{type=\"delta\"}"], 1.0);
+    assert_eq!(
+        s.messages.inbound.as_ref().and_then(|i| i.get("delta")),
+        Some(&1)
+    );
+    assert_eq!(s.host, synckit::admin_api::host_name());
+    assert_eq!(s.instances.len(), 1, "itself");
+    assert!(s.instances[0].is_self);
+    server.shutdown.cancel();
+}

@@ -207,6 +207,33 @@ async fn a_redis_restart_mid_traffic_ends_converged_with_no_acknowledged_write_l
         n
     };
     assert!(resynced > 0, "the outage's writes came over by resync");
+    // Each instance's events tell the outage.
+    for inst in [&a, &b] {
+        poll(
+            Duration::from_secs(5),
+            "the outage in the events",
+            || async {
+                let page = http(inst.admin, "GET", "/admin/events", &[], None)
+                    .await
+                    .json();
+                let kinds: Vec<String> = page["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+                    .collect();
+                if kinds.contains(&"pubsub_lost".to_owned())
+                    && kinds.contains(&"pubsub_back".to_owned())
+                {
+                    Ok(())
+                } else {
+                    let stats = http(inst.admin, "GET", "/stats", &[], None).await.json();
+                    Err(format!("{kinds:?} {}", stats["pubsub"]))
+                }
+            },
+        )
+        .await;
+    }
     traffic.stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.expect("client task");

@@ -491,3 +491,28 @@ pub async fn once(config: FeedConfig, filter: &str, sample: Duration) -> Vec<Act
     poller.close().await;
     actions
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_state_is_logged_when_it_changes_not_every_refresh() {
+        let log = StateLog::default();
+        let up = SourceState::Up { latency_ms: 1 };
+        let down = SourceState::Down {
+            error: "refused".into(),
+        };
+        assert!(!log.observe("redis", &up), "up from the start is not news");
+        assert!(log.observe("redis", &down));
+        for _ in 0..100 {
+            assert!(!log.observe("redis", &down), "still down: nothing more");
+        }
+        assert!(log.observe("redis", &up), "back");
+        assert!(!log.observe("redis", &SourceState::Off));
+        assert!(
+            log.observe("postgres", &down),
+            "down from the start is news"
+        );
+    }
+}
