@@ -18,7 +18,7 @@ pub struct JobStatus {
 /// One run of a job (a `maintenance_runs` row).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MaintenanceRun {
+pub struct RunRecord {
     pub id: i64,
     pub job: String,
     pub scheduled_for: DateTime<Utc>,
@@ -29,6 +29,21 @@ pub struct MaintenanceRun {
     pub outcome: String,
     pub counts: Value,
     pub error: Option<String>,
+}
+
+impl RunRecord {
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.finished_at
+            .map(|f| (f - self.started_at).num_milliseconds())
+    }
+}
+
+/// A run as `/maintenance` lists it: the row and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceRun {
+    #[serde(flatten)]
+    pub run: RunRecord,
     pub duration_ms: Option<i64>,
 }
 

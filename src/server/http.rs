@@ -205,18 +205,10 @@ pub async fn maintenance(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-fn run_entry(r: crate::storage::RunRecord) -> MaintenanceRun {
+fn run_entry(run: crate::storage::RunRecord) -> MaintenanceRun {
     MaintenanceRun {
-        duration_ms: r.duration_ms(),
-        id: r.id,
-        job: r.job,
-        scheduled_for: r.scheduled_for,
-        instance_id: r.instance_id,
-        started_at: r.started_at,
-        finished_at: r.finished_at,
-        outcome: r.outcome,
-        counts: r.counts,
-        error: r.error,
+        duration_ms: run.duration_ms(),
+        run,
     }
 }
 

@@ -281,28 +281,8 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// One maintenance run (a `maintenance_runs` row).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunRecord {
-    pub id: i64,
-    pub job: String,
-    pub scheduled_for: DateTime<Utc>,
-    pub instance_id: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `ok` or `failed`.
-    pub outcome: String,
-    pub counts: Value,
-    pub error: Option<String>,
-}
-
-impl RunRecord {
-    pub fn duration_ms(&self) -> Option<i64> {
-        self.finished_at
-            .map(|f| (f - self.started_at).num_milliseconds())
-    }
-}
+/// One maintenance run (a `maintenance_runs` row); the admin API lists it as is.
+pub use crate::admin_api::maintenance::RunRecord;
 
 /// The storage surface (STORAGE.md §3, the T6-01 operations, plus the two the sync
 /// path needs: [`load_document`](StorageAdapter::load_document) and the

@@ -198,7 +198,7 @@ async fn the_console_shows_a_two_instance_fleet_and_an_instance_that_stops(pool:
         console.keys("7");
         console.wait_for(
             "both instances' events: each saw the other come online",
-            |s| s.matches("peer_online").count() == 2,
+            |s| s.matches("info  peer_online").count() == 2,
         );
         // Stop B mid-test.
         to_test.send(()).expect("ask the test to stop B");

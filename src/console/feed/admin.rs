@@ -107,6 +107,7 @@ pub fn maintenance(m: &MaintenanceStatus, instance: &str) -> (Vec<JobInfo>, Vec<
     let runs = m
         .runs
         .iter()
+        .map(|r| &r.run)
         .map(|r| RunInfo {
             id: r.id,
             job: r.job.clone(),

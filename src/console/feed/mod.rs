@@ -343,6 +343,16 @@ pub async fn run(
     poller.close().await;
 }
 
+/// The admin addresses presence announced, of instances that did not say goodbye.
+fn presence_admins(report: &RedisReport) -> Vec<String> {
+    report
+        .fleet
+        .iter()
+        .filter(|m| m.status != PeerStatus::Offline)
+        .filter_map(|m| m.metadata.admin.clone())
+        .collect()
+}
+
 /// The Redis tap, also publishing discovered admin addresses to the poller.
 async fn redis_with_discovery(
     url: String,
@@ -356,12 +366,7 @@ async fn redis_with_discovery(
     let tap = tokio::spawn(redis::run(url, prefix, inner_tx, request, cancel.clone()));
     while let Some(action) = inner_rx.recv().await {
         if let Action::Redis(report) = &action {
-            let admins: Vec<String> = report
-                .fleet
-                .iter()
-                .filter(|m| m.status != PeerStatus::Offline)
-                .filter_map(|m| m.metadata.admin.clone())
-                .collect();
+            let admins = presence_admins(report);
             if let Ok(mut d) = discovered.lock() {
                 *d = admins;
             }
@@ -472,12 +477,7 @@ pub async fn once(config: FeedConfig, filter: &str, sample: Duration) -> Vec<Act
             ..Default::default()
         });
         // Presence may have named instances no poll found yet.
-        let admins: Vec<String> = report
-            .fleet
-            .iter()
-            .filter(|m| m.status != PeerStatus::Offline)
-            .filter_map(|m| m.metadata.admin.clone())
-            .collect();
+        let admins = presence_admins(&report);
         let polled: Vec<&str> = instances.iter().map(|r| r.address.as_str()).collect();
         if admins.iter().any(|a| !polled.contains(&a.as_str())) {
             if let Ok(mut d) = poller.discovered.lock() {

@@ -26,25 +26,19 @@ const COLOURS: [Color; 6] = [
 
 /// The three charts stacked (the Charts view).
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
-    let [a, b, c] = Layout::vertical([
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-    ])
-    .areas(area);
-    render_all(app, [a, b, c], buf);
+    render_all(app, Layout::vertical(THIRDS).areas(area), buf);
 }
 
 /// The three charts side by side (the wide Overview).
 pub fn render_row(app: &App, area: Rect, buf: &mut Buffer) {
-    let [a, b, c] = Layout::horizontal([
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-    ])
-    .areas(area);
-    render_all(app, [a, b, c], buf);
+    render_all(app, Layout::horizontal(THIRDS).areas(area), buf);
 }
+
+const THIRDS: [Constraint; 3] = [
+    Constraint::Ratio(1, 3),
+    Constraint::Ratio(1, 3),
+    Constraint::Ratio(1, 3),
+];
 
 struct Series {
     name: String,

@@ -117,7 +117,13 @@ fn render_fleet(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
                     }
                 }
                 None => {
-                    let n = if wide { 11 } else { 7 };
+                    // Heard on presence only: its heartbeat says since when it runs.
+                    let up = r
+                        .started_at_ms
+                        .filter(|_| r.status == MemberStatus::Online)
+                        .map(|t| uptime((app.now_ms - t) as f64 / 1000.0));
+                    cells.push(up.map_or_else(dash, Span::raw));
+                    let n = if wide { 10 } else { 6 };
                     cells.extend((0..n).map(|_| dash()));
                 }
             }
