@@ -451,3 +451,46 @@ async fn once_prints_every_view_and_the_whole_fleet_and_says_which_source_is_dow
     );
     a.stop().await;
 }
+
+/// Sources down for many refreshes log their state once, not every refresh (the
+/// Redis tap used to log a WARN per retry).
+#[tokio::test]
+async fn sources_that_stay_down_are_logged_once() {
+    let dead_api = format!("http://127.0.0.1:{}", free_port());
+    let dead_db = format!("postgres://postgres@127.0.0.1:{}/test", free_port());
+    let dead_redis = format!("redis://127.0.0.1:{}", free_port());
+    let log = tokio::task::spawn_blocking(move || {
+        let mut console = Console::start(
+            &["--server", &dead_api, "--refresh", "250ms"],
+            &dead_db,
+            &dead_redis,
+        );
+        console.wait_for("every source down", |s| {
+            s.contains("pg DOWN") && s.contains("redis DOWN") && s.contains("api 0/1")
+        });
+        // Several refreshes and Redis retries (one a second) while down.
+        std::thread::sleep(Duration::from_millis(3500));
+        console.keys("q");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while console.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "console did not quit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = std::fs::read_to_string(&console.log).expect("log");
+        let _ = std::fs::remove_file(&console.log);
+        text
+    })
+    .await
+    .expect("console");
+    let warns: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    for source in ["redis", "postgres", "admin "] {
+        let n = warns
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("source={source}")) || l.contains(&format!("source=\"{source}"))
+            })
+            .count();
+        assert_eq!(n, 1, "{source} logged once:\n{log}");
+    }
+    assert_eq!(warns.len(), 3, "nothing else warns:\n{log}");
+}

@@ -245,10 +245,7 @@ pub async fn run(
         if !log.observe("redis", &state) {
             tracing::debug!(?state, "console: redis tap still failing; retrying");
         }
-        let SourceState::Down { error } = state else {
-            return;
-        };
-        let report = sampler.report(now_ms(), SourceState::Down { error });
+        let report = sampler.report(now_ms(), state);
         if tx.send(Action::Redis(Box::new(report))).await.is_err() {
             return;
         }
