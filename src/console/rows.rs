@@ -70,8 +70,14 @@ pub fn documents(app: &App) -> Vec<DocumentRow> {
             },
         );
     }
+    // The fleet's names: unique even when instances share a host.
+    let names = names_by_id(&fleet(app));
     for instance in &app.instances {
-        let name = instance_name(instance);
+        let name = instance
+            .known_id
+            .as_ref()
+            .and_then(|id| names.get(id).cloned())
+            .unwrap_or_else(|| instance_name(instance));
         for live in &instance.report.documents {
             let row = by_id.entry(live.id.clone()).or_insert_with(|| DocumentRow {
                 id: live.id.clone(),
