@@ -47,6 +47,10 @@ pub struct DocumentRow {
     pub fields: u64,
     pub size_bytes: u64,
     pub last_change_ms: i64,
+    /// The stored row's version, when PostgreSQL listed it.
+    pub version: Option<i64>,
+    /// Awareness-only subscribers, summed over the instances.
+    pub awareness_subscribers: u64,
     /// Short ids of the instances that have it loaded.
     pub instances: Vec<String>,
     /// Admin address of one instance that has it loaded.
@@ -65,6 +69,8 @@ pub fn documents(app: &App) -> Vec<DocumentRow> {
                 fields: doc.fields,
                 size_bytes: doc.size_bytes,
                 last_change_ms: doc.updated_at_ms,
+                version: Some(doc.version),
+                awareness_subscribers: 0,
                 instances: Vec::new(),
                 via: None,
             },
@@ -85,10 +91,13 @@ pub fn documents(app: &App) -> Vec<DocumentRow> {
                 fields: live.fields,
                 size_bytes: live.approximate_bytes,
                 last_change_ms: live.last_modified_ms,
+                version: None,
+                awareness_subscribers: 0,
                 instances: Vec::new(),
                 via: None,
             });
             row.subscribers += live.subscribers;
+            row.awareness_subscribers += live.awareness_subscribers;
             // Memory is newer than the database while writes are in flight.
             row.fields = row.fields.max(live.fields);
             row.last_change_ms = row.last_change_ms.max(live.last_modified_ms);

@@ -53,6 +53,7 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
         render_empty(&why, title, area, buf);
         return;
     }
+    let wide = area.width >= 120;
     let table_rows: Vec<Row> = rows
         .iter()
         .map(|r| {
@@ -61,29 +62,45 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
             } else {
                 Span::styled("0", theme::dim())
             };
-            Row::new(vec![
-                Span::raw(r.id.clone()),
-                subs,
-                Span::raw(r.fields.to_string()),
-                Span::raw(bytes(r.size_bytes)),
-                Span::raw(ago(app.now_ms, r.last_change_ms)),
-                Span::raw(if r.instances.is_empty() {
-                    "-".to_owned()
-                } else {
-                    r.instances.join(",")
-                }),
-            ])
+            let mut cells = vec![Span::raw(r.id.clone()), subs];
+            if wide {
+                cells.push(Span::raw(r.awareness_subscribers.to_string()));
+            }
+            cells.push(Span::raw(r.fields.to_string()));
+            cells.push(Span::raw(bytes(r.size_bytes)));
+            if wide {
+                cells.push(Span::raw(r.version.map_or("-".into(), |v| v.to_string())));
+            }
+            cells.push(Span::raw(ago(app.now_ms, r.last_change_ms)));
+            cells.push(Span::raw(if r.instances.is_empty() {
+                "-".to_owned()
+            } else {
+                r.instances.join(",")
+            }));
+            Row::new(cells)
         })
         .collect();
-    let instances = if area.width >= 120 { 40 } else { 17 };
-    let columns = [
-        ("Document", Constraint::Min(20)),
-        ("Subs", Constraint::Length(5)),
-        ("Fields", Constraint::Length(6)),
-        ("Size", Constraint::Length(7)),
-        ("Last change", Constraint::Length(12)),
-        ("Instance", Constraint::Length(instances)),
-    ];
+    let columns: Vec<(&str, Constraint)> = if wide {
+        vec![
+            ("Document", Constraint::Min(20)),
+            ("Subs", Constraint::Length(5)),
+            ("Aware", Constraint::Length(5)),
+            ("Fields", Constraint::Length(6)),
+            ("Size", Constraint::Length(7)),
+            ("Version", Constraint::Length(8)),
+            ("Last change", Constraint::Length(12)),
+            ("Instance", Constraint::Length(40)),
+        ]
+    } else {
+        vec![
+            ("Document", Constraint::Min(20)),
+            ("Subs", Constraint::Length(5)),
+            ("Fields", Constraint::Length(6)),
+            ("Size", Constraint::Length(7)),
+            ("Last change", Constraint::Length(12)),
+            ("Instance", Constraint::Length(17)),
+        ]
+    };
     let headers = sorted_headers(&columns, sort.as_deref());
     render_selectable(
         app,
