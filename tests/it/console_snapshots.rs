@@ -224,3 +224,15 @@ fn overview_with_a_degraded_instance_and_long_errors() {
     };
     snapshot("overview_degraded", &app);
 }
+
+#[test]
+fn documents_empty_says_why() {
+    let mut app = App::new(console_fixture::NOW, 1000, false);
+    app.view = View::Documents;
+    app.database.state = synckit::console::model::SourceState::Up { latency_ms: 1 };
+    snapshot("documents_empty_pg_up", &app);
+    app.database.state = synckit::console::model::SourceState::Down {
+        error: "connection refused".into(),
+    };
+    snapshot("documents_empty_pg_down", &app);
+}
