@@ -393,12 +393,17 @@ fn settle_time(reports: &[InstanceReport]) -> Duration {
         .min(MAX_SETTLE)
 }
 
-/// The instances the polled ones say are running.
+/// The instances presence should hear: those the polled ones list as running — a
+/// polled instance only when it is connected to Redis (a single instance sends no
+/// heartbeats, and waiting for one would only delay the answer).
 fn expected_online(reports: &[InstanceReport]) -> BTreeSet<String> {
     reports
         .iter()
         .filter_map(|r| r.stats.as_ref())
-        .flat_map(|s| s.instances.iter())
+        .flat_map(|s| {
+            let heartbeats = s.pubsub.state.as_deref() == Some("connected");
+            s.instances.iter().filter(move |e| !e.is_self || heartbeats)
+        })
         .filter(|e| e.status == PeerStatus::Online)
         .map(|e| e.server_id.clone())
         .collect()
