@@ -243,6 +243,9 @@ pub struct App {
     pub traffic: VecDeque<TrafficSample>,
     /// Newest first, across the fleet.
     pub events: VecDeque<FleetEvent>,
+    /// Events that arrived while paused (the feed does not send them twice), added
+    /// on resume.
+    pub held_events: Vec<FleetEvent>,
     pub running: bool,
 }
 
@@ -271,6 +274,7 @@ impl App {
             redis: RedisReport::default(),
             traffic: VecDeque::new(),
             events: VecDeque::new(),
+            held_events: Vec::new(),
             running: true,
         }
     }

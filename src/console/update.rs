@@ -45,7 +45,9 @@ pub fn update(app: &mut App, action: Action) -> Option<Effect> {
         }
         Action::Resize => None,
         Action::Instances(reports) => {
-            if !app.paused {
+            if app.paused {
+                hold_events(app, reports);
+            } else {
                 merge_instances(app, reports);
                 clamp_selection(app);
             }
@@ -158,6 +160,28 @@ fn merge_instances(app: &mut App, reports: Vec<InstanceReport>) {
         }
         app.instances.push(view);
     }
+}
+
+/// Keep the events of polls that arrive while paused: each is sent once.
+fn hold_events(app: &mut App, reports: Vec<InstanceReport>) {
+    for report in reports {
+        let Some(id) = report.stats.as_ref().and_then(|s| s.instance_id.clone()) else {
+            continue;
+        };
+        let name = report
+            .stats
+            .as_ref()
+            .and_then(|s| s.host.clone())
+            .unwrap_or_else(|| rows::short_instance(&id));
+        app.held_events
+            .extend(report.events.into_iter().map(|event| FleetEvent {
+                instance_id: id.clone(),
+                instance: name.clone(),
+                event,
+            }));
+    }
+    let excess = app.held_events.len().saturating_sub(EVENTS_LEN);
+    app.held_events.drain(..excess);
 }
 
 /// Add one instance's new events, keeping the fleet's list newest first, without
@@ -321,6 +345,19 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
 
 fn toggle_pause(app: &mut App) {
     app.paused = !app.paused;
+    if !app.paused {
+        let held = std::mem::take(&mut app.held_events);
+        let mut by_instance: Vec<(String, String, Vec<super::model::Event>)> = Vec::new();
+        for e in held {
+            match by_instance.iter_mut().find(|(id, ..)| *id == e.instance_id) {
+                Some((_, _, events)) => events.push(e.event),
+                None => by_instance.push((e.instance_id, e.instance, vec![e.event])),
+            }
+        }
+        for (id, name, events) in by_instance {
+            add_events(app, &id, &name, events);
+        }
+    }
     app.notice = Some((
         if app.paused {
             "paused: the screen holds still"

@@ -681,6 +681,26 @@ fn events_are_merged_newest_first_without_duplicates_and_bounded() {
 }
 
 #[test]
+fn events_that_arrive_while_paused_are_added_on_resume() {
+    let mut app = App::new(0, 1000, false);
+    let mut report = poll(0, "a", 0, 0);
+    report.events = vec![event(1, 10)];
+    update(&mut app, Action::Instances(vec![report.clone()]));
+    press(&mut app, KeyCode::Char('p'));
+    report.events = vec![event(3, 30), event(2, 20)];
+    update(&mut app, Action::Instances(vec![report]));
+    assert_eq!(app.events.len(), 1, "the screen holds still");
+    press(&mut app, KeyCode::Char('p'));
+    let seqs: Vec<u64> = app.events.iter().map(|e| e.event.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![3, 2, 1],
+        "the feed sends each event once: none lost"
+    );
+    assert!(app.held_events.is_empty());
+}
+
+#[test]
 fn the_fleet_lists_every_instance_heard_of_and_counts_only_the_running() {
     let app = console_fixture::app();
     let fleet = rows::fleet(&app);
