@@ -564,3 +564,32 @@ async fn an_unreadable_page_is_a_problem_and_stats_fields_missing_are_unknown() 
         .iter()
         .any(|p| p.contains("/admin/documents") && p.contains("404")));
 }
+
+/// An instance reached under two addresses (named as `localhost`, announced as
+/// `127.0.0.1`) is polled and counted once.
+#[sqlx::test(migrations = "./migrations")]
+async fn an_instance_under_two_addresses_is_counted_once(pool: PgPool) {
+    let (server, admin) = server(&pool).await;
+    let _client = active_client(&server, "once-doc").await;
+    let poller = Poller::new(FeedConfig {
+        servers: vec![
+            format!("http://{admin}"),
+            format!("http://localhost:{}", admin.port()),
+        ],
+        database_url: None,
+        redis_url: None,
+        channel_prefix: "synckit:".into(),
+    });
+    let reports = poller.instances().await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let mut app = synckit::console::app::App::new(0, 1000, false);
+    synckit::console::update::update(&mut app, Action::Instances(reports));
+    let row = synckit::console::rows::documents(&app)
+        .into_iter()
+        .find(|r| r.id == "once-doc")
+        .expect("listed");
+    assert_eq!(row.subscribers, 1);
+    assert_eq!(synckit::console::rows::fleet(&app).len(), 1);
+    poller.close().await;
+    server.shutdown.cancel();
+}

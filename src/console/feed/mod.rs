@@ -93,6 +93,10 @@ pub struct Poller {
     listed: Mutex<Vec<String>>,
     /// Per address: the instance id and the newest event sequence number seen.
     events_seen: Mutex<BTreeMap<String, (Option<String>, u64)>>,
+    /// Announced addresses that turned out to reach an instance already polled under
+    /// another address (`localhost` vs `127.0.0.1`): not polled again, so nothing is
+    /// counted twice.
+    aliases: Mutex<BTreeSet<String>>,
     log: StateLog,
 }
 
@@ -121,6 +125,7 @@ impl Poller {
             discovered: Arc::new(Mutex::new(Vec::new())),
             listed: Mutex::new(Vec::new()),
             events_seen: Mutex::new(BTreeMap::new()),
+            aliases: Mutex::new(BTreeSet::new()),
             log: StateLog::default(),
         }
     }
@@ -133,8 +138,12 @@ impl Poller {
             .map(|d| d.clone())
             .unwrap_or_default();
         let listed = self.listed.lock().map(|d| d.clone()).unwrap_or_default();
+        let aliases = self.aliases.lock().map(|a| a.clone()).unwrap_or_default();
         for address in discovered.into_iter().chain(listed) {
-            if !servers.contains(&address) && servers.len() < MAX_INSTANCES {
+            if !servers.contains(&address)
+                && !aliases.contains(&address)
+                && servers.len() < MAX_INSTANCES
+            {
                 servers.push(address);
             }
         }
@@ -174,7 +183,8 @@ impl Poller {
             let after = self.events_after(&address);
             admin::poll(&address, now, after).await
         });
-        let reports = futures_util::future::join_all(polls).await;
+        let mut reports = futures_util::future::join_all(polls).await;
+        self.drop_aliases(&mut reports);
         for r in &reports {
             self.log.observe(&format!("admin {}", r.address), &r.state);
             self.saw_events(r);
@@ -183,6 +193,30 @@ impl Poller {
             *listed = announced(&reports);
         }
         reports
+    }
+
+    /// Keep one report per instance (the configured address first) and remember
+    /// the other addresses as aliases.
+    fn drop_aliases(&self, reports: &mut Vec<InstanceReport>) {
+        let mut ids = BTreeSet::new();
+        let mut aliases = Vec::new();
+        reports.retain(|r| {
+            let Some(id) = r.stats.as_ref().and_then(|s| s.instance_id.clone()) else {
+                return true;
+            };
+            let first = ids.insert(id);
+            if !first {
+                aliases.push(r.address.clone());
+            }
+            first
+        });
+        if let Ok(mut known) = self.aliases.lock() {
+            known.extend(
+                aliases
+                    .into_iter()
+                    .filter(|a| !self.config.servers.contains(a)),
+            );
+        }
     }
 
     /// Poll until no answer names an instance not yet polled (bounded rounds).
