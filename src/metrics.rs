@@ -88,6 +88,85 @@ impl Histogram {
     }
 }
 
+/// Why a client's input was refused: the `reason` label of `synckit_refusals_total`.
+/// Every refusal the admission layer (and the listeners) make is counted under one
+/// of these, so an operator sees which bound is being hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Nested deeper than `SYNCKIT_MAX_JSON_DEPTH`.
+    JsonDepth,
+    /// A NUL character in a string value or key.
+    Nul,
+    /// A client vector clock with too many entries, or an entry that is not a
+    /// non-negative integer within the JavaScript safe range.
+    ClockInvalid,
+    /// The document's vector clock is full (`SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT`).
+    ClockFull,
+    /// Over the per-connection message rate.
+    RateLimited,
+    /// A logical message over `SYNCKIT_MAX_MESSAGE_BYTES`.
+    TooLarge,
+    /// A chunk before authentication.
+    ChunkUnauthenticated,
+    /// A malformed chunk, or one over the chunk bounds or the connection's budget.
+    ChunkInvalid,
+    /// An undecodable frame.
+    Undecodable,
+    /// An awareness update or leave for a client id another connection owns.
+    AwarenessNotOwner,
+    /// A subscription dropped because re-authentication no longer allows it.
+    SubscriptionRevoked,
+    /// A session closed because its token expired.
+    TokenExpired,
+    /// An admin-listener request without a valid admin credential.
+    AdminUnauthorized,
+    /// An admin-listener request whose `Host` is neither loopback nor configured.
+    AdminHost,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 14] = [
+        Refusal::JsonDepth,
+        Refusal::Nul,
+        Refusal::ClockInvalid,
+        Refusal::ClockFull,
+        Refusal::RateLimited,
+        Refusal::TooLarge,
+        Refusal::ChunkUnauthenticated,
+        Refusal::ChunkInvalid,
+        Refusal::Undecodable,
+        Refusal::AwarenessNotOwner,
+        Refusal::SubscriptionRevoked,
+        Refusal::TokenExpired,
+        Refusal::AdminUnauthorized,
+        Refusal::AdminHost,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::JsonDepth => "json_depth",
+            Refusal::Nul => "nul_character",
+            Refusal::ClockInvalid => "clock_invalid",
+            Refusal::ClockFull => "document_clock_full",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::TooLarge => "message_too_large",
+            Refusal::ChunkUnauthenticated => "chunk_unauthenticated",
+            Refusal::ChunkInvalid => "chunk_invalid",
+            Refusal::Undecodable => "undecodable",
+            Refusal::AwarenessNotOwner => "awareness_not_owner",
+            Refusal::SubscriptionRevoked => "subscription_revoked",
+            Refusal::TokenExpired => "token_expired",
+            Refusal::AdminUnauthorized => "admin_unauthorized",
+            Refusal::AdminHost => "admin_host",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub connections_accepted: Counter,
@@ -118,6 +197,8 @@ pub struct Metrics {
     pub resync_rounds: Counter,
     pub resync_fields: Counter,
     pub awareness_expired: Counter,
+    /// Refusals by reason (`synckit_refusals_total{reason}`).
+    refusals: [Counter; Refusal::ALL.len()],
     errors: Mutex<HashMap<String, u64>>,
     /// Authenticated connections per user id: `totalUsers` counts distinct users.
     users: Mutex<HashMap<String, usize>>,
@@ -130,6 +211,16 @@ impl Metrics {
 
     pub fn message_out(&self, kind: MessageType, n: u64) {
         self.messages_out[kind.index()].add(n);
+    }
+
+    /// Count one refusal.
+    pub fn refused(&self, reason: Refusal) {
+        self.refusals[reason.index()].inc();
+    }
+
+    /// Refusals so far for one reason.
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        self.refusals[reason.index()].get()
     }
 
     /// Count an `error` reply by its (catalogue) message. Messages that embed a
@@ -192,6 +283,20 @@ mod tests {
         assert_eq!(b[5], 1);
         assert_eq!(b[LATENCY_BUCKETS_MS.len()], 1);
         assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn refusals_are_counted_per_reason() {
+        let m = Metrics::default();
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "ALL is in declaration order");
+        }
+        m.refused(Refusal::Nul);
+        m.refused(Refusal::Nul);
+        m.refused(Refusal::JsonDepth);
+        assert_eq!(m.refusals(Refusal::Nul), 2);
+        assert_eq!(m.refusals(Refusal::JsonDepth), 1);
+        assert_eq!(m.refusals(Refusal::AdminHost), 0);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Stats {
     pub bytes: ByteStats,
     /// Error replies by (catalogue) message.
     pub errors: Option<BTreeMap<String, u64>>,
+    /// Refused client input by reason (README "Limits and refusals"), every reason
+    /// listed (0 included).
+    pub refusals: Option<BTreeMap<String, u64>>,
     pub acks_sent: Option<u64>,
     pub auth_failures: Option<u64>,
     pub broadcast: BroadcastStats,

@@ -18,6 +18,7 @@ use crate::awareness::{MemoryAwarenessStore, PostgresAwarenessStore, RedisAwaren
 use crate::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
 use crate::server::{Backends, Server, ServerConfig};
 use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, StorageAdapter};
+use crate::sync::admission::{Limits, MAX_JSON_DEPTH_SETTING};
 use crate::sync::SyncSettings;
 
 #[derive(Debug, Args)]
@@ -93,6 +94,23 @@ pub struct ServeArgs {
     /// Largest logical message (JSON payload) in bytes; larger ones get an error reply.
     #[arg(long, env = "SYNCKIT_MAX_MESSAGE_BYTES", default_value_t = 2_000_000)]
     pub max_message_bytes: usize,
+    /// Deepest JSON nesting of a message (the message object is level 1); deeper
+    /// messages get an error reply and nothing is applied. At most 100, so stored and
+    /// relayed copies stay readable.
+    #[arg(long, env = "SYNCKIT_MAX_JSON_DEPTH", default_value_t = crate::sync::admission::DEFAULT_MAX_JSON_DEPTH)]
+    pub max_json_depth: usize,
+    /// Vector-clock entries one write may carry (all its clocks together); more get an
+    /// error reply and nothing is applied.
+    #[arg(long, env = "SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE", default_value_t = crate::sync::admission::DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE)]
+    pub max_clock_entries_per_message: usize,
+    /// Vector-clock entries (distinct writers) a document may hold; a write that would
+    /// add more gets an error reply. Every field broadcast carries the whole clock.
+    #[arg(long, env = "SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT", default_value_t = crate::sync::admission::DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT)]
+    pub max_clock_entries_per_document: usize,
+    /// Each kind of refused input is logged at most once per connection per this
+    /// period (with the count it stands for).
+    #[arg(long, env = "SYNCKIT_REFUSAL_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub refusal_log_interval: Duration,
     /// Largest WebSocket frame in bytes; larger frames close the connection (1009).
     #[arg(long, env = "SYNCKIT_MAX_FRAME_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_frame_bytes: usize,
@@ -111,9 +129,26 @@ pub struct ServeArgs {
     /// Allowed CORS origins, comma-separated ("*" for any). Alias: SYNCKIT_CORS_ORIGINS.
     #[arg(long, env = "CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
-    /// Take the client IP from X-Forwarded-For / X-Real-IP (set false when not behind a proxy).
-    #[arg(long, env = "SYNCKIT_TRUST_PROXY_HEADERS", default_value = "true", value_parser = parse_bool)]
+    /// Behind a reverse proxy: take the client IP (per-IP limit, logs) from
+    /// X-Forwarded-For / X-Real-IP, believed only from SYNCKIT_TRUSTED_PROXIES.
+    #[arg(long, env = "SYNCKIT_TRUST_PROXY_HEADERS", default_value = "false", value_parser = parse_bool)]
     pub trust_proxy_headers: bool,
+    /// Networks of the trusted reverse proxies (comma-separated CIDRs or addresses).
+    /// The client is the right-most X-Forwarded-For entry outside them.
+    #[arg(
+        long,
+        env = "SYNCKIT_TRUSTED_PROXIES",
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub trusted_proxies: String,
+    /// Serve the admin listener's reads (/stats, /rooms, /maintenance, /admin/*)
+    /// without the admin credential. Only for a listener no one else can reach.
+    #[arg(long, env = "SYNCKIT_ADMIN_READS_OPEN", default_value = "false", value_parser = parse_bool)]
+    pub admin_reads_open: bool,
+    /// Host names the admin listener answers to besides loopback and its own address
+    /// (comma-separated; the Host header is checked to stop DNS rebinding).
+    #[arg(long, env = "SYNCKIT_ADMIN_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub admin_allowed_hosts: Vec<String>,
     /// List cached document ids in GET /health (leaks ids; off by default).
     #[arg(long, env = "SYNCKIT_HEALTH_LIST_DOCUMENTS", default_value = "false", value_parser = parse_bool)]
     pub health_list_documents: bool,
@@ -246,6 +281,12 @@ impl ServeArgs {
                 })
                 .unwrap_or_else(|| vec!["*".into()]);
         }
+        if !(1..=MAX_JSON_DEPTH_SETTING).contains(&self.max_json_depth) {
+            bail!("SYNCKIT_MAX_JSON_DEPTH must be between 1 and {MAX_JSON_DEPTH_SETTING} (stored and relayed copies wrap a value in a few more levels, and JSON readers stop at 128)");
+        }
+        if self.max_clock_entries_per_message == 0 || self.max_clock_entries_per_document == 0 {
+            bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE and SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT must be at least 1 (a write carries its writer's entry)");
+        }
         if self.heartbeat_interval.is_zero() {
             bail!("WS_HEARTBEAT_INTERVAL must be greater than zero");
         }
@@ -261,6 +302,12 @@ impl ServeArgs {
                 relay_crdt_ops: self.relay_crdt_ops,
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 awareness_timeout: self.awareness_timeout,
+                limits: Limits {
+                    max_json_depth: self.max_json_depth,
+                    max_clock_entries_per_message: self.max_clock_entries_per_message,
+                    max_clock_entries_per_document: self.max_clock_entries_per_document,
+                    refusal_log_interval: self.refusal_log_interval,
+                },
             },
             jwt: JwtSettings {
                 secret,
@@ -286,6 +333,15 @@ impl ServeArgs {
             awareness_sweep_interval: Duration::from_secs(5),
             cors_origins,
             trust_proxy_headers: self.trust_proxy_headers,
+            trusted_proxies: crate::server::proxy::parse_networks(&self.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
+            admin_reads_open: self.admin_reads_open,
+            admin_allowed_hosts: self
+                .admin_allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             demo_login: self.demo_login,
             test_mode: self.test_mode,
             health_list_documents: self.health_list_documents,

@@ -24,12 +24,35 @@ pub const AWARENESS_SUBSCRIBE_FAILED: &str = "Failed to subscribe to awareness";
 pub const AWARENESS_UPDATE_FAILED: &str = "Failed to update awareness";
 pub const WRITE_BACKLOG_FULL: &str = "Server write queue is full. Please retry.";
 pub const INTERNAL_ERROR: &str = "Internal server error";
+pub const NUL_CHARACTER: &str = "Message contains a NUL character";
+pub const INVALID_CLOCK: &str =
+    "Invalid vector clock: entries must be writer ids of 1-255 bytes with integer values from 0 to 9007199254740991, at most 4294967296 ahead of the document";
+pub const AWARENESS_NOT_OWNER: &str = "Awareness client id belongs to another connection";
+pub const SUBSCRIPTION_REVOKED: &str = "Subscription revoked: permission denied";
 
 pub const CODE_INVALID_MESSAGE: &str = "INVALID_MESSAGE";
 pub const CODE_RATE_LIMIT: &str = "RATE_LIMIT_EXCEEDED";
 pub const CODE_AUTH_REQUIRED: &str = "AUTH_REQUIRED";
 pub const CODE_ACCESS_DENIED: &str = "ACCESS_DENIED";
 pub const CODE_BACKLOG_FULL: &str = "WRITE_BACKLOG_FULL";
+pub const CODE_CLOCK_LIMIT: &str = "CLOCK_LIMIT";
+pub const CODE_NOT_OWNER: &str = "NOT_OWNER";
+pub const CODE_SUBSCRIPTION_REVOKED: &str = "SUBSCRIPTION_REVOKED";
+
+/// `Message nested too deeply (max <n> levels)`.
+pub fn nested_too_deeply(max: usize) -> String {
+    format!("Message nested too deeply (max {max} levels)")
+}
+
+/// `Vector clock too large (<n> entries, max <max>)`.
+pub fn clock_too_large(entries: usize, max: usize) -> String {
+    format!("Vector clock too large ({entries} entries, max {max})")
+}
+
+/// `Document vector clock is full (<max> entries)`.
+pub fn document_clock_full(max: usize) -> String {
+    format!("Document vector clock is full ({max} entries)")
+}
 
 /// `Message too large (<n> bytes, max <max>)`.
 pub fn message_too_large(size: usize, max: usize) -> String {
@@ -57,4 +80,5 @@ pub mod close {
     pub const MESSAGE_TOO_LARGE: &str = "Message too large";
     pub const HEARTBEAT_TIMEOUT: &str = "Heartbeat timeout";
     pub const SLOW_CLIENT: &str = "Client too slow";
+    pub const TOKEN_EXPIRED: &str = "Token expired";
 }

@@ -27,8 +27,14 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     pub awareness_sweep_interval: Duration,
     pub cors_origins: Vec<String>,
-    /// Trust `X-Forwarded-For` / `X-Real-IP` for the client IP (behind a proxy).
+    /// Trust `X-Forwarded-For` / `X-Real-IP` for the client IP (behind a proxy), and
+    /// only from these networks (see [`super::proxy`]).
     pub trust_proxy_headers: bool,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve the admin listener's reads without a credential (loopback-only hosts).
+    pub admin_reads_open: bool,
+    /// `Host` names the admin listener answers besides loopback and its own address.
+    pub admin_allowed_hosts: Vec<String>,
     pub demo_login: bool,
     pub test_mode: bool,
     pub health_list_documents: bool,
@@ -63,6 +69,7 @@ impl ServerConfig {
                 relay_crdt_ops: false,
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 awareness_timeout: Duration::from_secs(30),
+                limits: crate::sync::admission::Limits::default(),
             },
             jwt: JwtSettings {
                 secret: "test-secret-for-synckit-tests-0123456789".into(),
@@ -82,7 +89,11 @@ impl ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             awareness_sweep_interval: Duration::from_secs(5),
             cors_origins: vec!["*".into()],
+            // Tests stand in for clients behind a proxy on loopback.
             trust_proxy_headers: true,
+            trusted_proxies: super::proxy::loopback_networks(),
+            admin_reads_open: false,
+            admin_allowed_hosts: Vec::new(),
             demo_login: false,
             test_mode: false,
             health_list_documents: false,

@@ -156,6 +156,7 @@ pub async fn serve_socket(
                 }
                 peer.deliver(Outgoing::Ping);
                 session.touch();
+                session.sweep(Instant::now());
             }
             _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
                 break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));

@@ -9,12 +9,13 @@ pub mod connection;
 pub mod http;
 pub mod live;
 pub mod presence;
+pub mod proxy;
 pub mod registry;
 pub mod stats;
 pub mod watch;
 
 use std::future::IntoFuture;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -127,6 +128,7 @@ impl Server {
                 instance_id: config.sync.instance_id.clone(),
                 channels: Channels::new(config.channel_prefix.clone()),
                 max_cached_documents: config.max_cached_documents,
+                max_clock_entries: config.sync.limits.max_clock_entries_per_document,
             },
         );
         let sync = Arc::new(SyncService {
@@ -314,28 +316,6 @@ fn public_router(state: Arc<AppState>) -> Router {
     http::with_common_layers(router, &state.config).with_state(state)
 }
 
-/// The client IP for per-IP limits: first `X-Forwarded-For` entry, else `X-Real-IP`,
-/// else the peer address (TS order), when proxy headers are trusted.
-pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> IpAddr {
-    if trust_proxy {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        let real = || {
-            headers
-                .get("x-real-ip")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-        };
-        if let Some(ip) = forwarded.or_else(real) {
-            return ip;
-        }
-    }
-    peer.ip()
-}
-
 /// Socket read buffer per connection. tungstenite's default (128 KiB) would dominate
 /// the memory of an idle connection; SDK frames are small and larger ones just take
 /// a few more reads.
@@ -374,7 +354,12 @@ fn upgrade(
     if state.lifecycle() == Lifecycle::Draining {
         return http::unavailable("Server is shutting down");
     }
-    let ip = client_ip(&headers, peer, state.config.trust_proxy_headers);
+    let ip = proxy::client_ip(
+        &headers,
+        peer,
+        state.config.trust_proxy_headers,
+        &state.config.trusted_proxies,
+    );
     let user_agent = headers
         .get("user-agent")
         .and_then(|v| v.to_str().ok())

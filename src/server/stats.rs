@@ -22,7 +22,7 @@ use crate::admin_api::stats::{
     IpConnections, LatencyStats, MessageStats, PubSubStats,
 };
 use crate::admin_api::{FleetEntry, PeerStatus, PresenceMetadata, Stats};
-use crate::metrics::{Counter, LATENCY_BUCKETS_MS};
+use crate::metrics::{Counter, Refusal, LATENCY_BUCKETS_MS};
 use crate::protocol::MessageType;
 use crate::pubsub::PubSubState;
 use crate::sync::wall_clock_ms;
@@ -173,6 +173,12 @@ pub async fn collect(state: &AppState) -> Stats {
             outbound: Some(m.bytes_out.get()),
         },
         errors: Some(m.errors().into_iter().collect()),
+        refusals: Some(
+            Refusal::ALL
+                .iter()
+                .map(|r| (r.label().to_owned(), m.refusals(*r)))
+                .collect(),
+        ),
         acks_sent: Some(m.acks_sent.get()),
         auth_failures: Some(m.auth_failures.get()),
         broadcast: BroadcastStats {
@@ -506,6 +512,21 @@ pub const METRICS: &[MetricDef] = &[
         source: Source::Labeled {
             label: "type",
             series: |s| per_type(&s.messages.outbound),
+        },
+    },
+    MetricDef {
+        name: "refusals_total",
+        kind: Kind::Counter,
+        help: "Client input refused, by reason (README \"Limits and refusals\").",
+        source: Source::Labeled {
+            label: "reason",
+            series: |s| {
+                s.refusals
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), *v as f64))
+                    .collect()
+            },
         },
     },
     MetricDef {

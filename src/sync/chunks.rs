@@ -1,6 +1,7 @@
-//! Reassembly of `delta_batch_chunk` sets (PROTOCOL.md §7.10), with bounds: at most
-//! 1000 chunks per set, 16 open sets per connection, the reassembled size within the
-//! message limit, and sets dropped 30 s after their first chunk.
+//! Reassembly of `delta_batch_chunk` sets, with bounds: at most 1000 chunks per set,
+//! 16 open sets per connection, one byte budget (the message limit) shared by all of
+//! a connection's open sets, and sets dropped 30 s after their first chunk — checked
+//! on every chunk and by the session's timer, so an idle connection's sets go too.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,16 +33,26 @@ pub enum ChunkOutcome {
 }
 
 pub struct ChunkAssembler {
-    max_bytes: usize,
+    /// Decoded bytes all open sets may hold together.
+    budget: usize,
+    /// Decoded bytes the open sets hold now.
+    buffered: usize,
     sets: HashMap<String, ChunkSet>,
 }
 
 impl ChunkAssembler {
-    pub fn new(max_bytes: usize) -> ChunkAssembler {
+    pub fn new(budget: usize) -> ChunkAssembler {
         ChunkAssembler {
-            max_bytes,
+            budget,
+            buffered: 0,
             sets: HashMap::new(),
         }
+    }
+
+    fn drop_set(&mut self, id: &str) -> Option<ChunkSet> {
+        let set = self.sets.remove(id)?;
+        self.buffered -= set.bytes;
+        Some(set)
     }
 
     pub fn accept(&mut self, chunk: ChunkMessage, now: Instant) -> ChunkOutcome {
@@ -57,7 +68,7 @@ impl ChunkAssembler {
         let valid_shape = (1..=MAX_CHUNKS_PER_SET).contains(&total) && index < total;
         let decoded = base64::engine::general_purpose::STANDARD.decode(data.as_bytes());
         let (true, Ok(bytes)) = (valid_shape, decoded) else {
-            self.sets.remove(&id);
+            self.drop_set(&id);
             return ChunkOutcome::Invalid;
         };
         if !self.sets.contains_key(&id) && self.sets.len() >= MAX_OPEN_SETS {
@@ -70,25 +81,27 @@ impl ChunkAssembler {
             started: now,
         });
         if set.slots.len() as u64 != total {
-            self.sets.remove(&id);
+            self.drop_set(&id);
             return ChunkOutcome::Invalid;
         }
         let slot = &mut set.slots[index as usize];
         if let Some(previous) = slot.take() {
             set.bytes -= previous.len();
+            self.buffered -= previous.len();
             set.filled -= 1;
         }
         set.bytes += bytes.len();
+        self.buffered += bytes.len();
         set.filled += 1;
         *slot = Some(bytes);
-        if set.bytes > self.max_bytes {
-            self.sets.remove(&id);
+        if self.buffered > self.budget {
+            self.drop_set(&id);
             return ChunkOutcome::Invalid;
         }
         if set.filled < set.slots.len() {
             return ChunkOutcome::Pending;
         }
-        let Some(set) = self.sets.remove(&id) else {
+        let Some(set) = self.drop_set(&id) else {
             return ChunkOutcome::Invalid;
         };
         let mut out = Vec::with_capacity(set.bytes);
@@ -100,12 +113,24 @@ impl ChunkAssembler {
 
     /// Drop sets older than the TTL.
     pub fn sweep(&mut self, now: Instant) {
-        self.sets
-            .retain(|_, s| now.saturating_duration_since(s.started) < SET_TTL);
+        let mut freed = 0;
+        self.sets.retain(|_, s| {
+            let keep = now.saturating_duration_since(s.started) < SET_TTL;
+            if !keep {
+                freed += s.bytes;
+            }
+            keep
+        });
+        self.buffered -= freed;
     }
 
     pub fn open_sets(&self) -> usize {
         self.sets.len()
+    }
+
+    /// Decoded bytes held by the open sets.
+    pub fn buffered(&self) -> usize {
+        self.buffered
     }
 }
 
@@ -177,5 +202,35 @@ mod tests {
         );
         a.sweep(t + SET_TTL);
         assert_eq!(a.open_sets(), 0);
+        assert_eq!(a.buffered(), 0);
+    }
+
+    #[test]
+    fn one_budget_spans_every_open_set() {
+        let t = Instant::now();
+        let mut a = ChunkAssembler::new(10);
+        assert_eq!(
+            a.accept(chunk("a", 2, 0, b"1234"), t),
+            ChunkOutcome::Pending
+        );
+        assert_eq!(
+            a.accept(chunk("b", 2, 0, b"5678"), t),
+            ChunkOutcome::Pending
+        );
+        assert_eq!(a.buffered(), 8);
+        // A third set would take the connection past its budget: it is dropped, the
+        // others stay.
+        assert_eq!(a.accept(chunk("c", 2, 0, b"9ab"), t), ChunkOutcome::Invalid);
+        assert_eq!((a.open_sets(), a.buffered()), (2, 8));
+        // Replacing a slot does not count twice; completing a set frees its bytes.
+        assert_eq!(a.accept(chunk("a", 2, 0, b"12"), t), ChunkOutcome::Pending);
+        assert_eq!(a.buffered(), 6);
+        assert_eq!(
+            a.accept(chunk("a", 2, 1, b"34"), t),
+            ChunkOutcome::Complete(b"1234".to_vec())
+        );
+        assert_eq!((a.open_sets(), a.buffered()), (1, 4));
+        a.sweep(t + SET_TTL);
+        assert_eq!((a.open_sets(), a.buffered()), (0, 0));
     }
 }

@@ -65,6 +65,10 @@ impl VectorClock {
         changed
     }
 
+    pub fn contains(&self, writer: &str) -> bool {
+        self.0.contains_key(writer)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -17,6 +17,8 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::admission::{ClockRefusal, MAX_CLOCK_ADVANCE};
+use super::clock::VectorClock;
 use super::document::Document;
 use super::peer::{Outgoing, Peer};
 use super::text::TextState;
@@ -39,6 +41,8 @@ pub struct HubSettings {
     pub channels: Channels,
     /// Loaded documents kept in memory before idle ones are unloaded (LRU).
     pub max_cached_documents: usize,
+    /// Vector-clock entries a document may hold; writes adding more are refused.
+    pub max_clock_entries: usize,
 }
 
 /// A subscriber list, copied on change so a flush can iterate it without the lock.
@@ -140,6 +144,8 @@ pub struct Applied {
     pub ticket: PersistTicket,
     /// The merged text state, when the changes carried one.
     pub merged_text: Option<String>,
+    /// Set when the write's clock was refused: nothing was applied.
+    pub refused: Option<ClockRefusal>,
 }
 
 /// Summary of a live document, for stats and the admin API.
@@ -428,9 +434,18 @@ impl Hub {
             return Applied {
                 ticket: PersistTicket::done(Err(StorageError::BacklogFull(self.storage.backlog()))),
                 merged_text: None,
+                refused: None,
             };
         }
         let mut st = entry.lock();
+        if let Err(refusal) = check_clock(&st.doc.clock, &changes, self.settings.max_clock_entries)
+        {
+            return Applied {
+                ticket: PersistTicket::done(Ok(())),
+                merged_text: None,
+                refused: Some(refusal),
+            };
+        }
         let mut write = DocumentWrite {
             document_id: entry.id.clone(),
             changes: Vec::with_capacity(changes.fields.len()),
@@ -501,6 +516,7 @@ impl Hub {
         Applied {
             ticket,
             merged_text,
+            refused: None,
         }
     }
 
@@ -857,6 +873,42 @@ impl Hub {
     }
 }
 
+/// Whether a write's clock may be merged: it adds no entries past `max_entries`
+/// (its writers and the writers its clocks name that the document does not know),
+/// and no entry leads the document's largest counter by more than
+/// [`MAX_CLOCK_ADVANCE`]. Checked before anything is applied.
+fn check_clock(
+    clock: &VectorClock,
+    changes: &Changes<'_>,
+    max_entries: usize,
+) -> Result<(), ClockRefusal> {
+    let highest = clock.iter().map(|(_, v)| *v).max().unwrap_or(0);
+    let limit = highest.saturating_add(MAX_CLOCK_ADVANCE);
+    if changes
+        .clocks
+        .iter()
+        .flat_map(|c| c.values())
+        .any(|v| v.as_u64().is_some_and(|v| v > limit))
+    {
+        return Err(ClockRefusal::Advance);
+    }
+    let mut new: HashSet<&str> = HashSet::new();
+    let writers = changes.fields.iter().map(|f| f.writer.as_str());
+    let named = changes
+        .clocks
+        .iter()
+        .flat_map(|c| c.keys().map(String::as_str));
+    for writer in writers.chain(named) {
+        if !clock.contains(writer) {
+            new.insert(writer);
+        }
+    }
+    if !new.is_empty() && clock.len() + new.len() > max_entries {
+        return Err(ClockRefusal::Full { limit: max_entries });
+    }
+    Ok(())
+}
+
 fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
     if list.iter().any(|p| p.conn_id == peer.conn_id) {
         return false;
@@ -901,6 +953,7 @@ mod tests {
                 instance_id: "test".into(),
                 channels: Channels::new("synckit:"),
                 max_cached_documents,
+                max_clock_entries: 3,
             },
         );
         hub
@@ -938,6 +991,48 @@ mod tests {
         assert!(hub.get("doc-4").is_some());
         assert!(hub.get("doc-5").is_none(), "next oldest idle goes");
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_full_document_clock_refuses_new_writers_before_applying() {
+        let hub = hub(10);
+        let entry = hub.open("d").await.expect("open");
+        let write = |writer: &str| Changes {
+            fields: vec![FieldWrite {
+                field: writer.into(),
+                value: Value::from(1),
+                writer: writer.into(),
+            }],
+            ..Changes::default()
+        };
+        for w in ["a", "b", "c"] {
+            assert_eq!(hub.apply(&entry, write(w), 0).refused, None);
+        }
+        let refused = hub.apply(&entry, write("d"), 0);
+        assert_eq!(refused.refused, Some(ClockRefusal::Full { limit: 3 }));
+        assert!(
+            !hub.snapshot(&entry).state.contains_key("d"),
+            "nothing applied"
+        );
+        // Known writers keep writing; a clock naming only known writers merges.
+        let known = serde_json::json!({"a": 5});
+        let mut again = write("a");
+        again.clocks = vec![known.as_object().expect("object")];
+        assert_eq!(hub.apply(&entry, again, 0).refused, None);
+        // A clock naming a new writer counts against the cap too.
+        let unknown = serde_json::json!({"zz": 1});
+        let mut named = write("b");
+        named.clocks = vec![unknown.as_object().expect("object")];
+        assert!(hub.apply(&entry, named, 0).refused.is_some());
+        // A jump far past the document's counters would freeze max(clock).
+        let jump = serde_json::json!({"a": MAX_CLOCK_ADVANCE + 100});
+        let mut far = write("a");
+        far.clocks = vec![jump.as_object().expect("object")];
+        assert_eq!(
+            hub.apply(&entry, far, 0).refused,
+            Some(ClockRefusal::Advance)
+        );
+        assert_eq!(hub.snapshot(&entry).clock["a"], serde_json::json!(6));
     }
 
     #[tokio::test]

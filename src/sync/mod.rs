@@ -2,6 +2,7 @@
 //! the per-connection session state machine. Nothing here owns a socket; sessions
 //! talk to their connection through a bounded outbox ([`peer::Peer`]).
 
+pub mod admission;
 pub mod chunks;
 pub mod clock;
 pub mod document;
@@ -55,6 +56,8 @@ pub struct SyncSettings {
     pub relay_crdt_ops: bool,
     pub instance_id: String,
     pub awareness_timeout: Duration,
+    /// The admission layer's bounds (README "Limits and refusals").
+    pub limits: admission::Limits,
 }
 
 /// What every session shares.

@@ -14,6 +14,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::admission::{self, RefusalLog, Refused};
 use super::chunks::{ChunkAssembler, ChunkOutcome};
 use super::hub::{Changes, DocEntry, FieldWrite};
 use super::peer::{Outgoing, Peer};
@@ -21,6 +22,7 @@ use super::rate_limit::RateLimiter;
 use super::{playground_allows, wall_clock_ms, SyncService};
 use crate::auth::{Identity, TokenKind};
 use crate::awareness::{AwarenessUpdate, SetOutcome};
+use crate::metrics::Refusal;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::errors::{self as err, close};
 use crate::protocol::message::{
@@ -60,6 +62,9 @@ pub struct Session {
     /// Documents whose awareness this connection subscribed to.
     awareness_documents: HashSet<Arc<str>>,
     rate: RateLimiter,
+    /// When the last rate-limit error reply went out.
+    last_rate_reply: Option<Instant>,
+    refusal_log: RefusalLog,
     chunks: ChunkAssembler,
     /// Writer id for writes that name no client: unique across instances and restarts.
     writer_id: String,
@@ -90,6 +95,7 @@ impl Session {
         let writer_id = format!("srv-{short}-{}", peer.conn_id);
         let rate = RateLimiter::new(svc.settings.max_messages_per_minute, Instant::now());
         let chunks = ChunkAssembler::new(svc.settings.max_message_bytes);
+        let refusal_log = RefusalLog::new(svc.settings.limits.refusal_log_interval);
         Session {
             svc,
             peer,
@@ -100,6 +106,8 @@ impl Session {
             documents: HashSet::new(),
             awareness_documents: HashSet::new(),
             rate,
+            last_rate_reply: None,
+            refusal_log,
             chunks,
             writer_id,
             pending_acks: FuturesOrdered::new(),
@@ -225,72 +233,56 @@ impl Session {
         bytes: &[u8],
         allow_chunks: bool,
     ) -> Result<(), CloseRequest> {
+        let now = Instant::now();
         let raw = match decode_frame(is_text, bytes) {
             Ok(raw) => raw,
-            Err(DecodeError::UnknownType(name)) => {
-                self.svc.metrics.invalid_frames.inc();
-                self.reply(&ServerMessage::error_with_code(
-                    err::invalid_message_type(&name),
-                    err::CODE_INVALID_MESSAGE,
-                ))
-                .await;
-                return Ok(());
-            }
             Err(e) => {
+                // Garbage costs the sender its rate like any message, so a flood of it
+                // is answered at the rate-limit's pace, not frame for frame.
                 self.svc.metrics.invalid_frames.inc();
-                tracing::debug!(conn_id = self.peer.conn_id, error = %e, "undecodable frame");
-                self.error(err::INVALID_MESSAGE_FORMAT).await;
+                if !self.rate.allow(now) {
+                    self.rate_limited(now).await;
+                    return Ok(());
+                }
+                self.note_refusal(Refusal::Undecodable, now, &e);
+                let reply = match e {
+                    DecodeError::UnknownType(name) => ServerMessage::error_with_code(
+                        err::invalid_message_type(&name),
+                        err::CODE_INVALID_MESSAGE,
+                    ),
+                    _ => ServerMessage::error(err::INVALID_MESSAGE_FORMAT, None),
+                };
+                self.reply(&reply).await;
                 return Ok(());
             }
         };
         let kind = raw.kind;
         if kind == MessageType::DeltaBatchChunk {
-            // Chunks bypass the rate limit (TS); a chunk inside a chunk set is refused.
-            self.svc.metrics.message_in(kind);
-            let Ok(ClientMessage::DeltaBatchChunk(chunk)) = ClientMessage::parse(raw) else {
-                self.error(err::INVALID_CHUNK).await;
-                return Ok(());
-            };
-            if !allow_chunks {
-                self.error(err::INVALID_CHUNK).await;
-                return Ok(());
-            }
-            return match self.chunks.accept(chunk, Instant::now()) {
-                ChunkOutcome::Pending => Ok(()),
-                ChunkOutcome::Invalid => {
-                    self.error(err::INVALID_CHUNK).await;
-                    Ok(())
-                }
-                ChunkOutcome::Complete(whole) => {
-                    let is_text = whole.first() == Some(&b'{');
-                    Box::pin(self.handle_bytes(is_text, &whole, false)).await
-                }
-            };
+            return self.on_chunk(raw, allow_chunks, now).await;
         }
         let counted = !matches!(kind, MessageType::Ping | MessageType::Pong);
-        if counted && !self.rate.allow(Instant::now()) {
-            self.svc.metrics.rate_limited.inc();
-            tracing::warn!(
-                conn_id = self.peer.conn_id,
-                "[SECURITY] Rate limit exceeded for connection: conn-{}",
-                self.peer.conn_id
-            );
-            self.reply(&ServerMessage::error_with_code(
-                err::RATE_LIMITED,
-                err::CODE_RATE_LIMIT,
-            ))
-            .await;
+        if counted && !self.rate.allow(now) {
+            self.rate_limited(now).await;
             return Ok(());
         }
+        let limits = &self.svc.settings.limits;
         if raw.payload_len > self.svc.settings.max_message_bytes {
-            self.reply(&ServerMessage::error_with_code(
-                err::message_too_large(raw.payload_len, self.svc.settings.max_message_bytes),
-                err::CODE_INVALID_MESSAGE,
-            ))
-            .await;
+            let refused = Refused {
+                reason: Refusal::TooLarge,
+                error: err::message_too_large(raw.payload_len, self.svc.settings.max_message_bytes),
+                code: err::CODE_INVALID_MESSAGE,
+            };
+            // The TS reply carries no document id.
+            self.refuse(refused, &Map::new(), now).await;
             return Ok(());
         }
+        if let Err(refused) = admission::check_shape(&raw.body, limits.max_json_depth) {
+            self.refuse(refused, &raw.body, now).await;
+            return Ok(());
+        }
+        let max_clock_entries = limits.max_clock_entries_per_message;
         let request_id = raw.id.clone();
+        let document_id = raw.body.get("documentId").cloned();
         let msg = match ClientMessage::parse(raw) {
             Ok(msg) => msg,
             Err(ParseError::NotClientSendable(t)) => {
@@ -302,8 +294,124 @@ impl Session {
                 return Ok(());
             }
         };
+        if let Err(refused) = admission::check_clocks(&msg, max_clock_entries) {
+            let mut context = Map::new();
+            if let Some(id) = document_id {
+                context.insert("documentId".into(), id);
+            }
+            self.refuse(refused, &context, now).await;
+            return Ok(());
+        }
         self.svc.metrics.message_in(kind);
         self.dispatch(msg, request_id).await
+    }
+
+    /// A `delta_batch_chunk`: only after auth, counted by the rate limit, held within
+    /// the connection's chunk budget; a completed set is handled as one message (it
+    /// passes every check of its own, and may not contain another chunk).
+    async fn on_chunk(
+        &mut self,
+        raw: crate::protocol::RawMessage,
+        allow_chunks: bool,
+        now: Instant,
+    ) -> Result<(), CloseRequest> {
+        if self.identity.is_none() {
+            let refused = Refused {
+                reason: Refusal::ChunkUnauthenticated,
+                error: err::NOT_AUTHENTICATED.into(),
+                code: err::CODE_AUTH_REQUIRED,
+            };
+            self.refuse(refused, &Map::new(), now).await;
+            return Ok(());
+        }
+        if !self.rate.allow(now) {
+            self.rate_limited(now).await;
+            return Ok(());
+        }
+        self.svc.metrics.message_in(MessageType::DeltaBatchChunk);
+        let outcome = match ClientMessage::parse(raw) {
+            Ok(ClientMessage::DeltaBatchChunk(chunk)) if allow_chunks => {
+                self.chunks.accept(chunk, now)
+            }
+            _ => ChunkOutcome::Invalid,
+        };
+        match outcome {
+            ChunkOutcome::Pending => Ok(()),
+            ChunkOutcome::Invalid => {
+                let refused = Refused {
+                    reason: Refusal::ChunkInvalid,
+                    error: err::INVALID_CHUNK.into(),
+                    code: err::CODE_INVALID_MESSAGE,
+                };
+                self.refuse_without_code(refused, now).await;
+                Ok(())
+            }
+            ChunkOutcome::Complete(whole) => {
+                let is_text = whole.first() == Some(&b'{');
+                Box::pin(self.handle_bytes(is_text, &whole, false)).await
+            }
+        }
+    }
+
+    /// Timer work: drop chunk sets past their TTL even when no chunk arrives.
+    pub fn sweep(&mut self, now: Instant) {
+        self.chunks.sweep(now);
+    }
+
+    /// Count a refusal and log it, at most once per reason per log interval.
+    fn note_refusal(&mut self, reason: Refusal, now: Instant, detail: &dyn std::fmt::Display) {
+        self.svc.metrics.refused(reason);
+        if let Some(suppressed) = self.refusal_log.admit(reason, now) {
+            tracing::warn!(
+                conn_id = self.peer.conn_id,
+                ip = %self.ip,
+                reason = reason.label(),
+                suppressed,
+                detail = %detail,
+                "[SECURITY] client input refused"
+            );
+        }
+    }
+
+    /// Refuse a message: count, log (throttled) and answer with the named error,
+    /// `details: {code, documentId?}`.
+    async fn refuse(&mut self, refused: Refused, context: &Map<String, Value>, now: Instant) {
+        self.note_refusal(refused.reason, now, &refused.error);
+        let mut details = Map::new();
+        details.insert("code".into(), Value::String(refused.code.into()));
+        if let Some(id @ Value::String(_)) = context.get("documentId") {
+            details.insert("documentId".into(), id.clone());
+        }
+        self.reply(&ServerMessage::error(
+            refused.error,
+            Some(Value::Object(details)),
+        ))
+        .await;
+    }
+
+    /// Refuse with the bare TS error (no `details`), for errors TS sends that way.
+    async fn refuse_without_code(&mut self, refused: Refused, now: Instant) {
+        self.note_refusal(refused.reason, now, &refused.error);
+        self.error(refused.error).await;
+    }
+
+    /// Over the rate limit: the message is dropped; the error reply goes out at most
+    /// once per [`admission::RATE_LIMIT_REPLY_INTERVAL`] so a flood is not answered
+    /// message for message.
+    async fn rate_limited(&mut self, now: Instant) {
+        self.svc.metrics.rate_limited.inc();
+        self.note_refusal(Refusal::RateLimited, now, &"rate limit exceeded");
+        let due = self.last_rate_reply.is_none_or(|t| {
+            now.saturating_duration_since(t) >= admission::RATE_LIMIT_REPLY_INTERVAL
+        });
+        if due {
+            self.last_rate_reply = Some(now);
+            self.reply(&ServerMessage::error_with_code(
+                err::RATE_LIMITED,
+                err::CODE_RATE_LIMIT,
+            ))
+            .await;
+        }
     }
 
     async fn dispatch(
@@ -565,20 +673,9 @@ impl Session {
         else {
             return;
         };
-        let id = entry.id.to_string();
-        if let Some(clock) = &vector_clock {
-            let applied = self.svc.hub.apply(
-                &entry,
-                Changes {
-                    clocks: vec![clock],
-                    ..Changes::default()
-                },
-                wall_clock_ms(),
-            );
-            if let Err(e) = applied.ticket.wait().await {
-                tracing::warn!(document_id = %id, error = %e, "could not persist merged clock");
-            }
-        }
+        // The client's clock is not merged: a read never changes the document (any
+        // reader could otherwise inflate the clock every broadcast carries).
+        let _ = vector_clock;
         self.send_sync_response(&entry, request_id).await;
     }
 
@@ -678,6 +775,10 @@ impl Session {
             },
             wall_clock_ms(),
         );
+        if let Some(refusal) = applied.refused {
+            self.refuse_clock(refusal, &id).await;
+            return;
+        }
         let message_id = message_id.unwrap_or_else(|| next_message_id(wall_clock_ms()));
         self.ack_when_durable(vec![applied.ticket], message_id, id, err::DELTA_FAILED);
     }
@@ -751,6 +852,10 @@ impl Session {
             },
             now,
         );
+        if let Some(refusal) = applied.refused {
+            self.refuse_clock(refusal, &id).await;
+            return;
+        }
         tickets.push(applied.ticket);
         // Text states, each merged into its target document (the op's own
         // documentId, which needs write permission too) and relayed to the others.
@@ -802,6 +907,14 @@ impl Session {
         }
         let message_id = message_id.unwrap_or_else(|| next_message_id(now));
         self.ack_when_durable(tickets, message_id, id.to_string(), err::DELTA_BATCH_FAILED);
+    }
+
+    /// The hub refused a write's clock: nothing was applied, nothing is acked.
+    async fn refuse_clock(&mut self, refusal: admission::ClockRefusal, document_id: &str) {
+        let mut context = Map::new();
+        context.insert("documentId".into(), Value::String(document_id.into()));
+        self.refuse(refusal.refused(), &context, Instant::now())
+            .await;
     }
 
     /// Send ops to the document's other subscribers at once and publish them.

@@ -53,10 +53,11 @@ async fn per_ip_limit_closes_the_excess_connection_with_1008() {
     let mut c = Client::connect_from(&server, "10.0.0.1", true).await;
     c.expect_close(1008, "Too many connections from your IP")
         .await;
-    // The first X-Forwarded-For entry is the client; other IPs are unaffected.
-    let mut d = Client::connect_from(&server, "10.0.0.2, 10.0.0.1", true).await;
+    // The right-most X-Forwarded-For entry outside the trusted proxies is the
+    // client (what a client puts before it proves nothing); other IPs are unaffected.
+    let mut d = Client::connect_from(&server, "10.0.0.1, 10.0.0.2", true).await;
     d.assert_alive().await;
-    let mut e = Client::connect_from(&server, "10.0.0.1, 10.0.0.2", true).await;
+    let mut e = Client::connect_from(&server, "10.0.0.2, 10.0.0.1", true).await;
     e.expect_close(1008, "Too many connections from your IP")
         .await;
     // A refused connection does not hold a slot; a closed one gives its slot back.
@@ -235,8 +236,14 @@ async fn rate_limit_rejects_excess_messages_but_never_pings() {
             json!({"code": "RATE_LIMIT_EXCEEDED"}),
         )
         .await;
-        // The rejected write was dropped: no ack, no broadcast.
+        // The rejected write was dropped: no ack, no broadcast. The next refusals
+        // within a second are silent (a flood gets no reply flood); after that the
+        // error is sent again.
         c.expect_silence(Duration::from_millis(120)).await;
+        c.send(json!({"type":"subscribe","documentId":"doc-rl"}))
+            .await;
+        c.expect_silence(Duration::from_millis(120)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         c.send(json!({"type":"subscribe","documentId":"doc-rl"}))
             .await;
         expect_error(

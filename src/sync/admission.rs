@@ -1,0 +1,369 @@
+//! The admission layer: the bounds every client message passes before it touches
+//! shared state (documents, clocks, awareness, chunk buffers), and how a refusal is
+//! answered, counted and logged. The README's "Limits and refusals" table lists each
+//! bound with its setting and what the client receives.
+//!
+//! Checks here are pure functions over a decoded message; the session calls them in
+//! order (rate, size, shape, clocks) and refuses the whole message on the first one
+//! that fails, so a refused write is never partly applied or broadcast.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::clock::MAX_SAFE_INTEGER;
+use crate::metrics::Refusal;
+use crate::protocol::errors as err;
+use crate::protocol::ClientMessage;
+
+/// Default nesting limit of an incoming message (the message object is level 1).
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 32;
+
+/// Highest depth an operator may configure. A value is later wrapped in envelopes
+/// (the stored row `{"fields":{…}}`, the relay `{"delta":{…}}`, `sync_response`,
+/// snapshots, a `delta_batch` relay) that add at most a handful of levels, and
+/// serde_json refuses to read anything deeper than 128: staying far below keeps
+/// every stored or relayed copy readable.
+pub const MAX_JSON_DEPTH_SETTING: usize = 100;
+
+/// Default cap on the vector-clock entries one message may carry (all its clocks).
+pub const DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE: usize = 1000;
+
+/// Default cap on a document's vector-clock entries (one per distinct writer): every
+/// field broadcast carries the whole clock, so this bounds each delta's size.
+pub const DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT: usize = 1000;
+
+/// Furthest a client clock entry may lead the document's largest counter. An honest
+/// client only ever moves its own entry one step per write; a jump to 2^53−1 would
+/// freeze `max(clock)`, which SDK 0.3.0 uses to order updates.
+pub const MAX_CLOCK_ADVANCE: u64 = 1 << 32;
+
+/// Default period of the refusal log: each reason is logged at most once per
+/// connection per period, with the number of refusals it stood for.
+pub const DEFAULT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Error replies to rate-limited messages are sent at most this often per
+/// connection; the others are dropped silently (a flood must not become a reply
+/// flood).
+pub const RATE_LIMIT_REPLY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The operator's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_json_depth: usize,
+    pub max_clock_entries_per_message: usize,
+    pub max_clock_entries_per_document: usize,
+    pub refusal_log_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            max_clock_entries_per_message: DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE,
+            max_clock_entries_per_document: DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT,
+            refusal_log_interval: DEFAULT_REFUSAL_LOG_INTERVAL,
+        }
+    }
+}
+
+/// A refused message: why (the metric label) and the `error` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Refusal,
+    pub error: String,
+    pub code: &'static str,
+}
+
+impl Refused {
+    fn new(reason: Refusal, error: impl Into<String>, code: &'static str) -> Refused {
+        Refused {
+            reason,
+            error: error.into(),
+            code,
+        }
+    }
+}
+
+/// Depth and NUL check of a whole message, without recursion: nested deeper than
+/// `max_depth` (the message object itself is level 1), or a NUL character in any
+/// string value or key, refuses the message. Work is linear in the message size,
+/// which the size limit bounds.
+pub fn check_shape(body: &Map<String, Value>, max_depth: usize) -> Result<(), Refused> {
+    let too_deep = || {
+        Refused::new(
+            Refusal::JsonDepth,
+            err::nested_too_deeply(max_depth),
+            err::CODE_INVALID_MESSAGE,
+        )
+    };
+    let nul = || Refused::new(Refusal::Nul, err::NUL_CHARACTER, err::CODE_INVALID_MESSAGE);
+    if max_depth == 0 {
+        return Err(too_deep());
+    }
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
+    for (key, value) in body {
+        if key.contains('\0') {
+            return Err(nul());
+        }
+        stack.push((value, 2));
+    }
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return Err(nul()),
+            Value::Array(items) if !items.is_empty() => {
+                if depth > max_depth {
+                    return Err(too_deep());
+                }
+                stack.extend(items.iter().map(|v| (v, depth + 1)));
+            }
+            Value::Object(map) if !map.is_empty() => {
+                if depth > max_depth {
+                    return Err(too_deep());
+                }
+                for (key, v) in map {
+                    if key.contains('\0') {
+                        return Err(nul());
+                    }
+                    stack.push((v, depth + 1));
+                }
+            }
+            // An empty container is one level, like a scalar inside its parent.
+            Value::Array(_) | Value::Object(_) if depth > max_depth => return Err(too_deep()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The client clocks a write carries: `delta.vectorClock` (or `clock`) and each
+/// `delta_batch` op's `clock`. `sync_request.vectorClock` is not among them: a read
+/// never changes the document.
+pub fn write_clocks(msg: &ClientMessage) -> Vec<&Map<String, Value>> {
+    match msg {
+        ClientMessage::Delta(d) => d.vector_clock.iter().collect(),
+        ClientMessage::DeltaBatch(b) => b
+            .deltas
+            .iter()
+            .flatten()
+            .filter_map(|op| op.get("clock").and_then(Value::as_object))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every clock entry a write carries: at most `max_entries` in all, each named by a
+/// writer id of 1–255 bytes with a non-negative integer value ≤ 2^53−1.
+pub fn check_clocks(msg: &ClientMessage, max_entries: usize) -> Result<(), Refused> {
+    let clocks = write_clocks(msg);
+    let entries: usize = clocks.iter().map(|c| c.len()).sum();
+    if entries > max_entries {
+        return Err(Refused::new(
+            Refusal::ClockInvalid,
+            err::clock_too_large(entries, max_entries),
+            err::CODE_CLOCK_LIMIT,
+        ));
+    }
+    let valid = |(writer, value): (&String, &Value)| {
+        !writer.is_empty()
+            && writer.len() <= super::session::MAX_WRITER_ID_LEN
+            && value.as_u64().is_some_and(|v| v <= MAX_SAFE_INTEGER)
+    };
+    if clocks.iter().all(|c| c.iter().all(valid)) {
+        Ok(())
+    } else {
+        Err(Refused::new(
+            Refusal::ClockInvalid,
+            err::INVALID_CLOCK,
+            err::CODE_CLOCK_LIMIT,
+        ))
+    }
+}
+
+/// Why the hub refused a write's clock (checked under the document lock, before
+/// anything is applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockRefusal {
+    /// The write would add entries past the per-document cap.
+    Full { limit: usize },
+    /// An entry leads the document's largest counter by more than [`MAX_CLOCK_ADVANCE`].
+    Advance,
+}
+
+impl ClockRefusal {
+    pub fn refused(self) -> Refused {
+        match self {
+            ClockRefusal::Full { limit } => Refused::new(
+                Refusal::ClockFull,
+                err::document_clock_full(limit),
+                err::CODE_CLOCK_LIMIT,
+            ),
+            ClockRefusal::Advance => Refused::new(
+                Refusal::ClockInvalid,
+                err::INVALID_CLOCK,
+                err::CODE_CLOCK_LIMIT,
+            ),
+        }
+    }
+}
+
+/// Logs each refusal reason at most once per connection per interval, carrying the
+/// count of the refusals it stands for, so a flood costs one line a minute.
+#[derive(Debug)]
+pub struct RefusalLog {
+    interval: Duration,
+    last: [Option<Instant>; Refusal::ALL.len()],
+    suppressed: [u64; Refusal::ALL.len()],
+}
+
+impl RefusalLog {
+    pub fn new(interval: Duration) -> RefusalLog {
+        RefusalLog {
+            interval,
+            last: [None; Refusal::ALL.len()],
+            suppressed: [0; Refusal::ALL.len()],
+        }
+    }
+
+    /// `Some(n)` when this refusal should be logged now, `n` being how many refusals
+    /// of the same reason were not logged since the last line; `None` to stay quiet.
+    pub fn admit(&mut self, reason: Refusal, now: Instant) -> Option<u64> {
+        let i = Refusal::ALL.iter().position(|r| *r == reason)?;
+        let due = self.last[i].is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
+        if due {
+            self.last[i] = Some(now);
+            Some(std::mem::take(&mut self.suppressed[i]))
+        } else {
+            self.suppressed[i] += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("object"),
+        }
+    }
+
+    /// `{"v": [[…[1]…]]}` with `levels` arrays: the message is `levels + 1` deep.
+    fn nested(levels: usize) -> Map<String, Value> {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = Value::Array(vec![v]);
+        }
+        body(json!({ "v": v }))
+    }
+
+    #[test]
+    fn depth_is_counted_from_the_message_object() {
+        assert_eq!(check_shape(&body(json!({"a": 1})), 1), Ok(()));
+        assert_eq!(check_shape(&nested(1), 2), Ok(()));
+        assert_eq!(check_shape(&nested(31), 32), Ok(()));
+        let e = check_shape(&nested(32), 32).expect_err("33 levels");
+        assert_eq!(e.reason, Refusal::JsonDepth);
+        // Empty containers count as a level too; objects like arrays.
+        assert!(check_shape(&body(json!({"a": {"b": {}}})), 2).is_err());
+        assert!(check_shape(&body(json!({"a": {"b": []}})), 3).is_ok());
+        assert!(check_shape(&body(json!({"a": {"b": {"c": 1}}})), 2).is_err());
+    }
+
+    #[test]
+    fn deep_input_does_not_recurse() {
+        // Far deeper than any stack could recurse through; built without recursion
+        // and dropped through serde_json's iterative drop.
+        let v = serde_json::from_str::<Value>(&format!("{}1{}", "[".repeat(120), "]".repeat(120)))
+            .expect("within serde's limit");
+        let m = body(json!({ "v": v }));
+        assert!(check_shape(&m, 32).is_err());
+        assert!(check_shape(&m, 200).is_ok());
+    }
+
+    #[test]
+    fn nul_is_refused_in_values_and_keys_at_any_depth() {
+        for bad in [
+            json!({"s": "a\u{0}b"}),
+            json!({"k\u{0}": 1}),
+            json!({"a": [{"b": ["x", "y\u{0}"]}]}),
+            json!({"a": {"deep\u{0}key": null}}),
+        ] {
+            let e = check_shape(&body(bad.clone()), 32).expect_err("NUL");
+            assert_eq!(e.reason, Refusal::Nul, "{bad}");
+        }
+        assert!(check_shape(&body(json!({"s": "a\u{1}b", "t": "\\u0000 as text"})), 32).is_ok());
+    }
+
+    fn delta(clock: Value) -> ClientMessage {
+        ClientMessage::Delta(crate::protocol::message::DeltaMessage {
+            document_id: Some("d".into()),
+            entries: Some(body(json!({"f": 1}))),
+            vector_clock: clock.as_object().cloned(),
+            client_id: None,
+            message_id: None,
+        })
+    }
+
+    #[test]
+    fn clocks_are_bounded_and_typed() {
+        assert!(check_clocks(&delta(json!({"a": 1, "b": 9007199254740991u64})), 2).is_ok());
+        assert_eq!(
+            check_clocks(&delta(json!({"a": 1, "b": 2, "c": 3})), 2)
+                .expect_err("3 entries")
+                .reason,
+            Refusal::ClockInvalid
+        );
+        for bad in [
+            json!({"a": 9007199254740992u64}),
+            json!({"a": -1}),
+            json!({"a": 1.5}),
+            json!({"a": "1"}),
+            json!({"": 1}),
+            json!({ "w".repeat(256): 1 }),
+        ] {
+            assert!(check_clocks(&delta(bad.clone()), 10).is_err(), "{bad}");
+        }
+        // Batch op clocks add up across ops.
+        let batch = ClientMessage::DeltaBatch(crate::protocol::message::DeltaBatchMessage {
+            document_id: Some("d".into()),
+            deltas: Some(vec![
+                json!({"field": "a", "value": 1, "clock": {"x": 1, "y": 1}}),
+                json!({"field": "b", "value": 1, "clock": {"z": 1}}),
+            ]),
+            message_id: None,
+        });
+        assert!(check_clocks(&batch, 3).is_ok());
+        assert!(check_clocks(&batch, 2).is_err());
+        // A read's clock is never checked (nor merged).
+        let read = ClientMessage::SyncRequest {
+            document_id: Some("d".into()),
+            vector_clock: body(json!({"a": -1})).into(),
+        };
+        assert!(check_clocks(&read, 0).is_ok());
+    }
+
+    #[test]
+    fn refusal_log_is_quiet_within_an_interval() {
+        let t = Instant::now();
+        let mut log = RefusalLog::new(Duration::from_secs(60));
+        assert_eq!(log.admit(Refusal::RateLimited, t), Some(0));
+        for _ in 0..5 {
+            assert_eq!(
+                log.admit(Refusal::RateLimited, t + Duration::from_secs(1)),
+                None
+            );
+        }
+        // Reasons are independent.
+        assert_eq!(log.admit(Refusal::Nul, t), Some(0));
+        assert_eq!(
+            log.admit(Refusal::RateLimited, t + Duration::from_secs(60)),
+            Some(5)
+        );
+    }
+}
