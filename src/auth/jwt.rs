@@ -2,7 +2,8 @@
 //!
 //! Accepts tokens from every upstream issuer: user id in `userId` or `sub`,
 //! `permissions` as an object or a JSON string, `exp`/`nbf` checked when present with
-//! no leeway, `iss`/`aud` checked only when configured. Tokens we issue carry
+//! no leeway and refused unless they are integers (a string or `null` there must not
+//! mean "never expires"), `iss`/`aud` required and checked when configured. Tokens we issue carry
 //! `typ` (`access`/`refresh`) so a refresh token is never accepted as an access token.
 
 use std::time::Duration;
@@ -71,6 +72,12 @@ pub enum AuthError {
         found: String,
         expected: &'static str,
     },
+    #[error("token claim {0} is not an integer number of seconds")]
+    BadTimeClaim(&'static str),
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
     #[error("unknown API key")]
     UnknownApiKey,
     #[error("could not sign token: {0}")]
@@ -106,8 +113,16 @@ impl Authenticator {
         validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
         validation.leeway = 0;
         validation.required_spec_claims.clear();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // Checked in `verify` with strict types: the library skips a claim it cannot
+        // read as a number, so `"exp":"1"` or `null` would never expire.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        if settings.issuer.is_some() {
+            validation.required_spec_claims.insert("iss".into());
+        }
+        if settings.audience.is_some() {
+            validation.required_spec_claims.insert("aud".into());
+        }
         match &settings.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -132,6 +147,14 @@ impl Authenticator {
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<VerifiedToken, AuthError> {
         let data = jsonwebtoken::decode::<Value>(token, &self.decoding, &self.validation)?;
         let claims = data.claims;
+        let expires_at = time_claim(&claims, "exp")?;
+        let now = now_secs();
+        if expires_at.is_some_and(|exp| exp <= now) {
+            return Err(AuthError::Expired);
+        }
+        if time_claim(&claims, "nbf")?.is_some_and(|nbf| nbf > now) {
+            return Err(AuthError::NotYetValid);
+        }
         let typ = claims.get("typ").and_then(Value::as_str);
         let kind_ok = match kind {
             TokenKind::Access => typ != Some(TokenKind::Refresh.claim()),
@@ -158,7 +181,7 @@ impl Authenticator {
                     .map(str::to_owned),
                 permissions: Permissions::from_claim(claims.get("permissions")),
             },
-            expires_at: claims.get("exp").and_then(Value::as_i64),
+            expires_at,
         })
     }
 
@@ -215,6 +238,26 @@ impl Authenticator {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(AuthError::Signing)
     }
+}
+
+/// A NumericDate claim (`exp`, `nbf`): absent is fine; present, it must be an
+/// integer (negative ones are simply in the past).
+fn time_claim(claims: &Value, name: &'static str) -> Result<Option<i64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_u64().map(|_| i64::MAX))
+            .map(Some)
+            .ok_or(AuthError::BadTimeClaim(name)),
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Compare without an early exit so key lookups do not leak a prefix through timing.
@@ -314,6 +357,78 @@ mod tests {
             auth.verify(&nosub, TokenKind::Access),
             Err(AuthError::NoSubject)
         ));
+    }
+
+    #[test]
+    fn time_claims_must_be_integers_when_present() {
+        let auth = Authenticator::new(settings());
+        let token = |claims: Value| sign(Algorithm::HS256, claims, SECRET);
+        for bad in [
+            json!({"userId":"u","exp":"1"}),
+            json!({"userId":"u","exp":null}),
+            json!({"userId":"u","exp":true}),
+            json!({"userId":"u","exp":-1}),
+            json!({"userId":"u","exp":(now() + 60) as f64 + 0.5}),
+            json!({"userId":"u","nbf":"9999999999"}),
+            json!({"userId":"u","nbf":9_999_999_999i64}),
+            json!({"userId":"u","nbf":null}),
+            json!({"userId":"u","exp":now()}),
+        ] {
+            assert!(
+                auth.verify(&token(bad.clone()), TokenKind::Access).is_err(),
+                "{bad}"
+            );
+        }
+        for good in [
+            json!({"userId":"u","exp":now() + 60,"nbf":now()}),
+            json!({"userId":"u","exp":u64::MAX}),
+            json!({"userId":"u","nbf":0}),
+        ] {
+            assert!(
+                auth.verify(&token(good.clone()), TokenKind::Access).is_ok(),
+                "{good}"
+            );
+        }
+        let v = auth
+            .verify(
+                &token(json!({"userId":"u","exp":now() + 60})),
+                TokenKind::Access,
+            )
+            .expect("valid");
+        assert_eq!(v.expires_at, Some(now() + 60));
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let strict = Authenticator::new(JwtSettings {
+            issuer: Some("me".into()),
+            audience: Some("app".into()),
+            ..settings()
+        });
+        for claims in [
+            json!({"userId":"u"}),
+            json!({"userId":"u","iss":"me"}),
+            json!({"userId":"u","aud":"app"}),
+            json!({"userId":"u","iss":"me","aud":"other"}),
+        ] {
+            let t = sign(Algorithm::HS256, claims.clone(), SECRET);
+            assert!(strict.verify(&t, TokenKind::Access).is_err(), "{claims}");
+        }
+        let both = sign(
+            Algorithm::HS256,
+            json!({"userId":"u","iss":"me","aud":["x","app"]}),
+            SECRET,
+        );
+        assert!(strict.verify(&both, TokenKind::Access).is_ok());
+        let only_iss = Authenticator::new(JwtSettings {
+            issuer: Some("me".into()),
+            ..settings()
+        });
+        let t = sign(Algorithm::HS256, json!({"userId":"u","iss":"me"}), SECRET);
+        assert!(
+            only_iss.verify(&t, TokenKind::Access).is_ok(),
+            "aud not configured"
+        );
     }
 
     #[test]
