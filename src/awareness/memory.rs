@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{AwarenessEntry, AwarenessError, AwarenessStore, AwarenessUpdate, SetOutcome};
+use super::{
+    may_replace, AwarenessEntry, AwarenessError, AwarenessStore, AwarenessUpdate, SetOutcome,
+};
 
 /// Document id → client id → entry.
 type Documents = HashMap<String, HashMap<String, AwarenessEntry>>;
@@ -65,6 +67,11 @@ impl AwarenessStore for MemoryAwarenessStore {
     async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
         let mut docs = self.lock()?;
         let clients = docs.entry(update.document_id.clone()).or_default();
+        if let Some(existing) = clients.get(&update.client_id) {
+            if !may_replace(existing, &update, self.is_expired(existing, update.now_ms)) {
+                return Ok(SetOutcome::NotOwner);
+            }
+        }
         let Some(state) = update.state else {
             clients.remove(&update.client_id);
             if clients.is_empty() {
@@ -83,6 +90,7 @@ impl AwarenessStore for MemoryAwarenessStore {
                 document_id: update.document_id,
                 client_id: update.client_id,
                 connection_id: update.connection_id,
+                user_id: update.user_id,
                 state,
                 clock: update.clock,
                 last_seen_ms: update.now_ms,
@@ -153,6 +161,7 @@ mod tests {
             document_id: "d".into(),
             client_id: client.into(),
             connection_id: conn.into(),
+            user_id: "u".into(),
             state,
             clock,
             now_ms: now,

@@ -1,8 +1,16 @@
 //! Awareness (presence) store seam (PROTOCOL.md §7.13–§7.16).
 //!
 //! Rules every store implements: an update with `clock` ≤ the stored clock is stale
-//! and ignored; a `null` state (leave) always removes the entry; an entry expires
-//! `timeout` after its last accepted update.
+//! and ignored; a `null` state (leave) removes the entry whatever its clock; an entry
+//! expires `timeout` after its last accepted update.
+//!
+//! **Ownership.** An entry belongs to the connection (and user) that wrote it last.
+//! An update or leave from another connection of *another* user is refused
+//! ([`SetOutcome::NotOwner`]) while the entry is live, so no reader can replace or
+//! remove someone else's presence. The same user may take its entry over from
+//! another connection (a reconnect after a drop the server has not noticed yet),
+//! and an expired entry, a left one or one whose connection closed is free again.
+//! Shared stores (PostgreSQL, Redis) decide this atomically for the whole fleet.
 
 pub mod memory;
 pub mod postgres;
@@ -22,6 +30,9 @@ pub struct AwarenessEntry {
     pub client_id: String,
     /// Connection that last updated it, so its leaves can be sent when it closes.
     pub connection_id: String,
+    /// User of that connection; empty for entries relayed from another instance or
+    /// written by a server that records none.
+    pub user_id: String,
     pub state: Value,
     pub clock: u64,
     pub last_seen_ms: i64,
@@ -33,6 +44,8 @@ pub struct AwarenessUpdate {
     pub document_id: String,
     pub client_id: String,
     pub connection_id: String,
+    /// The connection's user (empty for a peer instance's relayed update).
+    pub user_id: String,
     /// `None` = leave.
     pub state: Option<Value>,
     pub clock: u64,
@@ -47,6 +60,14 @@ pub enum SetOutcome {
     Stale,
     /// A leave; the entry (if any) is gone. Broadcast it.
     Left,
+    /// A live entry of another connection and user: refused, nothing changed.
+    NotOwner,
+}
+
+/// Whether `update` may change or remove `stored` (see the module doc): its own
+/// connection, the same user, or an expired entry.
+pub fn may_replace(stored: &AwarenessEntry, update: &AwarenessUpdate, expired: bool) -> bool {
+    expired || stored.connection_id == update.connection_id || stored.user_id == update.user_id
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

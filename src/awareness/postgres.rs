@@ -36,8 +36,15 @@ use super::{AwarenessEntry, AwarenessError, AwarenessStore, AwarenessUpdate, Set
 /// Columns every listing returns, with `last_seen` converted back to epoch milliseconds.
 /// PostgreSQL ≥ 14 returns `EXTRACT` as an exact numeric; the cast rounds, which keeps
 /// the whole milliseconds we wrote even on older servers that return a double.
-const COLUMNS: &str = "document_id, client_id, connection_id, state, clock_value, \
+const COLUMNS: &str = "document_id, client_id, connection_id, user_id, state, clock_value, \
      (EXTRACT(EPOCH FROM last_seen) * 1000)::BIGINT AS last_seen_ms";
+
+/// The ownership rule in SQL (see the `awareness` module): the stored row may be
+/// replaced or removed by its own connection ($3), its user ($4), or once expired
+/// (last seen at or before the cutoff, $5 ms).
+const MAY_REPLACE: &str = "(awareness_states.connection_id = $3 \
+     OR awareness_states.user_id = $4 \
+     OR awareness_states.last_seen <= to_timestamp($5::BIGINT / 1000.0))";
 
 /// Deterministic order for listings that span documents.
 const ORDER: &str = r#"ORDER BY document_id COLLATE "C", client_id COLLATE "C""#;
@@ -70,6 +77,25 @@ impl PostgresAwarenessStore {
     }
 }
 
+impl PostgresAwarenessStore {
+    /// Whether the entry exists and this update may not replace it.
+    async fn exists(&self, update: &AwarenessUpdate) -> Result<bool, AwarenessError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM awareness_states \
+             WHERE document_id = $1 AND client_id = $2 AND NOT {MAY_REPLACE})"
+        );
+        sqlx::query_scalar(&sql)
+            .bind(&update.document_id)
+            .bind(&update.client_id)
+            .bind(&update.connection_id)
+            .bind(&update.user_id)
+            .bind(self.cutoff_ms(update.now_ms))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable("ownership check"))
+    }
+}
+
 /// Clamp epoch milliseconds into the range `to_timestamp` accepts.
 fn sql_ms(ms: i64) -> i64 {
     ms.clamp(MIN_SQL_MS, MAX_SQL_MS)
@@ -87,6 +113,7 @@ fn entry(row: &PgRow) -> Result<AwarenessEntry, sqlx::Error> {
         document_id: row.try_get("document_id")?,
         client_id: row.try_get("client_id")?,
         connection_id: row.try_get("connection_id")?,
+        user_id: row.try_get("user_id")?,
         state: row.try_get("state")?,
         // We never write a negative clock; a row written by hand with one reads as 0.
         clock: u64::try_from(clock).unwrap_or(0),
@@ -108,42 +135,62 @@ impl AwarenessStore for PostgresAwarenessStore {
     }
 
     async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
-        let Some(state) = update.state else {
-            // A leave wins whatever its clock and whether or not an entry exists.
-            sqlx::query("DELETE FROM awareness_states WHERE document_id = $1 AND client_id = $2")
+        let cutoff = self.cutoff_ms(update.now_ms);
+        let Some(state) = update.state.clone() else {
+            // A leave wins whatever its clock and whether or not an entry exists, but
+            // only over an entry this connection or user may replace.
+            let sql = format!(
+                "DELETE FROM awareness_states WHERE document_id = $1 AND client_id = $2 AND {MAY_REPLACE}"
+            );
+            let done = sqlx::query(&sql)
                 .bind(&update.document_id)
                 .bind(&update.client_id)
+                .bind(&update.connection_id)
+                .bind(&update.user_id)
+                .bind(cutoff)
                 .execute(&self.pool)
                 .await
                 .map_err(unavailable("leave"))?;
+            if done.rows_affected() == 0 && self.exists(&update).await? {
+                return Ok(SetOutcome::NotOwner);
+            }
             return Ok(SetOutcome::Left);
         };
-        // The conflict branch updates only when the stored clock is older; otherwise no
-        // row is affected and the update is stale (an equal clock is stale too).
-        let done = sqlx::query(
+        // The conflict branch updates only when the stored clock is older and the row
+        // may be replaced; otherwise no row is affected (stale, or not the owner).
+        let sql = format!(
             "INSERT INTO awareness_states \
-                 (document_id, client_id, connection_id, state, clock_value, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, to_timestamp($6::BIGINT / 1000.0)) \
+                 (document_id, client_id, connection_id, user_id, state, clock_value, last_seen) \
+             VALUES ($1, $2, $3, $4, $6, $7, to_timestamp($8::BIGINT / 1000.0)) \
              ON CONFLICT (document_id, client_id) DO UPDATE SET \
                  connection_id = EXCLUDED.connection_id, \
+                 user_id = EXCLUDED.user_id, \
                  state = EXCLUDED.state, \
                  clock_value = EXCLUDED.clock_value, \
                  last_seen = EXCLUDED.last_seen \
-             WHERE awareness_states.clock_value < EXCLUDED.clock_value",
-        )
-        .bind(&update.document_id)
-        .bind(&update.client_id)
-        .bind(&update.connection_id)
-        .bind(&state)
-        .bind(i64::try_from(update.clock).unwrap_or(i64::MAX))
-        .bind(sql_ms(update.now_ms))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable("set"))?;
-        Ok(if done.rows_affected() == 0 {
-            SetOutcome::Stale
+             WHERE awareness_states.clock_value < EXCLUDED.clock_value AND {MAY_REPLACE}"
+        );
+        let done = sqlx::query(&sql)
+            .bind(&update.document_id)
+            .bind(&update.client_id)
+            .bind(&update.connection_id)
+            .bind(&update.user_id)
+            .bind(cutoff)
+            .bind(&state)
+            .bind(i64::try_from(update.clock).unwrap_or(i64::MAX))
+            .bind(sql_ms(update.now_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("set"))?;
+        if done.rows_affected() != 0 {
+            return Ok(SetOutcome::Accepted);
+        }
+        // Not written: tell a foreign owner from a stale clock (the write itself
+        // was decided atomically above; this only names the outcome).
+        Ok(if self.exists(&update).await? {
+            SetOutcome::NotOwner
         } else {
-            SetOutcome::Accepted
+            SetOutcome::Stale
         })
     }
 

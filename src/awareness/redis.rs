@@ -6,13 +6,15 @@
 //!
 //! | Key | Type | Content |
 //! |---|---|---|
-//! | `<prefix>awareness:<documentId>` | hash | field = client id, value = JSON `{"documentId","clientId","state":{"clientId","state","clock","lastUpdated"},"clock","expiresAt","connectionId"}` (ms epochs) |
+//! | `<prefix>awareness:<documentId>` | hash | field = client id, value = JSON `{"documentId","clientId","state":{"clientId","state","clock","lastUpdated"},"clock","expiresAt","connectionId","userId"}` (ms epochs) |
 //! | `<prefix>awareness:expires:<documentId>` | sorted set | member = client id, score = `expiresAt` |
 //! | `<prefix>awareness:docs` | set | documents that currently have entries |
 //! | `<prefix>awareness-conn:<connectionId>` | set | `["documentId","clientId"]` pairs the connection wrote (ours, not C#'s) |
 //!
 //! Differences from C#, all invisible to a C# reader:
 //!
+//! - **`userId`** (the owner, see the `awareness` module) is another extra key; the
+//!   set and leave scripts refuse a live entry of another connection and user.
 //! - **`connectionId`** is an extra key in the entry JSON (System.Text.Json ignores
 //!   unknown keys) because `remove_connection` must only remove entries a connection
 //!   wrote *last*. Entries written by C# have none and belong to no connection.
@@ -102,9 +104,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(200);
 const MIN_TTL_MS: i64 = 1_000;
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 60 * 60 * 1_000;
 
-/// Clock-ordered write. KEYS: hash, expiry zset, document set, connection index.
-/// ARGV: client id, clock, entry JSON, expiresAt, TTL ms, document id, index member.
-/// Returns 1 when stored, 0 when stale.
+/// Clock-ordered, owner-checked write. KEYS: hash, expiry zset, document set,
+/// connection index. ARGV: client id, clock, entry JSON, expiresAt, TTL ms, document
+/// id, index member, connection id, user id, now. Returns 1 when stored, 0 when
+/// stale, 2 when another connection and user own the live entry.
 ///
 /// An entry whose JSON cannot be read (not ours, not C#'s) is overwritten rather than
 /// blocking the client for good.
@@ -113,6 +116,12 @@ local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if stored then
   local ok, entry = pcall(cjson.decode, stored)
   if ok and type(entry) == 'table' then
+    local conn = entry['connectionId'] or ''
+    local user = entry['userId'] or ''
+    local expires = tonumber(entry['expiresAt']) or 0
+    if conn ~= ARGV[8] and user ~= ARGV[9] and expires > tonumber(ARGV[10]) then
+      return 2
+    end
     local clock = tonumber(entry['clock'])
     if clock and tonumber(ARGV[2]) <= clock then
       return 0
@@ -129,9 +138,22 @@ redis.call('PEXPIRE', KEYS[4], ARGV[5])
 return 1
 ";
 
-/// Leave: remove whatever is stored. KEYS: hash, zset, document set, the leaving
-/// connection's index. ARGV: client id, document id, index member.
+/// Leave: remove what is stored unless another connection and user own the live
+/// entry (then 2). KEYS: hash, zset, document set, the leaving connection's index.
+/// ARGV: client id, document id, index member, connection id, user id, now.
 const LEAVE_LUA: &str = r"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local ok, entry = pcall(cjson.decode, stored)
+  if ok and type(entry) == 'table' then
+    local conn = entry['connectionId'] or ''
+    local user = entry['userId'] or ''
+    local expires = tonumber(entry['expiresAt']) or 0
+    if conn ~= ARGV[4] and user ~= ARGV[5] and expires > tonumber(ARGV[6]) then
+      return 2
+    end
+  end
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[3])
@@ -215,6 +237,9 @@ struct StoredEntry {
     expires_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     connection_id: Option<String>,
+    /// Ours too: the owning user (see the `awareness` module's ownership rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -393,6 +418,7 @@ impl RedisAwarenessStore {
             document_id: document_id.to_owned(),
             client_id,
             connection_id: stored.connection_id.unwrap_or_default(),
+            user_id: stored.user_id.unwrap_or_default(),
             state: stored.state.state,
             clock: stored.clock,
             last_seen_ms,
@@ -490,8 +516,10 @@ impl AwarenessStore for RedisAwarenessStore {
         let member = index_member(doc, &update.client_id)?;
         let mut conn = self.conn.clone();
         let Some(state) = update.state else {
-            // A leave wins whatever its clock and whether or not an entry exists.
-            self.scripts
+            // A leave wins whatever its clock and whether or not an entry exists,
+            // over an entry this connection or user may replace.
+            let outcome: i64 = self
+                .scripts
                 .leave
                 .key(self.hash_key(doc))
                 .key(self.expires_key(doc))
@@ -500,10 +528,17 @@ impl AwarenessStore for RedisAwarenessStore {
                 .arg(&update.client_id)
                 .arg(doc)
                 .arg(&member)
-                .invoke_async::<()>(&mut conn)
+                .arg(&update.connection_id)
+                .arg(&update.user_id)
+                .arg(update.now_ms)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(redis_error("leave"))?;
-            return Ok(SetOutcome::Left);
+            return Ok(if outcome == 2 {
+                SetOutcome::NotOwner
+            } else {
+                SetOutcome::Left
+            });
         };
         let expires_at = update.now_ms.saturating_add(self.timeout_ms);
         let json = serde_json::to_string(&StoredEntry {
@@ -518,6 +553,7 @@ impl AwarenessStore for RedisAwarenessStore {
             clock: update.clock,
             expires_at,
             connection_id: Some(update.connection_id.clone()),
+            user_id: Some(update.user_id.clone()),
         })
         .map_err(|e| {
             AwarenessError::Unavailable(format!("Redis awareness: cannot encode an entry: {e}"))
@@ -536,13 +572,16 @@ impl AwarenessStore for RedisAwarenessStore {
             .arg(self.ttl_ms())
             .arg(doc)
             .arg(&member)
+            .arg(&update.connection_id)
+            .arg(&update.user_id)
+            .arg(update.now_ms)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error("set"))?;
-        Ok(if stored == 1 {
-            SetOutcome::Accepted
-        } else {
-            SetOutcome::Stale
+        Ok(match stored {
+            1 => SetOutcome::Accepted,
+            2 => SetOutcome::NotOwner,
+            _ => SetOutcome::Stale,
         })
     }
 

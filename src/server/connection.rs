@@ -29,6 +29,13 @@ pub const DISCONNECTED_BY_ADMIN: &str = "Disconnected by an administrator";
 /// How long a closing connection waits for its writer to send what is queued.
 const WRITER_DRAIN: Duration = Duration::from_secs(2);
 
+/// How long a closing connection keeps reading after its close frame, so the peer
+/// gets to read the close code (see [`linger`]).
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// A deadline far enough away to mean "none" (a year).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Drive one upgraded socket until it closes.
 pub async fn serve_socket(
     state: Arc<AppState>,
@@ -38,7 +45,7 @@ pub async fn serve_socket(
     query_token: Option<String>,
 ) {
     let metrics = state.sync.metrics.clone();
-    let _admission = match state.registry.admit(ip, &state.config) {
+    let admission = match state.registry.admit(ip, &state.config) {
         Ok(guard) => guard,
         Err((code, reason)) => {
             if reason == close::TOO_MANY_FROM_IP {
@@ -48,13 +55,14 @@ pub async fn serve_socket(
                 metrics.connections_rejected_capacity.inc();
                 tracing::warn!(%ip, "connection refused: server at maximum capacity");
             }
-            let mut socket = socket;
-            let _ = socket
+            let (mut sink, mut stream) = socket.split();
+            let _ = sink
                 .send(Message::Close(Some(CloseFrame {
                     code,
                     reason: Utf8Bytes::from_static(reason),
                 })))
                 .await;
+            linger(&mut stream).await;
             return;
         }
     };
@@ -97,11 +105,23 @@ pub async fn serve_socket(
     let mut last_received = Instant::now();
     let shutdown = state.connections_cancel.clone();
 
+    // The session ends when its token expires; re-authentication moves the deadline.
+    let never = Instant::now() + NO_DEADLINE;
+    let token_deadline = tokio::time::sleep_until(never);
+    tokio::pin!(token_deadline);
+    let mut expiry_shown: Option<i64> = None;
+
     // What the live-session entry last showed: it is refreshed only when these move.
     let mut shown: (Option<String>, usize) = (None, usize::MAX);
     let close_with: Option<(u16, &'static str)> = loop {
         if let Some(CloseRequest { code, reason }) = rejected_token {
             break Some((code, reason));
+        }
+        if session.expires_at_secs() != expiry_shown {
+            expiry_shown = session.expires_at_secs();
+            token_deadline
+                .as_mut()
+                .reset(expiry_shown.map_or(never, instant_at_epoch_secs));
         }
         let user = session.identity().map(|i| i.user_id.as_str());
         let subscribed = session.subscriptions().count();
@@ -161,6 +181,11 @@ pub async fn serve_socket(
             _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
                 break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
             }
+            _ = &mut token_deadline, if expiry_shown.is_some() => {
+                metrics.refused(crate::metrics::Refusal::TokenExpired);
+                tracing::info!(conn_id, "closing a session whose token expired");
+                break Some((close::POLICY, close::TOKEN_EXPIRED));
+            }
         }
     };
 
@@ -189,8 +214,40 @@ pub async fn serve_socket(
     drop(session);
     drop(peer);
     let _ = tokio::time::timeout(WRITER_DRAIN, writer).await;
+    // The connection is over for the server (its slot, its live entry, its gauge);
+    // only the socket waits for the peer to read the close.
+    drop(live);
+    drop(admission);
     metrics.connections_open.dec();
     tracing::debug!(conn_id, "connection closed");
+    if close_with.is_some() {
+        linger(&mut stream).await;
+    }
+}
+
+/// After our close frame: read and discard what the peer still sends until it
+/// answers the close (or goes away, or [`CLOSE_LINGER`] passes). Closing the socket
+/// with unread input makes the kernel send a reset, and a reset makes the peer's
+/// kernel drop our close frame before the client reads it: a client that was still
+/// sending would see 1006 instead of the code we sent.
+async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let drain = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+}
+
+/// The instant (on tokio's clock) of an epoch-seconds time, for token expiry.
+fn instant_at_epoch_secs(secs: i64) -> Instant {
+    let remaining_ms = secs
+        .saturating_mul(1000)
+        .saturating_sub(crate::sync::wall_clock_ms());
+    let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
+    Instant::now() + remaining.min(NO_DEADLINE)
 }
 
 /// Whether a read failed because a frame or message exceeded the configured limit

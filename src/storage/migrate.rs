@@ -69,6 +69,7 @@ const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
             "document_id",
             "client_id",
             "connection_id",
+            "user_id",
             "state",
             "clock_value",
             "last_seen",

@@ -350,6 +350,16 @@ impl Hub {
         }
     }
 
+    /// Remove an awareness subscription (the document one stays).
+    pub fn unsubscribe_awareness(&self, id: &str, conn_id: u64) {
+        if let Some(entry) = self.get(id) {
+            let mut st = entry.lock();
+            if remove_peer(&mut st.awareness_subscribers, conn_id) {
+                self.drop_interest_if_idle(&entry, &st);
+            }
+        }
+    }
+
     /// Forget a closed connection in every document it was in. Pending batches are
     /// kept: the other subscribers still get them (TS drops them; a bug).
     pub fn remove_peer<'a>(&self, conn_id: u64, documents: impl IntoIterator<Item = &'a str>) {

@@ -137,7 +137,7 @@ async fn accept_awareness(
         .set(update)
         .await
         .map_err(|_| "awareness store failed")?;
-    Ok(outcome != SetOutcome::Stale)
+    Ok(matches!(outcome, SetOutcome::Accepted | SetOutcome::Left))
 }
 
 async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static str> {
@@ -224,6 +224,9 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
                         .and_then(Value::as_str)
                         .unwrap_or("unknown")
                 ),
+                // A peer's relayed update: its instance checked the client's rights;
+                // here it owns only what that peer's relays wrote.
+                user_id: String::new(),
                 state: state.clone(),
                 clock,
                 now_ms: now,
@@ -254,6 +257,7 @@ mod tests {
             document_id: "d".into(),
             client_id: "c".into(),
             connection_id: "remote:peer".into(),
+            user_id: String::new(),
             state,
             clock,
             now_ms: 1_000,

@@ -48,6 +48,9 @@ pub struct CloseRequest {
     pub reason: &'static str,
 }
 
+/// A verified identity and its token's expiry (epoch seconds), if any.
+type Credentials = (Identity, Option<i64>);
+
 type AckFuture = Pin<Box<dyn Future<Output = ServerMessage> + Send + Sync>>;
 
 pub struct Session {
@@ -56,6 +59,8 @@ pub struct Session {
     ip: String,
     user_agent: Option<String>,
     identity: Option<Identity>,
+    /// Expiry of the token behind `identity` (epoch seconds): the session ends then.
+    expires_at_secs: Option<i64>,
     encoding_fixed: bool,
     /// Documents this connection subscribed to (explicitly or by writing).
     documents: HashSet<Arc<str>>,
@@ -102,6 +107,7 @@ impl Session {
             ip,
             user_agent,
             identity,
+            expires_at_secs: None,
             encoding_fixed: false,
             documents: HashSet::new(),
             awareness_documents: HashSet::new(),
@@ -472,15 +478,15 @@ impl Session {
         &self,
         token: Option<&str>,
         api_key: Option<&str>,
-    ) -> Option<Result<Identity, crate::auth::AuthError>> {
+    ) -> Option<Result<Credentials, crate::auth::AuthError>> {
         match (token, api_key) {
             (Some(token), _) => Some(
                 self.svc
                     .auth
                     .verify(token, TokenKind::Access)
-                    .map(|v| v.identity),
+                    .map(|v| (v.identity, v.expires_at)),
             ),
-            (None, Some(key)) => Some(self.svc.auth.verify_api_key(key)),
+            (None, Some(key)) => Some(self.svc.auth.verify_api_key(key).map(|i| (i, None))),
             (None, None) => None,
         }
     }
@@ -494,14 +500,50 @@ impl Session {
         }
     }
 
-    async fn sign_in(&mut self, identity: Identity) {
+    async fn sign_in(&mut self, (identity, expires_at): Credentials) {
         tracing::debug!(conn_id = self.peer.conn_id, user_id = %identity.user_id, "authenticated");
+        self.expires_at_secs = expires_at;
         if let Some(previous) = self.identity.replace(identity) {
             if self.session_saved {
                 self.svc.metrics.user_left(&previous.user_id);
             }
         }
         self.persist_session().await;
+    }
+
+    /// After a re-authentication: drop every subscription the new permissions no
+    /// longer allow, telling the client which (`error "Subscription revoked: …"`
+    /// with `details {code, documentId}`), so old rights never outlive the token.
+    async fn recheck_subscriptions(&mut self) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        let revoked: Vec<Arc<str>> = self
+            .documents
+            .union(&self.awareness_documents)
+            .filter(|id| !identity.permissions.can_read(id))
+            .cloned()
+            .collect();
+        for id in revoked {
+            self.svc.hub.unsubscribe(&id, self.peer.conn_id);
+            self.svc.hub.unsubscribe_awareness(&id, self.peer.conn_id);
+            self.documents.remove(&id);
+            self.awareness_documents.remove(&id);
+            let mut context = Map::new();
+            context.insert("documentId".into(), Value::String(id.to_string()));
+            let refused = Refused {
+                reason: Refusal::SubscriptionRevoked,
+                error: err::SUBSCRIPTION_REVOKED.into(),
+                code: err::CODE_SUBSCRIPTION_REVOKED,
+            };
+            self.refuse(refused, &context, Instant::now()).await;
+        }
+    }
+
+    /// When the token this session authenticated with expires (epoch seconds);
+    /// `None` for API keys, anonymous sessions and tokens without `exp`.
+    pub fn expires_at_secs(&self) -> Option<i64> {
+        self.expires_at_secs
     }
 
     /// `?token=` on the upgrade: the same check as an `auth` message, but silent on
@@ -512,6 +554,7 @@ impl Session {
         match self.verify_credentials(Some(token), None) {
             Some(Ok(identity)) => {
                 self.sign_in(identity).await;
+                self.recheck_subscriptions().await;
                 Ok(())
             }
             Some(Err(e)) => Err(self.record_auth_failure(&e)),
@@ -546,14 +589,15 @@ impl Session {
                     reason: err::AUTHENTICATION_REQUIRED,
                 });
             }
-            None => Identity::anonymous(),
+            None => (Identity::anonymous(), None),
         };
         let msg = ServerMessage::AuthSuccess {
-            user_id: identity.user_id.clone(),
-            permissions: identity.permissions.to_body(),
+            user_id: identity.0.user_id.clone(),
+            permissions: identity.0.permissions.to_body(),
         };
         self.sign_in(identity).await;
         self.reply_with_id(&msg, request_id.as_deref()).await;
+        self.recheck_subscriptions().await;
         Ok(())
     }
 
@@ -1002,6 +1046,11 @@ impl Session {
                 document_id: id.clone(),
                 client_id: client_id.clone(),
                 connection_id: self.connection_key(),
+                user_id: self
+                    .identity
+                    .as_ref()
+                    .map(|i| i.user_id.clone())
+                    .unwrap_or_default(),
                 state: state.clone(),
                 clock,
                 now_ms: wall_clock_ms(),
@@ -1009,6 +1058,16 @@ impl Session {
             .await;
         match outcome {
             Ok(SetOutcome::Stale) => {}
+            Ok(SetOutcome::NotOwner) => {
+                let mut context = Map::new();
+                context.insert("documentId".into(), Value::String(id));
+                let refused = Refused {
+                    reason: Refusal::AwarenessNotOwner,
+                    error: err::AWARENESS_NOT_OWNER.into(),
+                    code: err::CODE_NOT_OWNER,
+                };
+                self.refuse(refused, &context, Instant::now()).await;
+            }
             Ok(SetOutcome::Accepted | SetOutcome::Left) => {
                 let msg = ServerMessage::AwarenessUpdate {
                     document_id: id.clone(),

@@ -39,6 +39,8 @@ fn update(
         document_id: doc.into(),
         client_id: client.into(),
         connection_id: conn.into(),
+        // One user for the clock checks; the ownership checks use `as_user`.
+        user_id: "u".into(),
         state,
         clock,
         now_ms: now,
@@ -96,6 +98,7 @@ async fn first_update_is_accepted_and_round_trips(s: Store) {
             document_id: "d".into(),
             client_id: "a".into(),
             connection_id: "c1".into(),
+            user_id: "u".into(),
             state,
             clock,
             last_seen_ms: T0,
@@ -234,6 +237,89 @@ async fn expired_entry_clock_stays_binding_until_pruned(s: Store) {
     assert_eq!(
         put(&s, "d", "a", "c1", 1, later + TIMEOUT_MS).await,
         SetOutcome::Accepted
+    );
+}
+
+/// `update` from another user's connection.
+fn as_user(mut u: AwarenessUpdate, user: &str) -> AwarenessUpdate {
+    u.user_id = user.into();
+    u
+}
+
+async fn another_users_connection_cannot_replace_or_remove_a_live_entry(s: Store) {
+    let alice = |conn: &str, state: Option<Value>, clock: u64, now: i64| {
+        as_user(
+            update("d", "alice-client", conn, state, clock, now),
+            "alice",
+        )
+    };
+    let mallory = |state: Option<Value>, clock: u64, now: i64| {
+        as_user(
+            update("d", "alice-client", "m1", state, clock, now),
+            "mallory",
+        )
+    };
+    assert_eq!(
+        set(&s, alice("a1", Some(json!({"x": 1})), 1, T0)).await,
+        SetOutcome::Accepted
+    );
+    let before = all(&s, "d", T0).await;
+    // Any clock, a state or a leave: refused, nothing changed.
+    for (state, clock) in [
+        (Some(json!({"spoof": true})), (1u64 << 53) - 1),
+        (Some(json!({"spoof": true})), 0),
+        (None, 0),
+    ] {
+        assert_eq!(
+            set(&s, mallory(state, clock, T0 + 1)).await,
+            SetOutcome::NotOwner
+        );
+    }
+    assert_eq!(all(&s, "d", T0 + 1).await, before);
+    // Alice's own updates still land.
+    assert_eq!(
+        set(&s, alice("a1", Some(json!({"x": 2})), 2, T0 + 2)).await,
+        SetOutcome::Accepted
+    );
+    // The same user on another connection (a reconnect) takes it over, clock rule
+    // still applying; the old connection of the same user may take it back.
+    assert_eq!(
+        set(&s, alice("a2", Some(json!({"x": 3})), 2, T0 + 3)).await,
+        SetOutcome::Stale
+    );
+    assert_eq!(
+        set(&s, alice("a2", Some(json!({"x": 3})), 3, T0 + 3)).await,
+        SetOutcome::Accepted
+    );
+    assert_eq!(all(&s, "d", T0 + 3).await[0].connection_id, "a2");
+    assert_eq!(all(&s, "d", T0 + 3).await[0].user_id, "alice");
+    assert_eq!(
+        set(&s, mallory(Some(json!({})), 9, T0 + 4)).await,
+        SetOutcome::NotOwner
+    );
+    // Expired, it is free for anyone (the clock rule holds until it is pruned).
+    let later = T0 + 3 + TIMEOUT_MS;
+    assert_eq!(
+        set(&s, mallory(Some(json!({"m": 1})), 9, later)).await,
+        SetOutcome::Accepted
+    );
+    assert_eq!(all(&s, "d", later).await[0].user_id, "mallory");
+    // And now it is mallory's: alice's live-user rule works both ways.
+    assert_eq!(
+        set(&s, alice("a2", None, 0, later + 1)).await,
+        SetOutcome::NotOwner
+    );
+    assert_eq!(set(&s, mallory(None, 0, later + 1)).await, SetOutcome::Left);
+    // After a leave the id is free again.
+    assert_eq!(
+        set(&s, alice("a3", Some(json!({})), 1, later + 2)).await,
+        SetOutcome::Accepted
+    );
+    // A connection's close removes only its own entries.
+    assert!(s.remove_connection("m1").await.expect("remove").is_empty());
+    assert_eq!(
+        keys(&s.remove_connection("a3").await.expect("remove")),
+        vec![key("d", "alice-client")]
     );
 }
 
@@ -551,6 +637,7 @@ conformance!(
     get_all_excludes_expired_entries,
     get_all_is_one_document_ordered_by_client_id,
     expired_entry_clock_stays_binding_until_pruned,
+    another_users_connection_cannot_replace_or_remove_a_live_entry,
     remove_connection_returns_exactly_its_entries,
     expired_lists_without_removing_at_the_edge,
     prune_expired_removes_exactly_the_expired,
@@ -615,6 +702,7 @@ mod redis_layout {
                 "clock": 42,
                 "expiresAt": expires_at,
                 "connectionId": "conn-7",
+                "userId": "u",
             })
         );
         let zset = format!("{p}awareness:expires:room:1");
@@ -693,6 +781,7 @@ mod redis_layout {
                 document_id: "d".into(),
                 client_id: "cs".into(),
                 connection_id: String::new(),
+                user_id: String::new(),
                 state: json!({"name": "C#"}),
                 clock: 9,
                 last_seen_ms: T0,

@@ -559,6 +559,13 @@ async fn token_auth_replaces_the_anonymous_identity_when_auth_is_disabled() {
         let m = auth(&mut c, &token).await;
         assert_eq!(m["type"], "auth_success", "{m}");
         assert_eq!(m["userId"], "narrow");
+        // The new token no longer reads doc-open: that subscription is dropped.
+        let m = c.recv().await;
+        assert_eq!(m["error"], "Subscription revoked: permission denied", "{m}");
+        assert_eq!(
+            m["details"],
+            json!({"code": "SUBSCRIPTION_REVOKED", "documentId": "doc-open"})
+        );
         sync(&mut c, "doc-a", "r1").await;
         c.send(json!({"type":"subscribe","documentId":"doc-open"}))
             .await;
