@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 
 use super::duration::parse_duration;
 use crate::auth::{Authenticator, JwtSettings};
+use crate::console::credential::Credential;
 use crate::console::feed::FeedConfig;
 use crate::console::{self, Options};
 
@@ -47,11 +48,11 @@ pub struct ConsoleArgs {
     /// a confirmation dialog. Read-only without it.
     #[arg(long)]
     pub allow_actions: bool,
-    /// Admin bearer token for actions (a JWT with isAdmin, or an API key).
+    /// Admin bearer token for reads and actions (a JWT with isAdmin, or an API key).
     #[arg(long, env = "SYNCKIT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Without --admin-token, actions use short-lived admin tokens signed with the
-    /// servers' secret (the same env file as `serve`).
+    /// Without --admin-token, reads and actions use short-lived admin tokens signed
+    /// with the servers' secret (the same env file as `serve`).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     #[arg(long, env = "JWT_ISSUER")]
@@ -98,11 +99,10 @@ impl ConsoleArgs {
                 database_url: non_empty(&self.database_url),
                 redis_url: non_empty(&self.redis_url),
                 channel_prefix: self.channel_prefix.clone(),
+                credential: Credential::new(non_empty(&self.admin_token), minter),
             },
             refresh: self.refresh.max(Duration::from_millis(100)),
             allow_actions: self.allow_actions,
-            admin_token: non_empty(&self.admin_token),
-            minter,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod action;
 pub mod app;
+pub mod credential;
 pub mod event;
 pub mod feed;
 pub mod model;
@@ -39,35 +40,18 @@ pub struct Options {
     pub feed: FeedConfig,
     pub refresh: Duration,
     pub allow_actions: bool,
-    /// Bearer token for actions, when given.
-    pub admin_token: Option<String>,
-    /// Otherwise tokens are minted per action from the servers' JWT secret (short
-    /// lived, admin, user `console`).
-    pub minter: Option<std::sync::Arc<crate::auth::Authenticator>>,
 }
 
 impl Options {
-    /// Whether actions can be authorised at all (a token, or a secret to mint one).
+    /// Whether reads and actions can be authorised at all (a token, or a secret to
+    /// mint one).
     pub fn has_credential(&self) -> bool {
-        self.admin_token.is_some() || self.minter.is_some()
+        self.feed.credential.is_some()
     }
 
-    /// The bearer token for one action.
+    /// The bearer token for one action (the same credential the feed reads with).
     pub fn token(&self) -> Option<String> {
-        if let Some(token) = &self.admin_token {
-            return Some(token.clone());
-        }
-        let minter = self.minter.as_ref()?;
-        let identity = crate::auth::Identity {
-            user_id: "console".into(),
-            email: None,
-            permissions: crate::auth::Permissions::admin(),
-        };
-        let now_secs = event::now_ms() / 1000;
-        minter
-            .issue(&identity, crate::auth::TokenKind::Access, now_secs)
-            .map_err(|e| tracing::warn!(error = %e, "console: could not mint an admin token"))
-            .ok()
+        self.feed.credential.bearer()
     }
 }
 

@@ -1,10 +1,11 @@
 //! The console's admin API, on the admin listener only (loopback by default): live
 //! sessions, live documents with their detail and awareness (all paginated with
 //! `?limit=&offset=`), and the operator actions — run cleanup now, prune awareness
-//! now, disconnect a session, delete a document. Reads are open like the rest of the
-//! admin listener; actions need an admin bearer token (a JWT whose permissions say
-//! `isAdmin`, or an API key) and are logged with who asked; maintenance actions are
-//! recorded in the run history like scheduled runs.
+//! now, disconnect a session, delete a document. Reads and actions need an admin
+//! bearer token (a JWT whose permissions say `isAdmin`, or an API key; reads are open
+//! with `SYNCKIT_ADMIN_READS_OPEN=true`), checked for every route of the admin
+//! listener by [`guard`] together with the `Host` header; actions are logged with who
+//! asked; maintenance actions are recorded in the run history like scheduled runs.
 
 use std::sync::Arc;
 
@@ -89,9 +90,94 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Routes of the admin listener served to anyone: probes carry no credential and
+/// their `Host` is whatever the prober uses; `/metrics` holds counters only (no
+/// document contents, user ids or addresses) and Prometheus scrapes it by address.
+fn is_open(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/health/live" | "/health/ready" | "/metrics"
+    )
+}
+
+/// Whether a `Host` header names this admin listener: loopback (`localhost`,
+/// 127.0.0.0/8, `::1`), the address it is bound to, or a configured name. A page a
+/// browser loaded from elsewhere (DNS rebinding) carries its own host name.
+pub fn host_allowed(state: &AppState, host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    }
+    .to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        let bound = state.config.admin_listen.map(|a| a.ip());
+        if ip.is_loopback() || bound.is_some_and(|b| !b.is_unspecified() && b == ip) {
+            return true;
+        }
+    }
+    state.config.admin_allowed_hosts.iter().any(|h| *h == name)
+}
+
+/// Every request to the admin listener: `Host` checked (421 otherwise) and, for
+/// reads, the admin credential unless reads are open (actions check it themselves).
+pub async fn guard(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if is_open(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if !host_allowed(&state, host) {
+        state
+            .sync
+            .metrics
+            .refused(crate::metrics::Refusal::AdminHost);
+        tracing::warn!(host = ?host, path = %request.uri().path(), "[SECURITY] admin request refused: Host is not this admin listener");
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Host not allowed on the admin listener: use 127.0.0.1 or add the name to SYNCKIT_ADMIN_ALLOWED_HOSTS",
+        );
+    }
+    let read = request.method() == axum::http::Method::GET;
+    if read && !state.config.admin_reads_open {
+        if let Err(refused) = require_admin(&state, request.headers()) {
+            return refused.into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// The caller's identity when it holds an admin credential; otherwise the 401/403
-/// to answer with.
+/// to answer with (counted as an `admin_unauthorized` refusal).
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, Refused> {
+    let checked = check_admin(state, headers);
+    if checked.is_err() {
+        state
+            .sync
+            .metrics
+            .refused(crate::metrics::Refusal::AdminUnauthorized);
+    }
+    checked
+}
+
+fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, Refused> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -92,7 +92,9 @@ impl ServerConfig {
             // Tests stand in for clients behind a proxy on loopback.
             trust_proxy_headers: true,
             trusted_proxies: super::proxy::loopback_networks(),
-            admin_reads_open: false,
+            // Most tests read /stats without a credential; the admin-listener tests
+            // close this again (the serve default is closed).
+            admin_reads_open: true,
             admin_allowed_hosts: Vec::new(),
             demo_login: false,
             test_mode: false,

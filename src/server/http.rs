@@ -219,6 +219,10 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .merge(super::admin::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::admin::guard,
+        ))
         .with_state(state)
 }
 

@@ -70,6 +70,7 @@ fn config(admin: std::net::SocketAddr, pool: &PgPool) -> FeedConfig {
         database_url: Some(common::database_url(pool)),
         redis_url: None,
         channel_prefix: "synckit:".into(),
+        credential: Default::default(),
     }
 }
 
@@ -290,6 +291,7 @@ async fn sources_that_are_down_are_reported_as_down() {
         database_url: Some(format!("postgres://postgres@127.0.0.1:{db}/test")),
         redis_url: None,
         channel_prefix: "synckit:".into(),
+        credential: Default::default(),
     });
     let started = std::time::Instant::now();
     let reports = poller.instances().await;
@@ -311,6 +313,7 @@ async fn sources_that_are_down_are_reported_as_down() {
         database_url: None,
         redis_url: None,
         channel_prefix: "x".into(),
+        credential: Default::default(),
     });
     assert_eq!(off.database("").await.state, SourceState::Off);
 }
@@ -450,6 +453,7 @@ async fn the_drill_down_merges_subscribers_across_instances(pool: PgPool) {
         database_url: Some(common::database_url(&pool)),
         redis_url: None,
         channel_prefix: "synckit:".into(),
+        credential: Default::default(),
     });
     let mut app = synckit::console::app::App::new(0, 1000, false);
     synckit::console::update::update(&mut app, Action::Instances(poller.instances().await));
@@ -509,7 +513,7 @@ async fn the_jobs_show_while_the_run_log_is_unreachable() {
     assert_eq!(page["runs"], json!([]));
     assert!(page["runsError"].is_string(), "{page}");
     assert_eq!(page["cleanup"]["sessionsOlderThanSecs"], 86_400);
-    let report = admin::poll(&format!("http://{admin}"), 0, 0).await;
+    let report = admin::poll(&format!("http://{admin}"), 0, 0, None).await;
     assert_eq!(report.jobs.len(), 1, "{report:?}");
     assert_eq!(
         report.cleanup.and_then(|c| c.max_snapshots_per_document),
@@ -545,7 +549,7 @@ async fn an_unreadable_page_is_a_problem_and_stats_fields_missing_are_unknown() 
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let report = admin::poll(&format!("http://{addr}"), 0, 0).await;
+    let report = admin::poll(&format!("http://{addr}"), 0, 0, None).await;
     assert!(report.state.is_up());
     let stats = report.stats.as_ref().expect("stats");
     assert_eq!(stats.connections.open, Some(2));
@@ -579,6 +583,7 @@ async fn an_instance_under_two_addresses_is_counted_once(pool: PgPool) {
         database_url: None,
         redis_url: None,
         channel_prefix: "synckit:".into(),
+        credential: Default::default(),
     });
     let reports = poller.instances().await;
     assert_eq!(reports.len(), 1, "{reports:?}");

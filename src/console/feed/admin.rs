@@ -39,10 +39,19 @@ fn page_error(path: &str, status: u16, body: &Value) -> String {
 }
 
 /// GET `path` and read it as `T`.
-async fn get<T: DeserializeOwned>(address: &str, path: &str) -> Result<T, String> {
-    match request(address, "GET", path, None, REQUEST_TIMEOUT).await {
+/// A GET with the console's admin credential (reads need it too unless the server
+/// runs with `SYNCKIT_ADMIN_READS_OPEN=true`).
+async fn get<T: DeserializeOwned>(
+    address: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<T, String> {
+    match request(address, "GET", path, token, REQUEST_TIMEOUT).await {
         Ok((200, body)) => serde_json::from_value(body)
             .map_err(|e| format!("{path} is not readable by this console: {e}")),
+        Ok((401 | 403, _)) => Err(format!(
+            "{path}: admin credential refused (set SYNCKIT_ADMIN_TOKEN, or JWT_SECRET to mint one)"
+        )),
         Ok((status, body)) => Err(page_error(path, status, &body)),
         Err(e) => Err(e.to_string()),
     }
@@ -124,10 +133,16 @@ pub fn maintenance(m: &MaintenanceStatus, instance: &str) -> (Vec<JobInfo>, Vec<
 
 /// Poll one instance. `/stats` decides whether it is up; the other endpoints fill
 /// what they can (an older server without `/admin/*` still shows its stats).
-/// `events_after` is the last event sequence number already seen from it.
-pub async fn poll(address: &str, now_ms: i64, events_after: u64) -> InstanceReport {
+/// `events_after` is the last event sequence number already seen from it; `token`
+/// the admin credential.
+pub async fn poll(
+    address: &str,
+    now_ms: i64,
+    events_after: u64,
+    token: Option<&str>,
+) -> InstanceReport {
     let started = Instant::now();
-    let stats: Stats = match get(address, "/stats").await {
+    let stats: Stats = match get(address, "/stats", token).await {
         Ok(stats) => stats,
         Err(error) => {
             return InstanceReport {
@@ -145,11 +160,11 @@ pub async fn poll(address: &str, now_ms: i64, events_after: u64) -> InstanceRepo
     let awareness_path = format!("/admin/awareness?limit={AWARENESS_PAGE}");
     let events_path = format!("/admin/events?limit={EVENTS_PAGE}&after={events_after}");
     let (documents, sessions_page, awareness_page, maintenance_page, events) = tokio::join!(
-        get::<DocumentsPage>(address, &documents_path),
-        get::<SessionsPage>(address, &sessions_path),
-        get::<AwarenessPage>(address, &awareness_path),
-        get::<MaintenanceStatus>(address, "/maintenance"),
-        get::<EventsPage>(address, &events_path),
+        get::<DocumentsPage>(address, &documents_path, token),
+        get::<SessionsPage>(address, &sessions_path, token),
+        get::<AwarenessPage>(address, &awareness_path, token),
+        get::<MaintenanceStatus>(address, "/maintenance", token),
+        get::<EventsPage>(address, &events_path, token),
     );
     let mut report = InstanceReport {
         address: address.to_owned(),
@@ -181,8 +196,17 @@ pub async fn poll(address: &str, now_ms: i64, events_after: u64) -> InstanceRepo
 }
 
 /// A document's detail from one instance.
-pub async fn detail(address: &str, id: &str) -> Result<DocumentDetail, String> {
-    get(address, &format!("/admin/documents/{}", encode_segment(id))).await
+pub async fn detail(
+    address: &str,
+    id: &str,
+    token: Option<&str>,
+) -> Result<DocumentDetail, String> {
+    get(
+        address,
+        &format!("/admin/documents/{}", encode_segment(id)),
+        token,
+    )
+    .await
 }
 
 /// Carry out an operator action; the text tells the operator how it went.

@@ -32,6 +32,8 @@ pub struct FeedConfig {
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
     pub channel_prefix: String,
+    /// Sent with every admin-API request.
+    pub credential: super::credential::Credential,
 }
 
 /// Admin addresses announced on the presence channel, shared by the Redis tap
@@ -181,7 +183,8 @@ impl Poller {
         let now = now_ms();
         let polls = self.servers().into_iter().map(|address| async move {
             let after = self.events_after(&address);
-            admin::poll(&address, now, after).await
+            let token = self.config.credential.bearer();
+            admin::poll(&address, now, after, token.as_deref()).await
         });
         let mut reports = futures_util::future::join_all(polls).await;
         self.drop_aliases(&mut reports);
@@ -259,12 +262,12 @@ impl Poller {
         };
         let mut found = false;
         let mut from_loaded = false;
-        let answers = futures_util::future::join_all(
-            self.servers()
-                .into_iter()
-                .map(|address| async move { (admin::detail(&address, id).await, address) }),
-        )
-        .await;
+        let answers =
+            futures_util::future::join_all(self.servers().into_iter().map(|address| async move {
+                let token = self.config.credential.bearer();
+                (admin::detail(&address, id, token.as_deref()).await, address)
+            }))
+            .await;
         for (answer, address) in answers {
             match answer {
                 Ok(body) => {
