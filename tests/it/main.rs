@@ -22,6 +22,7 @@ mod scheduler;
 mod storage_conformance;
 mod systemd;
 mod wire;
+mod wire_admission;
 mod wire_auth;
 mod wire_awareness;
 mod wire_limits;
