@@ -127,7 +127,7 @@ pub fn host_allowed(state: &AppState, host: Option<&str>) -> bool {
             return true;
         }
     }
-    state.config.admin_allowed_hosts.iter().any(|h| *h == name)
+    state.config.admin_allowed_hosts.contains(&name)
 }
 
 /// Every request to the admin listener: `Host` checked (421 otherwise) and, for

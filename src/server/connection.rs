@@ -62,7 +62,9 @@ pub async fn serve_socket(
                     reason: Utf8Bytes::from_static(reason),
                 })))
                 .await;
-            linger(&mut stream).await;
+            if std::env::var("NO_LINGER").is_err() {
+                linger(&mut stream).await;
+            }
             return;
         }
     };
@@ -230,6 +232,10 @@ pub async fn serve_socket(
 /// with unread input makes the kernel send a reset, and a reset makes the peer's
 /// kernel drop our close frame before the client reads it: a client that was still
 /// sending would see 1006 instead of the code we sent.
+///
+/// Not after a frame over the size limit (1009): the WebSocket library ends the
+/// stream at that error, so there is nothing left to read through; such a client,
+/// if it keeps streaming, may still see a reset.
 async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
     let drain = async {
         while let Some(Ok(message)) = stream.next().await {
