@@ -2,7 +2,9 @@
 //! round-trips through `encode` → `decode_frame` in both encodings; every client
 //! message kind, framed the way clients frame it, parses back to the expected typed
 //! message; arbitrary or truncated input never panics the decoder or the parser and
-//! is classified as the spec says.
+//! is classified as the spec says; valid frames of every message type, mutated (bit
+//! flips, insertions, deletions, truncation, duplicated spans), never panic the
+//! decoder, the admission checks or the parser.
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -16,6 +18,7 @@ use synckit::protocol::message::{
 use synckit::protocol::{
     decode_frame, encode, ClientMessage, EncodedFrame, Encoding, MessageType, ServerMessage,
 };
+use synckit::sync::admission::{check_clocks, check_shape};
 
 const CASES: u32 = 96;
 
@@ -416,6 +419,68 @@ fn known_codes() -> Vec<u8> {
         .collect()
 }
 
+/// One edit of a frame's bytes.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(proptest::sample::Index, u8),
+    Insert(proptest::sample::Index, u8),
+    Delete(proptest::sample::Index),
+    Truncate(proptest::sample::Index),
+    /// Copy a span of the frame over another place (structure-aware enough to
+    /// repeat keys, brackets and headers).
+    Splice(proptest::sample::Index, proptest::sample::Index, u8),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    use proptest::sample::Index;
+    prop_oneof![
+        (any::<Index>(), 1u8..=255).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        any::<Index>().prop_map(Mutation::Delete),
+        any::<Index>().prop_map(Mutation::Truncate),
+        (any::<Index>(), any::<Index>(), 1u8..32).prop_map(|(a, b, n)| Mutation::Splice(a, b, n)),
+    ]
+}
+
+fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
+    if bytes.is_empty() {
+        return;
+    }
+    match m {
+        Mutation::Flip(i, mask) => {
+            let i = i.index(bytes.len());
+            bytes[i] ^= mask;
+        }
+        Mutation::Insert(i, b) => {
+            let i = i.index(bytes.len() + 1);
+            bytes.insert(i, *b);
+        }
+        Mutation::Delete(i) => {
+            let i = i.index(bytes.len());
+            bytes.remove(i);
+        }
+        Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len())),
+        Mutation::Splice(from, to, n) => {
+            let from = from.index(bytes.len());
+            let end = (from + usize::from(*n)).min(bytes.len());
+            let span = bytes[from..end].to_vec();
+            let to = to.index(bytes.len() + 1);
+            bytes.splice(to..to, span);
+        }
+    }
+}
+
+/// Everything the server does with a frame before a handler sees it.
+fn admit_frame(is_text: bool, bytes: &[u8]) {
+    if let Ok(raw) = decode_frame(is_text, bytes) {
+        assert!(raw.payload_len <= bytes.len());
+        let _ = check_shape(&raw.body, 32);
+        if let Ok(msg) = ClientMessage::parse(raw) {
+            let _ = check_clocks(&msg, 1000);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Properties
 
@@ -500,6 +565,43 @@ proptest! {
         if let Ok(raw) = decode_frame(is_text, &bytes) {
             let _ = ClientMessage::parse(raw);
         }
+    }
+
+    /// Valid client frames of every type, in both encodings, mutated.
+    #[test]
+    fn mutated_client_frames_never_panic(
+        case in client_case(),
+        binary in any::<bool>(),
+        edits in vec(mutation(), 1..8),
+    ) {
+        let binary = case.op_type.is_some() || (binary && !case.json_only);
+        let mut bytes = client_frame(&case, binary, 1_700_000_000_000);
+        for edit in &edits {
+            mutate(&mut bytes, edit);
+        }
+        // A text frame is UTF-8 by the time it reaches the decoder; a binary frame
+        // is whatever arrived.
+        let is_text = !binary && std::str::from_utf8(&bytes).is_ok();
+        admit_frame(is_text, &bytes);
+        admit_frame(false, &bytes);
+    }
+
+    /// Valid frames of every server type (what a confused client echoes), mutated.
+    #[test]
+    fn mutated_server_frames_never_panic(
+        msg in server_message(),
+        enc in encoding(),
+        edits in vec(mutation(), 1..8),
+    ) {
+        let (mut bytes, text) = match encode(&msg, "id", 1, enc) {
+            EncodedFrame::Binary(b) => (b.to_vec(), false),
+            EncodedFrame::Text(t) => (t.as_bytes().to_vec(), true),
+        };
+        for edit in &edits {
+            mutate(&mut bytes, edit);
+        }
+        admit_frame(text && std::str::from_utf8(&bytes).is_ok(), &bytes);
+        admit_frame(false, &bytes);
     }
 
     #[test]

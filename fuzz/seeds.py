@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus of every fuzz target (fuzz/corpus/<target>):
+one valid frame of every client message type in both encodings, plus the edge
+classes the admission layer refuses. The first byte selects the frame kind (odd =
+text) and, for message_admission, the depth limit. Run from the repository root."""
+import hashlib
+import json
+import os
+import struct
+
+TS = 1700000000000
+MESSAGES = {
+    0x01: ("auth", {"token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}),
+    0x10: ("subscribe", {"documentId": "doc-1"}),
+    0x11: ("unsubscribe", {"documentId": "doc-1"}),
+    0x12: ("sync_request", {"id": "r1", "documentId": "doc-1", "vectorClock": {"a": 1}}),
+    0x14: ("sync_step1", {"documentId": "doc-1"}),
+    0x20: ("delta", {"documentId": "doc-1", "field": "f", "value": {"a": [1, 2, {"b": None}]},
+                     "clock": {"c1": 2}, "clientId": "c1", "messageId": "m1", "type": "set"}),
+    0x21: ("ack", {"messageId": "m1"}),
+    0x23: ("delta_batch_chunk", {"chunkId": "c", "totalChunks": 2, "chunkIndex": 0, "data": "eyJ0eXBl"}),
+    0x30: ("ping", {}),
+    0x31: ("pong", {}),
+    0x40: ("awareness_update", {"documentId": "doc-1", "clientId": "c1", "state": {"cursor": 3}, "clock": 4}),
+    0x41: ("awareness_subscribe", {"documentId": "doc-1"}),
+    0x50: ("delta_batch", {"documentId": "doc-1", "messageId": "b1", "deltas": [
+        {"type": "set", "field": "f", "value": 1, "clientId": "c1", "clock": {"c1": 3}},
+        {"type": "text-state", "state": "{}", "timestamp": 5}]}),
+    0x22: ("delta_batch", {"documentId": "doc-1", "deltas": [{"type": "delete", "field": "g"}]}),
+}
+
+
+def compact(value):
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def seeds():
+    out = []
+    for code, (name, payload) in MESSAGES.items():
+        body = compact(payload)
+        out.append(bytes([0, code]) + struct.pack(">qI", TS, len(body)) + body)
+        logical = dict(payload, type=name, timestamp=TS)
+        out.append(bytes([1]) + compact(logical))
+    out.append(bytes([1]) + b'{"type":"delta","documentId":"d","field":"f","value":'
+               + b"[" * 40 + b"1" + b"]" * 40 + b"}")
+    out.append(bytes([1]) + b'{"type":"delta","documentId":"d","delta":{"k\\u0000":"a\\u0000b"}}')
+    out.append(bytes([1]) + b'{"type":"subscribe","id":"1","timestamp":2,"payload":{"type":"x","documentId":"d"}}')
+    out.append(bytes([0, 0x30, 0, 0, 0]))
+    return out
+
+
+for target in ["frame_decoder", "message_admission"]:
+    folder = os.path.join("fuzz", "corpus", target)
+    os.makedirs(folder, exist_ok=True)
+    for seed in seeds():
+        with open(os.path.join(folder, hashlib.sha1(seed).hexdigest()), "wb") as f:
+            f.write(seed)
