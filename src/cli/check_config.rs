@@ -425,6 +425,27 @@ fn resolve(
         config.max_connections_per_ip.to_string(),
     );
     out.insert("cors_origins", config.cors_origins.join(","));
+    out.insert(
+        "client_ip",
+        if config.trust_proxy_headers {
+            let proxies: Vec<String> = config
+                .trusted_proxies
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            format!("X-Forwarded-For from {}", proxies.join(","))
+        } else {
+            "peer address (proxy headers ignored)".into()
+        },
+    );
+    out.insert(
+        "admin_reads",
+        if config.admin_reads_open {
+            "open (SYNCKIT_ADMIN_READS_OPEN)".into()
+        } else {
+            "admin credential required".into()
+        },
+    );
     out.insert("log_filter", serve.log_filter());
     out.insert(
         "storage",
