@@ -122,10 +122,14 @@ pub enum Refusal {
     AdminUnauthorized,
     /// An admin-listener request whose `Host` is neither loopback nor configured.
     AdminHost,
+    /// A document id that is missing, too long or has invalid characters.
+    InvalidDocumentId,
+    /// A document message the connection's permissions do not allow.
+    PermissionDenied,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::JsonDepth,
         Refusal::Nul,
         Refusal::ClockInvalid,
@@ -140,6 +144,8 @@ impl Refusal {
         Refusal::TokenExpired,
         Refusal::AdminUnauthorized,
         Refusal::AdminHost,
+        Refusal::InvalidDocumentId,
+        Refusal::PermissionDenied,
     ];
 
     /// The `reason` label value.
@@ -159,6 +165,8 @@ impl Refusal {
             Refusal::TokenExpired => "token_expired",
             Refusal::AdminUnauthorized => "admin_unauthorized",
             Refusal::AdminHost => "admin_host",
+            Refusal::InvalidDocumentId => "invalid_document_id",
+            Refusal::PermissionDenied => "permission_denied",
         }
     }
 

@@ -69,7 +69,9 @@ pub struct Session {
     rate: RateLimiter,
     /// When the last rate-limit error reply went out.
     last_rate_reply: Option<Instant>,
-    refusal_log: RefusalLog,
+    /// Behind a mutex only because handlers taking `&self` log through it; one task
+    /// owns the session, so it is never contended.
+    refusal_log: std::sync::Mutex<RefusalLog>,
     chunks: ChunkAssembler,
     /// Writer id for writes that name no client: unique across instances and restarts.
     writer_id: String,
@@ -113,7 +115,7 @@ impl Session {
             awareness_documents: HashSet::new(),
             rate,
             last_rate_reply: None,
-            refusal_log,
+            refusal_log: std::sync::Mutex::new(refusal_log),
             chunks,
             writer_id,
             pending_acks: FuturesOrdered::new(),
@@ -365,9 +367,14 @@ impl Session {
     }
 
     /// Count a refusal and log it, at most once per reason per log interval.
-    fn note_refusal(&mut self, reason: Refusal, now: Instant, detail: &dyn std::fmt::Display) {
+    fn note_refusal(&self, reason: Refusal, now: Instant, detail: &dyn std::fmt::Display) {
         self.svc.metrics.refused(reason);
-        if let Some(suppressed) = self.refusal_log.admit(reason, now) {
+        let due = self
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(reason, now);
+        if let Some(suppressed) = due {
             tracing::warn!(
                 conn_id = self.peer.conn_id,
                 ip = %self.ip,
@@ -381,7 +388,7 @@ impl Session {
 
     /// Refuse a message: count, log (throttled) and answer with the named error,
     /// `details: {code, documentId?}`.
-    async fn refuse(&mut self, refused: Refused, context: &Map<String, Value>, now: Instant) {
+    async fn refuse(&self, refused: Refused, context: &Map<String, Value>, now: Instant) {
         self.note_refusal(refused.reason, now, &refused.error);
         let mut details = Map::new();
         details.insert("code".into(), Value::String(refused.code.into()));
@@ -396,7 +403,7 @@ impl Session {
     }
 
     /// Refuse with the bare TS error (no `details`), for errors TS sends that way.
-    async fn refuse_without_code(&mut self, refused: Refused, now: Instant) {
+    async fn refuse_without_code(&self, refused: Refused, now: Instant) {
         self.note_refusal(refused.reason, now, &refused.error);
         self.error(refused.error).await;
     }
@@ -611,7 +618,7 @@ impl Session {
         let id = match document_id::validate(document_id) {
             Ok(id) => id.to_owned(),
             Err(e) => {
-                tracing::warn!(conn_id = self.peer.conn_id, reason = %e, "[SECURITY] Invalid document ID from conn-{}", self.peer.conn_id);
+                self.note_refusal(Refusal::InvalidDocumentId, Instant::now(), &e);
                 self.error(e.to_string()).await;
                 return None;
             }
@@ -622,7 +629,8 @@ impl Session {
             identity.permissions.can_read(&id)
         };
         if !allowed {
-            tracing::warn!(conn_id = self.peer.conn_id, document_id = %id, "[SECURITY] Unauthorized document access attempt");
+            let detail = format!("unauthorized access to document {id}");
+            self.note_refusal(Refusal::PermissionDenied, Instant::now(), &detail);
             self.reply(&ServerMessage::error_for_document(
                 err::PERMISSION_DENIED,
                 &id,
@@ -954,7 +962,7 @@ impl Session {
     }
 
     /// The hub refused a write's clock: nothing was applied, nothing is acked.
-    async fn refuse_clock(&mut self, refusal: admission::ClockRefusal, document_id: &str) {
+    async fn refuse_clock(&self, refusal: admission::ClockRefusal, document_id: &str) {
         let mut context = Map::new();
         context.insert("documentId".into(), Value::String(document_id.into()));
         self.refuse(refusal.refused(), &context, Instant::now())
