@@ -104,28 +104,38 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(200);
 const MIN_TTL_MS: i64 = 1_000;
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 60 * 60 * 1_000;
 
+/// Prepended to the set and leave scripts: `load` decodes a stored entry (nil when
+/// absent or unreadable: not ours, not C#'s, so it is overwritten rather than
+/// blocking the client for good); `foreign` says whether another connection *and*
+/// user own it and it is still live at `now` (the ownership rule of the `awareness`
+/// module).
+const OWNER_LUA: &str = r"
+local function load(hash, client)
+  local stored = redis.call('HGET', hash, client)
+  if not stored then return nil end
+  local ok, entry = pcall(cjson.decode, stored)
+  if ok and type(entry) == 'table' then return entry end
+  return nil
+end
+local function foreign(entry, conn, user, now)
+  return (entry['connectionId'] or '') ~= conn and (entry['userId'] or '') ~= user
+    and (tonumber(entry['expiresAt']) or 0) > tonumber(now)
+end
+";
+
 /// Clock-ordered, owner-checked write. KEYS: hash, expiry zset, document set,
 /// connection index. ARGV: client id, clock, entry JSON, expiresAt, TTL ms, document
 /// id, index member, connection id, user id, now. Returns 1 when stored, 0 when
 /// stale, 2 when another connection and user own the live entry.
-///
-/// An entry whose JSON cannot be read (not ours, not C#'s) is overwritten rather than
-/// blocking the client for good.
 const SET_LUA: &str = r"
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored then
-  local ok, entry = pcall(cjson.decode, stored)
-  if ok and type(entry) == 'table' then
-    local conn = entry['connectionId'] or ''
-    local user = entry['userId'] or ''
-    local expires = tonumber(entry['expiresAt']) or 0
-    if conn ~= ARGV[8] and user ~= ARGV[9] and expires > tonumber(ARGV[10]) then
-      return 2
-    end
-    local clock = tonumber(entry['clock'])
-    if clock and tonumber(ARGV[2]) <= clock then
-      return 0
-    end
+local entry = load(KEYS[1], ARGV[1])
+if entry then
+  if foreign(entry, ARGV[8], ARGV[9], ARGV[10]) then
+    return 2
+  end
+  local clock = tonumber(entry['clock'])
+  if clock and tonumber(ARGV[2]) <= clock then
+    return 0
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -142,17 +152,9 @@ return 1
 /// entry (then 2). KEYS: hash, zset, document set, the leaving connection's index.
 /// ARGV: client id, document id, index member, connection id, user id, now.
 const LEAVE_LUA: &str = r"
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored then
-  local ok, entry = pcall(cjson.decode, stored)
-  if ok and type(entry) == 'table' then
-    local conn = entry['connectionId'] or ''
-    local user = entry['userId'] or ''
-    local expires = tonumber(entry['expiresAt']) or 0
-    if conn ~= ARGV[4] and user ~= ARGV[5] and expires > tonumber(ARGV[6]) then
-      return 2
-    end
-  end
+local entry = load(KEYS[1], ARGV[1])
+if entry and foreign(entry, ARGV[4], ARGV[5], ARGV[6]) then
+  return 2
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -320,8 +322,8 @@ impl RedisAwarenessStore {
             // Same conversion as the memory store, so all stores expire at one instant.
             timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
             scripts: Scripts {
-                set: Script::new(SET_LUA),
-                leave: Script::new(LEAVE_LUA),
+                set: Script::new(&format!("{OWNER_LUA}{SET_LUA}")),
+                leave: Script::new(&format!("{OWNER_LUA}{LEAVE_LUA}")),
                 remove_owned: Script::new(REMOVE_OWNED_LUA),
                 expired: Script::new(EXPIRED_LUA),
                 prune: Script::new(PRUNE_LUA),

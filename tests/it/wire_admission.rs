@@ -878,40 +878,15 @@ async fn a_client_still_sending_reads_the_close_code() {
 #[tokio::test]
 async fn floods_get_neither_a_reply_flood_nor_a_log_flood() {
     // The real binary, so its log is what an operator would read.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
-        .arg("serve")
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("SYNCKIT_ADMIN_LISTEN", "off")
-        .env("SYNCKIT_AUTH_REQUIRED", "false")
-        .env("SYNCKIT_MAX_MESSAGES_PER_MINUTE", "5")
-        .env("RUST_LOG", "warn")
-        .env("LOG_FORMAT", "json")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn synckit serve");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut up = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "synckit serve did not start");
-    let server = TestServer {
-        addr,
-        shutdown: tokio_util::sync::CancellationToken::new(),
-        done: tokio::spawn(async { true }),
-    };
+    let (child, server) = common::spawn_serve_logged(
+        &[
+            ("SYNCKIT_MAX_MESSAGES_PER_MINUTE", "5"),
+            ("LOG_FORMAT", "json"),
+        ],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    let mut child = child;
     let mut good = good_client(&server, "flood-doc").await;
     let mut c = Client::connect(&server, false).await;
     for i in 0..5 {

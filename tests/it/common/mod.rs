@@ -511,6 +511,15 @@ pub fn pg_storage(pool: &sqlx::PgPool) -> std::sync::Arc<dyn synckit::storage::S
 /// Backends come from `env` only: the test runner's `DATABASE_URL` and `REDIS_URL`
 /// are not inherited.
 pub async fn spawn_serve(env: &[(&str, &str)]) -> (tokio::process::Child, TestServer) {
+    spawn_serve_logged(env, std::process::Stdio::inherit()).await
+}
+
+/// [`spawn_serve`] with its stderr (the log) going to `stderr`, e.g. piped for a
+/// test that reads what an operator would.
+pub async fn spawn_serve_logged(
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, TestServer) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -525,6 +534,7 @@ pub async fn spawn_serve(env: &[(&str, &str)]) -> (tokio::process::Child, TestSe
         .env("SYNCKIT_AUTH_REQUIRED", "false")
         .env("SYNCKIT_MAX_MESSAGES_PER_MINUTE", "0")
         .env("RUST_LOG", "warn")
+        .stderr(stderr)
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
