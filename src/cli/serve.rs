@@ -287,6 +287,9 @@ impl ServeArgs {
         if self.max_clock_entries_per_message == 0 || self.max_clock_entries_per_document == 0 {
             bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE and SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT must be at least 1 (a write carries its writer's entry)");
         }
+        if self.max_clock_entries_per_message < self.max_clock_entries_per_document {
+            bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE ({}) must be at least SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT ({}): SDK clients send back the document's whole clock with their writes", self.max_clock_entries_per_message, self.max_clock_entries_per_document);
+        }
         if self.heartbeat_interval.is_zero() {
             bail!("WS_HEARTBEAT_INTERVAL must be greater than zero");
         }
