@@ -30,7 +30,7 @@ use crate::protocol::message::{
     DeltaMessage, ParseError,
 };
 use crate::protocol::{
-    decode_frame, document_id, encode, ClientMessage, DecodeError, Encoding, MessageType,
+    decode_frame, document_id, encode, frame, ClientMessage, DecodeError, Encoding, MessageType,
     ServerMessage,
 };
 use crate::storage::{PersistTicket, SessionRecord, StorageError};
@@ -242,6 +242,26 @@ impl Session {
         allow_chunks: bool,
     ) -> Result<(), CloseRequest> {
         let now = Instant::now();
+        // Sized before it is parsed: an oversized message costs no JSON parsing.
+        let max_bytes = self.svc.settings.max_message_bytes;
+        let payload_len = match Encoding::detect(is_text, bytes) {
+            Encoding::Json => bytes.len(),
+            Encoding::Binary => frame::split(bytes).map_or(0, |f| f.payload.len()),
+        };
+        if payload_len > max_bytes {
+            if !self.rate.allow(now) {
+                self.rate_limited(now).await;
+                return Ok(());
+            }
+            let refused = Refused {
+                reason: Refusal::TooLarge,
+                error: err::message_too_large(payload_len, max_bytes),
+                code: err::CODE_INVALID_MESSAGE,
+            };
+            // The TS reply carries no document id.
+            self.refuse(refused, &Map::new(), now).await;
+            return Ok(());
+        }
         let raw = match decode_frame(is_text, bytes) {
             Ok(raw) => raw,
             Err(e) => {
@@ -274,16 +294,6 @@ impl Session {
             return Ok(());
         }
         let limits = &self.svc.settings.limits;
-        if raw.payload_len > self.svc.settings.max_message_bytes {
-            let refused = Refused {
-                reason: Refusal::TooLarge,
-                error: err::message_too_large(raw.payload_len, self.svc.settings.max_message_bytes),
-                code: err::CODE_INVALID_MESSAGE,
-            };
-            // The TS reply carries no document id.
-            self.refuse(refused, &Map::new(), now).await;
-            return Ok(());
-        }
         if let Err(refused) = admission::check_shape(&raw.body, limits.max_json_depth) {
             self.refuse(refused, &raw.body, now).await;
             return Ok(());
