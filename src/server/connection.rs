@@ -5,14 +5,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use super::live::LiveSession;
+use super::upgrade::Socket;
 use super::AppState;
 use crate::protocol::errors::close;
 use crate::protocol::EncodedFrame;
@@ -39,7 +42,7 @@ const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Drive one upgraded socket until it closes.
 pub async fn serve_socket(
     state: Arc<AppState>,
-    socket: WebSocket,
+    socket: Socket,
     ip: IpAddr,
     user_agent: Option<String>,
     query_token: Option<String>,
@@ -55,16 +58,9 @@ pub async fn serve_socket(
                 metrics.connections_rejected_capacity.inc();
                 tracing::warn!(%ip, "connection refused: server at maximum capacity");
             }
-            let (mut sink, mut stream) = socket.split();
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                })))
-                .await;
-            if std::env::var("NO_LINGER").is_err() {
-                linger(&mut stream).await;
-            }
+            let mut socket = socket;
+            let _ = socket.send(close_message(code, reason)).await;
+            linger(socket, true).await;
             return;
         }
     };
@@ -113,6 +109,8 @@ pub async fn serve_socket(
     tokio::pin!(token_deadline);
     let mut expiry_shown: Option<i64> = None;
 
+    // Whether the WebSocket layer can still read (for the linger after a close).
+    let mut stream_readable = true;
     // What the live-session entry last showed: it is refreshed only when these move.
     let mut shown: (Option<String>, usize) = (None, usize::MAX);
     let close_with: Option<(u16, &'static str)> = loop {
@@ -159,13 +157,15 @@ pub async fn serve_socket(
                             break Some((code, reason));
                         }
                     }
-                    Ok(Message::Ping(_) | Message::Pong(_)) => {
+                    Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
                         last_received = Instant::now();
                         live.seen(crate::sync::wall_clock_ms());
                     }
                     Ok(Message::Close(_)) => break None,
                     Err(e) => {
-                        if is_over_size_limit(e) {
+                        // The WebSocket layer reads no more after an error.
+                        stream_readable = false;
+                        if is_over_size_limit(&e) {
                             break Some((close::TOO_BIG, close::MESSAGE_TOO_LARGE));
                         }
                         break None;
@@ -215,15 +215,17 @@ pub async fn serve_socket(
     }
     drop(session);
     drop(peer);
-    let _ = tokio::time::timeout(WRITER_DRAIN, writer).await;
+    let written = tokio::time::timeout(WRITER_DRAIN, writer).await;
     // The connection is over for the server (its slot, its live entry, its gauge);
     // only the socket waits for the peer to read the close.
     drop(live);
     drop(admission);
     metrics.connections_open.dec();
     tracing::debug!(conn_id, "connection closed");
-    if close_with.is_some() {
-        linger(&mut stream).await;
+    if let (Some(_), Ok(Ok(sink))) = (close_with, written) {
+        if let Ok(socket) = stream.reunite(sink) {
+            linger(socket, stream_readable).await;
+        }
     }
 }
 
@@ -231,20 +233,31 @@ pub async fn serve_socket(
 /// answers the close (or goes away, or [`CLOSE_LINGER`] passes). Closing the socket
 /// with unread input makes the kernel send a reset, and a reset makes the peer's
 /// kernel drop our close frame before the client reads it: a client that was still
-/// sending would see 1006 instead of the code we sent.
-///
-/// Not after a frame over the size limit (1009): the WebSocket library ends the
-/// stream at that error, so there is nothing left to read through; such a client,
-/// if it keeps streaming, may still see a reset.
-async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+/// sending would see 1006 instead of the code we sent. When the WebSocket layer can
+/// no longer read (after a frame over the size limit), the raw stream is drained.
+async fn linger(mut socket: Socket, readable: bool) {
     let drain = async {
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+        if readable {
+            while let Some(message) = socket.next().await {
+                match message {
+                    Ok(Message::Close(_)) => return,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
             }
         }
+        let mut scratch = [0u8; 8192];
+        let raw = socket.get_mut();
+        while matches!(raw.read(&mut scratch).await, Ok(n) if n > 0) {}
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: Utf8Bytes::from(reason),
+    }))
 }
 
 /// The instant (on tokio's clock) of an epoch-seconds time, for token expiry.
@@ -258,30 +271,36 @@ fn instant_at_epoch_secs(secs: i64) -> Instant {
 
 /// Whether a read failed because a frame or message exceeded the configured limit
 /// (answered with close 1009) rather than because the peer went away.
-fn is_over_size_limit(error: axum::Error) -> bool {
-    let inner = error.into_inner();
-    let over = matches!(
-        inner.downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    );
+fn is_over_size_limit(error: &tungstenite::Error) -> bool {
+    let over = matches!(error, tungstenite::Error::Capacity(_));
     if !over {
-        tracing::debug!(error = %inner, "socket error");
+        tracing::debug!(error = %error, "socket error");
     }
     over
 }
 
+/// The writer task; hands its half of the socket back when done, for the linger.
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut sink: SplitSink<Socket, Message>,
+    rx: mpsc::Receiver<Outgoing>,
     overflowed: CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
+) -> SplitSink<Socket, Message> {
+    write_all(&mut sink, rx, overflowed, &metrics).await;
+    sink
+}
+
+async fn write_all(
+    sink: &mut SplitSink<Socket, Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    overflowed: CancellationToken,
+    metrics: &crate::metrics::Metrics,
 ) {
     loop {
         let item = tokio::select! {
             biased;
             _ = overflowed.cancelled() => {
-                let frame = CloseFrame { code: close::TRY_AGAIN_LATER, reason: Utf8Bytes::from_static(close::SLOW_CLIENT) };
-                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = sink.send(close_message(close::TRY_AGAIN_LATER, close::SLOW_CLIENT)).await;
                 return;
             }
             item = rx.recv() => item,
@@ -292,7 +311,7 @@ async fn write_loop(
         };
         // Feed everything already queued, then flush once: one syscall for a burst.
         loop {
-            match write_item(&mut sink, item, &metrics).await {
+            match write_item(sink, item, metrics).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
                     let _ = sink.flush().await;
@@ -312,10 +331,10 @@ async fn write_loop(
 
 /// Returns Ok(false) after a close frame (nothing more may be sent).
 async fn write_item(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     item: Outgoing,
     metrics: &crate::metrics::Metrics,
-) -> Result<bool, axum::Error> {
+) -> Result<bool, tungstenite::Error> {
     match item {
         Outgoing::Frame(frame) => {
             metrics.bytes_out.add(frame.len() as u64);
@@ -329,11 +348,7 @@ async fn write_item(
         }
         Outgoing::Ping => sink.feed(Message::Ping(Default::default())).await?,
         Outgoing::Close { code, reason } => {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason.into_owned()),
-            };
-            sink.send(Message::Close(Some(frame))).await?;
+            sink.send(close_message(code, &reason)).await?;
             return Ok(false);
         }
     }

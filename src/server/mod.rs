@@ -12,6 +12,7 @@ pub mod presence;
 pub mod proxy;
 pub mod registry;
 pub mod stats;
+pub mod upgrade;
 pub mod watch;
 
 use std::future::IntoFuture;
@@ -19,13 +20,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -324,38 +326,40 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 async fn ws_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
-    ws: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
-    upgrade(state, peer, headers, query, ws)
+    match upgrade::Upgrade::from_request(&mut request) {
+        Ok(ws) => accept(state, peer, request.headers(), query, ws),
+        Err(refused) => refused.into_response(),
+    }
 }
 
+/// `/` serves the info body, or upgrades when asked to (TS serves both there).
 async fn root_or_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Response {
-    match ws {
-        Ok(ws) => upgrade(state, peer, headers, query, ws),
+    match upgrade::Upgrade::from_request(&mut request) {
+        Ok(ws) => accept(state, peer, request.headers(), query, ws),
         Err(_) => http::info().await,
     }
 }
 
-fn upgrade(
+fn accept(
     state: Arc<AppState>,
     peer: SocketAddr,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     query: Option<String>,
-    ws: WebSocketUpgrade,
+    ws: upgrade::Upgrade,
 ) -> Response {
     if state.lifecycle() == Lifecycle::Draining {
         return http::unavailable("Server is shutting down");
     }
     let ip = proxy::client_ip(
-        &headers,
+        headers,
         peer,
         state.config.trust_proxy_headers,
         &state.config.trusted_proxies,
@@ -367,14 +371,15 @@ fn upgrade(
     let token = query.as_deref().and_then(query_token);
     let limit = state.config.max_frame_bytes;
     let tracker = state.tracker.clone();
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
-            tracker.track_future(connection::serve_socket(
-                state, socket, ip, user_agent, token,
-            ))
-        })
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+        .read_buffer_size(READ_BUFFER_BYTES);
+    ws.respond(config, move |socket| {
+        tracker.track_future(connection::serve_socket(
+            state, socket, ip, user_agent, token,
+        ))
+    })
 }
 
 /// The `token` parameter of an upgrade URL (`/ws?token=<jwt>`), percent-decoded.
