@@ -333,6 +333,10 @@ impl Session {
         allow_chunks: bool,
         now: Instant,
     ) -> Result<(), CloseRequest> {
+        if !self.rate.allow(now) {
+            self.rate_limited(now).await;
+            return Ok(());
+        }
         if self.identity.is_none() {
             let refused = Refused {
                 reason: Refusal::ChunkUnauthenticated,
@@ -340,10 +344,6 @@ impl Session {
                 code: err::CODE_AUTH_REQUIRED,
             };
             self.refuse(refused, &Map::new(), now).await;
-            return Ok(());
-        }
-        if !self.rate.allow(now) {
-            self.rate_limited(now).await;
             return Ok(());
         }
         self.svc.metrics.message_in(MessageType::DeltaBatchChunk);
