@@ -18,6 +18,9 @@ pub enum EventKind {
     SlowClientClosed,
     AuthFailures,
     RateLimited,
+    /// Client input the admission layer refused (too deep, NUL, clocks, chunks,
+    /// awareness ownership, …; the rate limit has its own kind).
+    InputRefused,
     MaintenanceFailed,
     ShutdownStarted,
     /// A kind this version does not know (a newer server's).
@@ -47,6 +50,7 @@ impl EventKind {
             EventKind::SlowClientClosed
             | EventKind::AuthFailures
             | EventKind::RateLimited
+            | EventKind::InputRefused
             | EventKind::PeerGone => Severity::Warn,
             EventKind::StorageDegraded | EventKind::PubsubLost | EventKind::MaintenanceFailed => {
                 Severity::Error
@@ -67,6 +71,7 @@ impl EventKind {
             EventKind::SlowClientClosed => "slow_client_closed",
             EventKind::AuthFailures => "auth_failures",
             EventKind::RateLimited => "rate_limited",
+            EventKind::InputRefused => "input_refused",
             EventKind::MaintenanceFailed => "maintenance_failed",
             EventKind::ShutdownStarted => "shutdown_started",
             EventKind::Other => "other",

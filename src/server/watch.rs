@@ -36,6 +36,8 @@ pub struct Observed {
     pub storage_failures: u64,
     pub auth_failures: u64,
     pub rate_limited: u64,
+    /// Other refusals of client input so far, by reason (`Refusal::label`).
+    pub refused: BTreeMap<&'static str, u64>,
     pub slow_clients_closed: u64,
 }
 
@@ -166,6 +168,21 @@ impl Watcher {
                 n,
                 format!("{n} messages refused by the rate limit"),
             );
+            let refused: Vec<String> = now
+                .refused
+                .iter()
+                .filter_map(|(reason, n)| {
+                    let d = delta(*n, last.refused.get(reason).copied().unwrap_or(0));
+                    (d > 0).then(|| format!("{reason} {d}"))
+                })
+                .collect();
+            let n = delta(now.refused.values().sum(), last.refused.values().sum());
+            log.note(
+                now_ms,
+                EventKind::InputRefused,
+                n,
+                format!("{n} client messages refused ({})", refused.join(", ")),
+            );
             let n = delta(now.slow_clients_closed, last.slow_clients_closed);
             log.note(
                 now_ms,
@@ -196,6 +213,11 @@ fn observe(state: &AppState) -> Observed {
             .load(std::sync::atomic::Ordering::Relaxed),
         auth_failures: m.auth_failures.get(),
         rate_limited: m.rate_limited.get(),
+        refused: crate::metrics::Refusal::ALL
+            .iter()
+            .filter(|r| **r != crate::metrics::Refusal::RateLimited)
+            .map(|r| (r.label(), m.refusals(*r)))
+            .collect(),
         slow_clients_closed: m.slow_clients_closed.get(),
     }
 }
@@ -224,6 +246,35 @@ mod tests {
             status,
             ..FleetEntry::default()
         }
+    }
+
+    #[test]
+    fn refused_client_input_is_one_summarised_event_naming_the_reasons() {
+        let log = EventLog::default();
+        let mut w = Watcher::default();
+        let mut o = Observed {
+            refused: [("json_depth", 2), ("nul_character", 0)]
+                .into_iter()
+                .collect(),
+            ..Observed::default()
+        };
+        w.observe(&o, 500, &log);
+        o.refused.insert("json_depth", 5);
+        o.refused.insert("nul_character", 1);
+        w.observe(&o, 1_000, &log);
+        let (events, _) = log.page(0, 100);
+        let refused = events
+            .iter()
+            .find(|e| e.kind == EventKind::InputRefused)
+            .expect("recorded");
+        assert_eq!(
+            refused.message,
+            "4 client messages refused (json_depth 3, nul_character 1)"
+        );
+        assert_eq!(
+            EventKind::InputRefused.severity(),
+            crate::admin_api::Severity::Warn
+        );
     }
 
     #[test]
