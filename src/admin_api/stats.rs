@@ -136,6 +136,10 @@ pub struct PersistenceStats {
     pub failed_attempts: Option<u64>,
     pub rejected_writes: Option<u64>,
     pub refused_full: Option<u64>,
+    /// Session row changes waiting to be written.
+    pub session_queue: Option<u64>,
+    /// Session row changes dropped because the session queue was full.
+    pub sessions_dropped: Option<u64>,
     pub failures: Option<u64>,
 }
 

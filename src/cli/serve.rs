@@ -123,7 +123,9 @@ pub struct ServeArgs {
     /// Restrict subscribe to the upstream playground's document ids.
     #[arg(long, env = "SYNCKIT_PLAYGROUND_ACCESS_FILTER", default_value = "false", value_parser = parse_bool)]
     pub playground_access_filter: bool,
-    /// Relay counter/set/richtext CRDT ops to other subscribers.
+    /// Relay counter/set/richtext CRDT ops to the document's other subscribers, on
+    /// every instance (through Redis). Relayed, not stored: later subscribers never
+    /// receive earlier ops.
     #[arg(long, env = "SYNCKIT_RELAY_CRDT_OPS", default_value = "false", value_parser = parse_bool)]
     pub relay_crdt_ops: bool,
     /// Allowed CORS origins, comma-separated ("*" for any). Alias: SYNCKIT_CORS_ORIGINS.
@@ -192,6 +194,18 @@ pub struct ServeArgs {
     /// durable); past this, new writes get an error reply.
     #[arg(long, env = "SYNCKIT_WRITE_QUEUE_MAX", default_value_t = 100_000)]
     pub write_queue_max: usize,
+    /// Changed session rows (connects, disconnects) held for writing behind; past
+    /// this, changes are dropped (counted) and repaired when the next write reconciles
+    /// this instance's rows.
+    #[arg(long, env = "SYNCKIT_SESSION_QUEUE_MAX", default_value_t = 10_000)]
+    pub session_queue_max: usize,
+    /// How often the background prober checks PostgreSQL; health and readiness
+    /// answer from what it last saw.
+    #[arg(long, env = "SYNCKIT_STORAGE_PROBE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub storage_probe_interval: Duration,
+    /// A probe PostgreSQL does not answer within this marks storage degraded.
+    #[arg(long, env = "SYNCKIT_STORAGE_PROBE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub storage_probe_timeout: Duration,
     /// Where awareness (presence) lives: memory (per instance), postgres (needs
     /// DATABASE_URL) or redis (needs REDIS_URL; the C# key layout under `synckit:`).
     #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory", value_parser = ["memory", "postgres", "redis"])]
@@ -360,6 +374,9 @@ impl ServeArgs {
             persistence: PersistenceSettings {
                 max_backlog: self.write_queue_max.max(1),
                 session_touch_interval: self.heartbeat_interval,
+                session_queue_max: self.session_queue_max.max(1),
+                probe_interval: self.storage_probe_interval.max(Duration::from_millis(100)),
+                probe_timeout: self.storage_probe_timeout.max(Duration::from_millis(10)),
                 ..PersistenceSettings::default()
             },
             max_cached_documents: self.max_cached_documents.max(1),

@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -19,12 +18,9 @@ use super::upgrade::Socket;
 use super::AppState;
 use crate::protocol::errors::close;
 use crate::protocol::EncodedFrame;
+use crate::sync::peer::Outbox;
 use crate::sync::session::CloseRequest;
 use crate::sync::{Outgoing, Peer, Session};
-
-/// Outbox items per connection. A broadcast flush is one item however many fields it
-/// carries, so this is ~256 batch windows of slack before a reader counts as slow.
-pub const OUTBOX_CAPACITY: usize = 256;
 
 /// Close reason sent to a session an administrator disconnected (with 1008).
 pub const DISCONNECTED_BY_ADMIN: &str = "Disconnected by an administrator";
@@ -68,12 +64,11 @@ pub async fn serve_socket(
     metrics.connections_open.inc();
     let conn_id = state.next_conn_id();
 
-    let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let peer = Peer::new(conn_id, tx);
+    let (peer, outbox) = Peer::new(conn_id);
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(
         sink,
-        rx,
+        outbox,
         peer.overflowed().clone(),
         metrics.clone(),
     ));
@@ -89,7 +84,7 @@ pub async fn serve_socket(
         subscriptions: Vec::new(),
     });
     let mut session = Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
-    session.persist_session().await;
+    session.persist_session();
     let rejected_token = match &query_token {
         Some(token) => session.authenticate_query_token(token).await.err(),
         None => None,
@@ -140,7 +135,10 @@ pub async fn serve_socket(
                 break None;
             }
             ack = session.next_ack() => session.reply(&ack).await,
-            frame = stream.next() => {
+            // Backpressure: while this connection's own replies wait unsent, its
+            // socket is not read (it is never closed for them).
+            _ = peer.room(), if peer.own_backlogged() => {}
+            frame = stream.next(), if !peer.own_backlogged() => {
                 let Some(frame) = frame else { break None };
                 match frame {
                     Ok(Message::Text(text)) => {
@@ -176,7 +174,7 @@ pub async fn serve_socket(
                 if last_received.elapsed() >= state.config.heartbeat_timeout {
                     break Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
                 }
-                peer.deliver(Outgoing::Ping);
+                peer.send_own(Outgoing::Ping);
                 session.touch();
                 session.sweep(Instant::now());
             }
@@ -205,11 +203,10 @@ pub async fn serve_socket(
     }
     session.close().await;
     if let Some((code, reason)) = close_with {
-        peer.send(Outgoing::Close {
+        peer.send_own(Outgoing::Close {
             code,
             reason: reason.into(),
-        })
-        .await;
+        });
     } else if peer.overflowed().is_cancelled() {
         metrics.slow_clients_closed.inc();
     }
@@ -282,7 +279,7 @@ fn is_over_size_limit(error: &tungstenite::Error) -> bool {
 /// The writer task; hands its half of the socket back when done, for the linger.
 async fn write_loop(
     mut sink: SplitSink<Socket, Message>,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: Outbox,
     overflowed: CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> SplitSink<Socket, Message> {
@@ -292,7 +289,7 @@ async fn write_loop(
 
 async fn write_all(
     sink: &mut SplitSink<Socket, Message>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: Outbox,
     overflowed: CancellationToken,
     metrics: &crate::metrics::Metrics,
 ) {
@@ -319,8 +316,8 @@ async fn write_all(
                 }
             }
             match rx.try_recv() {
-                Ok(next) => item = next,
-                Err(_) => break,
+                Some(next) => item = next,
+                None => break,
             }
         }
         if sink.flush().await.is_err() {

@@ -61,7 +61,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     } else {
         Vec::new()
     };
-    let storage = storage_label(hub.storage()).await;
+    let storage = storage_label(hub.storage());
     Json(json!({
         "status": "healthy",
         "timestamp": iso_now(),
@@ -113,7 +113,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.lifecycle() != Lifecycle::Ready {
         return probe("unhealthy", started, Value::Null);
     }
-    let storage_ok = storage_label(state.sync.hub.storage()).await != "degraded";
+    let storage_ok = storage_label(state.sync.hub.storage()) != "degraded";
     let pubsub_ok = state.sync.hub.pubsub().state() != PubSubState::Disconnected;
     probe(
         if storage_ok && pubsub_ok {
@@ -134,10 +134,11 @@ fn merge(mut base: Value, extra: Value) -> Value {
     base
 }
 
-/// `memory-only`, `connected`, or `degraded` (unreachable, or writes waiting for it).
-async fn storage_label(storage: &crate::storage::Persistence) -> &'static str {
-    let reachable = storage.health_check().await.is_ok();
-    match (storage.kind(), reachable && !storage.is_degraded()) {
+/// `memory-only`, `connected`, or `degraded` (unreachable, or writes waiting for it),
+/// as the background prober and the writer last saw it: a probe never waits on the
+/// database.
+fn storage_label(storage: &crate::storage::Persistence) -> &'static str {
+    match (storage.kind(), !storage.is_degraded()) {
         ("memory", true) => "memory-only",
         (_, true) => "connected",
         (_, false) => "degraded",

@@ -117,10 +117,10 @@ pub struct Server {
 impl Server {
     pub fn new(config: ServerConfig, backends: Backends) -> Server {
         let metrics = Arc::new(Metrics::default());
-        let persistence = Arc::new(Persistence::new(
-            backends.storage,
-            config.persistence.clone(),
-        ));
+        let mut persistence_settings = config.persistence.clone();
+        // Session ids are `<instance id>:conn-<n>` (see `Session::connection_key`).
+        persistence_settings.session_prefix = format!("{}:", config.sync.instance_id);
+        let persistence = Arc::new(Persistence::new(backends.storage, persistence_settings));
         let (hub, flush_queue) = Hub::new(
             persistence,
             backends.pubsub,

@@ -415,6 +415,18 @@ pub const METRICS: &[MetricDef] = &[
         |s| n(s.persistence.refused_full)
     ),
     metric!(
+        "session_queue",
+        Gauge,
+        "Session row changes waiting to be written behind.",
+        |s| n(s.persistence.session_queue)
+    ),
+    metric!(
+        "session_writes_dropped_total",
+        Counter,
+        "Session row changes dropped because the session queue was full (repaired by the next reconciliation).",
+        |s| n(s.persistence.sessions_dropped)
+    ),
+    metric!(
         "storage_degraded",
         Gauge,
         "1 while storage is unreachable and writes wait in memory.",

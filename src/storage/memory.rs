@@ -23,8 +23,8 @@ use super::postgres::{clock_json, cutoff, from_db, snapshot_size, to_db};
 use super::shape::{rebuild_fields, text_state};
 use super::{
     CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
-    NewSnapshot, RunOutcome, RunRecord, SessionRecord, SessionRow, SnapshotRow, StorageAdapter,
-    StorageError, StoredDocument,
+    NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,
+    StorageAdapter, StorageError, StoredDocument,
 };
 
 /// Delta rows kept per document; older ones are dropped as new ones arrive. Deltas
@@ -684,6 +684,24 @@ impl StorageAdapter for MemoryStorage {
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError> {
         self.reachable()?;
         Ok(self.lock().sessions.remove(id).is_some())
+    }
+
+    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {
+        self.reachable()?;
+        for session in &batch.upserts {
+            self.save_session(session).await?;
+        }
+        let mut inner = self.lock();
+        for id in &batch.deletes {
+            inner.sessions.remove(id);
+        }
+        if let Some(prefix) = &batch.retain_prefix {
+            let keep: HashSet<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
+            inner
+                .sessions
+                .retain(|id, _| !id.starts_with(prefix.as_str()) || keep.contains(id.as_str()));
+        }
+        Ok(())
     }
 
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError> {

@@ -70,6 +70,25 @@ pub struct SessionRecord {
     pub metadata: Value,
 }
 
+/// Session rows written together by the write-behind queue (one transaction).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionBatch {
+    /// Rows to insert, or to refresh (`last_seen`, `metadata`) when they exist.
+    pub upserts: Vec<SessionRecord>,
+    /// Rows to delete.
+    pub deletes: Vec<String>,
+    /// When set, also delete every row whose id starts with this prefix (one
+    /// instance's sessions) and is not among `upserts`: the reconciliation after
+    /// an outage or a dropped write.
+    pub retain_prefix: Option<String>,
+}
+
+impl SessionBatch {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty() && self.retain_prefix.is_none()
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The backend cannot be reached (or is restarting): worth retrying.
@@ -375,6 +394,8 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// Bump `last_seen` of these sessions to now (one statement).
     async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError>;
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError>;
+    /// Apply a [`SessionBatch`] atomically (the sync path's only session write).
+    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError>;
     /// A user's sessions, newest `last_seen` first.
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError>;
     /// All sessions, newest `last_seen` first.

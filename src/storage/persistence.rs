@@ -9,6 +9,15 @@
 //! write is refused with [`StorageError::BacklogFull`] instead of being dropped. A
 //! write the backend rejects outright (not a connection problem) fails alone: the
 //! group is retried one write at a time so one bad row cannot wedge the queue.
+//!
+//! Session rows are write-behind too (no connection waits on the database to open
+//! or close): the queue remembers which rows changed and writes them in one
+//! transaction per short window. It holds at most `session_queue_max` changed rows;
+//! past that a change is dropped and counted, and — as after any failed write —
+//! the next successful write reconciles every row of this instance with the
+//! sessions open now. A background prober (`probe_interval`, `probe_timeout`) keeps
+//! the reachability that health and readiness report, so probes never wait on the
+//! database and an outage shows within about one interval plus one timeout.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +28,15 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    DocumentWrite, PersistTicket, SessionRecord, StorageAdapter, StorageError, StoredDocument,
+    DocumentWrite, PersistTicket, SessionBatch, SessionRecord, StorageAdapter, StorageError,
+    StoredDocument,
 };
+
+/// Session changes arriving within this window are written together.
+const SESSION_BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+/// The last session write at shutdown gets this long (the database may be gone).
+const SESSION_FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// Tunables of the queue.
 #[derive(Debug, Clone)]
@@ -33,6 +49,16 @@ pub struct PersistenceSettings {
     pub retry_max: Duration,
     /// How often batched `last_seen` bumps are written.
     pub session_touch_interval: Duration,
+    /// Changed session rows held for writing; past this, changes are dropped
+    /// (counted) and repaired by the next reconciliation.
+    pub session_queue_max: usize,
+    /// The id prefix of this instance's session rows (`<instance id>:`), for the
+    /// reconciliation; empty disables its deletes.
+    pub session_prefix: String,
+    /// How often the background prober checks that storage answers.
+    pub probe_interval: Duration,
+    /// A probe not answered within this counts as unreachable.
+    pub probe_timeout: Duration,
 }
 
 impl Default for PersistenceSettings {
@@ -43,6 +69,10 @@ impl Default for PersistenceSettings {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             session_touch_interval: Duration::from_secs(30),
+            session_queue_max: 10_000,
+            session_prefix: String::new(),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -68,6 +98,18 @@ impl Queue {
     }
 }
 
+/// Session rows as this instance wants them: the write-behind state.
+#[derive(Default)]
+struct SessionRows {
+    /// Sessions open now: the rows that should exist.
+    live: HashMap<String, SessionRecord>,
+    /// Rows changed since the last write: upserted when live, deleted otherwise.
+    dirty: HashSet<String>,
+    /// A change was dropped or a write failed: the next write rewrites every live
+    /// row and deletes every other row of this instance.
+    reconcile: bool,
+}
+
 /// Counters for stats and `/metrics`.
 #[derive(Debug, Default)]
 pub struct PersistenceCounters {
@@ -76,6 +118,8 @@ pub struct PersistenceCounters {
     pub failed_attempts: AtomicU64,
     pub rejected_writes: AtomicU64,
     pub refused_full: AtomicU64,
+    /// Session row changes dropped because the session queue was full.
+    pub sessions_dropped: AtomicU64,
 }
 
 pub struct Persistence {
@@ -89,6 +133,8 @@ pub struct Persistence {
     ready: AtomicBool,
     last_error: Mutex<Option<String>>,
     touched: Mutex<HashSet<String>>,
+    sessions: Mutex<SessionRows>,
+    session_wake: Notify,
     pub counters: PersistenceCounters,
 }
 
@@ -104,6 +150,8 @@ impl Persistence {
             ready: AtomicBool::new(false),
             last_error: Mutex::new(None),
             touched: Mutex::new(HashSet::new()),
+            sessions: Mutex::new(SessionRows::default()),
+            session_wake: Notify::new(),
             counters: PersistenceCounters::default(),
         }
     }
@@ -204,8 +252,17 @@ impl Persistence {
         result
     }
 
-    pub async fn save_session(&self, session: SessionRecord) -> Result<(), StorageError> {
-        self.adapter.save_session(&session).await
+    fn session_rows(&self) -> MutexGuard<'_, SessionRows> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a session row (insert, or refresh on a re-authentication); written
+    /// behind, never waited for.
+    pub fn save_session(&self, session: SessionRecord) {
+        let id = session.id.clone();
+        let mut rows = self.session_rows();
+        rows.live.insert(id.clone(), session);
+        self.mark_session(&mut rows, id);
     }
 
     /// Remember to bump this session's `last_seen`; written in one statement per
@@ -217,12 +274,156 @@ impl Persistence {
             .insert(id.to_owned());
     }
 
-    pub async fn delete_session(&self, id: &str) -> Result<(), StorageError> {
+    /// Drop a session row; written behind, never waited for.
+    pub fn delete_session(&self, id: &str) {
         self.touched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
-        self.adapter.delete_session(id).await.map(|_| ())
+        let mut rows = self.session_rows();
+        rows.live.remove(id);
+        self.mark_session(&mut rows, id.to_owned());
+    }
+
+    fn mark_session(&self, rows: &mut SessionRows, id: String) {
+        if rows.dirty.len() < self.settings.session_queue_max || rows.dirty.contains(&id) {
+            rows.dirty.insert(id);
+        } else {
+            // The live set still knows the truth: the reconciliation repairs it.
+            rows.reconcile = true;
+            let dropped = self
+                .counters
+                .sessions_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    max = self.settings.session_queue_max,
+                    "session queue full: session row changes dropped until the next reconciliation"
+                );
+            }
+        }
+        self.session_wake.notify_one();
+    }
+
+    /// Session row changes waiting to be written.
+    pub fn session_queue_len(&self) -> usize {
+        self.session_rows().dirty.len()
+    }
+
+    /// Take what the next session write must do.
+    fn take_session_batch(&self) -> SessionBatch {
+        let mut rows = self.session_rows();
+        let dirty = std::mem::take(&mut rows.dirty);
+        let reconcile = std::mem::take(&mut rows.reconcile);
+        let deletes = dirty
+            .iter()
+            .filter(|id| !rows.live.contains_key(*id))
+            .cloned()
+            .collect();
+        let upserts = if reconcile {
+            rows.live.values().cloned().collect()
+        } else {
+            dirty
+                .iter()
+                .filter_map(|id| rows.live.get(id).cloned())
+                .collect()
+        };
+        let prefix = &self.settings.session_prefix;
+        SessionBatch {
+            upserts,
+            deletes,
+            retain_prefix: (reconcile && !prefix.is_empty()).then(|| prefix.clone()),
+        }
+    }
+
+    /// Write the changed session rows; false when storage could not be reached (the
+    /// next write then reconciles).
+    async fn flush_sessions(&self) -> bool {
+        let batch = self.take_session_batch();
+        if batch.is_empty() {
+            return true;
+        }
+        match self.adapter.write_sessions(&batch).await {
+            Ok(()) => true,
+            Err(e) if e.is_transient() => {
+                self.session_rows().reconcile = true;
+                tracing::debug!(error = %e, "session rows not written yet: reconciling when storage answers");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, rows = batch.upserts.len() + batch.deletes.len(), "session rows rejected by storage");
+                true
+            }
+        }
+    }
+
+    /// The session writer: batches changes per window, retries (reconciling) while
+    /// storage is away, bumps `last_seen` per touch interval, and writes what is
+    /// left when `stop` is cancelled.
+    async fn run_sessions(&self, stop: &CancellationToken) {
+        let mut touches = tokio::time::interval(self.settings.session_touch_interval);
+        touches.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = self.settings.retry_min;
+        loop {
+            tokio::select! {
+                _ = self.session_wake.notified() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(SESSION_BATCH_WINDOW) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+                _ = touches.tick() => {
+                    self.flush_touches().await;
+                    continue;
+                }
+                _ = stop.cancelled() => {
+                    let last = async {
+                        self.flush_sessions().await;
+                        self.flush_touches().await;
+                    };
+                    let _ = tokio::time::timeout(SESSION_FINAL_FLUSH, last).await;
+                    return;
+                }
+            }
+            if self.flush_sessions().await {
+                backoff = self.settings.retry_min;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.cancelled() => {}
+            }
+            backoff = (backoff * 2).min(self.settings.retry_max);
+            self.session_wake.notify_one();
+        }
+    }
+
+    /// The prober: checks storage every `probe_interval` with `probe_timeout`, so
+    /// [`Persistence::is_degraded`] turns true soon after an outage starts (not only
+    /// once a write fails) and health answers from memory.
+    async fn run_prober(&self, stop: &CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.probe_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let timeout = self.settings.probe_timeout;
+            let probe = tokio::time::timeout(timeout, self.adapter.health_check()).await;
+            match probe.unwrap_or_else(|_| {
+                Err(StorageError::Unavailable(format!(
+                    "no answer within {}",
+                    humantime::format_duration(timeout)
+                )))
+            }) {
+                Ok(()) if self.backlog() == 0 => self.set_healthy(),
+                Ok(()) => {}
+                Err(e) if e.is_transient() => self.set_degraded(&e),
+                Err(e) => tracing::debug!(error = %e, "storage probe failed"),
+            }
+        }
     }
 
     pub async fn health_check(&self) -> Result<(), StorageError> {
@@ -281,22 +482,29 @@ impl Persistence {
     /// `stop` is cancelled and the queue is empty. Also writes batched session
     /// touches. Run it as one task per process.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        self.connect_with_retry(&stop).await;
-        let mut touches = tokio::time::interval(self.settings.session_touch_interval);
-        touches.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The prober stops with the writer: nothing asks for health after that.
+        let prober_stop = CancellationToken::new();
+        let writes = async {
+            self.connect_with_retry(&stop).await;
+            self.run_writes(&stop).await;
+            prober_stop.cancel();
+        };
+        tokio::join!(
+            writes,
+            self.run_sessions(&stop),
+            self.run_prober(&prober_stop)
+        );
+    }
+
+    async fn run_writes(&self, stop: &CancellationToken) {
         loop {
             let group = self.take_group();
             if group.is_empty() {
                 self.idle.notify_waiters();
                 tokio::select! {
                     _ = self.wake.notified() => continue,
-                    _ = touches.tick() => {
-                        self.flush_touches().await;
-                        continue;
-                    }
                     _ = stop.cancelled() => {
                         if self.backlog() == 0 {
-                            self.flush_touches().await;
                             return;
                         }
                         continue;
@@ -430,6 +638,8 @@ impl Persistence {
             failed_attempts: load(&self.counters.failed_attempts),
             rejected_writes: load(&self.counters.rejected_writes),
             refused_full: load(&self.counters.refused_full),
+            session_queue: Some(self.session_queue_len() as u64),
+            sessions_dropped: load(&self.counters.sessions_dropped),
             failures: None,
         }
     }

@@ -55,6 +55,9 @@ struct PendingBatch {
     /// Field → (value, whether this instance produced it and must publish it).
     values: HashMap<String, (Value, bool)>,
     since: Option<Instant>,
+    /// Local connections whose writes are in the batch: to them it is the echo of
+    /// their own write (see [`Peer::send_own`]).
+    writers: Vec<u64>,
 }
 
 struct DocState {
@@ -136,6 +139,8 @@ pub struct Changes<'a> {
     pub clocks: Vec<&'a Map<String, Value>>,
     /// Incoming Fugue state and its `textClock`.
     pub text: Option<(&'a str, f64)>,
+    /// The local connection that wrote them (its echo is its own reply).
+    pub origin: Option<u64>,
 }
 
 /// The result of applying [`Changes`].
@@ -241,7 +246,14 @@ impl Hub {
             entry.last_used.store(self.tick(), Ordering::Relaxed);
             return Ok(entry);
         }
-        let stored = match self.storage.load_document(id).await {
+        // While storage is known to be down (the prober says so) the document is
+        // opened from memory at once: a subscribe never waits on the database.
+        let load = if self.storage.is_degraded() {
+            Ok(None)
+        } else {
+            self.storage.load_document(id).await
+        };
+        let stored = match load {
             Ok(stored) => stored,
             // Storage down: serve the document from memory (STORAGE.md §5). Writes
             // still queue as patches merged into the stored fields, so nothing the
@@ -502,11 +514,7 @@ impl Hub {
             .collect();
         let mut merged_text = None;
         if let Some((incoming, clock)) = changes.text {
-            let text = st
-                .doc
-                .text
-                .get_or_insert_with(|| TextState::new(String::new(), 0.0));
-            text.merge(incoming, clock);
+            let text = merge_text(&mut st.doc.text, incoming, clock);
             write.text = Some((text.json().to_owned(), text.clock()));
             merged_text = Some(text.json().to_owned());
         }
@@ -514,6 +522,11 @@ impl Hub {
             st.last_modified_ms = now_ms;
         }
         let schedule = self.queue_locked(&mut st, queued, true);
+        if let Some(origin) = changes.origin {
+            if !st.pending.order.is_empty() && !st.pending.writers.contains(&origin) {
+                st.pending.writers.push(origin);
+            }
+        }
         let ticket = if write.is_empty() {
             PersistTicket::done(Ok(()))
         } else {
@@ -588,7 +601,9 @@ impl Hub {
     /// cut, other instances' writes are only there): every field that differs and
     /// did not change since [`Hub::begin_resync`] takes the stored value (a field
     /// storage lacks is deleted), broadcast to local subscribers like a remote
-    /// update. Returns the number of fields changed, or `None` when this instance
+    /// update; the stored text state is merged in and, when that changes it, sent to
+    /// local subscribers as a `text-state` op. Returns the number of fields (and
+    /// text) changed, or `None` when this instance
     /// has writes to the document not yet in storage — storage is then behind us
     /// and the caller retries later.
     pub fn reconcile(
@@ -623,12 +638,32 @@ impl Hub {
         for (writer, value) in &stored.clock {
             st.doc.clock.observe(writer, *value);
         }
+        // Text merges (a CRDT): what peers stored joins what we hold, never loses it.
+        let text = stored
+            .text
+            .and_then(|(json, clock)| merge_text_changed(&mut st.doc.text, &json, clock));
         let schedule = self.apply_remote_locked(&mut st, &changes, now_ms);
         drop(st);
         if schedule {
             self.schedule_flush(entry);
         }
-        Some(changes.len())
+        let changed = changes.len() + usize::from(text.is_some());
+        if let Some((state, clock)) = text {
+            // The SDK shape of a text relay: a whole-state `text-state` op.
+            let msg = ServerMessage::DeltaBatch {
+                document_id: entry.id.to_string(),
+                deltas: vec![serde_json::json!({
+                    "type": "text-state",
+                    "documentId": &*entry.id,
+                    "state": state,
+                    "timestamp": clock,
+                    "clientId": "storage",
+                })],
+                is_text_operation: true,
+            };
+            self.send_to_subscribers(entry, &msg, false, None);
+        }
+        Some(changed)
     }
 
     /// A planned resynchronisation gave up on a document.
@@ -639,12 +674,9 @@ impl Hub {
     /// Merge a remote text state (no persistence) and return the merged state.
     pub fn merge_remote_text(&self, entry: &DocEntry, incoming: &str, clock: f64) -> String {
         let mut st = entry.lock();
-        let text = st
-            .doc
-            .text
-            .get_or_insert_with(|| TextState::new(String::new(), 0.0));
-        text.merge(incoming, clock);
-        text.json().to_owned()
+        merge_text(&mut st.doc.text, incoming, clock)
+            .json()
+            .to_owned()
     }
 
     /// Returns whether a flush must be scheduled (the batch went from empty to not).
@@ -699,6 +731,7 @@ impl Hub {
             order,
             mut values,
             since,
+            writers,
         } = batch;
         let mut bodies = Vec::with_capacity(order.len());
         let mut published = Map::new();
@@ -727,7 +760,13 @@ impl Hub {
                 Encoding::Binary => binary.get_or_insert_with(|| frames_for(Encoding::Binary)),
                 Encoding::Json => json.get_or_insert_with(|| frames_for(Encoding::Json)),
             };
-            if peer.deliver(Outgoing::Frames(frames.clone())) {
+            let item = Outgoing::Frames(frames.clone());
+            let queued = if writers.contains(&peer.conn_id) {
+                peer.send_own(item)
+            } else {
+                peer.deliver(item)
+            };
+            if queued {
                 delivered += 1;
             } else {
                 self.metrics.slow_clients_closed.inc();
@@ -919,6 +958,25 @@ fn check_clock(
     Ok(())
 }
 
+/// Merge an incoming text state into a document's (starting one if it has none).
+fn merge_text<'a>(text: &'a mut Option<TextState>, incoming: &str, clock: f64) -> &'a TextState {
+    let text = text.get_or_insert_with(|| TextState::new(String::new(), 0.0));
+    text.merge(incoming, clock);
+    text
+}
+
+/// [`merge_text`], returning the merged state and clock only when the merge changed
+/// the text state.
+fn merge_text_changed(
+    text: &mut Option<TextState>,
+    incoming: &str,
+    clock: f64,
+) -> Option<(String, f64)> {
+    let before = text.as_ref().map(|t| t.json().to_owned());
+    let merged = merge_text(text, incoming, clock);
+    (before.as_deref() != Some(merged.json())).then(|| (merged.json().to_owned(), merged.clock()))
+}
+
 fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
     if list.iter().any(|p| p.conn_id == peer.conn_id) {
         return false;
@@ -972,8 +1030,7 @@ mod tests {
     #[tokio::test]
     async fn idle_documents_are_evicted_least_recently_used_first() {
         let hub = hub(10);
-        let (tx, _rx) = mpsc::channel(8);
-        let peer = Peer::new(1, tx);
+        let (peer, _outbox) = Peer::new(1);
         // Document 0 keeps a subscriber; documents 1.. are idle.
         let kept = hub.open("doc-0").await.expect("open");
         hub.subscribe(&kept, &peer);
@@ -1043,6 +1100,53 @@ mod tests {
             Some(ClockRefusal::Advance)
         );
         assert_eq!(hub.snapshot(&entry).clock["a"], serde_json::json!(6));
+    }
+
+    #[tokio::test]
+    async fn a_writers_echo_is_its_own_reply_and_never_closes_it() {
+        let (hub, _flushes) = Hub::new(
+            Arc::new(Persistence::in_memory()),
+            Arc::new(LocalPubSub::single_instance()),
+            Arc::new(Metrics::default()),
+            HubSettings {
+                batch_delay: Duration::ZERO,
+                instance_id: "test".into(),
+                channels: Channels::new("synckit:"),
+                max_cached_documents: 10,
+                max_clock_entries: 10,
+            },
+        );
+        let entry = hub.open("d").await.expect("open");
+        // Neither outbox is drained: the writer and a subscriber that does not read.
+        let (writer, _w) = Peer::new(1);
+        let (reader, _r) = Peer::new(2);
+        hub.subscribe(&entry, &writer);
+        hub.subscribe(&entry, &reader);
+        for i in 0..super::super::peer::FOREIGN_BUDGET + 10 {
+            let applied = hub.apply(
+                &entry,
+                Changes {
+                    fields: vec![FieldWrite {
+                        field: format!("f{i}"),
+                        value: Value::from(i),
+                        writer: "w".into(),
+                    }],
+                    origin: Some(writer.conn_id),
+                    ..Changes::default()
+                },
+                0,
+            );
+            drop(applied);
+        }
+        assert!(
+            !writer.overflowed().is_cancelled(),
+            "the writer's echoes are its own replies"
+        );
+        assert!(writer.own_backlogged(), "so its socket stops being read");
+        assert!(
+            reader.overflowed().is_cancelled(),
+            "a subscriber that does not read is closed"
+        );
     }
 
     #[tokio::test]

@@ -1,17 +1,30 @@
 //! A connection as seen by the hub: where its outbound frames go.
 //!
-//! The outbox is bounded. A subscriber that cannot keep up (its outbox is full) is
-//! not waited for — that would stall every other subscriber — it is marked for
-//! closing (`1013 Client too slow`) and the delivery is counted as dropped.
+//! One ordered outbox per connection, with two budgets. What the connection caused
+//! itself — replies, acks, the echo of its own writes, pings — never closes it: once
+//! [`OWN_BUDGET`] of those wait unsent, its connection stops reading the socket until
+//! they drain ([`Peer::own_backlogged`], [`Peer::room`]), so a fast writer is slowed
+//! to the pace its own replies leave at. Broadcasts of other connections' writes are
+//! not waited for — that would stall every other subscriber — so a subscriber with
+//! [`FOREIGN_BUDGET`] of them unsent is marked for closing (`1013 Client too slow`)
+//! and the delivery is counted as dropped.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{EncodedFrame, Encoding};
+
+/// Broadcasts of others' writes a connection may have waiting. A broadcast flush is
+/// one item however many fields it carries, so this is ~256 batch windows of slack
+/// before a reader counts as slow.
+pub const FOREIGN_BUDGET: usize = 256;
+
+/// Items a connection caused itself that may wait before its socket stops being read.
+pub const OWN_BUDGET: usize = 128;
 
 /// Outbound items a connection's writer task sends, in order.
 #[derive(Debug, Clone)]
@@ -27,10 +40,20 @@ pub enum Outgoing {
     },
 }
 
+/// An outbox entry: the item and whether the connection caused it.
+#[derive(Debug)]
+pub struct Queued {
+    item: Outgoing,
+    own: bool,
+}
+
 pub struct Peer {
     pub conn_id: u64,
     json: AtomicBool,
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::UnboundedSender<Queued>,
+    own: AtomicUsize,
+    foreign: AtomicUsize,
+    room: Notify,
     overflowed: CancellationToken,
 }
 
@@ -40,14 +63,55 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// The writer task's end of a connection's outbox.
+pub struct Outbox {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    peer: std::sync::Weak<Peer>,
+}
+
+impl Outbox {
+    /// The next item; `None` once every [`Peer`] handle is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let queued = self.rx.recv().await?;
+        Some(self.taken(queued))
+    }
+
+    /// The next item if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        let queued = self.rx.try_recv().ok()?;
+        Some(self.taken(queued))
+    }
+
+    fn taken(&self, queued: Queued) -> Outgoing {
+        if let Some(peer) = self.peer.upgrade() {
+            let counter = if queued.own { &peer.own } else { &peer.foreign };
+            counter.fetch_sub(1, Ordering::Relaxed);
+            if queued.own {
+                peer.room.notify_one();
+            }
+        }
+        queued.item
+    }
+}
+
 impl Peer {
-    pub fn new(conn_id: u64, tx: mpsc::Sender<Outgoing>) -> Arc<Peer> {
-        Arc::new(Peer {
+    /// A peer and the outbox its writer task drains.
+    pub fn new(conn_id: u64) -> (Arc<Peer>, Outbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peer = Arc::new(Peer {
             conn_id,
             json: AtomicBool::new(false),
             tx,
+            own: AtomicUsize::new(0),
+            foreign: AtomicUsize::new(0),
+            room: Notify::new(),
             overflowed: CancellationToken::new(),
-        })
+        });
+        let outbox = Outbox {
+            rx,
+            peer: Arc::downgrade(&peer),
+        };
+        (peer, outbox)
     }
 
     /// Reply encoding of this connection (fixed by its first data frame).
@@ -64,27 +128,84 @@ impl Peer {
             .store(encoding == Encoding::Json, Ordering::Relaxed);
     }
 
-    /// Queue without waiting. Returns false when the item was dropped; a full outbox
-    /// marks the peer as overflowed so its connection closes.
+    /// Queue a broadcast of someone else's doing, without waiting. Returns false when
+    /// it was dropped; past [`FOREIGN_BUDGET`] the peer is marked as overflowed so its
+    /// connection closes.
     pub fn deliver(&self, item: Outgoing) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflowed.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.overflowed.is_cancelled() {
+            return false;
         }
+        if self.foreign.load(Ordering::Relaxed) >= FOREIGN_BUDGET {
+            self.overflowed.cancel();
+            return false;
+        }
+        self.push(item, false)
     }
 
-    /// Queue, waiting for room: for replies to this connection's own requests, where
-    /// back-pressure on the sender is the right behaviour.
-    pub async fn send(&self, item: Outgoing) -> bool {
-        self.tx.send(item).await.is_ok()
+    /// Queue something this connection caused (a reply, the echo of its own write,
+    /// a ping). Never refused for being slow: the connection stops reading instead
+    /// (see [`Peer::own_backlogged`]).
+    pub fn send_own(&self, item: Outgoing) -> bool {
+        self.push(item, true)
     }
 
-    /// Cancelled when a broadcast found the outbox full.
+    fn push(&self, item: Outgoing, own: bool) -> bool {
+        let counter = if own { &self.own } else { &self.foreign };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Queued { item, own }).is_err() {
+            counter.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Whether this connection's own items fill their budget: its socket is not read
+    /// until they drain.
+    pub fn own_backlogged(&self) -> bool {
+        self.own.load(Ordering::Relaxed) >= OWN_BUDGET
+    }
+
+    /// Resolves after the writer took one of this connection's own items (re-check
+    /// [`Peer::own_backlogged`]).
+    pub async fn room(&self) {
+        self.room.notified().await;
+    }
+
+    /// Cancelled when a broadcast found the outbox over its budget.
     pub fn overflowed(&self) -> &CancellationToken {
         &self.overflowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Outgoing {
+        Outgoing::Ping
+    }
+
+    #[tokio::test]
+    async fn own_items_never_overflow_and_foreign_ones_do() {
+        let (peer, mut outbox) = Peer::new(1);
+        for _ in 0..OWN_BUDGET * 3 {
+            assert!(peer.send_own(frame()));
+        }
+        assert!(!peer.overflowed().is_cancelled(), "own items never close");
+        assert!(peer.own_backlogged());
+        for _ in 0..FOREIGN_BUDGET {
+            assert!(peer.deliver(frame()));
+        }
+        assert!(!peer.overflowed().is_cancelled());
+        assert!(!peer.deliver(frame()), "over the foreign budget");
+        assert!(peer.overflowed().is_cancelled());
+        // Draining own items makes room again.
+        for _ in 0..OWN_BUDGET * 2 + 1 {
+            outbox.recv().await.expect("queued");
+        }
+        assert!(!peer.own_backlogged());
+        tokio::time::timeout(std::time::Duration::from_secs(1), peer.room())
+            .await
+            .expect("room signalled");
     }
 }

@@ -37,8 +37,9 @@ fn clustered(hub: &Hub) -> bool {
     hub.pubsub().state() != PubSubState::SingleInstance
 }
 
-/// Publish a text relay on the document's delta channel.
-pub fn publish_text_relay(hub: &Hub, document_id: &str, msg: &ServerMessage) {
+/// Publish an op relay (text states and positional text ops; counter and set ops
+/// with `SYNCKIT_RELAY_CRDT_OPS`) on the document's delta channel.
+pub fn publish_op_relay(hub: &Hub, document_id: &str, msg: &ServerMessage) {
     if clustered(hub) {
         hub.publish(
             &hub.settings().channels.delta(document_id),
@@ -200,10 +201,19 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
                 }
                 relayed.push(op);
             }
+            // Text relays say so (or carry text ops); relayed CRDT ops (counter,
+            // set) do not.
+            let is_text = msg.get("isTextOperation") == Some(&Value::Bool(true))
+                || ops.iter().any(|op| {
+                    matches!(
+                        op.get("type").and_then(Value::as_str),
+                        Some("text-state" | "text")
+                    )
+                });
             let out = ServerMessage::DeltaBatch {
                 document_id: document_id.to_owned(),
                 deltas: relayed,
-                is_text_operation: true,
+                is_text_operation: is_text,
             };
             hub.send_to_subscribers(&entry, &out, false, None);
         }

@@ -18,9 +18,9 @@
 //! yet committed waits for them (storage is behind us until then).
 //!
 //! Without PostgreSQL there is nothing shared to read back: documents converge only
-//! as their fields are written again (README, "Running several instances"). Text
-//! (Fugue) states are not reloaded either: every text relay carries the whole state,
-//! so the next edit merges them.
+//! as their fields are written again (README, "Running several instances"). The
+//! text (Fugue) state read back is merged into ours (a CRDT merge loses neither side)
+//! and sent to local subscribers when it changed.
 
 use std::sync::Arc;
 use std::time::Duration;

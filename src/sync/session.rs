@@ -153,7 +153,7 @@ impl Session {
     }
 
     /// Record the session row if authenticated (called at connect and after auth).
-    pub async fn persist_session(&mut self) {
+    pub fn persist_session(&mut self) {
         let Some(identity) = &self.identity else {
             return;
         };
@@ -172,9 +172,8 @@ impl Session {
             ),
         };
         self.session_saved = true;
-        if let Err(e) = self.svc.hub.storage().save_session(record).await {
-            tracing::warn!(conn_id = self.peer.conn_id, error = %e, "could not record session");
-        }
+        // Written behind: a connection never waits on the database.
+        self.svc.hub.storage().save_session(record);
     }
 
     /// Bump the session's `last_seen` (called once per heartbeat interval; the
@@ -217,7 +216,7 @@ impl Session {
             self.svc.metrics.acks_sent.inc();
         }
         self.svc.metrics.message_out(msg.kind(), 1);
-        self.peer.send(Outgoing::Frame(frame)).await;
+        self.peer.send_own(Outgoing::Frame(frame));
     }
 
     async fn error(&self, error: impl Into<String>) {
@@ -525,7 +524,7 @@ impl Session {
                 self.svc.metrics.user_left(&previous.user_id);
             }
         }
-        self.persist_session().await;
+        self.persist_session();
     }
 
     /// After a re-authentication: drop every subscription the new permissions no
@@ -834,6 +833,7 @@ impl Session {
                 fields,
                 clocks,
                 text: None,
+                origin: Some(self.peer.conn_id),
             },
             wall_clock_ms(),
         );
@@ -911,6 +911,7 @@ impl Session {
                 fields,
                 clocks,
                 text: None,
+                origin: Some(self.peer.conn_id),
             },
             now,
         );
@@ -945,6 +946,7 @@ impl Session {
                 &target_entry,
                 Changes {
                     text: Some((&state, clock)),
+                    origin: Some(self.peer.conn_id),
                     ..Changes::default()
                 },
                 now,
@@ -979,7 +981,9 @@ impl Session {
             .await;
     }
 
-    /// Send ops to the document's other subscribers at once and publish them.
+    /// Send ops to the document's other subscribers at once and publish them to the
+    /// other instances (text ops always; CRDT ops only reach here when relaying them
+    /// is enabled).
     fn relay_ops(&self, entry: &DocEntry, ops: Vec<Value>, is_text: bool) {
         let msg = ServerMessage::DeltaBatch {
             document_id: entry.id.to_string(),
@@ -989,9 +993,7 @@ impl Session {
         self.svc
             .hub
             .send_to_subscribers(entry, &msg, false, Some(self.peer.conn_id));
-        if is_text {
-            super::relay::publish_text_relay(&self.svc.hub, &entry.id, &msg);
-        }
+        super::relay::publish_op_relay(&self.svc.hub, &entry.id, &msg);
     }
 
     async fn on_awareness_subscribe(&mut self, document_id: Option<String>) {
@@ -1150,15 +1152,10 @@ impl Session {
                 self.svc.metrics.user_left(&identity.user_id);
             }
             self.session_saved = false;
-            if let Err(e) = self
-                .svc
+            self.svc
                 .hub
                 .storage()
-                .delete_session(&self.connection_key())
-                .await
-            {
-                tracing::warn!(error = %e, "could not delete session row");
-            }
+                .delete_session(&self.connection_key());
         }
     }
 }

@@ -233,9 +233,17 @@ async fn probes_report_ready_and_degraded() {
         assert_eq!(ready.json()["status"], "healthy");
         assert!(ready.json()["duration"].is_number());
     }
-    // A configured backend that is down: degraded (still 200), /health stays healthy.
+    // A configured backend that is down: degraded (still 200) once the background
+    // prober saw it, /health stays healthy.
     storage.set_reachable(false);
-    let ready = http(server.addr, "GET", "/health/ready", &[], None).await;
+    let mut ready = http(server.addr, "GET", "/health/ready", &[], None).await;
+    for _ in 0..60 {
+        if ready.json()["status"] == "degraded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = http(server.addr, "GET", "/health/ready", &[], None).await;
+    }
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["status"], "degraded");
     let h = http(server.addr, "GET", "/health", &[], None).await;

@@ -3,6 +3,7 @@
 //! and packaging. Shared helpers live in `common` and `console_fixture`.
 
 mod awareness_conformance;
+mod backpressure;
 mod check_config;
 mod codec_props;
 mod common;
@@ -11,6 +12,7 @@ mod console_feed;
 mod console_fixture;
 mod console_snapshots;
 mod console_update;
+mod fleet;
 mod http;
 mod migrations;
 mod packaging;
@@ -20,6 +22,7 @@ mod redis_outage;
 mod redis_serve;
 mod scheduler;
 mod storage_conformance;
+mod storage_outage;
 mod systemd;
 mod wire;
 mod wire_admission;

@@ -16,8 +16,8 @@ use sqlx::PgPool;
 
 use super::{
     migrate, CleanupCounts, CleanupOptions, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
-    NewSnapshot, RunOutcome, RunRecord, SessionRecord, SessionRow, SnapshotRow, StorageAdapter,
-    StorageError, StoredDocument,
+    NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,
+    StorageAdapter, StorageError, StoredDocument,
 };
 pub(crate) use sync_path::{from_db, to_db};
 
@@ -496,6 +496,12 @@ impl PostgresStorage {
     }
 }
 
+/// Insert a session row, or refresh `last_seen` and `metadata` of an existing one.
+const SAVE_SESSION: &str =
+    "INSERT INTO sessions (id, user_id, client_id, connected_at, last_seen, metadata) \
+     VALUES ($1, $2, $3, NOW(), NOW(), $4) \
+     ON CONFLICT (id) DO UPDATE SET last_seen = NOW(), metadata = EXCLUDED.metadata";
+
 #[async_trait]
 impl StorageAdapter for PostgresStorage {
     fn kind(&self) -> &'static str {
@@ -744,17 +750,13 @@ impl StorageAdapter for PostgresStorage {
     }
 
     async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
-        let result = sqlx::query(
-            "INSERT INTO sessions (id, user_id, client_id, connected_at, last_seen, metadata) \
-             VALUES ($1, $2, $3, NOW(), NOW(), $4) \
-             ON CONFLICT (id) DO UPDATE SET last_seen = NOW(), metadata = EXCLUDED.metadata",
-        )
-        .bind(&session.id)
-        .bind(&session.user_id)
-        .bind(&session.client_id)
-        .bind(&session.metadata)
-        .execute(&self.pool)
-        .await;
+        let result = sqlx::query(SAVE_SESSION)
+            .bind(&session.id)
+            .bind(&session.user_id)
+            .bind(&session.client_id)
+            .bind(&session.metadata)
+            .execute(&self.pool)
+            .await;
         self.observe_query(result).map(drop)
     }
 
@@ -792,6 +794,46 @@ impl StorageAdapter for PostgresStorage {
             .execute(&self.pool)
             .await;
         self.observe_query(result).map(|r| affected(r) > 0)
+    }
+
+    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = async {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            for session in &batch.upserts {
+                sqlx::query(SAVE_SESSION)
+                    .bind(&session.id)
+                    .bind(&session.user_id)
+                    .bind(&session.client_id)
+                    .bind(&session.metadata)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            if !batch.deletes.is_empty() {
+                sqlx::query("DELETE FROM sessions WHERE id = ANY($1)")
+                    .bind(&batch.deletes)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            if let Some(prefix) = &batch.retain_prefix {
+                let keep: Vec<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
+                sqlx::query(
+                    "DELETE FROM sessions WHERE left(id, length($1)) = $1 AND NOT (id = ANY($2))",
+                )
+                .bind(prefix)
+                .bind(&keep)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            tx.commit().await.map_err(classify)
+        }
+        .await;
+        self.observe(result)
     }
 
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError> {

@@ -1,6 +1,7 @@
 //! Test harness: an in-process server on 127.0.0.1:0 and a tiny protocol client.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod redis;
 
 use std::time::Duration;

@@ -1,0 +1,230 @@
+//! Backpressure instead of punishment: a fast writer is slowed by its own replies
+//! (acks, the echo of its writes), never closed for them, and loses nothing; only a
+//! subscriber that does not read its broadcasts is closed with `1013`.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{open_config, start, Client};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+const DOC: &str = "fanout";
+
+fn delta(i: usize, value: Value) -> Message {
+    Message::Text(
+        json!({"type": "delta", "documentId": DOC, "field": format!("f{i}"), "value": value,
+               "clientId": "writer", "messageId": format!("m{i}")})
+        .to_string()
+        .into(),
+    )
+}
+
+/// Subscribe and read until `n` deltas of the writer arrived; panics on a close.
+async fn subscriber(mut c: Client, n: usize) -> usize {
+    let mut seen = 0;
+    while seen < n {
+        let m = c
+            .recv_timeout(Duration::from_secs(30))
+            .await
+            .expect("a broadcast within 30 s");
+        match m["type"].as_str() {
+            Some("delta") => seen += 1,
+            Some("__close") => panic!("subscriber closed after {seen} deltas: {m}"),
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// One writer keeping `window` deltas in flight (acks free slots) until `n` are
+/// acknowledged; returns (acks, echoes) and panics on a close.
+async fn writer(
+    c: Client,
+    n: usize,
+    window: usize,
+    value: impl Fn(usize) -> Value,
+) -> (usize, usize) {
+    let (mut tx, mut rx) = c.ws.split();
+    let slots = Arc::new(Semaphore::new(window));
+    let reader_slots = slots.clone();
+    let reader = tokio::spawn(async move {
+        let (mut acks, mut echoes) = (0, 0);
+        while acks < n {
+            let next = tokio::time::timeout(Duration::from_secs(30), rx.next())
+                .await
+                .expect("a reply within 30 s");
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    let m: Value = serde_json::from_str(&t).expect("json");
+                    match m["type"].as_str() {
+                        Some("ack") => {
+                            acks += 1;
+                            reader_slots.add_permits(1);
+                        }
+                        Some("delta") => echoes += 1,
+                        Some("error") => panic!("error reply: {m}"),
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    panic!("writer closed after {acks} acks: {f:?}")
+                }
+                Some(Ok(_)) => {}
+                other => panic!("writer connection ended after {acks} acks: {other:?}"),
+            }
+        }
+        // The echoes of the last writes may trail their acks.
+        while echoes < n {
+            match tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"delta\"") => echoes += 1,
+                Ok(Some(Ok(Message::Close(f)))) => panic!("writer closed: {f:?}"),
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        (acks, echoes)
+    });
+    for i in 0..n {
+        slots.acquire().await.expect("slot").forget();
+        tx.send(delta(i, value(i))).await.expect("send");
+    }
+    let counts = reader.await.expect("writer reader");
+    let _ = tx.close().await;
+    counts
+}
+
+/// The reproduction: `SYNC_BATCH_DELAY=0`, one writer keeping 200 deltas in flight
+/// to a document with 50 subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_writer_to_fifty_subscribers_is_slowed_not_closed() {
+    const SUBSCRIBERS: usize = 50;
+    const DELTAS: usize = 2_000;
+    let mut config = open_config();
+    config.batch_delay = Duration::ZERO;
+    config.sync.max_messages_per_minute = 0;
+    config.public_stats = true;
+    config.max_connections_per_ip = SUBSCRIBERS + 10;
+    let server = start(config).await;
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut c = Client::connect(&server, true).await;
+        common::subscribe(&mut c, DOC).await;
+        readers.push(tokio::spawn(subscriber(c, DELTAS)));
+    }
+    let mut w = Client::connect(&server, false).await;
+    common::subscribe(&mut w, DOC).await;
+    let (acks, echoes) = writer(w, DELTAS, 200, |i| json!(i)).await;
+    assert_eq!(acks, DELTAS, "every write acknowledged");
+    assert_eq!(echoes, DELTAS, "every echo delivered to the writer");
+    for r in readers {
+        assert_eq!(r.await.expect("subscriber"), DELTAS, "nothing lost");
+    }
+    let stats = common::http(server.addr, "GET", "/stats", &[], None)
+        .await
+        .json();
+    assert_eq!(
+        stats["broadcast"]["slowClientsClosed"], 0,
+        "nobody closed: {}",
+        stats["broadcast"]
+    );
+}
+
+/// The writer's own replies cannot leave while it does not read: the server stops
+/// reading its socket (backpressure) instead of closing it, and everything arrives
+/// once it reads again.
+#[tokio::test]
+async fn a_writer_that_reads_its_replies_late_is_paused_not_closed() {
+    const DELTAS: usize = 1_200;
+    let mut config = open_config();
+    config.batch_delay = Duration::ZERO;
+    config.sync.max_messages_per_minute = 0;
+    config.public_stats = true;
+    let server = start(config).await;
+    let mut w = Client::connect(&server, false).await;
+    common::subscribe(&mut w, DOC).await;
+    let (mut tx, mut rx) = w.ws.split();
+    // 8 KiB values: the echoes fill the socket buffers, then the outbox.
+    let big = "x".repeat(8 * 1024);
+    let sender = tokio::spawn(async move {
+        for i in 0..DELTAS {
+            tx.send(delta(i, json!(big))).await.expect("send");
+        }
+        tx
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut acks, mut echoes) = (0, 0);
+    while acks < DELTAS || echoes < DELTAS {
+        let next = tokio::time::timeout(Duration::from_secs(20), rx.next())
+            .await
+            .expect("replies keep coming");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let m: Value = serde_json::from_str(&t).expect("json");
+                match m["type"].as_str() {
+                    Some("ack") => acks += 1,
+                    Some("delta") => echoes += 1,
+                    _ => panic!("unexpected {m}"),
+                }
+            }
+            Some(Ok(Message::Close(f))) => {
+                panic!("writer closed after {acks} acks, {echoes} echoes: {f:?}")
+            }
+            Some(Ok(_)) => {}
+            other => panic!("writer connection ended after {acks} acks: {other:?}"),
+        }
+    }
+    drop(sender.await.expect("sender"));
+    let stats = common::http(server.addr, "GET", "/stats", &[], None)
+        .await
+        .json();
+    assert_eq!(
+        stats["broadcast"]["slowClientsClosed"], 0,
+        "{}",
+        stats["broadcast"]
+    );
+    server.shutdown.cancel();
+    let _ = server.done.await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_is_closed_as_too_slow() {
+    const DELTAS: usize = 1_200;
+    let mut config = open_config();
+    config.batch_delay = Duration::ZERO;
+    config.sync.max_messages_per_minute = 0;
+    let server = start(config).await;
+    let mut stuck = Client::connect(&server, false).await;
+    common::subscribe(&mut stuck, DOC).await;
+    let mut reading = Client::connect(&server, false).await;
+    common::subscribe(&mut reading, DOC).await;
+    let reader = tokio::spawn(subscriber(reading, DELTAS));
+    let mut w = Client::connect(&server, false).await;
+    common::subscribe(&mut w, DOC).await;
+    // 8 KiB values (~10 MB in all): the stuck client's socket buffers fill (a few
+    // MB on loopback), then its outbox.
+    let big = "x".repeat(8 * 1024);
+    let (acks, _) = writer(w, DELTAS, 64, move |_| json!(big)).await;
+    assert_eq!(
+        acks, DELTAS,
+        "the writer is not held up by the stuck subscriber"
+    );
+    assert_eq!(reader.await.expect("reader"), DELTAS);
+    // The stuck client finally reads: what was buffered, then 1013.
+    let mut closed = None;
+    while let Some(m) = stuck.recv_timeout(Duration::from_secs(10)).await {
+        if m["type"] == "__close" {
+            closed = Some(m);
+            break;
+        }
+    }
+    let closed = closed.expect("a close frame");
+    assert_eq!(closed["code"], 1013, "{closed}");
+    assert_eq!(closed["reason"], "Client too slow", "{closed}");
+    server.shutdown.cancel();
+    let _ = server.done.await;
+}
