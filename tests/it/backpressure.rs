@@ -134,9 +134,24 @@ async fn a_fast_writer_to_fifty_subscribers_is_slowed_not_closed() {
     );
 }
 
+/// A client whose socket receive buffer is small and fixed (no autotuning), so what
+/// it does not read backs up into the server quickly.
+async fn connect_with_small_receive_buffer(server: &common::TestServer) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let url = format!("ws://{}/ws", server.addr);
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+    Client { ws, binary: false }
+}
+
 /// The writer's own replies cannot leave while it does not read: the server stops
 /// reading its socket (backpressure) instead of closing it, and everything arrives
-/// once it reads again.
+/// once it reads again. Storage is unreachable meanwhile, so no ack comes between
+/// the echoes of its writes (they alone fill its outbox).
 #[tokio::test]
 async fn a_writer_that_reads_its_replies_late_is_paused_not_closed() {
     const DELTAS: usize = 1_200;
@@ -144,9 +159,15 @@ async fn a_writer_that_reads_its_replies_late_is_paused_not_closed() {
     config.batch_delay = Duration::ZERO;
     config.sync.max_messages_per_minute = 0;
     config.public_stats = true;
-    let server = start(config).await;
-    let mut w = Client::connect(&server, false).await;
+    config.persistence.retry_min = Duration::from_millis(20);
+    config.persistence.retry_max = Duration::from_millis(100);
+    let storage = Arc::new(synckit::storage::MemoryStorage::new());
+    let mut backends = synckit::server::Backends::in_memory(&config);
+    backends.storage = storage.clone();
+    let server = common::start_on(config, backends).await;
+    let mut w = connect_with_small_receive_buffer(&server).await;
     common::subscribe(&mut w, DOC).await;
+    storage.set_reachable(false);
     let (mut tx, mut rx) = w.ws.split();
     // 8 KiB values: the echoes fill the socket buffers, then the outbox.
     let big = "x".repeat(8 * 1024);
@@ -157,6 +178,7 @@ async fn a_writer_that_reads_its_replies_late_is_paused_not_closed() {
         tx
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
+    storage.set_reachable(true);
     let (mut acks, mut echoes) = (0, 0);
     while acks < DELTAS || echoes < DELTAS {
         let next = tokio::time::timeout(Duration::from_secs(20), rx.next())
