@@ -167,11 +167,11 @@ pub struct ServeArgs {
     /// background).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Pub/sub channel prefix (C#-compatible: <prefix>delta:<doc>, <prefix>awareness:<doc>,
-    /// <prefix>presence).
+    /// Pub/sub channel prefix (C#-compatible: `<prefix>delta:<doc>`, `<prefix>awareness:<doc>`,
+    /// `<prefix>presence`).
     #[arg(long, env = "REDIS_CHANNEL_PREFIX", default_value = "synckit:")]
     pub channel_prefix: String,
-    /// Period of the server_heartbeat every instance publishes on <prefix>presence; an
+    /// Period of the server_heartbeat every instance publishes on `<prefix>presence`; an
     /// instance silent for three periods is shown as gone.
     #[arg(long, env = "SYNCKIT_PRESENCE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub presence_interval: Duration,

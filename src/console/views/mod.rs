@@ -259,7 +259,7 @@ pub fn block(title: String) -> ratatui::widgets::Block<'static> {
     ratatui::widgets::Block::bordered().title(Span::styled(title, theme::header()))
 }
 
-/// "(no data: <why>)" line for empty tables.
+/// The `(no data: <why>)` line for empty tables.
 pub fn empty_note(text: &str) -> Paragraph<'static> {
     Paragraph::new(Line::from(text.to_owned()).dim())
 }

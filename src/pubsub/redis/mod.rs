@@ -2,7 +2,7 @@
 //!
 //! Two connections, like every Redis pub/sub client: a multiplexed one for
 //! `PUBLISH` and `PING`, and a RESP2 subscriber. One supervisor task owns them
-//! ([`link`]): it connects in the background (a server starts whether Redis is up or
+//! (`link.rs`): it connects in the background (a server starts whether Redis is up or
 //! not), subscribes exactly the channels somebody here is interested in, forwards
 //! messages to the relay, pings, and on any loss reconnects with exponential backoff
 //! and subscribes every channel again. Each (re)connection is announced on a watch
