@@ -126,10 +126,13 @@ pub enum Refusal {
     InvalidDocumentId,
     /// A document message the connection's permissions do not allow.
     PermissionDenied,
+    /// A connection closed because it did not read what it was sent: a socket
+    /// write waited past `SYNCKIT_WRITE_TIMEOUT`, or its outbox filled up.
+    SlowClient,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::JsonDepth,
         Refusal::Nul,
         Refusal::ClockInvalid,
@@ -146,6 +149,7 @@ impl Refusal {
         Refusal::AdminHost,
         Refusal::InvalidDocumentId,
         Refusal::PermissionDenied,
+        Refusal::SlowClient,
     ];
 
     /// The `reason` label value.
@@ -167,6 +171,7 @@ impl Refusal {
             Refusal::AdminHost => "admin_host",
             Refusal::InvalidDocumentId => "invalid_document_id",
             Refusal::PermissionDenied => "permission_denied",
+            Refusal::SlowClient => "slow_client",
         }
     }
 

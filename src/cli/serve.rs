@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// Close a connection after this long without receiving anything.
     #[arg(long, env = "WS_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
+    /// Close a connection whose socket takes no data for this long (a client that
+    /// stopped reading). The session's own timers (auth timeout, token expiry,
+    /// heartbeat) are never held up by its writes for longer than this.
+    #[arg(long, env = "SYNCKIT_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
     /// Maximum open WebSocket connections.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -307,6 +312,9 @@ impl ServeArgs {
         if self.heartbeat_interval.is_zero() {
             bail!("WS_HEARTBEAT_INTERVAL must be greater than zero");
         }
+        if self.write_timeout.is_zero() {
+            bail!("SYNCKIT_WRITE_TIMEOUT must be greater than zero (e.g. 30s)");
+        }
         Ok(ServerConfig {
             listen,
             admin_listen,
@@ -342,6 +350,7 @@ impl ServeArgs {
             batch_delay: self.batch_delay,
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
+            write_timeout: self.write_timeout,
             auth_timeout: self.auth_timeout,
             max_connections: self.max_connections,
             max_connections_per_ip,

@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub batch_delay: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// Longest a single socket write may wait (a client that stopped reading); past
+    /// it the connection is closed, so no session waits on its writes for longer.
+    pub write_timeout: Duration,
     pub auth_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -82,6 +85,7 @@ impl ServerConfig {
             batch_delay: Duration::from_millis(50),
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_connections_per_ip: 50,

@@ -66,10 +66,11 @@ pub async fn serve_socket(
 
     let (peer, outbox) = Peer::new(conn_id);
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(
+    let mut writer = tokio::spawn(write_loop(
         sink,
         outbox,
         peer.overflowed().clone(),
+        state.config.write_timeout,
         metrics.clone(),
     ));
     let now_ms = crate::sync::wall_clock_ms();
@@ -209,10 +210,15 @@ pub async fn serve_socket(
         });
     } else if peer.overflowed().is_cancelled() {
         metrics.slow_clients_closed.inc();
+        metrics.refused(crate::metrics::Refusal::SlowClient);
     }
     drop(session);
     drop(peer);
-    let written = tokio::time::timeout(WRITER_DRAIN, writer).await;
+    let written = tokio::time::timeout(WRITER_DRAIN, &mut writer).await;
+    if written.is_err() {
+        // Never leave a writer behind holding the socket.
+        writer.abort();
+    }
     // The connection is over for the server (its slot, its live entry, its gauge);
     // only the socket waits for the peer to read the close.
     drop(live);
@@ -277,42 +283,69 @@ fn is_over_size_limit(error: &tungstenite::Error) -> bool {
 }
 
 /// The writer task; hands its half of the socket back when done, for the linger.
+/// A socket write that waits longer than `write_timeout` (the client stopped
+/// reading) marks the peer too slow, which closes the connection — also while its
+/// socket is not being read for backpressure — and the writer gives the socket up:
+/// nothing is left waiting on a client that does not read.
 async fn write_loop(
     mut sink: SplitSink<Socket, Message>,
     rx: Outbox,
     overflowed: CancellationToken,
+    write_timeout: Duration,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> SplitSink<Socket, Message> {
-    write_all(&mut sink, rx, overflowed, &metrics).await;
+    let stalled = write_all(&mut sink, rx, &overflowed, write_timeout, &metrics).await;
+    if stalled.is_err() {
+        tracing::warn!(
+            timeout = ?write_timeout,
+            "closing a client that stopped reading: a socket write stalled"
+        );
+        overflowed.cancel();
+    }
     sink
+}
+
+/// A socket write (feed, send or flush) that did not finish within the write timeout.
+struct Stalled;
+
+/// Bound one socket operation by the write timeout.
+async fn bounded<T>(
+    write_timeout: Duration,
+    op: impl std::future::Future<Output = T>,
+) -> Result<T, Stalled> {
+    tokio::time::timeout(write_timeout, op)
+        .await
+        .map_err(|_| Stalled)
 }
 
 async fn write_all(
     sink: &mut SplitSink<Socket, Message>,
     mut rx: Outbox,
-    overflowed: CancellationToken,
+    overflowed: &CancellationToken,
+    write_timeout: Duration,
     metrics: &crate::metrics::Metrics,
-) {
+) -> Result<(), Stalled> {
     loop {
         let item = tokio::select! {
             biased;
             _ = overflowed.cancelled() => {
-                let _ = sink.send(close_message(close::TRY_AGAIN_LATER, close::SLOW_CLIENT)).await;
-                return;
+                let close = close_message(close::TRY_AGAIN_LATER, close::SLOW_CLIENT);
+                let _ = bounded(write_timeout, sink.send(close)).await?;
+                return Ok(());
             }
             item = rx.recv() => item,
         };
         let Some(mut item) = item else {
-            let _ = sink.close().await;
-            return;
+            let _ = bounded(write_timeout, sink.close()).await?;
+            return Ok(());
         };
         // Feed everything already queued, then flush once: one syscall for a burst.
         loop {
-            match write_item(sink, item, metrics).await {
+            match write_item(sink, item, write_timeout, metrics).await? {
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
-                    let _ = sink.flush().await;
-                    return;
+                    let _ = bounded(write_timeout, sink.flush()).await?;
+                    return Ok(());
                 }
             }
             match rx.try_recv() {
@@ -320,36 +353,47 @@ async fn write_all(
                 None => break,
             }
         }
-        if sink.flush().await.is_err() {
-            return;
+        if bounded(write_timeout, sink.flush()).await?.is_err() {
+            return Ok(());
         }
     }
 }
 
-/// Returns Ok(false) after a close frame (nothing more may be sent).
+/// Returns Ok(false) after a close frame (nothing more may be sent). Each socket
+/// operation is bounded by the write timeout on its own, so a long broadcast to a
+/// slow but reading client is not cut short.
 async fn write_item(
     sink: &mut SplitSink<Socket, Message>,
     item: Outgoing,
+    write_timeout: Duration,
     metrics: &crate::metrics::Metrics,
-) -> Result<bool, tungstenite::Error> {
-    match item {
+) -> Result<Result<bool, tungstenite::Error>, Stalled> {
+    let fed = match item {
         Outgoing::Frame(frame) => {
             metrics.bytes_out.add(frame.len() as u64);
-            sink.feed(to_message(frame)).await?;
+            bounded(write_timeout, sink.feed(to_message(frame))).await?
         }
         Outgoing::Frames(frames) => {
             for frame in frames.iter() {
                 metrics.bytes_out.add(frame.len() as u64);
-                sink.feed(to_message(frame.clone())).await?;
+                let message = to_message(frame.clone());
+                if let Err(e) = bounded(write_timeout, sink.feed(message)).await? {
+                    return Ok(Err(e));
+                }
             }
+            Ok(())
         }
-        Outgoing::Ping => sink.feed(Message::Ping(Default::default())).await?,
+        Outgoing::Ping => {
+            let ping = Message::Ping(Default::default());
+            bounded(write_timeout, sink.feed(ping)).await?
+        }
         Outgoing::Close { code, reason } => {
-            sink.send(close_message(code, &reason)).await?;
-            return Ok(false);
+            let close = close_message(code, &reason);
+            let sent = bounded(write_timeout, sink.send(close)).await?;
+            return Ok(sent.map(|()| false));
         }
-    }
-    Ok(true)
+    };
+    Ok(fed.map(|()| true))
 }
 
 fn to_message(frame: EncodedFrame) -> Message {

@@ -171,7 +171,8 @@ impl Peer {
         self.room.notified().await;
     }
 
-    /// Cancelled when a broadcast found the outbox over its budget.
+    /// Cancelled when the client is too slow: a broadcast found the outbox over its
+    /// budget, or the writer found a socket write stalled past the write timeout.
     pub fn overflowed(&self) -> &CancellationToken {
         &self.overflowed
     }

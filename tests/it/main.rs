@@ -26,6 +26,7 @@ mod storage_outage;
 mod systemd;
 mod wire;
 mod wire_admission;
+mod wire_admission_bounds;
 mod wire_auth;
 mod wire_awareness;
 mod wire_limits;

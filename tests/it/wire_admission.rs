@@ -22,11 +22,11 @@ use tokio_tungstenite::tungstenite::Message;
 // ---------------------------------------------------------------------------------
 // Helpers
 
-fn memory(config: &ServerConfig) -> Backends {
+pub(crate) fn memory(config: &ServerConfig) -> Backends {
     Backends::in_memory(config)
 }
 
-fn postgres(config: &ServerConfig, pool: &PgPool) -> Backends {
+pub(crate) fn postgres(config: &ServerConfig, pool: &PgPool) -> Backends {
     Backends {
         storage: pg_storage(pool),
         awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
@@ -34,28 +34,39 @@ fn postgres(config: &ServerConfig, pool: &PgPool) -> Backends {
     }
 }
 
-async fn start(config: ServerConfig, backends: Backends) -> (TestServer, std::net::SocketAddr) {
+pub(crate) async fn start(
+    config: ServerConfig,
+    backends: Backends,
+) -> (TestServer, std::net::SocketAddr) {
     let (server, admin) = start_with(config, backends, true).await;
     (server, admin.expect("admin listener"))
 }
 
-async fn stop(server: TestServer) {
+pub(crate) async fn stop(server: TestServer) {
     server.shutdown.cancel();
     assert!(server.done.await.expect("server task"), "drained");
 }
 
-/// `synckit_refusals_total{reason}` from `/metrics` (open on the admin listener).
-async fn refusals(admin: std::net::SocketAddr, reason: &str) -> u64 {
+/// One series of `/metrics` (open on the admin listener), e.g.
+/// `synckit_connections_open`.
+pub(crate) async fn metric(admin: std::net::SocketAddr, series: &str) -> Option<f64> {
     let body = http(admin, "GET", "/metrics", &[], None).await.body;
-    let prefix = format!("synckit_refusals_total{{reason=\"{reason}\"}} ");
+    let prefix = format!("{series} ");
     body.lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+}
+
+/// `synckit_refusals_total{reason}` from `/metrics`.
+pub(crate) async fn refusals(admin: std::net::SocketAddr, reason: &str) -> u64 {
+    let series = format!("synckit_refusals_total{{reason=\"{reason}\"}}");
+    metric(admin, &series)
+        .await
+        .unwrap_or_else(|| panic!("no {series} in /metrics")) as u64
 }
 
 /// A well-behaved client: subscribes `doc` and writes a field, acked.
-async fn good_client(server: &TestServer, doc: &str) -> Client {
+pub(crate) async fn good_client(server: &TestServer, doc: &str) -> Client {
     let mut c = Client::connect(server, true).await;
     common::subscribe(&mut c, doc).await;
     write_acked(&mut c, doc, "good", json!("before"), "g0").await;
@@ -63,7 +74,7 @@ async fn good_client(server: &TestServer, doc: &str) -> Client {
 }
 
 /// Write `field` and wait for its ack (the write's own broadcast may come first).
-async fn write_acked(c: &mut Client, doc: &str, field: &str, value: Value, id: &str) {
+pub(crate) async fn write_acked(c: &mut Client, doc: &str, field: &str, value: Value, id: &str) {
     c.send(json!({"type":"delta","documentId":doc,"field":field,"value":value,"messageId":id}))
         .await;
     loop {
@@ -76,7 +87,7 @@ async fn write_acked(c: &mut Client, doc: &str, field: &str, value: Value, id: &
 }
 
 /// The next message is the named refusal with `details`.
-async fn expect_refusal(c: &mut Client, error: &str, details: Value) {
+pub(crate) async fn expect_refusal(c: &mut Client, error: &str, details: Value) {
     let m = c.recv().await;
     assert_eq!(m["type"], "error", "expected {error:?}, got {m}");
     assert_eq!(m["error"], error, "{m}");
@@ -84,24 +95,24 @@ async fn expect_refusal(c: &mut Client, error: &str, details: Value) {
 }
 
 /// Nothing but what `allowed` accepts reaches `c` before its pong.
-async fn nothing_about(c: &mut Client, what: &str, forbidden: impl Fn(&Value) -> bool) {
+pub(crate) async fn nothing_about(c: &mut Client, what: &str, forbidden: impl Fn(&Value) -> bool) {
     tokio::time::sleep(Duration::from_millis(150)).await; // past the batch window
     for m in c.messages_before_pong().await {
         assert!(!forbidden(&m), "{what}: {m}");
     }
 }
 
-fn field_delta(m: &Value, field: &str) -> bool {
+pub(crate) fn field_delta(m: &Value, field: &str) -> bool {
     m["type"] == "delta" && (m["field"] == field || m["delta"].get(field).is_some())
 }
 
-async fn state_of(server: &TestServer, doc: &str) -> Value {
+pub(crate) async fn state_of(server: &TestServer, doc: &str) -> Value {
     let mut c = Client::connect(server, false).await;
     common::subscribe(&mut c, doc).await["state"].clone()
 }
 
 /// `[[…[1]…]]` with `levels` arrays.
-fn nested(levels: usize) -> Value {
+pub(crate) fn nested(levels: usize) -> Value {
     let mut v = json!(1);
     for _ in 0..levels {
         v = Value::Array(vec![v]);
@@ -109,7 +120,7 @@ fn nested(levels: usize) -> Value {
     v
 }
 
-async fn stored_fields(pool: &PgPool, doc: &str) -> Value {
+pub(crate) async fn stored_fields(pool: &PgPool, doc: &str) -> Value {
     let state: Option<Value> = sqlx::query_scalar("SELECT state FROM documents WHERE id = $1")
         .bind(doc)
         .fetch_optional(pool)
@@ -118,11 +129,11 @@ async fn stored_fields(pool: &PgPool, doc: &str) -> Value {
     state.map_or(Value::Null, |s| s["fields"].clone())
 }
 
-fn auth_config() -> ServerConfig {
+pub(crate) fn auth_config() -> ServerConfig {
     ServerConfig::for_tests(true)
 }
 
-async fn authed(server: &TestServer, token: &str, binary: bool) -> Client {
+pub(crate) async fn authed(server: &TestServer, token: &str, binary: bool) -> Client {
     let mut c = Client::connect(server, binary).await;
     c.send(json!({"type":"auth","token":token})).await;
     let m = c.recv().await;
