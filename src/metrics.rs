@@ -100,7 +100,9 @@ pub enum Refusal {
     /// A client vector clock with too many entries, or an entry that is not a
     /// non-negative integer within the JavaScript safe range.
     ClockInvalid,
-    /// The document's vector clock is full (`SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT`).
+    /// A write to a document whose vector clock is full
+    /// (`SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT`): applied, but a new writer ticks the
+    /// shared `overflow` entry and unknown entries of its clock are not merged.
     ClockFull,
     /// Over the per-connection message rate.
     RateLimited,
@@ -129,10 +131,19 @@ pub enum Refusal {
     /// A connection closed because it did not read what it was sent: a socket
     /// write waited past `SYNCKIT_WRITE_TIMEOUT`, or its outbox filled up.
     SlowClient,
+    /// An awareness state over `SYNCKIT_MAX_AWARENESS_STATE_BYTES`.
+    AwarenessStateTooLarge,
+    /// A new awareness client id past `SYNCKIT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT`
+    /// or `SYNCKIT_MAX_AWARENESS_CLIENTS_PER_CONNECTION`.
+    AwarenessClientLimit,
+    /// A subscription past `SYNCKIT_MAX_SUBSCRIPTIONS_PER_CONNECTION`.
+    SubscriptionLimit,
+    /// A request to `/ws` that is not a valid WebSocket upgrade (HTTP 4xx).
+    InvalidUpgrade,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 21] = [
         Refusal::JsonDepth,
         Refusal::Nul,
         Refusal::ClockInvalid,
@@ -150,6 +161,10 @@ impl Refusal {
         Refusal::InvalidDocumentId,
         Refusal::PermissionDenied,
         Refusal::SlowClient,
+        Refusal::AwarenessStateTooLarge,
+        Refusal::AwarenessClientLimit,
+        Refusal::SubscriptionLimit,
+        Refusal::InvalidUpgrade,
     ];
 
     /// The `reason` label value.
@@ -172,6 +187,10 @@ impl Refusal {
             Refusal::InvalidDocumentId => "invalid_document_id",
             Refusal::PermissionDenied => "permission_denied",
             Refusal::SlowClient => "slow_client",
+            Refusal::AwarenessStateTooLarge => "awareness_state_too_large",
+            Refusal::AwarenessClientLimit => "awareness_client_limit",
+            Refusal::SubscriptionLimit => "subscription_limit",
+            Refusal::InvalidUpgrade => "invalid_upgrade",
         }
     }
 

@@ -104,14 +104,30 @@ pub struct ServeArgs {
     /// relayed copies stay readable.
     #[arg(long, env = "SYNCKIT_MAX_JSON_DEPTH", default_value_t = crate::sync::admission::DEFAULT_MAX_JSON_DEPTH)]
     pub max_json_depth: usize,
-    /// Vector-clock entries one write may carry (all its clocks together); more get an
-    /// error reply and nothing is applied.
+    /// Vector-clock entries (distinct writers) one write may carry over all its
+    /// clocks; more get an error reply and nothing is applied.
     #[arg(long, env = "SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE", default_value_t = crate::sync::admission::DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE)]
     pub max_clock_entries_per_message: usize,
-    /// Vector-clock entries (distinct writers) a document may hold; a write that would
-    /// add more gets an error reply. Every field broadcast carries the whole clock.
+    /// Vector-clock entries (distinct writers) a document may hold. Past it, new
+    /// writers share one `overflow` entry and unknown entries of their clocks are not
+    /// merged; writes are never refused for it.
     #[arg(long, env = "SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT", default_value_t = crate::sync::admission::DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT)]
     pub max_clock_entries_per_document: usize,
+    /// Awareness (presence) client ids one document may hold; an update for a new
+    /// client id past it gets an error reply.
+    #[arg(long, env = "SYNCKIT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT", default_value_t = crate::sync::admission::DEFAULT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT)]
+    pub max_awareness_clients_per_document: usize,
+    /// Awareness client ids one connection may hold over all its documents.
+    #[arg(long, env = "SYNCKIT_MAX_AWARENESS_CLIENTS_PER_CONNECTION", default_value_t = crate::sync::admission::DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONNECTION)]
+    pub max_awareness_clients_per_connection: usize,
+    /// Largest awareness state (its JSON, in bytes); larger updates get an error reply.
+    #[arg(long, env = "SYNCKIT_MAX_AWARENESS_STATE_BYTES", default_value_t = crate::sync::admission::DEFAULT_MAX_AWARENESS_STATE_BYTES)]
+    pub max_awareness_state_bytes: usize,
+    /// Documents one connection may subscribe to (each stays loaded while
+    /// subscribed); past it, subscribe and sync_request get an error reply and writes
+    /// no longer subscribe the writer.
+    #[arg(long, env = "SYNCKIT_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = crate::sync::admission::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
+    pub max_subscriptions_per_connection: usize,
     /// Each kind of refused input is logged at most once per connection per this
     /// period (with the count it stands for).
     #[arg(long, env = "SYNCKIT_REFUSAL_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -331,6 +347,10 @@ impl ServeArgs {
                     max_json_depth: self.max_json_depth,
                     max_clock_entries_per_message: self.max_clock_entries_per_message,
                     max_clock_entries_per_document: self.max_clock_entries_per_document,
+                    max_awareness_clients_per_document: self.max_awareness_clients_per_document,
+                    max_awareness_clients_per_connection: self.max_awareness_clients_per_connection,
+                    max_awareness_state_bytes: self.max_awareness_state_bytes,
+                    max_subscriptions_per_connection: self.max_subscriptions_per_connection,
                     refusal_log_interval: self.refusal_log_interval,
                 },
             },

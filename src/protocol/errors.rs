@@ -38,6 +38,28 @@ pub const CODE_BACKLOG_FULL: &str = "WRITE_BACKLOG_FULL";
 pub const CODE_CLOCK_LIMIT: &str = "CLOCK_LIMIT";
 pub const CODE_NOT_OWNER: &str = "NOT_OWNER";
 pub const CODE_SUBSCRIPTION_REVOKED: &str = "SUBSCRIPTION_REVOKED";
+pub const CODE_AWARENESS_LIMIT: &str = "AWARENESS_LIMIT";
+pub const CODE_SUBSCRIPTION_LIMIT: &str = "SUBSCRIPTION_LIMIT";
+
+/// `Awareness state too large (<n> bytes, max <max>)`.
+pub fn awareness_state_too_large(size: usize, max: usize) -> String {
+    format!("Awareness state too large ({size} bytes, max {max})")
+}
+
+/// `Too many awareness clients in this document (max <max>)`.
+pub fn awareness_document_full(max: usize) -> String {
+    format!("Too many awareness clients in this document (max {max})")
+}
+
+/// `Too many awareness clients on this connection (max <max>)`.
+pub fn awareness_connection_full(max: usize) -> String {
+    format!("Too many awareness clients on this connection (max {max})")
+}
+
+/// `Too many subscriptions (max <max>)`.
+pub fn too_many_subscriptions(max: usize) -> String {
+    format!("Too many subscriptions (max {max})")
+}
 
 /// `Message nested too deeply (max <n> levels)`.
 pub fn nested_too_deeply(max: usize) -> String {
@@ -47,11 +69,6 @@ pub fn nested_too_deeply(max: usize) -> String {
 /// `Vector clock too large (<n> entries, max <max>)`.
 pub fn clock_too_large(entries: usize, max: usize) -> String {
     format!("Vector clock too large ({entries} entries, max {max})")
-}
-
-/// `Document vector clock is full (<max> entries)`.
-pub fn document_clock_full(max: usize) -> String {
-    format!("Document vector clock is full ({max} entries)")
 }
 
 /// `Message too large (<n> bytes, max <max>)`.

@@ -155,7 +155,11 @@ pub async fn guard(
             "Host not allowed on the admin listener: use 127.0.0.1 or add the name to SYNCKIT_ADMIN_ALLOWED_HOSTS",
         );
     }
-    let read = request.method() == axum::http::Method::GET;
+    // HEAD runs the GET handler (axum answers it with the body stripped): a read.
+    let read = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     if read && !state.config.admin_reads_open {
         if let Err(refused) = require_admin(&state, request.headers()) {
             return refused.into_response();

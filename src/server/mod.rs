@@ -331,7 +331,13 @@ async fn ws_upgrade(
 ) -> Response {
     match upgrade::Upgrade::from_request(&mut request) {
         Ok(ws) => accept(state, peer, request.headers(), query, ws),
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            state
+                .sync
+                .metrics
+                .refused(crate::metrics::Refusal::InvalidUpgrade);
+            refused.into_response()
+        }
     }
 }
 

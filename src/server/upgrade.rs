@@ -89,6 +89,12 @@ impl Upgrade {
                 "Sec-WebSocket-Key is missing",
                 StatusCode::BAD_REQUEST,
             ))?;
+        if !valid_key(key.as_bytes()) {
+            return Err(NotAnUpgrade(
+                "Sec-WebSocket-Key must be 16 bytes in base64",
+                StatusCode::BAD_REQUEST,
+            ));
+        }
         let on_upgrade = request
             .extensions_mut()
             .remove::<OnUpgrade>()
@@ -133,6 +139,14 @@ impl Upgrade {
     }
 }
 
+/// A client key is a nonce of 16 bytes in base64 (RFC 6455 §4.1): 24 characters.
+fn valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|nonce| nonce.len() == 16)
+}
+
 /// `Sec-WebSocket-Accept` for a client key.
 fn accept_key(key: &[u8]) -> String {
     let mut sha1 = Sha1::new();
@@ -151,6 +165,21 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[test]
+    fn keys_are_sixteen_bytes_of_base64() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"short",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ==AAAA",
+            b"dGhlIHNhbXBsZSBub25jZ!==",
+            b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(!valid_key(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

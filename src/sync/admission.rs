@@ -30,14 +30,30 @@ pub const MAX_JSON_DEPTH_SETTING: usize = 100;
 /// Default cap on the vector-clock entries one message may carry (all its clocks).
 pub const DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE: usize = 1000;
 
-/// Default cap on a document's vector-clock entries (one per distinct writer): every
-/// field broadcast carries the whole clock, so this bounds each delta's size.
+/// Default cap on a document's vector-clock entries (one per distinct writer): it
+/// bounds the clock `sync_response` carries and the rows stored for it; past it, new
+/// writers share one entry (broadcast deltas carry a compact clock either way).
 pub const DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT: usize = 1000;
 
 /// Furthest a client clock entry may lead the document's largest counter. An honest
 /// client only ever moves its own entry one step per write; a jump to 2^53−1 would
 /// freeze `max(clock)`, which SDK 0.3.0 uses to order updates.
 pub const MAX_CLOCK_ADVANCE: u64 = 1 << 32;
+
+/// Default cap on the awareness client ids of one document (presence entries).
+pub const DEFAULT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT: usize = 1000;
+
+/// Default cap on the awareness client ids one connection holds (over all its
+/// documents).
+pub const DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONNECTION: usize = 100;
+
+/// Default cap on one awareness state (its JSON): every awareness subscriber of the
+/// document receives it, and `awareness_state` carries every client's.
+pub const DEFAULT_MAX_AWARENESS_STATE_BYTES: usize = 8192;
+
+/// Default cap on the documents one connection subscribes to (each is kept loaded
+/// while subscribed).
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
 
 /// Default period of the refusal log: each reason is logged at most once per
 /// connection per period, with the number of refusals it stood for.
@@ -54,6 +70,10 @@ pub struct Limits {
     pub max_json_depth: usize,
     pub max_clock_entries_per_message: usize,
     pub max_clock_entries_per_document: usize,
+    pub max_awareness_clients_per_document: usize,
+    pub max_awareness_clients_per_connection: usize,
+    pub max_awareness_state_bytes: usize,
+    pub max_subscriptions_per_connection: usize,
     pub refusal_log_interval: Duration,
 }
 
@@ -63,6 +83,10 @@ impl Default for Limits {
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             max_clock_entries_per_message: DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE,
             max_clock_entries_per_document: DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT,
+            max_awareness_clients_per_document: DEFAULT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT,
+            max_awareness_clients_per_connection: DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONNECTION,
+            max_awareness_state_bytes: DEFAULT_MAX_AWARENESS_STATE_BYTES,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             refusal_log_interval: DEFAULT_REFUSAL_LOG_INTERVAL,
         }
     }
@@ -77,7 +101,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn new(reason: Refusal, error: impl Into<String>, code: &'static str) -> Refused {
+    pub fn new(reason: Refusal, error: impl Into<String>, code: &'static str) -> Refused {
         Refused {
             reason,
             error: error.into(),
@@ -153,11 +177,17 @@ pub fn write_clocks(msg: &ClientMessage) -> Vec<&Map<String, Value>> {
     }
 }
 
-/// Every clock entry a write carries: at most `max_entries` in all, each named by a
-/// writer id of 1–255 bytes with a non-negative integer value ≤ 2^53−1.
+/// Every clock entry a write carries: at most `max_entries` distinct writers in all
+/// (an SDK client sends the document's whole clock with each op of a batch, so the
+/// same entries repeated count once), each named by a writer id of 1–255 bytes with
+/// a non-negative integer value ≤ 2^53−1.
 pub fn check_clocks(msg: &ClientMessage, max_entries: usize) -> Result<(), Refused> {
     let clocks = write_clocks(msg);
-    let entries: usize = clocks.iter().map(|c| c.len()).sum();
+    let entries = clocks
+        .iter()
+        .flat_map(|c| c.keys().map(String::as_str))
+        .collect::<std::collections::HashSet<&str>>()
+        .len();
     if entries > max_entries {
         return Err(Refused::new(
             Refusal::ClockInvalid,
@@ -185,8 +215,6 @@ pub fn check_clocks(msg: &ClientMessage, max_entries: usize) -> Result<(), Refus
 /// anything is applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClockRefusal {
-    /// The write would add entries past the per-document cap.
-    Full { limit: usize },
     /// An entry leads the document's largest counter by more than [`MAX_CLOCK_ADVANCE`].
     Advance,
 }
@@ -194,11 +222,6 @@ pub enum ClockRefusal {
 impl ClockRefusal {
     pub fn refused(self) -> Refused {
         match self {
-            ClockRefusal::Full { limit } => Refused::new(
-                Refusal::ClockFull,
-                err::document_clock_full(limit),
-                err::CODE_CLOCK_LIMIT,
-            ),
             ClockRefusal::Advance => Refused::new(
                 Refusal::ClockInvalid,
                 err::INVALID_CLOCK,
@@ -329,12 +352,14 @@ mod tests {
         ] {
             assert!(check_clocks(&delta(bad.clone()), 10).is_err(), "{bad}");
         }
-        // Batch op clocks add up across ops.
+        // Batch op clocks count their distinct writers: the same entries repeated on
+        // every op (what SDK clients send) count once.
         let batch = ClientMessage::DeltaBatch(crate::protocol::message::DeltaBatchMessage {
             document_id: Some("d".into()),
             deltas: Some(vec![
                 json!({"field": "a", "value": 1, "clock": {"x": 1, "y": 1}}),
-                json!({"field": "b", "value": 1, "clock": {"z": 1}}),
+                json!({"field": "b", "value": 1, "clock": {"x": 2, "y": 1}}),
+                json!({"field": "c", "value": 1, "clock": {"z": 1}}),
             ]),
             message_id: None,
         });

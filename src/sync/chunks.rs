@@ -1,5 +1,5 @@
-//! Reassembly of `delta_batch_chunk` sets, with bounds: at most 1000 chunks per set,
-//! 16 open sets per connection, one byte budget (the message limit) shared by all of
+//! Reassembly of `delta_batch_chunk` sets, with bounds: ids like document ids, at
+//! most 1000 chunks per set, 16 open sets per connection, one byte budget (the message limit) shared by all of
 //! a connection's open sets, and sets dropped 30 s after their first chunk — checked
 //! on every chunk and by the session's timer, so an idle connection's sets go too.
 
@@ -65,6 +65,12 @@ impl ChunkAssembler {
         ) else {
             return ChunkOutcome::Invalid;
         };
+        // The id is held as long as its set: bounded like a document id (1–255
+        // characters of `A-Za-z0-9_:-`), or a few open sets with huge ids would hold
+        // far more than the byte budget, which counts the data only.
+        if crate::protocol::document_id::validate(Some(&id)).is_err() {
+            return ChunkOutcome::Invalid;
+        }
         let valid_shape = (1..=MAX_CHUNKS_PER_SET).contains(&total) && index < total;
         let decoded = base64::engine::general_purpose::STANDARD.decode(data.as_bytes());
         let (true, Ok(bytes)) = (valid_shape, decoded) else {

@@ -41,7 +41,8 @@ pub struct HubSettings {
     pub channels: Channels,
     /// Loaded documents kept in memory before idle ones are unloaded (LRU).
     pub max_cached_documents: usize,
-    /// Vector-clock entries a document may hold; writes adding more are refused.
+    /// Vector-clock entries (writers) a document may hold besides the shared
+    /// [`OVERFLOW_WRITER`] entry; see [`Hub::apply`].
     pub max_clock_entries: usize,
 }
 
@@ -52,13 +53,28 @@ type PeerList = Arc<Vec<Arc<Peer>>>;
 struct PendingBatch {
     /// Fields in first-queued order; later values overwrite earlier ones.
     order: Vec<String>,
-    /// Field → (value, whether this instance produced it and must publish it).
-    values: HashMap<String, (Value, bool)>,
+    /// Field → its pending value.
+    values: HashMap<String, Pending>,
     since: Option<Instant>,
     /// Local connections whose writes are in the batch: to them it is the echo of
     /// their own write (see [`Peer::send_own`]).
     writers: Vec<u64>,
 }
+
+/// A field value waiting for the next broadcast flush.
+struct Pending {
+    value: Value,
+    /// Whether this instance produced it and must publish it.
+    local: bool,
+    /// The clock entry the write ticked (local writes), sent with the broadcast.
+    writer: Option<String>,
+}
+
+/// A field queued for broadcast: name, value, and the clock entry its write ticked.
+type QueuedField = (String, Value, Option<String>);
+
+/// The clock entry a document's new writers share once its clock is full.
+pub const OVERFLOW_WRITER: &str = "overflow";
 
 struct DocState {
     doc: Document,
@@ -460,8 +476,7 @@ impl Hub {
             };
         }
         let mut st = entry.lock();
-        if let Err(refusal) = check_clock(&st.doc.clock, &changes, self.settings.max_clock_entries)
-        {
+        if let Err(refusal) = check_clock(&st.doc.clock, &changes) {
             return Applied {
                 ticket: PersistTicket::done(Ok(())),
                 merged_text: None,
@@ -478,19 +493,34 @@ impl Hub {
         // strictly above the counter the client stamped its own write with, so the
         // SDK's LWW register takes the server's echo even when its client id sorts
         // above "server" (a tie would otherwise keep the local value).
+        //
+        // The document's clock holds at most `max_clock_entries` writers: once it is
+        // full, a new writer's ticks go to the shared OVERFLOW_WRITER entry and the
+        // entries a client clock names that the document lacks are not merged. The
+        // write itself is applied either way, so a full clock never locks a
+        // document; SDK clients order updates by max(clock), which still grows.
+        let mut room = ClockRoom::new(&st.doc.clock, self.settings.max_clock_entries);
+        let writers: Vec<String> = changes
+            .fields
+            .iter()
+            .map(|f| room.writer(&st.doc.clock, &f.writer))
+            .collect();
         let mut clock_changes: HashMap<String, u64> = HashMap::new();
         for clock in changes.clocks {
-            for (writer, value) in st.doc.clock.merge_json(clock) {
+            let fitting: Map<String, Value> = clock
+                .iter()
+                .filter(|(writer, _)| room.admit(&st.doc.clock, writer))
+                .map(|(w, v)| (w.clone(), v.clone()))
+                .collect();
+            for (writer, value) in st.doc.clock.merge_json(&fitting) {
                 clock_changes.insert(writer, value);
             }
         }
+        if room.full {
+            self.metrics.refused(crate::metrics::Refusal::ClockFull);
+        }
         let mut queued = Vec::with_capacity(changes.fields.len());
-        for FieldWrite {
-            field,
-            value,
-            writer,
-        } in changes.fields
-        {
+        for (FieldWrite { field, value, .. }, writer) in changes.fields.into_iter().zip(writers) {
             let out = st.doc.write_field(field, value, &writer);
             write.changes.push(FieldChange {
                 field: out.field.clone(),
@@ -498,7 +528,7 @@ impl Hub {
                 writer: out.writer.clone(),
                 clock_value: out.tick,
             });
-            queued.push((out.field, out.authoritative));
+            queued.push((out.field, out.authoritative, Some(out.writer)));
         }
         for c in &write.changes {
             clock_changes.insert(c.writer.clone(), c.clock_value);
@@ -576,7 +606,10 @@ impl Hub {
             st.doc.apply_authoritative(field, value);
         }
         st.last_modified_ms = now_ms;
-        let queued = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let queued = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), None))
+            .collect();
         self.queue_locked(st, queued, false)
     }
 
@@ -680,20 +713,26 @@ impl Hub {
     }
 
     /// Returns whether a flush must be scheduled (the batch went from empty to not).
-    fn queue_locked(&self, st: &mut DocState, fields: Vec<(String, Value)>, local: bool) -> bool {
+    fn queue_locked(&self, st: &mut DocState, fields: Vec<QueuedField>, local: bool) -> bool {
         if fields.is_empty() {
             return false;
         }
         let was_empty = st.pending.order.is_empty();
-        for (field, value) in fields {
+        for (field, value, writer) in fields {
             match st.pending.values.get_mut(&field) {
                 Some(slot) => {
-                    slot.0 = value;
-                    slot.1 |= local;
+                    slot.value = value;
+                    slot.local |= local;
+                    slot.writer = writer;
                 }
                 None => {
                     st.pending.order.push(field.clone());
-                    st.pending.values.insert(field, (value, local));
+                    let pending = Pending {
+                        value,
+                        local,
+                        writer,
+                    };
+                    st.pending.values.insert(field, pending);
                 }
             }
         }
@@ -717,14 +756,33 @@ impl Hub {
 
     /// Send a document's pending batch: one SDK-shape `delta` per field to every
     /// subscriber including the writers, then publish the local part to pub/sub.
+    ///
+    /// A field's delta carries a compact clock — the entry its write ticked and the
+    /// document's largest entry — not the whole clock: SDK clients order updates by
+    /// max(clock), which this keeps, and a delta stays small however many writers
+    /// the document has had (`sync_response` carries the whole clock).
     pub fn flush(&self, entry: &DocEntry) {
-        let (batch, clock_json, subscribers) = {
+        let clustered = self.pubsub.state() != PubSubState::SingleInstance;
+        let (batch, clocks, clock_json, full_clock, subscribers) = {
             let mut st = entry.lock();
             if st.pending.order.is_empty() {
                 return;
             }
             let batch = std::mem::take(&mut st.pending);
-            (batch, st.doc.clock.to_json_string(), st.subscribers.clone())
+            let clocks: HashMap<String, String> = batch
+                .values
+                .values()
+                .filter_map(|p| p.writer.as_deref())
+                .map(|w| (w.to_owned(), compact_clock(&st.doc.clock, Some(w))))
+                .collect();
+            (
+                batch,
+                clocks,
+                compact_clock(&st.doc.clock, None),
+                // Other instances merge the whole clock (one message per flush).
+                clustered.then(|| st.doc.clock.to_json_string()),
+                st.subscribers.clone(),
+            )
         };
         let now_ms = crate::sync::wall_clock_ms();
         let PendingBatch {
@@ -736,10 +794,19 @@ impl Hub {
         let mut bodies = Vec::with_capacity(order.len());
         let mut published = Map::new();
         for field in order {
-            if let Some((value, local)) = values.remove(&field) {
+            if let Some(Pending {
+                value,
+                local,
+                writer,
+            }) = values.remove(&field)
+            {
+                let clock = writer
+                    .as_ref()
+                    .and_then(|w| clocks.get(w))
+                    .unwrap_or(&clock_json);
                 bodies.push((
                     next_message_id(now_ms),
-                    field_delta_body(&entry.id, &field, &value, &clock_json),
+                    field_delta_body(&entry.id, &field, &value, clock),
                 ));
                 if local {
                     published.insert(field, value);
@@ -781,14 +848,14 @@ impl Hub {
                 .broadcast_latency
                 .observe_ms(since.elapsed().as_secs_f64() * 1000.0);
         }
-        if !published.is_empty() && self.pubsub.state() != PubSubState::SingleInstance {
+        if let (false, Some(full_clock)) = (published.is_empty(), full_clock) {
             let msg = serde_json::json!({
                 "type": "delta",
                 "id": next_message_id(now_ms),
                 "timestamp": now_ms,
                 "documentId": &*entry.id,
                 "delta": published,
-                "vectorClock": serde_json::from_str::<Value>(&clock_json).unwrap_or(Value::Null),
+                "vectorClock": serde_json::from_str::<Value>(&full_clock).unwrap_or(Value::Null),
                 "origin": self.settings.instance_id,
             });
             self.publish(&self.settings.channels.delta(&entry.id), &msg);
@@ -922,15 +989,9 @@ impl Hub {
     }
 }
 
-/// Whether a write's clock may be merged: it adds no entries past `max_entries`
-/// (its writers and the writers its clocks name that the document does not know),
-/// and no entry leads the document's largest counter by more than
-/// [`MAX_CLOCK_ADVANCE`]. Checked before anything is applied.
-fn check_clock(
-    clock: &VectorClock,
-    changes: &Changes<'_>,
-    max_entries: usize,
-) -> Result<(), ClockRefusal> {
+/// Whether a write's clock may be merged: no entry leads the document's largest
+/// counter by more than [`MAX_CLOCK_ADVANCE`]. Checked before anything is applied.
+fn check_clock(clock: &VectorClock, changes: &Changes<'_>) -> Result<(), ClockRefusal> {
     let highest = clock.iter().map(|(_, v)| *v).max().unwrap_or(0);
     let limit = highest.saturating_add(MAX_CLOCK_ADVANCE);
     if changes
@@ -941,21 +1002,62 @@ fn check_clock(
     {
         return Err(ClockRefusal::Advance);
     }
-    let mut new: HashSet<&str> = HashSet::new();
-    let writers = changes.fields.iter().map(|f| f.writer.as_str());
-    let named = changes
-        .clocks
-        .iter()
-        .flat_map(|c| c.keys().map(String::as_str));
-    for writer in writers.chain(named) {
-        if !clock.contains(writer) {
-            new.insert(writer);
+    Ok(())
+}
+
+/// Room for new writers in a document's clock during one write (see [`Hub::apply`]).
+struct ClockRoom {
+    left: usize,
+    /// Set when something did not fit.
+    full: bool,
+}
+
+impl ClockRoom {
+    fn new(clock: &VectorClock, max_entries: usize) -> ClockRoom {
+        let own = clock.iter().filter(|(w, _)| *w != OVERFLOW_WRITER).count();
+        ClockRoom {
+            left: max_entries.saturating_sub(own),
+            full: false,
         }
     }
-    if !new.is_empty() && clock.len() + new.len() > max_entries {
-        return Err(ClockRefusal::Full { limit: max_entries });
+
+    /// Whether `writer` has or gets an entry (taking room if it is new).
+    fn admit(&mut self, clock: &VectorClock, writer: &str) -> bool {
+        if clock.contains(writer) || writer == OVERFLOW_WRITER {
+            return true;
+        }
+        if self.left == 0 {
+            self.full = true;
+            return false;
+        }
+        self.left -= 1;
+        true
     }
-    Ok(())
+
+    /// The entry a field write by `writer` ticks: its own, or the shared one.
+    fn writer(&mut self, clock: &VectorClock, writer: &str) -> String {
+        if self.admit(clock, writer) {
+            writer.to_owned()
+        } else {
+            OVERFLOW_WRITER.to_owned()
+        }
+    }
+}
+
+/// The clock a broadcast delta carries: `writer`'s entry and the document's largest
+/// one (so max(clock) is the document's), as JSON.
+fn compact_clock(clock: &VectorClock, writer: Option<&str>) -> String {
+    let mut out = Map::new();
+    if let Some((w, v)) = clock
+        .iter()
+        .max_by_key(|(w, v)| (**v, std::cmp::Reverse(*w)))
+    {
+        out.insert(w.clone(), Value::from(*v));
+    }
+    if let Some(w) = writer.filter(|w| clock.contains(w)) {
+        out.insert(w.to_owned(), Value::from(clock.get(w)));
+    }
+    Value::Object(out).to_string()
 }
 
 /// Merge an incoming text state into a document's (starting one if it has none).
@@ -1061,7 +1163,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_document_clock_refuses_new_writers_before_applying() {
+    async fn a_full_document_clock_shares_one_entry_among_new_writers() {
         let hub = hub(10);
         let entry = hub.open("d").await.expect("open");
         let write = |writer: &str| Changes {
@@ -1075,22 +1177,22 @@ mod tests {
         for w in ["a", "b", "c"] {
             assert_eq!(hub.apply(&entry, write(w), 0).refused, None);
         }
-        let refused = hub.apply(&entry, write("d"), 0);
-        assert_eq!(refused.refused, Some(ClockRefusal::Full { limit: 3 }));
-        assert!(
-            !hub.snapshot(&entry).state.contains_key("d"),
-            "nothing applied"
-        );
-        // Known writers keep writing; a clock naming only known writers merges.
-        let known = serde_json::json!({"a": 5});
+        // A new writer past the cap is applied, on the shared entry.
+        assert_eq!(hub.apply(&entry, write("d"), 0).refused, None);
+        assert_eq!(hub.apply(&entry, write("e"), 0).refused, None);
+        let snap = hub.snapshot(&entry);
+        assert_eq!(snap.state["d"], serde_json::json!(1));
+        assert_eq!(snap.clock.len(), 4, "{:?}", snap.clock);
+        assert_eq!(snap.clock[OVERFLOW_WRITER], serde_json::json!(2));
+        // Known writers keep their own entries; a clock naming only known writers
+        // merges, entries the document lacks are not merged once it is full.
+        let clock = serde_json::json!({"a": 5, "zz": 1});
         let mut again = write("a");
-        again.clocks = vec![known.as_object().expect("object")];
+        again.clocks = vec![clock.as_object().expect("object")];
         assert_eq!(hub.apply(&entry, again, 0).refused, None);
-        // A clock naming a new writer counts against the cap too.
-        let unknown = serde_json::json!({"zz": 1});
-        let mut named = write("b");
-        named.clocks = vec![unknown.as_object().expect("object")];
-        assert!(hub.apply(&entry, named, 0).refused.is_some());
+        let snap = hub.snapshot(&entry);
+        assert_eq!(snap.clock["a"], serde_json::json!(6));
+        assert!(!snap.clock.contains_key("zz"));
         // A jump far past the document's counters would freeze max(clock).
         let jump = serde_json::json!({"a": MAX_CLOCK_ADVANCE + 100});
         let mut far = write("a");
@@ -1100,6 +1202,15 @@ mod tests {
             Some(ClockRefusal::Advance)
         );
         assert_eq!(hub.snapshot(&entry).clock["a"], serde_json::json!(6));
+    }
+
+    #[test]
+    fn a_broadcast_clock_is_the_writer_and_the_largest_entry() {
+        let clock: VectorClock = (0..1000).map(|i| (format!("w{i:04}"), i)).collect();
+        let c: Value = serde_json::from_str(&compact_clock(&clock, Some("w0007"))).expect("json");
+        assert_eq!(c, serde_json::json!({"w0999": 999, "w0007": 7}));
+        let c: Value = serde_json::from_str(&compact_clock(&clock, None)).expect("json");
+        assert_eq!(c, serde_json::json!({"w0999": 999}));
     }
 
     #[tokio::test]

@@ -66,6 +66,9 @@ pub struct Session {
     documents: HashSet<Arc<str>>,
     /// Documents whose awareness this connection subscribed to.
     awareness_documents: HashSet<Arc<str>>,
+    /// (document, client id) of the awareness entries this connection set and has
+    /// not left: bounded by the per-connection awareness cap.
+    awareness_clients: HashSet<(String, String)>,
     rate: RateLimiter,
     /// When the last rate-limit error reply went out.
     last_rate_reply: Option<Instant>,
@@ -113,6 +116,7 @@ impl Session {
             encoding_fixed: false,
             documents: HashSet::new(),
             awareness_documents: HashSet::new(),
+            awareness_clients: HashSet::new(),
             rate,
             last_rate_reply: None,
             refusal_log: std::sync::Mutex::new(refusal_log),
@@ -545,8 +549,7 @@ impl Session {
             self.svc.hub.unsubscribe_awareness(&id, self.peer.conn_id);
             self.documents.remove(&id);
             self.awareness_documents.remove(&id);
-            let mut context = Map::new();
-            context.insert("documentId".into(), Value::String(id.to_string()));
+            let context = document_context(&id);
             let refused = Refused {
                 reason: Refusal::SubscriptionRevoked,
                 error: err::SUBSCRIPTION_REVOKED.into(),
@@ -663,7 +666,9 @@ impl Session {
     }
 
     /// Admit, load and subscribe: the common start of subscribe, sync_request and
-    /// both write handlers (writes auto-subscribe the sender, as in TS).
+    /// both write handlers (writes auto-subscribe the sender, as in TS). A read past
+    /// the connection's subscription cap is refused before the document is loaded;
+    /// a write is still applied, without subscribing.
     async fn admit_and_join(
         &mut self,
         document_id: Option<&str>,
@@ -671,9 +676,31 @@ impl Session {
         failure: &str,
     ) -> Option<Arc<DocEntry>> {
         let id = self.admit(document_id, write).await?;
+        if !write && self.subscription_cap_reached(&self.documents, &id) {
+            self.refuse_subscription(&id).await;
+            return None;
+        }
         let entry = self.open(&id, failure).await?;
         self.join(&entry);
         Some(entry)
+    }
+
+    /// Whether subscribing `id` (not yet in `subscribed`) would pass the
+    /// per-connection subscription cap.
+    fn subscription_cap_reached(&self, subscribed: &HashSet<Arc<str>>, id: &str) -> bool {
+        let max = self.svc.settings.limits.max_subscriptions_per_connection;
+        !subscribed.contains(id) && subscribed.len() >= max
+    }
+
+    async fn refuse_subscription(&self, id: &str) {
+        let max = self.svc.settings.limits.max_subscriptions_per_connection;
+        let refused = Refused::new(
+            Refusal::SubscriptionLimit,
+            err::too_many_subscriptions(max),
+            err::CODE_SUBSCRIPTION_LIMIT,
+        );
+        self.refuse(refused, &document_context(id), Instant::now())
+            .await;
     }
 
     /// Subscribe to a document's broadcasts. Writes auto-subscribe the writer (TS
@@ -684,7 +711,7 @@ impl Session {
             .identity
             .as_ref()
             .is_some_and(|i| i.permissions.can_read(&entry.id));
-        if !may_read {
+        if !may_read || self.subscription_cap_reached(&self.documents, &entry.id) {
             return;
         }
         self.svc.hub.subscribe(entry, &self.peer);
@@ -975,8 +1002,7 @@ impl Session {
 
     /// The hub refused a write's clock: nothing was applied, nothing is acked.
     async fn refuse_clock(&self, refusal: admission::ClockRefusal, document_id: &str) {
-        let mut context = Map::new();
-        context.insert("documentId".into(), Value::String(document_id.into()));
+        let context = document_context(document_id);
         self.refuse(refusal.refused(), &context, Instant::now())
             .await;
     }
@@ -1000,6 +1026,10 @@ impl Session {
         let Some(id) = self.admit(document_id.as_deref(), false).await else {
             return;
         };
+        if self.subscription_cap_reached(&self.awareness_documents, &id) {
+            self.refuse_subscription(&id).await;
+            return;
+        }
         let Some(entry) = self.open(&id, err::AWARENESS_SUBSCRIBE_FAILED).await else {
             return;
         };
@@ -1059,6 +1089,13 @@ impl Session {
             self.error(err::INVALID_AWARENESS_STATE).await;
             return;
         };
+        if let Some(state) = &state {
+            if let Err(refused) = self.check_awareness(&id, &client_id, state).await {
+                self.refuse(refused, &document_context(&id), Instant::now())
+                    .await;
+                return;
+            }
+        }
         let outcome = self
             .svc
             .awareness
@@ -1079,8 +1116,7 @@ impl Session {
         match outcome {
             Ok(SetOutcome::Stale) => {}
             Ok(SetOutcome::NotOwner) => {
-                let mut context = Map::new();
-                context.insert("documentId".into(), Value::String(id));
+                let context = document_context(&id);
                 let refused = Refused {
                     reason: Refusal::AwarenessNotOwner,
                     error: err::AWARENESS_NOT_OWNER.into(),
@@ -1088,7 +1124,13 @@ impl Session {
                 };
                 self.refuse(refused, &context, Instant::now()).await;
             }
-            Ok(SetOutcome::Accepted | SetOutcome::Left) => {
+            Ok(outcome @ (SetOutcome::Accepted | SetOutcome::Left)) => {
+                let key = (id.clone(), client_id.clone());
+                if outcome == SetOutcome::Accepted {
+                    self.awareness_clients.insert(key);
+                } else {
+                    self.awareness_clients.remove(&key);
+                }
                 let msg = ServerMessage::AwarenessUpdate {
                     document_id: id.clone(),
                     client_id,
@@ -1108,6 +1150,55 @@ impl Session {
                 self.error(err::AWARENESS_UPDATE_FAILED).await;
             }
         }
+    }
+
+    /// The awareness bounds of a (non-leave) update: the state's size, and for a
+    /// client id this connection does not hold yet, the per-connection and
+    /// per-document number of client ids. The per-document count is read from the
+    /// store, so with a shared store it holds for the fleet (concurrent first
+    /// updates may pass it by a few).
+    async fn check_awareness(
+        &self,
+        id: &str,
+        client_id: &str,
+        state: &Value,
+    ) -> Result<(), Refused> {
+        let limits = &self.svc.settings.limits;
+        let size = serde_json::to_string(state).map_or(usize::MAX, |s| s.len());
+        if size > limits.max_awareness_state_bytes {
+            return Err(Refused::new(
+                Refusal::AwarenessStateTooLarge,
+                err::awareness_state_too_large(size, limits.max_awareness_state_bytes),
+                err::CODE_AWARENESS_LIMIT,
+            ));
+        }
+        let key = (id.to_owned(), client_id.to_owned());
+        if self.awareness_clients.contains(&key) {
+            return Ok(());
+        }
+        if self.awareness_clients.len() >= limits.max_awareness_clients_per_connection {
+            return Err(Refused::new(
+                Refusal::AwarenessClientLimit,
+                err::awareness_connection_full(limits.max_awareness_clients_per_connection),
+                err::CODE_AWARENESS_LIMIT,
+            ));
+        }
+        // A store failure is answered by the update itself, which fails the same way.
+        let entries = self
+            .svc
+            .awareness
+            .get_all(id, wall_clock_ms())
+            .await
+            .unwrap_or_default();
+        let max = limits.max_awareness_clients_per_document;
+        if entries.len() >= max && !entries.iter().any(|e| e.client_id == client_id) {
+            return Err(Refused::new(
+                Refusal::AwarenessClientLimit,
+                err::awareness_document_full(max),
+                err::CODE_AWARENESS_LIMIT,
+            ));
+        }
+        Ok(())
     }
 
     /// Connection closed: leave every document, broadcast leaves for the awareness
@@ -1183,6 +1274,13 @@ fn ack_reply(
             ServerMessage::error_for_document(failure, document_id)
         }
     }
+}
+
+/// `{documentId}`, the context of a document's refusal.
+fn document_context(id: &str) -> Map<String, Value> {
+    let mut context = Map::new();
+    context.insert("documentId".into(), Value::String(id.to_owned()));
+    context
 }
 
 fn valid_field_name(field: &str) -> bool {

@@ -266,20 +266,9 @@ async fn client_clocks_cannot_inflate_or_freeze_a_document(pool: PgPool) {
         );
         assert_eq!(m["details"]["code"], "CLOCK_LIMIT", "{m}");
     }
-    // Distinct writer ids fill the document's clock up to its cap, not past it.
-    let ops: Vec<Value> = (0..20)
-        .map(|i| json!({"type":"set","field":format!("k{i}"),"value":i,"clientId":format!("c{i}")}))
-        .collect();
-    w.send(json!({"type":"delta_batch","documentId":"doc","messageId":"m3","deltas":ops}))
-        .await;
-    expect_refusal(
-        &mut w,
-        "Document vector clock is full (8 entries)",
-        json!({"code":"CLOCK_LIMIT","documentId":"doc"}),
-    )
-    .await;
+    // (A document whose clock is full still takes writes: wire_admission_bounds.)
     nothing_about(&mut good, "refused writes broadcast", |m| {
-        field_delta(m, "x") || field_delta(m, "k0")
+        field_delta(m, "x")
     })
     .await;
     assert_eq!(
@@ -299,12 +288,8 @@ async fn client_clocks_cannot_inflate_or_freeze_a_document(pool: PgPool) {
         "a one-field delta stays small: {d}"
     );
     assert!(refusals(admin, "clock_invalid").await >= 4);
-    assert!(refusals(admin, "document_clock_full").await >= 1);
     let state = state_of_authed(&server, &writer, "doc").await;
-    assert!(
-        state.get("x").is_none() && state.get("k0").is_none(),
-        "{state}"
-    );
+    assert!(state.get("x").is_none(), "{state}");
     stop(server).await;
 }
 
@@ -355,7 +340,7 @@ async fn a_nul_anywhere_refuses_the_whole_write_before_postgres_sees_it(pool: Pg
 // ---------------------------------------------------------------------------------
 // 4. Chunks
 
-fn chunk(id: &str, total: u64, index: u64, data: &[u8]) -> Value {
+pub(crate) fn chunk(id: &str, total: u64, index: u64, data: &[u8]) -> Value {
     use base64::Engine;
     json!({"type":"delta_batch_chunk","chunkId":id,"totalChunks":total,"chunkIndex":index,
         "data": base64::engine::general_purpose::STANDARD.encode(data)})

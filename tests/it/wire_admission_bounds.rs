@@ -104,3 +104,525 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
     write_acked(&mut good, "other-doc", "good", json!("after"), "g2").await;
     stop(server).await;
 }
+
+// ---------------------------------------------------------------------------------
+// Vector clocks: broadcast size, SDK batches, full documents
+
+/// A batch of one-field ops by `writers` distinct client ids (`<prefix><i>`, padded
+/// to `id_len` bytes), acked.
+async fn many_writers(c: &mut Client, doc: &str, prefix: &str, writers: usize, id_len: usize) {
+    let ops: Vec<serde_json::Value> = (0..writers)
+        .map(|i| {
+            let id = format!("{prefix}{i:0>width$}", width = id_len - prefix.len());
+            json!({"type":"set","field":format!("{prefix}f{i}"),"value":i,"clientId":id})
+        })
+        .collect();
+    let id = format!("{prefix}-batch");
+    c.send(json!({"type":"delta_batch","documentId":doc,"messageId":id,"deltas":ops}))
+        .await;
+    loop {
+        let m = c.recv().await;
+        assert_ne!(m["type"], "error", "{m}");
+        if m["type"] == "ack" && m["messageId"] == id.as_str() {
+            return;
+        }
+    }
+}
+
+fn clock_max(clock: &serde_json::Value) -> u64 {
+    clock
+        .as_object()
+        .expect("clock object")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .max()
+        .expect("a non-empty clock")
+}
+
+#[tokio::test]
+async fn a_broadcast_delta_stays_small_however_many_writers_the_document_had() {
+    let config = open_config();
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut writer = Client::connect(&server, false).await;
+    // 1000 writers with 200-byte ids: a whole clock of ~210 KB.
+    many_writers(&mut writer, "wide-doc", "w", 1000, 200).await;
+    let mut sub = Client::connect(&server, false).await;
+    let sr = crate::common::subscribe(&mut sub, "wide-doc").await;
+    assert_eq!(sr["clock"].as_object().expect("clock").len(), 1000);
+    let doc_max = clock_max(&sr["clock"]);
+
+    write_acked(&mut writer, "wide-doc", "title", json!("hello"), "t1").await;
+    let d = sub.expect("delta").await;
+    let bytes = d.to_string().len();
+    assert!(
+        bytes < 600,
+        "one field reached a subscriber as {bytes} bytes"
+    );
+    // SDK clients order by max(clock): the compact clock keeps the document's max.
+    assert!(clock_max(&d["clock"]) >= doc_max, "{d}");
+    // A client id's own entry rides along.
+    write_acked(&mut writer, "wide-doc", "title", json!("again"), "t2").await;
+    let d = sub.expect("delta").await;
+    assert!(d.to_string().len() < 600, "{d}");
+    assert_eq!(
+        metric(admin, "synckit_refusals_total{reason=\"slow_client\"}").await,
+        Some(0.0)
+    );
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn an_sdk_batch_repeating_the_document_clock_on_every_op_is_accepted() {
+    let mut config = open_config();
+    config.sync.limits.max_clock_entries_per_message = 100;
+    config.sync.limits.max_clock_entries_per_document = 100;
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut good = good_client(&server, "sdk-doc").await;
+    let mut w = Client::connect(&server, false).await;
+    many_writers(&mut w, "sdk-doc", "c", 60, 8).await;
+    let clock = crate::common::subscribe(&mut w, "sdk-doc").await["clock"].clone();
+    // Five ops each carrying the whole 61-entry clock: 305 entries, 61 distinct.
+    let ops: Vec<serde_json::Value> = (0..5)
+        .map(|i| json!({"type":"set","field":format!("s{i}"),"value":i,"clock":clock}))
+        .collect();
+    w.send(json!({"type":"delta_batch","documentId":"sdk-doc","messageId":"b1","deltas":ops}))
+        .await;
+    let replies = w.collect_until(&["ack"]).await;
+    assert!(
+        replies.iter().all(|m| m["type"] != "error"),
+        "an SDK batch was refused: {replies:?}"
+    );
+    // 101 distinct entries are still too many, refused whole and counted.
+    let before = refusals(admin, "clock_invalid").await;
+    let big: serde_json::Map<String, serde_json::Value> =
+        (0..101).map(|i| (format!("n{i}"), json!(1))).collect();
+    let ops = vec![
+        json!({"type":"set","field":"n-a","value":1,"clock":clock}),
+        json!({"type":"set","field":"n-b","value":1,"clock":big}),
+    ];
+    w.send(json!({"type":"delta_batch","documentId":"sdk-doc","messageId":"b2","deltas":ops}))
+        .await;
+    let m = w.expect("error").await;
+    assert_eq!(
+        m["error"], "Vector clock too large (162 entries, max 100)",
+        "{m}"
+    );
+    assert_eq!(refusals(admin, "clock_invalid").await, before + 1);
+    crate::wire_admission::nothing_about(&mut good, "a refused batch was broadcast", |m| {
+        crate::wire_admission::field_delta(m, "n-a")
+    })
+    .await;
+    write_acked(&mut good, "sdk-doc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_document_whose_clock_is_full_still_takes_new_writers(pool: sqlx::PgPool) {
+    let mut config = open_config();
+    config.sync.limits.max_clock_entries_per_document = 8;
+    let backends = crate::wire_admission::postgres(&config, &pool);
+    let (server, admin) = start(config.clone(), backends).await;
+    let mut good = good_client(&server, "full-doc").await; // 1 entry
+    let mut w = Client::connect(&server, false).await;
+    many_writers(&mut w, "full-doc", "c", 7, 4).await; // 8 entries: full
+    let before = refusals(admin, "document_clock_full").await;
+
+    // A new writer, with a clock naming itself and a stranger (what an SDK sends):
+    // applied, acked, broadcast and stored; its tick goes to the shared entry.
+    let mut late = Client::connect(&server, false).await;
+    late.send(
+        json!({"type":"delta","documentId":"full-doc","field":"late","value":1,
+        "clientId":"late-writer","vectorClock":{"late-writer":1,"stranger":1},"messageId":"l1"}),
+    )
+    .await;
+    let replies = late.collect_until(&["ack"]).await;
+    assert!(replies.iter().all(|m| m["type"] != "error"), "{replies:?}");
+    let d = loop {
+        let d = good.expect("delta").await;
+        if d["field"] == "late" {
+            break d;
+        }
+    };
+    assert!(clock_max(&d["clock"]) >= 1);
+    let sr = crate::common::subscribe(&mut late, "full-doc").await;
+    assert_eq!(sr["state"]["late"], 1);
+    let clock = sr["clock"].as_object().expect("clock");
+    assert_eq!(clock.len(), 9, "8 writers and the shared entry: {clock:?}");
+    assert!(clock.contains_key("overflow"), "{clock:?}");
+    assert!(!clock.contains_key("late-writer") && !clock.contains_key("stranger"));
+    assert_eq!(refusals(admin, "document_clock_full").await, before + 1);
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM vector_clocks WHERE document_id = 'full-doc'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(rows, 9);
+    assert_eq!(
+        crate::wire_admission::stored_fields(&pool, "full-doc").await["late"],
+        json!(1)
+    );
+    write_acked(&mut good, "full-doc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Awareness bounds
+
+fn awareness(doc: &str, client: &str, state: serde_json::Value, clock: u64) -> serde_json::Value {
+    json!({"type":"awareness_update","documentId":doc,"clientId":client,"state":state,"clock":clock})
+}
+
+/// Every awareness_update `c` receives before its pong.
+async fn awareness_seen(c: &mut Client) -> Vec<serde_json::Value> {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.messages_before_pong()
+        .await
+        .into_iter()
+        .filter(|m| m["type"] == "awareness_update")
+        .collect()
+}
+
+#[tokio::test]
+async fn awareness_client_ids_and_state_sizes_are_bounded() {
+    let mut config = open_config();
+    config.sync.limits.max_awareness_clients_per_document = 3;
+    config.sync.limits.max_awareness_clients_per_connection = 2;
+    config.sync.limits.max_awareness_state_bytes = 100;
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut good = good_client(&server, "pdoc").await;
+    let mut watcher = Client::connect(&server, false).await;
+    watcher
+        .send(json!({"type":"awareness_subscribe","documentId":"pdoc"}))
+        .await;
+    watcher.expect("awareness_state").await;
+
+    // A state over the byte cap.
+    let mut a = Client::connect(&server, false).await;
+    a.send(awareness("pdoc", "a1", json!({"blob": "x".repeat(200)}), 1))
+        .await;
+    crate::wire_admission::expect_refusal(
+        &mut a,
+        "Awareness state too large (211 bytes, max 100)",
+        json!({"code":"AWARENESS_LIMIT","documentId":"pdoc"}),
+    )
+    .await;
+    assert_eq!(refusals(admin, "awareness_state_too_large").await, 1);
+
+    // Two client ids per connection; updates of those and leaves still pass.
+    a.send(awareness("pdoc", "a1", json!({"n":1}), 1)).await;
+    a.send(awareness("pdoc", "a2", json!({"n":2}), 1)).await;
+    a.send(awareness("pdoc", "a3", json!({"n":3}), 1)).await;
+    crate::wire_admission::expect_refusal(
+        &mut a,
+        "Too many awareness clients on this connection (max 2)",
+        json!({"code":"AWARENESS_LIMIT","documentId":"pdoc"}),
+    )
+    .await;
+    a.send(awareness("pdoc", "a1", json!({"n":11}), 2)).await;
+    a.assert_alive().await;
+
+    // Three client ids per document, whichever connections hold them.
+    let mut b = Client::connect(&server, false).await;
+    b.send(awareness("pdoc", "b1", json!({"n":4}), 1)).await;
+    b.send(awareness("pdoc", "b2", json!({"n":5}), 1)).await;
+    crate::wire_admission::expect_refusal(
+        &mut b,
+        "Too many awareness clients in this document (max 3)",
+        json!({"code":"AWARENESS_LIMIT","documentId":"pdoc"}),
+    )
+    .await;
+    assert_eq!(refusals(admin, "awareness_client_limit").await, 2);
+    let seen: Vec<String> = awareness_seen(&mut watcher)
+        .await
+        .iter()
+        .map(|m| m["clientId"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        seen,
+        ["a1", "a2", "a1", "b1"],
+        "only admitted updates broadcast"
+    );
+
+    // A leave frees the slots: of the connection and of the document.
+    a.send(awareness("pdoc", "a2", serde_json::Value::Null, 2))
+        .await;
+    a.send(awareness("pdoc", "a4", json!({"n":6}), 1)).await;
+    a.assert_alive().await;
+    b.send(awareness("pdoc", "b2", json!({"n":5}), 1)).await;
+    crate::wire_admission::expect_refusal(
+        &mut b,
+        "Too many awareness clients in this document (max 3)",
+        json!({"code":"AWARENESS_LIMIT","documentId":"pdoc"}),
+    )
+    .await;
+    let mut late = Client::connect(&server, false).await;
+    late.send(json!({"type":"awareness_subscribe","documentId":"pdoc"}))
+        .await;
+    let states = late.expect("awareness_state").await["states"].clone();
+    let mut ids: Vec<&str> = states
+        .as_array()
+        .expect("states")
+        .iter()
+        .filter_map(|s| s["clientId"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a1", "a4", "b1"], "{states}");
+    write_acked(&mut good, "pdoc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Chunk ids
+
+#[tokio::test]
+async fn a_chunk_id_is_bounded_like_a_document_id() {
+    let config = open_config();
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut good = good_client(&server, "chunk-doc").await;
+    let mut c = Client::connect(&server, false).await;
+    let whole = json!({"type":"delta","documentId":"chunk-doc","field":"chunked","value":1,
+        "messageId":"c1"})
+    .to_string();
+    // A one-chunk set is a complete message: with a bad id, nothing of it applies.
+    for id in ["x".repeat(256), "bad id".to_owned(), "a/b".to_owned()] {
+        let before = refusals(admin, "chunk_invalid").await;
+        c.send(crate::wire_admission::chunk(&id, 1, 0, whole.as_bytes()))
+            .await;
+        let m = c.expect("error").await;
+        assert_eq!(m["error"], "Invalid chunk", "{id}: {m}");
+        assert_eq!(refusals(admin, "chunk_invalid").await, before + 1, "{id}");
+    }
+    crate::wire_admission::nothing_about(&mut good, "a refused chunk applied", |m| {
+        crate::wire_admission::field_delta(m, "chunked")
+    })
+    .await;
+    // The longest valid id still works.
+    c.send(crate::wire_admission::chunk(
+        &"y".repeat(255),
+        1,
+        0,
+        whole.as_bytes(),
+    ))
+    .await;
+    c.expect("ack").await;
+    write_acked(&mut good, "chunk-doc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Subscriptions per connection
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let mut config = open_config();
+    config.sync.limits.max_subscriptions_per_connection = 3;
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut good = good_client(&server, "s-good").await;
+    let mut c = Client::connect(&server, false).await;
+    for doc in ["s0", "s1", "s2"] {
+        crate::common::subscribe(&mut c, doc).await;
+    }
+    let cached = metric(admin, "synckit_documents_cached").await;
+    for msg in [
+        json!({"type":"subscribe","documentId":"s3"}),
+        json!({"type":"sync_request","documentId":"s3"}),
+    ] {
+        c.send(msg).await;
+        crate::wire_admission::expect_refusal(
+            &mut c,
+            "Too many subscriptions (max 3)",
+            json!({"code":"SUBSCRIPTION_LIMIT","documentId":"s3"}),
+        )
+        .await;
+    }
+    // Refused before the document is loaded; one already held passes.
+    assert_eq!(metric(admin, "synckit_documents_cached").await, cached);
+    crate::common::subscribe(&mut c, "s1").await;
+    // A write past the cap is applied and acked, without subscribing the writer.
+    write_acked(&mut c, "s4", "f", json!(1), "w1").await;
+    write_acked(&mut good, "s4", "f", json!(2), "w2").await;
+    crate::wire_admission::nothing_about(&mut c, "a delta of an unsubscribed document", |m| {
+        m["type"] == "delta" && m["documentId"] == "s4"
+    })
+    .await;
+    assert_eq!(refusals(admin, "subscription_limit").await, 2);
+    // Unsubscribing frees a slot.
+    c.send(json!({"type":"unsubscribe","documentId":"s0"}))
+        .await;
+    crate::common::subscribe(&mut c, "s3").await;
+    write_acked(&mut good, "s-good", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Upgrade requests, admin HEAD, proxy headers, anonymous presence
+
+/// Send a raw upgrade request with `key` and return the status code.
+async fn upgrade_status(addr: std::net::SocketAddr, key: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("status line in time")
+            .expect("read");
+        assert_eq!(n, 1, "closed before a status line");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code")
+}
+
+#[tokio::test]
+async fn a_websocket_key_must_be_sixteen_bytes_of_base64() {
+    let config = open_config();
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut good = good_client(&server, "key-doc").await;
+    for bad in [
+        "short",
+        "dGhlIHNhbXBsZSBub25jZQ",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "!!!!!!!!!!!!!!!!!!!!!!==",
+    ] {
+        assert_eq!(upgrade_status(server.addr, bad).await, 400, "{bad}");
+    }
+    assert_eq!(refusals(admin, "invalid_upgrade").await, 4);
+    assert_eq!(
+        metric(admin, "synckit_connections_accepted_total").await,
+        Some(1.0),
+        "no refused upgrade became a connection"
+    );
+    assert_eq!(
+        upgrade_status(server.addr, "dGhlIHNhbXBsZSBub25jZQ==").await,
+        101
+    );
+    write_acked(&mut good, "key-doc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn head_requests_need_the_admin_credential_like_gets() {
+    let mut config = open_config();
+    config.admin_reads_open = false;
+    config.jwt.api_keys = vec!["key-1".into()];
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut good = good_client(&server, "head-doc").await;
+    for path in [
+        "/admin/sessions",
+        "/admin/documents/head-doc",
+        "/stats",
+        "/rooms",
+    ] {
+        for method in ["HEAD", "GET"] {
+            let r = crate::common::http(admin, method, path, &[], None).await;
+            assert_eq!(r.status, 401, "{method} {path}");
+        }
+        let r = crate::common::http(
+            admin,
+            "HEAD",
+            path,
+            &[("Authorization", "Bearer key-1")],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "HEAD {path} with the credential");
+        assert!(r.body.is_empty(), "HEAD has no body");
+    }
+    assert_eq!(refusals(admin, "admin_unauthorized").await, 8);
+    write_acked(&mut good, "head-doc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn x_real_ip_is_believed_only_from_a_trusted_proxy() {
+    // Loopback (the test's own address) is not a trusted proxy here.
+    let mut config = open_config();
+    config.max_connections_per_ip = 2;
+    config.trusted_proxies = synckit::server::proxy::parse_networks("10.0.0.0/8").expect("nets");
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let ip = format!("192.0.2.{i}");
+        let mut c =
+            crate::common::try_connect_with(server.addr, "/ws", &[("x-real-ip", &ip)], false)
+                .await
+                .expect("connect");
+        c.assert_alive().await;
+        open.push(c);
+    }
+    let mut third =
+        crate::common::try_connect_with(server.addr, "/ws", &[("x-real-ip", "192.0.2.9")], false)
+            .await
+            .expect("connect");
+    third
+        .expect_close(1008, "Too many connections from your IP")
+        .await;
+    assert_eq!(
+        metric(admin, "synckit_connections_rejected_per_ip_total").await,
+        Some(1.0)
+    );
+    for c in &mut open {
+        c.assert_alive().await;
+    }
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn an_anonymous_client_of_another_address_cannot_take_over_presence() {
+    // Auth disabled: each address is its own anonymous user (the test config trusts
+    // X-Forwarded-For from loopback, standing in for clients behind a proxy).
+    let config = open_config();
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut watcher = Client::connect_from(&server, "10.0.0.9", false).await;
+    watcher
+        .send(json!({"type":"awareness_subscribe","documentId":"anon-doc"}))
+        .await;
+    watcher.expect("awareness_state").await;
+    let mut owner = Client::connect_from(&server, "10.0.0.1", false).await;
+    owner
+        .send(awareness("anon-doc", "anon-client", json!({"name":"A"}), 1))
+        .await;
+    owner.assert_alive().await;
+    assert_eq!(awareness_seen(&mut watcher).await.len(), 1);
+
+    let mut other = Client::connect_from(&server, "10.0.0.2", false).await;
+    for (state, clock) in [(json!({"name":"B"}), 9u64), (serde_json::Value::Null, 10)] {
+        other
+            .send(awareness("anon-doc", "anon-client", state, clock))
+            .await;
+        crate::wire_admission::expect_refusal(
+            &mut other,
+            "Awareness client id belongs to another connection",
+            json!({"code":"NOT_OWNER","documentId":"anon-doc"}),
+        )
+        .await;
+    }
+    assert!(
+        awareness_seen(&mut watcher).await.is_empty(),
+        "a takeover was broadcast"
+    );
+    assert_eq!(refusals(admin, "awareness_not_owner").await, 2);
+    // The owner keeps updating.
+    owner
+        .send(awareness(
+            "anon-doc",
+            "anon-client",
+            json!({"name":"A2"}),
+            2,
+        ))
+        .await;
+    let seen = awareness_seen(&mut watcher).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["state"]["name"], "A2");
+    stop(server).await;
+}
