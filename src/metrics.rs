@@ -140,10 +140,20 @@ pub enum Refusal {
     SubscriptionLimit,
     /// A request to `/ws` that is not a valid WebSocket upgrade (HTTP 4xx).
     InvalidUpgrade,
+    /// A malformed message: a type clients may not send, a delta or batch without
+    /// changes, a batch op that is not an object, an invalid field name, a bad
+    /// awareness state, more text states in a batch than allowed.
+    InvalidMessage,
+    /// A document or awareness message before authentication, or no `auth` in time.
+    NotAuthenticated,
+    /// No frame received within `WS_HEARTBEAT_TIMEOUT`.
+    HeartbeatTimeout,
+    /// A WebSocket frame over `SYNCKIT_MAX_FRAME_BYTES` (close 1009).
+    FrameTooLarge,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 21] = [
+    pub const ALL: [Refusal; 25] = [
         Refusal::JsonDepth,
         Refusal::Nul,
         Refusal::ClockInvalid,
@@ -165,6 +175,10 @@ impl Refusal {
         Refusal::AwarenessClientLimit,
         Refusal::SubscriptionLimit,
         Refusal::InvalidUpgrade,
+        Refusal::InvalidMessage,
+        Refusal::NotAuthenticated,
+        Refusal::HeartbeatTimeout,
+        Refusal::FrameTooLarge,
     ];
 
     /// The `reason` label value.
@@ -191,6 +205,10 @@ impl Refusal {
             Refusal::AwarenessClientLimit => "awareness_client_limit",
             Refusal::SubscriptionLimit => "subscription_limit",
             Refusal::InvalidUpgrade => "invalid_upgrade",
+            Refusal::InvalidMessage => "invalid_message",
+            Refusal::NotAuthenticated => "not_authenticated",
+            Refusal::HeartbeatTimeout => "heartbeat_timeout",
+            Refusal::FrameTooLarge => "frame_too_large",
         }
     }
 

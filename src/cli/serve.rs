@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// no longer subscribe the writer.
     #[arg(long, env = "SYNCKIT_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = crate::sync::admission::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
     pub max_subscriptions_per_connection: usize,
+    /// Text-state ops one delta_batch may carry (each is merged into its document);
+    /// more refuse the batch.
+    #[arg(long, env = "SYNCKIT_MAX_TEXT_OPS_PER_BATCH", default_value_t = crate::sync::admission::DEFAULT_MAX_TEXT_OPS_PER_BATCH)]
+    pub max_text_ops_per_batch: usize,
     /// Each kind of refused input is logged at most once per connection per this
     /// period (with the count it stands for).
     #[arg(long, env = "SYNCKIT_REFUSAL_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -351,6 +355,7 @@ impl ServeArgs {
                     max_awareness_clients_per_connection: self.max_awareness_clients_per_connection,
                     max_awareness_state_bytes: self.max_awareness_state_bytes,
                     max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+                    max_text_ops_per_batch: self.max_text_ops_per_batch,
                     refusal_log_interval: self.refusal_log_interval,
                 },
             },

@@ -56,6 +56,11 @@ pub fn awareness_connection_full(max: usize) -> String {
     format!("Too many awareness clients on this connection (max {max})")
 }
 
+/// `Too many text states in one batch (<n>, max <max>)`.
+pub fn too_many_text_ops(count: usize, max: usize) -> String {
+    format!("Too many text states in one batch ({count}, max {max})")
+}
+
 /// `Too many subscriptions (max <max>)`.
 pub fn too_many_subscriptions(max: usize) -> String {
     format!("Too many subscriptions (max {max})")

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::live::LiveSession;
 use super::upgrade::Socket;
 use super::AppState;
+use crate::metrics::Refusal;
 use crate::protocol::errors::close;
 use crate::protocol::EncodedFrame;
 use crate::sync::peer::Outbox;
@@ -165,6 +166,7 @@ pub async fn serve_socket(
                         // The WebSocket layer reads no more after an error.
                         stream_readable = false;
                         if is_over_size_limit(&e) {
+                            metrics.refused(Refusal::FrameTooLarge);
                             break Some((close::TOO_BIG, close::MESSAGE_TOO_LARGE));
                         }
                         break None;
@@ -173,6 +175,7 @@ pub async fn serve_socket(
             }
             _ = heartbeat.tick() => {
                 if last_received.elapsed() >= state.config.heartbeat_timeout {
+                    metrics.refused(Refusal::HeartbeatTimeout);
                     break Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
                 }
                 peer.send_own(Outgoing::Ping);
@@ -180,10 +183,11 @@ pub async fn serve_socket(
                 session.sweep(Instant::now());
             }
             _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
+                metrics.refused(Refusal::NotAuthenticated);
                 break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
             }
             _ = &mut token_deadline, if expiry_shown.is_some() => {
-                metrics.refused(crate::metrics::Refusal::TokenExpired);
+                metrics.refused(Refusal::TokenExpired);
                 tracing::info!(conn_id, "closing a session whose token expired");
                 break Some((close::POLICY, close::TOKEN_EXPIRED));
             }
@@ -210,7 +214,7 @@ pub async fn serve_socket(
         });
     } else if peer.overflowed().is_cancelled() {
         metrics.slow_clients_closed.inc();
-        metrics.refused(crate::metrics::Refusal::SlowClient);
+        metrics.refused(Refusal::SlowClient);
     }
     drop(session);
     drop(peer);

@@ -55,6 +55,9 @@ pub const DEFAULT_MAX_AWARENESS_STATE_BYTES: usize = 8192;
 /// while subscribed).
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
 
+/// Default cap on the text-state ops of one `delta_batch` (each is a merge).
+pub const DEFAULT_MAX_TEXT_OPS_PER_BATCH: usize = 16;
+
 /// Default period of the refusal log: each reason is logged at most once per
 /// connection per period, with the number of refusals it stood for.
 pub const DEFAULT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -74,6 +77,7 @@ pub struct Limits {
     pub max_awareness_clients_per_connection: usize,
     pub max_awareness_state_bytes: usize,
     pub max_subscriptions_per_connection: usize,
+    pub max_text_ops_per_batch: usize,
     pub refusal_log_interval: Duration,
 }
 
@@ -87,6 +91,7 @@ impl Default for Limits {
             max_awareness_clients_per_connection: DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONNECTION,
             max_awareness_state_bytes: DEFAULT_MAX_AWARENESS_STATE_BYTES,
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            max_text_ops_per_batch: DEFAULT_MAX_TEXT_OPS_PER_BATCH,
             refusal_log_interval: DEFAULT_REFUSAL_LOG_INTERVAL,
         }
     }

@@ -902,13 +902,14 @@ impl Hub {
         let id = next_message_id(now_ms);
         let mut binary = None;
         let mut json = None;
-        let mut seen = Vec::new();
+        // A peer in both lists gets one copy; a set keeps this linear in the
+        // number of subscribers.
+        let mut seen: HashSet<u64> = HashSet::with_capacity(subs.len() + extra.len());
         let mut delivered = 0;
         for peer in subs.iter().chain(extra.iter()) {
-            if Some(peer.conn_id) == except || seen.contains(&peer.conn_id) {
+            if Some(peer.conn_id) == except || !seen.insert(peer.conn_id) {
                 continue;
             }
-            seen.push(peer.conn_id);
             let frame = match peer.encoding() {
                 Encoding::Binary => {
                     binary.get_or_insert_with(|| encode(msg, &id, now_ms, Encoding::Binary))

@@ -307,6 +307,7 @@ impl Session {
         let msg = match ClientMessage::parse(raw) {
             Ok(msg) => msg,
             Err(ParseError::NotClientSendable(t)) => {
+                self.note_refusal(Refusal::InvalidMessage, now, &t.name());
                 self.reply(&ServerMessage::error_with_code(
                     err::invalid_message_type(t.name()),
                     err::CODE_INVALID_MESSAGE,
@@ -421,6 +422,26 @@ impl Session {
         self.error(refused.error).await;
     }
 
+    /// [`Self::refuse_without_code`] of a fixed TS error.
+    async fn refuse_plain(&self, reason: Refusal, error: &'static str) {
+        self.note_refusal(reason, Instant::now(), &error);
+        self.error(error).await;
+    }
+
+    /// A write naming an invalid field: the TS error `{documentId}`, nothing applied.
+    async fn refuse_invalid_field(&self, id: &str) {
+        self.note_refusal(
+            Refusal::InvalidMessage,
+            Instant::now(),
+            &err::INVALID_FIELD_NAME,
+        );
+        self.reply(&ServerMessage::error_for_document(
+            err::INVALID_FIELD_NAME,
+            id,
+        ))
+        .await;
+    }
+
     /// Over the rate limit: the message is dropped; the error reply goes out at most
     /// once per [`admission::RATE_LIMIT_REPLY_INTERVAL`] so a flood is not answered
     /// message for message.
@@ -458,7 +479,8 @@ impl Session {
             ClientMessage::DeltaBatch(batch) => self.on_delta_batch(batch).await,
             other => {
                 if self.identity.is_none() {
-                    self.error(err::NOT_AUTHENTICATED).await;
+                    self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED)
+                        .await;
                     return Ok(());
                 }
                 match other {
@@ -598,6 +620,11 @@ impl Session {
                 return Err(close);
             }
             None if self.svc.settings.auth_required => {
+                self.note_refusal(
+                    Refusal::NotAuthenticated,
+                    Instant::now(),
+                    &"auth without credentials",
+                );
                 self.reply(&ServerMessage::error_with_code(
                     err::AUTHENTICATION_REQUIRED,
                     err::CODE_AUTH_REQUIRED,
@@ -624,7 +651,8 @@ impl Session {
     /// Replies with the TS error and returns `None` on failure.
     async fn admit(&self, document_id: Option<&str>, write: bool) -> Option<String> {
         let Some(identity) = &self.identity else {
-            self.error(err::NOT_AUTHENTICATED).await;
+            self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED)
+                .await;
             return None;
         };
         let id = match document_id::validate(document_id) {
@@ -735,7 +763,8 @@ impl Session {
         if self.identity.is_some() {
             if let Ok(id) = document_id::validate(document_id.as_deref()) {
                 if self.svc.settings.playground_access_filter && !playground_allows(id) {
-                    self.error(err::ACCESS_DENIED).await;
+                    self.refuse_plain(Refusal::PermissionDenied, err::ACCESS_DENIED)
+                        .await;
                     return;
                 }
             }
@@ -826,18 +855,15 @@ impl Session {
             message_id,
         } = delta;
         let Some(entries) = entries else {
-            self.error(err::INVALID_DELTA).await;
+            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA)
+                .await;
             return;
         };
         let Some(id) = self.admit(document_id.as_deref(), true).await else {
             return;
         };
         if entries.keys().any(|f| !valid_field_name(f)) {
-            self.reply(&ServerMessage::error_for_document(
-                err::INVALID_FIELD_NAME,
-                &id,
-            ))
-            .await;
+            self.refuse_invalid_field(&id).await;
             return;
         }
         let Some(entry) = self.open(&id, err::DELTA_FAILED).await else {
@@ -879,7 +905,8 @@ impl Session {
             message_id,
         } = batch;
         let Some(ops) = deltas else {
-            self.error(err::INVALID_DELTA_BATCH).await;
+            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH)
+                .await;
             return;
         };
         let Some(entry) = self
@@ -895,8 +922,15 @@ impl Session {
         let mut text_ops: Vec<Map<String, Value>> = Vec::new();
         let mut positional_text: Vec<Value> = Vec::new();
         let mut crdt_ops: Vec<Value> = Vec::new();
+        // Every op is checked before anything is applied: one bad op (not an object,
+        // an invalid field name, a text state for a document it may not write, more
+        // text states than allowed) refuses the whole batch.
         for op in &ops {
-            let Value::Object(op) = op else { continue };
+            let Value::Object(op) = op else {
+                self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH)
+                    .await;
+                return;
+            };
             let op_type = op.get("type").and_then(Value::as_str);
             match (op_type, op.get("field")) {
                 (Some("text-state"), _) if op.get("state").is_some_and(Value::is_string) => {
@@ -905,12 +939,8 @@ impl Session {
                 (Some("text"), _) => positional_text.push(Value::Object(op.clone())),
                 (_, Some(Value::String(field))) => {
                     if !valid_field_name(field) {
-                        self.reply(&ServerMessage::error_for_document(
-                            err::INVALID_FIELD_NAME,
-                            &id,
-                        ))
-                        .await;
-                        continue;
+                        self.refuse_invalid_field(&id).await;
+                        return;
                     }
                     let raw = op.get("value").cloned().unwrap_or(Value::Null);
                     let value = if op_type == Some("delete") || is_tombstone(&raw) {
@@ -931,6 +961,33 @@ impl Session {
                 _ => crdt_ops.push(Value::Object(op.clone())),
             }
         }
+        let max_text_ops = self.svc.settings.limits.max_text_ops_per_batch;
+        if text_ops.len() > max_text_ops {
+            let refused = Refused::new(
+                Refusal::InvalidMessage,
+                err::too_many_text_ops(text_ops.len(), max_text_ops),
+                err::CODE_INVALID_MESSAGE,
+            );
+            self.refuse(refused, &document_context(&id), Instant::now())
+                .await;
+            return;
+        }
+        // Text states go to their target document (the op's own documentId, which
+        // needs write permission too): all admitted and loaded before any applies.
+        let mut text_targets = Vec::with_capacity(text_ops.len());
+        for op in &text_ops {
+            let target = match op.get("documentId").and_then(Value::as_str) {
+                Some(t) if t != &*id => match self.admit(Some(t), true).await {
+                    Some(t) => t,
+                    None => return,
+                },
+                _ => id.to_string(),
+            };
+            let Some(target_entry) = self.open(&target, err::DELTA_BATCH_FAILED).await else {
+                return;
+            };
+            text_targets.push(target_entry);
+        }
         let mut tickets = Vec::new();
         let applied = self.svc.hub.apply(
             &entry,
@@ -947,19 +1004,8 @@ impl Session {
             return;
         }
         tickets.push(applied.ticket);
-        // Text states, each merged into its target document (the op's own
-        // documentId, which needs write permission too) and relayed to the others.
-        for mut op in text_ops {
-            let target = match op.get("documentId").and_then(Value::as_str) {
-                Some(t) if t != &*id => match self.admit(Some(t), true).await {
-                    Some(t) => t,
-                    None => continue,
-                },
-                _ => id.to_string(),
-            };
-            let Some(target_entry) = self.open(&target, err::DELTA_BATCH_FAILED).await else {
-                continue;
-            };
+        // Text states, each merged into its target and relayed to the others.
+        for (mut op, target_entry) in text_ops.into_iter().zip(text_targets) {
             let state = op
                 .get("state")
                 .and_then(Value::as_str)
@@ -1072,7 +1118,8 @@ impl Session {
             Value::Null => None,
             s @ Value::Object(_) => Some(s),
             _ => {
-                self.error(err::INVALID_AWARENESS_STATE).await;
+                self.refuse_plain(Refusal::InvalidMessage, err::INVALID_AWARENESS_STATE)
+                    .await;
                 return;
             }
         };
@@ -1086,7 +1133,8 @@ impl Session {
                 None => state.is_none().then_some(0),
             },
         ) else {
-            self.error(err::INVALID_AWARENESS_STATE).await;
+            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_AWARENESS_STATE)
+                .await;
             return;
         };
         if let Some(state) = &state {

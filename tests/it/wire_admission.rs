@@ -428,7 +428,7 @@ async fn forwarded_for_cannot_dodge_the_per_ip_limit() {
     // the address the proxy appended counts.
     let mut config = open_config();
     config.max_connections_per_ip = 8;
-    let (server, _) = start(config.clone(), memory(&config)).await;
+    let (server, admin) = start(config.clone(), memory(&config)).await;
     let mut open = Vec::new();
     for i in 0..8 {
         let xff = format!("10.9.{i}.1, 203.0.113.5");
@@ -442,6 +442,10 @@ async fn forwarded_for_cannot_dodge_the_per_ip_limit() {
         .await;
     let mut other = Client::connect_from(&server, "203.0.113.6", true).await;
     other.assert_alive().await;
+    assert_eq!(
+        metric(admin, "synckit_connections_rejected_per_ip_total").await,
+        Some(1.0)
+    );
     stop(server).await;
 }
 
@@ -845,7 +849,7 @@ async fn a_client_still_sending_reads_the_close_code() {
     let mut config = auth_config();
     config.max_frame_bytes = 64 * 1024;
     config.sync.max_messages_per_minute = 0;
-    let (server, _) = start(config.clone(), memory(&config)).await;
+    let (server, admin) = start(config.clone(), memory(&config)).await;
     for round in 0..3 {
         // 1009: a frame over the limit, with more frames behind it.
         let big = Message::Binary(vec![0x30; 200 * 1024].into());
@@ -864,6 +868,13 @@ async fn a_client_still_sending_reads_the_close_code() {
             );
         }
     }
+    // Each close is counted by its reason (a bad token as an auth failure).
+    assert_eq!(refusals(admin, "frame_too_large").await, 3);
+    assert_eq!(refusals(admin, "not_authenticated").await, 3);
+    assert_eq!(
+        metric(admin, "synckit_auth_failures_total").await,
+        Some(3.0)
+    );
     let mut good = authed(&server, &user_token("g", &["*"], &["*"], false), true).await;
     common::subscribe(&mut good, "close-doc").await;
     write_acked(&mut good, "close-doc", "f", json!(1), "g").await;

@@ -626,3 +626,130 @@ async fn an_anonymous_client_of_another_address_cannot_take_over_presence() {
     assert_eq!(seen[0]["state"]["name"], "A2");
     stop(server).await;
 }
+
+// ---------------------------------------------------------------------------------
+// Batches are refused whole
+
+#[sqlx::test(migrations = false)]
+async fn a_batch_with_one_bad_op_applies_nothing(pool: sqlx::PgPool) {
+    let mut config = crate::wire_admission::auth_config();
+    config.sync.limits.max_text_ops_per_batch = 2;
+    let backends = crate::wire_admission::postgres(&config, &pool);
+    let (server, admin) = start(config.clone(), backends).await;
+    let token = crate::common::user_token("u", &["bdoc"], &["bdoc"], false);
+    let mut good = crate::wire_admission::authed(&server, &token, true).await;
+    crate::common::subscribe(&mut good, "bdoc").await;
+    write_acked(&mut good, "bdoc", "good", json!(1), "g0").await;
+    let mut c = crate::wire_admission::authed(&server, &token, false).await;
+    let set = |field: &str| json!({"type":"set","field":field,"value":1});
+    let text = |doc: &str| json!({"type":"text-state","documentId":doc,"state":"{}","timestamp":1});
+    let invalid = refusals(admin, "invalid_message").await;
+    let denied = refusals(admin, "permission_denied").await;
+    for (ops, error) in [
+        (vec![set("a1"), set("")], "Invalid field name"),
+        (
+            vec![set("a2"), json!(5)],
+            "Invalid delta batch: missing or empty deltas array",
+        ),
+        (vec![set("a3"), text("other")], "Permission denied"),
+        (
+            vec![set("a4"), text("bdoc"), text("bdoc"), text("bdoc")],
+            "Too many text states in one batch (3, max 2)",
+        ),
+    ] {
+        c.send(json!({"type":"delta_batch","documentId":"bdoc","messageId":"b","deltas":ops}))
+            .await;
+        let replies = c.messages_before_pong().await;
+        assert!(
+            replies
+                .iter()
+                .any(|m| m["type"] == "error" && m["error"] == error),
+            "{error}: {replies:?}"
+        );
+        assert!(
+            replies
+                .iter()
+                .all(|m| m["type"] != "ack" && m["type"] != "delta"),
+            "{error}: part of a refused batch applied: {replies:?}"
+        );
+    }
+    crate::wire_admission::nothing_about(&mut good, "a refused batch broadcast", |m| {
+        m["type"] == "delta" || m["type"] == "delta_batch"
+    })
+    .await;
+    let stored = crate::wire_admission::stored_fields(&pool, "bdoc").await;
+    for f in ["a1", "a2", "a3", "a4"] {
+        assert!(stored.get(f).is_none(), "{f} stored: {stored}");
+    }
+    assert_eq!(refusals(admin, "invalid_message").await, invalid + 3);
+    assert_eq!(refusals(admin, "permission_denied").await, denied + 1);
+    write_acked(&mut good, "bdoc", "good", json!(2), "g1").await;
+    stop(server).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Every refusal is counted
+
+#[tokio::test]
+async fn refusals_before_auth_and_of_malformed_messages_are_counted() {
+    let mut config = crate::wire_admission::auth_config();
+    config.auth_timeout = Duration::from_millis(500);
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let token = crate::common::user_token("u", &["*"], &["*"], false);
+    let mut good = crate::wire_admission::authed(&server, &token, false).await;
+    crate::common::subscribe(&mut good, "count-doc").await;
+
+    let mut early = Client::connect(&server, false).await;
+    early
+        .send(json!({"type":"subscribe","documentId":"count-doc"}))
+        .await;
+    assert_eq!(early.expect("error").await["error"], "Not authenticated");
+    early.close_and_wait().await;
+    let mut idle = Client::connect(&server, false).await;
+    idle.expect_close(1008, "Authentication timeout").await;
+    assert_eq!(refusals(admin, "not_authenticated").await, 2);
+
+    let mut c = crate::wire_admission::authed(&server, &token, false).await;
+    c.send(json!({"type":"sync_response","documentId":"count-doc"}))
+        .await;
+    let m = c.expect("error").await;
+    assert!(
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Invalid message type")),
+        "{m}"
+    );
+    c.send(json!({"type":"delta","documentId":"count-doc","messageId":"d"}))
+        .await;
+    c.expect("error").await;
+    c.send(json!({"type":"awareness_update","documentId":"count-doc","clientId":"x","state":5,"clock":1}))
+        .await;
+    assert_eq!(
+        c.expect("error").await["error"],
+        "Invalid awareness state format"
+    );
+    assert_eq!(refusals(admin, "invalid_message").await, 3);
+    write_acked(&mut good, "count-doc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_and_counted() {
+    let mut config = open_config();
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.heartbeat_timeout = Duration::from_millis(400);
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    // Never sends (nor answers pings: it does not read).
+    let _silent = non_reading_socket(&server).await;
+    let counted = wait_metric(
+        admin,
+        "synckit_refusals_total{reason=\"heartbeat_timeout\"}",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(counted, Some(1.0));
+    let mut good = Client::connect(&server, false).await;
+    write_acked(&mut good, "silent-doc", "good", json!(1), "g1").await;
+    stop(server).await;
+}
