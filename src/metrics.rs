@@ -150,10 +150,12 @@ pub enum Refusal {
     HeartbeatTimeout,
     /// A WebSocket frame over `SYNCKIT_MAX_FRAME_BYTES` (close 1009).
     FrameTooLarge,
+    /// An HTTP request head not received within `SYNCKIT_HEADER_READ_TIMEOUT`.
+    HeaderTimeout,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 25] = [
+    pub const ALL: [Refusal; 26] = [
         Refusal::JsonDepth,
         Refusal::Nul,
         Refusal::ClockInvalid,
@@ -179,6 +181,7 @@ impl Refusal {
         Refusal::NotAuthenticated,
         Refusal::HeartbeatTimeout,
         Refusal::FrameTooLarge,
+        Refusal::HeaderTimeout,
     ];
 
     /// The `reason` label value.
@@ -209,6 +212,7 @@ impl Refusal {
             Refusal::NotAuthenticated => "not_authenticated",
             Refusal::HeartbeatTimeout => "heartbeat_timeout",
             Refusal::FrameTooLarge => "frame_too_large",
+            Refusal::HeaderTimeout => "header_timeout",
         }
     }
 

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// heartbeat) are never held up by its writes for longer than this.
     #[arg(long, env = "SYNCKIT_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
+    /// Close an HTTP connection (before any WebSocket upgrade) whose request line and
+    /// headers have not all arrived within this time (slowloris).
+    #[arg(long, env = "SYNCKIT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// Maximum open WebSocket connections.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -335,6 +339,9 @@ impl ServeArgs {
         if self.write_timeout.is_zero() {
             bail!("SYNCKIT_WRITE_TIMEOUT must be greater than zero (e.g. 30s)");
         }
+        if self.header_read_timeout.is_zero() {
+            bail!("SYNCKIT_HEADER_READ_TIMEOUT must be greater than zero (e.g. 10s)");
+        }
         Ok(ServerConfig {
             listen,
             admin_listen,
@@ -376,6 +383,7 @@ impl ServeArgs {
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
             write_timeout: self.write_timeout,
+            header_read_timeout: self.header_read_timeout,
             auth_timeout: self.auth_timeout,
             max_connections: self.max_connections,
             max_connections_per_ip,

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     /// Longest a single socket write may wait (a client that stopped reading); past
     /// it the connection is closed, so no session waits on its writes for longer.
     pub write_timeout: Duration,
+    /// Longest a client may take to send an HTTP request head (slowloris bound).
+    pub header_read_timeout: Duration,
     pub auth_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -86,6 +88,7 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_connections_per_ip: 50,

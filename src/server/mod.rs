@@ -7,6 +7,7 @@ pub mod auth_routes;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod listen;
 pub mod live;
 pub mod presence;
 pub mod proxy;
@@ -15,7 +16,6 @@ pub mod stats;
 pub mod upgrade;
 pub mod watch;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,6 @@ use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -218,24 +217,30 @@ impl Server {
         // upgrades are refused with 503 (OPERATIONS.md §6 step 1); they close at the end.
         let listeners_stop = CancellationToken::new();
         let public = public_router(state.clone());
-        let public_task = tokio::spawn(
-            axum::serve(
-                listener.tap_io(set_nodelay),
-                public.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(listeners_stop.clone().cancelled_owned())
-            .into_future(),
-        );
+        let options = listen::ListenOptions {
+            header_read_timeout: state.config.header_read_timeout,
+            nodelay: true,
+        };
+        let public_task = tokio::spawn(listen::serve(
+            listener,
+            public,
+            options,
+            sync.metrics.clone(),
+            listeners_stop.clone(),
+        ));
         let admin_task = admin.map(|admin| {
             let router = http::admin_router(state.clone());
-            tokio::spawn(
-                axum::serve(
-                    admin,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(listeners_stop.clone().cancelled_owned())
-                .into_future(),
-            )
+            let options = listen::ListenOptions {
+                nodelay: false,
+                ..options
+            };
+            tokio::spawn(listen::serve(
+                admin,
+                router,
+                options,
+                sync.metrics.clone(),
+                listeners_stop.clone(),
+            ))
         });
         state.set_lifecycle(Lifecycle::Ready);
         tracing::info!(instance_id = %state.instance_id(), "ready");
@@ -295,7 +300,7 @@ impl Server {
 /// which a receiver that only reads may delay by ~40 ms: with `SYNC_BATCH_DELAY=0` at
 /// 1,000 deltas/s that was a delivery p50 of 9 ms and a max of 47 ms (BENCHMARKS.md).
 /// The writer task already coalesces a burst into one flush, so Nagle saves nothing.
-fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+fn set_nodelay(tcp: &tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted socket");
     }

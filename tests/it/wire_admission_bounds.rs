@@ -753,3 +753,53 @@ async fn a_silent_connection_is_closed_and_counted() {
     write_acked(&mut good, "silent-doc", "good", json!(1), "g1").await;
     stop(server).await;
 }
+
+// ---------------------------------------------------------------------------------
+// Slow request heads
+
+/// Send `head` a byte every `gap`; returns how long the server kept the connection
+/// (None: it was still open when the whole head had been sent).
+async fn slow_head(addr: std::net::SocketAddr, head: &str, gap: Duration) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    for byte in head.bytes() {
+        if s.write_all(&[byte]).await.is_err() {
+            return Some(started.elapsed());
+        }
+        let mut buf = [0u8; 256];
+        // A closed connection reads as EOF (or a reset) at once.
+        match tokio::time::timeout(gap, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => return Some(started.elapsed()),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_request_head_sent_byte_by_byte_is_cut_off() {
+    let mut config = open_config();
+    config.header_read_timeout = Duration::from_secs(1);
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut good = good_client(&server, "slow-doc").await;
+    // 40 bytes at 100 ms: 4 s for the whole upgrade head, far past the timeout.
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n",
+        server.addr
+    );
+    let mut slow = Vec::new();
+    for listener in [server.addr, admin] {
+        let kept = slow_head(listener, &head, Duration::from_millis(100)).await;
+        let kept = kept.expect("a slowloris head was never cut off");
+        assert!(kept < Duration::from_secs(3), "cut off after {kept:?}");
+        slow.push(kept);
+    }
+    assert_eq!(refusals(admin, "header_timeout").await, 2, "{slow:?}");
+    // A head sent at once is served as before.
+    let r = crate::common::http(server.addr, "GET", "/health", &[], None).await;
+    assert_eq!(r.status, 200);
+    write_acked(&mut good, "slow-doc", "good", json!("after"), "g1").await;
+    stop(server).await;
+}
