@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// Maximum connections per client IP. Alias: MAX_CONNECTIONS_PER_IP.
     #[arg(long, env = "SYNCKIT_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
+    /// IPv6 clients count against the per-IP limit by network: the first this many
+    /// bits of the address (64: a host's usual allocation; 128: every address alone).
+    #[arg(long, env = "SYNCKIT_IPV6_PREFIX_LEN", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix_len: u8,
     /// Messages per minute per connection (pings not counted); 0 disables the limit.
     #[arg(long, env = "SYNCKIT_MAX_MESSAGES_PER_MINUTE", default_value_t = 1200)]
     pub max_messages_per_minute: u32,
@@ -140,9 +144,12 @@ pub struct ServeArgs {
     /// period (with the count it stands for).
     #[arg(long, env = "SYNCKIT_REFUSAL_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub refusal_log_interval: Duration,
-    /// Largest WebSocket frame in bytes; larger frames close the connection (1009).
-    #[arg(long, env = "SYNCKIT_MAX_FRAME_BYTES", default_value_t = 10 * 1024 * 1024)]
-    pub max_frame_bytes: usize,
+    /// Largest WebSocket frame (and fragmented message) in bytes; larger ones close
+    /// the connection (1009) before they are buffered. Default: SYNCKIT_MAX_MESSAGE_BYTES
+    /// plus 64 KiB, so a message a little over its limit gets the error reply and
+    /// nothing far larger is ever read into memory.
+    #[arg(long, env = "SYNCKIT_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
     /// Broadcast coalescing window (0 sends every write at once).
     #[arg(long, env = "SYNC_BATCH_DELAY", default_value = "50", value_parser = parse_duration)]
     pub batch_delay: Duration,
@@ -387,7 +394,10 @@ impl ServeArgs {
             auth_timeout: self.auth_timeout,
             max_connections: self.max_connections,
             max_connections_per_ip,
-            max_frame_bytes: self.max_frame_bytes,
+            ipv6_prefix_len: self.ipv6_prefix_len,
+            max_frame_bytes: self.max_frame_bytes.unwrap_or_else(|| {
+                crate::server::config::default_frame_limit(self.max_message_bytes)
+            }),
             shutdown_timeout: self.shutdown_timeout,
             awareness_sweep_interval: Duration::from_secs(5),
             cors_origins,

@@ -27,6 +27,9 @@ pub struct ServerConfig {
     pub auth_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per network of this prefix length for the per-IP
+    /// limit (see [`super::registry::client_key`]).
+    pub ipv6_prefix_len: u8,
     /// WebSocket frame/message limit; larger frames close the connection with 1009.
     pub max_frame_bytes: usize,
     pub shutdown_timeout: Duration,
@@ -56,6 +59,16 @@ pub struct ServerConfig {
     pub max_cached_documents: usize,
     /// Scheduled maintenance jobs (none in tests unless a test adds them).
     pub maintenance: Vec<crate::maintenance::JobConfig>,
+}
+
+/// What a frame may exceed the message limit by, by default: room for the binary
+/// header and a message slightly over its limit, which is answered with an error
+/// reply rather than a close.
+pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
+
+/// The default frame limit for a message limit (`SYNCKIT_MAX_FRAME_BYTES` unset).
+pub fn default_frame_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_add(FRAME_SLACK_BYTES)
 }
 
 impl ServerConfig {
@@ -92,7 +105,8 @@ impl ServerConfig {
             auth_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_connections_per_ip: 50,
-            max_frame_bytes: 10 * 1024 * 1024,
+            ipv6_prefix_len: 64,
+            max_frame_bytes: default_frame_limit(2_000_000),
             shutdown_timeout: Duration::from_secs(10),
             awareness_sweep_interval: Duration::from_secs(5),
             cors_origins: vec!["*".into()],

@@ -1,4 +1,7 @@
-//! Connection admission (PROTOCOL.md §1): per-IP and total limits.
+//! Connection admission (PROTOCOL.md §1): per-IP and total limits. An IPv6 client
+//! is counted by its network (`SYNCKIT_IPV6_PREFIX_LEN`, /64 by default): one host
+//! is usually handed a whole /64, so counting single addresses would let it open
+//! 2^64 × the per-IP limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,6 +44,7 @@ impl ConnectionRegistry {
         ip: IpAddr,
         config: &ServerConfig,
     ) -> Result<Admission, (u16, &'static str)> {
+        let ip = client_key(ip, config.ipv6_prefix_len);
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let from_ip = map.get(&ip).copied().unwrap_or(0);
         if from_ip >= config.max_connections_per_ip {
@@ -71,5 +75,41 @@ impl ConnectionRegistry {
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.truncate(n);
         v
+    }
+}
+
+/// The key a client is counted under: an IPv4 address itself (also when it arrives
+/// IPv4-mapped on a dual-stack socket), an IPv6 address truncated to its first
+/// `prefix_len` bits.
+pub fn client_key(ip: IpAddr, prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u32::from(prefix_len.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ip: &str, prefix: u8) -> String {
+        client_key(ip.parse().expect("ip"), prefix).to_string()
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_network() {
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 48), "2001:db8:1::");
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 128), "2001:db8:1:2:aaaa::1");
+        assert_eq!(key("2001:db8::1", 0), "::");
+        assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(key("192.0.2.7", 64), "192.0.2.7");
     }
 }

@@ -8,7 +8,7 @@
 //! lock, so storage sees them in the order they were applied.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -188,6 +188,10 @@ pub struct Hub {
     settings: HubSettings,
     flush_tx: mpsc::UnboundedSender<(Arc<DocEntry>, Instant)>,
     use_counter: AtomicU64,
+    /// Cache size at which the next eviction scan may run (see [`Hub::evict_idle`]).
+    next_eviction_scan: AtomicUsize,
+    #[cfg(test)]
+    eviction_scans: AtomicU64,
     /// Ids of messages we published, to recognise them if they come back.
     published_ids: RecentIds,
     /// Documents that gained local interest, for [`super::resync`].
@@ -224,6 +228,9 @@ impl Hub {
             settings,
             flush_tx,
             use_counter: AtomicU64::new(0),
+            next_eviction_scan: AtomicUsize::new(0),
+            #[cfg(test)]
+            eviction_scans: AtomicU64::new(0),
             published_ids: RecentIds::default(),
             resync_tx,
             resync_rx: Mutex::new(Some(resync_rx)),
@@ -314,7 +321,9 @@ impl Hub {
             })
             .clone();
         entry.last_used.store(self.tick(), Ordering::Relaxed);
-        if docs.len() > self.settings.max_cached_documents {
+        if docs.len() > self.settings.max_cached_documents
+            && docs.len() >= self.next_eviction_scan.load(Ordering::Relaxed)
+        {
             self.evict_idle(&mut docs);
         }
         Ok(entry)
@@ -325,7 +334,15 @@ impl Hub {
     /// passed over, not waited on — are documents with subscribers, a pending
     /// broadcast, writes not yet durable (a reload would miss them), or a handle
     /// held outside the map (a handler is working on it).
+    ///
+    /// A scan is linear in the cache and runs under the map's lock, so the next one
+    /// waits until the cache has grown by another tenth of its bound: when nearly
+    /// everything is in use (nothing to evict), loads do not each pay for a scan —
+    /// a scan is amortised over `max/10` loads, and the cache may exceed its bound
+    /// by that much while its documents are in use.
     fn evict_idle(&self, docs: &mut HashMap<Arc<str>, Arc<DocEntry>>) {
+        #[cfg(test)]
+        self.eviction_scans.fetch_add(1, Ordering::Relaxed);
         let target = self.settings.max_cached_documents * 9 / 10;
         let mut idle: Vec<(u64, Arc<str>)> = docs
             .iter()
@@ -346,6 +363,9 @@ impl Hub {
             docs.remove(&id);
             self.metrics.documents_evicted.inc();
         }
+        let step = (self.settings.max_cached_documents / 10).max(1);
+        self.next_eviction_scan
+            .store(docs.len().saturating_add(step), Ordering::Relaxed);
     }
 
     /// Add a document subscriber (idempotent). Returns whether it was new.
@@ -1161,6 +1181,27 @@ mod tests {
         assert!(hub.get("doc-4").is_some());
         assert!(hub.get("doc-5").is_none(), "next oldest idle goes");
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_cache_full_of_documents_in_use_is_not_scanned_on_every_load() {
+        let hub = hub(100);
+        // Every document stays in use (a handle held): nothing can be evicted.
+        let mut held = Vec::new();
+        for i in 0..300 {
+            held.push(hub.open(&format!("busy-{i}")).await.expect("open"));
+        }
+        assert_eq!(hub.document_count(), 300);
+        let scans = hub.eviction_scans.load(Ordering::Relaxed);
+        // 200 loads past the bound: one scan per 10 loads, not one per load.
+        assert!(scans <= 21, "{scans} scans for 200 loads past the bound");
+        assert!(scans >= 1);
+        // Once documents are idle again, the next scan brings the cache back down.
+        held.clear();
+        for i in 0..10 {
+            drop(hub.open(&format!("late-{i}")).await.expect("open"));
+        }
+        assert!(hub.document_count() <= 100, "{}", hub.document_count());
     }
 
     #[tokio::test]

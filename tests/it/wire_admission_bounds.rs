@@ -803,3 +803,74 @@ async fn a_request_head_sent_byte_by_byte_is_cut_off() {
     write_acked(&mut good, "slow-doc", "good", json!("after"), "g1").await;
     stop(server).await;
 }
+
+// ---------------------------------------------------------------------------------
+// Frames are bounded by the message limit
+
+#[tokio::test]
+async fn the_default_frame_limit_follows_the_message_limit() {
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let admin_listen = format!("127.0.0.1:{admin_port}");
+    let (mut child, server) = crate::common::spawn_serve(&[
+        ("SYNCKIT_MAX_MESSAGE_BYTES", "100000"),
+        ("SYNCKIT_ADMIN_LISTEN", &admin_listen),
+    ])
+    .await;
+    let admin: std::net::SocketAddr = admin_listen.parse().expect("addr");
+    let mut good = good_client(&server, "frame-doc").await;
+    let mut c = Client::connect(&server, false).await;
+    let pad =
+        |n: usize| json!({"type":"sync_request","documentId":"frame-doc","pad":"p".repeat(n)});
+    // A little over the message limit: the error reply, and the connection stays.
+    c.send(pad(120_000)).await;
+    let m = c.expect("error").await;
+    assert!(
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Message too large")),
+        "{m}"
+    );
+    c.assert_alive().await;
+    // Far over it (but far under the old 10 MiB frame limit): closed unread.
+    c.send(pad(300_000)).await;
+    c.expect_close(1009, "Message too large").await;
+    assert_eq!(refusals(admin, "message_too_large").await, 1);
+    assert_eq!(refusals(admin, "frame_too_large").await, 1);
+    write_acked(&mut good, "frame-doc", "good", json!("after"), "g1").await;
+    let _ = child.kill().await;
+}
+
+// ---------------------------------------------------------------------------------
+// IPv6 clients are counted per network
+
+#[tokio::test]
+async fn ipv6_addresses_of_one_network_share_the_per_ip_limit() {
+    let mut config = open_config();
+    config.max_connections_per_ip = 2;
+    let (server, admin) = start(config.clone(), memory(&config)).await;
+    let mut open = Vec::new();
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::7"] {
+        let mut c = Client::connect_from(&server, ip, false).await;
+        c.assert_alive().await;
+        open.push(c);
+    }
+    // A third address of the same /64 is the same client.
+    let mut third = Client::connect_from(&server, "2001:db8:1:2:dead:beef::1", false).await;
+    third
+        .expect_close(1008, "Too many connections from your IP")
+        .await;
+    assert_eq!(
+        metric(admin, "synckit_connections_rejected_per_ip_total").await,
+        Some(1.0)
+    );
+    // Another /64 is another client; the first two keep working.
+    let mut other = Client::connect_from(&server, "2001:db8:1:3::1", false).await;
+    write_acked(&mut other, "v6-doc", "good", json!(1), "g1").await;
+    for c in &mut open {
+        c.assert_alive().await;
+    }
+    stop(server).await;
+}

@@ -294,21 +294,36 @@ async fn delta_batch_ops_cannot_write_into_other_documents() {
             format!("doc-secret-{suffix}"),
         );
         let mut c = signed_in(&server, binary, &token).await;
+        let secret_text = json!({"type":"text-state","documentId": secret,"state":"{\"opaque\":1}","clientId":"c","timestamp":5,"clock":{"c":1}});
+        let b_text = json!({"type":"text-state","documentId": b,"state":"{\"opaque\":2}","clientId":"c","timestamp":6,"clock":{"c":2}});
+        let field = json!({"type":"set","documentId": secret,"field": format!("f-{suffix}"),"value":1,"clientId":"c","timestamp":7,"clock":{"c":3}});
+        // A text state for a document the token may not write refuses the whole
+        // batch: nothing of it applies, in any document.
+        c.send(json!({
+            "type": "delta_batch",
+            "documentId": a,
+            "messageId": format!("refused-{suffix}"),
+            "deltas": [secret_text, b_text.clone(), field.clone()],
+        }))
+        .await;
+        expect_denied(&mut c, &secret).await;
+        let mut adm = signed_in(&server, binary, &admin).await;
+        for doc in [&secret, &b, &a] {
+            let s = sync(&mut adm, doc, "r0").await;
+            assert_eq!(s["state"], json!({}), "{doc}: {s}");
+            assert!(s.get("textState").is_none(), "{doc}: {s}");
+        }
         c.send(json!({
             "type": "delta_batch",
             "documentId": a,
             "messageId": format!("batch-{suffix}"),
-            "deltas": [
-                {"type":"text-state","documentId": secret,"state":"{\"opaque\":1}","clientId":"c","timestamp":5,"clock":{"c":1}},
-                {"type":"text-state","documentId": b,"state":"{\"opaque\":2}","clientId":"c","timestamp":6,"clock":{"c":2}},
-                {"type":"set","documentId": secret,"field": format!("f-{suffix}"),"value":1,"clientId":"c","timestamp":7,"clock":{"c":3}},
-            ],
+            "deltas": [b_text, field],
         }))
         .await;
-        expect_denied(&mut c, &secret).await;
         let ack = c.expect("ack").await;
         assert_eq!(ack["messageId"], format!("batch-{suffix}"));
 
+        // A fresh reader (the first one now receives these documents' relays).
         let mut adm = signed_in(&server, binary, &admin).await;
         let s = sync(&mut adm, &secret, "r1").await;
         assert_eq!(s["state"], json!({}), "{s}");
