@@ -789,16 +789,18 @@ impl Hub {
                 return;
             }
             let batch = std::mem::take(&mut st.pending);
+            // The largest entry once per flush, not once per writer.
+            let largest = largest_entry(&st.doc.clock);
             let clocks: HashMap<String, String> = batch
                 .values
                 .values()
                 .filter_map(|p| p.writer.as_deref())
-                .map(|w| (w.to_owned(), compact_clock(&st.doc.clock, Some(w))))
+                .map(|w| (w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w))))
                 .collect();
             (
                 batch,
                 clocks,
-                compact_clock(&st.doc.clock, None),
+                compact_clock(&st.doc.clock, largest, None),
                 // Other instances merge the whole clock (one message per flush).
                 clustered.then(|| st.doc.clock.to_json_string()),
                 st.subscribers.clone(),
@@ -1065,15 +1067,24 @@ impl ClockRoom {
     }
 }
 
-/// The clock a broadcast delta carries: `writer`'s entry and the document's largest
-/// one (so max(clock) is the document's), as JSON.
-fn compact_clock(clock: &VectorClock, writer: Option<&str>) -> String {
-    let mut out = Map::new();
-    if let Some((w, v)) = clock
+/// The document's largest clock entry (ties: the smallest writer id).
+fn largest_entry(clock: &VectorClock) -> Option<(&str, u64)> {
+    clock
         .iter()
         .max_by_key(|(w, v)| (**v, std::cmp::Reverse(*w)))
-    {
-        out.insert(w.clone(), Value::from(*v));
+        .map(|(w, v)| (w.as_str(), *v))
+}
+
+/// The clock a broadcast delta carries: `writer`'s entry and the document's largest
+/// one (so max(clock) is the document's), as JSON.
+fn compact_clock(
+    clock: &VectorClock,
+    largest: Option<(&str, u64)>,
+    writer: Option<&str>,
+) -> String {
+    let mut out = Map::new();
+    if let Some((w, v)) = largest {
+        out.insert(w.to_owned(), Value::from(v));
     }
     if let Some(w) = writer.filter(|w| clock.contains(w)) {
         out.insert(w.to_owned(), Value::from(clock.get(w)));
@@ -1249,9 +1260,12 @@ mod tests {
     #[test]
     fn a_broadcast_clock_is_the_writer_and_the_largest_entry() {
         let clock: VectorClock = (0..1000).map(|i| (format!("w{i:04}"), i)).collect();
-        let c: Value = serde_json::from_str(&compact_clock(&clock, Some("w0007"))).expect("json");
+        let largest = largest_entry(&clock);
+        assert_eq!(largest, Some(("w0999", 999)));
+        let c: Value =
+            serde_json::from_str(&compact_clock(&clock, largest, Some("w0007"))).expect("json");
         assert_eq!(c, serde_json::json!({"w0999": 999, "w0007": 7}));
-        let c: Value = serde_json::from_str(&compact_clock(&clock, None)).expect("json");
+        let c: Value = serde_json::from_str(&compact_clock(&clock, largest, None)).expect("json");
         assert_eq!(c, serde_json::json!({"w0999": 999}));
     }
 
