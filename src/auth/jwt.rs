@@ -260,6 +260,16 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// How an API key is named in the audit log: `api-key:` and the first 8 hex digits
+/// of its SHA-1, which tells keys apart without revealing them (keys are long
+/// random strings, so 32 bits of a digest give nothing away).
+pub fn api_key_label(key: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(key.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("api-key:{hex}")
+}
+
 /// Compare without an early exit so key lookups do not leak a prefix through timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

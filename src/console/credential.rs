@@ -35,7 +35,7 @@ impl Credential {
         }
         let minter = self.minter.as_ref()?;
         let identity = Identity {
-            user_id: "console".into(),
+            user_id: operator(),
             email: None,
             permissions: Permissions::admin(),
         };
@@ -45,6 +45,26 @@ impl Credential {
             .map_err(|e| tracing::warn!(error = %e, "console: could not mint an admin token"))
             .ok()
     }
+}
+
+/// The subject of a minted token: the console and the operator running it
+/// (`console:alice@ops-1`), so the server's audit log says who acted.
+fn operator() -> String {
+    let env = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let user = env(&["USER", "LOGNAME"]).unwrap_or_else(|| "unknown".into());
+    let host = env(&["HOSTNAME"])
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("console:{user}@{host}")
 }
 
 impl std::fmt::Debug for Credential {

@@ -5,11 +5,12 @@
 //! bearer token (a JWT whose permissions say `isAdmin`, or an API key; reads are open
 //! with `SYNCKIT_ADMIN_READS_OPEN=true`), checked for every route of the admin
 //! listener by [`guard`] together with the `Host` header; actions are logged with who
-//! asked; maintenance actions are recorded in the run history like scheduled runs.
+//! asked (the credential's subject) and from where; maintenance actions are recorded in the run history like scheduled runs.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -149,7 +150,7 @@ pub async fn guard(
             .sync
             .metrics
             .refused(crate::metrics::Refusal::AdminHost);
-        tracing::warn!(host = ?host, path = %request.uri().path(), "[SECURITY] admin request refused: Host is not this admin listener");
+        tracing::warn!(host = host.unwrap_or(""), path = %request.uri().path(), remote = %remote_of(request.extensions()), "[SECURITY] admin request refused: Host is not this admin listener");
         return error(
             StatusCode::MISDIRECTED_REQUEST,
             "Host not allowed on the admin listener: use 127.0.0.1 or add the name to SYNCKIT_ADMIN_ALLOWED_HOSTS",
@@ -161,27 +162,68 @@ pub async fn guard(
         axum::http::Method::GET | axum::http::Method::HEAD
     );
     if read && !state.config.admin_reads_open {
-        if let Err(refused) = require_admin(&state, request.headers()) {
+        if let Err(refused) = require_admin(&state, request.headers(), request.extensions()) {
             return refused.into_response();
         }
     }
     next.run(request).await
 }
 
-/// The caller's identity when it holds an admin credential; otherwise the 401/403
-/// to answer with (counted as an `admin_unauthorized` refusal).
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, Refused> {
-    let checked = check_admin(state, headers);
+/// Who made an admin request, for the audit log: the credential's subject (a JWT's
+/// user, or an API key's label), which kind of credential it was, and the remote
+/// address.
+pub struct Actor {
+    pub identity: Identity,
+    pub credential: String,
+    pub remote: String,
+}
+
+/// The request's remote address (the admin listener is served with connect info).
+fn remote_of(extensions: &axum::http::Extensions) -> String {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// The caller when it holds an admin credential; otherwise the 401/403 to answer
+/// with (counted as an `admin_unauthorized` refusal, logged with the remote address).
+fn require_admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Result<Actor, Refused> {
+    let remote = remote_of(extensions);
+    let checked = check_admin(state, headers, &remote);
     if checked.is_err() {
         state
             .sync
             .metrics
             .refused(crate::metrics::Refusal::AdminUnauthorized);
     }
-    checked
+    checked.map(|(identity, credential)| Actor {
+        identity,
+        credential,
+        remote,
+    })
 }
 
-fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, Refused> {
+/// An admin action's caller, extracted before the handler runs.
+impl axum::extract::FromRequestParts<Arc<AppState>> for Actor {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Actor, Response> {
+        require_admin(state, &parts.headers, &parts.extensions).map_err(IntoResponse::into_response)
+    }
+}
+
+fn check_admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    remote: &str,
+) -> Result<(Identity, String), Refused> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -195,18 +237,20 @@ fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, Refuse
         ));
     };
     let auth = &state.sync.auth;
-    let identity = auth
-        .verify(token, TokenKind::Access)
-        .map(|v| v.identity)
-        .or_else(|_| auth.verify_api_key(token));
+    let identity = match auth.verify(token, TokenKind::Access) {
+        Ok(verified) => Ok((verified.identity, "jwt".to_owned())),
+        Err(_) => auth
+            .verify_api_key(token)
+            .map(|identity| (identity, crate::auth::jwt::api_key_label(token))),
+    };
     match identity {
-        Ok(identity) if identity.permissions.is_admin => Ok(identity),
-        Ok(identity) => {
-            tracing::warn!(user = %identity.user_id, "admin action refused: not an admin");
+        Ok((identity, credential)) if identity.permissions.is_admin => Ok((identity, credential)),
+        Ok((identity, credential)) => {
+            tracing::warn!(subject = %identity.user_id, credential = %credential, remote = %remote, "admin action refused: not an admin");
             Err(Refused(StatusCode::FORBIDDEN, "admin permission required"))
         }
         Err(e) => {
-            tracing::warn!(error = %e, "admin action refused: invalid credential");
+            tracing::warn!(error = %e, remote = %remote, "admin action refused: invalid credential");
             Err(Refused(StatusCode::UNAUTHORIZED, "invalid credential"))
         }
     }
@@ -395,15 +439,11 @@ async fn events(State(state): State<Arc<AppState>>, Query(q): Query<EventsQuery>
 
 async fn disconnect(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    who: Actor,
     Path(id): Path<String>,
 ) -> Response {
-    let who = match require_admin(&state, &headers) {
-        Ok(who) => who,
-        Err(refused) => return refused.into_response(),
-    };
     if state.live.disconnect(&id) {
-        tracing::info!(action = "disconnect", session = %id, by = %who.user_id, "admin action");
+        tracing::info!(action = "disconnect", session = %id, subject = %who.identity.user_id, credential = %who.credential, remote = %who.remote, "admin action");
         Json(Disconnected { disconnected: id }).into_response()
     } else {
         error(
@@ -415,13 +455,9 @@ async fn disconnect(
 
 async fn delete_document(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    who: Actor,
     Path(id): Path<String>,
 ) -> Response {
-    let who = match require_admin(&state, &headers) {
-        Ok(who) => who,
-        Err(refused) => return refused.into_response(),
-    };
     let hub = &state.sync.hub;
     // Unloading first means no cached copy is written back after the delete.
     if !hub.forget(&id) {
@@ -432,7 +468,7 @@ async fn delete_document(
     }
     match hub.storage().adapter().delete_document(&id).await {
         Ok(existed) => {
-            tracing::info!(action = "delete-document", document_id = %id, existed, by = %who.user_id, "admin action");
+            tracing::info!(action = "delete-document", document_id = %id, existed, subject = %who.identity.user_id, credential = %who.credential, remote = %who.remote, "admin action");
             Json(Deleted {
                 deleted: id,
                 existed,
@@ -440,7 +476,7 @@ async fn delete_document(
             .into_response()
         }
         Err(e) => {
-            tracing::error!(action = "delete-document", document_id = %id, error = %e, by = %who.user_id, "admin action failed");
+            tracing::error!(action = "delete-document", document_id = %id, error = %e, subject = %who.identity.user_id, credential = %who.credential, remote = %who.remote, "admin action failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
         }
     }
@@ -448,17 +484,8 @@ async fn delete_document(
 
 /// Run a maintenance job now, recorded in the run history under its usual name
 /// (the occurrence is "now", so it never collides with a scheduled one).
-async fn run_now(
-    state: &AppState,
-    headers: &HeaderMap,
-    job: &'static str,
-    kind: JobKind,
-) -> Response {
-    let who = match require_admin(state, headers) {
-        Ok(who) => who,
-        Err(refused) => return refused.into_response(),
-    };
-    tracing::info!(action = job, by = %who.user_id, "admin action: run now");
+async fn run_now(state: &AppState, who: Actor, job: &'static str, kind: JobKind) -> Response {
+    tracing::info!(action = job, subject = %who.identity.user_id, credential = %who.credential, remote = %who.remote, "admin action: run now");
     let now = Utc
         .timestamp_millis_opt(wall_clock_ms())
         .single()
@@ -513,11 +540,11 @@ pub fn retention(options: &CleanupOptions) -> CleanupRetention {
     }
 }
 
-async fn cleanup_now(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn cleanup_now(State(state): State<Arc<AppState>>, who: Actor) -> Response {
     let options = cleanup_options(&state.config);
-    run_now(&state, &headers, "cleanup", JobKind::Cleanup(options)).await
+    run_now(&state, who, "cleanup", JobKind::Cleanup(options)).await
 }
 
-async fn prune_now(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    run_now(&state, &headers, "awareness-prune", JobKind::AwarenessPrune).await
+async fn prune_now(State(state): State<Arc<AppState>>, who: Actor) -> Response {
+    run_now(&state, who, "awareness-prune", JobKind::AwarenessPrune).await
 }

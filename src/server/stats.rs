@@ -503,6 +503,12 @@ pub const METRICS: &[MetricDef] = &[
         |s| n(s.pubsub.resynced_fields)
     ),
     metric!(
+        "log_lines_dropped_total",
+        Counter,
+        "Log lines dropped because stderr was closed or could not keep up.",
+        |_s| Some(crate::telemetry::dropped_lines() as f64)
+    ),
+    metric!(
         "awareness_expired_total",
         Counter,
         "Awareness entries expired.",
