@@ -9,8 +9,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::CommandFactory;
-
 /// Sections clap does not know about, appended to `synckit.1`: what an operator
 /// looks up in a man page rather than in `--help`.
 const SYNCKIT_EXTRA: &str = r#".SH FILES
@@ -59,7 +57,7 @@ Redis unreachable (REDIS_URL set). For rediss:// only TCP reachability is checke
 
 fn write_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    clap_mangen::generate_to(synckit::cli::Cli::command(), dir)?;
+    clap_mangen::generate_to(synckit::cli::command(), dir)?;
     for (page, extra) in [
         ("synckit.1", SYNCKIT_EXTRA),
         ("synckit-check-config.1", CHECK_CONFIG_EXTRA),

@@ -11,6 +11,7 @@ pub mod awareness;
 pub mod cli;
 pub mod console;
 pub mod events;
+pub mod exit;
 pub mod maintenance;
 pub mod metrics;
 pub mod protocol;

@@ -3,21 +3,14 @@
 //! configuration with secrets redacted. Built for a unit's `ExecStartPre=`: the exit
 //! code says what is wrong, the output (in the journal) says how to fix it.
 //!
-//! Exit codes (when several checks fail, the smallest code wins):
-//!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | configuration valid; every configured backend answered; schema current, or only pending migrations that `serve` will apply (SYNCKIT_AUTO_MIGRATE=true) |
-//! | 2 | invalid configuration (also clap's code for a bad flag or env value) |
-//! | 3 | PostgreSQL unreachable (refused, timed out, authentication failed, no such database) |
-//! | 4 | schema not current and SYNCKIT_AUTO_MIGRATE=false, or a schema migrations cannot fix (objects missing although every migration is applied, or migrations newer than this binary while auto-migrate is on) |
-//! | 5 | Redis unreachable (REDIS_URL set) |
-//!
-//! Redis is checked without a Redis client (none on this branch): a TCP connect,
-//! `AUTH` when the URL carries a password, then `PING` expecting `+PONG`. For
-//! `rediss://` (TLS) only TCP reachability is checked.
+//! Exit codes are the shared table of `crate::exit` (when several checks fail, the
+//! smallest code wins): 0 valid and every configured backend answered (pending
+//! migrations that `serve` will apply are a warning), 2 invalid configuration, 3
+//! PostgreSQL unreachable (refused, timed out, authentication failed, no such
+//! database), 4 schema not current with SYNCKIT_AUTO_MIGRATE=false or not fixable by
+//! migrating, 5 Redis unreachable. `--json` prints the same report with camelCase
+//! keys and typed values (README "check-config").
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,6 +21,7 @@ use serde::Serialize;
 use super::database::connect_now;
 use super::serve::ServeArgs;
 use crate::auth::jwt::DEVELOPMENT_SECRET;
+use crate::exit::Failure;
 use crate::pubsub::RedisTarget;
 use crate::storage::{migrate, PostgresSettings};
 
@@ -40,18 +34,8 @@ pub struct CheckConfigArgs {
     pub json: bool,
 }
 
-/// What a failed check means, as the process exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Failure {
-    InvalidConfiguration = 2,
-    DatabaseUnreachable = 3,
-    SchemaNotCurrent = 4,
-    RedisUnreachable = 5,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "camelCase")]
 enum Status {
     Ok,
     /// Not fatal, but worth reading (pending migrations serve will apply, a
@@ -62,6 +46,7 @@ enum Status {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Check {
     check: &'static str,
     status: Status,
@@ -102,6 +87,7 @@ impl Check {
 /// One flag as given: its env var (or flag name), value with secrets redacted, and
 /// where the value came from.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Setting {
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,14 +95,17 @@ struct Setting {
     source: &'static str,
 }
 
+/// The `--json` report (README "check-config --json"): camelCase keys, typed values.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Report {
     ok: bool,
     exit_code: u8,
+    /// Every flag as given (the raw text of its flag or env var, redacted).
     settings: Vec<Setting>,
     /// Values after aliases and defaults are resolved, when the configuration is valid.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    resolved: BTreeMap<&'static str, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolved: Option<Resolved>,
     /// serve's scheduled jobs, when the configuration is valid.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     maintenance: Vec<Job>,
@@ -125,6 +114,7 @@ struct Report {
 
 /// One scheduled job as serve would run it.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Job {
     job: &'static str,
     /// Whether serve schedules it (enabled, and a store it applies to).
@@ -183,7 +173,7 @@ pub fn run(args: CheckConfigArgs, matches: &ArgMatches) -> anyhow::Result<ExitCo
 async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
     let settings = settings(matches);
     let mut checks = Vec::new();
-    let mut resolved = BTreeMap::new();
+    let mut resolved = None;
     let mut maintenance = Vec::new();
 
     let serve = &args.serve;
@@ -205,13 +195,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
         .transpose();
     match (&config, &database, &redis) {
         (Ok(config), Ok(database), Ok(redis)) => {
-            resolve(
-                &mut resolved,
-                serve,
-                config,
-                database.as_ref(),
-                redis.as_ref(),
-            );
+            resolved = Some(resolve(serve, config, database.as_ref(), redis.as_ref()));
             maintenance = jobs(config, &serve.awareness_store);
             if config.jwt.secret == DEVELOPMENT_SECRET {
                 checks.push(Check::warning(
@@ -267,7 +251,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
     let failure = checks.iter().filter_map(|c| c.failure).min();
     Report {
         ok: failure.is_none(),
-        exit_code: failure.map_or(0, |f| f as u8),
+        exit_code: failure.map_or(0, Failure::code),
         settings,
         resolved,
         maintenance,
@@ -279,7 +263,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
 /// order. Driven by clap's own definitions, so flags added to `serve` show up here
 /// without anyone remembering to.
 fn settings(matches: &ArgMatches) -> Vec<Setting> {
-    let command = <super::Cli as clap::CommandFactory>::command();
+    let command = super::command();
     let Some(command) = command.find_subcommand("check-config") else {
         return Vec::new();
     };
@@ -388,68 +372,65 @@ fn redact_password_options(value: &str) -> String {
     out
 }
 
+/// What serve would run with, after aliases and defaults, typed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Resolved {
+    listen: String,
+    /// `null` when the admin listener is off.
+    admin_listen: Option<String>,
+    environment: &'static str,
+    auth_required: bool,
+    /// Whether JWT_SECRET is the built-in development secret.
+    jwt_development_secret: bool,
+    jwt_secret_characters: usize,
+    api_keys: usize,
+    max_connections_per_ip: usize,
+    cors_origins: Vec<String>,
+    /// Whether the client IP comes from X-Forwarded-For (from `trustedProxies`).
+    trust_proxy_headers: bool,
+    trusted_proxies: Vec<String>,
+    admin_reads_open: bool,
+    demo_login: bool,
+    log_filter: String,
+    /// `memory`, or `postgres host:port/database`.
+    storage: String,
+    auto_migrate: bool,
+    awareness_store: String,
+    /// The Redis endpoint (password redacted), `null` without Redis.
+    redis: Option<String>,
+}
+
 fn resolve(
-    out: &mut BTreeMap<&'static str, String>,
     serve: &ServeArgs,
     config: &crate::server::ServerConfig,
     database: Option<&PostgresSettings>,
     redis: Option<&RedisTarget>,
-) {
-    out.insert("listen", config.listen.to_string());
-    out.insert(
-        "admin_listen",
-        config
-            .admin_listen
-            .map_or_else(|| "off".into(), |a| a.to_string()),
-    );
-    out.insert(
-        "environment",
-        if config.production {
-            "production".into()
+) -> Resolved {
+    Resolved {
+        listen: config.listen.to_string(),
+        admin_listen: config.admin_listen.map(|a| a.to_string()),
+        environment: if config.production {
+            "production"
         } else {
-            "development".into()
+            "development"
         },
-    );
-    out.insert("auth_required", config.sync.auth_required.to_string());
-    out.insert(
-        "jwt_secret",
-        if config.jwt.secret == DEVELOPMENT_SECRET {
-            "development default (not for production)".into()
-        } else {
-            format!("set ({} characters)", config.jwt.secret.chars().count())
-        },
-    );
-    out.insert("api_keys", config.jwt.api_keys.len().to_string());
-    out.insert(
-        "max_connections_per_ip",
-        config.max_connections_per_ip.to_string(),
-    );
-    out.insert("cors_origins", config.cors_origins.join(","));
-    out.insert(
-        "client_ip",
-        if config.trust_proxy_headers {
-            let proxies: Vec<String> = config
-                .trusted_proxies
-                .iter()
-                .map(|n| n.to_string())
-                .collect();
-            format!("X-Forwarded-For from {}", proxies.join(","))
-        } else {
-            "peer address (proxy headers ignored)".into()
-        },
-    );
-    out.insert(
-        "admin_reads",
-        if config.admin_reads_open {
-            "open (SYNCKIT_ADMIN_READS_OPEN)".into()
-        } else {
-            "admin credential required".into()
-        },
-    );
-    out.insert("log_filter", serve.log_filter());
-    out.insert(
-        "storage",
-        match database.and_then(|d| d.connect_options().ok()) {
+        auth_required: config.sync.auth_required,
+        jwt_development_secret: config.jwt.secret == DEVELOPMENT_SECRET,
+        jwt_secret_characters: config.jwt.secret.chars().count(),
+        api_keys: config.jwt.api_keys.len(),
+        max_connections_per_ip: config.max_connections_per_ip,
+        cors_origins: config.cors_origins.clone(),
+        trust_proxy_headers: config.trust_proxy_headers,
+        trusted_proxies: config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+        admin_reads_open: config.admin_reads_open,
+        demo_login: config.demo_login,
+        log_filter: serve.log_filter(),
+        storage: match database.and_then(|d| d.connect_options().ok()) {
             Some(o) => format!(
                 "postgres {}:{}/{}",
                 o.get_host(),
@@ -458,13 +439,20 @@ fn resolve(
             ),
             None => "memory".into(),
         },
-    );
-    out.insert("auto_migrate", serve.auto_migrate.to_string());
-    out.insert("awareness_store", serve.awareness_store.clone());
-    out.insert(
-        "redis",
-        redis.map_or_else(|| "none".into(), RedisTarget::display),
-    );
+        auto_migrate: serve.auto_migrate,
+        awareness_store: serve.awareness_store.clone(),
+        redis: redis.map(RedisTarget::display),
+    }
+}
+
+/// One resolved value as the text report shows it.
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "none".into(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items.iter().map(shown).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
 }
 
 async fn check_database(settings: &PostgresSettings) -> Vec<Check> {
@@ -659,10 +647,14 @@ fn render(report: &Report) -> String {
             }
         }
     }
-    if !report.resolved.is_empty() {
+    if let Some(serde_json::Value::Object(resolved)) = report
+        .resolved
+        .as_ref()
+        .and_then(|r| serde_json::to_value(r).ok())
+    {
         let _ = writeln!(out, "\nResolved:");
-        for (key, value) in &report.resolved {
-            let _ = writeln!(out, "  {key:<24}  {value}");
+        for (key, value) in &resolved {
+            let _ = writeln!(out, "  {key:<24}  {}", shown(value));
         }
     }
     if !report.maintenance.is_empty() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::database::{connect_now, DatabaseArgs};
+use super::database::{connect_now, require_current_schema, DatabaseArgs};
 use super::duration::{parse_days, parse_hours};
 use crate::maintenance::{run_cleanup, run_recorded};
 use crate::storage::{CleanupOptions, PostgresStorage};
@@ -98,6 +98,7 @@ pub fn run(args: CleanupArgs) -> anyhow::Result<ExitCode> {
 async fn cleanup_command(args: CleanupArgs) -> anyhow::Result<ExitCode> {
     let settings = args.database.required("cleanup")?;
     let pool = connect_now(&settings).await?;
+    require_current_schema(&pool, "cleanup").await?;
     let storage = PostgresStorage::from_pool(pool.clone(), false);
     let options = args.retention.options(args.dry_run);
     let report = if args.dry_run {

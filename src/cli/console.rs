@@ -55,8 +55,12 @@ pub struct ConsoleArgs {
     /// with the servers' secret (the same env file as `serve`).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// The `iss` claim of minted admin tokens: set it when the servers require one
+    /// (their JWT_ISSUER).
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// The `aud` claim of minted admin tokens: set it when the servers require one
+    /// (their JWT_AUDIENCE).
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Print the current state of every view and exit: 0 when every configured

@@ -6,13 +6,14 @@ use anyhow::Context;
 use clap::Args;
 
 use super::duration::parse_duration;
+use crate::exit::Failure;
 use crate::storage::PostgresSettings;
 
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection: a URL (postgres://user:pass@host:5432/db?sslmode=require)
-    /// or a libpq key/value string ("host=… dbname=… sslmode=verify-full"). Unset runs
-    /// `serve` in memory only.
+    /// or a libpq key/value string ("host=… dbname=… sslmode=verify-full"). `migrate`
+    /// and `cleanup` need it; `serve` without it keeps documents in memory only.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Connections the pool keeps open.
@@ -54,7 +55,7 @@ impl DatabaseArgs {
     }
 }
 
-/// Connect now (one-shot commands), with an error that says what to check.
+/// Connect now (one-shot commands), with an error that says what to check (exit 3).
 pub async fn connect_now(settings: &PostgresSettings) -> anyhow::Result<sqlx::PgPool> {
     let options = settings.connect_options()?;
     let target = format!(
@@ -69,7 +70,35 @@ pub async fn connect_now(settings: &PostgresSettings) -> anyhow::Result<sqlx::Pg
         .connect_with(options)
         .await
         .map_err(crate::storage::postgres::classify)
+        .context(Failure::DatabaseUnreachable)
         .with_context(|| {
             format!("could not connect to PostgreSQL at {target}: check that it is running and that DATABASE_URL is right")
         })
+}
+
+/// Refuse to work on a database whose schema is not current (exit 4), saying what
+/// to run: queries on missing tables would only report `relation … does not exist`.
+pub async fn require_current_schema(pool: &sqlx::PgPool, command: &str) -> anyhow::Result<()> {
+    let status = crate::storage::migrate::status(pool)
+        .await
+        .context(Failure::SchemaNotCurrent)
+        .context("could not read the database schema")?;
+    if status.is_current() {
+        return Ok(());
+    }
+    let pending: Vec<String> = status
+        .pending()
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    let mut what = Vec::new();
+    if !pending.is_empty() {
+        what.push(format!("pending migrations: {}", pending.join(", ")));
+    }
+    if !status.missing.is_empty() {
+        what.push(format!("missing: {}", status.missing.join(", ")));
+    }
+    Err(anyhow::Error::new(Failure::SchemaNotCurrent).context(format!(
+        "the database schema is not current ({}): run `synckit migrate` first, then `synckit {command}` again",
+        what.join("; ")
+    )))
 }

@@ -3,9 +3,11 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::database::{connect_now, DatabaseArgs};
+use crate::exit::Failure;
 use crate::storage::migrate;
 
 #[derive(Debug, Args)]
@@ -13,7 +15,7 @@ pub struct MigrateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Only report applied and pending migrations and missing objects; exit 0 only
-    /// when the schema is current, 1 otherwise.
+    /// when the schema is current, 4 otherwise.
     #[arg(long)]
     pub status: bool,
     /// Print the report as JSON.
@@ -29,7 +31,9 @@ async fn migrate_command(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let settings = args.database.required("migrate")?;
     let pool = connect_now(&settings).await?;
     if args.status {
-        let status = migrate::status(&pool).await?;
+        let status = migrate::status(&pool)
+            .await
+            .context(Failure::SchemaNotCurrent)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
@@ -52,11 +56,19 @@ async fn migrate_command(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         return Ok(if status.is_current() {
             ExitCode::SUCCESS
         } else {
-            ExitCode::FAILURE
+            ExitCode::from(Failure::SchemaNotCurrent.code())
         });
     }
-    let applied = migrate::apply(&pool).await?;
-    migrate::validate(&pool).await?;
+    let applied = migrate::apply(&pool)
+        .await
+        .context(Failure::SchemaNotCurrent)
+        .context("migrations could not be applied")?;
+    migrate::validate(&pool)
+        .await
+        .context(Failure::SchemaNotCurrent)
+        .context(
+            "the schema is still not complete after migrating: see `synckit migrate --status`",
+        )?;
     if args.json {
         println!("{}", serde_json::json!({ "applied": applied }));
     } else if applied.is_empty() {

@@ -9,7 +9,7 @@ pub mod migrate;
 pub mod schedule;
 pub mod serve;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Arg, ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "synckit", version, about = "SyncKit-compatible sync server and operator tools", long_about = None)]
@@ -27,9 +27,8 @@ pub enum Command {
     /// Delete old sessions, deltas and snapshots once, in small batches.
     Cleanup(cleanup::CleanupArgs),
     /// Check what `serve` would run with (same flags and env): validate it, reach
-    /// PostgreSQL and Redis, check the schema, print it with secrets redacted. Exit
-    /// codes: 0 ok, 2 invalid configuration, 3 database unreachable, 4 schema not
-    /// current, 5 Redis unreachable.
+    /// PostgreSQL and Redis, check the schema, print it with secrets redacted; the
+    /// exit code says which check failed.
     CheckConfig(Box<check_config::CheckConfigArgs>),
     /// The operator's live terminal console: instances, documents, sessions,
     /// awareness, pub/sub traffic and maintenance; read-only unless --allow-actions.
@@ -37,10 +36,51 @@ pub enum Command {
     Console(Box<console::ConsoleArgs>),
 }
 
+/// The command line as clap parses it: the derived definitions, with every boolean
+/// flag accepting `--flag`, `--flag=false` and `--flag true`, and the shared exit
+/// code table under every command's help.
+pub fn command() -> clap::Command {
+    fn adjust(command: clap::Command) -> clap::Command {
+        let command = command
+            .mut_args(boolean_flag)
+            .after_help(crate::exit::TABLE);
+        let names: Vec<String> = command
+            .get_subcommands()
+            .map(|s| s.get_name().to_owned())
+            .collect();
+        names.iter().fold(command, |command, name| {
+            command.mut_subcommand(name, adjust)
+        })
+    }
+    adjust(Cli::command())
+}
+
+/// A boolean flag (a `bool` field, or a setting whose default is true or false)
+/// takes an optional value: `--flag` is true, `--flag=false` / `--flag false` set
+/// it, and its env var reads the same words (see [`duration::parse_bool`]).
+fn boolean_flag(arg: Arg) -> Arg {
+    let switch = matches!(arg.get_action(), ArgAction::SetTrue);
+    let boolean_default = matches!(arg.get_default_values(), [v] if v == "true" || v == "false");
+    if !switch && !boolean_default {
+        return arg;
+    }
+    let arg = if arg.get_default_values().is_empty() {
+        arg.default_value("false")
+    } else {
+        arg
+    };
+    arg.action(ArgAction::Set)
+        .value_parser(duration::parse_bool)
+        .num_args(0..=1)
+        .require_equals(false)
+        .default_missing_value("true")
+        .value_name("BOOL")
+}
+
 /// Entry point used by `main`.
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
     // Parsed in two steps so check-config can tell where each value came from.
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => serve::run(*args),

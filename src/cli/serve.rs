@@ -15,6 +15,7 @@ use super::duration::{parse_bool, parse_duration};
 use crate::auth::jwt::{DEVELOPMENT_SECRET, MIN_SECRET_LEN};
 use crate::auth::JwtSettings;
 use crate::awareness::{MemoryAwarenessStore, PostgresAwarenessStore, RedisAwarenessStore};
+use crate::exit::Failure;
 use crate::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
 use crate::server::{Backends, Server, ServerConfig};
 use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, StorageAdapter};
@@ -538,7 +539,16 @@ async fn storage_backends(
     // attempt only decides whether to start at all.
     match tokio::time::timeout(budget, storage.connect()).await {
         Ok(Ok(())) => tracing::info!("PostgreSQL connected; schema current"),
-        Ok(Err(e)) if !e.is_transient() => bail!("{e}"),
+        Ok(Err(e)) if !e.is_transient() => {
+            // A database that answers but refuses the schema is a schema problem
+            // (exit 4); one that answers then fails a plain query is exit 3.
+            let failure = if storage.health_check().await.is_ok() {
+                Failure::SchemaNotCurrent
+            } else {
+                Failure::DatabaseUnreachable
+            };
+            return Err(anyhow::Error::new(failure).context(e.to_string()));
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "PostgreSQL unreachable at start: serving from memory and retrying; writes are acknowledged once it is back"),
         Err(_) => tracing::warn!("PostgreSQL did not answer in {budget:?}: serving from memory and retrying; writes are acknowledged once it is back"),
     }
@@ -603,7 +613,10 @@ async fn serve(
     }
     tracing::info!(
         address = %local,
-        admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
+        admin = %admin
+            .as_ref()
+            .and_then(|a| a.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
         storage = backends.storage.kind(),
         awareness = backends.awareness.kind(),
         pubsub = backends.pubsub.kind(),
@@ -620,6 +633,7 @@ async fn serve(
     crate::systemd::ready(local);
     let drained = server.run(listener, admin, shutdown).await;
     tracing::info!(drained, "stopped");
+    crate::telemetry::flush(Duration::from_secs(1));
     Ok(if drained {
         ExitCode::SUCCESS
     } else {

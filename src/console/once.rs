@@ -94,10 +94,10 @@ pub fn json(app: &App) -> Value {
 /// `--once` exit codes (README): 0 every configured source answered; 3 PostgreSQL
 /// unreachable, 5 Redis unreachable (as `check-config`); 6 an instance's admin API
 /// unreachable; 7 more than one of those. Sources not configured do not count.
-pub const EXIT_DATABASE: u8 = 3;
-pub const EXIT_REDIS: u8 = 5;
-pub const EXIT_INSTANCE: u8 = 6;
-pub const EXIT_SEVERAL: u8 = 7;
+pub const EXIT_DATABASE: u8 = crate::exit::Failure::DatabaseUnreachable as u8;
+pub const EXIT_REDIS: u8 = crate::exit::Failure::RedisUnreachable as u8;
+pub const EXIT_INSTANCE: u8 = crate::exit::INSTANCE_UNREACHABLE;
+pub const EXIT_SEVERAL: u8 = crate::exit::SEVERAL_UNREACHABLE;
 
 pub fn exit_code(app: &App) -> u8 {
     let down = |s: &SourceState| matches!(s, SourceState::Down { .. });

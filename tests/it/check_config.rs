@@ -78,7 +78,7 @@ fn invalid_configuration_exits_2() {
     let out = check_config(&[("SYNCKIT_ENV", "production")], true);
     assert_eq!(code(&out), 2, "{}", text(&out));
     let r = report(&out);
-    assert_eq!(r["exit_code"], 2);
+    assert_eq!(r["exitCode"], 2);
     let c = check(&r, "configuration");
     assert_eq!(c["status"], "failed");
     assert!(
@@ -180,7 +180,7 @@ async fn migrated_database_is_current(pool: PgPool) {
         .expect("cleanup job");
     assert_eq!(cleanup["schedule"], "0 3 * * *");
     assert!(
-        cleanup["next_run"]
+        cleanup["nextRun"]
             .as_str()
             .expect("next run")
             .ends_with("T03:00:00Z"),

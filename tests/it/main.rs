@@ -5,6 +5,7 @@
 mod awareness_conformance;
 mod backpressure;
 mod check_config;
+mod cli;
 mod codec_props;
 mod common;
 mod console_e2e;
@@ -14,6 +15,7 @@ mod console_snapshots;
 mod console_update;
 mod fleet;
 mod http;
+mod logs;
 mod migrations;
 mod packaging;
 mod persistence_e2e;

@@ -120,7 +120,7 @@ async fn hosts_starting_together_migrate_once(pool: PgPool) {
 async fn migrate_status_exit_codes_and_messages(pool: PgPool) {
     let url = common::database_url(&pool);
     let status = synckit(&["migrate", "--status"], &url);
-    assert_eq!(status.status.code(), Some(1), "{}", text(&status.stdout));
+    assert_eq!(status.status.code(), Some(4), "{}", text(&status.stdout));
     let out = text(&status.stdout);
     assert!(out.contains("pending"), "{out}");
     assert!(out.contains("missing: documents"), "{out}");
