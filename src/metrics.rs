@@ -51,15 +51,24 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Histogram {
-        Histogram {
-            buckets: Default::default(),
-            sum_us: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+        Histogram::new()
     }
 }
 
 impl Histogram {
+    pub const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS_MS.len() + 1],
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Time since `started`, observed.
+    pub fn observe_since(&self, started: std::time::Instant) {
+        self.observe_ms(started.elapsed().as_secs_f64() * 1000.0);
+    }
+
     pub fn observe_ms(&self, ms: f64) {
         let idx = LATENCY_BUCKETS_MS
             .iter()
@@ -322,9 +331,97 @@ impl Metrics {
     }
 }
 
+/// Numbers that belong to the process rather than to one server (a test process
+/// runs several servers; `synckit cleanup` none): PostgreSQL timings of the sync
+/// path and the maintenance jobs' runs. Exported by `/metrics` with the rest.
+pub static PROCESS: ProcessMetrics = ProcessMetrics::new();
+
+pub struct ProcessMetrics {
+    /// Waiting for a pooled connection (and `BEGIN`) before a write batch.
+    pub postgres_acquire: Histogram,
+    /// One write batch (documents, clocks, deltas) committed.
+    pub postgres_write: Histogram,
+    /// One document loaded.
+    pub postgres_load: Histogram,
+    jobs: Mutex<std::collections::BTreeMap<String, JobTotals>>,
+}
+
+/// Upper bounds (seconds) of a maintenance run's duration buckets: jobs take from
+/// milliseconds (nothing to do) to minutes (a large cleanup).
+pub const JOB_BUCKETS_SECONDS: [f64; 8] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0];
+
+/// One job's runs on this process.
+#[derive(Debug, Clone, Default)]
+pub struct JobTotals {
+    pub runs: u64,
+    pub failures: u64,
+    /// Non-cumulative counts per bucket of [`JOB_BUCKETS_SECONDS`], then +Inf.
+    pub buckets: [u64; JOB_BUCKETS_SECONDS.len() + 1],
+    pub seconds: f64,
+    /// Unix time (seconds) of the last run that succeeded.
+    pub last_success: Option<f64>,
+}
+
+impl ProcessMetrics {
+    const fn new() -> ProcessMetrics {
+        ProcessMetrics {
+            postgres_acquire: Histogram::new(),
+            postgres_write: Histogram::new(),
+            postgres_load: Histogram::new(),
+            jobs: Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    /// A finished maintenance run of `job`.
+    pub fn job_finished(&self, job: &str, ok: bool, seconds: f64) {
+        let Ok(mut jobs) = self.jobs.lock() else {
+            return;
+        };
+        let totals = jobs.entry(job.to_owned()).or_default();
+        totals.runs += 1;
+        if !ok {
+            totals.failures += 1;
+        }
+        let idx = JOB_BUCKETS_SECONDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(JOB_BUCKETS_SECONDS.len());
+        totals.buckets[idx] += 1;
+        totals.seconds += seconds;
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            totals.last_success = Some(now);
+        }
+    }
+
+    /// Every job that ran, by name.
+    pub fn jobs(&self) -> Vec<(String, JobTotals)> {
+        self.jobs
+            .lock()
+            .map(|jobs| jobs.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_runs_are_counted_with_their_last_success() {
+        let m = ProcessMetrics::new();
+        m.job_finished("cleanup", true, 0.2);
+        m.job_finished("cleanup", false, 700.0);
+        let jobs = m.jobs();
+        let (name, t) = &jobs[0];
+        assert_eq!(name, "cleanup");
+        assert_eq!((t.runs, t.failures), (2, 1));
+        assert_eq!(t.buckets[2], 1);
+        assert_eq!(t.buckets[JOB_BUCKETS_SECONDS.len()], 1);
+        assert!(t.last_success.is_some());
+    }
 
     #[test]
     fn histogram_buckets() {

@@ -238,6 +238,7 @@ pub async fn run_recorded(
     let started = tokio::time::Instant::now();
     let result = work.await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    crate::metrics::PROCESS.job_finished(job, result.is_ok(), started.elapsed().as_secs_f64());
     let outcome = match &result {
         Ok(counts) => {
             tracing::info!(job, run_id = id, duration_ms, counts = %counts, outcome = "ok", "maintenance run finished");

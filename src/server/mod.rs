@@ -10,6 +10,7 @@ pub mod http;
 pub mod listen;
 pub mod live;
 pub mod presence;
+pub mod process;
 pub mod proxy;
 pub mod registry;
 pub mod stats;

@@ -1,13 +1,12 @@
 //! `GET /stats` and `GET /metrics` from one snapshot: [`collect`] reads every number
 //! once into the typed [`Stats`] (the admin contract, `crate::admin_api`), `/stats`
 //! serialises it, and `/metrics` renders [`METRICS`] — one definition per metric
-//! (name, type, help, and the `Stats` field it reads) — over the same value. A
-//! metric cannot disagree with `/stats`, and one renamed in `Stats` fails to compile
-//! here. The Prometheus text writer is [`render`]; a Prometheus client crate can
-//! take its place by registering each [`MetricDef`] as a collector that reads a
-//! fresh `Stats` at scrape time.
+//! (name, type, base unit, help, and what it reads) — over the same value plus what
+//! `/stats` does not carry (process, PostgreSQL pool and timings, maintenance runs).
+//! A metric cannot disagree with `/stats`, and one renamed in `Stats` fails to
+//! compile here. The exposition is written by prometheus-client: the scrape is one
+//! collector that encodes every definition (README "Monitoring" says why this crate).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,47 +209,233 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let stats = collect(&state).await;
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&stats),
-    )
-        .into_response()
+    let scrape = Scrape {
+        stats: collect(&state).await,
+        extra: extra(&state),
+    };
+    match render(scrape) {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode the metrics",
+        )
+            .into_response(),
+    }
 }
 
-/// Prometheus metric types used here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
+/// The OpenMetrics text format prometheus-client writes (Prometheus negotiates it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What one scrape reads: the `/stats` snapshot, and the numbers `/stats` does not
+/// carry (process, PostgreSQL pool and timings, maintenance runs).
+#[derive(Debug, Default)]
+pub struct Scrape {
+    pub stats: Stats,
+    pub extra: Extra,
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub process: super::process::ProcessStats,
+    /// PostgreSQL pool: (open connections, idle ones, the most it opens).
+    pub pool: Option<(u32, usize, u32)>,
+    pub postgres_acquire: Option<HistogramValue>,
+    /// Per operation (`write_batch`, `load_document`).
+    pub postgres_queries: Vec<(String, HistogramValue)>,
+    pub jobs: Vec<(String, crate::metrics::JobTotals)>,
+}
+
+fn extra(state: &AppState) -> Extra {
+    let process = &crate::metrics::PROCESS;
+    let pool = state.sync.hub.storage().adapter().postgres_pool();
+    Extra {
+        process: super::process::read(),
+        pool: pool
+            .as_ref()
+            .map(|p| (p.size(), p.num_idle(), p.options().get_max_connections())),
+        postgres_acquire: pool
+            .is_some()
+            .then(|| HistogramValue::from_ms(&process.postgres_acquire)),
+        postgres_queries: if pool.is_some() {
+            vec![
+                (
+                    "write_batch".to_owned(),
+                    HistogramValue::from_ms(&process.postgres_write),
+                ),
+                (
+                    "load_document".to_owned(),
+                    HistogramValue::from_ms(&process.postgres_load),
+                ),
+            ]
+        } else {
+            Vec::new()
+        },
+        jobs: process.jobs(),
+    }
+}
+
+/// A histogram in seconds: non-cumulative bucket counts by upper bound (the last
+/// is `+Inf`), as prometheus-client encodes them.
+#[derive(Debug, Clone, Default)]
+pub struct HistogramValue {
+    pub sum: f64,
+    pub count: u64,
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl HistogramValue {
+    /// One of the millisecond histograms of `crate::metrics`, in seconds.
+    pub fn from_ms(h: &crate::metrics::Histogram) -> HistogramValue {
+        HistogramValue {
+            sum: h.sum_ms() / 1000.0,
+            count: h.count(),
+            buckets: h
+                .buckets()
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let le = LATENCY_BUCKETS_MS.get(i).map_or(f64::MAX, |ms| ms / 1000.0);
+                    (le, n)
+                })
+                .collect(),
+        }
+    }
+
+    /// The broadcast latency of `/stats` (cumulative counts in ms), in seconds.
+    fn from_stats(l: &LatencyStats) -> HistogramValue {
+        let mut previous = 0;
+        HistogramValue {
+            sum: l.sum.unwrap_or(0.0) / 1000.0,
+            count: l.count.unwrap_or(0),
+            buckets: l
+                .buckets
+                .iter()
+                .map(|b| {
+                    let n = b.count.saturating_sub(previous);
+                    previous = b.count;
+                    (b.le.map_or(f64::MAX, |ms| ms / 1000.0), n)
+                })
+                .collect(),
+        }
+    }
+
+    fn from_job(t: &crate::metrics::JobTotals) -> HistogramValue {
+        HistogramValue {
+            sum: t.seconds,
+            count: t.runs,
+            buckets: t
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let le = crate::metrics::JOB_BUCKETS_SECONDS
+                        .get(i)
+                        .copied()
+                        .unwrap_or(f64::MAX);
+                    (le, *n)
+                })
+                .collect(),
         }
     }
 }
 
+/// Metric types used here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    /// A constant 1 whose labels carry the information (`synckit_build_info`).
+    Info,
+}
+
+impl Kind {
+    fn metric_type(self) -> prometheus_client::metrics::MetricType {
+        use prometheus_client::metrics::MetricType;
+        match self {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+            Kind::Info => MetricType::Info,
+        }
+    }
+}
+
+/// Base units, appended to the name as Prometheus expects (`_seconds`, `_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseUnit {
+    Seconds,
+    Bytes,
+}
+
+impl BaseUnit {
+    fn unit(self) -> prometheus_client::registry::Unit {
+        match self {
+            BaseUnit::Seconds => prometheus_client::registry::Unit::Seconds,
+            BaseUnit::Bytes => prometheus_client::registry::Unit::Bytes,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            BaseUnit::Seconds => "_seconds",
+            BaseUnit::Bytes => "_bytes",
+        }
+    }
+}
+
+/// One sample of a metric: its labels and value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub labels: Vec<(&'static str, String)>,
+    pub value: SampleValue,
+}
+
+#[derive(Debug, Clone)]
+pub enum SampleValue {
+    Number(f64),
+    Histogram(HistogramValue),
+}
+
 /// Where a metric's value comes from.
 pub enum Source {
-    /// One value; `None` leaves the metric out of this scrape (unknown).
+    /// One value of `/stats`; `None` leaves the metric out of this scrape (unknown).
     Value(fn(&Stats) -> Option<f64>),
-    /// One series per label value.
+    /// One series per label value of `/stats`.
     Labeled {
         label: &'static str,
         series: fn(&Stats) -> Vec<(String, f64)>,
     },
+    /// Anything else of the scrape: histograms, several labels, values `/stats`
+    /// does not carry.
+    Samples(fn(&Scrape) -> Vec<Sample>),
 }
 
-/// One metric: `synckit_<name>`.
+/// One metric. `name` is the family name without its unit and `_total`, which
+/// prometheus-client appends: `synckit_uptime` with unit seconds is exported as
+/// `synckit_uptime_seconds`, the counter `synckit_acks_sent` as `synckit_acks_sent_total`.
 pub struct MetricDef {
     pub name: &'static str,
     pub kind: Kind,
+    pub unit: Option<BaseUnit>,
     pub help: &'static str,
     pub source: Source,
+}
+
+impl MetricDef {
+    /// The family name as exported (with the unit).
+    pub fn family(&self) -> String {
+        format!("{}{}", self.name, self.unit.map_or("", BaseUnit::suffix))
+    }
+
+    /// The name of a plain sample (counters end in `_total`, info in `_info`).
+    pub fn sample_name(&self) -> String {
+        match self.kind {
+            Kind::Counter => format!("{}_total", self.family()),
+            Kind::Info => format!("{}_info", self.family()),
+            _ => self.family(),
+        }
+    }
 }
 
 fn n(v: Option<u64>) -> Option<f64> {
@@ -263,6 +448,32 @@ fn i(v: Option<i64>) -> Option<f64> {
 
 fn flag(v: bool) -> f64 {
     f64::from(u8::from(v))
+}
+
+fn one(value: Option<f64>) -> Vec<Sample> {
+    value
+        .map(|v| Sample {
+            labels: Vec::new(),
+            value: SampleValue::Number(v),
+        })
+        .into_iter()
+        .collect()
+}
+
+fn by_job(
+    s: &Scrape,
+    value: impl Fn(&crate::metrics::JobTotals) -> Option<SampleValue>,
+) -> Vec<Sample> {
+    s.extra
+        .jobs
+        .iter()
+        .filter_map(|(job, t)| {
+            value(t).map(|value| Sample {
+                labels: vec![("task", job.clone())],
+                value,
+            })
+        })
+        .collect()
 }
 
 /// Every message type, 0 for those never seen (`/stats` leaves them out).
@@ -279,203 +490,315 @@ fn per_type(map: &Option<std::collections::BTreeMap<String, u64>>) -> Vec<(Strin
 
 macro_rules! metric {
     ($name:literal, $kind:ident, $help:literal, |$s:ident| $value:expr) => {
+        metric!($name, $kind, None, $help, |$s| $value)
+    };
+    ($name:literal, $kind:ident, $unit:expr, $help:literal, |$s:ident| $value:expr) => {
         MetricDef {
             name: $name,
             kind: Kind::$kind,
+            unit: $unit,
             help: $help,
             source: Source::Value(|$s: &Stats| $value),
         }
     };
 }
 
-/// The metrics `/metrics` exports, in order (plus the broadcast latency histogram,
-/// rendered from `broadcast.latencyMs`).
+macro_rules! samples {
+    ($name:literal, $kind:ident, $unit:expr, $help:literal, |$s:ident| $value:expr) => {
+        MetricDef {
+            name: $name,
+            kind: Kind::$kind,
+            unit: $unit,
+            help: $help,
+            source: Source::Samples(|$s: &Scrape| $value),
+        }
+    };
+}
+
+const SECONDS: Option<BaseUnit> = Some(BaseUnit::Seconds);
+const BYTES: Option<BaseUnit> = Some(BaseUnit::Bytes);
+
+/// Every metric `/metrics` exports, in order (README "Monitoring" lists them).
 pub const METRICS: &[MetricDef] = &[
+    samples!(
+        "synckit_build",
+        Info,
+        None,
+        "The running synckit: version and build profile.",
+        |_s| vec![Sample {
+            labels: vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                (
+                    "profile",
+                    if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned()
+                ),
+            ],
+            value: SampleValue::Number(1.0),
+        }]
+    ),
     metric!(
-        "uptime_seconds",
+        "synckit_uptime",
         Gauge,
-        "Seconds since the process started.",
+        SECONDS,
+        "Time since the server started.",
         |s| s.uptime_seconds
     ),
     metric!(
-        "connections_open",
+        "synckit_connections_open",
         Gauge,
         "Open WebSocket connections.",
         |s| i(s.connections.open)
     ),
     metric!(
-        "connections_authenticated",
+        "synckit_connections_authenticated",
         Gauge,
         "Authenticated connections.",
         |s| i(s.connections.authenticated)
     ),
-    metric!("users", Gauge, "Distinct authenticated user ids.", |s| n(s
-        .connections
-        .users)),
     metric!(
-        "connections_accepted_total",
+        "synckit_users",
+        Gauge,
+        "Distinct authenticated user ids.",
+        |s| n(s.connections.users)
+    ),
+    metric!(
+        "synckit_connections_accepted",
         Counter,
         "Connections accepted.",
         |s| n(s.connections.accepted)
     ),
     metric!(
-        "connections_rejected_per_ip_total",
+        "synckit_connections_rejected_per_ip",
         Counter,
         "Connections refused by the per-IP limit.",
         |s| n(s.connections.rejected_per_ip)
     ),
     metric!(
-        "connections_rejected_capacity_total",
+        "synckit_connections_rejected_capacity",
         Counter,
         "Connections refused at capacity.",
         |s| n(s.connections.rejected_capacity)
     ),
     metric!(
-        "documents_cached",
+        "synckit_documents_cached",
         Gauge,
         "Documents loaded in memory.",
         |s| n(s.documents.cached)
     ),
     metric!(
-        "bytes_in_total",
+        "synckit_subscriptions",
+        Gauge,
+        "Document subscriptions of this instance's connections.",
+        |s| n(s.documents.subscriptions)
+    ),
+    metric!(
+        "synckit_awareness_clients",
+        Gauge,
+        "Awareness (presence) entries in the store (left out when a shared store is slow to answer).",
+        |s| n(s.awareness.clients)
+    ),
+    metric!(
+        "synckit_websocket_received",
         Counter,
-        "WebSocket payload bytes received.",
+        BYTES,
+        "WebSocket payload received.",
         |s| n(s.bytes.inbound)
     ),
     metric!(
-        "bytes_out_total",
+        "synckit_websocket_sent",
         Counter,
-        "WebSocket payload bytes sent.",
+        BYTES,
+        "WebSocket payload sent.",
         |s| n(s.bytes.outbound)
     ),
     metric!(
-        "invalid_frames_total",
+        "synckit_invalid_frames",
         Counter,
         "Frames that could not be decoded.",
         |s| n(s.messages.invalid_frames)
     ),
     metric!(
-        "rate_limited_total",
+        "synckit_rate_limited",
         Counter,
         "Messages rejected by the rate limit.",
         |s| n(s.messages.rate_limited)
     ),
     metric!(
-        "acks_sent_total",
+        "synckit_acks_sent",
         Counter,
         "Acks sent for durable writes.",
         |s| n(s.acks_sent)
     ),
     metric!(
-        "auth_failures_total",
+        "synckit_auth_failures",
         Counter,
         "Rejected credentials.",
         |s| n(s.auth_failures)
     ),
     metric!(
-        "broadcast_flushes_total",
+        "synckit_broadcast_flushes",
         Counter,
         "Broadcast batches flushed.",
         |s| n(s.broadcast.flushes)
     ),
     metric!(
-        "broadcast_deliveries_total",
+        "synckit_broadcast_deliveries",
         Counter,
         "Broadcast messages queued to subscribers.",
         |s| n(s.broadcast.deliveries)
     ),
+    samples!(
+        "synckit_broadcast_latency",
+        Histogram,
+        SECONDS,
+        "Time from a document's first queued change to its fan-out.",
+        |s| vec![Sample {
+            labels: Vec::new(),
+            value: SampleValue::Histogram(HistogramValue::from_stats(&s.stats.broadcast.latency_ms)),
+        }]
+    ),
     metric!(
-        "slow_clients_closed_total",
+        "synckit_slow_clients_closed",
         Counter,
         "Connections closed for reading too slowly.",
         |s| n(s.broadcast.slow_clients_closed)
     ),
     metric!(
-        "persist_backlog",
+        "synckit_persist_backlog",
         Gauge,
         "Writes accepted but not yet durable.",
         |s| n(s.persistence.backlog)
     ),
     metric!(
-        "persist_committed_writes_total",
+        "synckit_persist_committed_writes",
         Counter,
         "Writes committed to storage.",
         |s| n(s.persistence.committed_writes)
     ),
     metric!(
-        "persist_retries_total",
+        "synckit_persist_retries",
         Counter,
         "Storage attempts that failed because it was unreachable (then retried).",
         |s| n(s.persistence.failed_attempts)
     ),
     metric!(
-        "persist_refused_total",
+        "synckit_persist_refused",
         Counter,
         "Writes refused because the write queue was full.",
         |s| n(s.persistence.refused_full)
     ),
     metric!(
-        "session_queue",
+        "synckit_session_queue",
         Gauge,
         "Session row changes waiting to be written behind.",
         |s| n(s.persistence.session_queue)
     ),
     metric!(
-        "session_writes_dropped_total",
+        "synckit_session_writes_dropped",
         Counter,
         "Session row changes dropped because the session queue was full (repaired by the next reconciliation).",
         |s| n(s.persistence.sessions_dropped)
     ),
     metric!(
-        "storage_degraded",
+        "synckit_storage_degraded",
         Gauge,
         "1 while storage is unreachable and writes wait in memory.",
         |s| s.persistence.degraded.map(flag)
     ),
     metric!(
-        "documents_evicted_total",
+        "synckit_documents_evicted",
         Counter,
         "Idle documents unloaded to bound memory.",
         |s| n(s.documents.evicted)
     ),
     metric!(
-        "persist_failures_total",
+        "synckit_persist_failures",
         Counter,
         "Writes that failed to persist.",
         |s| n(s.persistence.failures)
     ),
+    samples!(
+        "synckit_postgres_pool_connections",
+        Gauge,
+        None,
+        "PostgreSQL pool connections by state (open, idle, max).",
+        |s| s
+            .extra
+            .pool
+            .map(|(open, idle, max)| {
+                [("open", open as f64), ("idle", idle as f64), ("max", f64::from(max))]
+                    .into_iter()
+                    .map(|(state, v)| Sample {
+                        labels: vec![("state", state.to_owned())],
+                        value: SampleValue::Number(v),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    ),
+    samples!(
+        "synckit_postgres_acquire",
+        Histogram,
+        SECONDS,
+        "Wait for a pooled PostgreSQL connection (and BEGIN) before a write batch.",
+        |s| s
+            .extra
+            .postgres_acquire
+            .clone()
+            .map(|h| Sample {
+                labels: Vec::new(),
+                value: SampleValue::Histogram(h),
+            })
+            .into_iter()
+            .collect()
+    ),
+    samples!(
+        "synckit_postgres_query",
+        Histogram,
+        SECONDS,
+        "PostgreSQL latency of the sync path, by operation (write_batch, load_document).",
+        |s| s
+            .extra
+            .postgres_queries
+            .iter()
+            .map(|(op, h)| Sample {
+                labels: vec![("operation", op.clone())],
+                value: SampleValue::Histogram(h.clone()),
+            })
+            .collect()
+    ),
     metric!(
-        "pubsub_published_total",
+        "synckit_pubsub_published",
         Counter,
         "Messages published to other instances.",
         |s| n(s.pubsub.published)
     ),
     metric!(
-        "pubsub_received_total",
+        "synckit_pubsub_received",
         Counter,
         "Messages received from other instances.",
         |s| n(s.pubsub.received)
     ),
     metric!(
-        "pubsub_dropped_total",
+        "synckit_pubsub_dropped",
         Counter,
         "Messages for other instances dropped (queue full or Redis unreachable).",
         |s| n(s.pubsub.dropped)
     ),
     metric!(
-        "pubsub_receive_dropped_total",
+        "synckit_pubsub_receive_dropped",
         Counter,
         "Messages from other instances dropped because the relay fell behind.",
         |s| n(s.pubsub.receive_dropped)
     ),
     metric!(
-        "pubsub_reconnects_total",
+        "synckit_pubsub_reconnects",
         Counter,
         "Pub/sub connections re-established after a loss.",
         |s| n(s.pubsub.reconnects)
     ),
     metric!(
-        "pubsub_connected",
+        "synckit_pubsub_connected",
         Gauge,
         "1 while the pub/sub backend is connected (or single-instance).",
         |s| s
@@ -484,39 +807,82 @@ pub const METRICS: &[MetricDef] = &[
             .as_deref()
             .map(|st| flag(st != "disconnected"))
     ),
-    metric!(
-        "pubsub_ping_ms",
+    samples!(
+        "synckit_pubsub_state",
         Gauge,
-        "Round trip of the last pub/sub health PING.",
-        |s| s.pubsub.ping_ms
+        None,
+        "The pub/sub backend's state: 1 for the current one (single-instance, connected, disconnected).",
+        |s| ["single-instance", "connected", "disconnected"]
+            .into_iter()
+            .map(|state| Sample {
+                labels: vec![("state", state.to_owned())],
+                value: SampleValue::Number(flag(s.stats.pubsub.state.as_deref() == Some(state))),
+            })
+            .collect()
     ),
     metric!(
-        "resync_rounds_total",
+        "synckit_pubsub_ping",
+        Gauge,
+        SECONDS,
+        "Round trip of the last Redis health PING.",
+        |s| s.pubsub.ping_ms.map(|ms| ms / 1000.0)
+    ),
+    metric!(
+        "synckit_resync_rounds",
         Counter,
         "Resynchronisations of live documents from storage after pub/sub outages.",
         |s| n(s.pubsub.resyncs)
     ),
     metric!(
-        "resync_fields_total",
+        "synckit_resync_fields",
         Counter,
         "Fields changed by those resynchronisations.",
         |s| n(s.pubsub.resynced_fields)
     ),
     metric!(
-        "log_lines_dropped_total",
+        "synckit_log_lines_dropped",
         Counter,
         "Log lines dropped because stderr was closed or could not keep up.",
         |_s| Some(crate::telemetry::dropped_lines() as f64)
     ),
     metric!(
-        "awareness_expired_total",
+        "synckit_awareness_expired",
         Counter,
         "Awareness entries expired.",
         |s| n(s.awareness.expired)
     ),
+    samples!(
+        "synckit_maintenance_runs",
+        Counter,
+        None,
+        "Maintenance runs this process made, by job.",
+        |s| by_job(s, |t| Some(SampleValue::Number(t.runs as f64)))
+    ),
+    samples!(
+        "synckit_maintenance_failures",
+        Counter,
+        None,
+        "Maintenance runs that failed, by job.",
+        |s| by_job(s, |t| Some(SampleValue::Number(t.failures as f64)))
+    ),
+    samples!(
+        "synckit_maintenance_duration",
+        Histogram,
+        SECONDS,
+        "Duration of maintenance runs, by job.",
+        |s| by_job(s, |t| Some(SampleValue::Histogram(HistogramValue::from_job(t))))
+    ),
+    samples!(
+        "synckit_maintenance_last_success_timestamp",
+        Gauge,
+        SECONDS,
+        "Unix time of the job's last successful run on this process.",
+        |s| by_job(s, |t| t.last_success.map(SampleValue::Number))
+    ),
     MetricDef {
-        name: "messages_in_total",
+        name: "synckit_messages_in",
         kind: Kind::Counter,
+        unit: None,
         help: "Messages received by type.",
         source: Source::Labeled {
             label: "type",
@@ -524,8 +890,9 @@ pub const METRICS: &[MetricDef] = &[
         },
     },
     MetricDef {
-        name: "messages_out_total",
+        name: "synckit_messages_out",
         kind: Kind::Counter,
+        unit: None,
         help: "Messages sent by type.",
         source: Source::Labeled {
             label: "type",
@@ -533,8 +900,9 @@ pub const METRICS: &[MetricDef] = &[
         },
     },
     MetricDef {
-        name: "refusals_total",
+        name: "synckit_refusals",
         kind: Kind::Counter,
+        unit: None,
         help: "Client input refused, by reason (README \"Limits and refusals\").",
         source: Source::Labeled {
             label: "reason",
@@ -548,8 +916,9 @@ pub const METRICS: &[MetricDef] = &[
         },
     },
     MetricDef {
-        name: "errors_total",
+        name: "synckit_errors",
         kind: Kind::Counter,
+        unit: None,
         help: "Error replies by message.",
         source: Source::Labeled {
             label: "error",
@@ -562,57 +931,148 @@ pub const METRICS: &[MetricDef] = &[
             },
         },
     },
+    samples!(
+        "process_cpu",
+        Counter,
+        SECONDS,
+        "User and system CPU time spent.",
+        |s| one(s.extra.process.cpu_seconds)
+    ),
+    samples!(
+        "process_resident_memory",
+        Gauge,
+        BYTES,
+        "Resident memory size.",
+        |s| one(s.extra.process.resident_bytes)
+    ),
+    samples!(
+        "process_virtual_memory",
+        Gauge,
+        BYTES,
+        "Virtual memory size.",
+        |s| one(s.extra.process.virtual_bytes)
+    ),
+    samples!(
+        "process_open_fds",
+        Gauge,
+        None,
+        "Open file descriptors.",
+        |s| one(s.extra.process.open_fds)
+    ),
+    samples!(
+        "process_max_fds",
+        Gauge,
+        None,
+        "Limit of open file descriptors.",
+        |s| one(s.extra.process.max_fds)
+    ),
+    samples!(
+        "process_threads",
+        Gauge,
+        None,
+        "OS threads.",
+        |s| one(s.extra.process.threads)
+    ),
+    samples!(
+        "process_start_time",
+        Gauge,
+        SECONDS,
+        "Start time of the process since the Unix epoch.",
+        |s| one(s.extra.process.start_time_seconds)
+    ),
 ];
 
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"")
+impl MetricDef {
+    /// This metric's samples in `scrape`.
+    pub fn samples(&self, scrape: &Scrape) -> Vec<Sample> {
+        match &self.source {
+            Source::Value(read) => one(read(&scrape.stats)),
+            Source::Labeled { label, series } => series(&scrape.stats)
+                .into_iter()
+                .map(|(value, v)| Sample {
+                    labels: vec![(*label, value)],
+                    value: SampleValue::Number(v),
+                })
+                .collect(),
+            Source::Samples(read) => read(scrape),
+        }
+    }
 }
 
-/// The Prometheus text exposition of `stats`.
-pub fn render(stats: &Stats) -> String {
-    let mut out = String::with_capacity(4096);
-    for def in METRICS {
-        let name = def.name;
-        match &def.source {
-            Source::Value(value) => {
-                let Some(v) = value(stats) else { continue };
-                let _ = writeln!(
-                    out,
-                    "# HELP synckit_{name} {}\n# TYPE synckit_{name} {}\nsynckit_{name} {v}",
-                    def.help,
-                    def.kind.name()
-                );
+/// The scrape as a prometheus-client collector: every [`METRICS`] entry encoded by
+/// the crate (names, units, `_total`, escaping, histogram buckets).
+#[derive(Debug)]
+struct Collector(Scrape);
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        for def in METRICS {
+            let samples = def.samples(&self.0);
+            // An unknown value is left out rather than exported as 0.
+            if samples.is_empty() && !matches!(def.source, Source::Labeled { .. }) {
+                continue;
             }
-            Source::Labeled { label, series } => {
-                let _ = writeln!(
-                    out,
-                    "# HELP synckit_{name} {}\n# TYPE synckit_{name} {}",
-                    def.help,
-                    def.kind.name()
-                );
-                for (value, v) in series(stats) {
-                    let _ = writeln!(out, "synckit_{name}{{{label}=\"{}\"}} {v}", escape(&value));
+            let unit = def.unit.map(BaseUnit::unit);
+            let mut metric = encoder.encode_descriptor(
+                def.name,
+                def.help,
+                unit.as_ref(),
+                def.kind.metric_type(),
+            )?;
+            for sample in &samples {
+                let labels: Vec<(&str, &str)> = sample
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect();
+                if def.kind == Kind::Info {
+                    metric.encode_info(&labels)?;
+                    continue;
+                }
+                if labels.is_empty() {
+                    encode_value(&mut metric, def.kind, &sample.value)?;
+                } else {
+                    encode_value(&mut metric.encode_family(&labels)?, def.kind, &sample.value)?;
                 }
             }
         }
+        Ok(())
     }
-    let h = &stats.broadcast.latency_ms;
-    let _ = writeln!(out, "# HELP synckit_broadcast_latency_ms Time from first queued field to fan-out.\n# TYPE synckit_broadcast_latency_ms histogram");
-    for b in &h.buckets {
-        let le = b.le.map_or("+Inf".to_owned(), |le| le.to_string());
-        let _ = writeln!(
-            out,
-            "synckit_broadcast_latency_ms_bucket{{le=\"{le}\"}} {}",
-            b.count
-        );
+}
+
+fn encode_value(
+    metric: &mut prometheus_client::encoding::MetricEncoder,
+    kind: Kind,
+    value: &SampleValue,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::NoLabelSet;
+    // Whole numbers are written as integers (`3`, not `3.0`), as counts are.
+    let whole = |v: f64| v.fract() == 0.0 && v.abs() < 9.0e15;
+    match (value, kind) {
+        (SampleValue::Number(v), Kind::Counter) if whole(*v) && *v >= 0.0 => {
+            metric.encode_counter::<NoLabelSet, u64, f64>(&(*v as u64), None)
+        }
+        (SampleValue::Number(v), Kind::Counter) => {
+            metric.encode_counter::<NoLabelSet, f64, f64>(v, None)
+        }
+        (SampleValue::Number(v), _) if whole(*v) => metric.encode_gauge(&(*v as i64)),
+        (SampleValue::Number(v), _) => metric.encode_gauge(v),
+        (SampleValue::Histogram(h), _) => {
+            metric.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
+        }
     }
-    let _ = writeln!(
-        out,
-        "synckit_broadcast_latency_ms_sum {}\nsynckit_broadcast_latency_ms_count {}",
-        h.sum.unwrap_or(0.0),
-        h.count.unwrap_or(0)
-    );
-    out
+}
+
+/// The exposition of one scrape, in the OpenMetrics text format.
+pub fn render(scrape: Scrape) -> Result<String, std::fmt::Error> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Collector(scrape)));
+    let mut out = String::with_capacity(8192);
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -620,20 +1080,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_metric_reads_its_stats_field_and_unknowns_are_left_out() {
-        let mut stats = Stats::default();
-        stats.connections.open = Some(3);
-        stats.persistence.degraded = Some(true);
-        stats.messages.inbound = Some([("ping".to_owned(), 2)].into_iter().collect());
-        stats.errors = Some([("Bad \"x\"".to_owned(), 1)].into_iter().collect());
-        let text = render(&stats);
+    fn every_metric_reads_its_source_and_unknowns_are_left_out() {
+        let mut scrape = Scrape::default();
+        scrape.stats.connections.open = Some(3);
+        scrape.stats.persistence.degraded = Some(true);
+        scrape.stats.messages.inbound = Some([("ping".to_owned(), 2)].into_iter().collect());
+        scrape.stats.errors = Some([("Bad \"x\"".to_owned(), 1)].into_iter().collect());
+        scrape.stats.uptime_seconds = Some(5.0);
+        scrape.extra.jobs = vec![(
+            "cleanup".into(),
+            crate::metrics::JobTotals {
+                runs: 1,
+                last_success: Some(1_700_000_000.0),
+                ..Default::default()
+            },
+        )];
+        let text = render(scrape).expect("encode");
         assert!(
-            text.contains("# TYPE synckit_connections_open gauge\nsynckit_connections_open 3\n")
+            text.contains("# TYPE synckit_connections_open gauge\nsynckit_connections_open 3\n"),
+            "{text}"
         );
         assert!(text.contains("synckit_storage_degraded 1\n"));
-        assert!(text.contains("synckit_messages_in_total{type=\"ping\"} 2\n"));
-        assert!(text.contains("synckit_messages_in_total{type=\"delta\"} 0\n"));
-        assert!(text.contains("synckit_errors_total{error=\"Bad \\\"x\\\"\"} 1\n"));
+        assert!(
+            text.contains("# UNIT synckit_uptime_seconds seconds\n"),
+            "{text}"
+        );
+        assert!(text.contains("synckit_uptime_seconds 5\n"), "{text}");
+        assert!(
+            text.contains("synckit_messages_in_total{type=\"ping\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("synckit_messages_in_total{type=\"delta\"} 0"));
+        assert!(
+            text.contains("synckit_errors_total{error=\"Bad \\\"x\\\"\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("synckit_build_info{version=\""), "{text}");
+        assert!(
+            text.contains("synckit_broadcast_latency_seconds_bucket{le=\"0.001\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("synckit_maintenance_runs_total{task=\"cleanup\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "synckit_maintenance_last_success_timestamp_seconds{task=\"cleanup\"} 1700000000"
+            ),
+            "{text}"
+        );
         assert!(
             !text.contains("synckit_users "),
             "unknown values are not exported as 0"

@@ -323,10 +323,13 @@ async fn stats_and_metrics_live_on_the_admin_listener() {
         404
     );
     let r = http(admin, "GET", "/metrics", &[], None).await;
-    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
+    assert_eq!(
+        r.header("content-type"),
+        Some(synckit::server::stats::CONTENT_TYPE)
+    );
     assert!(r
         .body
-        .contains("# TYPE synckit_connections_accepted_total counter\n"));
+        .contains("# TYPE synckit_connections_accepted counter\n"));
     let s = http(admin, "GET", "/stats", &[], None).await.json();
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(s["connections"]["open"], 0);
@@ -387,8 +390,8 @@ async fn metrics_counters_move_with_traffic() {
         1.0
     );
     assert_eq!(m["synckit_documents_cached"], 1.0);
-    assert!(m["synckit_bytes_in_total"] > 0.0);
-    assert!(m["synckit_bytes_out_total"] > 0.0);
+    assert!(m["synckit_websocket_received_bytes_total"] > 0.0);
+    assert!(m["synckit_websocket_sent_bytes_total"] > 0.0);
     assert_eq!(m["synckit_connections_authenticated"], 1.0);
     await_metric(admin, "synckit_broadcast_flushes_total", 1.0).await;
 
@@ -683,13 +686,13 @@ async fn metrics_and_stats_come_from_one_table() {
     for def in synckit::server::stats::METRICS {
         if let synckit::server::stats::Source::Value(read) = &def.source {
             let Some(from_stats) = read(&s) else { continue };
-            let name = format!("synckit_{}", def.name);
+            let name = def.sample_name();
             let scraped = m
                 .get(&name)
                 .copied()
                 .unwrap_or_else(|| panic!("{name} exported"));
             // Gauges like uptime move between the two requests; counters here do not.
-            if def.name != "uptime_seconds" && def.name != "pubsub_ping_ms" {
+            if def.name != "synckit_uptime" && def.name != "synckit_pubsub_ping" {
                 assert_eq!(scraped, from_stats, "{name}");
             }
         }

@@ -1057,12 +1057,18 @@ impl StorageAdapter for PostgresStorage {
     }
 
     async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
+        let started = std::time::Instant::now();
         let result = sync_path::load_document(&self.pool, id).await;
+        crate::metrics::PROCESS.postgres_load.observe_since(started);
         self.observe(result)
     }
 
     async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let result = sync_path::write_batch(&self.pool, writes).await;
+        crate::metrics::PROCESS
+            .postgres_write
+            .observe_since(started);
         self.observe(result)
     }
 }

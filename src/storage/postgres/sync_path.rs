@@ -194,7 +194,11 @@ pub async fn write_batch(pool: &PgPool, writes: &[DocumentWrite]) -> Result<(), 
         return Ok(());
     }
     let cols = columns(writes);
+    let acquiring = std::time::Instant::now();
     let mut tx = pool.begin().await.map_err(classify)?;
+    crate::metrics::PROCESS
+        .postgres_acquire
+        .observe_since(acquiring);
     sqlx::query(UPSERT_DOCUMENTS)
         .bind(&cols.doc_ids)
         .bind(&cols.doc_states)
