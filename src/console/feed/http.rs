@@ -1,13 +1,15 @@
-//! A tiny HTTP/1.1 client for the admin API: one request per connection
-//! (`Connection: close`), JSON bodies, plain `http://` on loopback or a private
-//! network. The admin API needs nothing more, and this keeps a full HTTP client
-//! stack out of the binary.
+//! The one HTTP client of synckit (the console's admin-API polls and actions, and the
+//! tests' helper): hyper-util's client over plain `http://` (loopback or a private
+//! network, as the admin listener is), one request per connection, JSON bodies, a
+//! bounded response.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest response read: the biggest admin page is well under this.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -47,8 +49,89 @@ pub fn encode_segment(segment: &str) -> String {
     out
 }
 
-/// Send one request and parse the JSON answer: `(status, body)`; a non-JSON body
-/// comes back as a JSON string.
+/// One answer: status, headers (names lower-case) and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// Send one request to `host:port` and read the whole answer, within `timeout`.
+/// A `Host` header in `headers` replaces the one the client would send; a body is
+/// sent as JSON.
+pub async fn send(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<Reply, HttpError> {
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{host}{path}"))
+        // No connection outlives its request: a server draining for shutdown is
+        // never held open by an idle pooled connection.
+        .header(hyper::header::CONNECTION, "close");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if body.is_some() {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .map_err(|e| HttpError::Address(format!("{host}{path}: {e}")))?;
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Full<Bytes>>();
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| HttpError::Connect(error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| HttpError::Malformed(e.to_string()))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout)?
+}
+
+/// The error and its causes (hyper-util's own message alone says only "client error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// The admin API's request: `(status, body)` with the body parsed as JSON (a
+/// non-JSON body comes back as a JSON string).
 pub async fn request(
     address: &str,
     method: &str,
@@ -57,117 +140,20 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<(u16, Value), HttpError> {
     let host = authority(address)?;
-    tokio::time::timeout(timeout, exchange(&host, method, path, bearer))
-        .await
-        .map_err(|_| HttpError::Timeout)?
-}
-
-async fn exchange(
-    host: &str,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-) -> Result<(u16, Value), HttpError> {
-    let mut stream = TcpStream::connect(host)
-        .await
-        .map_err(|e| HttpError::Connect(e.to_string()))?;
-    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| HttpError::Connect(e.to_string()))?;
-    let mut raw = Vec::with_capacity(8192);
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| HttpError::Connect(e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&chunk[..n]);
-        if raw.len() > MAX_RESPONSE_BYTES {
-            return Err(HttpError::Malformed("response too large".into()));
-        }
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("accept", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("authorization", auth.as_str()));
     }
-    parse_response(&raw)
-}
-
-/// Status line, headers, body (content-length, chunked, or to the end).
-pub fn parse_response(raw: &[u8]) -> Result<(u16, Value), HttpError> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| HttpError::Malformed("no end of headers".into()))?;
-    let head = std::str::from_utf8(&raw[..split])
-        .map_err(|_| HttpError::Malformed("headers are not UTF-8".into()))?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| HttpError::Malformed("bad status line".into()))?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = &raw[split + 4..];
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    let value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Ok((status, value))
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, HttpError> {
-    let mut out = Vec::new();
-    loop {
-        let end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| HttpError::Malformed("bad chunk".into()))?;
-        let size_text = std::str::from_utf8(&body[..end])
-            .map_err(|_| HttpError::Malformed("bad chunk size".into()))?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| HttpError::Malformed("bad chunk size".into()))?;
-        body = &body[end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if body.len() < size {
-            return Err(HttpError::Malformed("truncated chunk".into()));
-        }
-        out.extend_from_slice(&body[..size]);
-        body = body.get(size + 2..).unwrap_or(&[]);
-    }
+    let reply = send(&host, method, path, &headers, None, timeout).await?;
+    let value = serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into_owned()));
+    Ok((reply.status, value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_bodies() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
-        assert_eq!(
-            parse_response(plain),
-            Ok((200, serde_json::json!({"a": 1})))
-        );
-        let chunked =
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":2}\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_response(chunked),
-            Ok((404, serde_json::json!({"a": 2})))
-        );
-        assert!(parse_response(b"garbage").is_err());
-    }
 
     #[test]
     fn addresses_and_segments() {

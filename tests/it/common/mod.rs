@@ -1,6 +1,7 @@
 //! Test harness: an in-process server on 127.0.0.1:0 and a tiny protocol client.
 #![allow(dead_code)]
 
+pub mod exposition;
 pub mod proxy;
 pub mod redis;
 
@@ -303,7 +304,8 @@ pub async fn http(
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-/// Like [`http`] but an I/O failure (e.g. connection refused) is an `Err`.
+/// Like [`http`] but an I/O failure (e.g. connection refused) is an `Err`. Sent
+/// through the server's own HTTP client (`synckit::console::feed::http`).
 pub async fn try_http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -311,72 +313,24 @@ pub async fn try_http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> std::io::Result<HttpResponse> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-            req.push_str(&format!("Host: {addr}\r\n"));
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        if let Some(b) = body {
-            req.push_str(b);
-        }
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(5), io)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "http timeout"))??;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no header end in {raw:?}")))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size_str = String::from_utf8_lossy(&rest[..eol]).to_string();
-            let size = usize::from_str_radix(size_str.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            let start = eol + 2;
-            out.extend_from_slice(&rest[start..start + size]);
-            rest = &rest[start + size + 2..];
-        }
-        body = out;
-    }
-    Ok(HttpResponse {
-        status,
+    use synckit::console::feed::http::{send, HttpError};
+    let reply = send(
+        &addr.to_string(),
+        method,
+        path,
         headers,
-        body: String::from_utf8(body).expect("utf-8 body"),
+        body,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| match e {
+        HttpError::Timeout => std::io::Error::new(std::io::ErrorKind::TimedOut, "http timeout"),
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    Ok(HttpResponse {
+        status: reply.status,
+        headers: reply.headers,
+        body: String::from_utf8(reply.body.to_vec()).expect("utf-8 body"),
     })
 }
 
