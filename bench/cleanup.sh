@@ -3,7 +3,7 @@
 # PostgreSQL-backed server takes writes on the same database: cleanup wall time, and
 # the writers' ack latency with and without the cleanup running.
 set -u
-BIN="$(dirname "$0")/../target/release"
+BIN="$(dirname "$0")/../target/${SYNCKIT_BENCH_PROFILE:-dist}"
 DB=postgres://postgres@127.0.0.1:5432/bench_cleanup
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS bench_cleanup" -c "CREATE DATABASE bench_cleanup" >/dev/null
 DATABASE_URL=$DB $BIN/synckit migrate >/dev/null

@@ -2,7 +2,7 @@
 # Cross-instance delivery: writer on A, 100 subscribers on B (one Redis), against the
 # single-instance figure (writer and subscribers on A) in the same run.
 set -u
-BIN="$(dirname "$0")/../target/release"
+BIN="$(dirname "$0")/../target/${SYNCKIT_BENCH_PROFILE:-dist}"
 PREFIX="bench-$(date +%s):"
 common="SYNCKIT_AUTH_REQUIRED=false SYNCKIT_MAX_MESSAGES_PER_MINUTE=0 SYNCKIT_MAX_CONNECTIONS_PER_IP=20000 WS_MAX_CONNECTIONS=20000 SYNCKIT_ADMIN_LISTEN=off RUST_LOG=warn REDIS_URL=redis://127.0.0.1:6379 REDIS_CHANNEL_PREFIX=$PREFIX SYNC_BATCH_DELAY=${BATCH:-50}"
 env $common PORT=18231 $BIN/synckit serve 2>/tmp/cluster-a.log & a=$!

@@ -2,7 +2,7 @@
 # Persisted field writes/s: the same many-docs load against an in-memory server and a
 # PostgreSQL-backed one (acks only after commit), alternating, in one run.
 set -u
-BIN="$(dirname "$0")/../target/release"
+BIN="$(dirname "$0")/../target/${SYNCKIT_BENCH_PROFILE:-dist}"
 common="SYNCKIT_AUTH_REQUIRED=false SYNCKIT_MAX_MESSAGES_PER_MINUTE=0 SYNCKIT_MAX_CONNECTIONS_PER_IP=20000 WS_MAX_CONNECTIONS=20000 SYNCKIT_ADMIN_LISTEN=off RUST_LOG=warn"
 for round in 1 2; do
   for mode in memory postgres; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 2 figures on one in-memory server per setting; two rounds each.
 set -u
-BIN="$(dirname "$0")/../target/release"
+BIN="$(dirname "$0")/../target/${SYNCKIT_BENCH_PROFILE:-dist}"
 ulimit -n 65536
 common="SYNCKIT_AUTH_REQUIRED=false SYNCKIT_MAX_MESSAGES_PER_MINUTE=0 SYNCKIT_MAX_CONNECTIONS_PER_IP=20000 WS_MAX_CONNECTIONS=20000 SYNCKIT_ADMIN_LISTEN=off RUST_LOG=warn"
 start() { env $common SYNC_BATCH_DELAY=$1 PORT=18240 $BIN/synckit serve 2>/dev/null & pid=$!; for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18240) 2>/dev/null && break; sleep 0.1; done; }
