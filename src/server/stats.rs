@@ -304,6 +304,14 @@ impl HistogramValue {
     /// The broadcast latency of `/stats` (cumulative counts in ms), in seconds.
     fn from_stats(l: &LatencyStats) -> HistogramValue {
         let mut previous = 0;
+        if l.buckets.is_empty() {
+            // Every histogram has its +Inf bucket, even one `/stats` left empty.
+            return HistogramValue {
+                sum: l.sum.unwrap_or(0.0) / 1000.0,
+                count: l.count.unwrap_or(0),
+                buckets: vec![(f64::MAX, l.count.unwrap_or(0))],
+            };
+        }
         HistogramValue {
             sum: l.sum.unwrap_or(0.0) / 1000.0,
             count: l.count.unwrap_or(0),
@@ -1000,7 +1008,7 @@ impl MetricDef {
 }
 
 /// The scrape as a prometheus-client collector: every [`METRICS`] entry encoded by
-/// the crate (names, units, `_total`, escaping, histogram buckets).
+/// the crate (names, units, `_total`, histogram buckets).
 #[derive(Debug)]
 struct Collector(Scrape);
 
@@ -1023,10 +1031,11 @@ impl prometheus_client::collector::Collector for Collector {
                 def.kind.metric_type(),
             )?;
             for sample in &samples {
-                let labels: Vec<(&str, &str)> = sample
+                // prometheus-client 0.23 writes label values as given: escape them.
+                let labels: Vec<(&str, String)> = sample
                     .labels
                     .iter()
-                    .map(|(k, v)| (*k, v.as_str()))
+                    .map(|(k, v)| (*k, escape_label(v)))
                     .collect();
                 if def.kind == Kind::Info {
                     metric.encode_info(&labels)?;
@@ -1041,6 +1050,14 @@ impl prometheus_client::collector::Collector for Collector {
         }
         Ok(())
     }
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn encode_value(
@@ -1087,6 +1104,7 @@ mod tests {
         scrape.stats.messages.inbound = Some([("ping".to_owned(), 2)].into_iter().collect());
         scrape.stats.errors = Some([("Bad \"x\"".to_owned(), 1)].into_iter().collect());
         scrape.stats.uptime_seconds = Some(5.0);
+        scrape.stats.broadcast.latency_ms = latency(&crate::metrics::Histogram::default());
         scrape.extra.jobs = vec![(
             "cleanup".into(),
             crate::metrics::JobTotals {
