@@ -226,3 +226,47 @@ async fn an_unmigrated_database_exits_4_and_says_to_migrate(pool: PgPool) {
     let cleaned = run(&["cleanup", "--dry-run"], &env);
     assert!(cleaned.status.success(), "{}", stderr(&cleaned));
 }
+
+/// Every key of a JSON value, recursively, except the free-form maps whose keys are
+/// data (none in this report).
+fn keys(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                out.push(k.clone());
+                keys(v, out);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn check_config_json_is_typed_and_camel_case() {
+    let out = run(
+        &["check-config", "--json"],
+        &[("SYNCKIT_AUTH_REQUIRED", "false")],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let resolved = &report["resolved"];
+    assert_eq!(resolved["authRequired"], false, "{resolved}");
+    assert!(resolved["maxConnectionsPerIp"].is_u64(), "{resolved}");
+    assert!(resolved["apiKeys"].is_u64());
+    assert!(resolved["autoMigrate"].is_boolean());
+    assert!(resolved["corsOrigins"].is_array());
+    assert!(
+        resolved["adminListen"].is_null(),
+        "admin listener off: {resolved}"
+    );
+    assert!(report["exitCode"].is_u64());
+    assert!(report["ok"].is_boolean());
+    let mut all = Vec::new();
+    keys(&report, &mut all);
+    for key in all {
+        assert!(
+            !key.contains('_') && !key.contains('-'),
+            "one key style (camelCase): {key}"
+        );
+    }
+}
