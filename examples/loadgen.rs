@@ -1,6 +1,6 @@
 //! `loadgen` — benchmark load generator for a SyncKit-compatible WebSocket sync server.
 //!
-//! It speaks the binary protocol of `PROTOCOL.md` §2.1 (13-byte header: u8 type code,
+//! It speaks the binary protocol of `docs/protocol.md` §2.1 (13-byte header: u8 type code,
 //! i64 big-endian epoch-ms timestamp, u32 big-endian payload length, then a JSON object)
 //! against a server running with auth disabled (connections are auto-authenticated at
 //! connect, so no `auth` message is sent). Every run prints exactly ONE JSON object on
@@ -85,7 +85,7 @@ use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStre
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-// Wire type codes (PROTOCOL.md §3). Only these are used; everything else is ignored.
+// Wire type codes (docs/protocol.md §3). Only these are used; everything else is ignored.
 const T_SUBSCRIBE: u8 = 0x10;
 const T_SYNC_RESPONSE: u8 = 0x13;
 const T_DELTA: u8 = 0x20;

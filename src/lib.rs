@@ -1,7 +1,7 @@
 //! synckit: a SyncKit-compatible sync server and its operator tools, in one binary.
 //!
 //! Layers (imports point down only): `cli` → `server` → `sync`, `auth`, `storage`,
-//! `awareness`, `pubsub` → `protocol`. See DESIGN.md in the shared folder and the
+//! `awareness`, `pubsub` → `protocol`. See ARCHITECTURE.md and the
 //! README's architecture section.
 #![forbid(unsafe_code)]
 

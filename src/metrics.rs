@@ -1,4 +1,4 @@
-//! Process-wide counters behind `/stats` and `/metrics` (OPERATIONS.md §7.3). Every
+//! Process-wide counters behind `/stats` and `/metrics` (docs/operations.md §7.3). Every
 //! counter here is incremented somewhere on the real path; none is decorative.
 
 use std::collections::HashMap;

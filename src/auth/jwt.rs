@@ -1,4 +1,4 @@
-//! JWT verification and issuance (PROTOCOL.md §5.3, OPERATIONS.md §2), plus API keys.
+//! JWT verification and issuance (docs/protocol.md §5.3, docs/operations.md §2), plus API keys.
 //!
 //! Accepts tokens from every upstream issuer: user id in `userId` or `sub`,
 //! `permissions` as an object or a JSON string, `exp`/`nbf` checked when present with

@@ -1,5 +1,5 @@
 //! Authentication and authorization: JWT (HS256/384/512), API keys, and the
-//! per-document permission checks of PROTOCOL.md §5–§6.
+//! per-document permission checks of docs/protocol.md §5–§6.
 
 pub mod jwt;
 pub mod permissions;

@@ -1,4 +1,4 @@
-//! Who a connection is and what it may read and write (PROTOCOL.md §6).
+//! Who a connection is and what it may read and write (docs/protocol.md §6).
 
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! Awareness (presence) store seam (PROTOCOL.md §7.13–§7.16).
+//! Awareness (presence) store seam (docs/protocol.md §7.13–§7.16).
 //!
 //! Rules every store implements: an update with `clock` ≤ the stored clock is stale
 //! and ignored; a `null` state (leave) removes the entry whatever its clock; an entry

@@ -1,5 +1,5 @@
 //! Redis awareness store (`--awareness-store redis`, T6-08): presence shared by every
-//! instance on one Redis, in the C# server's key layout (STORAGE.md §6.5) so Rust and
+//! instance on one Redis, in the C# server's key layout (docs/storage.md §6.5) so Rust and
 //! C# instances can read each other's entries.
 //!
 //! # Keys (`<prefix>` defaults to C#'s hard-coded `synckit:`)
@@ -27,7 +27,7 @@
 //!   the entry's `connectionId` inside the script, so a stale member removes nothing.
 //! - **`PEXPIRE`** of `timeout × 2` on the hash, the sorted set and the connection
 //!   index, refreshed by every accepted write, so documents (and connections) nobody
-//!   sweeps any more disappear (STORAGE.md §6.5 asks for it). This TTL runs on Redis's
+//!   sweeps any more disappear (docs/storage.md §6.5 asks for it). This TTL runs on Redis's
 //!   clock; it is a safety net far behind the sweeper, not the expiry rule.
 //! - **The document set is kept tidy**: a document leaves `awareness:docs` once its hash
 //!   is empty (or gone through `PEXPIRE`, noticed by the next prune), instead of holding

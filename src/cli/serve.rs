@@ -1,4 +1,4 @@
-//! `synckit serve`: every setting of OPERATIONS.md §4.4 that applies, as a flag with
+//! `synckit serve`: every setting of docs/operations.md §4.4 that applies, as a flag with
 //! its env var (TS names first; aliases noted in the help and resolved here).
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -488,7 +488,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Build the backends. With PostgreSQL, one connection attempt is made now: a schema
 /// that is missing objects (and may not be migrated) stops the start with the fix;
 /// an unreachable database does not — the server serves from memory and the writer
-/// keeps retrying (STORAGE.md §5).
+/// keeps retrying (docs/storage.md §5).
 async fn backends(
     config: &ServerConfig,
     database: Option<PostgresSettings>,
@@ -559,7 +559,7 @@ async fn storage_backends(
 }
 
 /// The Redis pub/sub backend when `REDIS_URL` is set. It connects in the background:
-/// Redis being down does not stop the start (STORAGE.md §6.6).
+/// Redis being down does not stop the start (docs/storage.md §6.6).
 fn redis_pubsub(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn PubSub>>> {
     let Some(target) = &config.redis else {
         return Ok(None);

@@ -1,4 +1,4 @@
-//! Retention cleanup (STORAGE.md §4): old sessions, deltas and snapshots, deleted in
+//! Retention cleanup (docs/storage.md §4): old sessions, deltas and snapshots, deleted in
 //! bounded batches by the storage adapter so the sync path never waits on it.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Inbound decoding: one WebSocket data frame → one logical message (PROTOCOL.md §2).
+//! Inbound decoding: one WebSocket data frame → one logical message (docs/protocol.md §2).
 //!
 //! Every frame is classified on its own: a text frame, or a binary frame whose first
 //! byte is `{`, is JSON; anything else is a 13-byte-header binary frame.

@@ -1,4 +1,4 @@
-//! Document id rules (PROTOCOL.md §11.3, capped at 255 for the storage column).
+//! Document id rules (docs/protocol.md §11.3, capped at 255 for the storage column).
 
 /// Longest accepted id: `documents.id` is `VARCHAR(255)`, so 256 (the TS validator's
 /// limit) would be accepted on the wire and then fail to persist.

@@ -1,6 +1,6 @@
 //! Outbound encoding. The body is serialized once; the envelope differs per encoding:
 //! binary payloads carry `id` but not `type`/`timestamp` (those are in the header, TS
-//! form, PROTOCOL.md §2.1), JSON text is the flat object with all three (§2.2).
+//! form, docs/protocol.md §2.1), JSON text is the flat object with all three (§2.2).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -80,7 +80,7 @@ pub fn encode_body(
     }
 }
 
-/// Body of a broadcast field `delta` in the SDK shape (PROTOCOL.md §7.7), built without
+/// Body of a broadcast field `delta` in the SDK shape (docs/protocol.md §7.7), built without
 /// an intermediate `Value` because it is the hot path of fan-out. `clock_json` is the
 /// document clock serialized once per flush.
 pub fn field_delta_body(document_id: &str, field: &str, value: &Value, clock_json: &str) -> String {

@@ -1,4 +1,4 @@
-//! The error catalogue (PROTOCOL.md §12): the exact strings clients see.
+//! The error catalogue (docs/protocol.md §12): the exact strings clients see.
 //!
 //! TS strings are kept byte-identical; the two Rust additions follow the same shape.
 
@@ -86,7 +86,7 @@ pub fn invalid_message_type(name: &str) -> String {
     format!("Invalid message type: {name}")
 }
 
-/// WebSocket close codes and reasons (PROTOCOL.md §1, §12).
+/// WebSocket close codes and reasons (docs/protocol.md §1, §12).
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;

@@ -1,4 +1,4 @@
-//! The 13-byte binary frame header (PROTOCOL.md §2.1): type code, big-endian i64
+//! The 13-byte binary frame header (docs/protocol.md §2.1): type code, big-endian i64
 //! timestamp (epoch ms), big-endian u32 payload length, then the JSON payload.
 
 /// Size of the binary header.

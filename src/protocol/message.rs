@@ -2,7 +2,7 @@
 //!
 //! Parsing is lenient on purpose: fields a handler must validate (document id, delta
 //! content) are kept as options so the handler can answer with the exact TS error in
-//! the TS order (PROTOCOL.md §7).
+//! the TS order (docs/protocol.md §7).
 
 use serde_json::{Map, Value};
 
@@ -21,7 +21,7 @@ pub fn tombstone() -> Value {
     Value::Object(m)
 }
 
-/// A `delta` message normalised from either shape of PROTOCOL.md §7.6.
+/// A `delta` message normalised from either shape of docs/protocol.md §7.6.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeltaMessage {
     pub document_id: Option<String>,
@@ -34,7 +34,7 @@ pub struct DeltaMessage {
     pub message_id: Option<String>,
 }
 
-/// A `delta_batch` (SDK 0.3.0's write path, PROTOCOL.md §7.8).
+/// A `delta_batch` (SDK 0.3.0's write path, docs/protocol.md §7.8).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeltaBatchMessage {
     pub document_id: Option<String>,
@@ -43,7 +43,7 @@ pub struct DeltaBatchMessage {
     pub message_id: Option<String>,
 }
 
-/// One slice of a chunked message (PROTOCOL.md §7.10); `None` fields are malformed.
+/// One slice of a chunked message (docs/protocol.md §7.10); `None` fields are malformed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkMessage {
     pub chunk_id: Option<String>,
@@ -241,7 +241,7 @@ pub struct AwarenessStateEntry {
 }
 
 /// Everything the server sends. The body never contains `type`, `id` or `timestamp`:
-/// the encoder adds those per encoding (PROTOCOL.md §2.1/§2.2).
+/// the encoder adds those per encoding (docs/protocol.md §2.1/§2.2).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
     AuthSuccess {

@@ -1,6 +1,6 @@
 //! Message type codes (binary header byte) and their snake_case names (JSON `type`).
 
-/// Every message type of PROTOCOL.md §3.
+/// Every message type of docs/protocol.md §3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
     Connect,
@@ -147,7 +147,7 @@ impl MessageType {
         MessageType::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    /// Whether a client may send this type (TS validator list, PROTOCOL.md §3).
+    /// Whether a client may send this type (TS validator list, docs/protocol.md §3).
     pub fn is_client_sendable(self) -> bool {
         matches!(
             self,

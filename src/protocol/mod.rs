@@ -3,7 +3,7 @@
 //! Pure functions over bytes, no I/O. Decoding distinguishes a frame that is
 //! *incomplete* (shorter than its header says), *invalid* (not a JSON object, missing
 //! `type`) and of *unknown type*; all three are answered by the caller with
-//! `error "Invalid message format"` per PROTOCOL.md §2.1/§12.
+//! `error "Invalid message format"` per docs/protocol.md §2.1/§12.
 
 pub mod decode;
 pub mod document_id;

@@ -1,4 +1,4 @@
-//! Pub/sub seam between instances (STORAGE.md §6.4). The server publishes every
+//! Pub/sub seam between instances (docs/storage.md §6.4). The server publishes every
 //! broadcast flush, text relay and accepted awareness update; the relay applies what
 //! other instances publish. Publishing never blocks the sync path: an implementation
 //! queues or drops (and counts the drop).

@@ -1,4 +1,4 @@
-//! Fleet presence on `<prefix>presence` (STORAGE.md §6.4): the TS payloads
+//! Fleet presence on `<prefix>presence` (docs/storage.md §6.4): the TS payloads
 //! `server_online` / `server_offline`, plus a periodic `server_heartbeat` carrying
 //! the instance's stats, and the table every instance keeps of the others.
 //!

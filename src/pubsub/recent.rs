@@ -1,4 +1,4 @@
-//! Memory of the message ids this instance published (STORAGE.md §6.4, C#'s loop
+//! Memory of the message ids this instance published (docs/storage.md §6.4, C#'s loop
 //! prevention). The `origin` key already cuts our own messages when Redis echoes
 //! them to our subscriber; the ids are the second line for messages that lose or
 //! never had that key (C# peers publish none).

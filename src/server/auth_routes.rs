@@ -1,4 +1,4 @@
-//! HTTP auth routes with TS bodies (OPERATIONS.md §2). `/auth/login` is the upstream
+//! HTTP auth routes with TS bodies (docs/operations.md §2). `/auth/login` is the upstream
 //! demo (any email and password get a token) and exists only when
 //! `SYNCKIT_DEMO_LOGIN=true`; real deployments mint tokens in their own backend.
 

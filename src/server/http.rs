@@ -1,4 +1,4 @@
-//! Plain HTTP endpoints (OPERATIONS.md §1): info, health probes, stats, Prometheus
+//! Plain HTTP endpoints (docs/operations.md §1): info, health probes, stats, Prometheus
 //! metrics, rooms; plus the awareness expiry sweep and the common response layers.
 
 use std::sync::Arc;
@@ -266,7 +266,7 @@ pub fn with_common_layers(
         .layer(cors)
 }
 
-/// Expire awareness entries and broadcast their leaves (PROTOCOL.md §7.16).
+/// Expire awareness entries and broadcast their leaves (docs/protocol.md §7.16).
 pub async fn awareness_sweeper(state: Arc<AppState>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.awareness_sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

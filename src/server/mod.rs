@@ -176,7 +176,7 @@ impl Server {
         Server { state, flush_queue }
     }
 
-    /// Serve until `shutdown` is cancelled, then drain (OPERATIONS.md §6). Returns
+    /// Serve until `shutdown` is cancelled, then drain (docs/operations.md §6). Returns
     /// whether every pending write was persisted within the shutdown budget.
     pub async fn run(
         self,
@@ -215,7 +215,7 @@ impl Server {
         tokio::spawn(watch::run(state.clone(), background.clone()));
 
         // The listeners stay open while draining so readiness answers 503 and new
-        // upgrades are refused with 503 (OPERATIONS.md §6 step 1); they close at the end.
+        // upgrades are refused with 503 (docs/operations.md §6 step 1); they close at the end.
         let listeners_stop = CancellationToken::new();
         let public = public_router(state.clone());
         let options = listen::ListenOptions {

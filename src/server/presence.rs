@@ -1,4 +1,4 @@
-//! This instance's presence on `<prefix>presence` (STORAGE.md §6.4): `server_online`
+//! This instance's presence on `<prefix>presence` (docs/storage.md §6.4): `server_online`
 //! whenever pub/sub (re)connects — with `"resync": true` after an outage, so peers
 //! read back what we wrote while cut off — a `server_heartbeat` with our stats every
 //! period, and `server_offline` when the server stops. What the peers announce is

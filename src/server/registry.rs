@@ -1,4 +1,4 @@
-//! Connection admission (PROTOCOL.md §1): per-IP and total limits. An IPv6 client
+//! Connection admission (docs/protocol.md §1): per-IP and total limits. An IPv6 client
 //! is counted by its network (`SYNCKIT_IPV6_PREFIX_LEN`, /64 by default): one host
 //! is usually handed a whole /64, so counting single addresses would let it open
 //! 2^64 × the per-IP limit.

@@ -1,6 +1,6 @@
 //! In-memory storage: the embedded default and the reference the PostgreSQL adapter
 //! is held to. It implements the whole [`StorageAdapter`] with the semantics of the
-//! canonical schema (STORAGE.md §1–§4) — `version` 1 on insert and +1 per update as
+//! canonical schema (docs/storage.md §1–§4) — `version` 1 on insert and +1 per update as
 //! the triggers do, cascading deletes, TS-readable `documents.state`, batched
 //! cleanup — so the shared conformance suite passes unchanged against both. Data
 //! survives hub eviction, not restarts.

@@ -61,7 +61,7 @@ impl DocumentWrite {
     }
 }
 
-/// A row of the `sessions` table (STORAGE.md §2.5).
+/// A row of the `sessions` table (docs/storage.md §2.5).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
     pub id: String,
@@ -111,7 +111,7 @@ impl StorageError {
     }
 }
 
-/// A `documents` row (STORAGE.md §1.1); `state` is the stored JSON as is.
+/// A `documents` row (docs/storage.md §1.1); `state` is the stored JSON as is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DocumentRow {
     pub id: String,
@@ -231,7 +231,7 @@ pub struct CleanupOptions {
 }
 
 impl Default for CleanupOptions {
-    /// TS defaults (STORAGE.md §4): 24 h, 30 days, 7 days, 10 per document.
+    /// TS defaults (docs/storage.md §4): 24 h, 30 days, 7 days, 10 per document.
     fn default() -> CleanupOptions {
         CleanupOptions {
             sessions_older_than: Some(Duration::from_secs(24 * 3600)),
@@ -303,7 +303,7 @@ pub struct RunOutcome {
 /// One maintenance run (a `maintenance_runs` row); the admin API lists it as is.
 pub use crate::admin_api::maintenance::RunRecord;
 
-/// The storage surface (STORAGE.md §3, the T6-01 operations, plus the two the sync
+/// The storage surface (docs/storage.md §3, the T6-01 operations, plus the two the sync
 /// path needs: [`load_document`](StorageAdapter::load_document) and the
 /// transactional [`write_batch`](StorageAdapter::write_batch)).
 #[async_trait]

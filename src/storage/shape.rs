@@ -1,4 +1,4 @@
-//! The JSON shapes SyncKit servers keep in PostgreSQL (STORAGE.md §2), read the same
+//! The JSON shapes SyncKit servers keep in PostgreSQL (docs/storage.md §2), read the same
 //! way by both storage backends: TS text documents inside `documents.state`, and field
 //! maps rebuilt from `deltas` rows.
 
@@ -17,7 +17,7 @@ pub fn text_state(state: &Value) -> Option<(String, f64)> {
     Some((crdt.to_owned(), clock))
 }
 
-/// Replay delta rows (STORAGE.md §2.1): `set` of a field assigns it; `set` with an
+/// Replay delta rows (docs/storage.md §2.1): `set` of a field assigns it; `set` with an
 /// empty path and an object value (C#'s form) assigns each key, where
 /// `{"__deleted":true}` removes it; `delete` removes.
 pub fn rebuild_fields(rows: Vec<(String, String, Option<Value>)>) -> Map<String, Value> {
@@ -28,7 +28,7 @@ pub fn rebuild_fields(rows: Vec<(String, String, Option<Value>)>) -> Map<String,
                 fields.insert(path, value);
             }
             ("set", false, None) => {
-                // TS wrote SQL NULL for falsy values (STORAGE.md §2.3).
+                // TS wrote SQL NULL for falsy values (docs/storage.md §2.3).
                 fields.insert(path, Value::Null);
             }
             ("set", true, Some(Value::Object(map))) => {

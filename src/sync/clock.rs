@@ -1,4 +1,4 @@
-//! Vector clocks: per-writer counters, merged by max (PROTOCOL.md §8.3).
+//! Vector clocks: per-writer counters, merged by max (docs/protocol.md §8.3).
 
 use std::collections::HashMap;
 

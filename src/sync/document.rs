@@ -1,5 +1,5 @@
 //! One document's authoritative state: LWW field map, vector clock, text state
-//! (PROTOCOL.md §8.1–§8.5).
+//! (docs/protocol.md §8.1–§8.5).
 //!
 //! Writes to a document are serialized by the hub's per-document lock, so "last
 //! writer wins by server arrival" is simply "last processed wins": a set overwrites,

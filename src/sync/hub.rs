@@ -1,5 +1,5 @@
 //! Live documents and their subscribers; broadcast batching and fan-out
-//! (PROTOCOL.md §8.6–§8.8).
+//! (docs/protocol.md §8.6–§8.8).
 //!
 //! Each document has its own lock, held only for in-memory work (never across an
 //! await). Field results are coalesced per document for the batch window and then
@@ -278,7 +278,7 @@ impl Hub {
         };
         let stored = match load {
             Ok(stored) => stored,
-            // Storage down: serve the document from memory (STORAGE.md §5). Writes
+            // Storage down: serve the document from memory (docs/storage.md §5). Writes
             // still queue as patches merged into the stored fields, so nothing the
             // database holds is overwritten; the stored fields themselves show up
             // once the document is loaded again after the database returns.

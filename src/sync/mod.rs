@@ -75,7 +75,7 @@ pub struct SyncService {
     pub events: Arc<crate::events::EventLog>,
 }
 
-/// The TS/Go/Python playground policy (PROTOCOL.md §6), opt-in.
+/// The TS/Go/Python playground policy (docs/protocol.md §6), opt-in.
 pub fn playground_allows(document_id: &str) -> bool {
     document_id == "playground"
         || document_id.starts_with("playground:")

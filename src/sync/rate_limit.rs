@@ -1,4 +1,4 @@
-//! Per-connection message rate limit over a sliding 60 s window (PROTOCOL.md §11.1).
+//! Per-connection message rate limit over a sliding 60 s window (docs/protocol.md §11.1).
 //!
 //! A sliding-window *counter* (current window's count plus the previous window's,
 //! weighted by how much of it still overlaps) instead of a log of timestamps: O(1)

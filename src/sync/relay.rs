@@ -1,6 +1,6 @@
 //! Bridge between the hub and pub/sub: what this instance publishes besides flushes
 //! (text relays, awareness), and the loop that applies what other instances publish
-//! (STORAGE.md §6.4). Messages carry `origin` = the publishing instance, and we
+//! (docs/storage.md §6.4). Messages carry `origin` = the publishing instance, and we
 //! remember the ids we published, so our own messages are dropped when Redis echoes
 //! them. Presence messages update the fleet table and may ask for a resync.
 

@@ -1,4 +1,4 @@
-//! Resynchronisation after a pub/sub outage (STORAGE.md §6.6).
+//! Resynchronisation after a pub/sub outage (docs/storage.md §6.6).
 //!
 //! While Redis was unreachable every instance kept serving its own clients, and the
 //! updates they exchanged never crossed. Each instance persisted what it accepted,

@@ -1,5 +1,5 @@
 //! One connection's state machine: encoding, authentication, subscriptions, rate
-//! limit, chunk reassembly, and the handler of every client message (PROTOCOL.md §5–§7).
+//! limit, chunk reassembly, and the handler of every client message (docs/protocol.md §5–§7).
 //!
 //! Replies go to the connection's outbox in order. Acks wait until the write is
 //! durable; they are queued as futures in arrival order so one connection can keep
@@ -506,7 +506,7 @@ impl Session {
                     ClientMessage::AwarenessUpdate(update) => {
                         self.on_awareness_update(update).await
                     }
-                    // Client acks are accepted and ignored (PROTOCOL.md §7.11).
+                    // Client acks are accepted and ignored (docs/protocol.md §7.11).
                     _ => {}
                 }
             }
@@ -733,7 +733,7 @@ impl Session {
 
     /// Subscribe to a document's broadcasts. Writes auto-subscribe the writer (TS
     /// behaviour), but only when it may also read the document: write permission
-    /// does not imply read (PROTOCOL.md §6), and broadcasts carry the document.
+    /// does not imply read (docs/protocol.md §6), and broadcasts carry the document.
     fn join(&mut self, entry: &Arc<DocEntry>) {
         let may_read = self
             .identity

@@ -1,4 +1,4 @@
-//! Text CRDT state of a SyncText document (PROTOCOL.md §8.5), merged with the same
+//! Text CRDT state of a SyncText document (docs/protocol.md §8.5), merged with the same
 //! `synckit-core` Fugue implementation the SDK runs as WASM.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

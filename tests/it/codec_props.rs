@@ -1,4 +1,4 @@
-//! Property tests of the wire codec (PROTOCOL.md §2–§4): every server message
+//! Property tests of the wire codec (docs/protocol.md §2–§4): every server message
 //! round-trips through `encode` → `decode_frame` in both encodings; every client
 //! message kind, framed the way clients frame it, parses back to the expected typed
 //! message; arbitrary or truncated input never panics the decoder or the parser and

@@ -1,4 +1,4 @@
-//! HTTP endpoint tests (OPERATIONS.md §1–§3, §6, §7.3) against an in-process server.
+//! HTTP endpoint tests (docs/operations.md §1–§3, §6, §7.3) against an in-process server.
 
 use crate::common;
 

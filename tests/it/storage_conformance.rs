@@ -1,4 +1,4 @@
-//! One storage conformance suite (STORAGE.md §1–§4), run against both backends.
+//! One storage conformance suite (docs/storage.md §1–§4), run against both backends.
 //!
 //! Each check is a plain `async fn check(s: &impl Backend)`; `conformance!` turns
 //! every check into `memory::<check>` (`#[tokio::test]` on a fresh
@@ -1149,7 +1149,7 @@ async fn write_batch_round_trip(s: &impl Backend) {
     );
     assert_eq!(doc.text, Some(("[\"fugue\"]".to_string(), 3.0)));
     let row = s.get_document("d").await.expect("get").expect("row");
-    // The TS-readable combined object (STORAGE.md §2.1), identical in both backends.
+    // The TS-readable combined object (docs/storage.md §2.1), identical in both backends.
     assert_eq!(
         row.state,
         json!({
@@ -1274,7 +1274,7 @@ async fn write_batch_of_nothing_writes_nothing(s: &impl Backend) {
 }
 
 async fn load_rebuilds_fields_from_deltas(s: &impl Backend) {
-    // A C#-written row: state `{}`, fields only in the deltas (STORAGE.md §2.1).
+    // A C#-written row: state `{}`, fields only in the deltas (docs/storage.md §2.1).
     s.save_document("c", &json!({})).await.expect("save");
     for (op, path, value) in [
         (DeltaOperation::Set, "a", Some(json!(1))),

@@ -1,4 +1,4 @@
-//! Wire tests for authentication and RBAC (PROTOCOL.md §5, §6, §12) over real sockets.
+//! Wire tests for authentication and RBAC (docs/protocol.md §5, §6, §12) over real sockets.
 
 use crate::common;
 

@@ -1,4 +1,4 @@
-//! Awareness (presence) over a real socket, in both encodings (PROTOCOL.md §7.13–§7.16):
+//! Awareness (presence) over a real socket, in both encodings (docs/protocol.md §7.13–§7.16):
 //! `awareness_subscribe` → `awareness_state`, `awareness_update` fan-out to awareness ∪
 //! document subscribers excluding the sender, the monotonic-clock rule, `null` leaves,
 //! expiry after the awareness timeout, and leaves for a closed connection's clients.

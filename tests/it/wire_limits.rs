@@ -1,5 +1,5 @@
 //! Wire tests for admission limits, frame/message size, rate limit, document ids and
-//! malformed input (PROTOCOL.md §1, §2, §11, §12).
+//! malformed input (docs/protocol.md §1, §2, §11, §12).
 
 use crate::common;
 

@@ -1,4 +1,4 @@
-//! Document sync over a real socket (PROTOCOL.md §7–§9, §14): `delta_batch` (0x50, the
+//! Document sync over a real socket (docs/protocol.md §7–§9, §14): `delta_batch` (0x50, the
 //! 0x22 alias, JSON) with field and text-CRDT ops, text relays and their permission
 //! checks, `sync_request` with `vectorClock`/`textState`, the `sync_step1` stub,
 //! `delta_batch_chunk` reassembly and its bounds, batching across disconnects, and the

@@ -1,4 +1,4 @@
-//! Redis pub/sub between instances (STORAGE.md §6.4, §6.6).
+//! Redis pub/sub between instances (docs/storage.md §6.4, §6.6).
 //!
 //! Two connections, like every Redis pub/sub client: a multiplexed one for
 //! `PUBLISH` and `PING`, and a RESP2 subscriber. One supervisor task owns them

@@ -1,4 +1,4 @@
-//! PostgreSQL storage on the shared SyncKit schema (STORAGE.md §1–§3): a `PgPool`
+//! PostgreSQL storage on the shared SyncKit schema (docs/storage.md §1–§3): a `PgPool`
 //! created lazily (so `serve` starts while the database is down), parameterised SQL
 //! only, and the JSON shapes the TypeScript server reads.
 
@@ -21,7 +21,7 @@ use super::{
 };
 pub(crate) use sync_path::{from_db, to_db};
 
-/// Pool and schema settings (OPERATIONS.md §4.4).
+/// Pool and schema settings (docs/operations.md §4.4).
 #[derive(Clone)]
 pub struct PostgresSettings {
     /// `postgres://…` URL or libpq key/value string (`host=… dbname=… sslmode=…`).
@@ -177,7 +177,7 @@ impl PostgresStorage {
 }
 
 // ---------------------------------------------------------------------------
-// The adapter (STORAGE.md §3): one parameterised statement per operation, rows
+// The adapter (docs/storage.md §3): one parameterised statement per operation, rows
 // decoded through the private `*Db` structs below. UUIDs travel as text because
 // sqlx's `uuid` feature is not enabled (and need not be for this).
 // ---------------------------------------------------------------------------

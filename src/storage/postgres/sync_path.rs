@@ -1,4 +1,4 @@
-//! The two statements the sync path lives on: loading a document (STORAGE.md §2)
+//! The two statements the sync path lives on: loading a document (docs/storage.md §2)
 //! and persisting a group of applied writes in one transaction (§3.6, IMPROVE).
 //!
 //! A group is coalesced before it reaches SQL — one document upsert per document,
