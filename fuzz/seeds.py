@@ -49,6 +49,46 @@ def seeds():
     return out
 
 
+def node(client, clock):
+    return {"client_id": client, "clock": clock, "offset": 0}
+
+
+def block(client, clock, text, left=None, right=None, deleted=False):
+    return [node(client, clock), {"id": node(client, clock), "text": text,
+            "left_origin": left, "right_origin": right, "deleted": deleted}]
+
+
+def state(blocks, clock, client):
+    return compact({"blocks": blocks, "clock": {"value": clock}, "client_id": client})
+
+
+def text_seeds():
+    """Pairs of SyncText states (text_state target: NUL-separated), valid ones in
+    the shape the SDK writes and the hostile classes the engine refuses."""
+    hello = state([block("a", 5, "Hello")], 5, "a")
+    split = state([block("a", 2, "He"), block("a", 4, "ll", deleted=True), block("a", 5, "o")], 5, "b")
+    world = state([block("b", 5, "World", None, None),
+                   block("b", 6, "!", node("b", 5), None)], 6, "b")
+    inner = state([block("a", 5, "Hello"), block("c", 6, "é👍\r\n", node("a", 2), node("a", 3))], 6, "c")
+    chain = state([block("t", k, "x", node("t", k - 1) if k > 1 else None) for k in range(1, 201)], 200, "t")
+    cycle = state([block("p", 1, "P", node("x", 1)), block("r", 1, "R"), block("x", 1, "X", node("p", 1)),
+                   block("z", 2, "Z", node("r", 1), node("x", 1))], 2, "evil")
+    dangling = state([block("a", 1, "A", node("ghost", 3))], 1, "a")
+    self_ref = state([block("a", 2, "AB", node("a", 1))], 2, "a")
+    overlap = state([block("a", 3, "ABC"), block("a", 4, "DE")], 4, "a")
+    huge = state([block("a", 2 ** 60, "A")], 1, "a")
+    pairs = [(hello, split), (split, hello), (hello, world), (world, inner), (hello, inner),
+             (chain, hello), (hello, cycle), (cycle, hello), (hello, dangling), (self_ref, hello),
+             (overlap, world), (huge, hello), (hello, hello)]
+    return [a + b"\0" + b for a, b in pairs]
+
+
+folder = os.path.join("fuzz", "corpus", "text_state")
+os.makedirs(folder, exist_ok=True)
+for seed in text_seeds():
+    with open(os.path.join(folder, hashlib.sha1(seed).hexdigest()), "wb") as f:
+        f.write(seed)
+
 for target in ["frame_decoder", "message_admission"]:
     folder = os.path.join("fuzz", "corpus", target)
     os.makedirs(folder, exist_ok=True)

@@ -22,3 +22,4 @@ pub mod storage;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod text;

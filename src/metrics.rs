@@ -161,10 +161,14 @@ pub enum Refusal {
     FrameTooLarge,
     /// An HTTP request head not received within `SYNCKIT_HEADER_READ_TIMEOUT`.
     HeaderTimeout,
+    /// A text state that is not a valid SyncText state (README "Text engine").
+    TextInvalid,
+    /// A text state over `SYNCKIT_MAX_TEXT_STATE_BYTES` or `SYNCKIT_MAX_TEXT_BLOCKS`.
+    TextTooLarge,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 26] = [
+    pub const ALL: [Refusal; 28] = [
         Refusal::JsonDepth,
         Refusal::Nul,
         Refusal::ClockInvalid,
@@ -191,6 +195,8 @@ impl Refusal {
         Refusal::HeartbeatTimeout,
         Refusal::FrameTooLarge,
         Refusal::HeaderTimeout,
+        Refusal::TextInvalid,
+        Refusal::TextTooLarge,
     ];
 
     /// The `reason` label value.
@@ -222,6 +228,8 @@ impl Refusal {
             Refusal::HeartbeatTimeout => "heartbeat_timeout",
             Refusal::FrameTooLarge => "frame_too_large",
             Refusal::HeaderTimeout => "header_timeout",
+            Refusal::TextInvalid => "text_state_invalid",
+            Refusal::TextTooLarge => "text_state_too_large",
         }
     }
 

@@ -146,11 +146,25 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNCKIT_REFUSAL_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub refusal_log_interval: Duration,
     /// Largest WebSocket frame (and fragmented message) in bytes; larger ones close
-    /// the connection (1009) before they are buffered. Default: SYNCKIT_MAX_MESSAGE_BYTES
-    /// plus 64 KiB, so a message a little over its limit gets the error reply and
-    /// nothing far larger is ever read into memory.
+    /// the connection (1009) before they are buffered. Default: the larger of
+    /// SYNCKIT_MAX_MESSAGE_BYTES and SYNCKIT_MAX_TEXT_MESSAGE_BYTES (a text state
+    /// arrives in one frame) plus 64 KiB.
     #[arg(long, env = "SYNCKIT_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
+    /// Largest logical message in bytes when it is a delta_batch carrying only text
+    /// states (SDK clients send a document's whole text state in one message and
+    /// never chunk it); larger ones get an error reply. Other messages keep
+    /// SYNCKIT_MAX_MESSAGE_BYTES.
+    #[arg(long, env = "SYNCKIT_MAX_TEXT_MESSAGE_BYTES", default_value_t = crate::text::DEFAULT_MAX_TEXT_MESSAGE_BYTES)]
+    pub max_text_message_bytes: usize,
+    /// Largest text state (its JSON) in bytes; a larger one gets an error reply and
+    /// nothing is applied. At most 4294967295.
+    #[arg(long, env = "SYNCKIT_MAX_TEXT_STATE_BYTES", default_value_t = crate::text::DEFAULT_MAX_TEXT_STATE_BYTES)]
+    pub max_text_state_bytes: usize,
+    /// Blocks a text state may hold, and a document's merged text state; a state or
+    /// merge past it gets an error reply and nothing is applied.
+    #[arg(long, env = "SYNCKIT_MAX_TEXT_BLOCKS", default_value_t = crate::text::DEFAULT_MAX_TEXT_BLOCKS)]
+    pub max_text_blocks: usize,
     /// Broadcast coalescing window (0 sends every write at once).
     #[arg(long, env = "SYNC_BATCH_DELAY", default_value = "50", value_parser = parse_duration)]
     pub batch_delay: Duration,
@@ -335,6 +349,12 @@ impl ServeArgs {
         if !(1..=MAX_JSON_DEPTH_SETTING).contains(&self.max_json_depth) {
             bail!("SYNCKIT_MAX_JSON_DEPTH must be between 1 and {MAX_JSON_DEPTH_SETTING} (stored and relayed copies wrap a value in a few more levels, and JSON readers stop at 128)");
         }
+        if self.max_text_state_bytes > u32::MAX as usize {
+            bail!("SYNCKIT_MAX_TEXT_STATE_BYTES must be at most {} (a document's text is held in one 32-bit-indexed buffer)", u32::MAX);
+        }
+        if self.max_text_blocks == 0 {
+            bail!("SYNCKIT_MAX_TEXT_BLOCKS must be at least 1");
+        }
         if self.max_clock_entries_per_message == 0 || self.max_clock_entries_per_document == 0 {
             bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE and SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT must be at least 1 (a write carries its writer's entry)");
         }
@@ -357,6 +377,7 @@ impl ServeArgs {
             sync: SyncSettings {
                 auth_required: self.auth_required,
                 max_message_bytes: self.max_message_bytes,
+                max_text_message_bytes: self.max_text_message_bytes,
                 max_messages_per_minute: self.max_messages_per_minute,
                 playground_access_filter: self.playground_access_filter,
                 relay_crdt_ops: self.relay_crdt_ops,
@@ -372,6 +393,10 @@ impl ServeArgs {
                     max_subscriptions_per_connection: self.max_subscriptions_per_connection,
                     max_text_ops_per_batch: self.max_text_ops_per_batch,
                     refusal_log_interval: self.refusal_log_interval,
+                    text: crate::text::Limits {
+                        max_blocks: self.max_text_blocks,
+                        max_state_bytes: self.max_text_state_bytes,
+                    },
                 },
             },
             jwt: JwtSettings {
@@ -397,7 +422,9 @@ impl ServeArgs {
             max_connections_per_ip,
             ipv6_prefix_len: self.ipv6_prefix_len,
             max_frame_bytes: self.max_frame_bytes.unwrap_or_else(|| {
-                crate::server::config::default_frame_limit(self.max_message_bytes)
+                crate::server::config::default_frame_limit(
+                    self.max_message_bytes.max(self.max_text_message_bytes),
+                )
             }),
             shutdown_timeout: self.shutdown_timeout,
             awareness_sweep_interval: Duration::from_secs(5),

@@ -66,6 +66,9 @@ pub fn too_many_subscriptions(max: usize) -> String {
     format!("Too many subscriptions (max {max})")
 }
 
+pub const CODE_TEXT_STATE_INVALID: &str = "TEXT_STATE_INVALID";
+pub const CODE_TEXT_STATE_TOO_LARGE: &str = "TEXT_STATE_TOO_LARGE";
+
 /// `Message nested too deeply (max <n> levels)`.
 pub fn nested_too_deeply(max: usize) -> String {
     format!("Message nested too deeply (max {max} levels)")

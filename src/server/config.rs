@@ -82,6 +82,7 @@ impl ServerConfig {
             sync: SyncSettings {
                 auth_required,
                 max_message_bytes: 2_000_000,
+                max_text_message_bytes: crate::text::DEFAULT_MAX_TEXT_MESSAGE_BYTES,
                 max_messages_per_minute: 1200,
                 playground_access_filter: false,
                 relay_crdt_ops: false,
@@ -106,7 +107,7 @@ impl ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 50,
             ipv6_prefix_len: 64,
-            max_frame_bytes: default_frame_limit(2_000_000),
+            max_frame_bytes: default_frame_limit(crate::text::DEFAULT_MAX_TEXT_MESSAGE_BYTES),
             shutdown_timeout: Duration::from_secs(10),
             awareness_sweep_interval: Duration::from_secs(5),
             cors_origins: vec!["*".into()],

@@ -131,6 +131,7 @@ impl Server {
                 channels: Channels::new(config.channel_prefix.clone()),
                 max_cached_documents: config.max_cached_documents,
                 max_clock_entries: config.sync.limits.max_clock_entries_per_document,
+                text_limits: config.sync.limits.text,
             },
         );
         let sync = Arc::new(SyncService {

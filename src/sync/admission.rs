@@ -79,6 +79,8 @@ pub struct Limits {
     pub max_subscriptions_per_connection: usize,
     pub max_text_ops_per_batch: usize,
     pub refusal_log_interval: Duration,
+    /// Text-state bounds (`SYNCKIT_MAX_TEXT_BLOCKS`, `SYNCKIT_MAX_TEXT_STATE_BYTES`).
+    pub text: crate::text::Limits,
 }
 
 impl Default for Limits {
@@ -93,6 +95,7 @@ impl Default for Limits {
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             max_text_ops_per_batch: DEFAULT_MAX_TEXT_OPS_PER_BATCH,
             refusal_log_interval: DEFAULT_REFUSAL_LOG_INTERVAL,
+            text: crate::text::Limits::default(),
         }
     }
 }
@@ -106,6 +109,23 @@ pub struct Refused {
 }
 
 impl Refused {
+    /// A refused text state: the reply names the problem.
+    pub fn text(e: &crate::text::TextError) -> Refused {
+        if e.is_size() {
+            Refused::new(
+                Refusal::TextTooLarge,
+                e.to_string(),
+                err::CODE_TEXT_STATE_TOO_LARGE,
+            )
+        } else {
+            Refused::new(
+                Refusal::TextInvalid,
+                e.to_string(),
+                err::CODE_TEXT_STATE_INVALID,
+            )
+        }
+    }
+
     pub fn new(reason: Refusal, error: impl Into<String>, code: &'static str) -> Refused {
         Refused {
             reason,

@@ -44,6 +44,8 @@ pub struct HubSettings {
     /// Vector-clock entries (writers) a document may hold besides the shared
     /// [`OVERFLOW_WRITER`] entry; see [`Hub::apply`].
     pub max_clock_entries: usize,
+    /// Bounds on text states and merged text documents.
+    pub text_limits: crate::text::Limits,
 }
 
 /// A subscriber list, copied on change so a flush can iterate it without the lock.
@@ -122,6 +124,9 @@ pub struct DocEntry {
     state: Mutex<DocState>,
     /// Hub tick of the last `open`, for least-recently-used eviction.
     last_used: AtomicU64,
+    /// Held (across awaits) by the text merge in progress: one at a time per
+    /// document, in arrival order, without holding `state` (README "Text engine").
+    text_lane: tokio::sync::Mutex<()>,
 }
 
 impl DocEntry {
@@ -140,6 +145,25 @@ pub struct DocumentSnapshot {
     pub text: Option<(String, f64)>,
 }
 
+/// What became of a client's text state.
+#[derive(Debug)]
+pub enum TextOutcome {
+    /// Merged: the document's state now, and its persistence.
+    Merged {
+        json: Arc<str>,
+        ticket: PersistTicket,
+    },
+    /// Refused: nothing applied.
+    Refused(crate::text::TextError),
+    /// The write queue is full: nothing applied.
+    Backlog(PersistTicket),
+}
+
+/// Text merges of a state over this many bytes, or into a document of more
+/// blocks, run on the blocking pool (they may take more than a millisecond).
+const BLOCKING_TEXT_BYTES: usize = 64 * 1024;
+const BLOCKING_TEXT_BLOCKS: usize = 2_000;
+
 /// One client field write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldWrite {
@@ -153,8 +177,6 @@ pub struct FieldWrite {
 pub struct Changes<'a> {
     pub fields: Vec<FieldWrite>,
     pub clocks: Vec<&'a Map<String, Value>>,
-    /// Incoming Fugue state and its `textClock`.
-    pub text: Option<(&'a str, f64)>,
     /// The local connection that wrote them (its echo is its own reply).
     pub origin: Option<u64>,
 }
@@ -163,8 +185,6 @@ pub struct Changes<'a> {
 #[derive(Debug)]
 pub struct Applied {
     pub ticket: PersistTicket,
-    /// The merged text state, when the changes carried one.
-    pub merged_text: Option<String>,
     /// Set when the write's clock was refused: nothing was applied.
     pub refused: Option<ClockRefusal>,
 }
@@ -299,7 +319,9 @@ impl Hub {
             if !doc.fields.is_empty() && doc.clock.is_empty() {
                 doc.clock.observe("storage", 1);
             }
-            doc.text = stored.text.map(|(json, clock)| TextState::new(json, clock));
+            if let Some((json, clock)) = stored.text {
+                doc.text = Some(self.restore_text(id, json, clock).await);
+            }
         }
         let mut docs = self.docs();
         // Another connection may have loaded it meanwhile: keep the first.
@@ -317,6 +339,7 @@ impl Hub {
                         resync: None,
                     }),
                     last_used: AtomicU64::new(0),
+                    text_lane: tokio::sync::Mutex::new(()),
                 })
             })
             .clone();
@@ -327,6 +350,24 @@ impl Hub {
             self.evict_idle(&mut docs);
         }
         Ok(entry)
+    }
+
+    /// A stored text state, parsed on the blocking pool when large.
+    async fn restore_text(&self, id: &str, json: String, clock: f64) -> TextState {
+        let limits = self.settings.text_limits;
+        let json: Arc<str> = Arc::from(json);
+        if json.len() <= BLOCKING_TEXT_BYTES {
+            return TextState::restored(json, clock, &limits);
+        }
+        let shared = json.clone();
+        match tokio::task::spawn_blocking(move || TextState::restored(shared, clock, &limits)).await
+        {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!(document_id = %id, error = %e, "stored text state not parsed: served as stored");
+                TextState::opaque(json, clock)
+            }
+        }
     }
 
     /// Unload least recently used documents until the cache is at 90% of its bound
@@ -471,15 +512,16 @@ impl Hub {
     }
 
     pub fn snapshot(&self, entry: &DocEntry) -> DocumentSnapshot {
-        let st = entry.lock();
+        let (state, clock, text) = {
+            let st = entry.lock();
+            let text = st.doc.text.as_ref().map(|t| (t.json_shared(), t.clock()));
+            (st.doc.state_json(), st.doc.clock_json(), text)
+        };
         DocumentSnapshot {
-            state: st.doc.state_json(),
-            clock: st.doc.clock_json(),
-            text: st
-                .doc
-                .text
-                .as_ref()
-                .map(|t| (t.json().to_owned(), t.clock())),
+            state,
+            clock,
+            // Copied outside the lock: a text state may be tens of megabytes.
+            text: text.map(|(json, clock)| (json.to_string(), clock)),
         }
     }
 
@@ -491,7 +533,6 @@ impl Hub {
         if self.storage.is_full() {
             return Applied {
                 ticket: PersistTicket::done(Err(StorageError::BacklogFull(self.storage.backlog()))),
-                merged_text: None,
                 refused: None,
             };
         }
@@ -499,7 +540,6 @@ impl Hub {
         if let Err(refusal) = check_clock(&st.doc.clock, &changes) {
             return Applied {
                 ticket: PersistTicket::done(Ok(())),
-                merged_text: None,
                 refused: Some(refusal),
             };
         }
@@ -562,12 +602,6 @@ impl Hub {
                 (w, v)
             })
             .collect();
-        let mut merged_text = None;
-        if let Some((incoming, clock)) = changes.text {
-            let text = merge_text(&mut st.doc.text, incoming, clock);
-            write.text = Some((text.json().to_owned(), text.clock()));
-            merged_text = Some(text.json().to_owned());
-        }
         if !write.is_empty() {
             st.last_modified_ms = now_ms;
         }
@@ -588,7 +622,6 @@ impl Hub {
         }
         Applied {
             ticket,
-            merged_text,
             refused: None,
         }
     }
@@ -692,9 +725,9 @@ impl Hub {
             st.doc.clock.observe(writer, *value);
         }
         // Text merges (a CRDT): what peers stored joins what we hold, never loses it.
-        let text = stored
-            .text
-            .and_then(|(json, clock)| merge_text_changed(&mut st.doc.text, &json, clock));
+        let text = stored.text.and_then(|(json, clock)| {
+            merge_text_changed(&mut st.doc.text, &json, clock, &self.settings.text_limits)
+        });
         let schedule = self.apply_remote_locked(&mut st, &changes, now_ms);
         drop(st);
         if schedule {
@@ -724,12 +757,113 @@ impl Hub {
         entry.lock().finish_resync();
     }
 
-    /// Merge a remote text state (no persistence) and return the merged state.
-    pub fn merge_remote_text(&self, entry: &DocEntry, incoming: &str, clock: f64) -> String {
+    /// Merge a client's text state into the document and submit the merged state
+    /// to storage. Parsing and merging run outside the document lock — on the
+    /// blocking pool when large — one merge at a time per document (the text
+    /// lane), so merges keep their order and readers are served meanwhile.
+    pub async fn apply_text(
+        &self,
+        entry: &Arc<DocEntry>,
+        incoming: String,
+        clock: f64,
+        now_ms: i64,
+    ) -> TextOutcome {
+        if self.storage.is_full() {
+            let e = StorageError::BacklogFull(self.storage.backlog());
+            return TextOutcome::Backlog(PersistTicket::done(Err(e)));
+        }
+        match self.merge_text(entry, incoming, clock, Some(now_ms)).await {
+            Ok((json, ticket)) => TextOutcome::Merged {
+                json,
+                ticket: ticket.unwrap_or_else(|| PersistTicket::done(Ok(()))),
+            },
+            Err(e) => TextOutcome::Refused(e),
+        }
+    }
+
+    /// Merge a text state another instance relayed (no persistence: the origin
+    /// instance persisted it) and return the merged state.
+    pub async fn merge_remote_text(
+        &self,
+        entry: &Arc<DocEntry>,
+        incoming: String,
+        clock: f64,
+    ) -> Result<Arc<str>, crate::text::TextError> {
+        self.merge_text(entry, incoming, clock, None)
+            .await
+            .map(|(json, _)| json)
+    }
+
+    /// The text lane: take the parsed document out, merge without the document
+    /// lock, put it back and (when `persist_at` is set and the state moved) submit
+    /// it to storage — still in the lane, so storage sees merges in their order.
+    async fn merge_text(
+        &self,
+        entry: &Arc<DocEntry>,
+        incoming: String,
+        clock: f64,
+        persist_at: Option<i64>,
+    ) -> Result<(Arc<str>, Option<PersistTicket>), crate::text::TextError> {
+        let limits = self.settings.text_limits;
+        let _lane = entry.text_lane.lock().await;
+        let doc = {
+            let mut st = entry.lock();
+            st.doc.text.get_or_insert_with(TextState::empty).take_doc()
+        };
+        let large = incoming.len() > BLOCKING_TEXT_BYTES
+            || doc
+                .as_ref()
+                .is_some_and(|d| d.block_count() > BLOCKING_TEXT_BLOCKS);
+        let (doc, result) = if large {
+            let fallback = entry.lock().doc.text.as_ref().map(TextState::json_shared);
+            let work = move || super::text::merge_into(doc, &incoming, &limits);
+            match tokio::task::spawn_blocking(work).await {
+                Ok(merged) => merged,
+                // The engine does not panic; if it ever did, rebuild the document
+                // from its last state rather than lose it.
+                Err(e) => {
+                    tracing::error!(document_id = %entry.id, error = %e, "text merge failed");
+                    let rebuilt = fallback
+                        .filter(|j| !j.is_empty())
+                        .map(|j| TextState::restored(j, 0.0, &limits).take_doc());
+                    let e = crate::text::TextError::Malformed("internal error".into());
+                    (rebuilt.flatten(), Err(e))
+                }
+            }
+        } else {
+            super::text::merge_into(doc, &incoming, &limits)
+        };
+        // Copied outside the document lock: the state may be tens of megabytes.
+        let stored = match (&result, persist_at) {
+            (Ok(Some(json)), Some(_)) => Some(json.clone()),
+            _ => None,
+        };
         let mut st = entry.lock();
-        merge_text(&mut st.doc.text, incoming, clock)
-            .json()
-            .to_owned()
+        let text = st.doc.text.get_or_insert_with(TextState::empty);
+        let before = text.clock();
+        let outcome = result.map(|json| (json, clock));
+        let accepted = outcome.as_ref().ok().cloned();
+        text.put_back(doc, accepted);
+        let (json, text_clock) = (text.json_shared(), text.clock());
+        if json.is_empty() {
+            st.doc.text = None;
+        }
+        outcome?;
+        let ticket = persist_at.and_then(|now_ms| {
+            let state = match stored {
+                Some(state) => state,
+                None if text_clock != before => json.to_string(),
+                None => return None,
+            };
+            st.last_modified_ms = now_ms;
+            Some(self.storage.submit(DocumentWrite {
+                document_id: entry.id.clone(),
+                changes: Vec::new(),
+                clock: Vec::new(),
+                text: Some((state, text_clock)),
+            }))
+        });
+        Ok((json, ticket))
     }
 
     /// Returns whether a flush must be scheduled (the batch went from empty to not).
@@ -1092,23 +1226,31 @@ fn compact_clock(
     Value::Object(out).to_string()
 }
 
-/// Merge an incoming text state into a document's (starting one if it has none).
-fn merge_text<'a>(text: &'a mut Option<TextState>, incoming: &str, clock: f64) -> &'a TextState {
-    let text = text.get_or_insert_with(|| TextState::new(String::new(), 0.0));
-    text.merge(incoming, clock);
-    text
-}
-
-/// [`merge_text`], returning the merged state and clock only when the merge changed
-/// the text state.
+/// Merge a stored text state into a document's (starting one if it has none),
+/// returning the merged state and clock only when that changed it. Skipped while a
+/// client's merge has the document out (the text lane): that merge's result is
+/// relayed anyway, and the next resynchronisation reads storage again.
 fn merge_text_changed(
     text: &mut Option<TextState>,
     incoming: &str,
     clock: f64,
+    limits: &crate::text::Limits,
 ) -> Option<(String, f64)> {
-    let before = text.as_ref().map(|t| t.json().to_owned());
-    let merged = merge_text(text, incoming, clock);
-    (before.as_deref() != Some(merged.json())).then(|| (merged.json().to_owned(), merged.clock()))
+    let t = text.get_or_insert_with(TextState::empty);
+    if t.is_busy() {
+        return None;
+    }
+    let before = t.json_shared();
+    let merged = t.merge(incoming, clock, limits);
+    let changed = merged.is_ok() && *before != *t.json();
+    let out = changed.then(|| (t.json().to_owned(), t.clock()));
+    if let Err(e) = merged {
+        tracing::warn!(error = %e, "stored text state not merged");
+    }
+    if t.json().is_empty() {
+        *text = None;
+    }
+    out
 }
 
 fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
@@ -1156,6 +1298,7 @@ mod tests {
                 channels: Channels::new("synckit:"),
                 max_cached_documents,
                 max_clock_entries: 3,
+                text_limits: crate::text::Limits::default(),
             },
         );
         hub
@@ -1281,6 +1424,7 @@ mod tests {
                 channels: Channels::new("synckit:"),
                 max_cached_documents: 10,
                 max_clock_entries: 10,
+                text_limits: crate::text::Limits::default(),
             },
         );
         let entry = hub.open("d").await.expect("open");

@@ -50,6 +50,8 @@ pub struct SyncSettings {
     pub auth_required: bool,
     /// Logical message (payload) limit, bytes.
     pub max_message_bytes: usize,
+    /// Limit of a message carrying only text states (README "Text engine").
+    pub max_text_message_bytes: usize,
     /// Messages per minute per connection (pings not counted); 0 = unlimited.
     pub max_messages_per_minute: u32,
     pub playground_access_filter: bool,

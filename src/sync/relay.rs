@@ -186,17 +186,27 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
             let mut relayed = Vec::with_capacity(ops.len());
             for op in ops {
                 let mut op = op.clone();
-                if let (Some("text-state"), Some(state)) = (
-                    op.get("type").and_then(Value::as_str),
-                    op.get("state").and_then(Value::as_str).map(str::to_owned),
-                ) {
+                let is_text = op.get("type").and_then(Value::as_str) == Some("text-state");
+                let state = match op.get_mut("state") {
+                    Some(Value::String(state)) if is_text => Some(std::mem::take(state)),
+                    _ => None,
+                };
+                if let Some(state) = state {
                     let clock = op
                         .get("timestamp")
                         .and_then(Value::as_f64)
                         .unwrap_or(now as f64);
-                    let merged = hub.merge_remote_text(&entry, &state, clock);
+                    // The origin instance checked it; a refusal here means this
+                    // instance's copy differs (or its limits do): not relayed.
+                    let merged = match hub.merge_remote_text(&entry, state, clock).await {
+                        Ok(merged) => merged,
+                        Err(e) => {
+                            tracing::warn!(document_id, error = %e, "relayed text state refused");
+                            continue;
+                        }
+                    };
                     if let Value::Object(m) = &mut op {
-                        m.insert("state".into(), Value::String(merged));
+                        m.insert("state".into(), Value::String(merged.to_string()));
                     }
                 }
                 relayed.push(op);

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::admission::{self, RefusalLog, Refused};
 use super::chunks::{ChunkAssembler, ChunkOutcome};
-use super::hub::{Changes, DocEntry, FieldWrite};
+use super::hub::{Changes, DocEntry, FieldWrite, TextOutcome};
 use super::peer::{Outgoing, Peer};
 use super::rate_limit::RateLimiter;
 use super::{playground_allows, wall_clock_ms, SyncService};
@@ -246,26 +246,33 @@ impl Session {
     ) -> Result<(), CloseRequest> {
         let now = Instant::now();
         // Sized before it is parsed: an oversized message costs no JSON parsing.
+        // Past the ordinary limit, only a delta_batch of text states may pass (up to
+        // the text-message limit): SDK clients send a whole text state at once.
         let max_bytes = self.svc.settings.max_message_bytes;
-        let payload_len = match Encoding::detect(is_text, bytes) {
-            Encoding::Json => bytes.len(),
-            Encoding::Binary => frame::split(bytes).map_or(0, |f| f.payload.len()),
+        let text_max = self.svc.settings.max_text_message_bytes.max(max_bytes);
+        let (payload_len, may_be_text) = match Encoding::detect(is_text, bytes) {
+            Encoding::Json => (bytes.len(), true),
+            Encoding::Binary => frame::split(bytes).map_or((0, false), |f| {
+                let batch = MessageType::from_code(f.code) == Some(MessageType::DeltaBatch);
+                (f.payload.len(), batch)
+            }),
         };
-        if payload_len > max_bytes {
-            if !self.rate.allow(now) {
-                self.rate_limited(now).await;
-                return Ok(());
-            }
-            let refused = Refused {
-                reason: Refusal::TooLarge,
-                error: err::message_too_large(payload_len, max_bytes),
-                code: err::CODE_INVALID_MESSAGE,
-            };
-            // The TS reply carries no document id.
-            self.refuse(refused, &Map::new(), now).await;
-            return Ok(());
+        let over = payload_len > max_bytes;
+        if over && (payload_len > text_max || !may_be_text) {
+            let limit = if may_be_text { text_max } else { max_bytes };
+            return self.too_large(payload_len, limit, now).await;
         }
-        let raw = match decode_frame(is_text, bytes) {
+        // A large message (a text state) is decoded on the blocking pool: it takes
+        // milliseconds that the connection's runtime worker owes everyone else.
+        let decoded = if payload_len > LARGE_MESSAGE_BYTES {
+            let owned = bytes.to_vec();
+            tokio::task::spawn_blocking(move || decode_frame(is_text, &owned))
+                .await
+                .unwrap_or(Err(DecodeError::Invalid))
+        } else {
+            decode_frame(is_text, bytes)
+        };
+        let raw = match decoded {
             Ok(raw) => raw,
             Err(e) => {
                 // Garbage costs the sender its rate like any message, so a flood of it
@@ -287,6 +294,9 @@ impl Session {
                 return Ok(());
             }
         };
+        if over && !only_text_states(&raw) {
+            return self.too_large(payload_len, max_bytes, now).await;
+        }
         let kind = raw.kind;
         if kind == MessageType::DeltaBatchChunk {
             return self.on_chunk(raw, allow_chunks, now).await;
@@ -398,6 +408,27 @@ impl Session {
                 "[SECURITY] client input refused"
             );
         }
+    }
+
+    /// A message over its size limit: refused before anything reads it further.
+    async fn too_large(
+        &mut self,
+        payload_len: usize,
+        limit: usize,
+        now: Instant,
+    ) -> Result<(), CloseRequest> {
+        if !self.rate.allow(now) {
+            self.rate_limited(now).await;
+            return Ok(());
+        }
+        let refused = Refused {
+            reason: Refusal::TooLarge,
+            error: err::message_too_large(payload_len, limit),
+            code: err::CODE_INVALID_MESSAGE,
+        };
+        // The TS reply carries no document id.
+        self.refuse(refused, &Map::new(), now).await;
+        Ok(())
     }
 
     /// Refuse a message: count, log (throttled) and answer with the named error,
@@ -885,7 +916,6 @@ impl Session {
             Changes {
                 fields,
                 clocks,
-                text: None,
                 origin: Some(self.peer.conn_id),
             },
             wall_clock_ms(),
@@ -994,7 +1024,6 @@ impl Session {
             Changes {
                 fields,
                 clocks,
-                text: None,
                 origin: Some(self.peer.conn_id),
             },
             now,
@@ -1005,28 +1034,41 @@ impl Session {
         }
         tickets.push(applied.ticket);
         // Text states, each merged into its target and relayed to the others.
+        let mut text_refused = false;
         for (mut op, target_entry) in text_ops.into_iter().zip(text_targets) {
-            let state = op
-                .get("state")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let target = target_entry.id.to_string();
+            // Taken out of the op (no copy): it may be tens of megabytes.
+            let state = match op.remove("state") {
+                Some(Value::String(state)) => state,
+                _ => String::new(),
+            };
             let clock = op
                 .get("timestamp")
                 .and_then(Value::as_f64)
                 .unwrap_or(now as f64);
-            let applied = self.svc.hub.apply(
-                &target_entry,
-                Changes {
-                    text: Some((&state, clock)),
-                    origin: Some(self.peer.conn_id),
-                    ..Changes::default()
-                },
-                now,
-            );
-            tickets.push(applied.ticket);
-            if let Some(merged) = applied.merged_text {
-                op.insert("state".into(), Value::String(merged));
+            match self
+                .svc
+                .hub
+                .apply_text(&target_entry, state, clock, now)
+                .await
+            {
+                TextOutcome::Merged { json, ticket } => {
+                    tickets.push(ticket);
+                    op.insert("state".into(), Value::String(json.to_string()));
+                }
+                TextOutcome::Backlog(ticket) => {
+                    tickets.push(ticket);
+                    continue;
+                }
+                TextOutcome::Refused(e) => {
+                    // Nothing applied or relayed; the message is not acked.
+                    text_refused = true;
+                    let mut context = Map::new();
+                    context.insert("documentId".into(), Value::String(target.to_string()));
+                    self.refuse(admission::Refused::text(&e), &context, Instant::now())
+                        .await;
+                    continue;
+                }
             }
             if !op.get("clientId").is_some_and(Value::is_string) {
                 op.insert(
@@ -1041,6 +1083,9 @@ impl Session {
         }
         if self.svc.settings.relay_crdt_ops && !crdt_ops.is_empty() {
             self.relay_ops(&entry, crdt_ops, false);
+        }
+        if text_refused {
+            return;
         }
         let message_id = message_id.unwrap_or_else(|| next_message_id(now));
         self.ack_when_durable(tickets, message_id, id.to_string(), err::DELTA_BATCH_FAILED);
@@ -1333,4 +1378,23 @@ fn document_context(id: &str) -> Map<String, Value> {
 
 fn valid_field_name(field: &str) -> bool {
     !field.is_empty() && field.len() <= MAX_FIELD_NAME_LEN && !field.contains('\0')
+}
+
+/// Messages larger than this are decoded on the blocking pool.
+const LARGE_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A `delta_batch` whose ops are all text states: the only message allowed past
+/// `SYNCKIT_MAX_MESSAGE_BYTES` (up to `SYNCKIT_MAX_TEXT_MESSAGE_BYTES`).
+fn only_text_states(raw: &crate::protocol::decode::RawMessage) -> bool {
+    raw.kind == MessageType::DeltaBatch
+        && raw
+            .body
+            .get("deltas")
+            .and_then(Value::as_array)
+            .is_some_and(|ops| {
+                !ops.is_empty()
+                    && ops
+                        .iter()
+                        .all(|op| op.get("type").and_then(Value::as_str) == Some("text-state"))
+            })
 }

@@ -1,17 +1,23 @@
-//! Text CRDT state of a SyncText document (docs/protocol.md §8.5), merged with the same
-//! `synckit-core` Fugue implementation the SDK runs as WASM.
+//! Text state of a SyncText document: the state JSON clients exchange and store,
+//! kept with its parsed form so a merge neither re-parses nor re-writes our own
+//! state needlessly (README "Text engine").
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
-use synckit_core::crdt::FugueText;
+use crate::text::{self, Limits, TextDoc, TextError};
 
-/// The document's text state: the Fugue JSON string clients exchange, the parsed
-/// CRDT (kept so a merge does not re-parse our own state), and `textClock`.
+/// The document's text state: the JSON sent in `sync_response.textState` and
+/// stored, the parsed document it was written from, and `textClock`.
 #[derive(Debug, Clone)]
 pub struct TextState {
-    json: String,
-    parsed: Option<FugueText>,
+    json: Arc<str>,
+    /// `None` while the state is empty, while a merge has it out (the JSON stays
+    /// here, so readers are served meanwhile), or when a stored state does not
+    /// parse (it is then served as stored until a valid state replaces it).
+    doc: Option<TextDoc>,
     clock: f64,
+    /// Set while a merge has `doc` out.
+    busy: bool,
 }
 
 impl PartialEq for TextState {
@@ -20,14 +26,46 @@ impl PartialEq for TextState {
     }
 }
 
+/// What a merge produced: the document, and its JSON when it changed.
+pub type Merged = (Option<TextDoc>, Result<Option<String>, TextError>);
+
 impl TextState {
-    /// A state restored from storage or received first.
-    pub fn new(json: String, clock: f64) -> TextState {
-        let parsed = parse(&json);
+    /// No text yet.
+    pub fn empty() -> TextState {
+        TextState {
+            json: Arc::from(""),
+            doc: None,
+            clock: 0.0,
+            busy: false,
+        }
+    }
+
+    /// A state restored from storage (parsing is O(size): callers run it off the
+    /// async runtime when it is large).
+    pub fn restored(json: impl Into<Arc<str>>, clock: f64, limits: &Limits) -> TextState {
+        let json = json.into();
+        let doc = match text::parse(&json, limits).and_then(|s| TextDoc::from_state(s, limits)) {
+            Ok(doc) => Some(doc),
+            Err(e) => {
+                tracing::warn!(error = %e, "stored text state is not valid: served as stored until a valid state replaces it");
+                None
+            }
+        };
         TextState {
             json,
-            parsed,
+            doc,
             clock,
+            busy: false,
+        }
+    }
+
+    /// A state served as stored, not parsed.
+    pub fn opaque(json: Arc<str>, clock: f64) -> TextState {
+        TextState {
+            json,
+            doc: None,
+            clock,
+            busy: false,
         }
     }
 
@@ -35,56 +73,88 @@ impl TextState {
         &self.json
     }
 
+    /// The JSON, shared (a reader copies it outside the document lock).
+    pub fn json_shared(&self) -> Arc<str> {
+        self.json.clone()
+    }
+
     pub fn clock(&self) -> f64 {
         self.clock
     }
 
-    /// Merge an incoming state. When either side does not deserialize, or the merge
-    /// fails, the incoming state replaces ours unchanged (TS rule) — the state is then
-    /// treated as opaque. `clock` becomes the max of both.
-    pub fn merge(&mut self, incoming: &str, incoming_clock: f64) {
-        self.clock = self.clock.max(incoming_clock);
-        let Some(remote) = parse(incoming) else {
-            self.replace(incoming);
-            return;
-        };
-        let Some(local) = self.parsed.as_mut() else {
-            self.json = incoming.to_owned();
-            self.parsed = Some(remote);
-            return;
-        };
-        // A CRDT library bug must not take the connection task down: contain panics.
-        let mut candidate = local.clone();
-        let merged = catch_unwind(AssertUnwindSafe(|| {
-            candidate.merge(&remote).ok()?;
-            serde_json::to_string(&candidate).ok()
-        }))
-        .ok()
-        .flatten();
-        match merged {
-            Some(json) => {
-                self.json = json;
-                self.parsed = Some(candidate);
+    pub fn block_count(&self) -> usize {
+        self.doc.as_ref().map_or(0, TextDoc::block_count)
+    }
+
+    /// Take the parsed document out for a merge; [`TextState::put_back`] returns
+    /// it. Merges of one document are serialized by the caller.
+    pub fn take_doc(&mut self) -> Option<TextDoc> {
+        self.busy = true;
+        self.doc.take()
+    }
+
+    /// Whether a merge has the parsed document out.
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
+    /// Return the document after a merge: with its new JSON and the incoming
+    /// `textClock` when the merge was accepted (`clock` becomes the max of both).
+    pub fn put_back(&mut self, doc: Option<TextDoc>, accepted: Option<(Option<String>, f64)>) {
+        self.doc = doc;
+        self.busy = false;
+        if let Some((json, clock)) = accepted {
+            if let Some(json) = json {
+                self.json = Arc::from(json);
             }
-            None => self.replace(incoming),
+            self.clock = self.clock.max(clock);
         }
     }
 
-    fn replace(&mut self, incoming: &str) {
-        self.json = incoming.to_owned();
-        self.parsed = parse(incoming);
+    /// Parse, check and merge an incoming state in place (tests and small work).
+    pub fn merge(
+        &mut self,
+        incoming: &str,
+        incoming_clock: f64,
+        limits: &Limits,
+    ) -> Result<(), TextError> {
+        let (doc, result) = merge_into(self.take_doc(), incoming, limits);
+        let outcome = result.map(|json| (json, incoming_clock));
+        let accepted = outcome.as_ref().ok().cloned();
+        self.put_back(doc, accepted);
+        outcome.map(|_| ())
     }
 }
 
-fn parse(json: &str) -> Option<FugueText> {
-    catch_unwind(|| serde_json::from_str::<FugueText>(json).ok())
-        .ok()
-        .flatten()
+/// Parse `incoming`, check it and merge it into `doc` (a refused state leaves
+/// `doc` as it was). Pure CPU work, no lock: it may run on the blocking pool.
+pub fn merge_into(doc: Option<TextDoc>, incoming: &str, limits: &Limits) -> Merged {
+    let remote = match text::parse(incoming, limits) {
+        Ok(remote) => remote,
+        Err(e) => return (doc, Err(e)),
+    };
+    match doc {
+        Some(mut doc) => match doc.merge(remote, limits) {
+            Ok(summary) => {
+                let json = summary.changed.then(|| doc.to_json());
+                (Some(doc), Ok(json))
+            }
+            Err(e) => (Some(doc), Err(e)),
+        },
+        None => match TextDoc::from_state(remote, limits) {
+            Ok(doc) => {
+                let json = doc.to_json();
+                (Some(doc), Ok(Some(json)))
+            }
+            Err(e) => (None, Err(e)),
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synckit_core::crdt::FugueText;
 
     fn state_with(client: &str, text: &str) -> String {
         let mut t = FugueText::new(client.to_owned());
@@ -100,37 +170,47 @@ mod tests {
 
     #[test]
     fn merges_concurrent_states_from_two_clients() {
+        let limits = Limits::default();
         let a = state_with("client-a", "Hello");
         let b = state_with("client-b", "World");
-        let mut s = TextState::new(a.clone(), 10.0);
-        s.merge(&b, 20.0);
+        let mut s = TextState::empty();
+        s.merge(&a, 10.0, &limits).expect("merge");
+        s.merge(&b, 20.0, &limits).expect("merge");
         let merged = text_of(s.json());
         assert_eq!(merged.len(), 10);
         assert!(merged.contains("Hello") && merged.contains("World"));
         assert_eq!(s.clock(), 20.0);
         // Merging in the other order converges to the same text.
-        let mut t = TextState::new(b, 5.0);
-        t.merge(&a, 1.0);
+        let mut t = TextState::restored(b, 5.0, &limits);
+        t.merge(&a, 1.0, &limits).expect("merge");
         assert_eq!(text_of(t.json()), merged);
         assert_eq!(t.clock(), 5.0);
     }
 
     #[test]
-    fn merge_is_idempotent() {
-        let a = state_with("client-a", "abc");
-        let mut s = TextState::new(a.clone(), 1.0);
-        s.merge(&a, 1.0);
-        assert_eq!(text_of(s.json()), "abc");
+    fn refused_states_change_nothing() {
+        let limits = Limits::default();
+        let a = state_with("client-a", "x");
+        let mut s = TextState::empty();
+        s.merge(&a, 2.0, &limits).expect("merge");
+        assert!(s.merge("{\"garbage\":true}", 3.0, &limits).is_err());
+        assert_eq!(s.json(), a);
+        assert_eq!(s.clock(), 2.0);
     }
 
     #[test]
-    fn opaque_states_are_replaced_not_merged() {
-        let mut s = TextState::new("not a crdt".into(), 1.0);
+    fn an_invalid_stored_state_is_served_until_replaced() {
+        let limits = Limits::default();
+        let mut s = TextState::restored("not a crdt", 1.0, &limits);
+        assert_eq!(s.json(), "not a crdt");
+        assert!(s.merge("{}", 1.0, &limits).is_err());
+        assert_eq!(
+            s.json(),
+            "not a crdt",
+            "a refused state keeps the stored one"
+        );
         let a = state_with("client-a", "x");
-        s.merge(&a, 2.0);
+        s.merge(&a, 2.0, &limits).expect("merge");
         assert_eq!(s.json(), a);
-        s.merge("{\"garbage\":true}", 3.0);
-        assert_eq!(s.json(), "{\"garbage\":true}");
-        assert_eq!(s.clock(), 3.0);
     }
 }

@@ -5,7 +5,7 @@ use crate::common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{jwt, jwt_with, now_secs, start, user_token, Client, TestServer, TEST_SECRET};
+use common::{fugue, jwt, jwt_with, now_secs, start, user_token, Client, TestServer, TEST_SECRET};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use synckit::auth::{Authenticator, Identity, Permissions, TokenKind};
@@ -294,8 +294,8 @@ async fn delta_batch_ops_cannot_write_into_other_documents() {
             format!("doc-secret-{suffix}"),
         );
         let mut c = signed_in(&server, binary, &token).await;
-        let secret_text = json!({"type":"text-state","documentId": secret,"state":"{\"opaque\":1}","clientId":"c","timestamp":5,"clock":{"c":1}});
-        let b_text = json!({"type":"text-state","documentId": b,"state":"{\"opaque\":2}","clientId":"c","timestamp":6,"clock":{"c":2}});
+        let secret_text = json!({"type":"text-state","documentId": secret,"state": fugue("c", "secret"),"clientId":"c","timestamp":5,"clock":{"c":1}});
+        let b_text = json!({"type":"text-state","documentId": b,"state": fugue("c", "mine"),"clientId":"c","timestamp":6,"clock":{"c":2}});
         let field = json!({"type":"set","documentId": secret,"field": format!("f-{suffix}"),"value":1,"clientId":"c","timestamp":7,"clock":{"c":3}});
         // A text state for a document the token may not write refuses the whole
         // batch: nothing of it applies, in any document.

@@ -85,7 +85,11 @@ impl Client {
 
     pub async fn connect_path(server: &TestServer, path: &str, binary: bool) -> Client {
         let url = format!("ws://{}{}", server.addr, path);
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // Like a browser, no frame limit of its own: text states come in one frame.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
             .await
             .expect("connect");
         Client { ws, binary }

@@ -1,0 +1,268 @@
+//! Unit tests of the text engine, with the SDK's core (`synckit-core`) as the oracle.
+
+use serde_json::json;
+use synckit_core::crdt::FugueText;
+
+use super::*;
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn core_state(client: &str, edits: &[(usize, &str)]) -> FugueText {
+    let mut t = FugueText::new(client.to_owned());
+    for (pos, text) in edits {
+        t.insert(*pos, text).expect("insert");
+    }
+    t
+}
+
+fn json_of(t: &FugueText) -> String {
+    serde_json::to_string(t).expect("serialize")
+}
+
+fn doc(json: &str) -> TextDoc {
+    TextDoc::from_state(parse(json, &limits()).expect("parse"), &limits()).expect("valid")
+}
+
+fn refused(json: &str) -> TextError {
+    match parse(json, &limits()) {
+        Err(e) => e,
+        Ok(state) => TextDoc::from_state(state, &limits()).expect_err("refused"),
+    }
+}
+
+#[test]
+fn writes_what_the_core_writes() {
+    let mut t = core_state("a", &[(0, "Hello"), (5, " world"), (0, "\"quoted\"\n")]);
+    t.delete(2, 3).expect("delete");
+    let json = json_of(&t);
+    let d = doc(&json);
+    assert_eq!(d.to_json(), json);
+    assert_eq!(d.text(), t.to_string());
+}
+
+#[test]
+fn merges_like_the_core() {
+    let a = core_state("client-a", &[(0, "Hello"), (5, "!")]);
+    let mut b = core_state("client-b", &[(0, "World")]);
+    b.delete(1, 2).expect("delete");
+    let mut expected = a.clone();
+    expected.merge(&b).expect("merge");
+    let mut d = doc(&json_of(&a));
+    d.merge(parse(&json_of(&b), &limits()).expect("parse"), &limits())
+        .expect("merge");
+    assert_eq!(d.text(), expected.to_string());
+    assert_eq!(d.to_json(), json_of(&expected));
+}
+
+#[test]
+fn split_blocks_are_normalised_and_deletions_propagate() {
+    // b deletes the middle of a's block: the merge must split a's copy to match.
+    let a = core_state("a", &[(0, "abcdef")]);
+    let mut b: FugueText = serde_json::from_str(&json_of(&a)).expect("load");
+    b.delete(2, 2).expect("delete");
+    let mut expected = a.clone();
+    expected.merge(&b).expect("merge");
+    let mut d = doc(&json_of(&a));
+    d.merge(parse(&json_of(&b), &limits()).expect("parse"), &limits())
+        .expect("merge");
+    assert_eq!(d.text(), "abef");
+    assert_eq!(d.to_json(), json_of(&expected));
+    // And the other way round.
+    let mut expected = b.clone();
+    expected.merge(&a).expect("merge");
+    let mut d = doc(&json_of(&b));
+    d.merge(parse(&json_of(&a), &limits()).expect("parse"), &limits())
+        .expect("merge");
+    assert_eq!(d.to_json(), json_of(&expected));
+}
+
+#[test]
+fn merge_is_idempotent_and_unchanged_states_say_so() {
+    let a = json_of(&core_state("a", &[(0, "abc")]));
+    let mut d = doc(&a);
+    let s = d.merge(parse(&a, &limits()).expect("parse"), &limits());
+    assert_eq!(s, Ok(MergeSummary::default()));
+    assert_eq!(d.to_json(), a);
+}
+
+fn block(client: &str, clock: u64, text: &str, left: Value, right: Value) -> Value {
+    let id = json!({"client_id": client, "clock": clock, "offset": 0});
+    json!([id, {"id": id, "text": text, "left_origin": left, "right_origin": right, "deleted": false}])
+}
+
+use serde_json::Value;
+
+fn origin(client: &str, clock: u64) -> Value {
+    json!({"client_id": client, "clock": clock, "offset": 0})
+}
+
+fn state(blocks: Vec<Value>) -> String {
+    json!({"blocks": blocks, "clock": {"value": 2}, "client_id": "evil"}).to_string()
+}
+
+/// The hostile state of the issue: p's left origin is x, x's is p, and z's
+/// origins point into that cycle. It hung the server (an ancestor walk with no end).
+#[test]
+fn an_origin_cycle_is_refused() {
+    let s = state(vec![
+        block("p", 1, "P", origin("x", 1), Value::Null),
+        block("r", 1, "R", Value::Null, Value::Null),
+        block("x", 1, "X", origin("p", 1), Value::Null),
+        block("z", 2, "Z", origin("r", 1), origin("x", 1)),
+    ]);
+    let e = refused(&s);
+    assert!(matches!(e, TextError::NotCausal { .. }), "{e}");
+    assert!(e.to_string().contains("cycle"), "{e}");
+}
+
+#[test]
+fn hostile_states_are_refused_with_their_reason() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            state(vec![block("a", 1, "A", origin("nobody", 1), Value::Null)]),
+            "names no block",
+        ),
+        (
+            state(vec![block("a", 3, "ABC", origin("a", 2), Value::Null)]),
+            "the block itself",
+        ),
+        (
+            state(vec![
+                block("a", 1, "A", Value::Null, Value::Null),
+                block("a", 1, "A", Value::Null, Value::Null),
+            ]),
+            "duplicate id",
+        ),
+        (
+            state(vec![
+                block("a", 3, "ABC", Value::Null, Value::Null),
+                block("a", 4, "DE", Value::Null, Value::Null),
+            ]),
+            "overlap",
+        ),
+        (
+            state(vec![block("a", 1 << 53, "A", Value::Null, Value::Null)]),
+            "above 2^53-1",
+        ),
+        (
+            state(vec![block("a", 2, "ABC", Value::Null, Value::Null)]),
+            "inconsistent",
+        ),
+        (
+            state(vec![block("a", 2, "", Value::Null, Value::Null)]),
+            "empty text",
+        ),
+        (
+            state(vec![block("a", 5, "A", origin("a", 9), Value::Null)]),
+            "names no block",
+        ),
+        (
+            state(vec![block("a", 5, "A", origin("ghost", 5), Value::Null)]),
+            "names no block",
+        ),
+        ("{\"blocks\":3}".to_owned(), "not a SyncText state"),
+        ("not json".to_owned(), "not a SyncText state"),
+    ];
+    for (json, reason) in cases {
+        let e = refused(&json);
+        assert!(e.to_string().contains(reason), "{json}: {e}");
+    }
+    let mismatch = json!({"blocks": [[origin("a", 1), {"id": origin("b", 1), "text": "A"}]],
+        "clock": {"value": 1}, "client_id": "a"});
+    assert!(matches!(
+        refused(&mismatch.to_string()),
+        TextError::KeyMismatch { .. }
+    ));
+}
+
+/// The SDK's core writes origins naming a clock of its own client that no block
+/// holds (its Lamport clock jumped past it): ignored when ordering, as it does.
+#[test]
+fn an_origin_in_a_clock_gap_is_ignored_like_the_core_does() {
+    let s = state(vec![
+        block("a", 1, "A", Value::Null, Value::Null),
+        block("a", 5, "B", origin("a", 1), origin("a", 3)),
+    ]);
+    let d = doc(&s);
+    let core: FugueText = serde_json::from_str(&s).expect("core reads it");
+    assert_eq!(d.text(), core.to_string());
+}
+
+#[test]
+fn a_forward_origin_is_refused_but_a_later_block_may_name_an_earlier_one() {
+    let ok = state(vec![
+        block("a", 1, "A", Value::Null, Value::Null),
+        block("b", 2, "B", origin("a", 1), Value::Null),
+    ]);
+    assert_eq!(doc(&ok).text(), "AB");
+    let forward = state(vec![
+        block("a", 1, "A", origin("b", 2), Value::Null),
+        block("b", 2, "B", Value::Null, Value::Null),
+    ]);
+    assert!(matches!(refused(&forward), TextError::NotCausal { .. }));
+}
+
+#[test]
+fn limits_are_enforced_before_anything_is_applied() {
+    let json = json_of(&core_state("a", &[(0, "a"), (1, "b"), (2, "c")]));
+    let tight = Limits {
+        max_blocks: 2,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        parse(&json, &tight),
+        Err(TextError::TooManyBlocks { .. })
+    ));
+    let small = Limits {
+        max_state_bytes: 10,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        parse(&json, &small),
+        Err(TextError::TooLarge { .. })
+    ));
+    // Two states under the cap each, over it merged: refused, document unchanged.
+    let mut d =
+        TextDoc::from_state(parse(&json, &limits()).expect("parse"), &limits()).expect("valid");
+    let other = json_of(&core_state("b", &[(0, "x"), (1, "y")]));
+    let cap = Limits {
+        max_blocks: 4,
+        ..Limits::default()
+    };
+    let e = d
+        .merge(parse(&other, &cap).expect("parse"), &cap)
+        .expect_err("over the cap");
+    assert!(matches!(e, TextError::TooManyBlocks { blocks: 5, .. }));
+    assert_eq!(d.to_json(), json);
+}
+
+/// One character at a time: each block's left origin is the previous one. The
+/// core's recursive walk overflowed the stack near 6,000; the engine's is a loop.
+#[test]
+fn a_deep_typing_chain_is_ordered_without_recursion() {
+    let n = 10_000u64;
+    let mut blocks = Vec::with_capacity(n as usize);
+    for k in 1..=n {
+        let left = if k == 1 {
+            Value::Null
+        } else {
+            origin("typist", k - 1)
+        };
+        blocks.push(block("typist", k, "x", left, Value::Null));
+    }
+    let json = json!({"blocks": blocks, "clock": {"value": n}, "client_id": "typist"}).to_string();
+    let d = doc(&json);
+    assert_eq!(d.text().len(), n as usize);
+    let same = serde_json::from_str::<Value>(&d.to_json()).ok() == serde_json::from_str(&json).ok();
+    assert!(same, "written state differs");
+}
+
+#[test]
+fn graphemes_count_as_one_clock() {
+    let t = core_state("a", &[(0, "e\u{301}👨‍👩‍👧x\r\n")]);
+    let d = doc(&json_of(&t));
+    assert_eq!(d.state.blocks[0].len, 4);
+    assert_eq!(d.text(), t.to_string());
+}
