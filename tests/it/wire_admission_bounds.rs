@@ -816,6 +816,9 @@ async fn the_default_frame_limit_follows_the_message_limit() {
     let admin_listen = format!("127.0.0.1:{admin_port}");
     let (mut child, server) = crate::common::spawn_serve(&[
         ("SYNCKIT_MAX_MESSAGE_BYTES", "100000"),
+        // The frame limit follows the larger of the two message limits (text states
+        // may be far bigger than other messages); pin both to see it follow.
+        ("SYNCKIT_MAX_TEXT_MESSAGE_BYTES", "100000"),
         ("SYNCKIT_ADMIN_LISTEN", &admin_listen),
     ])
     .await;
