@@ -2,9 +2,9 @@
 //! into a compact structure, validated, merged and written back (README "Text
 //! engine").
 //!
-//! One purpose per module: [`parse`] reads the JSON, [`validate`] checks a state
-//! before it touches a document, [`merge`] unions two states, [`order`] computes
-//! the document order (the visible text), [`write`] serialises. Nothing here
+//! One purpose per module: `parse` reads the JSON, `validate` checks a state
+//! before it touches a document, `merge` unions two states, `order` computes
+//! the document order (the visible text), `write` serialises. Nothing here
 //! recurses on untrusted input, and every pass is O(n log n) or better.
 
 mod error;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{grapheme_len, validate, Block, Id, Limits, State, TextError, MAX_SAFE_INTEGER};
 
 /// Parse and check one text state: the byte and block limits, the JSON shape, and
-/// everything a state must satisfy on its own ([`validate::check_state`]).
+/// everything a state must satisfy on its own (`validate::check_state`).
 pub fn parse(json: &str, limits: &Limits) -> Result<State, TextError> {
     if json.len() > limits.max_state_bytes {
         return Err(TextError::TooLarge {
