@@ -12,6 +12,7 @@
 //! and an expired entry, a left one or one whose connection closed is free again.
 //! Shared stores (PostgreSQL, Redis) decide this atomically for the whole fleet.
 
+pub mod bounded;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
@@ -19,6 +20,7 @@ pub mod redis;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use bounded::BoundedAwarenessStore;
 pub use memory::MemoryAwarenessStore;
 pub use postgres::PostgresAwarenessStore;
 pub use redis::RedisAwarenessStore;

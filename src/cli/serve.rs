@@ -14,7 +14,10 @@ use super::database::DatabaseArgs;
 use super::duration::{parse_bool, parse_duration};
 use crate::auth::jwt::{DEVELOPMENT_SECRET, MIN_SECRET_LEN};
 use crate::auth::JwtSettings;
-use crate::awareness::{MemoryAwarenessStore, PostgresAwarenessStore, RedisAwarenessStore};
+use crate::awareness::{
+    AwarenessStore, BoundedAwarenessStore, MemoryAwarenessStore, PostgresAwarenessStore,
+    RedisAwarenessStore,
+};
 use crate::exit::Failure;
 use crate::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
 use crate::server::{Backends, Server, ServerConfig};
@@ -261,6 +264,11 @@ pub struct ServeArgs {
     /// DATABASE_URL) or redis (needs REDIS_URL; the C# key layout under `synckit:`).
     #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory", value_parser = ["memory", "postgres", "redis"])]
     pub awareness_store: String,
+    /// A shared awareness store (postgres, redis) that does not answer within this
+    /// fails the call; further calls fail at once (one retry a second) until it is
+    /// back, so presence never makes a connection wait for a backend outage.
+    #[arg(long, env = "SYNCKIT_AWARENESS_STORE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub awareness_store_timeout: Duration,
     /// Documents kept loaded in memory; the least recently used ones without
     /// subscribers or unpersisted writes are unloaded past this.
     #[arg(long, env = "SYNCKIT_MAX_CACHED_DOCUMENTS", default_value_t = 10_000)]
@@ -509,7 +517,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.to_config()?;
     let database = args.database_settings()?;
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
-    runtime.block_on(serve(config, database, args.awareness_store.clone()))
+    let awareness = AwarenessChoice {
+        store: args.awareness_store.clone(),
+        timeout: args.awareness_store_timeout,
+    };
+    runtime.block_on(serve(config, database, awareness))
+}
+
+/// Which awareness store serves presence, and the deadline of a shared one.
+struct AwarenessChoice {
+    store: String,
+    timeout: Duration,
 }
 
 /// Build the backends. With PostgreSQL, one connection attempt is made now: a schema
@@ -519,27 +537,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn backends(
     config: &ServerConfig,
     database: Option<PostgresSettings>,
-    awareness_store: &str,
+    awareness: &AwarenessChoice,
 ) -> anyhow::Result<Backends> {
     let mut backends = storage_backends(config, database).await?;
-    backends.awareness = match (awareness_store, &config.redis) {
+    let bounded = |store: Arc<dyn AwarenessStore>| -> Arc<dyn AwarenessStore> {
+        Arc::new(BoundedAwarenessStore::new(store, awareness.timeout))
+    };
+    backends.awareness = match (awareness.store.as_str(), &config.redis) {
         ("postgres", _) => {
             let pool = backends
                 .storage
                 .postgres_pool()
                 .context("--awareness-store postgres needs DATABASE_URL")?;
-            Arc::new(PostgresAwarenessStore::new(
+            bounded(Arc::new(PostgresAwarenessStore::new(
                 pool,
                 config.sync.awareness_timeout,
-            ))
+            )))
         }
         ("redis", Some(target)) => {
             let client = redis::Client::open(target.info.clone())
                 .context("REDIS_URL cannot be used for the awareness store")?;
-            Arc::new(RedisAwarenessStore::from_client(
+            bounded(Arc::new(RedisAwarenessStore::from_client(
                 client,
                 config.sync.awareness_timeout,
-            )?)
+            )?))
         }
         _ => Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
     };
@@ -603,9 +624,9 @@ fn redis_pubsub(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn PubSub>>
 async fn serve(
     config: ServerConfig,
     database: Option<PostgresSettings>,
-    awareness_store: String,
+    awareness: AwarenessChoice,
 ) -> anyhow::Result<ExitCode> {
-    let backends = backends(&config, database, &awareness_store).await?;
+    let backends = backends(&config, database, &awareness).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {

@@ -1143,7 +1143,9 @@ impl Session {
                 .await;
             }
             Err(e) => {
-                tracing::error!(document_id = %id, error = %e, "awareness store failed");
+                // A shared store's outage is logged once by the store (awareness::bounded);
+                // one line per message would flood the log.
+                tracing::debug!(document_id = %id, error = %e, "awareness store failed");
                 self.error(err::AWARENESS_SUBSCRIBE_FAILED).await;
             }
         }
@@ -1239,7 +1241,9 @@ impl Session {
                 );
             }
             Err(e) => {
-                tracing::error!(document_id = %id, error = %e, "awareness store failed");
+                // A shared store's outage is logged once by the store (awareness::bounded);
+                // one line per message would flood the log.
+                tracing::debug!(document_id = %id, error = %e, "awareness store failed");
                 self.error(err::AWARENESS_UPDATE_FAILED).await;
             }
         }
@@ -1295,7 +1299,7 @@ impl Session {
     }
 
     /// Connection closed: leave every document, broadcast leaves for the awareness
-    /// clients it owned, and drop its session row.
+    /// clients it owned (in the background), and drop its session row.
     pub async fn close(&mut self) {
         let docs: Vec<Arc<str>> = self
             .documents
@@ -1305,31 +1309,36 @@ impl Session {
         self.svc
             .hub
             .remove_peer(self.peer.conn_id, docs.iter().map(|d| &**d));
-        match self
-            .svc
-            .awareness
-            .remove_connection(&self.connection_key())
-            .await
-        {
-            Ok(entries) => {
-                for e in entries {
-                    let msg = ServerMessage::AwarenessUpdate {
-                        document_id: e.document_id.clone(),
-                        client_id: e.client_id,
-                        state: Value::Null,
-                        clock: e.clock.saturating_add(1),
-                    };
-                    super::relay::broadcast_awareness(
-                        &self.svc.hub,
-                        &e.document_id,
-                        &msg,
-                        None,
-                        true,
-                    );
+        // The leaves go out from a task of their own: with a shared store (PostgreSQL,
+        // Redis) the removal is a round trip, and the close frame must not wait on
+        // it — nor on an outage (the store is bounded, README "Running several
+        // instances"). Entries a failed removal leaves behind expire.
+        let svc = self.svc.clone();
+        let connection = self.connection_key();
+        tokio::spawn(async move {
+            match svc.awareness.remove_connection(&connection).await {
+                Ok(entries) => {
+                    for e in entries {
+                        let msg = ServerMessage::AwarenessUpdate {
+                            document_id: e.document_id.clone(),
+                            client_id: e.client_id,
+                            state: Value::Null,
+                            clock: e.clock.saturating_add(1),
+                        };
+                        super::relay::broadcast_awareness(
+                            &svc.hub,
+                            &e.document_id,
+                            &msg,
+                            None,
+                            true,
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove awareness of closed connection")
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not remove awareness of closed connection"),
-        }
+        });
         if self.session_saved {
             self.svc.metrics.connections_authenticated.dec();
             if let Some(identity) = &self.identity {

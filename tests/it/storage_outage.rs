@@ -191,3 +191,87 @@ async fn with_postgres_unreachable_connections_and_probes_answer_at_once(pool: P
         let _ = s.done.await;
     }
 }
+
+/// `awareness_subscribe`'s answer (its state, or an error) and how long it took.
+async fn awareness_reply(c: &mut Client, doc: String) -> (serde_json::Value, Duration) {
+    let started = Instant::now();
+    c.send(json!({"type": "awareness_subscribe", "documentId": doc}))
+        .await;
+    loop {
+        let m = c.recv().await;
+        if m["type"] == "awareness_state" || m["type"] == "error" {
+            return (m, started.elapsed());
+        }
+    }
+}
+
+/// Presence on PostgreSQL (`--awareness-store postgres`, bounded as `serve` builds
+/// it) with PostgreSQL cut: awareness calls answer with an error at once instead of
+/// waiting for the pool, the close handshake does not wait for the leave, and
+/// presence works again once PostgreSQL is back.
+#[sqlx::test(migrations = "./migrations")]
+async fn with_a_shared_awareness_store_unreachable_presence_fails_fast_and_closes_do_not_wait(
+    pool: PgPool,
+) {
+    use synckit::awareness::{BoundedAwarenessStore, PostgresAwarenessStore};
+
+    let proxy = Proxy::for_pool(&pool).await;
+    let config = open_config();
+    let mut shared = backends(&config, &pool, &proxy);
+    let proxied = shared.storage.postgres_pool().expect("a PostgreSQL pool");
+    shared.awareness = Arc::new(BoundedAwarenessStore::new(
+        Arc::new(PostgresAwarenessStore::new(
+            proxied,
+            config.sync.awareness_timeout,
+        )),
+        Duration::from_millis(500),
+    ));
+    let server = start_on(config, shared).await;
+
+    let mut watcher = Client::connect(&server, false).await;
+    let (m, _) = awareness_reply(&mut watcher, "aw".into()).await;
+    assert_eq!(m["type"], "awareness_state", "{m}");
+
+    proxy.cut();
+    let mut subscribes = Vec::new();
+    let mut updates = Vec::new();
+    let mut closes = Vec::new();
+    for i in 0..TRIES {
+        let mut c = Client::connect(&server, false).await;
+        let (m, took) = awareness_reply(&mut c, format!("aw-{i}")).await;
+        assert_eq!(m["type"], "error", "{m}");
+        subscribes.push(took);
+        let started = Instant::now();
+        c.send(
+            json!({"type": "awareness_update", "documentId": "aw", "clientId": format!("c{i}"),
+                      "state": {"cursor": i}, "clock": 1}),
+        )
+        .await;
+        let m = c.expect("error").await;
+        assert_eq!(m["error"], "Failed to update awareness", "{m}");
+        updates.push(started.elapsed());
+        closes.push(close_handshake(c).await);
+    }
+    // The first call finds the outage and waits its 500 ms: one outlier in 100.
+    p99(subscribes, "awareness_subscribe reply");
+    p99(updates, "awareness_update error");
+    p99(closes, "close handshake");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = Client::connect(&server, false).await;
+        let (m, _) = awareness_reply(&mut c, "aw".into()).await;
+        if m["type"] == "awareness_state" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence not back 10 s after PostgreSQL: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(watcher);
+    server.shutdown.cancel();
+    let _ = server.done.await;
+}
