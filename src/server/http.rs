@@ -165,11 +165,56 @@ pub async fn rooms(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-/// `POST /_test/clear` (only with `SYNCKIT_TEST_MODE=true`): nothing is cleared in a
-/// running server's memory; it answers so upstream harnesses can call it.
-pub async fn test_clear() -> Response {
-    Json(json!({"success": true})).into_response()
+/// `POST /_test/clear` (only with `SYNCKIT_TEST_MODE=true`; docs/operations.md §1):
+/// empty every store, so harnesses can reuse document ids between tests. Loaded
+/// documents are emptied (or unloaded), writes still queued for storage are let
+/// through first, then storage loses every document and session and the awareness
+/// store every entry. 503 when a backend could not be cleared.
+pub async fn test_clear(State(state): State<Arc<AppState>>) -> Response {
+    let sync = &state.sync;
+    let loaded = sync.hub.clear();
+    let storage = sync.hub.storage();
+    if !storage.drain(TEST_CLEAR_BUDGET).await {
+        tracing::warn!(
+            backlog = storage.backlog(),
+            "test clear: queued writes not yet stored; clearing anyway"
+        );
+    }
+    let stored = storage.adapter().clear_all().await;
+    // Every entry is expired at the end of time: pruning then removes them all,
+    // whatever the store.
+    let awareness = sync.awareness.prune_expired(END_OF_TIME_MS).await;
+    match (stored, awareness) {
+        (Ok(stored), Ok(awareness)) => {
+            tracing::info!(
+                loaded,
+                stored,
+                awareness = awareness.len(),
+                "test clear: documents, sessions and awareness emptied"
+            );
+            Json(json!({"success": true})).into_response()
+        }
+        (stored, awareness) => {
+            tracing::error!(
+                storage = ?stored.err(),
+                awareness = ?awareness.err(),
+                "test clear failed"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"success": false, "error": "a backend could not be cleared"})),
+            )
+                .into_response()
+        }
+    }
 }
+
+/// How long `POST /_test/clear` waits for queued writes before clearing storage.
+const TEST_CLEAR_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 9999-12-31T23:59:59Z in epoch milliseconds: later than any entry's expiry, and
+/// representable by every awareness store.
+const END_OF_TIME_MS: i64 = 253_402_300_799_000;
 
 pub fn stats_routes() -> Router<Arc<AppState>> {
     Router::new()

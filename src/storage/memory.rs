@@ -524,6 +524,18 @@ impl StorageAdapter for MemoryStorage {
         Ok(true)
     }
 
+    async fn clear_all(&self) -> Result<u64, StorageError> {
+        self.reachable()?;
+        let mut inner = self.lock();
+        let documents = inner.documents.len() as u64;
+        inner.documents.clear();
+        inner.clocks.clear();
+        inner.deltas.clear();
+        inner.snapshots.clear();
+        inner.sessions.clear();
+        Ok(documents)
+    }
+
     async fn list_documents(
         &self,
         limit: u32,

@@ -448,6 +448,13 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// Remove old sessions, deltas and snapshots in bounded batches.
     async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError>;
 
+    /// Delete every document (with its clocks, deltas and snapshots) and every
+    /// session, in one transaction; returns how many documents went. Only test
+    /// mode's `POST /_test/clear` calls it (docs/operations.md §1). The maintenance
+    /// run log is kept: it is history, and a forgotten claim would let an
+    /// occurrence run twice.
+    async fn clear_all(&self) -> Result<u64, StorageError>;
+
     // -- the sync path ---------------------------------------------------------
 
     /// A document as the hub needs it: fields (rebuilt from deltas for rows that

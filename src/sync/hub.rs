@@ -1139,6 +1139,25 @@ impl Hub {
         idle
     }
 
+    /// Test mode's `POST /_test/clear` (docs/operations.md §1): every loaded
+    /// document becomes empty — fields, clock, text and pending broadcast — and the
+    /// ones nobody here listens to are unloaded; subscribers stay subscribed to the
+    /// emptied documents. Writes already queued for storage are not touched (the
+    /// caller drains them before clearing storage). Returns how many documents
+    /// were loaded.
+    pub fn clear(&self) -> usize {
+        let mut docs = self.docs();
+        let loaded = docs.len();
+        docs.retain(|_, entry| {
+            let mut st = entry.lock();
+            st.doc = Document::default();
+            st.pending = PendingBatch::default();
+            st.last_modified_ms = 0;
+            !(st.subscribers.is_empty() && st.awareness_subscribers.is_empty())
+        });
+        loaded
+    }
+
     /// Total document subscriptions across live documents.
     pub fn subscription_count(&self) -> usize {
         let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();

@@ -28,6 +28,7 @@ mod scheduler;
 mod storage_conformance;
 mod storage_outage;
 mod systemd;
+mod test_clear;
 mod text_differential;
 mod wire;
 mod wire_admission;

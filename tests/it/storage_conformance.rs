@@ -115,6 +115,7 @@ conformance!(
     document_versions_and_timestamps,
     update_and_delete_documents,
     delete_cascades,
+    clear_all_empties_documents_and_sessions,
     list_documents_order_limit_offset,
     clock_overwrite_versus_merge,
     clock_writes_create_the_document,
@@ -340,6 +341,61 @@ async fn delete_cascades(s: &impl Backend) {
         clock(&[("conn-1", 4)])
     );
     assert_eq!(s.get_deltas("other", 100).await.expect("deltas").len(), 1);
+}
+
+/// Test mode's clear: every document with its clocks, deltas and snapshots, and
+/// every session, go; the maintenance run log stays; the storage stays usable.
+async fn clear_all_empties_documents_and_sessions(s: &impl Backend) {
+    for doc in ["doc", "other"] {
+        s.save_document(doc, &json!({"id": doc, "fields": {"a": 1}}))
+            .await
+            .expect("doc");
+        s.update_vector_clock(doc, "conn-1", 4)
+            .await
+            .expect("clock");
+        s.save_delta(&delta(doc, "a", Some(json!(1)), 4))
+            .await
+            .expect("delta");
+    }
+    let snap = s
+        .save_snapshot(&snapshot("doc", json!({"id": "doc"})))
+        .await
+        .expect("snapshot");
+    s.save_session(&session("s1", "u1", json!({})))
+        .await
+        .expect("session");
+    let run = s
+        .claim_run("cleanup", Utc::now(), "instance-1")
+        .await
+        .expect("claim")
+        .expect("claimed");
+
+    assert_eq!(s.clear_all().await.expect("clear"), 2);
+    assert!(s.list_documents(10, 0).await.expect("list").is_empty());
+    assert!(s.list_sessions(10, 0).await.expect("sessions").is_empty());
+    for doc in ["doc", "other"] {
+        assert_eq!(s.load_document(doc).await.expect("load"), None);
+        assert!(s.get_vector_clock(doc).await.expect("clock").is_empty());
+        assert!(s.get_deltas(doc, 100).await.expect("deltas").is_empty());
+    }
+    assert_eq!(s.get_snapshot(snap.id).await.expect("snapshot"), None);
+    let runs = s.recent_runs(10).await.expect("runs");
+    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![run]);
+    // Nothing to clear is not an error, and writing afterwards works.
+    assert_eq!(s.clear_all().await.expect("clear again"), 0);
+    s.write_batch(&[write(
+        "doc",
+        vec![change("b", Some(json!(2)), "w", 1)],
+        &[("w", 1)],
+        None,
+    )])
+    .await
+    .expect("write after clear");
+    let loaded = s.load_document("doc").await.expect("load").expect("doc");
+    assert_eq!(
+        loaded.fields,
+        json!({"b": 2}).as_object().cloned().expect("obj")
+    );
 }
 
 async fn list_documents_order_limit_offset(s: &impl Backend) {

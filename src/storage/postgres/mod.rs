@@ -589,6 +589,25 @@ impl StorageAdapter for PostgresStorage {
         self.observe_query(result).map(|r| affected(r) > 0)
     }
 
+    async fn clear_all(&self) -> Result<u64, StorageError> {
+        // DELETE rather than TRUNCATE: it takes row locks only, so a writer
+        // committing meanwhile waits for this transaction instead of failing.
+        // Clocks, deltas and snapshots go with their documents (ON DELETE CASCADE).
+        let result = async {
+            let mut tx = self.pool.begin().await?;
+            let documents = sqlx::query("DELETE FROM documents")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM sessions")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(affected(documents))
+        }
+        .await;
+        self.observe_query(result)
+    }
+
     async fn list_documents(
         &self,
         limit: u32,
