@@ -98,7 +98,12 @@ async fn clear_empties_every_store(
         .await
         .expect("save document");
     let mut probe = Client::connect(&server, false).await;
-    assert_eq!(presence(&mut probe, KEPT).await.len(), 1, "A is present");
+    // A's update is stored while W writes; a shared store may take a moment more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while presence(&mut probe, KEPT).await.len() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "A never present");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(sync_state(&mut probe, GONE).await, json!({"test": "value"}));
     probe.close_and_wait().await;
     assert_eq!(storage.list_documents(10, 0).await.expect("list").len(), 3);
