@@ -205,10 +205,13 @@ impl Server {
             ));
         }
         let clustered = sync.hub.pubsub().state() != PubSubState::SingleInstance;
-        let presence = clustered.then(|| {
+        // Read-backs need shared storage: after a pub/sub outage (a fleet), and after
+        // a PostgreSQL outage (documents opened meanwhile lack their stored state).
+        if clustered || sync.hub.storage().kind() != "memory" {
             tokio::spawn(crate::sync::resync::run(sync.clone(), background.clone()));
-            tokio::spawn(presence::run(state.clone(), background.clone()))
-        });
+        }
+        let presence =
+            clustered.then(|| tokio::spawn(presence::run(state.clone(), background.clone())));
         if sync.awareness.kind() == "memory" {
             tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
         }

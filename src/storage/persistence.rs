@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -129,6 +129,9 @@ pub struct Persistence {
     wake: Notify,
     idle: Notify,
     degraded: AtomicBool,
+    /// How many times storage came back after being degraded: documents opened
+    /// from memory meanwhile are read back then (`sync::resync`).
+    recoveries: watch::Sender<u64>,
     /// Set once `connect` succeeded (schema migrated or validated).
     ready: AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -147,6 +150,7 @@ impl Persistence {
             wake: Notify::new(),
             idle: Notify::new(),
             degraded: AtomicBool::new(false),
+            recoveries: watch::Sender::new(0),
             ready: AtomicBool::new(false),
             last_error: Mutex::new(None),
             touched: Mutex::new(HashSet::new()),
@@ -475,7 +479,13 @@ impl Persistence {
     fn set_healthy(&self) {
         if self.degraded.swap(false, Ordering::Relaxed) {
             tracing::info!(backend = self.kind(), "storage reachable again");
+            self.recoveries.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Changes each time storage comes back after an outage.
+    pub fn recoveries(&self) -> watch::Receiver<u64> {
+        self.recoveries.subscribe()
     }
 
     /// The writer: connects (retrying), then commits queued writes in groups until

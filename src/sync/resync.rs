@@ -9,6 +9,10 @@
 //! A round runs when this instance reconnects after an outage, and when a peer
 //! announces that it did (its `server_online` says `resync`): writes the peer
 //! accepted while cut off are in storage by then, but we never heard of them.
+//! A round also runs when PostgreSQL comes back after an outage: documents opened
+//! while it was away were served from memory without their stored fields and text,
+//! which the read-back brings in (and writes queued meanwhile are committed first).
+//!
 //! A single document is resynchronised when it gains its first local listener: a
 //! copy left in the cache missed what peers wrote while nobody here listened, and
 //! the channel subscription takes effect a moment after the document was read.
@@ -50,12 +54,16 @@ pub async fn run(sync: Arc<SyncService>, cancel: CancellationToken) {
 
 async fn rounds(sync: &SyncService, cancel: &CancellationToken) {
     let mut connections = sync.hub.pubsub().connections();
+    let mut recoveries = sync.hub.storage().recoveries();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = sync.resync.notified() => {}
             _ = own_reconnection(&mut connections) => {
                 tracing::info!("pub/sub is back after an outage: resynchronising documents");
+            }
+            Ok(()) = recoveries.changed() => {
+                tracing::info!("storage is back after an outage: reading documents opened meanwhile back");
             }
         }
         round(sync, cancel).await;

@@ -275,3 +275,102 @@ async fn with_a_shared_awareness_store_unreachable_presence_fails_fast_and_close
     server.shutdown.cancel();
     let _ = server.done.await;
 }
+
+/// A document first opened while PostgreSQL is away is served from memory without
+/// what storage holds. When PostgreSQL returns, it is read back: its subscribers get
+/// the stored field and text, and what they wrote meanwhile is kept on both sides.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_document_opened_during_an_outage_gets_its_stored_state_when_postgres_returns(
+    pool: PgPool,
+) {
+    use common::{fugue, subscribe, text_of};
+    let doc = "opened-in-outage";
+    let config = open_config();
+
+    // Stored by an earlier server: a field and a text.
+    let earlier = start_on(
+        config.clone(),
+        Backends {
+            storage: common::pg_storage(&pool),
+            awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
+            pubsub: Arc::new(LocalPubSub::single_instance()),
+        },
+    )
+    .await;
+    let mut w = Client::connect(&earlier, false).await;
+    subscribe(&mut w, doc).await;
+    w.send(
+        json!({"type": "delta", "documentId": doc, "field": "stored", "value": "before",
+                  "clock": {"w": 1}, "clientId": "w", "messageId": "m1"}),
+    )
+    .await;
+    w.expect("ack").await;
+    w.send(json!({"type":"delta_batch","documentId":doc,"messageId":"t1","deltas":[
+        {"type":"text-state","documentId":doc,"state":fugue("w","Hello"),"clientId":"w","timestamp":1000}
+    ]}))
+    .await;
+    w.expect("ack").await;
+    drop(w);
+    earlier.shutdown.cancel();
+    let _ = earlier.done.await;
+
+    let proxy = Proxy::for_pool(&pool).await;
+    let server = start_on(config.clone(), backends(&config, &pool, &proxy)).await;
+    proxy.cut();
+    let cut_at = Instant::now();
+    while ready_status(&server).await != "degraded" {
+        assert!(cut_at.elapsed() < Duration::from_secs(3), "not degraded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Opened from memory: nothing of what is stored.
+    let mut c = Client::connect(&server, false).await;
+    let sr = subscribe(&mut c, doc).await;
+    assert_eq!(sr["state"], json!({}), "{sr}");
+    c.send(
+        json!({"type": "delta", "documentId": doc, "field": "during", "value": "outage",
+                  "clock": {"c": 1}, "clientId": "c", "messageId": "m2"}),
+    )
+    .await;
+
+    proxy.restore();
+    // The write made during the outage is acknowledged once committed; the stored
+    // field and text reach the subscriber from the read-back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut acked, mut field, mut text) = (false, false, false);
+    while !(acked && field && text) {
+        assert!(
+            Instant::now() < deadline,
+            "after PostgreSQL returned: ack {acked}, stored field {field}, stored text {text}"
+        );
+        let Some(m) = c.recv_timeout(Duration::from_millis(500)).await else {
+            continue;
+        };
+        match m["type"].as_str() {
+            Some("ack") => acked = true,
+            Some("delta") if m["delta"]["stored"] == "before" || m["field"] == "stored" => {
+                field = true
+            }
+            Some("delta_batch") => {
+                for op in m["deltas"].as_array().into_iter().flatten() {
+                    if op["type"] == "text-state" && text_of(&op["state"]) == "Hello" {
+                        text = true;
+                    } else if op["delta"]["stored"] == "before" || op["field"] == "stored" {
+                        field = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // A late joiner and storage agree on both sides.
+    let mut late = Client::connect(&server, false).await;
+    let sr = subscribe(&mut late, doc).await;
+    assert_eq!(sr["state"]["stored"], "before", "{sr}");
+    assert_eq!(sr["state"]["during"], "outage", "{sr}");
+    assert_eq!(text_of(&sr["textState"]), "Hello");
+    drop((c, late));
+    server.shutdown.cancel();
+    let _ = server.done.await;
+}
