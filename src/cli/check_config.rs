@@ -112,6 +112,15 @@ struct Report {
     checks: Vec<Check>,
 }
 
+impl Report {
+    /// Whether the configuration is valid and in development mode.
+    fn development(&self) -> bool {
+        self.resolved
+            .as_ref()
+            .is_some_and(|r| r.environment == "development")
+    }
+}
+
 /// One scheduled job as serve would run it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -197,14 +206,8 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
         (Ok(config), Ok(database), Ok(redis)) => {
             resolved = Some(resolve(serve, config, database.as_ref(), redis.as_ref()));
             maintenance = jobs(config, &serve.awareness_store);
-            if config.jwt.secret == DEVELOPMENT_SECRET {
-                checks.push(Check::warning(
-                    "configuration",
-                    "valid, but JWT_SECRET is not set: the development secret is in use (never in production)",
-                ));
-            } else {
-                checks.push(Check::ok("configuration", "valid"));
-            }
+            checks.push(Check::ok("configuration", "valid"));
+            checks.push(check_environment(config));
         }
         _ => {
             let errors: Vec<String> = [
@@ -257,6 +260,48 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
         maintenance,
         checks,
     }
+}
+
+/// Whether this is a configuration to deploy (docs/operations.md §4.3): development
+/// mode is valid but never silent — its public JWT secret and open demo routes are
+/// named — and production's one allowed risk, auth disabled with its
+/// acknowledgement, is reported too.
+fn check_environment(config: &crate::server::ServerConfig) -> Check {
+    if config.production {
+        return if config.sync.auth_required {
+            Check::ok(
+                "environment",
+                "production: authentication required, demo login and test mode off",
+            )
+        } else {
+            Check::warning(
+                "environment",
+                "production with SYNCKIT_AUTH_REQUIRED=false, acknowledged by SYNCKIT_ALLOW_NO_AUTH_IN_PRODUCTION=true: every connection is anonymous with access to every document",
+            )
+        };
+    }
+    let mut risks = Vec::new();
+    if config.jwt.secret == DEVELOPMENT_SECRET {
+        risks.push("JWT_SECRET is not set: the public development secret is in use, so anyone can mint tokens");
+    }
+    if !config.sync.auth_required {
+        risks.push("authentication is disabled");
+    }
+    if config.demo_login {
+        risks.push("demo login mints tokens for any email");
+    }
+    if config.test_mode {
+        risks.push("POST /_test/clear erases everything");
+    }
+    let risks = if risks.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", risks.join("; "))
+    };
+    Check::warning(
+        "environment",
+        format!("development mode (SYNCKIT_ENV is not production){risks}. For a deployment set SYNCKIT_ENV=production and JWT_SECRET"),
+    )
 }
 
 /// Every flag of the command with its value (redacted) and source, in declaration
@@ -681,7 +726,9 @@ fn render(report: &Report) -> String {
     let _ = writeln!(
         out,
         "\n{} (exit {})",
-        if report.ok {
+        if report.ok && report.development() {
+            "configuration OK for development only (SYNCKIT_ENV is not production)"
+        } else if report.ok {
             "configuration OK"
         } else {
             "configuration NOT OK"

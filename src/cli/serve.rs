@@ -49,6 +49,13 @@ pub struct ServeArgs {
     /// needs, since it never sends an auth message.
     #[arg(long, env = "SYNCKIT_AUTH_REQUIRED", default_value = "true", value_parser = parse_bool)]
     pub auth_required: bool,
+    /// With SYNCKIT_ENV=production, start with SYNCKIT_AUTH_REQUIRED=false anyway: the
+    /// explicit acknowledgement that every connection is anonymous with access to
+    /// every document (e.g. a gateway in front authenticates). Without it such a
+    /// start is refused (exit 2). SDK clients can authenticate instead with
+    /// `?token=<jwt>` on their server URL.
+    #[arg(long, env = "SYNCKIT_ALLOW_NO_AUTH_IN_PRODUCTION", default_value = "false", value_parser = parse_bool)]
+    pub allow_no_auth_in_production: bool,
     /// Shared HMAC secret for JWTs (HS256/384/512), at least 32 characters. Defaults to
     /// a development secret outside production.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
@@ -77,7 +84,7 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTH_TIMEOUT_MS", default_value = "30s", value_parser = parse_duration)]
     pub auth_timeout: Duration,
     /// Serve the upstream demo POST /auth/login that mints a token for ANY email and
-    /// password. Development only — never enable in production.
+    /// password. Development only: refused (exit 2) with SYNCKIT_ENV=production.
     #[arg(long, env = "SYNCKIT_DEMO_LOGIN", default_value = "false", value_parser = parse_bool)]
     pub demo_login: bool,
     /// Protocol ping period.
@@ -211,7 +218,8 @@ pub struct ServeArgs {
     /// Also serve /stats, /metrics and /rooms on the public port.
     #[arg(long, env = "SYNCKIT_PUBLIC_STATS", default_value = "false", value_parser = parse_bool)]
     pub public_stats: bool,
-    /// Enable POST /_test/clear for upstream test harnesses.
+    /// Enable POST /_test/clear for upstream test harnesses (it empties every
+    /// document, session and presence). Refused (exit 2) with SYNCKIT_ENV=production.
     #[arg(long, env = "SYNCKIT_TEST_MODE", default_value = "false", value_parser = parse_bool)]
     pub test_mode: bool,
     /// Redis for running several instances as one service: document updates,
@@ -311,17 +319,26 @@ impl ServeArgs {
             .unwrap_or_else(|| "development".into());
         let production = environment.eq_ignore_ascii_case("production");
         let secret = match (&self.jwt_secret, production) {
-            (Some(s), _) if s.len() < MIN_SECRET_LEN => {
-                bail!("JWT_SECRET is {} characters; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -base64 48`)", s.len())
-            }
-            (Some(s), true) if s == DEVELOPMENT_SECRET => {
-                bail!("JWT_SECRET is the development default; set a strong secret of your own for production")
-            }
-            (Some(s), _) => s.clone(),
-            (None, true) => bail!(
+            (Some(s), _) if s.len() < MIN_SECRET_LEN => Err(format!(
+                "JWT_SECRET is {} characters; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -base64 48`)",
+                s.len()
+            )),
+            (Some(s), true) if s == DEVELOPMENT_SECRET => Err("JWT_SECRET is the development default; set a strong secret of your own for production".to_owned()),
+            (Some(s), _) => Ok(s.clone()),
+            (None, true) => Err(format!(
                 "SYNCKIT_ENV=production requires JWT_SECRET: set it to a random secret of at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -base64 48`)"
-            ),
-            (None, false) => DEVELOPMENT_SECRET.to_owned(),
+            )),
+            (None, false) => Ok(DEVELOPMENT_SECRET.to_owned()),
+        };
+        // Everything production refuses is reported at once, so one run lists all
+        // there is to fix.
+        let mut refusals: Vec<String> = secret.as_ref().err().cloned().into_iter().collect();
+        if production {
+            refusals.extend(self.production_refusals());
+        }
+        let secret = match secret {
+            Ok(secret) if refusals.is_empty() => secret,
+            _ => bail!("{}", refusals.join("; ")),
         };
         let listen = match &self.server_url {
             Some(url) => server_url_addr(url)?,
@@ -482,6 +499,21 @@ fn bracket(host: &str) -> String {
 }
 
 impl ServeArgs {
+    /// Settings production refuses (docs/operations.md §4.3), each with what to do.
+    fn production_refusals(&self) -> Vec<String> {
+        let mut refusals = Vec::new();
+        if self.demo_login {
+            refusals.push("SYNCKIT_DEMO_LOGIN=true is refused with SYNCKIT_ENV=production: POST /auth/login would mint a token for any email and password; remove it and mint tokens in your own backend with JWT_SECRET".to_owned());
+        }
+        if self.test_mode {
+            refusals.push("SYNCKIT_TEST_MODE=true is refused with SYNCKIT_ENV=production: POST /_test/clear would let anyone erase every document; remove it".to_owned());
+        }
+        if !self.auth_required && !self.allow_no_auth_in_production {
+            refusals.push("SYNCKIT_AUTH_REQUIRED=false is refused with SYNCKIT_ENV=production: anyone could read and write every document; keep authentication on (SDK clients can send `?token=<jwt>` on their server URL), or acknowledge it with SYNCKIT_ALLOW_NO_AUTH_IN_PRODUCTION=true".to_owned());
+        }
+        refusals
+    }
+
     /// The log filter: RUST_LOG (or --log), else LOG_LEVEL, else `info`. Shared with
     /// `check-config` so it validates exactly what `serve` would install.
     pub fn log_filter(&self) -> String {

@@ -342,3 +342,166 @@ fn secrets_are_redacted_and_sources_shown() {
     );
     assert_eq!(r["resolved"]["listen"], "0.0.0.0:9001");
 }
+
+/// `synckit serve` with exactly `env`: its exit code and stderr, or a panic when it
+/// is still running after 10 s (it started instead of refusing).
+fn serve_refusal(env: &[(&str, &str)]) -> (i32, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .arg("serve")
+        .env_clear()
+        .envs([("PORT", "0"), ("SYNCKIT_ADMIN_LISTEN", "off")])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err)
+                .expect("read stderr");
+            return (status.code().expect("exit code"), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve started with {env:?} instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn production_refuses_demo_login_test_mode_and_open_auth() {
+    let production = [("SYNCKIT_ENV", "production"), ("JWT_SECRET", SECRET)];
+    for (setting, value, says) in [
+        (
+            "SYNCKIT_DEMO_LOGIN",
+            "true",
+            "SYNCKIT_DEMO_LOGIN=true is refused",
+        ),
+        (
+            "SYNCKIT_TEST_MODE",
+            "true",
+            "SYNCKIT_TEST_MODE=true is refused",
+        ),
+        (
+            "SYNCKIT_AUTH_REQUIRED",
+            "false",
+            "SYNCKIT_ALLOW_NO_AUTH_IN_PRODUCTION=true",
+        ),
+    ] {
+        let mut env = production.to_vec();
+        env.push((setting, value));
+        let out = check_config(&env, true);
+        assert_eq!(code(&out), 2, "{setting}: {}", text(&out));
+        let r = report(&out);
+        let c = check(&r, "configuration");
+        assert_eq!(c["status"], "failed", "{c}");
+        assert!(c["detail"].as_str().expect("detail").contains(says), "{c}");
+        let (exit, err) = serve_refusal(&env);
+        assert_eq!(exit, 2, "serve with {setting}: {err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains(SECRET), "{err}");
+    }
+
+    // Every refusal at once, the missing secret included: one run lists them all.
+    let out = check_config(
+        &[
+            ("SYNCKIT_ENV", "production"),
+            ("SYNCKIT_DEMO_LOGIN", "true"),
+            ("SYNCKIT_TEST_MODE", "true"),
+            ("SYNCKIT_AUTH_REQUIRED", "false"),
+        ],
+        false,
+    );
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let shown = text(&out);
+    for says in [
+        "requires JWT_SECRET",
+        "SYNCKIT_DEMO_LOGIN=true is refused",
+        "SYNCKIT_TEST_MODE=true is refused",
+        "SYNCKIT_AUTH_REQUIRED=false is refused",
+    ] {
+        assert!(shown.contains(says), "{says}: {shown}");
+    }
+
+    // Outside production the same settings are valid, and named as risks.
+    let out = check_config(
+        &[
+            ("SYNCKIT_DEMO_LOGIN", "true"),
+            ("SYNCKIT_AUTH_REQUIRED", "false"),
+        ],
+        true,
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let environment = check(&report(&out), "environment").clone();
+    assert_eq!(environment["status"], "warning", "{environment}");
+    let detail = environment["detail"].as_str().expect("detail");
+    assert!(detail.contains("demo login"), "{detail}");
+    assert!(detail.contains("authentication is disabled"), "{detail}");
+}
+
+#[test]
+fn production_without_auth_starts_only_when_acknowledged() {
+    let env = [
+        ("SYNCKIT_ENV", "production"),
+        ("JWT_SECRET", SECRET),
+        ("SYNCKIT_AUTH_REQUIRED", "false"),
+        ("SYNCKIT_ALLOW_NO_AUTH_IN_PRODUCTION", "true"),
+    ];
+    let out = check_config(&env, true);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let r = report(&out);
+    let environment = check(&r, "environment");
+    assert_eq!(environment["status"], "warning", "{environment}");
+    assert!(
+        environment["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("anonymous"),
+        "{environment}"
+    );
+    // The flag does the same as the variable.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args([
+            "check-config",
+            "--json",
+            "--allow-no-auth-in-production",
+            "--auth-required=false",
+        ])
+        .env_clear()
+        .envs([("SYNCKIT_ENV", "production"), ("JWT_SECRET", SECRET)])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // A strong production configuration is ok throughout.
+    let out = check_config(
+        &[("SYNCKIT_ENV", "production"), ("JWT_SECRET", SECRET)],
+        true,
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(check(&report(&out), "environment")["status"], "ok");
+}
+
+#[test]
+fn an_empty_environment_is_development_and_says_so() {
+    let out = check_config(&[], false);
+    // Valid (a developer's laptop), but never silently production-ready.
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains("configuration OK for development only"),
+        "{shown}"
+    );
+    assert!(shown.contains("public development secret"), "{shown}");
+    let out = check_config(&[], true);
+    let r = report(&out);
+    assert_eq!(r["resolved"]["environment"], "development");
+    assert_eq!(check(&r, "environment")["status"], "warning");
+}
