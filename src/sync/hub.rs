@@ -835,7 +835,7 @@ impl Hub {
         };
         // Copied outside the document lock: the state may be tens of megabytes.
         let stored = match (&result, persist_at) {
-            (Ok(Some(json)), Some(_)) => Some(json.clone()),
+            (Ok(Some(json)), Some(_)) => Some(json.to_string()),
             _ => None,
         };
         let mut st = entry.lock();

@@ -27,7 +27,7 @@ impl PartialEq for TextState {
 }
 
 /// What a merge produced: the document, and its JSON when it changed.
-pub type Merged = (Option<TextDoc>, Result<Option<String>, TextError>);
+pub type Merged = (Option<TextDoc>, Result<Option<Arc<str>>, TextError>);
 
 impl TextState {
     /// No text yet.
@@ -45,7 +45,11 @@ impl TextState {
     pub fn restored(json: impl Into<Arc<str>>, clock: f64, limits: &Limits) -> TextState {
         let json = json.into();
         let doc = match text::parse(&json, limits).and_then(|s| TextDoc::from_state(s, limits)) {
-            Ok(doc) => Some(doc),
+            Ok(mut doc) => {
+                // What the next client resends is compared with it (src/text).
+                doc.adopt_json(&json);
+                Some(doc)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "stored text state is not valid: served as stored until a valid state replaces it");
                 None
@@ -100,12 +104,12 @@ impl TextState {
 
     /// Return the document after a merge: with its new JSON and the incoming
     /// `textClock` when the merge was accepted (`clock` becomes the max of both).
-    pub fn put_back(&mut self, doc: Option<TextDoc>, accepted: Option<(Option<String>, f64)>) {
+    pub fn put_back(&mut self, doc: Option<TextDoc>, accepted: Option<(Option<Arc<str>>, f64)>) {
         self.doc = doc;
         self.busy = false;
         if let Some((json, clock)) = accepted {
             if let Some(json) = json {
-                self.json = Arc::from(json);
+                self.json = json;
             }
             self.clock = self.clock.max(clock);
         }
@@ -129,21 +133,17 @@ impl TextState {
 /// Parse `incoming`, check it and merge it into `doc` (a refused state leaves
 /// `doc` as it was). Pure CPU work, no lock: it may run on the blocking pool.
 pub fn merge_into(doc: Option<TextDoc>, incoming: &str, limits: &Limits) -> Merged {
-    let remote = match text::parse(incoming, limits) {
-        Ok(remote) => remote,
-        Err(e) => return (doc, Err(e)),
-    };
     match doc {
-        Some(mut doc) => match doc.merge(remote, limits) {
+        Some(mut doc) => match doc.merge_json(incoming, limits) {
             Ok(summary) => {
-                let json = summary.changed.then(|| doc.to_json());
+                let json = summary.changed.then(|| doc.write_json());
                 (Some(doc), Ok(json))
             }
             Err(e) => (Some(doc), Err(e)),
         },
-        None => match TextDoc::from_state(remote, limits) {
-            Ok(doc) => {
-                let json = doc.to_json();
+        None => match text::parse(incoming, limits).and_then(|s| TextDoc::from_state(s, limits)) {
+            Ok(mut doc) => {
+                let json = doc.write_json();
                 (Some(doc), Ok(Some(json)))
             }
             Err(e) => (None, Err(e)),

@@ -4,9 +4,12 @@
 //! kept, Lamport clock advanced to the highest block clock seen. Everything is
 //! checked first ([`super::validate`]); a refused merge changes nothing.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use super::{grapheme_byte_offset, validate, Block, Id, Limits, State, TextDoc, TextError};
+use super::write::SinceWrite;
+use super::{
+    grapheme_byte_offset, parse, validate, Block, Id, Limits, Map, State, TextDoc, TextError,
+};
 
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,48 +18,128 @@ pub struct MergeSummary {
     pub inserted: usize,
     /// Blocks split or newly marked deleted, and whether the clock moved.
     pub changed: bool,
+    /// Whether blocks the document already had were split or newly deleted
+    /// (otherwise the merge only added blocks and perhaps moved the clock).
+    pub altered: bool,
+}
+
+/// How a remote block relates to the document, decided before anything changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The document holds the very same block (id and length): at most its
+    /// deletion flag is merged. What most of a full state resent by a client is.
+    Same(u32),
+    /// None of its clocks is known: it is inserted.
+    New,
+    /// Part of (or made of) blocks the document has under other ids.
+    Other,
 }
 
 impl TextDoc {
+    /// Parse the state `json` and merge it into this document, or refuse it and
+    /// change nothing. The same outcome as [`parse`] then [`TextDoc::merge`]; a
+    /// state that repeats most of what the document last wrote (SDK clients send
+    /// their whole state with each edit) is read by comparing bytes, and only
+    /// what differs is parsed and merged.
+    pub fn merge_json(&mut self, json: &str, limits: &Limits) -> Result<MergeSummary, TextError> {
+        if let Some(summary) = self.merge_resent(json, limits) {
+            return Ok(summary);
+        }
+        self.merge(parse(json, limits)?, limits)
+    }
+
+    /// The byte-comparing path of [`TextDoc::merge_json`]; `None` (nothing
+    /// changed) when it does not apply or the state is refused.
+    fn merge_resent(&mut self, json: &str, limits: &Limits) -> Option<MergeSummary> {
+        if self.since_write != SinceWrite::Nothing {
+            return None;
+        }
+        let written = self.written.as_ref()?;
+        if written.blocks != self.state.blocks.len() {
+            return None;
+        }
+        let resent = parse::parse_resent(json, written, &self.state, limits)?;
+        // The full state's blocks are the parsed ones and the `same` ones: a
+        // parsed block must not overlap a `same` block (check_state on the
+        // whole state would refuse it). Then merging the parsed ones alone does
+        // what merging all would: a `same` block merges into itself.
+        let mut is_same = vec![false; self.state.blocks.len()];
+        for &i in &resent.same {
+            is_same[i as usize] = true;
+        }
+        for b in &resent.state.blocks {
+            let name = resent.state.clients.get(b.id.client as usize)?;
+            let Some(&client) = self.client_index.get(name) else {
+                continue;
+            };
+            let hit = self
+                .by_start
+                .range((client, 0)..=(client, b.id.clock))
+                .rev()
+                .map(|(_, &i)| i)
+                .take_while(|&i| self.state.blocks[i as usize].id.clock >= b.start())
+                .any(|i| is_same[i as usize]);
+            if hit {
+                return None;
+            }
+        }
+        self.merge(resent.state, limits).ok()
+    }
+
     /// Merge `remote` into this document, or refuse it and change nothing.
     pub fn merge(&mut self, remote: State, limits: &Limits) -> Result<MergeSummary, TextError> {
+        let State {
+            clients: remote_clients,
+            blocks: mut mapped,
+            arena: remote_arena,
+            ..
+        } = remote;
         // Client ids as the document will number them; new ones are added only
         // once the merge is accepted.
+        let known = self.state.clients.len();
         let mut new_clients = Vec::new();
-        let map: Vec<u32> = remote
-            .clients
-            .iter()
-            .map(|name| match self.client_index.get(name) {
+        let map: Vec<u32> = remote_clients
+            .into_iter()
+            .map(|name| match self.client_index.get(&name) {
                 Some(&i) => i,
                 None => {
-                    new_clients.push(name.clone());
-                    (self.state.clients.len() + new_clients.len() - 1) as u32
+                    new_clients.push(name);
+                    (known + new_clients.len() - 1) as u32
                 }
             })
             .collect();
-        let remap = |id: Id| Id {
-            client: map[id.client as usize],
-            ..id
-        };
-        let mapped: Vec<Block> = remote
-            .blocks
+        let remap = |id: &mut Id| id.client = map[id.client as usize];
+        for b in &mut mapped {
+            remap(&mut b.id);
+            if let Some(o) = &mut b.left {
+                remap(o);
+            }
+            if let Some(o) = &mut b.right {
+                remap(o);
+            }
+        }
+        // Splits keep coverage, so how each remote block relates to the document
+        // is decided before anything changes.
+        let kinds: Vec<Kind> = mapped
             .iter()
-            .map(|b| Block {
-                id: remap(b.id),
-                left: b.left.map(remap),
-                right: b.right.map(remap),
-                ..*b
+            .map(|b| {
+                let same = self
+                    .by_end
+                    .get(&(b.id.client, b.id.clock))
+                    .copied()
+                    .filter(|&li| {
+                        let l = &self.state.blocks[li as usize];
+                        l.id.offset == b.id.offset && l.len == b.len
+                    });
+                match same {
+                    Some(li) => Kind::Same(li),
+                    None if !self.overlaps(b.id.client, b.start(), b.id.clock) => Kind::New,
+                    None => Kind::Other,
+                }
             })
             .collect();
-        // A remote block none of whose clocks the document knows is inserted; the
-        // others are (pieces of) blocks the document has. Splits keep coverage, so
-        // this is decided before anything changes.
-        let is_new: Vec<bool> = mapped
-            .iter()
-            .map(|b| !self.overlaps(b.id.client, b.start(), b.id.clock))
-            .collect();
         let inserted: Vec<u32> = (0..mapped.len() as u32)
-            .filter(|&i| is_new[i as usize])
+            .filter(|&i| kinds[i as usize] == Kind::New)
             .collect();
         let blocks = self.state.blocks.len() + inserted.len();
         if blocks > limits.max_blocks {
@@ -65,14 +148,29 @@ impl TextDoc {
                 limit: limits.max_blocks,
             });
         }
-        let arena = self.state.arena.len() + remote.arena.len();
+        let arena = self.state.arena.len() + remote_arena.len();
         if arena > u32::MAX as usize {
             return Err(TextError::TooLarge {
                 bytes: arena,
                 limit: u32::MAX as usize,
             });
         }
-        validate::check_inserts(self, &remote, &mapped, &inserted)?;
+        {
+            let describe = |id: &Id| {
+                let c = id.client as usize;
+                let name = match c.checked_sub(known) {
+                    None => self.state.clients.get(c),
+                    Some(k) => new_clients.get(k),
+                };
+                format!(
+                    "{}@{}:{}",
+                    name.map_or("?", String::as_str),
+                    id.clock,
+                    id.offset
+                )
+            };
+            validate::check_inserts(self, &mapped, &inserted, &describe)?;
+        }
 
         // Accepted: from here on nothing fails.
         for name in new_clients {
@@ -80,16 +178,25 @@ impl TextDoc {
             self.client_index.insert(name.clone(), i);
             self.state.clients.push(name);
         }
-        let mut changed = false;
+        let mut altered = false;
 
         // Phase 1: where the remote side holds a shorter block under one of our
         // ids, it split that block: split ours the same way (its left part gets a
-        // new id, which may in turn match a shorter remote block).
-        let remote_by_end: HashMap<(u32, u64), (u64, u64)> = mapped
-            .iter()
-            .map(|b| ((b.id.client, b.id.clock), (b.id.offset, b.len)))
+        // new id, which may in turn match a shorter remote block). Only `Other`
+        // blocks take part: a `Same` block's end is no other block's, before or
+        // after a split (a split's new ends lie inside the block it splits).
+        let others: Vec<u32> = (0..mapped.len() as u32)
+            .filter(|&i| kinds[i as usize] == Kind::Other)
             .collect();
-        for b in &mapped {
+        let remote_by_end: Map<(u32, u64), (u64, u64)> = others
+            .iter()
+            .map(|&i| {
+                let b = &mapped[i as usize];
+                ((b.id.client, b.id.clock), (b.id.offset, b.len))
+            })
+            .collect();
+        for &i in &others {
+            let b = &mapped[i as usize];
             let mut target = self.by_end.get(&(b.id.client, b.id.clock)).copied();
             let mut keep = b.len;
             while let Some(li) = target.take() {
@@ -102,7 +209,7 @@ impl TextDoc {
                     break;
                 }
                 let left = self.split_to_match(li, keep);
-                changed = true;
+                altered = true;
                 let l = self.state.blocks[left as usize];
                 if let Some(&(_, len)) = remote_by_end.get(&(l.id.client, l.id.clock)) {
                     keep = len;
@@ -113,45 +220,83 @@ impl TextDoc {
 
         // Phase 2: union. Same id: deletion wins. Known clocks under another id:
         // a deletion there is propagated over its clock range (phase 3).
+        // Into an empty document the indexes are built at the end, in bulk.
+        let bulk = self.state.blocks.is_empty();
         let mut deletions = Vec::new();
         for (i, b) in mapped.iter().enumerate() {
-            let exact = self
-                .by_end
-                .get(&(b.id.client, b.id.clock))
-                .copied()
-                .filter(|&li| self.state.blocks[li as usize].id.offset == b.id.offset);
+            let exact = match kinds[i] {
+                Kind::Same(li) => Some(li),
+                Kind::New => {
+                    let text_start =
+                        (b.text_start as usize)..(b.text_start as usize + b.text_bytes as usize);
+                    let text = remote_arena.get(text_start).unwrap_or_default();
+                    let text_start = self.state.arena.len() as u32;
+                    self.state.arena.push_str(text);
+                    let idx = self.state.blocks.len() as u32;
+                    self.state.blocks.push(Block { text_start, ..*b });
+                    if !bulk {
+                        self.index_block(idx);
+                    }
+                    continue;
+                }
+                Kind::Other => self
+                    .by_end
+                    .get(&(b.id.client, b.id.clock))
+                    .copied()
+                    .filter(|&li| self.state.blocks[li as usize].id.offset == b.id.offset),
+            };
             if let Some(li) = exact {
                 let local = &mut self.state.blocks[li as usize];
                 if b.deleted && !local.deleted {
                     local.deleted = true;
-                    changed = true;
+                    altered = true;
                 }
-            } else if is_new[i] {
-                let text = remote.text_of(&remote.blocks[i]);
-                let text_start = self.state.arena.len() as u32;
-                self.state.arena.push_str(text);
-                let idx = self.state.blocks.len() as u32;
-                self.state.blocks.push(Block { text_start, ..*b });
-                self.index_block(idx);
             } else if b.deleted {
                 deletions.push((b.id.client, b.start(), b.id.clock));
             }
         }
+        if bulk {
+            let blocks = &self.state.blocks;
+            self.by_end = Map::with_capacity_and_hasher(blocks.len(), Default::default());
+            self.by_end.extend(
+                blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| ((b.id.client, b.id.clock), i as u32)),
+            );
+            let mut starts: Vec<((u32, u64), u32)> = blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| ((b.id.client, b.start()), i as u32))
+                .collect();
+            starts.sort_unstable_by_key(|&(k, _)| k);
+            self.by_start = BTreeMap::from_iter(starts);
+        }
 
         // Phase 3: deletions over clock ranges, splitting partly covered blocks.
         for (client, from, to) in deletions {
-            changed |= self.delete_range(client, from, to);
+            altered |= self.delete_range(client, from, to);
         }
 
         // Phase 4: the Lamport clock follows the highest remote block clock.
         let remote_max = mapped.iter().map(|b| b.id.clock).max().unwrap_or(0);
+        let mut changed = altered || !inserted.is_empty();
         if remote_max > self.state.clock {
             self.state.clock = remote_max;
             changed = true;
         }
+        let since = if altered {
+            SinceWrite::Altered
+        } else if changed {
+            SinceWrite::Appended
+        } else {
+            SinceWrite::Nothing
+        };
+        self.since_write = self.since_write.max(since);
         Ok(MergeSummary {
             inserted: inserted.len(),
-            changed: changed || !inserted.is_empty(),
+            changed,
+            altered,
         })
     }
 

@@ -4,7 +4,8 @@
 //!
 //! One purpose per module: `parse` reads the JSON, `validate` checks a state
 //! before it touches a document, `merge` unions two states, `order` computes
-//! the document order (the visible text), `write` serialises. Nothing here
+//! the document order (the visible text), `write` serialises (and keeps what it
+//! wrote, so a resent state is read by comparing bytes). Nothing here
 //! recurses on untrusted input, and every pass is O(n log n) or better.
 
 mod error;
@@ -14,11 +15,16 @@ mod parse;
 mod validate;
 mod write;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 pub use error::TextError;
 pub use merge::MergeSummary;
 pub use parse::parse;
+
+/// The hash map of the engine's indexes: foldhash, seeded per process — several
+/// times faster than SipHash on the small integer keys here, and still keyed by a
+/// random seed, so a client cannot precompute colliding ids.
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The largest clock, offset or Lamport value accepted: 2^53 − 1, the largest
 /// integer a JavaScript client represents exactly.
@@ -125,11 +131,14 @@ impl State {
 pub struct TextDoc {
     pub(crate) state: State,
     /// `(client, last clock)` → block index. Unique: a client's blocks never overlap.
-    pub(crate) by_end: HashMap<(u32, u64), u32>,
+    pub(crate) by_end: Map<(u32, u64), u32>,
     /// `(client, first clock)` → block index, for "which block holds this clock".
     pub(crate) by_start: BTreeMap<(u32, u64), u32>,
     /// Client id → interned index.
-    pub(crate) client_index: HashMap<String, u32>,
+    pub(crate) client_index: Map<String, u32>,
+    /// The JSON last written (or read back), and what changed since.
+    pub(crate) written: Option<write::Written>,
+    pub(crate) since_write: write::SinceWrite,
 }
 
 impl TextDoc {
@@ -159,6 +168,10 @@ impl TextDoc {
 
     /// The block holding `clock` of `client`, if any.
     pub(crate) fn containing(&self, client: u32, clock: u64) -> Option<u32> {
+        // Origins mostly name a block's last character: one hash lookup.
+        if let Some(&i) = self.by_end.get(&(client, clock)) {
+            return Some(i);
+        }
         let (_, &i) = self
             .by_start
             .range((client, 0)..=(client, clock))

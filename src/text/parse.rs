@@ -4,13 +4,13 @@
 //! it is read (so a state over the block cap is refused without reading the rest).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{grapheme_len, validate, Block, Id, Limits, State, TextError, MAX_SAFE_INTEGER};
+use super::write::Written;
+use super::{grapheme_len, validate, Block, Id, Limits, Map, State, TextError, MAX_SAFE_INTEGER};
 
 /// Parse and check one text state: the byte and block limits, the JSON shape, and
 /// everything a state must satisfy on its own (`validate::check_state`).
@@ -21,12 +21,7 @@ pub fn parse(json: &str, limits: &Limits) -> Result<State, TextError> {
             limit: limits.max_state_bytes,
         });
     }
-    let mut builder = Builder {
-        state: State::default(),
-        client_index: HashMap::new(),
-        failure: None,
-        max_blocks: limits.max_blocks,
-    };
+    let mut builder = Builder::new(limits.max_blocks);
     let mut de = serde_json::Deserializer::from_str(json);
     let outcome = StateSeed(&mut builder)
         .deserialize(&mut de)
@@ -69,13 +64,22 @@ struct RawClock {
 
 struct Builder {
     state: State,
-    client_index: HashMap<String, u32>,
+    client_index: Map<String, u32>,
     /// The first refusal found while reading (serde only carries strings).
     failure: Option<TextError>,
     max_blocks: usize,
 }
 
 impl Builder {
+    fn new(max_blocks: usize) -> Builder {
+        Builder {
+            state: State::default(),
+            client_index: Map::default(),
+            failure: None,
+            max_blocks,
+        }
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.client_index.get(name) {
             return i;
@@ -242,4 +246,101 @@ impl<'de> Visitor<'de> for BlocksSeed<'_> {
         }
         Ok(())
     }
+}
+
+/// The JSON that opens a state as SDK clients and the engine write it.
+const HEAD: &str = "{\"blocks\":[";
+
+/// A state resent against what the document last wrote: the blocks whose
+/// `[id, block]` element differs from every element of `written` met in order,
+/// parsed, and the document's blocks whose element was found byte for byte.
+pub(crate) struct Resent {
+    pub state: State,
+    pub same: Vec<u32>,
+}
+
+/// Read `json` by comparing its elements with `written`'s, in order: an element
+/// found byte for byte is one of the document's blocks as the document has it
+/// (it read or wrote those very bytes), so it is neither parsed nor checked
+/// again; the others are parsed as [`parse`] parses them. `None` when the state
+/// does not start as written states do or anything about it is refused: the
+/// caller then parses it in full, for the same outcome and the exact error.
+/// `known` is the document's state (for the id order).
+pub(crate) fn parse_resent(
+    json: &str,
+    written: &Written,
+    known: &State,
+    limits: &Limits,
+) -> Option<Resent> {
+    if json.len() > limits.max_state_bytes || !json.starts_with(HEAD) {
+        return None;
+    }
+    let bytes = json.as_bytes();
+    let ws = |mut p: usize| {
+        while bytes
+            .get(p)
+            .is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            p += 1;
+        }
+        p
+    };
+    let mut builder = Builder::new(usize::MAX);
+    let mut same = Vec::new();
+    let (mut pos, mut k, mut count) = (ws(HEAD.len()), 0usize, 0usize);
+    let elements = written.order.len();
+    if bytes.get(pos) != Some(&b']') {
+        loop {
+            count += 1;
+            if count > limits.max_blocks {
+                return None;
+            }
+            let mine = (k < elements).then(|| written.element(k));
+            match mine {
+                Some(e) if bytes.get(pos..pos + e.len()) == Some(e) => {
+                    same.push(written.order[k]);
+                    pos += e.len();
+                    k += 1;
+                }
+                _ => {
+                    let rest = json.get(pos..)?;
+                    let mut stream =
+                        serde_json::Deserializer::from_str(rest)
+                            .into_iter::<(RawId<'_>, RawBlock<'_>)>();
+                    let (key, block) = stream.next()?.ok()?;
+                    pos += stream.byte_offset();
+                    // Our elements up to this id are missing from the state or
+                    // replaced by it: the next comparison is with the one after.
+                    while k < elements {
+                        let ours = &known.blocks[written.order[k] as usize].id;
+                        let name = known.clients.get(ours.client as usize)?;
+                        let before = (ours.clock, name.as_str(), ours.offset)
+                            <= (key.clock, &*key.client_id, key.offset);
+                        if !before {
+                            break;
+                        }
+                        k += 1;
+                    }
+                    builder.push(key, block).ok()?;
+                }
+            }
+            pos = ws(pos);
+            match bytes.get(pos) {
+                Some(b',') => pos = ws(pos + 1),
+                Some(b']') => break,
+                _ => return None,
+            }
+        }
+    }
+    // The rest (`],"clock":…}`) is read as the end of an empty state.
+    let tail = json.get(pos..)?;
+    let mut end = String::with_capacity(HEAD.len() + tail.len());
+    end.push_str(HEAD);
+    end.push_str(tail);
+    let trailer = parse(&end, limits).ok()?;
+    let mut state = builder.state;
+    state.clock = trailer.clock;
+    state.client_id = trailer.client_id;
+    validate::check_state(&state).ok()?;
+    Some(Resent { state, same })
 }

@@ -266,3 +266,126 @@ fn graphemes_count_as_one_clock() {
     assert_eq!(d.state.blocks[0].len, 4);
     assert_eq!(d.text(), t.to_string());
 }
+
+#[path = "../../tests/support/text_gen.rs"]
+mod text_gen;
+
+/// `json` merged as `merge_json` does it and as `parse` + `merge` do: both must
+/// give the same result (or the same refusal), and a refusal changes nothing.
+fn both_ways(d: &mut TextDoc, json: &str, limits: &Limits) -> Result<String, TextError> {
+    let mut general = d.clone();
+    let expected = parse(json, limits)
+        .and_then(|s| general.merge(s, limits))
+        .map(|_| general.to_json());
+    let before = d.write_json();
+    let got = d
+        .merge_json(json, limits)
+        .map(|_| d.write_json().to_string());
+    assert_eq!(got, expected, "merge_json and parse + merge differ");
+    if got.is_err() {
+        assert!(std::sync::Arc::ptr_eq(&before, &d.write_json()));
+    }
+    got
+}
+
+#[test]
+fn a_resent_state_is_read_by_comparing_bytes_with_the_same_outcome() {
+    use std::sync::Arc;
+    let l = limits();
+    let mut d = doc(&text_gen::typing("t", 100));
+    let written = d.write_json();
+    assert_eq!(*written, text_gen::typing("t", 100));
+    // Resent unchanged: nothing changes, the JSON is not written again.
+    let s = d
+        .merge_json(&text_gen::typing("t", 100), &l)
+        .expect("merge");
+    assert!(!s.changed);
+    assert!(Arc::ptr_eq(&written, &d.write_json()));
+    // The fast path applies to what SDK clients resend.
+    for json in [
+        text_gen::typing("t", 101),
+        text_gen::typing_with_deleted("t", 100, &[50]),
+        text_gen::typing("t", 40),
+    ] {
+        let w = d.written.as_ref().expect("written");
+        assert!(parse::parse_resent(&json, w, &d.state, &l).is_some());
+    }
+    // One more character typed: the JSON is extended, exactly the SDK's.
+    both_ways(&mut d, &text_gen::typing("t", 101), &l).expect("merge");
+    assert_eq!(*d.write_json(), text_gen::typing("t", 101));
+    // A character deleted, a stale copy, another client's edit, reordered blocks.
+    let json = text_gen::typing_with_deleted("t", 101, &[50, 51]);
+    both_ways(&mut d, &json, &l).expect("merge");
+    assert_eq!(*d.write_json(), json);
+    both_ways(&mut d, &text_gen::typing("t", 40), &l).expect("merge");
+    both_ways(&mut d, &text_gen::one_char_edit("e", 102, "t", 70), &l).expect("merge");
+    let mut blocks: Vec<Value> = serde_json::from_str::<Value>(&d.to_json()).expect("json")
+        ["blocks"]
+        .as_array()
+        .expect("blocks")
+        .clone();
+    blocks.reverse();
+    let reversed = json!({"blocks": blocks, "clock": {"value": 1}, "client_id": "r"});
+    assert_eq!(
+        both_ways(&mut d, &reversed.to_string(), &l).map(|_| ()),
+        Ok(())
+    );
+    assert_eq!(d.text().len(), 100);
+}
+
+#[test]
+fn a_resent_state_is_checked_as_a_whole() {
+    let base = text_gen::typing("t", 100);
+    let blocks_end = base.rfind("],\"clock\"").expect("trailer");
+    let with = |element: &str| format!("{},{element}{}", &base[..blocks_end], &base[blocks_end..]);
+    let el = |v: Value| v.to_string();
+    let cases: Vec<(String, Limits)> = vec![
+        // A duplicate of a block it also holds, and a block overlapping one.
+        (
+            with(&el(block("t", 50, "x", origin("t", 49), Value::Null))),
+            limits(),
+        ),
+        (
+            with(&el(block("t", 51, "ab", origin("t", 48), Value::Null))),
+            limits(),
+        ),
+        // Origins naming a later clock no block holds, and the block itself.
+        (
+            with(&el(block("u", 101, "x", origin("t", 300), Value::Null))),
+            limits(),
+        ),
+        (
+            with(&el(block("u", 101, "xy", origin("u", 100), Value::Null))),
+            limits(),
+        ),
+        // A huge clock, in a block and in the trailer.
+        (
+            with(&el(block("u", 1 << 60, "x", Value::Null, Value::Null))),
+            limits(),
+        ),
+        (
+            base.replace("\"value\":100", "\"value\":1152921504606846976"),
+            limits(),
+        ),
+        // Past the block cap, malformed, a duplicate field after the blocks.
+        (
+            text_gen::typing("t", 101),
+            Limits {
+                max_blocks: 100,
+                ..limits()
+            },
+        ),
+        (format!("{base} x"), limits()),
+        (
+            base.replace("\"client_id\":\"t\"}", "\"client_id\":\"t\",\"blocks\":[]}"),
+            limits(),
+        ),
+        (with("[1,2]"), limits()),
+        (with("{}"), limits()),
+    ];
+    for (json, l) in cases {
+        let mut d = doc(&base);
+        let e = both_ways(&mut d, &json, &l).expect_err("refused");
+        assert_eq!(d.to_json(), base, "{e}");
+    }
+}

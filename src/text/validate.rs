@@ -36,15 +36,16 @@ pub(crate) fn check_state(state: &State) -> Result<(), TextError> {
     Ok(())
 }
 
-/// The remote blocks a merge inserts (`inserted`, client ids already mapped to the
-/// document's) have origins that resolve in the merged result, each to a block
-/// ending before the new block starts. Splits during the merge only shorten
-/// blocks, so what holds here holds after it.
+/// The remote blocks a merge inserts (`inserted`, indexes into `mapped`, client
+/// ids already mapped to the document's) have origins that resolve in the merged
+/// result, each to a block ending before the new block starts. Splits during the
+/// merge only shorten blocks, so what holds here holds after it. `describe` names
+/// an id for the error.
 pub(crate) fn check_inserts(
     doc: &TextDoc,
-    remote: &State,
     mapped: &[Block],
     inserted: &[u32],
+    describe: &dyn Fn(&Id) -> String,
 ) -> Result<(), TextError> {
     // Inserted blocks by (client, start), to resolve origins among themselves.
     let mut by_start: Vec<(u32, u64, u64)> = inserted
@@ -65,15 +66,11 @@ pub(crate) fn check_inserts(
     };
     for &i in inserted {
         let b = &mapped[i as usize];
-        let original = &remote.blocks[i as usize];
-        for (side, origin, raw) in [
-            ("left", b.left, original.left),
-            ("right", b.right, original.right),
-        ] {
-            let (Some(o), Some(raw)) = (origin, raw) else {
+        for (side, origin) in [("left", b.left), ("right", b.right)] {
+            let Some(o) = origin else {
                 continue;
             };
-            let describe = || (remote.describe(&original.id), remote.describe(&raw));
+            let describe = || (describe(&b.id), describe(&o));
             match resolve_end(&o) {
                 // An earlier clock no block holds: the SDK's core writes such
                 // origins (its Lamport clock jumps past other clients' clocks, and

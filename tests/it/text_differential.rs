@@ -111,6 +111,26 @@ fn engine_merge(states: &[String]) -> (String, String) {
     (doc.text(), doc.to_json())
 }
 
+/// The same merges as the server runs them: each state merged from its JSON
+/// (`merge_json`, which compares a resent state with what the document last
+/// wrote) and the state written after each change (`write_json`, which extends
+/// what it last wrote when it can).
+fn engine_merge_json(states: &[String]) -> (String, String) {
+    let limits = Limits::default();
+    let first = parse(&states[0], &limits).expect("the engine accepts an SDK state");
+    let mut doc = TextDoc::from_state(first, &limits).expect("valid");
+    doc.write_json();
+    for s in &states[1..] {
+        let summary = doc
+            .merge_json(s, &limits)
+            .expect("the engine merges SDK states");
+        if summary.changed {
+            doc.write_json();
+        }
+    }
+    (doc.text(), doc.write_json().to_string())
+}
+
 #[test]
 fn merges_like_the_sdk_core_on_random_histories() {
     let cases = 2000;
@@ -144,6 +164,12 @@ fn merges_like_the_sdk_core_on_random_histories() {
             }
             if load(&json).to_string() != core_text {
                 return Err("the core reads our state to another text".into());
+            }
+            let (text, json) = engine_merge_json(&seq);
+            if text != core_text || json != core_json {
+                return Err(format!(
+                    "merge_json differs: {text:?} {json}\ncore: {core_json}"
+                ));
             }
             Ok(())
         }));

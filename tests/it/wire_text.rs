@@ -8,6 +8,9 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{open_config, start, subscribe, Client};
+
+#[path = "../support/text_gen.rs"]
+mod text_gen;
 use serde_json::{json, Value};
 use synckit::text::{parse, Limits, TextDoc};
 
@@ -211,41 +214,13 @@ async fn a_ten_thousand_deep_typing_chain_syncs() {
     server.shutdown.cancel();
 }
 
-/// A typing chain written without `json!` (fast enough for 100,000 blocks in a
-/// debug build), byte for byte the shape the SDK writes.
-fn big_chain(client: &str, n: u64) -> String {
-    let mut s = String::with_capacity(n as usize * 240);
-    s.push_str("{\"blocks\":[");
-    for clock in 1..=n {
-        if clock > 1 {
-            s.push(',');
-        }
-        let id = format!("{{\"client_id\":\"{client}\",\"clock\":{clock},\"offset\":0}}");
-        let left = if clock == 1 {
-            "null".to_owned()
-        } else {
-            format!(
-                "{{\"client_id\":\"{client}\",\"clock\":{},\"offset\":0}}",
-                clock - 1
-            )
-        };
-        s.push_str(&format!(
-            "[{id},{{\"id\":{id},\"text\":\"x\",\"left_origin\":{left},\"right_origin\":null,\"deleted\":false}}]"
-        ));
-    }
-    s.push_str(&format!(
-        "],\"clock\":{{\"value\":{n}}},\"client_id\":\"{client}\"}}"
-    ));
-    s
-}
-
 /// A real document's size: 100,000 blocks (~23 MB of state, ~26 MB as a message),
 /// far past the ordinary message limit, syncs in one message; other large messages
 /// are still refused at the ordinary limit.
 #[tokio::test]
 async fn a_hundred_thousand_block_document_syncs_in_one_message() {
     let server = start(open_config()).await;
-    let state = big_chain("client-with-a-long-id-0123", 100_000);
+    let state = text_gen::typing("client-with-a-long-id-0123", 100_000);
     assert!(state.len() > 20_000_000, "{}", state.len());
     for binary in [true, false] {
         let doc = format!("big-{binary}");
@@ -295,7 +270,7 @@ async fn a_hundred_thousand_block_document_syncs_in_one_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_merge_blocks_neither_other_documents_nor_readers() {
     let server = start(open_config()).await;
-    let state = big_chain("typist", 100_000);
+    let state = text_gen::typing("typist", 100_000);
     let mut writer = Client::connect(&server, true).await;
     let mut other = Client::connect(&server, false).await;
     let mut reader = Client::connect(&server, true).await;
