@@ -18,7 +18,7 @@ Environment of \fBsynckit.service\fR and \fBsynckit\-cleanup.service\fR (root on
 Every variable is documented in it and in \fBsynckit\-serve\fR(1).
 .TP
 \fI/lib/systemd/system/synckit.service\fR
-The unit: \fBsynckit check\-config\fR as ExecStartPre, then \fBsynckit serve\fR (Type=notify).
+The unit: \fBsynckit check\-config \-\-preflight\fR as ExecStartPre (its report in the journal), then \fBsynckit serve\fR (Type=notify); production by default, exit 2 not retried.
 .TP
 \fI/lib/systemd/system/synckit\-cleanup.timer\fR
 Optional daily \fBsynckit cleanup\fR, an alternative to the scheduler built into \fBserve\fR.

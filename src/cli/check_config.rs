@@ -9,7 +9,9 @@
 //! PostgreSQL unreachable (refused, timed out, authentication failed, no such
 //! database), 4 schema not current with SYNCKIT_AUTO_MIGRATE=false or not fixable by
 //! migrating, 5 Redis unreachable. `--json` prints the same report with camelCase
-//! keys and typed values (README "check-config").
+//! keys and typed values (README "check-config"). `--preflight`, the unit's mode,
+//! fails only where `serve` would refuse to start: Redis, and a PostgreSQL that
+//! does not answer, are warnings there (docs/operations.md §10).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +34,14 @@ pub struct CheckConfigArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Check as the unit's ExecStartPre does: fail only where `serve` would refuse
+    /// to start. A Redis that does not answer, and a PostgreSQL that does not answer
+    /// (refused, timed out), are warnings, because serve starts without them and
+    /// connects in the background; an invalid configuration (2), a PostgreSQL that
+    /// refuses for good (wrong password, no such database: 3) and a schema serve
+    /// cannot use (4) still fail.
+    #[arg(long)]
+    pub preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -229,7 +239,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
     // Connectivity is checked whenever its own settings are usable, even when some
     // other setting is invalid: one run then reports everything there is to fix.
     match &database {
-        Ok(Some(settings)) => checks.extend(check_database(settings).await),
+        Ok(Some(settings)) => checks.extend(check_database(settings, args.preflight).await),
         Ok(None) => {
             checks.push(Check::skipped(
                 "database",
@@ -246,7 +256,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
         }
     }
     match &redis {
-        Ok(Some(target)) => checks.push(check_redis(target).await),
+        Ok(Some(target)) => checks.push(check_redis(target, args.preflight).await),
         Ok(None) => checks.push(Check::skipped("redis", "REDIS_URL not set")),
         Err(_) => checks.push(Check::skipped("redis", "not checked: REDIS_URL is invalid")),
     }
@@ -500,27 +510,38 @@ fn shown(value: &serde_json::Value) -> String {
     }
 }
 
-async fn check_database(settings: &PostgresSettings) -> Vec<Check> {
+/// With `--preflight`, what serve does when a backend does not answer at start: it
+/// starts anyway (docs/storage.md §5, §6.6), so the check only warns.
+const STARTS_WITHOUT_IT: &str =
+    "serve starts without it (from memory) and connects in the background";
+
+async fn check_database(settings: &PostgresSettings, preflight: bool) -> Vec<Check> {
     // connect_now is bounded by DB_ACQUIRE_TIMEOUT already; the outer timeout covers
     // a DNS lookup or TLS handshake that hangs outside it.
     let budget = settings.acquire_timeout + Duration::from_secs(1);
+    let unreachable = |transient: bool, detail: String| {
+        let check = if preflight && transient {
+            Check::warning("database", format!("{detail}; {STARTS_WITHOUT_IT}"))
+        } else {
+            Check::failed("database", Failure::DatabaseUnreachable, detail)
+        };
+        vec![check, Check::skipped("schema", "no connection")]
+    };
     let pool = match tokio::time::timeout(budget, connect_now(settings)).await {
         Ok(Ok(pool)) => pool,
         Ok(Err(e)) => {
-            return vec![
-                Check::failed("database", Failure::DatabaseUnreachable, format!("{e:#}")),
-                Check::skipped("schema", "no connection"),
-            ]
+            // serve refuses to start only on a refusal retrying cannot fix.
+            let transient = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<crate::storage::StorageError>())
+                .is_some_and(crate::storage::StorageError::is_transient);
+            return unreachable(transient, format!("{e:#}"));
         }
         Err(_) => {
-            return vec![
-                Check::failed(
-                    "database",
-                    Failure::DatabaseUnreachable,
-                    format!("PostgreSQL did not answer within {budget:?}: check that it is running and that DATABASE_URL is right"),
-                ),
-                Check::skipped("schema", "no connection"),
-            ]
+            return unreachable(
+                true,
+                format!("PostgreSQL did not answer within {budget:?}: check that it is running and that DATABASE_URL is right"),
+            )
         }
     };
     let version: Result<String, _> = sqlx::query_scalar("SHOW server_version")
@@ -635,16 +656,19 @@ async fn unknown_migrations(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Er
 /// Budget for the whole Redis exchange: connect, AUTH, PING.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn check_redis(target: &RedisTarget) -> Check {
+async fn check_redis(target: &RedisTarget, preflight: bool) -> Check {
     let shown = target.display();
-    match tokio::time::timeout(REDIS_TIMEOUT, ping_redis(target)).await {
-        Ok(Ok(detail)) => Check::ok("redis", format!("{shown}: {detail}")),
-        Ok(Err(e)) => Check::failed("redis", Failure::RedisUnreachable, format!("{shown}: {e}")),
-        Err(_) => Check::failed(
-            "redis",
-            Failure::RedisUnreachable,
-            format!("{shown}: no answer within {REDIS_TIMEOUT:?}"),
-        ),
+    let detail = match tokio::time::timeout(REDIS_TIMEOUT, ping_redis(target)).await {
+        Ok(Ok(detail)) => return Check::ok("redis", format!("{shown}: {detail}")),
+        Ok(Err(e)) => format!("{shown}: {e}"),
+        Err(_) => format!("{shown}: no answer within {REDIS_TIMEOUT:?}"),
+    };
+    if preflight {
+        // Every Redis failure is one serve rides out: it reconnects in the
+        // background, serving this instance's clients meanwhile.
+        Check::warning("redis", format!("{detail}; serve starts without it (single instance until it answers) and connects in the background"))
+    } else {
+        Check::failed("redis", Failure::RedisUnreachable, detail)
     }
 }
 

@@ -505,3 +505,59 @@ fn an_empty_environment_is_development_and_says_so() {
     assert_eq!(r["resolved"]["environment"], "development");
     assert_eq!(check(&r, "environment")["status"], "warning");
 }
+
+/// `check-config --preflight` (the unit's ExecStartPre): fails only where serve
+/// would refuse to start.
+fn preflight(env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args(["check-config", "--preflight", "--json"])
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run check-config --preflight")
+}
+
+#[test]
+fn preflight_warns_about_an_unreachable_redis() {
+    let redis = format!("redis://127.0.0.1:{}", closed_port());
+    let out = preflight(&[("JWT_SECRET", SECRET), ("REDIS_URL", &redis)]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let r = report(&out);
+    let c = check(&r, "redis");
+    assert_eq!(c["status"], "warning", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("serve starts without it"),
+        "{c}"
+    );
+    // Without --preflight the same Redis is still exit 5.
+    let out = check_config(&[("JWT_SECRET", SECRET), ("REDIS_URL", &redis)], true);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+}
+
+#[test]
+fn preflight_treats_postgres_as_serve_does() {
+    // Not answering: serve starts from memory and retries, so only a warning.
+    let db = format!("postgres://postgres@127.0.0.1:{}/x", closed_port());
+    let out = preflight(&[("DATABASE_URL", &db), ("DB_ACQUIRE_TIMEOUT", "1s")]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(check(&r, "database")["status"], "warning", "{r}");
+    assert_eq!(check(&r, "schema")["status"], "skipped");
+
+    // Answering but refusing for good (no such database): serve refuses to start
+    // (exit 3), and so does the preflight.
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let (server, _) = base.rsplit_once('/').expect("a database in DATABASE_URL");
+    let missing = format!("{server}/synckit_no_such_database_here");
+    let out = preflight(&[("DATABASE_URL", &missing), ("DB_ACQUIRE_TIMEOUT", "2s")]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert_eq!(check(&report(&out), "database")["status"], "failed");
+
+    // And a configuration error is one in any mode.
+    let out = preflight(&[("SYNCKIT_ENV", "production")]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+}

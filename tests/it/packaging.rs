@@ -10,6 +10,8 @@ use std::time::Duration;
 
 const ENV_EXAMPLE: &str = "packaging/synckit.env.example";
 const UNIT: &str = "packaging/synckit.service";
+const CLEANUP_UNIT: &str = "packaging/synckit-cleanup.service";
+const ENV_FILE: &str = "/etc/synckit/synckit.env";
 
 /// Commands the units run with the environment file.
 const COMMANDS: &[&str] = &["serve", "check-config", "cleanup", "migrate"];
@@ -150,9 +152,148 @@ fn unit_stop_timeout_leaves_room_for_the_drain() {
     assert_eq!(unit_value(&unit, "Type"), "notify");
     assert_eq!(
         unit_value(&unit, "ExecStartPre"),
-        "/usr/bin/synckit check-config"
+        "-/usr/bin/synckit check-config --preflight"
     );
     assert_eq!(unit_value(&unit, "ExecStart"), "/usr/bin/synckit serve");
     let watchdog = humantime::parse_duration(&unit_value(&unit, "WatchdogSec")).expect("watchdog");
     assert!(watchdog >= Duration::from_secs(10), "{watchdog:?}");
+}
+
+/// Every value of `key=` in a unit, in order.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim().to_owned())
+        .collect()
+}
+
+/// `NAME=value` lines of an environment file (comments and blanks skipped).
+fn env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The environment systemd gives the unit's commands: its `Environment=` values,
+/// then the `EnvironmentFile=` on top (systemd lets the file win whatever the
+/// order of the two settings).
+fn unit_environment(unit: &str, file: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = unit_values(unit, "Environment")
+        .iter()
+        .filter_map(|v| v.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (k, v) in file {
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// Run one of the unit's command lines (`/usr/bin/synckit …`, a leading `-`
+/// dropped) with exactly `env`; its exit code.
+fn run_unit_command(command: &str, env: &[(String, String)]) -> (i32, String) {
+    let mut words = command.trim_start_matches('-').split_whitespace();
+    assert_eq!(words.next(), Some("/usr/bin/synckit"), "{command}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args(words)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run the unit's command");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().expect("exit code"), text)
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[test]
+fn units_require_the_env_file_and_default_to_production() {
+    let unit = read(UNIT);
+    // No "-": a missing env file fails the start instead of starting without it.
+    assert_eq!(unit_values(&unit, "EnvironmentFile"), vec![ENV_FILE]);
+    assert_eq!(
+        unit_values(&read(CLEANUP_UNIT), "EnvironmentFile"),
+        vec![ENV_FILE]
+    );
+    assert!(
+        unit_values(&unit, "Environment").contains(&"SYNCKIT_ENV=production".to_owned()),
+        "{UNIT} must set SYNCKIT_ENV=production itself"
+    );
+    // A partial env file (no SYNCKIT_ENV, no JWT_SECRET) is production, so it is
+    // refused rather than started on the public development secret.
+    let partial = vec![("PORT".to_owned(), "8080".to_owned())];
+    let env = unit_environment(&unit, &partial);
+    let (code, text) = run_unit_command("/usr/bin/synckit check-config", &env);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("requires JWT_SECRET"), "{text}");
+    // The file still decides when it says so explicitly.
+    let mut explicit = partial.clone();
+    explicit.push(("SYNCKIT_ENV".into(), "development".into()));
+    let (code, text) = run_unit_command(
+        "/usr/bin/synckit check-config",
+        &unit_environment(&unit, &explicit),
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("development only"), "{text}");
+}
+
+#[test]
+fn unit_preflight_rides_out_backends_and_configuration_errors_are_not_retried() {
+    let unit = read(UNIT);
+    let pre = unit_value(&unit, "ExecStartPre");
+    // The unit ignores the preflight's exit code (RestartPreventExitStatus= only sees
+    // the main process's): serve refuses what it refuses itself, with exit 2 for a
+    // configuration error, and that code is not retried.
+    assert!(pre.starts_with('-'), "{pre}");
+    assert_eq!(unit_value(&unit, "Restart"), "on-failure");
+    assert_eq!(unit_value(&unit, "RestartPreventExitStatus"), "2");
+
+    let mut file = env_file(&read(ENV_EXAMPLE));
+    file.push((
+        "JWT_SECRET".into(),
+        "an-operator-chosen-secret-of-48-characters-long!".into(),
+    ));
+    // Redis and PostgreSQL down: serve would start, so the preflight passes, with
+    // warnings saying so.
+    file.push((
+        "REDIS_URL".into(),
+        format!("redis://127.0.0.1:{}", closed_port()),
+    ));
+    file.push((
+        "DATABASE_URL".into(),
+        format!("postgres://synckit@127.0.0.1:{}/synckit", closed_port()),
+    ));
+    file.push(("DB_ACQUIRE_TIMEOUT".into(), "1s".into()));
+    // Should serve start after all, it must not take a real port.
+    file.push(("PORT".into(), "0".into()));
+    file.push(("SYNCKIT_ADMIN_LISTEN".into(), "off".into()));
+    let env = unit_environment(&unit, &file);
+    let (code, text) = run_unit_command(&pre, &env);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("warning  redis"), "{text}");
+    assert!(text.contains("warning  database"), "{text}");
+
+    // A configuration error: the preflight reports it, and serve exits with the code
+    // the unit does not retry.
+    file.push(("SYNCKIT_DEMO_LOGIN".into(), "true".into()));
+    let env = unit_environment(&unit, &file);
+    let (code, text) = run_unit_command(&pre, &env);
+    assert_eq!(code, 2, "{text}");
+    let (code, text) = run_unit_command(&unit_value(&unit, "ExecStart"), &env);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("SYNCKIT_DEMO_LOGIN=true is refused"),
+        "{text}"
+    );
 }
