@@ -7,4 +7,4 @@ pub mod compaction;
 pub mod scheduler;
 
 pub use cleanup::{run_cleanup, CleanupReport};
-pub use scheduler::{run_recorded, JobConfig, JobKind, Schedule, Scheduler};
+pub use scheduler::{run_recorded, run_recorded_until, JobConfig, JobKind, Schedule, Scheduler};

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{compaction, run_cleanup};
 use crate::pubsub::PubSubState;
-use crate::storage::{CleanupOptions, RunOutcome, StorageAdapter};
+use crate::storage::{CleanupOptions, RunOutcome, RunStatus, StorageAdapter};
 use crate::sync::{wall_clock_ms, SyncService};
 
 /// A parsed schedule. Accepts standard 5-field crontab (`0 3 * * *`, seconds = 0) and
@@ -153,13 +153,19 @@ impl Scheduler {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return,
             }
-            self.run_occurrence(job, at).await;
+            self.run_occurrence(job, at, &stop).await;
             after = at;
         }
     }
 
-    /// Claim, run and record one occurrence.
-    pub async fn run_occurrence(&self, job: &JobConfig, scheduled_for: DateTime<Utc>) {
+    /// Claim, run and record one occurrence; interrupted (and recorded so) when
+    /// `stop` is cancelled.
+    pub async fn run_occurrence(
+        &self,
+        job: &JobConfig,
+        scheduled_for: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) {
         let storage = self.sync.hub.storage().adapter().clone();
         if !self
             .claim_in_redis(job, scheduled_for, storage.kind())
@@ -167,15 +173,16 @@ impl Scheduler {
         {
             return;
         }
-        let result = run_recorded(
+        let result = run_recorded_until(
             storage.as_ref(),
             job.name,
             scheduled_for,
             &self.instance_id,
             run_kind(&job.kind, &self.sync),
+            stop,
         )
         .await;
-        if let Some(Err(error)) = result {
+        if let Some(Err(error)) = result.filter(|_| !stop.is_cancelled()) {
             record_failure(&self.sync, job.name, &error);
         }
     }
@@ -224,6 +231,28 @@ pub async fn run_recorded(
     instance_id: &str,
     work: impl std::future::Future<Output = Result<Value, String>>,
 ) -> Option<Result<Value, String>> {
+    let never = CancellationToken::new();
+    run_recorded_until(storage, job, scheduled_for, instance_id, work, &never).await
+}
+
+/// What a run interrupted by shutdown answers (its row says `interrupted`).
+pub const INTERRUPTED: &str = "interrupted by shutdown";
+
+/// [`run_recorded`], stopped when `stop` is cancelled: the work is dropped at its
+/// next await point and the run is recorded as `interrupted` (docs/operations.md
+/// §6 and §8) instead of staying `running`; the answer is then
+/// `Some(Err(INTERRUPTED))`.
+pub async fn run_recorded_until(
+    storage: &dyn StorageAdapter,
+    job: &str,
+    scheduled_for: DateTime<Utc>,
+    instance_id: &str,
+    work: impl std::future::Future<Output = Result<Value, String>>,
+    stop: &CancellationToken,
+) -> Option<Result<Value, String>> {
+    if stop.is_cancelled() {
+        return None;
+    }
     let id = match storage.claim_run(job, scheduled_for, instance_id).await {
         Ok(Some(id)) => id,
         Ok(None) => {
@@ -236,25 +265,46 @@ pub async fn run_recorded(
         }
     };
     let started = tokio::time::Instant::now();
-    let result = work.await;
+    let result = tokio::select! {
+        r = work => Some(r),
+        _ = stop.cancelled() => None,
+    };
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    crate::metrics::PROCESS.job_finished(job, result.is_ok(), started.elapsed().as_secs_f64());
-    let outcome = match &result {
-        Ok(counts) => {
+    let (outcome, result) = match result {
+        Some(Ok(counts)) => {
+            crate::metrics::PROCESS.job_finished(job, true, started.elapsed().as_secs_f64());
             tracing::info!(job, run_id = id, duration_ms, counts = %counts, outcome = "ok", "maintenance run finished");
-            RunOutcome {
-                ok: true,
+            let outcome = RunOutcome {
+                status: RunStatus::Ok,
                 counts: counts.clone(),
                 error: None,
-            }
+            };
+            (outcome, Ok(counts))
         }
-        Err(error) => {
+        Some(Err(error)) => {
+            crate::metrics::PROCESS.job_finished(job, false, started.elapsed().as_secs_f64());
             tracing::error!(job, run_id = id, duration_ms, error = %error, outcome = "failed", "maintenance run failed; it runs again at its next occurrence");
-            RunOutcome {
-                ok: false,
+            let outcome = RunOutcome {
+                status: RunStatus::Failed,
                 counts: json!({}),
                 error: Some(error.clone()),
-            }
+            };
+            (outcome, Err(error))
+        }
+        None => {
+            tracing::warn!(
+                job,
+                run_id = id,
+                duration_ms,
+                outcome = "interrupted",
+                "maintenance run interrupted by shutdown"
+            );
+            let outcome = RunOutcome {
+                status: RunStatus::Interrupted,
+                counts: json!({}),
+                error: Some(INTERRUPTED.to_owned()),
+            };
+            (outcome, Err(INTERRUPTED.to_owned()))
         }
     };
     if let Err(e) = storage.finish_run(id, &outcome).await {
@@ -316,5 +366,30 @@ mod tests {
         let err = Schedule::parse("every day").expect_err("invalid");
         assert!(err.contains("invalid cron expression"), "{err}");
         assert!(Schedule::parse("61 * * * *").is_err());
+    }
+
+    /// The in-memory run log says `interrupted` too when the work is stopped.
+    #[tokio::test]
+    async fn a_stopped_run_is_recorded_as_interrupted_in_memory() {
+        let storage = crate::storage::MemoryStorage::new();
+        let stop = CancellationToken::new();
+        let at = Utc
+            .with_ymd_and_hms(2026, 1, 1, 3, 0, 0)
+            .single()
+            .expect("date");
+        let work = std::future::pending::<Result<Value, String>>();
+        let run = run_recorded_until(&storage, "cleanup", at, "me", work, &stop);
+        let (result, ()) = tokio::join!(run, async { stop.cancel() });
+        assert_eq!(result, Some(Err(INTERRUPTED.to_owned())));
+        let runs = storage.recent_runs(10).await.expect("runs");
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].outcome, "interrupted");
+        assert!(runs[0].finished_at.is_some());
+        // Once stopped, nothing more is claimed.
+        let work = async { Ok(json!({})) };
+        assert_eq!(
+            run_recorded_until(&storage, "cleanup", at, "me", work, &stop).await,
+            None
+        );
     }
 }

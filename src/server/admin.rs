@@ -28,7 +28,7 @@ use crate::admin_api::{
 use crate::auth::{Identity, TokenKind};
 use crate::awareness::AwarenessEntry;
 use crate::maintenance::scheduler::run_kind;
-use crate::maintenance::{run_recorded, JobKind};
+use crate::maintenance::{run_recorded_until, JobKind};
 use crate::storage::CleanupOptions;
 use crate::sync::wall_clock_ms;
 
@@ -490,9 +490,17 @@ async fn run_now(state: &AppState, who: Actor, job: &'static str, kind: JobKind)
         .timestamp_millis_opt(wall_clock_ms())
         .single()
         .unwrap_or_else(Utc::now);
-    let storage = state.sync.hub.storage().adapter().clone();
-    let work = run_kind(&kind, &state.sync);
-    match run_recorded(storage.as_ref(), job, now, state.instance_id(), work).await {
+    // Run as one of the server's tasks, so shutdown interrupts it, records it as
+    // `interrupted` and joins it before the pools close (docs/operations.md §6).
+    let sync = state.sync.clone();
+    let instance_id = state.instance_id().to_owned();
+    let stop = state.background.clone();
+    let run = state.tasks.spawn(async move {
+        let storage = sync.hub.storage().adapter().clone();
+        let work = run_kind(&kind, &sync);
+        run_recorded_until(storage.as_ref(), job, now, &instance_id, work, &stop).await
+    });
+    match run.await.ok().flatten() {
         Some(Ok(counts)) => Json(ActionOutcome {
             job: job.to_owned(),
             outcome: "ok".into(),

@@ -65,6 +65,13 @@ pub struct AppState {
     /// Cancelled during shutdown after batches are flushed: sockets close with 1001.
     pub connections_cancel: CancellationToken,
     pub tracker: TaskTracker,
+    /// Cancelled when shutdown starts: the background tasks (relay, resync,
+    /// presence, sweeper, scheduler, watcher) stop and running maintenance jobs are
+    /// interrupted (docs/operations.md §6).
+    pub background: CancellationToken,
+    /// The background tasks and the maintenance runs asked for on the admin API:
+    /// shutdown joins them, within its budget, before the pools close.
+    pub tasks: TaskTracker,
     /// The maintenance scheduler (its jobs' next runs feed the admin API).
     pub scheduler: Arc<crate::maintenance::Scheduler>,
 }
@@ -172,6 +179,8 @@ impl Server {
             next_conn: AtomicU64::new(0),
             connections_cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            background: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             scheduler,
         });
         Server { state, flush_queue }
@@ -187,7 +196,8 @@ impl Server {
     ) -> bool {
         let Server { state, flush_queue } = self;
         let sync = state.sync.clone();
-        let background = CancellationToken::new();
+        let background = state.background.clone();
+        let tasks = state.tasks.clone();
         // The storage writer outlives the connections: it stops only after the
         // drain below, so writes accepted during shutdown still commit.
         let writer_stop = CancellationToken::new();
@@ -198,7 +208,7 @@ impl Server {
             background.clone(),
         ));
         if let Some(rx) = sync.hub.pubsub().take_incoming() {
-            tokio::spawn(crate::sync::relay::run(
+            tasks.spawn(crate::sync::relay::run(
                 sync.clone(),
                 rx,
                 background.clone(),
@@ -208,15 +218,15 @@ impl Server {
         // Read-backs need shared storage: after a pub/sub outage (a fleet), and after
         // a PostgreSQL outage (documents opened meanwhile lack their stored state).
         if clustered || sync.hub.storage().kind() != "memory" {
-            tokio::spawn(crate::sync::resync::run(sync.clone(), background.clone()));
+            tasks.spawn(crate::sync::resync::run(sync.clone(), background.clone()));
         }
         let presence =
-            clustered.then(|| tokio::spawn(presence::run(state.clone(), background.clone())));
+            clustered.then(|| tasks.spawn(presence::run(state.clone(), background.clone())));
         if sync.awareness.kind() == "memory" {
-            tokio::spawn(http::awareness_sweeper(state.clone(), background.clone()));
+            tasks.spawn(http::awareness_sweeper(state.clone(), background.clone()));
         }
-        tokio::spawn(state.scheduler.clone().run(background.clone()));
-        tokio::spawn(watch::run(state.clone(), background.clone()));
+        tasks.spawn(state.scheduler.clone().run(background.clone()));
+        tasks.spawn(watch::run(state.clone(), background.clone()));
 
         // The listeners stay open while draining so readiness answers 503 and new
         // upgrades are refused with 503 (docs/operations.md §6 step 1); they close at the end.
@@ -275,6 +285,18 @@ impl Server {
         }
         // Everything published so far (last flushes, awareness leaves, goodbye) goes
         // out before the pub/sub connection closes.
+        // Every background task has stopped (an interrupted maintenance run is
+        // recorded as such) before the pools close under it.
+        tasks.close();
+        if tokio::time::timeout_at(deadline, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "some background tasks did not stop within the shutdown budget"
+            );
+        }
         sync.hub.pubsub().close().await;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let drained = sync.hub.storage().drain(remaining).await;
@@ -290,7 +312,15 @@ impl Server {
         } else {
             writer.abort();
         }
-        sync.hub.storage().adapter().disconnect().await;
+        // A connection stuck on a lock or a dead host must not hold the exit.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let grace = remaining.max(std::time::Duration::from_secs(1));
+        if tokio::time::timeout(grace, sync.hub.storage().adapter().disconnect())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the storage pool did not close within the shutdown budget");
+        }
         listeners_stop.cancel();
         for task in std::iter::once(public_task).chain(admin_task) {
             task.abort();

@@ -849,7 +849,7 @@ impl StorageAdapter for MemoryStorage {
         let mut inner = self.lock();
         if let Some(run) = inner.runs.iter_mut().find(|r| r.id == id) {
             run.finished_at = Some(now());
-            run.outcome = if outcome.ok { "ok" } else { "failed" }.into();
+            run.outcome = outcome.status.label().into();
             run.counts = outcome.counts.clone();
             run.error = outcome.error.clone();
         }

@@ -291,10 +291,31 @@ impl PersistTicket {
     }
 }
 
+/// How a maintenance run ended: the `outcome` of its `maintenance_runs` row
+/// (docs/storage.md §1.11), which is `running` until then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Ok,
+    Failed,
+    /// Stopped by the server's shutdown before it finished (docs/operations.md §6).
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The stored `outcome` value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// How a maintenance run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
-    pub ok: bool,
+    pub status: RunStatus,
     /// What it did (`{"sessionsDeleted": 3, …}`).
     pub counts: Value,
     pub error: Option<String>,

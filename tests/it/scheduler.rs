@@ -319,3 +319,74 @@ async fn the_prune_job_removes_expired_presence_and_announces_leaves(pool: PgPoo
     assert!(pruned.iter().any(|c| c["expired"] == 1), "{pruned:?}");
     server.shutdown.cancel();
 }
+
+/// Shutdown interrupts a maintenance run still under way and records it as
+/// `interrupted` before the pool closes (docs/operations.md §6), instead of leaving
+/// its row `running`. The run is held up by a lock the test takes on `deltas`.
+#[sqlx::test(migrations = "./migrations")]
+async fn shutdown_records_a_running_job_as_interrupted(pool: PgPool) {
+    let mut blocker = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE deltas IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let config = config(vec![job(
+        "compaction",
+        JobKind::Compaction { threshold: 1 },
+        "* * * * * *",
+        true,
+    )]);
+    let mut backends = Backends::in_memory(&config);
+    backends.storage = common::pg_storage(&pool);
+    let server = common::start_on(config, backends).await;
+    let running = async {
+        loop {
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM maintenance_runs WHERE outcome = 'running'")
+                    .fetch_optional(&pool)
+                    .await
+                    .expect("runs");
+            if let Some(id) = id {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let id = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("a compaction run starts and waits on the lock");
+    server.shutdown.cancel();
+    // Recorded while the lock is still held: the run was stopped, not finished.
+    let recorded = async {
+        loop {
+            let (outcome, finished): (String, bool) = sqlx::query_as(
+                "SELECT outcome::text, finished_at IS NOT NULL FROM maintenance_runs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("run");
+            if outcome != "running" {
+                return (outcome, finished);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (outcome, finished) = tokio::time::timeout(Duration::from_secs(5), recorded)
+        .await
+        .expect("the run is recorded as it is interrupted");
+    assert_eq!(outcome, "interrupted");
+    assert!(finished);
+    blocker.rollback().await.expect("unlock");
+    let drained = tokio::time::timeout(Duration::from_secs(15), server.done)
+        .await
+        .expect("the server stops")
+        .expect("join");
+    assert!(drained);
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM maintenance_runs WHERE outcome = 'running'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(running, 0, "a run was left running");
+}

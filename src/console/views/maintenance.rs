@@ -107,6 +107,8 @@ fn render_runs(app: &App, runs: &[RunInfo], area: Rect, buf: &mut Buffer) {
             let (text, style) = match r.outcome.as_str() {
                 "ok" => ("ok", theme::ok()),
                 "running" => ("running", theme::warn()),
+                // Stopped by a shutdown (docs/operations.md §6): not a failure.
+                "interrupted" => ("interrupted", theme::warn()),
                 _ => ("failed", theme::bad()),
             };
             let detail = match &r.error {

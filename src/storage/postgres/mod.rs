@@ -1016,7 +1016,7 @@ impl StorageAdapter for PostgresStorage {
              WHERE id = $1",
         )
         .bind(id)
-        .bind(if outcome.ok { "ok" } else { "failed" })
+        .bind(outcome.status.label())
         .bind(&outcome.counts)
         .bind(outcome.error.as_deref())
         .execute(&self.pool)
