@@ -86,6 +86,9 @@ struct DocState {
     last_modified_ms: i64,
     /// Set while resynchronisations of this document are planned.
     resync: Option<ResyncMark>,
+    /// When a client's text state was last merged and stored here: a peer's text
+    /// arriving soon after may have been stored over ours (or ours over it).
+    last_local_text: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -136,6 +139,10 @@ impl DocEntry {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// A peer's text state merged within this long of a local one may have raced it
+/// to storage (README "Running several instances"): the document is read back.
+const CONCURRENT_TEXT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What `sync_response` needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -337,6 +344,7 @@ impl Hub {
                         pending: PendingBatch::default(),
                         last_modified_ms: 0,
                         resync: None,
+                        last_local_text: None,
                     }),
                     last_used: AtomicU64::new(0),
                     text_lane: tokio::sync::Mutex::new(()),
@@ -480,6 +488,13 @@ impl Hub {
             .subscribe(&self.settings.channels.delta(&entry.id));
         self.pubsub
             .subscribe(&self.settings.channels.awareness(&entry.id));
+        self.queue_resync(entry, st);
+    }
+
+    /// Plan a resynchronisation of one document from shared storage, run by the
+    /// resync task after its settling delay (nothing to read back without shared
+    /// storage and peers).
+    fn queue_resync(&self, entry: &Arc<DocEntry>, st: &mut DocState) {
         let shared_storage = self.storage.kind() != "memory";
         if shared_storage && self.pubsub.state() != PubSubState::SingleInstance {
             st.plan_resync();
@@ -488,7 +503,7 @@ impl Hub {
                 .try_send((entry.clone(), Instant::now()))
                 .is_err()
             {
-                tracing::debug!(document_id = %entry.id, "resync queue full: not resynchronised on first interest");
+                tracing::debug!(document_id = %entry.id, "resync queue full: document not resynchronised");
                 st.finish_resync();
             }
         }
@@ -725,9 +740,28 @@ impl Hub {
             st.doc.clock.observe(writer, *value);
         }
         // Text merges (a CRDT): what peers stored joins what we hold, never loses it.
-        let text = stored.text.and_then(|(json, clock)| {
-            merge_text_changed(&mut st.doc.text, &json, clock, &self.settings.text_limits)
-        });
+        // When ours holds more than storage (a peer stored its merge over ours, or
+        // ours was never stored), ours is stored: storage must hold every side.
+        let (text, storage_behind) = match stored.text {
+            Some((json, clock)) => {
+                merge_text_changed(&mut st.doc.text, &json, clock, &self.settings.text_limits)
+            }
+            None => (
+                None,
+                st.doc.text.as_ref().is_some_and(|t| !t.json().is_empty()),
+            ),
+        };
+        if storage_behind {
+            if let Some(ours) = &st.doc.text {
+                tracing::info!(document_id = %entry.id, "stored text lacked what this instance holds: storing the merge");
+                let _ = self.storage.submit(DocumentWrite {
+                    document_id: entry.id.clone(),
+                    changes: Vec::new(),
+                    clock: Vec::new(),
+                    text: Some((ours.json().to_owned(), ours.clock())),
+                });
+            }
+        }
         let schedule = self.apply_remote_locked(&mut st, &changes, now_ms);
         drop(st);
         if schedule {
@@ -849,6 +883,16 @@ impl Hub {
             st.doc.text = None;
         }
         outcome?;
+        if persist_at.is_some() {
+            st.last_local_text = Some(Instant::now());
+        } else if st
+            .last_local_text
+            .is_some_and(|at| at.elapsed() < CONCURRENT_TEXT_WINDOW)
+        {
+            // A peer's text right after ours: the two instances may have stored
+            // their merges over each other. Read storage back once things settle.
+            self.queue_resync(entry, &mut st);
+        }
         let ticket = persist_at.and_then(|now_ms| {
             let state = match stored {
                 Some(state) => state,
@@ -1249,27 +1293,33 @@ fn compact_clock(
 /// returning the merged state and clock only when that changed it. Skipped while a
 /// client's merge has the document out (the text lane): that merge's result is
 /// relayed anyway, and the next resynchronisation reads storage again.
+/// Merge a stored text state into ours: the new state when it changed ours, and
+/// whether ours holds something the stored one lacks.
 fn merge_text_changed(
     text: &mut Option<TextState>,
     incoming: &str,
     clock: f64,
     limits: &crate::text::Limits,
-) -> Option<(String, f64)> {
+) -> (Option<(String, f64)>, bool) {
     let t = text.get_or_insert_with(TextState::empty);
     if t.is_busy() {
-        return None;
+        return (None, false);
     }
     let before = t.json_shared();
     let merged = t.merge(incoming, clock, limits);
     let changed = merged.is_ok() && *before != *t.json();
     let out = changed.then(|| (t.json().to_owned(), t.clock()));
-    if let Err(e) = merged {
-        tracing::warn!(error = %e, "stored text state not merged");
-    }
+    let kept_more = match merged {
+        Ok(kept_more) => kept_more,
+        Err(e) => {
+            tracing::warn!(error = %e, "stored text state not merged");
+            false
+        }
+    };
     if t.json().is_empty() {
         *text = None;
     }
-    out
+    (out, kept_more)
 }
 
 fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {

@@ -115,19 +115,57 @@ impl TextState {
         }
     }
 
-    /// Parse, check and merge an incoming state in place (tests and small work).
+    /// Parse, check and merge an incoming state in place (small work: the resync
+    /// read-back, tests). `Ok(true)` when the document kept something the incoming
+    /// state lacks — a writer of that state (storage, a peer) is behind us.
     pub fn merge(
         &mut self,
         incoming: &str,
         incoming_clock: f64,
         limits: &Limits,
-    ) -> Result<(), TextError> {
-        let (doc, result) = merge_into(self.take_doc(), incoming, limits);
+    ) -> Result<bool, TextError> {
+        let (doc, result, kept_more) = merge_reporting(self.take_doc(), incoming, limits);
         let outcome = result.map(|json| (json, incoming_clock));
         let accepted = outcome.as_ref().ok().cloned();
         self.put_back(doc, accepted);
-        outcome.map(|_| ())
+        outcome.map(|_| kept_more)
     }
+}
+
+/// Like [`merge_into`] (always parsing the whole state), also saying whether the
+/// merged document holds more than `incoming` (see [`coverage`]).
+fn merge_reporting(
+    doc: Option<TextDoc>,
+    incoming: &str,
+    limits: &Limits,
+) -> (Option<TextDoc>, Result<Option<Arc<str>>, TextError>, bool) {
+    let Some(mut doc) = doc else {
+        let (doc, result) = merge_into(None, incoming, limits);
+        return (doc, result, false);
+    };
+    let remote = match text::parse(incoming, limits) {
+        Ok(remote) => remote,
+        Err(e) => return (Some(doc), Err(e), false),
+    };
+    let theirs = coverage(&remote);
+    match doc.merge(remote, limits) {
+        Ok(summary) => {
+            let kept_more = coverage(&doc.state) != theirs;
+            let json = summary.changed.then(|| doc.write_json());
+            (Some(doc), Ok(json), kept_more)
+        }
+        Err(e) => (Some(doc), Err(e), false),
+    }
+}
+
+/// Characters a state covers and characters it marks deleted. A merge is a union
+/// (blocks only split, deletions only spread), so the merged document covers at
+/// least what each side did, and it differs from one side exactly when one of the
+/// two counts grew.
+fn coverage(state: &text::State) -> (u64, u64) {
+    state.blocks.iter().fold((0, 0), |(all, deleted), b| {
+        (all + b.len, deleted + if b.deleted { b.len } else { 0 })
+    })
 }
 
 /// Parse `incoming`, check it and merge it into `doc` (a refused state leaves
