@@ -78,6 +78,11 @@ pub enum AwarenessError {
     Unavailable(String),
 }
 
+/// 9999-12-31T23:59:59Z in epoch milliseconds: every entry has expired by then, and
+/// every store can represent it, so `prune_expired(END_OF_TIME_MS)` empties a store
+/// (test mode's `POST /_test/clear`, docs/operations.md §1.5).
+pub const END_OF_TIME_MS: i64 = 253_402_300_799_000;
+
 #[async_trait]
 pub trait AwarenessStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;

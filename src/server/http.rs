@@ -183,7 +183,10 @@ pub async fn test_clear(State(state): State<Arc<AppState>>) -> Response {
     let stored = storage.adapter().clear_all().await;
     // Every entry is expired at the end of time: pruning then removes them all,
     // whatever the store.
-    let awareness = sync.awareness.prune_expired(END_OF_TIME_MS).await;
+    let awareness = sync
+        .awareness
+        .prune_expired(crate::awareness::END_OF_TIME_MS)
+        .await;
     match (stored, awareness) {
         (Ok(stored), Ok(awareness)) => {
             tracing::info!(
@@ -211,10 +214,6 @@ pub async fn test_clear(State(state): State<Arc<AppState>>) -> Response {
 
 /// How long `POST /_test/clear` waits for queued writes before clearing storage.
 const TEST_CLEAR_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// 9999-12-31T23:59:59Z in epoch milliseconds: later than any entry's expiry, and
-/// representable by every awareness store.
-const END_OF_TIME_MS: i64 = 253_402_300_799_000;
 
 pub fn stats_routes() -> Router<Arc<AppState>> {
     Router::new()

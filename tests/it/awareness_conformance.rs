@@ -411,6 +411,22 @@ async fn prune_expired_removes_exactly_the_expired(s: Store) {
     );
 }
 
+/// What test mode's clear relies on: pruning at the end of time removes every entry,
+/// fresh ones included, and leaves the store usable.
+async fn pruning_at_the_end_of_time_empties_the_store(s: Store) {
+    put(&s, "d1", "a", "c1", 1, T0).await;
+    put(&s, "d2", "b", "c2", 1, T0 + TIMEOUT_MS * 10).await;
+    let pruned = s
+        .prune_expired(synckit::awareness::END_OF_TIME_MS)
+        .await
+        .expect("prune");
+    assert_eq!(keys(&pruned), vec![key("d1", "a"), key("d2", "b")]);
+    assert_eq!(count(&s).await, 0);
+    assert!(all(&s, "d2", T0).await.is_empty());
+    put(&s, "d1", "a", "c1", 1, T0).await;
+    assert_eq!(count(&s).await, 1);
+}
+
 async fn count_tracks_sets_leaves_and_removals(s: Store) {
     assert_eq!(count(&s).await, 0);
     put(&s, "d", "a", "c1", 1, T0).await;
@@ -641,6 +657,7 @@ conformance!(
     remove_connection_returns_exactly_its_entries,
     expired_lists_without_removing_at_the_edge,
     prune_expired_removes_exactly_the_expired,
+    pruning_at_the_end_of_time_empties_the_store,
     count_tracks_sets_leaves_and_removals,
     concurrent_writers_keep_the_highest_clock,
     concurrent_equal_clocks_accept_exactly_one,
