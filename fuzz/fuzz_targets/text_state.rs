@@ -1,8 +1,9 @@
 //! Fuzz target: the text engine's parser and merge on hostile input. The input is
 //! two states separated by a NUL byte (never part of valid JSON text). Whatever
 //! they hold, parsing and merging must end (no recursion, no cycles followed) and
-//! never panic; an accepted state must survive a write/read round trip unchanged,
-//! and merging a document's own state into it must change nothing.
+//! never panic; the server's path (`merge_json`, `write_json`) must give what a full
+//! parse and merge give; an accepted state must survive a write/read round trip
+//! unchanged, and merging a document's own state into it must change nothing.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -25,9 +26,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Some(second) = second {
-        if let Ok(state) = parse(second, &limits) {
-            let _ = doc.merge(state, &limits);
-        }
+        // The server's path (merge_json: a resent state read by comparing bytes
+        // with what the document last wrote; write_json: only what changed written
+        // in) must do exactly what parsing and merging in full does.
+        let mut general = doc.clone();
+        let expected = parse(second, &limits)
+            .and_then(|s| general.merge(s, &limits))
+            .map(|_| general.to_json());
+        doc.write_json();
+        let got = doc
+            .merge_json(second, &limits)
+            .map(|_| doc.write_json().to_string());
+        assert_eq!(got, expected, "merge_json differs from parse + merge");
     }
     let _ = doc.text();
     let json = doc.to_json();

@@ -250,6 +250,7 @@ impl TextDoc {
                 if b.deleted && !local.deleted {
                     local.deleted = true;
                     altered = true;
+                    self.touched.push(li);
                 }
             } else if b.deleted {
                 deletions.push((b.id.client, b.start(), b.id.clock));
@@ -310,6 +311,7 @@ impl TextDoc {
         let right = Block { id: b.id, ..right };
         self.by_start.remove(&(b.id.client, b.start()));
         self.state.blocks[li as usize] = right;
+        self.touched.push(li);
         self.index_block(li);
         let new = self.state.blocks.len() as u32;
         self.state.blocks.push(left);
@@ -334,6 +336,7 @@ impl TextDoc {
                 continue;
             }
             changed = true;
+            self.touched.push(li);
             let (start, end) = (b.start(), b.id.clock);
             let cut_from = from.max(start) - start;
             let cut_to = to.min(end) - start + 1;

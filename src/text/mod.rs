@@ -139,6 +139,8 @@ pub struct TextDoc {
     /// The JSON last written (or read back), and what changed since.
     pub(crate) written: Option<write::Written>,
     pub(crate) since_write: write::SinceWrite,
+    /// Blocks changed in place (split, deleted, re-cut) since the JSON was written.
+    pub(crate) touched: Vec<u32>,
 }
 
 impl TextDoc {

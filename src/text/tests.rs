@@ -389,3 +389,19 @@ fn a_resent_state_is_checked_as_a_whole() {
         assert_eq!(d.to_json(), base, "{e}");
     }
 }
+
+#[test]
+fn write_json_writes_only_what_changed_and_equals_a_full_write() {
+    let a = core_state("a", &[(0, "Hello"), (5, " world")]);
+    let mut b: FugueText = serde_json::from_str(&json_of(&a)).expect("load");
+    // Splits both blocks, and inserts in the middle of the id order.
+    b.delete(2, 5).expect("delete");
+    b.insert(1, "ZZ").expect("insert");
+    let c = core_state("c", &[(0, "abc")]);
+    let mut d = doc(&json_of(&a));
+    d.write_json();
+    for s in [json_of(&b), json_of(&c), json_of(&a), json_of(&b)] {
+        both_ways(&mut d, &s, &limits()).expect("merge");
+        assert_eq!(*d.write_json(), d.to_json());
+    }
+}

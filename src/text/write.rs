@@ -3,10 +3,10 @@
 //! writing replica — byte for byte what the SDK's core writes for the same state.
 //!
 //! The document keeps what it last wrote ([`Written`]: the JSON, where each block's
-//! element starts, which block it is). A merge that only added blocks after the
-//! last one in id order (what a client typing at its clock writes) extends that
-//! JSON instead of writing it all again, and a state resent with most of its
-//! elements byte-identical to it is read by comparing bytes (`parse::parse_resent`).
+//! element starts, which block it is). After a merge only the blocks it added or
+//! changed are written; the elements of the others are copied from that JSON, in
+//! runs. A state resent with most of its elements byte-identical to it is read by
+//! comparing bytes (`parse::parse_resent`).
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -64,28 +64,27 @@ pub(crate) enum SinceWrite {
 impl TextDoc {
     /// The state as JSON (written in full).
     pub fn to_json(&self) -> String {
-        let mut order = self.id_order();
-        let mut out = String::with_capacity(self.state.arena.len() + order.len() * 200 + 64);
-        let mut starts = Vec::new();
-        out.push_str("{\"blocks\":[");
-        write_blocks(&self.state, &mut order, &mut out, &mut starts, false);
-        write_trailer(&self.state, &mut out);
-        out
+        let mut out = Out::new(
+            &self.state,
+            self.state.arena.len() + self.state.blocks.len() * 200 + 64,
+        );
+        for i in self.id_order() {
+            out.block(i);
+        }
+        out.finish().json
     }
 
     /// The state as JSON, shared: what it last wrote when nothing changed since,
-    /// that extended when blocks were only added at the end of the id order, else
-    /// written in full. The document remembers it.
+    /// else that with the blocks added or changed since written in. The document
+    /// remembers it.
     pub fn write_json(&mut self) -> Arc<str> {
         let written = self.written.take();
         let since = std::mem::take(&mut self.since_write);
+        let touched = std::mem::take(&mut self.touched);
         let w = match (written, since) {
             (Some(w), SinceWrite::Nothing) => w,
-            (Some(w), SinceWrite::Appended) => match self.extend(w) {
-                Ok(w) => w,
-                Err(()) => self.write_full(),
-            },
-            _ => self.write_full(),
+            (Some(w), _) => self.rewrite(&w, touched),
+            (None, _) => self.write_full(),
         };
         let json = w.json.clone();
         self.written = Some(w);
@@ -95,7 +94,7 @@ impl TextDoc {
     /// Take `json` as what the document last wrote if it is exactly that (a
     /// stored state read back); otherwise the document writes its own.
     pub fn adopt_json(&mut self, json: &Arc<str>) {
-        self.since_write = SinceWrite::Altered;
+        self.written = None;
         self.write_json();
         if let Some(w) = &mut self.written {
             if *w.json == **json {
@@ -105,114 +104,156 @@ impl TextDoc {
     }
 
     fn write_full(&self) -> Written {
-        let mut order = self.id_order();
-        let mut json = String::with_capacity(self.state.arena.len() + order.len() * 200 + 64);
-        let mut starts = Vec::with_capacity(order.len());
-        json.push_str("{\"blocks\":[");
-        write_blocks(&self.state, &mut order, &mut json, &mut starts, false);
-        let blocks_end = json.len();
-        write_trailer(&self.state, &mut json);
-        Written {
-            json: Arc::from(json),
-            starts,
-            order,
-            blocks_end,
-            blocks: self.state.blocks.len(),
+        let order = self.id_order();
+        let mut out = Out::new(&self.state, self.state.arena.len() + order.len() * 200 + 64);
+        for i in order {
+            out.block(i);
         }
+        out.finish().written(self.state.blocks.len())
     }
 
-    /// `w` extended with the blocks added since, if they all follow its last
-    /// element in id order and nothing else changed.
-    fn extend(&self, w: Written) -> Result<Written, ()> {
+    /// `w` with the blocks added since (from index `w.blocks` on) and the
+    /// `touched` ones written in at their place in the id order, the others'
+    /// elements copied from `w` in runs. Untouched blocks kept their ids, so
+    /// their order among themselves is `w`'s.
+    fn rewrite(&self, w: &Written, touched: Vec<u32>) -> Written {
         let st = &self.state;
-        let mut added: Vec<u32> = (w.blocks as u32..st.blocks.len() as u32).collect();
-        added.sort_unstable_by(|&a, &b| {
-            cmp_ids(st, &st.blocks[a as usize].id, &st.blocks[b as usize].id)
-        });
-        if let (Some(&last), Some(&first)) = (w.order.last(), added.first()) {
-            let (last, first) = (&st.blocks[last as usize].id, &st.blocks[first as usize].id);
-            if cmp_ids(st, last, first) != Ordering::Less {
-                return Err(());
+        let elements = w.order.len();
+        let mut position = vec![u32::MAX; w.blocks];
+        for (k, &b) in w.order.iter().enumerate() {
+            if let Some(p) = position.get_mut(b as usize) {
+                *p = k as u32;
             }
         }
-        let Written {
-            json: old,
-            mut starts,
-            mut order,
-            blocks_end,
-            ..
-        } = w;
-        let head = old.get(..blocks_end).ok_or(())?;
-        let mut json = String::with_capacity(old.len() + added.len() * 240 + 64);
-        json.push_str(head);
-        drop(old);
-        let first = order.is_empty();
-        write_blocks(st, &mut added, &mut json, &mut starts, !first);
-        order.extend(added);
-        let blocks_end = json.len();
-        write_trailer(st, &mut json);
-        Ok(Written {
-            json: Arc::from(json),
-            starts,
-            order,
-            blocks_end,
-            blocks: st.blocks.len(),
-        })
+        let mut skip: Vec<u32> = touched
+            .iter()
+            .filter_map(|&b| position.get(b as usize).copied())
+            .filter(|&p| p != u32::MAX)
+            .collect();
+        skip.sort_unstable();
+        skip.dedup();
+        let mut added: Vec<u32> = touched
+            .into_iter()
+            .filter(|&b| (b as usize) < w.blocks)
+            .chain(w.blocks as u32..st.blocks.len() as u32)
+            .collect();
+        added.sort_unstable();
+        added.dedup();
+        let id = |b: u32| &st.blocks[b as usize].id;
+        added.sort_unstable_by(|&a, &b| cmp_ids(st, id(a), id(b)));
+        let mut out = Out::new(st, w.json.len() + added.len() * 240 + 64);
+        let (mut k, mut a, mut s) = (0usize, 0usize, 0usize);
+        loop {
+            let next_skip = skip.get(s).map_or(elements, |&p| p as usize);
+            // Untouched elements k..next_skip are in id order: the next added
+            // block goes before the first of them with a greater id.
+            let ins = match added.get(a) {
+                Some(&b) => {
+                    k + w.order[k..next_skip]
+                        .partition_point(|&o| cmp_ids(st, id(o), id(b)) == Ordering::Less)
+                }
+                None => next_skip,
+            };
+            out.copy(w, k, ins);
+            k = ins;
+            if ins < next_skip || (ins == elements && a < added.len()) {
+                out.block(added[a]);
+                a += 1;
+            } else if next_skip < elements {
+                k += 1;
+                s += 1;
+            } else {
+                break;
+            }
+        }
+        out.finish().written(st.blocks.len())
     }
 }
 
-/// Ids in the order states are written: clock, client id (as a string), offset.
-pub(crate) fn cmp_ids(st: &State, a: &Id, b: &Id) -> Ordering {
-    a.clock
-        .cmp(&b.clock)
-        .then_with(|| st.clients[a.client as usize].cmp(&st.clients[b.client as usize]))
-        .then(a.offset.cmp(&b.offset))
+/// A state being written: the JSON, where each element starts, in which order.
+struct Out<'a> {
+    st: &'a State,
+    /// Each client id escaped once: `{"client_id":"…","clock":`.
+    heads: Vec<String>,
+    json: String,
+    starts: Vec<u32>,
+    order: Vec<u32>,
 }
 
-/// The blocks `order` names, as `[id, block]` elements (a comma first when
-/// `comma`), recording where each starts.
-fn write_blocks(
-    st: &State,
-    order: &mut [u32],
-    out: &mut String,
-    starts: &mut Vec<u32>,
-    comma: bool,
-) {
-    // Each client id escaped once: `{"client_id":"…","clock":`.
-    let heads: Vec<String> = st
-        .clients
-        .iter()
-        .map(|c| {
-            let mut h = String::from("{\"client_id\":");
-            push_json_str(&mut h, c);
-            h.push_str(",\"clock\":");
-            h
-        })
-        .collect();
-    let push_id = |out: &mut String, id: &Id| {
-        out.push_str(&heads[id.client as usize]);
-        let mut n = itoa::Buffer::new();
-        out.push_str(n.format(id.clock));
-        out.push_str(",\"offset\":");
-        out.push_str(n.format(id.offset));
-        out.push('}');
-    };
-    let push_origin = |out: &mut String, id: &Option<Id>| match id {
-        Some(id) => push_id(out, id),
-        None => out.push_str("null"),
-    };
-    for (k, &i) in order.iter().enumerate() {
-        let b: &Block = &st.blocks[i as usize];
-        if k > 0 || comma {
-            out.push(',');
+impl<'a> Out<'a> {
+    fn new(st: &'a State, capacity: usize) -> Out<'a> {
+        let heads = st
+            .clients
+            .iter()
+            .map(|c| {
+                let mut h = String::from("{\"client_id\":");
+                push_json_str(&mut h, c);
+                h.push_str(",\"clock\":");
+                h
+            })
+            .collect();
+        let mut json = String::with_capacity(capacity);
+        json.push_str("{\"blocks\":[");
+        Out {
+            st,
+            heads,
+            json,
+            starts: Vec::new(),
+            order: Vec::new(),
         }
-        starts.push(out.len() as u32);
+    }
+
+    fn separate(&mut self) {
+        if !self.starts.is_empty() {
+            self.json.push(',');
+        }
+    }
+
+    /// Elements `from..to` of `w`, copied.
+    fn copy(&mut self, w: &Written, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        let begin = w.starts[from] as usize;
+        let end = w.starts.get(to).map_or(w.blocks_end, |&s| s as usize - 1);
+        self.separate();
+        let at = self.json.len();
+        self.json
+            .push_str(w.json.get(begin..end).unwrap_or_default());
+        self.starts.extend(
+            w.starts[from..to]
+                .iter()
+                .map(|&s| (s as usize - begin + at) as u32),
+        );
+        self.order.extend_from_slice(&w.order[from..to]);
+    }
+
+    /// Block `i` as a `[id, block]` element.
+    fn block(&mut self, i: u32) {
+        self.separate();
+        self.starts.push(self.json.len() as u32);
+        self.order.push(i);
+        let b: &Block = &self.st.blocks[i as usize];
+        let out = &mut self.json;
+        let heads = &self.heads;
+        let push_id = |out: &mut String, id: &Id| {
+            out.push_str(&heads[id.client as usize]);
+            let mut n = itoa::Buffer::new();
+            out.push_str(n.format(id.clock));
+            out.push_str(",\"offset\":");
+            out.push_str(n.format(id.offset));
+            out.push('}');
+        };
+        let push_origin = |out: &mut String, id: &Option<Id>| match id {
+            Some(id) => push_id(out, id),
+            None => out.push_str("null"),
+        };
         out.push('[');
         push_id(out, &b.id);
         out.push_str(",{\"id\":");
         push_id(out, &b.id);
         out.push_str(",\"text\":");
-        push_json_str(out, st.text_of(b));
+        push_json_str(out, self.st.text_of(b));
         out.push_str(",\"left_origin\":");
         push_origin(out, &b.left);
         out.push_str(",\"right_origin\":");
@@ -223,15 +264,51 @@ fn write_blocks(
             ",\"deleted\":false}]"
         });
     }
+
+    /// `],"clock":{"value":n},"client_id":"…"}`.
+    fn finish(mut self) -> Finished {
+        let blocks_end = self.json.len();
+        self.json.push_str("],\"clock\":{\"value\":");
+        self.json
+            .push_str(itoa::Buffer::new().format(self.st.clock));
+        self.json.push_str("},\"client_id\":");
+        push_json_str(&mut self.json, &self.st.client_id);
+        self.json.push('}');
+        Finished {
+            json: self.json,
+            starts: self.starts,
+            order: self.order,
+            blocks_end,
+        }
+    }
 }
 
-/// `],"clock":{"value":n},"client_id":"…"}`.
-fn write_trailer(st: &State, out: &mut String) {
-    out.push_str("],\"clock\":{\"value\":");
-    out.push_str(itoa::Buffer::new().format(st.clock));
-    out.push_str("},\"client_id\":");
-    push_json_str(out, &st.client_id);
-    out.push('}');
+/// A written state and the record of its elements.
+struct Finished {
+    json: String,
+    starts: Vec<u32>,
+    order: Vec<u32>,
+    blocks_end: usize,
+}
+
+impl Finished {
+    fn written(self, blocks: usize) -> Written {
+        Written {
+            json: Arc::from(self.json),
+            starts: self.starts,
+            order: self.order,
+            blocks_end: self.blocks_end,
+            blocks,
+        }
+    }
+}
+
+/// Ids in the order states are written: clock, client id (as a string), offset.
+pub(crate) fn cmp_ids(st: &State, a: &Id, b: &Id) -> Ordering {
+    a.clock
+        .cmp(&b.clock)
+        .then_with(|| st.clients[a.client as usize].cmp(&st.clients[b.client as usize]))
+        .then(a.offset.cmp(&b.offset))
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes it.
