@@ -184,8 +184,39 @@ fn core(n: u64, runs: usize) {
     );
 }
 
+/// One scenario once, for instruction counts (`valgrind --tool=callgrind
+/// --toggle-collect='*merge_json*' … -- --case typed 100000`): `same`, `typed`,
+/// `deleted` (the whole state resent), `edit` (another client's one-character
+/// state), each merged from JSON and written.
+fn case(name: &str, n: u64) {
+    let limits = Limits::default();
+    let mut doc = load(&typing(CLIENT, n), &limits);
+    let json = match name {
+        "same" => typing(CLIENT, n),
+        "typed" => typing(CLIENT, n + 1),
+        "deleted" => typing_with_deleted(CLIENT, n, &[n / 3]),
+        "edit" => one_char_edit("editor", n + 1, CLIENT, n / 2),
+        _ => panic!("cases: same, typed, deleted, edit"),
+    };
+    let t = Instant::now();
+    let summary = doc.merge_json(&json, &limits).expect("merge");
+    let merged = t.elapsed();
+    let t = Instant::now();
+    let written = summary.changed.then(|| doc.write_json().len());
+    println!(
+        "{name} {n}: merge_json {}, write_json {} ({written:?} bytes)",
+        ms(merged),
+        ms(t.elapsed())
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--case") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+        case(args.get(1).map_or("typed", String::as_str), n);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--core") {
         let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(6_000);
         println!(
