@@ -311,15 +311,21 @@ pub(crate) fn parse_resent(
                     pos += stream.byte_offset();
                     // Our elements up to this id are missing from the state or
                     // replaced by it: the next comparison is with the one after.
-                    while k < elements {
-                        let ours = &known.blocks[written.order[k] as usize].id;
-                        let name = known.clients.get(ours.client as usize)?;
-                        let before = (ours.clock, name.as_str(), ours.offset)
-                            <= (key.clock, &*key.client_id, key.offset);
-                        if !before {
-                            break;
+                    // (`written.order` is in id order: a binary search.)
+                    let key_id = (key.clock, &*key.client_id, key.offset);
+                    let mut unknown_client = false;
+                    k += written.order[k..].partition_point(|&b| {
+                        let ours = &known.blocks[b as usize].id;
+                        match known.clients.get(ours.client as usize) {
+                            Some(name) => (ours.clock, name.as_str(), ours.offset) <= key_id,
+                            None => {
+                                unknown_client = true;
+                                false
+                            }
                         }
-                        k += 1;
+                    });
+                    if unknown_client {
+                        return None;
                     }
                     builder.push(key, block).ok()?;
                 }
