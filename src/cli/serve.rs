@@ -269,7 +269,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNCKIT_STORAGE_PROBE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub storage_probe_timeout: Duration,
     /// Where awareness (presence) lives: memory (per instance), postgres (needs
-    /// DATABASE_URL) or redis (needs REDIS_URL; the C# key layout under `synckit:`).
+    /// DATABASE_URL) or redis (needs REDIS_URL; the C# key layout under REDIS_CHANNEL_PREFIX).
     #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory", value_parser = ["memory", "postgres", "redis"])]
     pub awareness_store: String,
     /// A shared awareness store (postgres, redis) that does not answer within this
@@ -589,10 +589,12 @@ async fn backends(
         ("redis", Some(target)) => {
             let client = redis::Client::open(target.info.clone())
                 .context("REDIS_URL cannot be used for the awareness store")?;
-            bounded(Arc::new(RedisAwarenessStore::from_client(
-                client,
-                config.sync.awareness_timeout,
-            )?))
+            // Under the fleet's prefix like every channel: two fleets on one Redis
+            // must not share presence (the default prefix is C#'s `synckit:`).
+            bounded(Arc::new(
+                RedisAwarenessStore::from_client(client, config.sync.awareness_timeout)?
+                    .with_key_prefix(config.channel_prefix.clone()),
+            ))
         }
         _ => Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
     };
