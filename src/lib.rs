@@ -9,6 +9,7 @@ pub mod admin_api;
 pub mod auth;
 pub mod awareness;
 pub mod cli;
+pub mod clock;
 pub mod console;
 pub mod events;
 pub mod exit;

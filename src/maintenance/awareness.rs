@@ -6,11 +6,11 @@ use serde_json::Value;
 
 use crate::awareness::AwarenessError;
 use crate::protocol::ServerMessage;
-use crate::sync::{relay, wall_clock_ms, SyncService};
+use crate::sync::{relay, SyncService};
 
 /// Prune once; returns how many entries expired.
 pub async fn prune_and_announce(sync: &SyncService) -> Result<usize, AwarenessError> {
-    let expired = sync.awareness.prune_expired(wall_clock_ms()).await?;
+    let expired = sync.awareness.prune_expired(sync.now_ms()).await?;
     for entry in &expired {
         sync.metrics.awareness_expired.inc();
         let leave = ServerMessage::AwarenessUpdate {

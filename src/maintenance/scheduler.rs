@@ -3,25 +3,26 @@
 //! Each enabled job sleeps until its next occurrence, claims that occurrence in the
 //! run log (a unique row in PostgreSQL, so an instance sharing the database with
 //! others runs it only if nobody else did), runs, and records how it ended; a failed
-//! run is simply tried again at the next occurrence. Time comes from
-//! [`wall_clock_ms`], which follows tokio's clock, so tests drive schedules with
-//! paused time. (tokio-cron-scheduler reads the system clock directly, which paused
-//! time cannot move; we use the same cron syntax through the `cron` crate it is
-//! built on.)
+//! run is simply tried again at the next occurrence; occurrences missed during a
+//! long run or a suspend are skipped (one catch-up at most). Wall time comes from the
+//! server's [`crate::clock::Clock`] (the system clock, read again at least every
+//! [`CLOCK_RECHECK`] while waiting), so tests drive schedules with a `TestClock`.
+//! (tokio-cron-scheduler reads the system clock directly, which tests cannot move;
+//! we use the same cron syntax through the `cron` crate it is built on.)
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{compaction, run_cleanup};
 use crate::pubsub::PubSubState;
 use crate::storage::{CleanupOptions, RunOutcome, RunStatus, StorageAdapter};
-use crate::sync::{wall_clock_ms, SyncService};
+use crate::sync::SyncService;
 
 /// A parsed schedule. Accepts standard 5-field crontab (`0 3 * * *`, seconds = 0) and
 /// the 6/7-field form with seconds (`*/10 * * * * *`); always UTC.
@@ -93,11 +94,10 @@ pub struct Scheduler {
     next_runs: Mutex<HashMap<&'static str, DateTime<Utc>>>,
 }
 
-fn now_utc() -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(wall_clock_ms())
-        .single()
-        .unwrap_or_else(Utc::now)
-}
+/// How long the scheduler sleeps at most before reading the wall clock again, so a
+/// step of the system clock (an NTP correction, a resume from suspend) moves its
+/// decisions within this long (docs/operations.md §8).
+pub const CLOCK_RECHECK: Duration = Duration::from_secs(30);
 
 impl Scheduler {
     pub fn new(jobs: Vec<JobConfig>, sync: Arc<SyncService>, instance_id: String) -> Scheduler {
@@ -135,7 +135,8 @@ impl Scheduler {
 
     async fn run_job(self: Arc<Self>, index: usize, stop: CancellationToken) {
         let job = &self.jobs[index];
-        let mut after = now_utc();
+        let clock = &self.sync.clock;
+        let mut after = clock.now_utc();
         loop {
             let Some(at) = job.schedule.next_after(after) else {
                 tracing::warn!(
@@ -148,13 +149,26 @@ impl Scheduler {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(job.name, at);
-            let wait = (at - now_utc()).to_std().unwrap_or(Duration::ZERO);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => return,
+            // Sleep until the wall clock reaches `at`, reading it again at least
+            // every CLOCK_RECHECK: monotonic sleeps do not see the clock stepped.
+            loop {
+                let now = clock.now_utc();
+                if now >= at {
+                    break;
+                }
+                let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(CLOCK_RECHECK)) => {}
+                    _ = stop.cancelled() => return,
+                }
             }
             self.run_occurrence(job, at, &stop).await;
-            after = at;
+            if stop.is_cancelled() {
+                return;
+            }
+            // Occurrences missed during a long run, a suspend or a clock step are
+            // skipped: the one just run was the catch-up (docs/operations.md §8).
+            after = next_base(at, clock.now_utc());
         }
     }
 
@@ -214,6 +228,13 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Where the next occurrence is looked for after running the one due at `at`:
+/// after `now` when occurrences were missed meanwhile, so at most one catch-up
+/// runs instead of every missed occurrence back to back.
+pub fn next_base(at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    at.max(now)
 }
 
 /// How long a Redis claim outlives its occurrence: long enough that no instance
@@ -316,7 +337,7 @@ pub async fn run_recorded_until(
 /// A failed run, in the instance's events (the run log has it too).
 pub fn record_failure(sync: &SyncService, job: &str, error: &str) {
     sync.events.record(
-        wall_clock_ms(),
+        sync.now_ms(),
         crate::events::EventKind::MaintenanceFailed,
         format!("maintenance run {job} failed: {error}"),
     );
@@ -346,6 +367,7 @@ pub async fn run_kind(kind: &JobKind, sync: &SyncService) -> Result<Value, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     #[test]
     fn schedules_accept_five_and_six_fields() {

@@ -15,7 +15,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use chrono::{TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -30,7 +29,6 @@ use crate::awareness::AwarenessEntry;
 use crate::maintenance::scheduler::run_kind;
 use crate::maintenance::{run_recorded_until, JobKind};
 use crate::storage::CleanupOptions;
-use crate::sync::wall_clock_ms;
 
 /// Page size when the request names none: a screenful with room to scroll.
 const DEFAULT_LIMIT: usize = 100;
@@ -334,7 +332,7 @@ async fn awareness_of(state: &AppState, id: &str, now_ms: i64) -> DocumentAwaren
 /// is loaded here, else as stored.
 async fn document(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let hub = &state.sync.hub;
-    let now_ms = wall_clock_ms();
+    let now_ms = state.sync.now_ms();
     let (loaded, fields, clock) = match hub.get(&id) {
         Some(entry) => {
             let snapshot = hub.snapshot(&entry);
@@ -393,13 +391,13 @@ async fn document_awareness(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Response {
-    Json(awareness_of(&state, &id, wall_clock_ms()).await).into_response()
+    Json(awareness_of(&state, &id, state.sync.now_ms()).await).into_response()
 }
 
 /// Awareness per live document of this instance (documents in id order).
 async fn awareness(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> Response {
     let (offset, limit) = page.bounds();
-    let now_ms = wall_clock_ms();
+    let now_ms = state.sync.now_ms();
     let live: Vec<String> = state
         .sync
         .hub
@@ -427,7 +425,7 @@ async fn awareness(State(state): State<Arc<AppState>>, Query(page): Query<Page>)
 async fn events(State(state): State<Arc<AppState>>, Query(q): Query<EventsQuery>) -> Response {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let log = &state.sync.events;
-    log.flush(wall_clock_ms());
+    log.flush(state.sync.now_ms());
     let (events, dropped) = log.page(q.after.unwrap_or(0), limit);
     Json(EventsPage {
         instance_id: state.instance_id().to_owned(),
@@ -486,10 +484,7 @@ async fn delete_document(
 /// (the occurrence is "now", so it never collides with a scheduled one).
 async fn run_now(state: &AppState, who: Actor, job: &'static str, kind: JobKind) -> Response {
     tracing::info!(action = job, subject = %who.identity.user_id, credential = %who.credential, remote = %who.remote, "admin action: run now");
-    let now = Utc
-        .timestamp_millis_opt(wall_clock_ms())
-        .single()
-        .unwrap_or_else(Utc::now);
+    let now = state.sync.clock.now_utc();
     // Run as one of the server's tasks, so shutdown interrupts it, records it as
     // `interrupted` and joins it before the pools close (docs/operations.md §6).
     let sync = state.sync.clone();

@@ -86,7 +86,7 @@ async fn login(State(state): State<Arc<AppState>>, body: String) -> Response {
         Permissions::from_claim(requested)
     };
     let identity = Identity {
-        user_id: format!("user-{}", crate::sync::wall_clock_ms()),
+        user_id: format!("user-{}", state.sync.now_ms()),
         email: Some(email.to_owned()),
         permissions,
     };

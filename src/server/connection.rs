@@ -74,7 +74,7 @@ pub async fn serve_socket(
         state.config.write_timeout,
         metrics.clone(),
     ));
-    let now_ms = crate::sync::wall_clock_ms();
+    let now_ms = state.sync.now_ms();
     let live = state.live.register(LiveSession {
         id: format!("{}:conn-{conn_id}", state.instance_id()),
         conn_id,
@@ -145,21 +145,21 @@ pub async fn serve_socket(
                 match frame {
                     Ok(Message::Text(text)) => {
                         last_received = Instant::now();
-                        live.seen(crate::sync::wall_clock_ms());
+                        live.seen(state.sync.now_ms());
                         if let Err(CloseRequest { code, reason }) = session.handle_frame(true, text.as_bytes()).await {
                             break Some((code, reason));
                         }
                     }
                     Ok(Message::Binary(bytes)) => {
                         last_received = Instant::now();
-                        live.seen(crate::sync::wall_clock_ms());
+                        live.seen(state.sync.now_ms());
                         if let Err(CloseRequest { code, reason }) = session.handle_frame(false, &bytes).await {
                             break Some((code, reason));
                         }
                     }
                     Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
                         last_received = Instant::now();
-                        live.seen(crate::sync::wall_clock_ms());
+                        live.seen(state.sync.now_ms());
                     }
                     Ok(Message::Close(_)) => break None,
                     Err(e) => {

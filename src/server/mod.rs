@@ -123,6 +123,16 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: ServerConfig, backends: Backends) -> Server {
+        Server::with_clock(config, backends, crate::clock::SystemClock::shared())
+    }
+
+    /// A server reading wall time from `clock` (tests inject a
+    /// [`crate::clock::TestClock`]; [`Server::new`] uses the system clock).
+    pub fn with_clock(
+        config: ServerConfig,
+        backends: Backends,
+        clock: crate::clock::SharedClock,
+    ) -> Server {
         let metrics = Arc::new(Metrics::default());
         let mut persistence_settings = config.persistence.clone();
         // Session ids are `<instance id>:conn-<n>` (see `Session::connection_key`).
@@ -150,6 +160,7 @@ impl Server {
             fleet: Arc::new(Fleet::new(config.presence_interval)),
             resync: Arc::new(tokio::sync::Notify::new()),
             events: Arc::new(crate::events::EventLog::default()),
+            clock,
         });
         // The memory awareness store belongs to this instance alone: the per-instance
         // sweeper prunes it. Shared stores are pruned by the scheduler, once per
@@ -262,7 +273,7 @@ impl Server {
 
         shutdown.cancelled().await;
         sync.events.record(
-            crate::sync::wall_clock_ms(),
+            state.sync.now_ms(),
             crate::events::EventKind::ShutdownStarted,
             "shutdown started: draining connections and writes",
         );

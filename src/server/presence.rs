@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use crate::pubsub::presence::{PresenceEvent, PresenceKind};
 use crate::pubsub::{Connection, PubSubState};
-use crate::sync::wall_clock_ms;
 
 /// What a heartbeat tells the fleet (the typed metadata `/stats` shows too).
 pub fn metadata(state: &AppState) -> Map<String, Value> {
@@ -29,7 +28,7 @@ fn announce(state: &AppState, kind: PresenceKind, metadata: Map<String, Value>) 
     let hub = &state.sync.hub;
     hub.publish(
         &hub.settings().channels.presence(),
-        &event.to_json(wall_clock_ms()),
+        &event.to_json(state.sync.now_ms()),
     );
 }
 

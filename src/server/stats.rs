@@ -24,7 +24,6 @@ use crate::admin_api::{FleetEntry, PeerStatus, PresenceMetadata, Stats};
 use crate::metrics::{Counter, Refusal, LATENCY_BUCKETS_MS};
 use crate::protocol::MessageType;
 use crate::pubsub::PubSubState;
-use crate::sync::wall_clock_ms;
 
 /// A shared awareness store (Redis, PostgreSQL) slower than this leaves the client
 /// count unknown rather than holding up `/stats` and scrapes.
@@ -95,12 +94,12 @@ pub fn self_metadata(state: &AppState) -> PresenceMetadata {
 
 fn started_at_ms(state: &AppState) -> i64 {
     let uptime_ms = i64::try_from(state.started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    wall_clock_ms().saturating_sub(uptime_ms)
+    state.sync.now_ms().saturating_sub(uptime_ms)
 }
 
 /// This instance and the peers it hears on the presence channel.
 pub fn fleet(state: &AppState) -> Vec<FleetEntry> {
-    let now = wall_clock_ms();
+    let now = state.sync.now_ms();
     let mut out = vec![FleetEntry {
         server_id: state.instance_id().to_owned(),
         status: PeerStatus::Online,

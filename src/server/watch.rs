@@ -15,7 +15,6 @@ use super::AppState;
 use crate::admin_api::{FleetEntry, PeerStatus};
 use crate::events::{EventKind, EventLog};
 use crate::pubsub::PubSubState;
-use crate::sync::wall_clock_ms;
 
 /// How often the state is compared: transitions show within half a second (and
 /// the reconnect and failure counters catch what is shorter).
@@ -205,7 +204,7 @@ fn observe(state: &AppState) -> Observed {
         storage_error: storage.last_error(),
         pubsub: Some(state.sync.hub.pubsub().state()),
         pubsub_error: health.last_error,
-        peers: state.sync.fleet.instances(wall_clock_ms()),
+        peers: state.sync.fleet.instances(state.sync.now_ms()),
         pubsub_reconnects: health.reconnects,
         storage_failures: storage
             .counters
@@ -232,7 +231,7 @@ pub async fn run(state: Arc<AppState>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        watcher.observe(&observe(&state), wall_clock_ms(), &state.sync.events);
+        watcher.observe(&observe(&state), state.sync.now_ms(), &state.sync.events);
     }
 }
 

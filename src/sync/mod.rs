@@ -15,7 +15,7 @@ pub mod resync;
 pub mod session;
 pub mod text;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -29,19 +29,12 @@ pub use hub::Hub;
 pub use peer::{Outgoing, Peer};
 pub use session::Session;
 
-/// Epoch milliseconds that follow tokio's clock, so tests with paused time see
-/// awareness expiry and timestamps move with `tokio::time::advance`.
+/// The system's wall time in epoch milliseconds, read every time (an NTP step or a
+/// resume from suspend shows at once). Code with a [`SyncService`] reads
+/// [`SyncService::now_ms`] instead, the clock the server was built with
+/// ([`crate::clock`]), so tests can inject one.
 pub fn wall_clock_ms() -> i64 {
-    static ANCHOR: OnceLock<(i64, tokio::time::Instant)> = OnceLock::new();
-    let (base_ms, base) = *ANCHOR.get_or_init(|| {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        (ms, tokio::time::Instant::now())
-    });
-    let elapsed = tokio::time::Instant::now().saturating_duration_since(base);
-    base_ms.saturating_add(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+    crate::clock::system_ms()
 }
 
 /// Settings of the message handlers.
@@ -75,6 +68,15 @@ pub struct SyncService {
     pub resync: Arc<Notify>,
     /// Notable events of this instance (admin API, console Events view).
     pub events: Arc<crate::events::EventLog>,
+    /// Where wall time comes from: the system clock, or a test's ([`crate::clock`]).
+    pub clock: crate::clock::SharedClock,
+}
+
+impl SyncService {
+    /// Wall time in epoch milliseconds, from this service's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
 }
 
 /// The TS/Go/Python playground policy (docs/protocol.md §6), opt-in.

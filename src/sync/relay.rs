@@ -99,7 +99,7 @@ fn observe_presence(sync: &SyncService, incoming: &Incoming) -> Result<(), &'sta
     if event.server_id == sync.hub.settings().instance_id {
         return Err("own message");
     }
-    sync.fleet.observe(&event, wall_clock_ms());
+    sync.fleet.observe(&event, sync.now_ms());
     if event.asks_resync() {
         tracing::info!(peer = %event.server_id, "peer reconnected after an outage: resynchronising documents");
         sync.resync.notify_one();
@@ -164,7 +164,7 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
         }
     }
     let entry = hub.get(document_id).ok_or("document not live here")?;
-    let now = wall_clock_ms();
+    let now = sync.now_ms();
     match (kind, msg.get("type").and_then(Value::as_str)) {
         (ChannelKind::Delta, Some("delta")) => {
             let fields = msg

@@ -19,7 +19,7 @@ use super::chunks::{ChunkAssembler, ChunkOutcome};
 use super::hub::{Changes, DocEntry, FieldWrite, TextOutcome};
 use super::peer::{Outgoing, Peer};
 use super::rate_limit::RateLimiter;
-use super::{playground_allows, wall_clock_ms, SyncService};
+use super::{playground_allows, SyncService};
 use crate::auth::{Identity, TokenKind};
 use crate::awareness::{AwarenessUpdate, SetOutcome};
 use crate::metrics::Refusal;
@@ -210,7 +210,7 @@ impl Session {
     }
 
     async fn reply_with_id(&self, msg: &ServerMessage, id: Option<&str>) {
-        let now = wall_clock_ms();
+        let now = self.svc.now_ms();
         let id = id.map_or_else(|| next_message_id(now), str::to_owned);
         let frame = encode(msg, &id, now, self.peer.encoding());
         if let ServerMessage::Error { error, .. } = msg {
@@ -779,7 +779,7 @@ impl Session {
 
     async fn send_sync_response(&self, entry: &DocEntry, request_id: Option<String>) {
         let snap = self.svc.hub.snapshot(entry);
-        let now = wall_clock_ms();
+        let now = self.svc.now_ms();
         let msg = ServerMessage::SyncResponse {
             request_id: request_id.clone().unwrap_or_else(|| next_message_id(now)),
             document_id: entry.id.to_string(),
@@ -918,13 +918,13 @@ impl Session {
                 clocks,
                 origin: Some(self.peer.conn_id),
             },
-            wall_clock_ms(),
+            self.svc.now_ms(),
         );
         if let Some(refusal) = applied.refused {
             self.refuse_clock(refusal, &id).await;
             return;
         }
-        let message_id = message_id.unwrap_or_else(|| next_message_id(wall_clock_ms()));
+        let message_id = message_id.unwrap_or_else(|| next_message_id(self.svc.now_ms()));
         self.ack_when_durable(vec![applied.ticket], message_id, id, err::DELTA_FAILED);
     }
 
@@ -946,7 +946,7 @@ impl Session {
             return;
         };
         let id = entry.id.to_string();
-        let now = wall_clock_ms();
+        let now = self.svc.now_ms();
         let mut fields = Vec::new();
         let mut clocks = Vec::new();
         let mut text_ops: Vec<Map<String, Value>> = Vec::new();
@@ -1126,7 +1126,7 @@ impl Session {
         };
         self.svc.hub.subscribe_awareness(&entry, &self.peer);
         self.awareness_documents.insert(entry.id.clone());
-        match self.svc.awareness.get_all(&id, wall_clock_ms()).await {
+        match self.svc.awareness.get_all(&id, self.svc.now_ms()).await {
             Ok(entries) => {
                 let states = entries
                     .into_iter()
@@ -1205,7 +1205,7 @@ impl Session {
                     .unwrap_or_default(),
                 state: state.clone(),
                 clock,
-                now_ms: wall_clock_ms(),
+                now_ms: self.svc.now_ms(),
             })
             .await;
         match outcome {
@@ -1284,7 +1284,7 @@ impl Session {
         let entries = self
             .svc
             .awareness
-            .get_all(id, wall_clock_ms())
+            .get_all(id, self.svc.now_ms())
             .await
             .unwrap_or_default();
         let max = limits.max_awareness_clients_per_document;

@@ -6,6 +6,7 @@ mod awareness_conformance;
 mod backpressure;
 mod check_config;
 mod cli;
+mod clock;
 mod codec_props;
 mod common;
 mod console_e2e;

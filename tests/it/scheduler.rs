@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Timelike;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use synckit::clock::TestClock;
 use synckit::maintenance::{JobConfig, JobKind, Schedule};
 use synckit::server::{Backends, Server, ServerConfig};
 use synckit::storage::{CleanupOptions, MemoryStorage, PostgresStorage, StorageAdapter};
@@ -23,6 +24,14 @@ fn job(name: &'static str, kind: JobKind, cron: &str, enabled: bool) -> JobConfi
         schedule: Schedule::parse(cron).expect("cron"),
         enabled,
     }
+}
+
+fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .single()
+        .expect("date")
 }
 
 fn config(jobs: Vec<JobConfig>) -> ServerConfig {
@@ -50,7 +59,9 @@ async fn jobs_run_on_schedule_disabled_never_and_failures_are_retried() {
     ]);
     let mut backends = Backends::in_memory(&config);
     backends.storage = storage.clone();
-    let server = Server::new(config, backends);
+    // Wall time that moves with paused tokio time.
+    let clock = TestClock::starting_at_utc(at(2026, 1, 1, 12, 0));
+    let server = Server::with_clock(config, backends, clock);
     let scheduler = server.state.scheduler.clone();
     let stop = CancellationToken::new();
     tokio::spawn(scheduler.clone().run(stop.clone()));
@@ -389,4 +400,71 @@ async fn shutdown_records_a_running_job_as_interrupted(pool: PgPool) {
             .await
             .expect("count");
     assert_eq!(running, 0, "a run was left running");
+}
+
+/// A suspend or a long stop of the process (the wall clock jumps 5½ hours while the
+/// scheduler waits): the hourly job runs one catch-up, not the five occurrences it
+/// missed back to back, and then waits for the next occurrence after now. The
+/// injected clock's step alone moves the decision (docs/operations.md §8).
+#[tokio::test(start_paused = true)]
+async fn a_clock_step_runs_one_catch_up_and_skips_missed_occurrences() {
+    let storage = Arc::new(MemoryStorage::new());
+    let config = config(vec![job(
+        "compaction",
+        JobKind::Compaction { threshold: 1_000 },
+        "0 * * * *",
+        true,
+    )]);
+    let mut backends = Backends::in_memory(&config);
+    backends.storage = storage.clone();
+    let clock = TestClock::starting_at_utc(at(2026, 1, 1, 12, 0));
+    let server = Server::with_clock(config, backends, clock.clone());
+    let scheduler = server.state.scheduler.clone();
+    let stop = CancellationToken::new();
+    tokio::spawn(scheduler.clone().run(stop.clone()));
+
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(storage.recent_runs(50).await.expect("runs").is_empty());
+    let next = |s: &synckit::maintenance::Scheduler| {
+        s.status()
+            .into_iter()
+            .find(|j| j.name == "compaction")
+            .and_then(|j| j.next_run)
+    };
+    assert_eq!(next(&scheduler), Some(at(2026, 1, 1, 13, 0)));
+
+    // 12:10 → 17:40 without tokio's clock moving: the step is noticed within
+    // CLOCK_RECHECK.
+    clock.step(Duration::from_secs(5 * 3600 + 1800));
+    tokio::time::sleep(synckit::maintenance::scheduler::CLOCK_RECHECK + Duration::from_secs(1))
+        .await;
+    let runs = storage.recent_runs(50).await.expect("runs");
+    let planned: Vec<_> = runs.iter().map(|r| r.scheduled_for).collect();
+    assert_eq!(
+        planned,
+        vec![at(2026, 1, 1, 13, 0)],
+        "one catch-up, missed occurrences skipped"
+    );
+    assert_eq!(runs[0].outcome, "ok");
+    assert_eq!(next(&scheduler), Some(at(2026, 1, 1, 18, 0)));
+
+    // And the schedule goes on from there.
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    let runs = storage.recent_runs(50).await.expect("runs");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].scheduled_for, at(2026, 1, 1, 18, 0));
+    stop.cancel();
+}
+
+#[test]
+fn the_next_occurrence_is_looked_for_after_now_when_runs_were_missed() {
+    use synckit::maintenance::scheduler::next_base;
+    let hourly = Schedule::parse("0 * * * *").expect("cron");
+    let due = at(2026, 1, 1, 13, 0);
+    // On time: the next occurrence follows the one just run.
+    let base = next_base(due, at(2026, 1, 1, 13, 0));
+    assert_eq!(hourly.next_after(base), Some(at(2026, 1, 1, 14, 0)));
+    // A run (or a suspend) that ended at 17:40: 14:00–17:00 are skipped.
+    let base = next_base(due, at(2026, 1, 1, 17, 40));
+    assert_eq!(hourly.next_after(base), Some(at(2026, 1, 1, 18, 0)));
 }
