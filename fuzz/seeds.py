@@ -80,6 +80,14 @@ def text_seeds():
     pairs = [(hello, split), (split, hello), (hello, world), (world, inner), (hello, inner),
              (chain, hello), (hello, cycle), (cycle, hello), (hello, dangling), (self_ref, hello),
              (overlap, world), (huge, hello), (hello, hello)]
+    # The chain resent as SDK clients resend it (read by comparing bytes with what
+    # the document wrote): one more character typed, one deleted, one forged.
+    def typed(n, deleted=()):
+        return [block("t", k, "x", node("t", k - 1) if k > 1 else None, None, k in deleted)
+                for k in range(1, n + 1)]
+    pairs += [(chain, state(typed(201), 201, "t")),
+              (chain, state(typed(200, {50, 51}), 200, "t")),
+              (chain, state(typed(200) + [block("t", 100, "x", node("t", 99))], 200, "t"))]
     return [a + b"\0" + b for a, b in pairs]
 
 
