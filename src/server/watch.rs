@@ -57,6 +57,37 @@ fn peer_name(p: &FleetEntry) -> String {
     }
 }
 
+/// One structured log line per peer transition (docs/operations.md §5): online at
+/// INFO, offline (it said goodbye) at INFO, gone (silent) at WARN.
+fn log_peer_transition(peer: &FleetEntry, before: Option<PeerStatus>) {
+    let previous = before.map(PeerStatus::label);
+    let host = peer.metadata.host.as_deref();
+    match peer.status {
+        PeerStatus::Online => tracing::info!(
+            peer = %peer.server_id,
+            host,
+            previous,
+            status = "online",
+            "peer instance online"
+        ),
+        PeerStatus::Offline => tracing::info!(
+            peer = %peer.server_id,
+            host,
+            previous,
+            status = "offline",
+            "peer instance offline: it said goodbye"
+        ),
+        PeerStatus::Gone => tracing::warn!(
+            peer = %peer.server_id,
+            host,
+            previous,
+            status = "gone",
+            "peer instance gone: silent for 3 heartbeats"
+        ),
+        PeerStatus::Unknown => {}
+    }
+}
+
 fn because(error: &Option<String>) -> String {
     error.as_ref().map_or(String::new(), |e| format!(": {e}"))
 }
@@ -132,6 +163,7 @@ impl Watcher {
                 continue;
             }
             let name = peer_name(peer);
+            log_peer_transition(peer, before);
             match peer.status {
                 PeerStatus::Online => {
                     log.record(now_ms, EventKind::PeerOnline, format!("peer {name} online"))
@@ -350,6 +382,81 @@ mod tests {
             degraded.message.ends_with(": connection refused"),
             "{}",
             degraded.message
+        );
+    }
+
+    /// Log lines written while `f` runs, as JSON values.
+    fn logged(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = capture.0.lock().expect("capture").clone();
+        String::from_utf8(bytes)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    #[test]
+    fn peer_transitions_are_logged_once_each() {
+        let log = EventLog::default();
+        let mut w = Watcher::default();
+        let mut o = Observed {
+            peers: vec![peer("peer-b-123456", PeerStatus::Online)],
+            ..Observed::default()
+        };
+        let lines = logged(|| {
+            w.observe(&o, 1_000, &log);
+            w.observe(&o, 2_000, &log);
+            o.peers[0].status = PeerStatus::Offline;
+            w.observe(&o, 3_000, &log);
+            w.observe(&o, 4_000, &log);
+            o.peers[0].status = PeerStatus::Online;
+            w.observe(&o, 5_000, &log);
+            o.peers[0].status = PeerStatus::Gone;
+            w.observe(&o, 6_000, &log);
+            w.observe(&o, 7_000, &log);
+        });
+        let peers: Vec<(&str, &str, Option<&str>)> = lines
+            .iter()
+            .filter(|l| l["fields"]["peer"] == "peer-b-123456")
+            .map(|l| {
+                (
+                    l["level"].as_str().unwrap_or(""),
+                    l["fields"]["status"].as_str().unwrap_or(""),
+                    l["fields"]["previous"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            peers,
+            vec![
+                ("INFO", "online", None),
+                ("INFO", "offline", Some("online")),
+                ("INFO", "online", Some("offline")),
+                ("WARN", "gone", Some("online")),
+            ],
+            "{lines:?}"
         );
     }
 }
