@@ -69,8 +69,9 @@ pub struct AppState {
     /// presence, sweeper, scheduler, watcher) stop and running maintenance jobs are
     /// interrupted (docs/operations.md §6).
     pub background: CancellationToken,
-    /// The background tasks and the maintenance runs asked for on the admin API:
-    /// shutdown joins them, within its budget, before the pools close.
+    /// The background tasks, the maintenance runs asked for on the admin API and
+    /// closed connections' awareness leaves (`SyncService::tasks`): shutdown joins
+    /// them, within its budget, before the pub/sub connection and the pools close.
     pub tasks: TaskTracker,
     /// The maintenance scheduler (its jobs' next runs feed the admin API).
     pub scheduler: Arc<crate::maintenance::Scheduler>,
@@ -161,6 +162,7 @@ impl Server {
             resync: Arc::new(tokio::sync::Notify::new()),
             events: Arc::new(crate::events::EventLog::default()),
             clock,
+            tasks: TaskTracker::new(),
         });
         // The memory awareness store belongs to this instance alone: the per-instance
         // sweeper prunes it. Shared stores are pruned by the scheduler, once per
@@ -179,6 +181,7 @@ impl Server {
             sync.clone(),
             config.sync.instance_id.clone(),
         ));
+        let tasks = sync.tasks.clone();
         let state = Arc::new(AppState {
             config,
             sync,
@@ -191,7 +194,7 @@ impl Server {
             connections_cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             background: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
             scheduler,
         });
         Server { state, flush_queue }

@@ -70,6 +70,10 @@ pub struct SyncService {
     pub events: Arc<crate::events::EventLog>,
     /// Where wall time comes from: the system clock, or a test's ([`crate::clock`]).
     pub clock: crate::clock::SharedClock,
+    /// Work started in the background (a closed connection's awareness leaves, the
+    /// server's background tasks): shutdown joins it, within its budget, before the
+    /// pools close (docs/operations.md §6).
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl SyncService {

@@ -1315,7 +1315,7 @@ impl Session {
         // instances"). Entries a failed removal leaves behind expire.
         let svc = self.svc.clone();
         let connection = self.connection_key();
-        tokio::spawn(async move {
+        self.svc.tasks.spawn(async move {
             match svc.awareness.remove_connection(&connection).await {
                 Ok(entries) => {
                     for e in entries {
