@@ -137,10 +137,11 @@ pub async fn serve_socket(
                 break None;
             }
             ack = session.next_ack() => session.reply(&ack).await,
-            // Backpressure: while this connection's own replies wait unsent, its
-            // socket is not read (it is never closed for them).
+            // Backpressure: while this connection's own replies wait unsent, or its
+            // queue of acks is at its bound (docs/protocol.md §7.11), its socket is
+            // not read (it is never closed for them).
             _ = peer.room(), if peer.own_backlogged() => {}
-            frame = stream.next(), if !peer.own_backlogged() => {
+            frame = stream.next(), if !peer.own_backlogged() && !session.acks_full() => {
                 let Some(frame) = frame else { break None };
                 match frame {
                     Ok(Message::Text(text)) => {

@@ -2,6 +2,7 @@
 //! the per-connection session state machine. Nothing here owns a socket; sessions
 //! talk to their connection through a bounded outbox ([`peer::Peer`]).
 
+pub mod acks;
 pub mod admission;
 pub mod chunks;
 pub mod clock;

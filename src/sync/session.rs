@@ -2,18 +2,17 @@
 //! limit, chunk reassembly, and the handler of every client message (docs/protocol.md §5–§7).
 //!
 //! Replies go to the connection's outbox in order. Acks wait until the write is
-//! durable; they are queued as futures in arrival order so one connection can keep
-//! many writes in flight and still receive its acks in order.
+//! durable; they are queued in arrival order ([`AckQueue`]) so one connection can
+//! keep many writes in flight and still receive its acks in order — an ack decided
+//! at once (nothing to persist) waits behind earlier ones (docs/protocol.md §7.11).
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::acks::AckQueue;
 use super::admission::{self, RefusalLog, Refused};
 use super::chunks::{ChunkAssembler, ChunkOutcome};
 use super::hub::{Changes, DocEntry, FieldWrite, TextOutcome};
@@ -51,8 +50,6 @@ pub struct CloseRequest {
 /// A verified identity and its token's expiry (epoch seconds), if any.
 type Credentials = (Identity, Option<i64>);
 
-type AckFuture = Pin<Box<dyn Future<Output = ServerMessage> + Send + Sync>>;
-
 pub struct Session {
     svc: Arc<SyncService>,
     peer: Arc<Peer>,
@@ -78,10 +75,8 @@ pub struct Session {
     chunks: ChunkAssembler,
     /// Writer id for writes that name no client: unique across instances and restarts.
     writer_id: String,
-    pending_acks: FuturesOrdered<AckFuture>,
-    /// Replies decided at submission (a write refused because the queue is full):
-    /// sent at once rather than behind acks still waiting for the database.
-    immediate_replies: std::collections::VecDeque<ServerMessage>,
+    /// The replies of applied writes, in arrival order.
+    acks: AckQueue,
     session_saved: bool,
 }
 
@@ -122,8 +117,7 @@ impl Session {
             refusal_log: std::sync::Mutex::new(refusal_log),
             chunks,
             writer_id,
-            pending_acks: FuturesOrdered::new(),
-            immediate_replies: std::collections::VecDeque::new(),
+            acks: AckQueue::new(),
             session_saved: false,
         }
     }
@@ -188,20 +182,22 @@ impl Session {
         }
     }
 
-    /// The next ack whose write became durable, in arrival order. Pending forever when
+    /// The next ack (or persistence error) of an applied write, in arrival order:
+    /// it leaves once it and every earlier one are decided. Pending forever when
     /// there is none, so it can sit in a `select!`.
     pub async fn next_ack(&mut self) -> ServerMessage {
-        if let Some(msg) = self.immediate_replies.pop_front() {
-            return msg;
-        }
-        match self.pending_acks.next().await {
-            Some(msg) => msg,
-            None => std::future::pending().await,
-        }
+        self.acks.next().await
     }
 
     pub fn has_pending_acks(&self) -> bool {
-        !self.pending_acks.is_empty() || !self.immediate_replies.is_empty()
+        !self.acks.is_empty()
+    }
+
+    /// At the per-connection bound of queued acks
+    /// ([`crate::sync::acks::MAX_QUEUED_ACKS`]): the socket is not read until one
+    /// leaves.
+    pub fn acks_full(&self) -> bool {
+        self.acks.is_full()
     }
 
     /// Send a reply to this connection in its encoding.
@@ -850,31 +846,30 @@ impl Session {
         }
     }
 
-    /// Queue the ack of a write for when it is durable.
-    fn ack_when_durable(
+    /// Queue the ack of a write for when it is durable, behind the acks of every
+    /// earlier write. A write the full queue refused (nothing applied) is answered
+    /// at once, like every refusal (docs/protocol.md §7.11).
+    async fn ack_when_durable(
         &mut self,
         tickets: Vec<PersistTicket>,
         message_id: String,
         document_id: String,
         failure: &'static str,
     ) {
+        // Refused outright only when every ticket was decided at submission: a
+        // batch partly queued is answered when the rest is decided, in its place.
         let decided: Option<Vec<Result<(), StorageError>>> =
             tickets.iter().map(PersistTicket::ready).collect();
-        if let Some(outcomes) = decided {
-            let outcome = outcomes.into_iter().find(Result::is_err).unwrap_or(Ok(()));
-            self.immediate_replies
-                .push_back(ack_reply(outcome, message_id, &document_id, failure));
+        if let Some(Err(e @ StorageError::BacklogFull(_))) =
+            decided.and_then(|outcomes| outcomes.into_iter().find(Result::is_err))
+        {
+            self.reply(&ack_reply(Err(e), message_id, &document_id, failure))
+                .await;
             return;
         }
-        self.pending_acks.push_back(Box::pin(async move {
-            let mut outcome = Ok(());
-            for ticket in tickets {
-                if let Err(e) = ticket.wait().await {
-                    outcome = Err(e);
-                }
-            }
+        self.acks.push(tickets, move |outcome| {
             ack_reply(outcome, message_id, &document_id, failure)
-        }));
+        });
     }
 
     async fn on_delta(&mut self, delta: DeltaMessage) {
@@ -925,7 +920,8 @@ impl Session {
             return;
         }
         let message_id = message_id.unwrap_or_else(|| next_message_id(self.svc.now_ms()));
-        self.ack_when_durable(vec![applied.ticket], message_id, id, err::DELTA_FAILED);
+        self.ack_when_durable(vec![applied.ticket], message_id, id, err::DELTA_FAILED)
+            .await;
     }
 
     async fn on_delta_batch(&mut self, batch: DeltaBatchMessage) {
@@ -1088,7 +1084,8 @@ impl Session {
             return;
         }
         let message_id = message_id.unwrap_or_else(|| next_message_id(now));
-        self.ack_when_durable(tickets, message_id, id.to_string(), err::DELTA_BATCH_FAILED);
+        self.ack_when_durable(tickets, message_id, id.to_string(), err::DELTA_BATCH_FAILED)
+            .await;
     }
 
     /// The hub refused a write's clock: nothing was applied, nothing is acked.

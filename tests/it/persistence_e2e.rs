@@ -167,6 +167,58 @@ async fn an_outage_delays_acks_and_loses_no_acknowledged_write(pool: PgPool) {
     stop(server).await;
 }
 
+/// Acks leave in the order the writes arrived (docs/protocol.md §7.11): the ack of a
+/// batch with nothing to persist, decided at once, waits behind the ack of an earlier
+/// write still waiting for its commit.
+#[sqlx::test(migrations = false)]
+async fn an_ack_decided_at_once_waits_behind_an_earlier_pending_one(pool: PgPool) {
+    let proxy = Proxy::for_pool(&pool).await;
+    let direct: PgConnectOptions = (*pool.connect_options()).clone();
+    let proxied = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(direct.port(proxy.port));
+    let mut config = open_config();
+    config.persistence.retry_min = Duration::from_millis(20);
+    config.persistence.retry_max = Duration::from_millis(200);
+    let server = start_on(config.clone(), backends(&config, proxied)).await;
+    let mut a = Client::connect(&server, false).await;
+    a.send(json!({"type": "subscribe", "documentId": "doc-q"}))
+        .await;
+    a.expect("sync_response").await;
+    a.send(delta("doc-q", "before", json!(0), "m0")).await;
+    assert!(wait_ack(&mut a, "m0", Duration::from_secs(5)).await);
+
+    // m1 waits for its commit while the database is away; m2 (a CRDT op only
+    // relayed, nothing to store) is decided at once.
+    proxy.cut();
+    a.send(delta("doc-q", "pending", json!(1), "m1")).await;
+    a.send(
+        json!({"type": "delta_batch", "documentId": "doc-q", "messageId": "m2",
+                  "deltas": [{"type": "increment", "amount": 1}]}),
+    )
+    .await;
+    let before_pong = a.messages_before_pong().await;
+    assert!(
+        before_pong.iter().all(|m| m["type"] != "ack"),
+        "an ack overtook the pending ack of m1: {before_pong:?}"
+    );
+    proxy.restore();
+    let mut acks = Vec::new();
+    while acks.len() < 2 {
+        let m = a
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .expect("acks after the database returned");
+        assert_ne!(m["type"], "error", "{m}");
+        if m["type"] == "ack" {
+            acks.push(m["messageId"].clone());
+        }
+    }
+    assert_eq!(acks, [json!("m1"), json!("m2")]);
+    assert!(stop(server).await, "drained");
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn a_session_row_lives_as_long_as_its_connection(pool: PgPool) {
     let config = open_config();
