@@ -219,6 +219,59 @@ async fn an_ack_decided_at_once_waits_behind_an_earlier_pending_one(pool: PgPool
     assert!(stop(server).await, "drained");
 }
 
+/// At shutdown the acks of applied writes still leave in arrival order, before the
+/// close frame (docs/protocol.md §7.11): the one decided at once waits for the one
+/// whose commit waits for the database.
+#[sqlx::test(migrations = false)]
+async fn at_shutdown_acks_leave_in_arrival_order_before_the_close_frame(pool: PgPool) {
+    let proxy = Proxy::for_pool(&pool).await;
+    let direct: PgConnectOptions = (*pool.connect_options()).clone();
+    let proxied = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(direct.port(proxy.port));
+    let mut config = open_config();
+    config.persistence.retry_min = Duration::from_millis(20);
+    config.persistence.retry_max = Duration::from_millis(200);
+    let server = start_on(config.clone(), backends(&config, proxied)).await;
+    let mut a = Client::connect(&server, false).await;
+    a.send(json!({"type": "subscribe", "documentId": "doc-z"}))
+        .await;
+    a.expect("sync_response").await;
+    a.send(delta("doc-z", "before", json!(0), "m0")).await;
+    assert!(wait_ack(&mut a, "m0", Duration::from_secs(5)).await);
+
+    proxy.cut();
+    a.send(delta("doc-z", "pending", json!(1), "m1")).await;
+    a.send(
+        json!({"type": "delta_batch", "documentId": "doc-z", "messageId": "m2",
+                  "deltas": [{"type": "increment", "amount": 1}]}),
+    )
+    .await;
+    a.messages_before_pong().await;
+    server.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    let mut seen = Vec::new();
+    loop {
+        let m = a
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .expect("acks, then the close frame");
+        match m["type"].as_str() {
+            Some("ack") => seen.push(m["messageId"].clone()),
+            Some("__close") => {
+                assert_eq!(m["code"], 1001, "{m}");
+                break;
+            }
+            Some("error") => panic!("{m}"),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, [json!("m1"), json!("m2")]);
+    assert!(server.done.await.expect("server task"), "drained");
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn a_session_row_lives_as_long_as_its_connection(pool: PgPool) {
     let config = open_config();
