@@ -285,10 +285,22 @@ pub struct ServeArgs {
     pub schedule: super::schedule::ScheduleArgs,
 }
 
-fn alias(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+/// Where the aliases that clap does not read (NODE_ENV, LOG_LEVEL, …) come from: the
+/// process environment for `serve` and `check-config`, nothing for
+/// [`ServerConfig::for_tests`].
+type Env = fn(&str) -> Option<String>;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// The first of `names` set to a non-empty value.
+fn alias(env: Env, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()))
 }
 
 fn parse_addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -312,10 +324,15 @@ fn server_url_addr(url: &str) -> anyhow::Result<SocketAddr> {
 impl ServeArgs {
     /// Build the typed configuration; every error says what to change.
     pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
+        self.to_config_in(process_env)
+    }
+
+    /// [`Self::to_config`] with the aliases read from `env`.
+    fn to_config_in(&self, env: Env) -> anyhow::Result<ServerConfig> {
         let environment = self
             .environment
             .clone()
-            .or_else(|| alias(&["NODE_ENV", "ASPNETCORE_ENVIRONMENT"]))
+            .or_else(|| alias(env, &["NODE_ENV", "ASPNETCORE_ENVIRONMENT"]))
             .unwrap_or_else(|| "development".into());
         let production = environment.eq_ignore_ascii_case("production");
         let secret = match (&self.jwt_secret, production) {
@@ -353,7 +370,7 @@ impl ServeArgs {
         };
         let max_connections_per_ip = match self.max_connections_per_ip {
             Some(n) => n,
-            None => match alias(&["MAX_CONNECTIONS_PER_IP"]) {
+            None => match alias(env, &["MAX_CONNECTIONS_PER_IP"]) {
                 Some(v) => v
                     .parse()
                     .context("MAX_CONNECTIONS_PER_IP must be a whole number")?,
@@ -362,7 +379,7 @@ impl ServeArgs {
         };
         let mut cors_origins = self.cors_origin.clone();
         if cors_origins.is_empty() {
-            cors_origins = alias(&["SYNCKIT_CORS_ORIGINS"])
+            cors_origins = alias(env, &["SYNCKIT_CORS_ORIGINS"])
                 .map(|v| {
                     v.split(',')
                         .map(|s| s.trim().to_owned())
@@ -519,7 +536,7 @@ impl ServeArgs {
     pub fn log_filter(&self) -> String {
         self.log
             .clone()
-            .or_else(|| alias(&["LOG_LEVEL"]))
+            .or_else(|| alias(process_env, &["LOG_LEVEL"]))
             .unwrap_or_else(|| "info".into())
     }
 
@@ -540,6 +557,63 @@ impl ServeArgs {
                 bail!("--awareness-store redis needs Redis: set REDIS_URL")
             }
             _ => Ok(database),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// `serve` as `args` and an empty environment give it: every other setting is
+    /// its default exactly as `--help` prints it, so defaults are defined once, in
+    /// the clap attributes above. Clap's `env =` reads the process environment (a
+    /// test process has DATABASE_URL, REDIS_URL, …), so the parse runs on the
+    /// definitions with their env vars removed, rather than on a cleared
+    /// environment, which other threads of a test binary would race with.
+    fn without_env(args: &[&str]) -> anyhow::Result<ServeArgs> {
+        use clap::FromArgMatches;
+        let command = super::command()
+            .find_subcommand("serve")
+            .cloned()
+            .context("the serve command is missing from the CLI")?
+            .mut_args(|arg| arg.env(None::<&str>));
+        let matches =
+            command.try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        Ok(ServeArgs::from_arg_matches(&matches)?)
+    }
+}
+
+/// The secret of [`ServerConfig::for_tests`] (at least `MIN_SECRET_LEN` characters).
+const TEST_SECRET: &str = "test-secret-for-synckit-tests-0123456789";
+
+impl ServerConfig {
+    /// A configuration for tests and embedding: `serve`'s defaults (see
+    /// [`ServeArgs::without_env`]; none of the process environment) on loopback,
+    /// with auth as given, a port picked by the system, no admin listener, the
+    /// test secret, proxy headers trusted from loopback (tests stand in for clients
+    /// behind a proxy), admin reads open (most tests read /stats without a
+    /// credential; the admin-listener tests close them again) and no scheduled
+    /// maintenance (a test adds the jobs it runs).
+    ///
+    /// # Panics
+    ///
+    /// When `serve`'s own defaults do not make a configuration: a broken flag
+    /// definition, which every test (and `serve` itself) would report.
+    pub fn for_tests(auth_required: bool) -> ServerConfig {
+        let auth_required = format!("--auth-required={auth_required}");
+        let args = [
+            "--host=127.0.0.1",
+            "--port=0",
+            "--admin-listen=off",
+            &format!("--jwt-secret={TEST_SECRET}"),
+            &auth_required,
+            "--trust-proxy-headers=true",
+            "--admin-reads-open=true",
+        ];
+        match ServeArgs::without_env(&args).and_then(|serve| serve.to_config_in(no_env)) {
+            Ok(config) => ServerConfig {
+                maintenance: Vec::new(),
+                ..config
+            },
+            Err(e) => panic!("serve's defaults do not make a configuration: {e:#}"),
         }
     }
 }
@@ -721,4 +795,39 @@ async fn serve(
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test configuration is serve's defaults with the documented overrides,
+    /// whatever the test process's environment holds (under CI it has REDIS_URL
+    /// and DATABASE_URL).
+    #[test]
+    fn test_configuration_is_serve_defaults_without_the_environment() {
+        let test = ServerConfig::for_tests(false);
+        let serve = ServeArgs::without_env(&[])
+            .and_then(|a| a.to_config_in(no_env))
+            .expect("defaults");
+        assert_eq!(test.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(test.admin_listen, None);
+        assert!(!test.sync.auth_required && serve.sync.auth_required);
+        assert_eq!(test.jwt.secret, TEST_SECRET);
+        assert!(test.trust_proxy_headers && test.admin_reads_open);
+        assert!(test.maintenance.is_empty() && serve.maintenance.len() == 3);
+        assert!(test.redis.is_none() && !test.production);
+        assert_eq!(test.cors_origins, vec!["*".to_owned()]);
+        assert_eq!(
+            test.trusted_proxies,
+            crate::server::proxy::loopback_networks()
+        );
+        assert_eq!(test.batch_delay, Duration::from_millis(50));
+        assert_eq!(test.max_connections_per_ip, 50);
+        assert_eq!(
+            format!("{:?}", test.persistence),
+            format!("{:?}", serve.persistence)
+        );
+        assert_eq!(test.max_frame_bytes, serve.max_frame_bytes);
+    }
 }
