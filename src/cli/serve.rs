@@ -586,7 +586,7 @@ const TEST_SECRET: &str = "test-secret-for-synckit-tests-0123456789";
 
 impl ServerConfig {
     /// A configuration for tests and embedding: `serve`'s defaults (see
-    /// [`ServeArgs::without_env`]; none of the process environment) on loopback,
+    /// `ServeArgs::without_env`; none of the process environment) on loopback,
     /// with auth as given, a port picked by the system, no admin listener, the
     /// test secret, proxy headers trusted from loopback (tests stand in for clients
     /// behind a proxy), admin reads open (most tests read /stats without a
