@@ -21,7 +21,7 @@ use clap::{ArgMatches, Args};
 use serde::Serialize;
 
 use super::database::connect_now;
-use super::serve::ServeArgs;
+use super::serve::{AwarenessStoreKind, ServeArgs};
 use crate::auth::jwt::DEVELOPMENT_SECRET;
 use crate::exit::Failure;
 use crate::pubsub::RedisTarget;
@@ -145,7 +145,7 @@ struct Job {
     note: Option<String>,
 }
 
-fn jobs(config: &crate::server::ServerConfig, awareness_store: &str) -> Vec<Job> {
+fn jobs(config: &crate::server::ServerConfig, awareness_store: AwarenessStoreKind) -> Vec<Job> {
     let now = chrono::Utc::now();
     config
         .maintenance
@@ -154,7 +154,7 @@ fn jobs(config: &crate::server::ServerConfig, awareness_store: &str) -> Vec<Job>
             // Server::new leaves this job out with the memory store, which its own
             // sweeper prunes.
             let memory_prune = matches!(job.kind, crate::maintenance::JobKind::AwarenessPrune)
-                && awareness_store == "memory";
+                && awareness_store == AwarenessStoreKind::Memory;
             let scheduled = job.enabled && !memory_prune;
             let note = if !job.enabled {
                 Some("disabled".to_owned())
@@ -197,7 +197,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
 
     let serve = &args.serve;
     let config = serve.to_config().and_then(|config| {
-        crate::telemetry::check(&serve.log_filter(), &serve.log_format)?;
+        crate::telemetry::check(&serve.log_filter())?;
         Ok(config)
     });
     let database = serve.database_settings().and_then(|database| {
@@ -215,7 +215,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
     match (&config, &database, &redis) {
         (Ok(config), Ok(database), Ok(redis)) => {
             resolved = Some(resolve(serve, config, database.as_ref(), redis.as_ref()));
-            maintenance = jobs(config, &serve.awareness_store);
+            maintenance = jobs(config, serve.awareness_store);
             checks.push(Check::ok("configuration", "valid"));
             checks.push(check_environment(config));
         }
@@ -451,7 +451,7 @@ struct Resolved {
     /// `memory`, or `postgres host:port/database`.
     storage: String,
     auto_migrate: bool,
-    awareness_store: String,
+    awareness_store: AwarenessStoreKind,
     /// The Redis endpoint (password redacted), `null` without Redis.
     redis: Option<String>,
 }
@@ -495,7 +495,7 @@ fn resolve(
             None => "memory".into(),
         },
         auto_migrate: serve.auto_migrate,
-        awareness_store: serve.awareness_store.clone(),
+        awareness_store: serve.awareness_store,
         redis: redis.map(RedisTarget::display),
     }
 }

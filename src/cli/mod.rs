@@ -102,7 +102,7 @@ fn one_shot(
 ) -> anyhow::Result<std::process::ExitCode> {
     crate::telemetry::init(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        "pretty",
+        crate::telemetry::LogFormat::Pretty,
     )?;
     command()
 }

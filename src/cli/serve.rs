@@ -25,6 +25,19 @@ use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, Sto
 use crate::sync::admission::{Limits, MAX_JSON_DEPTH_SETTING};
 use crate::sync::SyncSettings;
 
+/// Where awareness (presence) lives (`SYNCKIT_AWARENESS_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AwarenessStoreKind {
+    // Plain comments: variant docs would turn every help into the long layout.
+    // This instance alone, swept by its own sweeper.
+    Memory,
+    // Shared through PostgreSQL (needs DATABASE_URL).
+    Postgres,
+    // Shared through Redis (needs REDIS_URL).
+    Redis,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to bind the public listener to.
@@ -244,8 +257,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RUST_LOG")]
     pub log: Option<String>,
     /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
-    pub log_format: String,
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        default_value = "pretty",
+        hide_possible_values = true
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Apply pending migrations at start. With false, the schema is only checked and
@@ -270,8 +288,8 @@ pub struct ServeArgs {
     pub storage_probe_timeout: Duration,
     /// Where awareness (presence) lives: memory (per instance), postgres (needs
     /// DATABASE_URL) or redis (needs REDIS_URL; the C# key layout under REDIS_CHANNEL_PREFIX).
-    #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory", value_parser = ["memory", "postgres", "redis"])]
-    pub awareness_store: String,
+    #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory")]
+    pub awareness_store: AwarenessStoreKind,
     /// A shared awareness store (postgres, redis) that does not answer within this
     /// fails the call; further calls fail at once (one retry a second) until it is
     /// back, so presence never makes a connection wait for a backend outage.
@@ -544,11 +562,11 @@ impl ServeArgs {
     /// awareness store without one. Shared with `check-config`.
     pub fn database_settings(&self) -> anyhow::Result<Option<PostgresSettings>> {
         let database = self.database.settings(self.auto_migrate);
-        match self.awareness_store.as_str() {
-            "postgres" if database.is_none() => {
+        match self.awareness_store {
+            AwarenessStoreKind::Postgres if database.is_none() => {
                 bail!("--awareness-store postgres needs a database: set DATABASE_URL")
             }
-            "redis"
+            AwarenessStoreKind::Redis
                 if self
                     .redis_url
                     .as_deref()
@@ -619,12 +637,12 @@ impl ServerConfig {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init(&args.log_filter(), &args.log_format)?;
+    crate::telemetry::init(&args.log_filter(), args.log_format)?;
     let config = args.to_config()?;
     let database = args.database_settings()?;
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
     let awareness = AwarenessChoice {
-        store: args.awareness_store.clone(),
+        store: args.awareness_store,
         timeout: args.awareness_store_timeout,
     };
     runtime.block_on(serve(config, database, awareness))
@@ -632,7 +650,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Which awareness store serves presence, and the deadline of a shared one.
 struct AwarenessChoice {
-    store: String,
+    store: AwarenessStoreKind,
     timeout: Duration,
 }
 
@@ -649,8 +667,8 @@ async fn backends(
     let bounded = |store: Arc<dyn AwarenessStore>| -> Arc<dyn AwarenessStore> {
         Arc::new(BoundedAwarenessStore::new(store, awareness.timeout))
     };
-    backends.awareness = match (awareness.store.as_str(), &config.redis) {
-        ("postgres", _) => {
+    backends.awareness = match (awareness.store, &config.redis) {
+        (AwarenessStoreKind::Postgres, _) => {
             let pool = backends
                 .storage
                 .postgres_pool()
@@ -660,7 +678,7 @@ async fn backends(
                 config.sync.awareness_timeout,
             )))
         }
-        ("redis", Some(target)) => {
+        (AwarenessStoreKind::Redis, Some(target)) => {
             let client = redis::Client::open(target.info.clone())
                 .context("REDIS_URL cannot be used for the awareness store")?;
             // Under the fleet's prefix like every channel: two fleets on one Redis
