@@ -151,15 +151,16 @@ fn jobs(config: &crate::server::ServerConfig, awareness_store: AwarenessStoreKin
         .maintenance
         .iter()
         .map(|job| {
-            // Server::new leaves this job out with the memory store, which its own
-            // sweeper prunes.
-            let memory_prune = matches!(job.kind, crate::maintenance::JobKind::AwarenessPrune)
-                && awareness_store == AwarenessStoreKind::Memory;
-            let scheduled = job.enabled && !memory_prune;
+            // The same rule as Server::new's.
+            let applies = job.applies(awareness_store.is_shared());
+            let scheduled = job.enabled && applies;
             let note = if !job.enabled {
                 Some("disabled".to_owned())
-            } else if memory_prune {
-                Some("not scheduled: the memory awareness store is swept every 5 s".to_owned())
+            } else if !applies {
+                Some(format!(
+                    "not scheduled: the memory awareness store is swept every {} s",
+                    config.awareness_sweep_interval.as_secs()
+                ))
             } else {
                 None
             };
@@ -206,12 +207,7 @@ async fn check(args: &CheckConfigArgs, matches: &ArgMatches) -> Report {
         }
         Ok(database)
     });
-    let redis = serve
-        .redis_url
-        .as_deref()
-        .filter(|u| !u.trim().is_empty())
-        .map(|u| RedisTarget::parse(u).map_err(|e| e.to_string()))
-        .transpose();
+    let redis = serve.redis_target().map_err(|e| e.to_string());
     match (&config, &database, &redis) {
         (Ok(config), Ok(database), Ok(redis)) => {
             resolved = Some(resolve(serve, config, database.as_ref(), redis.as_ref()));

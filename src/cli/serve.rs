@@ -38,6 +38,14 @@ pub enum AwarenessStoreKind {
     Redis,
 }
 
+impl AwarenessStoreKind {
+    /// Whether the store is shared by the fleet (pruned by the scheduler) rather
+    /// than this instance's own.
+    pub fn is_shared(self) -> bool {
+        self != AwarenessStoreKind::Memory
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to bind the public listener to.
@@ -504,12 +512,7 @@ impl ServeArgs {
             health_list_documents: self.health_list_documents,
             public_stats: self.public_stats,
             channel_prefix: self.channel_prefix.clone(),
-            redis: self
-                .redis_url
-                .as_deref()
-                .filter(|u| !u.trim().is_empty())
-                .map(RedisTarget::parse)
-                .transpose()?,
+            redis: self.redis_target()?,
             presence_interval: self.presence_interval.max(Duration::from_millis(100)),
             persistence: PersistenceSettings {
                 max_backlog: self.write_queue_max.max(1),
@@ -566,16 +569,22 @@ impl ServeArgs {
             AwarenessStoreKind::Postgres if database.is_none() => {
                 bail!("--awareness-store postgres needs a database: set DATABASE_URL")
             }
-            AwarenessStoreKind::Redis
-                if self
-                    .redis_url
-                    .as_deref()
-                    .is_none_or(|u| u.trim().is_empty()) =>
-            {
+            AwarenessStoreKind::Redis if self.redis_url().is_none() => {
                 bail!("--awareness-store redis needs Redis: set REDIS_URL")
             }
             _ => Ok(database),
         }
+    }
+
+    /// `REDIS_URL` when set and not blank.
+    fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.trim().is_empty())
+    }
+
+    /// The Redis endpoint when `REDIS_URL` is set. Shared with `check-config`, which
+    /// checks it even when other settings are invalid.
+    pub fn redis_target(&self) -> Result<Option<RedisTarget>, crate::pubsub::redis::RedisUrlError> {
+        self.redis_url().map(RedisTarget::parse).transpose()
     }
 }
 

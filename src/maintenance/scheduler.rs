@@ -84,6 +84,16 @@ pub struct JobConfig {
     pub enabled: bool,
 }
 
+impl JobConfig {
+    /// Whether the job has work with this awareness store: the memory store belongs
+    /// to one instance and its own sweeper prunes it, so awareness-prune is for a
+    /// shared store (PostgreSQL, Redis) only, pruned once per occurrence across the
+    /// fleet. `Server::new` schedules, and `check-config` reports, by this alone.
+    pub fn applies(&self, shared_awareness: bool) -> bool {
+        shared_awareness || !matches!(self.kind, JobKind::AwarenessPrune)
+    }
+}
+
 /// Next planned occurrence of each job, for the admin API.
 pub use crate::admin_api::JobStatus;
 
@@ -368,6 +378,20 @@ pub async fn run_kind(kind: &JobKind, sync: &SyncService) -> Result<Value, Strin
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn awareness_prune_applies_to_a_shared_store_only() {
+        let job = |kind| JobConfig {
+            name: "job",
+            kind,
+            schedule: Schedule::parse("0 3 * * *").expect("schedule"),
+            enabled: true,
+        };
+        let prune = job(JobKind::AwarenessPrune);
+        assert!(prune.applies(true) && !prune.applies(false));
+        let compaction = job(JobKind::Compaction { threshold: 1 });
+        assert!(compaction.applies(true) && compaction.applies(false));
+    }
 
     #[test]
     fn schedules_accept_five_and_six_fields() {

@@ -164,16 +164,11 @@ impl Server {
             clock,
             tasks: TaskTracker::new(),
         });
-        // The memory awareness store belongs to this instance alone: the per-instance
-        // sweeper prunes it. Shared stores are pruned by the scheduler, once per
-        // occurrence across the fleet.
         let shared_awareness = sync.awareness.kind() != "memory";
         let jobs = config
             .maintenance
             .iter()
-            .filter(|j| {
-                shared_awareness || !matches!(j.kind, crate::maintenance::JobKind::AwarenessPrune)
-            })
+            .filter(|j| j.applies(shared_awareness))
             .cloned()
             .collect();
         let scheduler = Arc::new(crate::maintenance::Scheduler::new(
