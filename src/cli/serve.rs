@@ -735,10 +735,7 @@ async fn storage_backends(
         Ok(Err(e)) => tracing::warn!(error = %e, "PostgreSQL unreachable at start: serving from memory and retrying; writes are acknowledged once it is back"),
         Err(_) => tracing::warn!("PostgreSQL did not answer in {budget:?}: serving from memory and retrying; writes are acknowledged once it is back"),
     }
-    Ok(Backends {
-        storage,
-        ..Backends::in_memory(config)
-    })
+    Ok(Backends::with_storage(config, storage))
 }
 
 /// The Redis pub/sub backend when `REDIS_URL` is set. It connects in the background:

@@ -114,6 +114,15 @@ impl Backends {
             pubsub: Arc::new(LocalPubSub::single_instance()),
         }
     }
+
+    /// `storage` with this instance's own awareness and pub/sub: what `serve` runs
+    /// on with a database and without Redis, and what the PostgreSQL tests start.
+    pub fn with_storage(config: &ServerConfig, storage: Arc<dyn StorageAdapter>) -> Backends {
+        Backends {
+            storage,
+            ..Backends::in_memory(config)
+        }
+    }
 }
 
 /// A built server, not yet running.

@@ -27,11 +27,7 @@ fn backends(config: &ServerConfig, pool: &PgPool) -> Backends {
     let own = PgPoolOptions::new()
         .max_connections(4)
         .connect_lazy_with((*pool.connect_options()).clone());
-    Backends {
-        storage: Arc::new(PostgresStorage::from_pool(own, true)),
-        awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
-        pubsub: Arc::new(LocalPubSub::single_instance()),
-    }
+    Backends::with_storage(config, Arc::new(PostgresStorage::from_pool(own, true)))
 }
 
 async fn server(pool: &PgPool) -> (TestServer, std::net::SocketAddr) {

@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::proxy::Proxy;
@@ -13,16 +12,10 @@ use common::{open_config, pg_storage, spawn_serve, start_on, Client, TestServer}
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-use synckit::awareness::MemoryAwarenessStore;
-use synckit::pubsub::LocalPubSub;
 use synckit::server::{Backends, ServerConfig};
 
 fn backends(config: &ServerConfig, pool: PgPool) -> Backends {
-    Backends {
-        storage: pg_storage(&pool),
-        awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
-        pubsub: Arc::new(LocalPubSub::single_instance()),
-    }
+    Backends::with_storage(config, pg_storage(&pool))
 }
 
 async fn stop(server: TestServer) -> bool {

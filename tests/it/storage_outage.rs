@@ -31,11 +31,7 @@ fn backends(config: &ServerConfig, pool: &PgPool, proxy: &Proxy) -> Backends {
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(direct.port(proxy.port));
-    Backends {
-        storage: Arc::new(PostgresStorage::from_pool(proxied, true)),
-        awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
-        pubsub: Arc::new(LocalPubSub::single_instance()),
-    }
+    Backends::with_storage(config, Arc::new(PostgresStorage::from_pool(proxied, true)))
 }
 
 fn p99(mut samples: Vec<Duration>, what: &str) -> Duration {
