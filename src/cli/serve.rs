@@ -280,12 +280,12 @@ pub struct ServeArgs {
     pub auto_migrate: bool,
     /// Writes held while PostgreSQL is unreachable (applied and broadcast, acked once
     /// durable); past this, new writes get an error reply.
-    #[arg(long, env = "SYNCKIT_WRITE_QUEUE_MAX", default_value_t = 100_000)]
+    #[arg(long, env = "SYNCKIT_WRITE_QUEUE_MAX", default_value_t = crate::storage::persistence::DEFAULT_MAX_BACKLOG)]
     pub write_queue_max: usize,
     /// Changed session rows (connects, disconnects) held for writing behind; past
     /// this, changes are dropped (counted) and repaired when the next write reconciles
     /// this instance's rows.
-    #[arg(long, env = "SYNCKIT_SESSION_QUEUE_MAX", default_value_t = 10_000)]
+    #[arg(long, env = "SYNCKIT_SESSION_QUEUE_MAX", default_value_t = crate::storage::persistence::DEFAULT_SESSION_QUEUE_MAX)]
     pub session_queue_max: usize,
     /// How often the background prober checks PostgreSQL; health and readiness
     /// answer from what it last saw.

@@ -61,15 +61,20 @@ pub struct PersistenceSettings {
     pub probe_timeout: Duration,
 }
 
+/// Default of [`PersistenceSettings::max_backlog`] (`SYNCKIT_WRITE_QUEUE_MAX`).
+pub const DEFAULT_MAX_BACKLOG: usize = 100_000;
+/// Default of [`PersistenceSettings::session_queue_max`] (`SYNCKIT_SESSION_QUEUE_MAX`).
+pub const DEFAULT_SESSION_QUEUE_MAX: usize = 10_000;
+
 impl Default for PersistenceSettings {
     fn default() -> PersistenceSettings {
         PersistenceSettings {
-            max_backlog: 100_000,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             max_group: 1_000,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             session_touch_interval: Duration::from_secs(30),
-            session_queue_max: 10_000,
+            session_queue_max: DEFAULT_SESSION_QUEUE_MAX,
             session_prefix: String::new(),
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
