@@ -144,6 +144,17 @@ impl DocEntry {
 /// to storage (README "Running several instances"): the document is read back.
 const CONCURRENT_TEXT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Whose text state a merge brings in.
+#[derive(Debug, Clone, Copy)]
+enum TextSource {
+    /// A client's, at this wall time (ms): stored when it moved our state.
+    Client(i64),
+    /// A peer instance's relay (the peer stored it).
+    Peer,
+    /// Storage's, read back by a resynchronisation.
+    Storage,
+}
+
 /// What `sync_response` needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentSnapshot {
@@ -702,11 +713,10 @@ impl Hub {
     /// cut, other instances' writes are only there): every field that differs and
     /// did not change since [`Hub::begin_resync`] takes the stored value (a field
     /// storage lacks is deleted), broadcast to local subscribers like a remote
-    /// update; the stored text state is merged in and, when that changes it, sent to
-    /// local subscribers as a `text-state` op. Returns the number of fields (and
-    /// text) changed, or `None` when this instance
-    /// has writes to the document not yet in storage — storage is then behind us
-    /// and the caller retries later.
+    /// update (the stored text is merged separately, by [`Hub::merge_stored_text`]).
+    /// Returns the number of fields changed, or `None` when this instance has
+    /// writes to the document not yet in storage — storage is then behind us and the
+    /// caller retries later.
     pub fn reconcile(
         &self,
         entry: &Arc<DocEntry>,
@@ -739,51 +749,12 @@ impl Hub {
         for (writer, value) in &stored.clock {
             st.doc.clock.observe(writer, *value);
         }
-        // Text merges (a CRDT): what peers stored joins what we hold, never loses it.
-        // When ours holds more than storage (a peer stored its merge over ours, or
-        // ours was never stored), ours is stored: storage must hold every side.
-        let (text, storage_behind) = match stored.text {
-            Some((json, clock)) => {
-                merge_text_changed(&mut st.doc.text, &json, clock, &self.settings.text_limits)
-            }
-            None => (
-                None,
-                st.doc.text.as_ref().is_some_and(|t| !t.json().is_empty()),
-            ),
-        };
-        if storage_behind {
-            if let Some(ours) = &st.doc.text {
-                tracing::info!(document_id = %entry.id, "stored text lacked what this instance holds: storing the merge");
-                let _ = self.storage.submit(DocumentWrite {
-                    document_id: entry.id.clone(),
-                    changes: Vec::new(),
-                    clock: Vec::new(),
-                    text: Some((ours.json().to_owned(), ours.clock())),
-                });
-            }
-        }
         let schedule = self.apply_remote_locked(&mut st, &changes, now_ms);
         drop(st);
         if schedule {
             self.schedule_flush(entry);
         }
-        let changed = changes.len() + usize::from(text.is_some());
-        if let Some((state, clock)) = text {
-            // The SDK shape of a text relay: a whole-state `text-state` op.
-            let msg = ServerMessage::DeltaBatch {
-                document_id: entry.id.to_string(),
-                deltas: vec![serde_json::json!({
-                    "type": "text-state",
-                    "documentId": &*entry.id,
-                    "state": state,
-                    "timestamp": clock,
-                    "clientId": "storage",
-                })],
-                is_text_operation: true,
-            };
-            self.send_to_subscribers(entry, &msg, false, None);
-        }
-        Some(changed)
+        Some(changes.len())
     }
 
     /// A planned resynchronisation gave up on a document.
@@ -806,8 +777,11 @@ impl Hub {
             let e = StorageError::BacklogFull(self.storage.backlog());
             return TextOutcome::Backlog(PersistTicket::done(Err(e)));
         }
-        match self.merge_text(entry, incoming, clock, Some(now_ms)).await {
-            Ok((json, ticket)) => TextOutcome::Merged {
+        match self
+            .merge_text(entry, incoming, clock, TextSource::Client(now_ms))
+            .await
+        {
+            Ok((json, ticket, _)) => TextOutcome::Merged {
                 json,
                 ticket: ticket.unwrap_or_else(|| PersistTicket::done(Ok(()))),
             },
@@ -823,21 +797,75 @@ impl Hub {
         incoming: String,
         clock: f64,
     ) -> Result<Arc<str>, crate::text::TextError> {
-        self.merge_text(entry, incoming, clock, None)
+        self.merge_text(entry, incoming, clock, TextSource::Peer)
             .await
-            .map(|(json, _)| json)
+            .map(|(json, _, _)| json)
+    }
+
+    /// Merge the text state read back from storage (resynchronisation), in the
+    /// text lane like any merge: when it changed ours, local subscribers get the
+    /// result; when ours holds more than storage (a peer stored its merge over ours,
+    /// or ours was never stored), ours is stored — storage must hold every side.
+    /// Returns 1 when our text changed.
+    pub async fn merge_stored_text(
+        &self,
+        entry: &Arc<DocEntry>,
+        stored: Option<(String, f64)>,
+    ) -> usize {
+        match stored {
+            Some((json, clock)) => {
+                match self
+                    .merge_text(entry, json, clock, TextSource::Storage)
+                    .await
+                {
+                    Ok((_, _, changed)) => usize::from(changed),
+                    Err(e) => {
+                        tracing::warn!(document_id = %entry.id, error = %e, "stored text state not merged");
+                        0
+                    }
+                }
+            }
+            None => {
+                let _lane = entry.text_lane.lock().await;
+                let st = entry.lock();
+                if let Some(ours) = st.doc.text.as_ref().filter(|t| !t.json().is_empty()) {
+                    self.store_text_behind(entry, ours.json().to_owned(), ours.clock());
+                }
+                0
+            }
+        }
+    }
+
+    /// Storage lacks part of the text this instance holds: store ours.
+    fn store_text_behind(&self, entry: &DocEntry, state: String, clock: f64) {
+        tracing::info!(document_id = %entry.id, "stored text lacked what this instance holds: storing the merge");
+        let _ = self.storage.submit(DocumentWrite {
+            document_id: entry.id.clone(),
+            changes: Vec::new(),
+            clock: Vec::new(),
+            text: Some((state, clock)),
+        });
     }
 
     /// The text lane: take the parsed document out, merge without the document
-    /// lock, put it back and (when `persist_at` is set and the state moved) submit
-    /// it to storage — still in the lane, so storage sees merges in their order.
+    /// lock, put it back and (for a client's state that moved it) submit it to
+    /// storage — still in the lane, so storage sees merges in their order.
+    /// Returns the state now, the persistence of a client's state, and whether the
+    /// merge changed ours.
     async fn merge_text(
         &self,
         entry: &Arc<DocEntry>,
         incoming: String,
         clock: f64,
-        persist_at: Option<i64>,
-    ) -> Result<(Arc<str>, Option<PersistTicket>), crate::text::TextError> {
+        source: TextSource,
+    ) -> Result<(Arc<str>, Option<PersistTicket>, bool), crate::text::TextError> {
+        let persist_at = match source {
+            TextSource::Client(now_ms) => Some(now_ms),
+            TextSource::Peer | TextSource::Storage => None,
+        };
+        // Only storage's state is checked for what ours holds beyond it (a full
+        // parse; the others take the byte-comparing path).
+        let reporting = matches!(source, TextSource::Storage);
         let limits = self.settings.text_limits;
         let _lane = entry.text_lane.lock().await;
         let doc = {
@@ -848,9 +876,9 @@ impl Hub {
             || doc
                 .as_ref()
                 .is_some_and(|d| d.block_count() > BLOCKING_TEXT_BLOCKS);
-        let (doc, result) = if large {
+        let (doc, result, kept_more) = if large {
             let fallback = entry.lock().doc.text.as_ref().map(TextState::json_shared);
-            let work = move || super::text::merge_into(doc, &incoming, &limits);
+            let work = move || super::text::merge_reporting(doc, &incoming, &limits, reporting);
             match tokio::task::spawn_blocking(work).await {
                 Ok(merged) => merged,
                 // The engine does not panic; if it ever did, rebuild the document
@@ -861,17 +889,18 @@ impl Hub {
                         .filter(|j| !j.is_empty())
                         .map(|j| TextState::restored(j, 0.0, &limits).take_doc());
                     let e = crate::text::TextError::Malformed("internal error".into());
-                    (rebuilt.flatten(), Err(e))
+                    (rebuilt.flatten(), Err(e), false)
                 }
             }
         } else {
-            super::text::merge_into(doc, &incoming, &limits)
+            super::text::merge_reporting(doc, &incoming, &limits, reporting)
         };
         // Copied outside the document lock: the state may be tens of megabytes.
         let stored = match (&result, persist_at) {
             (Ok(Some(json)), Some(_)) => Some(json.to_string()),
             _ => None,
         };
+        let changed = matches!(result, Ok(Some(_)));
         let mut st = entry.lock();
         let text = st.doc.text.get_or_insert_with(TextState::empty);
         let before = text.clock();
@@ -883,15 +912,41 @@ impl Hub {
             st.doc.text = None;
         }
         outcome?;
-        if persist_at.is_some() {
-            st.last_local_text = Some(Instant::now());
-        } else if st
-            .last_local_text
-            .is_some_and(|at| at.elapsed() < CONCURRENT_TEXT_WINDOW)
-        {
-            // A peer's text right after ours: the two instances may have stored
-            // their merges over each other. Read storage back once things settle.
-            self.queue_resync(entry, &mut st);
+        match source {
+            TextSource::Client(_) => st.last_local_text = Some(Instant::now()),
+            TextSource::Peer => {
+                if st
+                    .last_local_text
+                    .is_some_and(|at| at.elapsed() < CONCURRENT_TEXT_WINDOW)
+                {
+                    // A peer's text right after ours: the two instances may have
+                    // stored their merges over each other. Read storage back once
+                    // things settle.
+                    self.queue_resync(entry, &mut st);
+                }
+            }
+            TextSource::Storage => {
+                if kept_more {
+                    self.store_text_behind(entry, json.to_string(), text_clock);
+                }
+                if changed {
+                    drop(st);
+                    // The SDK shape of a text relay: a whole-state `text-state` op.
+                    let msg = ServerMessage::DeltaBatch {
+                        document_id: entry.id.to_string(),
+                        deltas: vec![serde_json::json!({
+                            "type": "text-state",
+                            "documentId": &*entry.id,
+                            "state": &*json,
+                            "timestamp": text_clock,
+                            "clientId": "storage",
+                        })],
+                        is_text_operation: true,
+                    };
+                    self.send_to_subscribers(entry, &msg, false, None);
+                }
+                return Ok((json, None, changed));
+            }
         }
         let ticket = persist_at.and_then(|now_ms| {
             let state = match stored {
@@ -907,7 +962,7 @@ impl Hub {
                 text: Some((state, text_clock)),
             }))
         });
-        Ok((json, ticket))
+        Ok((json, ticket, changed))
     }
 
     /// Returns whether a flush must be scheduled (the batch went from empty to not).
@@ -1293,36 +1348,6 @@ fn compact_clock(
 /// returning the merged state and clock only when that changed it. Skipped while a
 /// client's merge has the document out (the text lane): that merge's result is
 /// relayed anyway, and the next resynchronisation reads storage again.
-/// Merge a stored text state into ours: the new state when it changed ours, and
-/// whether ours holds something the stored one lacks.
-fn merge_text_changed(
-    text: &mut Option<TextState>,
-    incoming: &str,
-    clock: f64,
-    limits: &crate::text::Limits,
-) -> (Option<(String, f64)>, bool) {
-    let t = text.get_or_insert_with(TextState::empty);
-    if t.is_busy() {
-        return (None, false);
-    }
-    let before = t.json_shared();
-    let merged = t.merge(incoming, clock, limits);
-    // An unchanged state keeps its very string: no need to compare megabytes.
-    let changed = merged.is_ok() && !Arc::ptr_eq(&before, &t.json_shared()) && *before != *t.json();
-    let out = changed.then(|| (t.json().to_owned(), t.clock()));
-    let kept_more = match merged {
-        Ok(kept_more) => kept_more,
-        Err(e) => {
-            tracing::warn!(error = %e, "stored text state not merged");
-            false
-        }
-    };
-    if t.json().is_empty() {
-        *text = None;
-    }
-    (out, kept_more)
-}
-
 fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
     if list.iter().any(|p| p.conn_id == peer.conn_id) {
         return false;

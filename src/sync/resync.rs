@@ -158,9 +158,12 @@ async fn reconcile(hub: &Hub, entry: &Arc<DocEntry>, cancel: &CancellationToken)
     for _ in 0..ATTEMPTS {
         if !hub.storage().has_pending(&entry.id) {
             match hub.storage().load_document(&entry.id).await {
-                Ok(stored) => {
+                Ok(mut stored) => {
+                    // The text is merged in the text lane (off the document lock,
+                    // on the blocking pool when large), after the fields.
+                    let text = stored.as_mut().and_then(|s| s.text.take());
                     if let Some(n) = hub.reconcile(entry, stored, wall_clock_ms()) {
-                        return Some(n);
+                        return Some(n + hub.merge_stored_text(entry, text).await);
                     }
                 }
                 Err(e) => {

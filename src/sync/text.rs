@@ -124,7 +124,7 @@ impl TextState {
         incoming_clock: f64,
         limits: &Limits,
     ) -> Result<bool, TextError> {
-        let (doc, result, kept_more) = merge_reporting(self.take_doc(), incoming, limits);
+        let (doc, result, kept_more) = merge_reporting(self.take_doc(), incoming, limits, true);
         let outcome = result.map(|json| (json, incoming_clock));
         let accepted = outcome.as_ref().ok().cloned();
         self.put_back(doc, accepted);
@@ -132,13 +132,19 @@ impl TextState {
     }
 }
 
-/// Like [`merge_into`] (always parsing the whole state), also saying whether the
-/// merged document holds more than `incoming` (see [`coverage`]).
-fn merge_reporting(
+/// [`merge_into`], also saying — when `reporting` — whether the merged document
+/// holds more than `incoming` (see [`coverage`]; this parses the whole state, where
+/// [`merge_into`] may compare it byte by byte with the last JSON).
+pub fn merge_reporting(
     doc: Option<TextDoc>,
     incoming: &str,
     limits: &Limits,
+    reporting: bool,
 ) -> (Option<TextDoc>, Result<Option<Arc<str>>, TextError>, bool) {
+    if !reporting {
+        let (doc, result) = merge_into(doc, incoming, limits);
+        return (doc, result, false);
+    }
     let Some(mut doc) = doc else {
         let (doc, result) = merge_into(None, incoming, limits);
         return (doc, result, false);
