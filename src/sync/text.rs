@@ -133,7 +133,7 @@ impl TextState {
 }
 
 /// [`merge_into`], also saying — when `reporting` — whether the merged document
-/// holds more than `incoming` (see [`coverage`]; this parses the whole state, where
+/// holds more than `incoming` (see `coverage`; this parses the whole state, where
 /// [`merge_into`] may compare it byte by byte with the last JSON).
 pub fn merge_reporting(
     doc: Option<TextDoc>,
