@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis::{another, fleet_config, redis_url, start_instance, test_prefix, Instance};
-use common::Client;
+use common::{http, Client};
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
@@ -431,6 +431,23 @@ async fn once_prints_every_view_and_the_whole_fleet_and_says_which_source_is_dow
     // An instance stopped cleanly: listed offline by its peer; the fleet's API that
     // answers is up, so 0.
     assert!(b.stop().await);
+    // A hears B's goodbye on Redis a moment later (longer on a loaded machine):
+    // until then B counts as online and its unanswered API as a source down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = http(a.admin, "GET", "/stats", &[], None).await.json();
+        let offline = stats["instances"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|i| i["status"] == "offline"));
+        if offline {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never listed B offline: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (code, out) = run(
         args(&["--server", &admin, "--format", "json"]),
         url.clone(),
