@@ -139,8 +139,11 @@ async fn a_redis_restart_mid_traffic_ends_converged_with_no_acknowledged_write_l
     )
     .await;
     let expected = traffic.acked.lock().expect("acked").clone();
+    // A sanity check that traffic ran through every phase, not a rate: a loaded
+    // machine (2 cores, other builds) managed 16-33 writes where a quiet one does
+    // well over 100.
     assert!(
-        expected.len() > 40,
+        expected.len() > 10,
         "traffic ran: {} writes",
         expected.len()
     );
