@@ -9,6 +9,9 @@
 //! Prints p50/p95/max per query over N refreshes (default 100), and the whole
 //! refresh (`poll`), unfiltered and filtered.
 
+// Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
 use std::time::Instant;
 
 use synckit::console::feed::postgres::Database;

@@ -61,6 +61,9 @@
 //! report shows whether the generator itself was the bottleneck (`cpu_cores_avg` near the
 //! number of cores means it saturated).
 
+// Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -5,6 +5,9 @@
 //!
 //!     cargo run --example manpage -- target/man
 
+// Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

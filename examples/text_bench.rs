@@ -8,6 +8,9 @@
 //! `… --example text_bench -- --core <blocks>` to run the core alone on a tokio
 //! worker's 2 MiB stack (where it stops).
 
+// Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
 use std::time::{Duration, Instant};
 
 use synckit::text::{parse, Limits, TextDoc};

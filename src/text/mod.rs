@@ -86,7 +86,7 @@ pub(crate) struct Block {
 
 impl Block {
     /// The first clock the block covers (≥ 1 once validated).
-    pub fn start(&self) -> u64 {
+    pub(crate) fn start(&self) -> u64 {
         self.id.clock + 1 - self.len
     }
 }

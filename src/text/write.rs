@@ -40,7 +40,7 @@ impl std::fmt::Debug for Written {
 
 impl Written {
     /// Element `k`'s bytes.
-    pub fn element(&self, k: usize) -> &[u8] {
+    pub(crate) fn element(&self, k: usize) -> &[u8] {
         let start = self.starts[k] as usize;
         let end = self
             .starts

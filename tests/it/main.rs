@@ -2,6 +2,9 @@
 //! real sockets, storage and pub/sub against real PostgreSQL and Redis, the console, the CLI
 //! and packaging. Shared helpers live in `common` and `console_fixture`.
 
+// Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
 mod awareness_conformance;
 mod backpressure;
 mod check_config;

@@ -2,7 +2,7 @@
 //! blocks in a debug build: one copy, included with `#[path]` by the text engine's
 //! benchmark (examples/text_bench.rs), its wire tests (tests/it/wire_text.rs) and
 //! its unit tests (src/text/tests.rs). Each user takes what it needs.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 /// `n` characters typed one at a time by `client` (each its own block whose left
 /// origin is the previous one), byte for byte what the SDK writes.

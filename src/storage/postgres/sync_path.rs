@@ -189,7 +189,7 @@ FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int
 CROSS JOIN (SELECT clock_timestamp() AS base) AS t";
 
 /// Persist a group of writes atomically.
-pub async fn write_batch(pool: &PgPool, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+pub(crate) async fn write_batch(pool: &PgPool, writes: &[DocumentWrite]) -> Result<(), StorageError> {
     if writes.iter().all(DocumentWrite::is_empty) {
         return Ok(());
     }
@@ -234,7 +234,7 @@ pub async fn write_batch(pool: &PgPool, writes: &[DocumentWrite]) -> Result<(), 
 /// Load a document: `state.fields` when present; otherwise (rows written by C#,
 /// whose state is `{}`) fields rebuilt from `deltas` and written back into
 /// `state.fields`, so later patches apply to the whole field map.
-pub async fn load_document(
+pub(crate) async fn load_document(
     pool: &PgPool,
     id: &str,
 ) -> Result<Option<StoredDocument>, StorageError> {
