@@ -10,7 +10,12 @@
 //! refresh (`poll`), unfiltered and filtered.
 
 // Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 use std::time::Instant;
 

@@ -62,7 +62,12 @@
 //! number of cores means it saturated).
 
 // Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -6,7 +6,12 @@
 //!     cargo run --example manpage -- target/man
 
 // Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,12 @@
 //! worker's 2 MiB stack (where it stops).
 
 // Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 use std::time::{Duration, Instant};
 

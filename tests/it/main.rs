@@ -3,7 +3,12 @@
 //! and packaging. Shared helpers live in `common` and `console_fixture`.
 
 // Test and benchmark code: failing loudly is the point (Cargo.toml [lints]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 mod awareness_conformance;
 mod backpressure;

@@ -189,7 +189,10 @@ FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int
 CROSS JOIN (SELECT clock_timestamp() AS base) AS t";
 
 /// Persist a group of writes atomically.
-pub(crate) async fn write_batch(pool: &PgPool, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+pub(crate) async fn write_batch(
+    pool: &PgPool,
+    writes: &[DocumentWrite],
+) -> Result<(), StorageError> {
     if writes.iter().all(DocumentWrite::is_empty) {
         return Ok(());
     }
