@@ -235,7 +235,7 @@ impl Server {
         let clustered = sync.hub.pubsub().state() != PubSubState::SingleInstance;
         // Read-backs need shared storage: after a pub/sub outage (a fleet), and after
         // a PostgreSQL outage (documents opened meanwhile lack their stored state).
-        if clustered || sync.hub.storage().kind() != "memory" {
+        if clustered || sync.hub.storage().is_shared() {
             tasks.spawn(crate::sync::resync::run(sync.clone(), background.clone()));
         }
         let presence =

@@ -60,31 +60,19 @@ fn peer_name(p: &FleetEntry) -> String {
 /// One structured log line per peer transition (docs/operations.md §5): online at
 /// INFO, offline (it said goodbye) at INFO, gone (silent) at WARN.
 fn log_peer_transition(peer: &FleetEntry, before: Option<PeerStatus>) {
+    let (status, message) = match peer.status {
+        PeerStatus::Online => ("online", "peer instance online"),
+        PeerStatus::Offline => ("offline", "peer instance offline: it said goodbye"),
+        PeerStatus::Gone => ("gone", "peer instance gone: silent for 3 heartbeats"),
+        PeerStatus::Unknown => return,
+    };
+    let (peer_id, host) = (&peer.server_id, peer.metadata.host.as_deref());
     let previous = before.map(PeerStatus::label);
-    let host = peer.metadata.host.as_deref();
-    match peer.status {
-        PeerStatus::Online => tracing::info!(
-            peer = %peer.server_id,
-            host,
-            previous,
-            status = "online",
-            "peer instance online"
-        ),
-        PeerStatus::Offline => tracing::info!(
-            peer = %peer.server_id,
-            host,
-            previous,
-            status = "offline",
-            "peer instance offline: it said goodbye"
-        ),
-        PeerStatus::Gone => tracing::warn!(
-            peer = %peer.server_id,
-            host,
-            previous,
-            status = "gone",
-            "peer instance gone: silent for 3 heartbeats"
-        ),
-        PeerStatus::Unknown => {}
+    // tracing fixes a line's level at the call site: one call per level.
+    if peer.status == PeerStatus::Gone {
+        tracing::warn!(peer = %peer_id, host, previous, status, "{message}");
+    } else {
+        tracing::info!(peer = %peer_id, host, previous, status, "{message}");
     }
 }
 

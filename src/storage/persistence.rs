@@ -181,6 +181,13 @@ impl Persistence {
         self.adapter.kind()
     }
 
+    /// Whether other instances (and later runs) read what is stored here: what
+    /// read-backs after an outage, or on first interest, need. Memory storage
+    /// belongs to this process alone.
+    pub fn is_shared(&self) -> bool {
+        self.kind() != "memory"
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }

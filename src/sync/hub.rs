@@ -506,8 +506,7 @@ impl Hub {
     /// resync task after its settling delay (nothing to read back without shared
     /// storage and peers).
     fn queue_resync(&self, entry: &Arc<DocEntry>, st: &mut DocState) {
-        let shared_storage = self.storage.kind() != "memory";
-        if shared_storage && self.pubsub.state() != PubSubState::SingleInstance {
+        if self.storage.is_shared() && self.pubsub.state() != PubSubState::SingleInstance {
             st.plan_resync();
             if self
                 .resync_tx
@@ -827,9 +826,15 @@ impl Hub {
             }
             None => {
                 let _lane = entry.text_lane.lock().await;
-                let st = entry.lock();
-                if let Some(ours) = st.doc.text.as_ref().filter(|t| !t.json().is_empty()) {
-                    self.store_text_behind(entry, ours.json().to_owned(), ours.clock());
+                let ours = entry
+                    .lock()
+                    .doc
+                    .text
+                    .as_ref()
+                    .filter(|t| !t.json().is_empty())
+                    .map(|t| (t.json_shared(), t.clock()));
+                if let Some((json, clock)) = ours {
+                    self.store_text_behind(entry, json.to_string(), clock);
                 }
                 0
             }
@@ -838,7 +843,7 @@ impl Hub {
 
     /// Storage lacks part of the text this instance holds: store ours.
     fn store_text_behind(&self, entry: &DocEntry, state: String, clock: f64) {
-        tracing::info!(document_id = %entry.id, "stored text lacked what this instance holds: storing the merge");
+        tracing::info!(document_id = %entry.id, "stored text lacked edits this instance holds (instances stored over each other): storing the merged text");
         let _ = self.storage.submit(DocumentWrite {
             document_id: entry.id.clone(),
             changes: Vec::new(),
@@ -926,11 +931,13 @@ impl Hub {
                 }
             }
             TextSource::Storage => {
+                // Still in the text lane, which orders text writes; the copy of a
+                // state that may be tens of megabytes is made outside the lock.
+                drop(st);
                 if kept_more {
                     self.store_text_behind(entry, json.to_string(), text_clock);
                 }
                 if changed {
-                    drop(st);
                     // The SDK shape of a text relay: a whole-state `text-state` op.
                     let msg = ServerMessage::DeltaBatch {
                         document_id: entry.id.to_string(),

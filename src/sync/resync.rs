@@ -117,7 +117,7 @@ async fn own_reconnection(rx: &mut Option<watch::Receiver<Connection>>) {
 
 async fn round(sync: &SyncService, cancel: &CancellationToken) {
     let hub = &sync.hub;
-    if hub.storage().kind() == "memory" {
+    if !hub.storage().is_shared() {
         tracing::warn!("no shared storage (DATABASE_URL unset): documents cannot be resynchronised after the pub/sub outage; they converge as their fields are written again");
         return;
     }
