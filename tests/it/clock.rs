@@ -8,45 +8,21 @@ use std::time::Duration;
 use serde_json::json;
 use synckit::clock::{Clock, TestClock};
 use synckit::server::{Backends, Server};
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{open_config, Client, TestServer};
+use crate::common::{alice_joins_room, open_config, run_server, Client, TestServer};
 
 async fn start_with_clock(clock: std::sync::Arc<TestClock>) -> TestServer {
     let mut config = open_config();
     config.awareness_sweep_interval = Duration::from_millis(50);
     let backends = Backends::in_memory(&config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let server = Server::with_clock(config, backends, clock);
-    let done = tokio::spawn(server.run(listener, None, shutdown.clone()));
-    TestServer {
-        addr,
-        shutdown,
-        done,
-    }
+    run_server(Server::with_clock(config, backends, clock)).await
 }
 
 #[tokio::test]
 async fn a_stepped_clock_expires_awareness_and_moves_timestamps() {
     let clock = TestClock::starting_at(synckit::clock::system_ms());
     let server = start_with_clock(clock.clone()).await;
-    let mut watcher = Client::connect(&server, false).await;
-    watcher
-        .send(json!({"type":"awareness_subscribe","documentId":"room"}))
-        .await;
-    watcher.expect("awareness_state").await;
-    let mut alice = Client::connect(&server, false).await;
-    alice
-        .send(
-            json!({"type":"awareness_update","documentId":"room","clientId":"alice",
-                     "state":{"name":"Alice"},"clock":1}),
-        )
-        .await;
-    let joined = watcher.expect("awareness_update").await;
+    let (mut watcher, _alice, joined) = alice_joins_room(&server).await;
     assert_eq!(joined["clientId"], "alice");
     // The awareness timeout is 30 s: nothing expires by itself in this test.
     watcher.expect_silence(Duration::from_millis(300)).await;

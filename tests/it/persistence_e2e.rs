@@ -160,12 +160,11 @@ async fn an_outage_delays_acks_and_loses_no_acknowledged_write(pool: PgPool) {
     stop(server).await;
 }
 
-/// Acks leave in the order the writes arrived (docs/protocol.md §7.11): the ack of a
-/// batch with nothing to persist, decided at once, waits behind the ack of an earlier
-/// write still waiting for its commit.
-#[sqlx::test(migrations = false)]
-async fn an_ack_decided_at_once_waits_behind_an_earlier_pending_one(pool: PgPool) {
-    let proxy = Proxy::for_pool(&pool).await;
+/// A server on PostgreSQL through a proxy, a client whose write m0 is acknowledged;
+/// then the database is cut, and the client sends m1 (a delta: its ack waits for
+/// the commit) and m2 (a CRDT op only relayed, nothing to store: decided at once).
+async fn m1_pending_then_m2_decided(pool: &PgPool, doc: &str) -> (Proxy, TestServer, Client) {
+    let proxy = Proxy::for_pool(pool).await;
     let direct: PgConnectOptions = (*pool.connect_options()).clone();
     let proxied = PgPoolOptions::new()
         .max_connections(4)
@@ -176,21 +175,27 @@ async fn an_ack_decided_at_once_waits_behind_an_earlier_pending_one(pool: PgPool
     config.persistence.retry_max = Duration::from_millis(200);
     let server = start_on(config.clone(), backends(&config, proxied)).await;
     let mut a = Client::connect(&server, false).await;
-    a.send(json!({"type": "subscribe", "documentId": "doc-q"}))
+    a.send(json!({"type": "subscribe", "documentId": doc}))
         .await;
     a.expect("sync_response").await;
-    a.send(delta("doc-q", "before", json!(0), "m0")).await;
+    a.send(delta(doc, "before", json!(0), "m0")).await;
     assert!(wait_ack(&mut a, "m0", Duration::from_secs(5)).await);
-
-    // m1 waits for its commit while the database is away; m2 (a CRDT op only
-    // relayed, nothing to store) is decided at once.
     proxy.cut();
-    a.send(delta("doc-q", "pending", json!(1), "m1")).await;
+    a.send(delta(doc, "pending", json!(1), "m1")).await;
     a.send(
-        json!({"type": "delta_batch", "documentId": "doc-q", "messageId": "m2",
+        json!({"type": "delta_batch", "documentId": doc, "messageId": "m2",
                   "deltas": [{"type": "increment", "amount": 1}]}),
     )
     .await;
+    (proxy, server, a)
+}
+
+/// Acks leave in the order the writes arrived (docs/protocol.md §7.11): the ack of a
+/// batch with nothing to persist, decided at once, waits behind the ack of an earlier
+/// write still waiting for its commit.
+#[sqlx::test(migrations = false)]
+async fn an_ack_decided_at_once_waits_behind_an_earlier_pending_one(pool: PgPool) {
+    let (proxy, server, mut a) = m1_pending_then_m2_decided(&pool, "doc-q").await;
     let before_pong = a.messages_before_pong().await;
     assert!(
         before_pong.iter().all(|m| m["type"] != "ack"),
@@ -217,30 +222,7 @@ async fn an_ack_decided_at_once_waits_behind_an_earlier_pending_one(pool: PgPool
 /// whose commit waits for the database.
 #[sqlx::test(migrations = false)]
 async fn at_shutdown_acks_leave_in_arrival_order_before_the_close_frame(pool: PgPool) {
-    let proxy = Proxy::for_pool(&pool).await;
-    let direct: PgConnectOptions = (*pool.connect_options()).clone();
-    let proxied = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_millis(500))
-        .connect_lazy_with(direct.port(proxy.port));
-    let mut config = open_config();
-    config.persistence.retry_min = Duration::from_millis(20);
-    config.persistence.retry_max = Duration::from_millis(200);
-    let server = start_on(config.clone(), backends(&config, proxied)).await;
-    let mut a = Client::connect(&server, false).await;
-    a.send(json!({"type": "subscribe", "documentId": "doc-z"}))
-        .await;
-    a.expect("sync_response").await;
-    a.send(delta("doc-z", "before", json!(0), "m0")).await;
-    assert!(wait_ack(&mut a, "m0", Duration::from_secs(5)).await);
-
-    proxy.cut();
-    a.send(delta("doc-z", "pending", json!(1), "m1")).await;
-    a.send(
-        json!({"type": "delta_batch", "documentId": "doc-z", "messageId": "m2",
-                  "deltas": [{"type": "increment", "amount": 1}]}),
-    )
-    .await;
+    let (proxy, server, mut a) = m1_pending_then_m2_decided(&pool, "doc-z").await;
     a.messages_before_pong().await;
     server.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(300)).await;

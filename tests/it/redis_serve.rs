@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::redis::{poll, redis_url, test_prefix, wait_numsub, OwnedRedis};
+use common::redis::{connection, poll, redis_url, test_prefix, wait_numsub, OwnedRedis};
 use common::{http, spawn_serve, subscribe, Client, TestServer};
 use serde_json::{json, Value};
 
@@ -133,12 +133,10 @@ async fn the_redis_awareness_store_is_shared_by_the_fleet() {
                      "state":{"name":"Alice"},"clock":1}),
         )
         .await;
-    // The entry is in Redis under the C# layout, so B (and C#) read the same state.
-    let client = redis::Client::open(url.as_str()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    // The entry is in Redis under the C# layout, so B (and C#) read the same state,
+    // under the fleet's prefix like every channel: two fleets on one Redis never
+    // share presence.
+    let mut conn = connection(&url).await;
     let key = format!("{prefix}awareness:{doc}");
     let stored: Option<String> = poll(Duration::from_secs(5), "entry in Redis", || {
         let key = key.clone();
@@ -156,6 +154,13 @@ async fn the_redis_awareness_store_is_shared_by_the_fleet() {
     .await;
     let entry: Value = serde_json::from_str(&stored.expect("entry")).expect("json");
     assert_eq!(entry["state"]["state"], json!({"name": "Alice"}));
+    let default = format!("synckit:awareness:{doc}");
+    let stray: i64 = redis::cmd("EXISTS")
+        .arg(&default)
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert_eq!(stray, 0, "an awareness key outside the prefix: {default}");
     let mut bob = Client::connect(&b, false).await;
     bob.send(json!({"type":"awareness_subscribe","documentId":doc}))
         .await;
@@ -166,62 +171,4 @@ async fn the_redis_awareness_store_is_shared_by_the_fleet() {
         .query_async(&mut conn)
         .await
         .expect("cleanup");
-}
-
-/// `--awareness-store redis` keeps its keys under `REDIS_CHANNEL_PREFIX` like every
-/// channel, so two fleets on one Redis (two prefixes) never share presence.
-#[tokio::test]
-async fn the_redis_awareness_store_keeps_its_keys_under_the_configured_prefix() {
-    let url = redis_url();
-    let prefix = test_prefix();
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
-        ("SYNCKIT_AWARENESS_STORE", "redis"),
-    ];
-    let (_proc, server) = spawn_serve(&env).await;
-    let doc = format!("aware-{}", uuid::Uuid::new_v4());
-    let mut c = Client::connect(&server, false).await;
-    c.send(json!({"type": "awareness_subscribe", "documentId": doc}))
-        .await;
-    c.expect("awareness_state").await;
-    c.send(
-        json!({"type": "awareness_update", "documentId": doc, "clientId": "c1",
-                  "state": {"cursor": 1}, "clock": 1}),
-    )
-    .await;
-    let client = ::redis::Client::open(url.as_str()).expect("REDIS_URL parses");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis answers");
-    let ours = format!("{prefix}awareness:{doc}");
-    let default = format!("synckit:awareness:{doc}");
-    poll(
-        Duration::from_secs(5),
-        "the entry stored under the prefix",
-        || {
-            let mut redis = redis.clone();
-            let ours = ours.clone();
-            async move {
-                let n: i64 = ::redis::cmd("HLEN")
-                    .arg(&ours)
-                    .query_async(&mut redis)
-                    .await
-                    .expect("HLEN");
-                if n == 1 {
-                    Ok(())
-                } else {
-                    Err(format!("HLEN {ours} = {n}"))
-                }
-            }
-        },
-    )
-    .await;
-    let stray: i64 = ::redis::cmd("EXISTS")
-        .arg(&default)
-        .query_async(&mut redis)
-        .await
-        .expect("EXISTS");
-    assert_eq!(stray, 0, "an awareness key outside the prefix: {default}");
 }

@@ -273,7 +273,6 @@ async fn without_a_database_redis_claims_shared_work_once_per_fleet() {
 /// removed, its leave reaches subscribers, and the run is recorded with its count.
 #[sqlx::test(migrations = "./migrations")]
 async fn the_prune_job_removes_expired_presence_and_announces_leaves(pool: PgPool) {
-    use serde_json::json;
     use synckit::awareness::PostgresAwarenessStore;
     let mut config = config(vec![job(
         "awareness-prune",
@@ -289,19 +288,7 @@ async fn the_prune_job_removes_expired_presence_and_announces_leaves(pool: PgPoo
         config.sync.awareness_timeout,
     ));
     let server = common::start_on(config, backends).await;
-    let mut watcher = common::Client::connect(&server, false).await;
-    watcher
-        .send(json!({"type":"awareness_subscribe","documentId":"room"}))
-        .await;
-    watcher.expect("awareness_state").await;
-    let mut alice = common::Client::connect(&server, false).await;
-    alice
-        .send(
-            json!({"type":"awareness_update","documentId":"room","clientId":"alice",
-                     "state":{"name":"Alice"},"clock":1}),
-        )
-        .await;
-    let joined = watcher.expect("awareness_update").await;
+    let (mut watcher, _alice, joined) = common::alice_joins_room(&server).await;
     assert_eq!(joined["state"]["name"], "Alice");
     // Alice goes quiet; within the timeout plus one occurrence she is pruned.
     let leave = watcher.expect("awareness_update").await;

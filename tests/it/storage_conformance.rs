@@ -21,8 +21,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use synckit::storage::{
     CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentWrite, FieldChange,
-    MemoryStorage, NewDelta, NewSnapshot, PostgresStorage, SessionRecord, StorageAdapter,
-    StorageError,
+    MemoryStorage, NewDelta, NewSnapshot, PostgresStorage, SessionRecord, SnapshotRow,
+    StorageAdapter, StorageError,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -310,9 +310,11 @@ async fn update_and_delete_documents(s: &impl Backend) {
     assert_eq!(s.get_document("doc").await.expect("get"), None);
 }
 
-async fn delete_cascades(s: &impl Backend) {
+/// Documents "doc" and "other" with `fields`, a clock entry and a delta each, and a
+/// snapshot of "doc" (returned).
+async fn seed_two_documents(s: &impl Backend, fields: Value) -> SnapshotRow {
     for doc in ["doc", "other"] {
-        s.save_document(doc, &json!({"id": doc, "fields": {}}))
+        s.save_document(doc, &json!({"id": doc, "fields": fields}))
             .await
             .expect("doc");
         s.update_vector_clock(doc, "conn-1", 4)
@@ -322,10 +324,13 @@ async fn delete_cascades(s: &impl Backend) {
             .await
             .expect("delta");
     }
-    let snap = s
-        .save_snapshot(&snapshot("doc", json!({"id": "doc"})))
+    s.save_snapshot(&snapshot("doc", json!({"id": "doc"})))
         .await
-        .expect("snapshot");
+        .expect("snapshot")
+}
+
+async fn delete_cascades(s: &impl Backend) {
+    let snap = seed_two_documents(s, json!({})).await;
 
     assert!(s.delete_document("doc").await.expect("delete"));
     assert!(s.get_vector_clock("doc").await.expect("clock").is_empty());
@@ -346,21 +351,7 @@ async fn delete_cascades(s: &impl Backend) {
 /// Test mode's clear: every document with its clocks, deltas and snapshots, and
 /// every session, go; the maintenance run log stays; the storage stays usable.
 async fn clear_all_empties_documents_and_sessions(s: &impl Backend) {
-    for doc in ["doc", "other"] {
-        s.save_document(doc, &json!({"id": doc, "fields": {"a": 1}}))
-            .await
-            .expect("doc");
-        s.update_vector_clock(doc, "conn-1", 4)
-            .await
-            .expect("clock");
-        s.save_delta(&delta(doc, "a", Some(json!(1)), 4))
-            .await
-            .expect("delta");
-    }
-    let snap = s
-        .save_snapshot(&snapshot("doc", json!({"id": "doc"})))
-        .await
-        .expect("snapshot");
+    let snap = seed_two_documents(s, json!({"a": 1})).await;
     s.save_session(&session("s1", "u1", json!({})))
         .await
         .expect("session");

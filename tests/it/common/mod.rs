@@ -28,18 +28,41 @@ pub async fn start(config: ServerConfig) -> TestServer {
 
 /// Start a server on the given backends (PostgreSQL tests).
 pub async fn start_on(config: ServerConfig, backends: Backends) -> TestServer {
+    run_server(Server::new(config, backends)).await
+}
+
+/// Run `server` on a free loopback port until the returned shutdown is cancelled.
+pub async fn run_server(server: Server) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let server = Server::new(config, backends);
     let done = tokio::spawn(server.run(listener, None, shutdown.clone()));
     TestServer {
         addr,
         shutdown,
         done,
     }
+}
+
+/// A watcher subscribed to the awareness of "room", and alice, whose presence
+/// (`{"name": "Alice"}`, clock 1) has reached the watcher; the join is returned.
+pub async fn alice_joins_room(server: &TestServer) -> (Client, Client, Value) {
+    let mut watcher = Client::connect(server, false).await;
+    watcher
+        .send(json!({"type":"awareness_subscribe","documentId":"room"}))
+        .await;
+    watcher.expect("awareness_state").await;
+    let mut alice = Client::connect(server, false).await;
+    alice
+        .send(
+            json!({"type":"awareness_update","documentId":"room","clientId":"alice",
+                     "state":{"name":"Alice"},"clock":1}),
+        )
+        .await;
+    let joined = watcher.expect("awareness_update").await;
+    (watcher, alice, joined)
 }
 
 pub fn open_config() -> ServerConfig {

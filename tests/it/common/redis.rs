@@ -89,13 +89,19 @@ pub async fn wait_connected(p: &RedisPubSub) {
     .await;
 }
 
-/// Subscribers Redis counts on `channel` (`PUBSUB NUMSUB`).
-pub async fn numsub(url: &str, channel: &str) -> i64 {
-    let client = ::redis::Client::open(url).expect("url");
-    let mut conn = client
+/// A plain connection to the Redis at `url`, for tests that look at keys and
+/// channels directly.
+pub async fn connection(url: &str) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(url)
+        .expect("REDIS_URL parses")
         .get_multiplexed_async_connection()
         .await
-        .expect("connect");
+        .expect("Redis answers")
+}
+
+/// Subscribers Redis counts on `channel` (`PUBSUB NUMSUB`).
+pub async fn numsub(url: &str, channel: &str) -> i64 {
+    let mut conn = connection(url).await;
     let reply: Vec<::redis::Value> = ::redis::cmd("PUBSUB")
         .arg("NUMSUB")
         .arg(channel)
@@ -122,11 +128,7 @@ pub async fn wait_numsub(url: &str, channel: &str, n: i64) {
 
 /// Publish one raw message (a peer the test plays).
 pub async fn publish_raw(url: &str, channel: &str, payload: &str) {
-    let client = ::redis::Client::open(url).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = connection(url).await;
     let _: i64 = ::redis::cmd("PUBLISH")
         .arg(channel)
         .arg(payload)
