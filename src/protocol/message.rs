@@ -260,7 +260,7 @@ pub enum ServerMessage {
         document_id: String,
         state: Map<String, Value>,
         clock: Map<String, Value>,
-        text_state: Option<(String, f64)>,
+        text_state: Option<(crate::text::StateJson, f64)>,
     },
     SyncStep2 {
         document_id: String,
@@ -351,7 +351,7 @@ impl ServerMessage {
                     "clock": clock,
                 });
                 if let (Some((text, text_clock)), Value::Object(m)) = (text_state, &mut body) {
-                    m.insert("textState".into(), Value::String(text.clone()));
+                    m.insert("textState".into(), Value::String(text.to_string()));
                     m.insert("textClock".into(), number(*text_clock));
                 }
                 body
@@ -525,7 +525,7 @@ mod tests {
             document_id: "d".into(),
             state: Map::new(),
             clock: json!({"a": 1}).as_object().cloned().expect("obj"),
-            text_state: Some(("{}".into(), 5.0)),
+            text_state: Some((crate::text::StateJson::new("{}".into()), 5.0)),
         };
         assert_eq!(
             msg.body(),

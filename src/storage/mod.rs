@@ -51,8 +51,9 @@ pub struct DocumentWrite {
     pub changes: Vec<FieldChange>,
     /// Clock entries that moved, with their new values.
     pub clock: Vec<(String, u64)>,
-    /// The merged text state, when the write touched it.
-    pub text: Option<(String, f64)>,
+    /// The merged text state, when the write touched it (shared with the
+    /// document: a large state is not copied into the queue).
+    pub text: Option<(crate::text::StateJson, f64)>,
 }
 
 impl DocumentWrite {

@@ -160,7 +160,7 @@ enum TextSource {
 pub struct DocumentSnapshot {
     pub state: Map<String, Value>,
     pub clock: Map<String, Value>,
-    pub text: Option<(String, f64)>,
+    pub text: Option<(crate::text::StateJson, f64)>,
 }
 
 /// What became of a client's text state.
@@ -168,7 +168,7 @@ pub struct DocumentSnapshot {
 pub enum TextOutcome {
     /// Merged: the document's state now, and its persistence.
     Merged {
-        json: Arc<str>,
+        json: crate::text::StateJson,
         ticket: PersistTicket,
     },
     /// Refused: nothing applied.
@@ -374,7 +374,7 @@ impl Hub {
     /// A stored text state, parsed on the blocking pool when large.
     async fn restore_text(&self, id: &str, json: String, clock: f64) -> TextState {
         let limits = self.settings.text_limits;
-        let json: Arc<str> = Arc::from(json);
+        let json = crate::text::StateJson::new(json);
         if json.len() <= BLOCKING_TEXT_BYTES {
             return TextState::restored(json, clock, &limits);
         }
@@ -542,12 +542,7 @@ impl Hub {
             let text = st.doc.text.as_ref().map(|t| (t.json_shared(), t.clock()));
             (st.doc.state_json(), st.doc.clock_json(), text)
         };
-        DocumentSnapshot {
-            state,
-            clock,
-            // Copied outside the lock: a text state may be tens of megabytes.
-            text: text.map(|(json, clock)| (json.to_string(), clock)),
-        }
+        DocumentSnapshot { state, clock, text }
     }
 
     /// Apply one inbound message's changes, queue the field results for broadcast,
@@ -795,7 +790,7 @@ impl Hub {
         entry: &Arc<DocEntry>,
         incoming: String,
         clock: f64,
-    ) -> Result<Arc<str>, crate::text::TextError> {
+    ) -> Result<crate::text::StateJson, crate::text::TextError> {
         self.merge_text(entry, incoming, clock, TextSource::Peer)
             .await
             .map(|(json, _, _)| json)
@@ -834,7 +829,7 @@ impl Hub {
                     .filter(|t| !t.json().is_empty())
                     .map(|t| (t.json_shared(), t.clock()));
                 if let Some((json, clock)) = ours {
-                    self.store_text_behind(entry, json.to_string(), clock);
+                    self.store_text_behind(entry, json, clock);
                 }
                 0
             }
@@ -842,7 +837,7 @@ impl Hub {
     }
 
     /// Storage lacks part of the text this instance holds: store ours.
-    fn store_text_behind(&self, entry: &DocEntry, state: String, clock: f64) {
+    fn store_text_behind(&self, entry: &DocEntry, state: crate::text::StateJson, clock: f64) {
         tracing::info!(document_id = %entry.id, "stored text lacked edits this instance holds (instances stored over each other): storing the merged text");
         let _ = self.storage.submit(DocumentWrite {
             document_id: entry.id.clone(),
@@ -863,7 +858,7 @@ impl Hub {
         incoming: String,
         clock: f64,
         source: TextSource,
-    ) -> Result<(Arc<str>, Option<PersistTicket>, bool), crate::text::TextError> {
+    ) -> Result<(crate::text::StateJson, Option<PersistTicket>, bool), crate::text::TextError> {
         let persist_at = match source {
             TextSource::Client(now_ms) => Some(now_ms),
             TextSource::Peer | TextSource::Storage => None,
@@ -900,11 +895,6 @@ impl Hub {
         } else {
             super::text::merge_reporting(doc, &incoming, &limits, reporting)
         };
-        // Copied outside the document lock: the state may be tens of megabytes.
-        let stored = match (&result, persist_at) {
-            (Ok(Some(json)), Some(_)) => Some(json.to_string()),
-            _ => None,
-        };
         let changed = matches!(result, Ok(Some(_)));
         let mut st = entry.lock();
         let text = st.doc.text.get_or_insert_with(TextState::empty);
@@ -935,7 +925,7 @@ impl Hub {
                 // state that may be tens of megabytes is made outside the lock.
                 drop(st);
                 if kept_more {
-                    self.store_text_behind(entry, json.to_string(), text_clock);
+                    self.store_text_behind(entry, json.clone(), text_clock);
                 }
                 if changed {
                     // The SDK shape of a text relay: a whole-state `text-state` op.
@@ -956,11 +946,10 @@ impl Hub {
             }
         }
         let ticket = persist_at.and_then(|now_ms| {
-            let state = match stored {
-                Some(state) => state,
-                None if text_clock != before => json.to_string(),
-                None => return None,
-            };
+            if !changed && text_clock == before {
+                return None;
+            }
+            let state = json.clone();
             st.last_modified_ms = now_ms;
             Some(self.storage.submit(DocumentWrite {
                 document_id: entry.id.clone(),

@@ -2,15 +2,13 @@
 //! kept with its parsed form so a merge neither re-parses nor re-writes our own
 //! state needlessly (README "Text engine").
 
-use std::sync::Arc;
-
-use crate::text::{self, Limits, TextDoc, TextError};
+use crate::text::{self, Limits, StateJson, TextDoc, TextError};
 
 /// The document's text state: the JSON sent in `sync_response.textState` and
 /// stored, the parsed document it was written from, and `textClock`.
 #[derive(Debug, Clone)]
 pub struct TextState {
-    json: Arc<str>,
+    json: StateJson,
     /// `None` while the state is empty, while a merge has it out (the JSON stays
     /// here, so readers are served meanwhile), or when a stored state does not
     /// parse (it is then served as stored until a valid state replaces it).
@@ -27,13 +25,13 @@ impl PartialEq for TextState {
 }
 
 /// What a merge produced: the document, and its JSON when it changed.
-pub type Merged = (Option<TextDoc>, Result<Option<Arc<str>>, TextError>);
+pub type Merged = (Option<TextDoc>, Result<Option<StateJson>, TextError>);
 
 impl TextState {
     /// No text yet.
     pub fn empty() -> TextState {
         TextState {
-            json: Arc::from(""),
+            json: StateJson::default(),
             doc: None,
             clock: 0.0,
             busy: false,
@@ -42,7 +40,7 @@ impl TextState {
 
     /// A state restored from storage (parsing is O(size): callers run it off the
     /// async runtime when it is large).
-    pub fn restored(json: impl Into<Arc<str>>, clock: f64, limits: &Limits) -> TextState {
+    pub fn restored(json: impl Into<StateJson>, clock: f64, limits: &Limits) -> TextState {
         let json = json.into();
         let doc = match text::parse(&json, limits).and_then(|s| TextDoc::from_state(s, limits)) {
             Ok(mut doc) => {
@@ -64,7 +62,7 @@ impl TextState {
     }
 
     /// A state served as stored, not parsed.
-    pub fn opaque(json: Arc<str>, clock: f64) -> TextState {
+    pub fn opaque(json: StateJson, clock: f64) -> TextState {
         TextState {
             json,
             doc: None,
@@ -78,7 +76,7 @@ impl TextState {
     }
 
     /// The JSON, shared (a reader copies it outside the document lock).
-    pub fn json_shared(&self) -> Arc<str> {
+    pub fn json_shared(&self) -> StateJson {
         self.json.clone()
     }
 
@@ -104,7 +102,7 @@ impl TextState {
 
     /// Return the document after a merge: with its new JSON and the incoming
     /// `textClock` when the merge was accepted (`clock` becomes the max of both).
-    pub fn put_back(&mut self, doc: Option<TextDoc>, accepted: Option<(Option<Arc<str>>, f64)>) {
+    pub fn put_back(&mut self, doc: Option<TextDoc>, accepted: Option<(Option<StateJson>, f64)>) {
         self.doc = doc;
         self.busy = false;
         if let Some((json, clock)) = accepted {
@@ -140,7 +138,7 @@ pub fn merge_reporting(
     incoming: &str,
     limits: &Limits,
     reporting: bool,
-) -> (Option<TextDoc>, Result<Option<Arc<str>>, TextError>, bool) {
+) -> (Option<TextDoc>, Result<Option<StateJson>, TextError>, bool) {
     if !reporting {
         let (doc, result) = merge_into(doc, incoming, limits);
         return (doc, result, false);
@@ -245,7 +243,7 @@ mod tests {
     #[test]
     fn an_invalid_stored_state_is_served_until_replaced() {
         let limits = Limits::default();
-        let mut s = TextState::restored("not a crdt", 1.0, &limits);
+        let mut s = TextState::restored(String::from("not a crdt"), 1.0, &limits);
         assert_eq!(s.json(), "not a crdt");
         assert!(s.merge("{}", 1.0, &limits).is_err());
         assert_eq!(

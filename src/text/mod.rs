@@ -21,6 +21,11 @@ pub use error::TextError;
 pub use merge::MergeSummary;
 pub use parse::parse;
 
+/// A state's JSON, shared by the document, the relay and the storage queue.
+/// `Arc<String>` rather than `Arc<str>`: a freshly written state (tens of
+/// megabytes for a large document) becomes shared without being copied.
+pub type StateJson = std::sync::Arc<String>;
+
 /// The hash map of the engine's indexes: foldhash, seeded per process — several
 /// times faster than SipHash on the small integer keys here, and still keyed by a
 /// random seed, so a client cannot precompute colliding ids.

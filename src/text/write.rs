@@ -11,12 +11,12 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use super::{Block, Id, State, TextDoc};
+use super::{Block, Id, State, StateJson, TextDoc};
 
 /// The JSON a document last wrote (or was read from), element by element.
 #[derive(Clone, Default)]
 pub(crate) struct Written {
-    pub json: Arc<str>,
+    pub json: StateJson,
     /// Byte offset of each `[id, block]` element, in id order.
     pub starts: Vec<u32>,
     /// The block each element was written from.
@@ -77,7 +77,7 @@ impl TextDoc {
     /// The state as JSON, shared: what it last wrote when nothing changed since,
     /// else that with the blocks added or changed since written in. The document
     /// remembers it.
-    pub fn write_json(&mut self) -> Arc<str> {
+    pub fn write_json(&mut self) -> StateJson {
         let written = self.written.take();
         let since = std::mem::take(&mut self.since_write);
         let touched = std::mem::take(&mut self.touched);
@@ -93,7 +93,7 @@ impl TextDoc {
 
     /// Take `json` as what the document last wrote if it is exactly that (a
     /// stored state read back); otherwise the document writes its own.
-    pub fn adopt_json(&mut self, json: &Arc<str>) {
+    pub fn adopt_json(&mut self, json: &StateJson) {
         self.written = None;
         self.write_json();
         if let Some(w) = &mut self.written {
@@ -294,7 +294,7 @@ struct Finished {
 impl Finished {
     fn written(self, blocks: usize) -> Written {
         Written {
-            json: Arc::from(self.json),
+            json: Arc::new(self.json),
             starts: self.starts,
             order: self.order,
             blocks_end: self.blocks_end,

@@ -106,7 +106,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     document_id,
                     state,
                     clock,
-                    text_state,
+                    text_state: text_state.map(|(t, c)| (synckit::text::StateJson::new(t), c)),
                 }
             }),
         any_string(10).prop_map(|document_id| ServerMessage::SyncStep2 { document_id }),

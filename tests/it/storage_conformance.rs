@@ -193,7 +193,7 @@ fn write(
         document_id: Arc::from(doc),
         changes,
         clock: clock.iter().map(|(w, v)| (w.to_string(), *v)).collect(),
-        text: text.map(|(t, c)| (t.to_string(), c)),
+        text: text.map(|(t, c)| (synckit::text::StateJson::new(t.to_string()), c)),
     }
 }
 

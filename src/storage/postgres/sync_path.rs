@@ -27,8 +27,8 @@ pub(crate) fn from_db(value: i64) -> u64 {
 
 /// The field document object TS reads (`{"id","fields"}`), with the text keys TS's
 /// text reader looks for when the document has a text state.
-fn text_keys(text: &(String, f64)) -> Value {
-    json!({ "type": "text", "content": "", "crdt": text.0, "clock": text.1 })
+fn text_keys(text: &(crate::text::StateJson, f64)) -> Value {
+    json!({ "type": "text", "content": "", "crdt": *text.0, "clock": text.1 })
 }
 
 /// One document's share of a group.
@@ -36,7 +36,7 @@ fn text_keys(text: &(String, f64)) -> Value {
 struct DocumentPatch {
     sets: Map<String, Value>,
     deletes: BTreeSet<String>,
-    text: Option<(String, f64)>,
+    text: Option<(crate::text::StateJson, f64)>,
 }
 
 struct Columns {
@@ -327,7 +327,7 @@ mod tests {
                 document_id: Arc::from("d"),
                 changes: vec![change("b", Some(json!(null)), 3), change("a", None, 4)],
                 clock: vec![("w".into(), 4), ("c".into(), 9)],
-                text: Some(("{}".into(), 2.0)),
+                text: Some((crate::text::StateJson::new("{}".into()), 2.0)),
             },
         ];
         let cols = columns(&writes);
