@@ -1,16 +1,98 @@
 #!/usr/bin/env bash
 # Persisted field writes/s: the same many-docs load against an in-memory server and a
-# PostgreSQL-backed one (acks only after commit), alternating, in one run.
+# PostgreSQL-backed one (acks only after commit), and the database's own bulk-insert
+# ceiling (1,000 rows of the `deltas` shape per commit, pgbench), alternating, in one
+# run, twice. Each line names what was busy: loadgen, server and PostgreSQL CPU (cores),
+# commits and WAL syncs per second, and the load average.
+#
+#   SYNCKIT_BENCH_PROFILE=release bench/persist.sh       # target/release instead of dist
+#   WRITERS="1 4" bench/persist.sh                        # SYNCKIT_PERSIST_WRITERS values
 set -u
 BIN="$(dirname "$0")/../target/${SYNCKIT_BENCH_PROFILE:-dist}"
+ADMIN=postgres://postgres@127.0.0.1:5432/postgres
+DB=postgres://postgres@127.0.0.1:5432/bench_persist
+WRITERS=${WRITERS:-4}
+CEILING_CONNS=${CEILING_CONNS:-4}
+ulimit -n 65536 2>/dev/null
 common="SYNCKIT_AUTH_REQUIRED=false SYNCKIT_MAX_MESSAGES_PER_MINUTE=0 SYNCKIT_MAX_CONNECTIONS_PER_IP=20000 WS_MAX_CONNECTIONS=20000 SYNCKIT_ADMIN_LISTEN=off RUST_LOG=warn"
+
+psql -q "$ADMIN" -Atc "SELECT 1 FROM pg_database WHERE datname = 'bench_persist'" | grep -q 1 \
+  || psql -q "$ADMIN" -c 'CREATE DATABASE bench_persist' >/dev/null
+env DATABASE_URL=$DB $BIN/synckit migrate >/dev/null 2>&1 || { echo "synckit migrate failed" >&2; exit 1; }
+# The ceiling table: the deltas row shape with its defaults (uuid_generate_v4) and all
+# four indexes, but no foreign key, so it is what PostgreSQL can insert at most.
+psql -q "$DB" -c 'CREATE TABLE IF NOT EXISTS ceiling_deltas (LIKE deltas INCLUDING DEFAULTS INCLUDING INDEXES)' >/dev/null
+ceiling_sql=$(mktemp)
+trap 'rm -f "$ceiling_sql"' EXIT
+cat >"$ceiling_sql" <<'SQL'
+INSERT INTO ceiling_deltas (document_id, client_id, operation_type, field_path, value, clock_value, max_clock_value, timestamp)
+SELECT 'bench-docs-' || (g % 1000), 'c-' || (g % 1000), 'set', 'f' || (g % 40), to_jsonb(g), g, g, clock_timestamp()
+FROM generate_series(1, 1000) AS g;
+SQL
+
+# CPU seconds (user+sys) of every postgres process alive now.
+pg_cpu() {
+  local hz total=0 pid f
+  hz=$(getconf CLK_TCK)
+  for pid in $(pgrep -x postgres); do
+    f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+    set -- $f
+    total=$((total + $1 + $2))
+  done
+  echo "$total $hz" | awk '{printf "%.3f", $1 / $2}'
+}
+# Busy CPU seconds of the whole machine (every process, the other builders included).
+busy_cpu() { awk -v hz="$(getconf CLK_TCK)" '/^cpu /{printf "%.3f", ($2 + $3 + $4 + $7 + $8 + $9) / hz}' /proc/stat; }
+# Commits and WAL syncs of the whole cluster so far.
+pg_counts() { psql -q "$ADMIN" -Atc "SELECT (SELECT sum(xact_commit) FROM pg_stat_database), wal_sync FROM pg_stat_wal" | tr '|' ' '; }
+load() { uptime | sed 's/.*load average: /load /'; }
+
+server_run() { # $1 = memory|postgres, $2 = writers
+  local db="" out pid cpu0 cpu1 c0 c1 t0 t1 m0 m1
+  if [ "$1" = postgres ]; then
+    db="DATABASE_URL=$DB"
+    psql -q "$DB" -c 'SET client_min_messages = warning; TRUNCATE documents, vector_clocks, deltas, sessions, snapshots' >/dev/null
+  fi
+  env $common $db SYNCKIT_PERSIST_WRITERS=$2 PORT=18210 $BIN/synckit serve 2>/tmp/persist-$1.log & pid=$!
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18210) 2>/dev/null && break; sleep 0.1; done
+  cpu0=$(pg_cpu); c0=$(pg_counts); m0=$(busy_cpu); t0=$(date +%s.%N)
+  out=$($BIN/examples/loadgen many-docs --url ws://127.0.0.1:18210/ws --clients 1000 --deltas 40 --window 4 --server-pid $pid 2>/dev/null)
+  t1=$(date +%s.%N); m1=$(busy_cpu); cpu1=$(pg_cpu); c1=$(pg_counts)
+  kill -TERM $pid; wait $pid
+  echo "$out" | python3 -c "
+import json, sys
+d = json.load(sys.stdin); c = d['cpu']; a = d['ack_latency_ms']
+wall = $t1 - $t0; pg = ($cpu1 - $cpu0) / wall
+c0 = '$c0'.split(); c1 = '$c1'.split()
+rate = lambda i: round((int(c1[i]) - int(c0[i])) / wall)
+print('round $round $1 writers $2:', 'writes/s', d['deltas_per_s'], '| ack p50/p99', a['p50'], a['p99'], 'ms',
+      '| cores loadgen', c['loadgen']['cpu_cores_avg'], 'server', c['server']['cpu_cores_avg'], 'postgres', round(pg, 2), 'machine', round(($m1 - $m0) / wall, 2),
+      '| commits/s', rate(0), 'wal syncs/s', rate(1), '| ok', d['ok'], '| $(load)')
+print(d['deltas_per_s'], file=open('/tmp/persist-last', 'w'))"
+}
+
+ceiling_run() { # rows/s of 1,000-row inserts per commit over $CEILING_CONNS connections for 4 s
+  # pgbench's backends exit with it, so their CPU is not in pg_cpu: the machine's busy
+  # cores stand in (pgbench itself uses little).
+  local out m0 m1 tps lat
+  psql -q "$DB" -c 'TRUNCATE ceiling_deltas' >/dev/null
+  m0=$(busy_cpu)
+  out=$(pgbench -n -c "$CEILING_CONNS" -j "$CEILING_CONNS" -T 4 -f "$ceiling_sql" "$DB" 2>&1)
+  m1=$(busy_cpu)
+  tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+  lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\).*/\1/p')
+  [ -n "$tps" ] || { echo "pgbench failed: $out" >&2; tps=0; }
+  echo "$tps $m0 $m1" | awk -v r="$round" -v c="$CEILING_CONNS" -v lat="$lat" -v l="$(load)" \
+    '{printf "round %s ceiling (1,000-row INSERT per commit, %s connections): rows/s %d | commit latency %s ms | cores machine %.2f | %s\n", r, c, $1 * 1000, lat, ($3 - $2) / 4, l}'
+  echo "$tps" | awk '{print $1 * 1000}' >/tmp/persist-ceiling
+}
+
 for round in 1 2; do
-  for mode in memory postgres; do
-    if [ $mode = postgres ]; then db="DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_persist"; else db=""; fi
-    env $common $db PORT=18210 $BIN/synckit serve 2>/tmp/persist-$mode.log & pid=$!
-    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18210) 2>/dev/null && break; sleep 0.1; done
-    out=$($BIN/examples/loadgen many-docs --url ws://127.0.0.1:18210/ws --clients 1000 --deltas 40 --window 4 --server-pid $pid 2>/dev/null)
-    kill -TERM $pid; wait $pid
-    echo "$out" | python3 -c "import json,sys; d=json.load(sys.stdin); print('round $round $mode', 'writes/s', d.get('deltas_per_s'), 'ack p50/p99', d['ack_latency_ms']['p50'], d['ack_latency_ms']['p99'], 'server cores', d['cpu']['server']['cpu_cores_avg'], 'ok', d['ok'])"
+  server_run memory 4
+  for w in $WRITERS; do
+    server_run postgres "$w"
+    ceiling_run
+    awk -v r="$round" -v w="$w" 'NR == FNR {s = $1; next} $1 > 0 {printf "round %s ratio (writers %s): persisted writes/s / ceiling rows/s = %.3f\n", r, w, s / $1}' \
+      /tmp/persist-last /tmp/persist-ceiling
   done
 done

@@ -282,6 +282,11 @@ pub struct ServeArgs {
     /// durable); past this, new writes get an error reply.
     #[arg(long, env = "SYNCKIT_WRITE_QUEUE_MAX", default_value_t = crate::storage::persistence::DEFAULT_MAX_BACKLOG)]
     pub write_queue_max: usize,
+    /// Writer tasks committing groups of writes at once (1–64), each on its own pooled
+    /// connection (keep DB_POOL_MAX above it). A document's writes always go to the same
+    /// writer, so they commit in order; more writers keep more commits in flight.
+    #[arg(long, env = "SYNCKIT_PERSIST_WRITERS", default_value_t = crate::storage::persistence::DEFAULT_WRITERS)]
+    pub persist_writers: usize,
     /// Changed session rows (connects, disconnects) held for writing behind; past
     /// this, changes are dropped (counted) and repaired when the next write reconciles
     /// this instance's rows.
@@ -516,6 +521,9 @@ impl ServeArgs {
             presence_interval: self.presence_interval.max(Duration::from_millis(100)),
             persistence: PersistenceSettings {
                 max_backlog: self.write_queue_max.max(1),
+                writers: self
+                    .persist_writers
+                    .clamp(1, crate::storage::persistence::MAX_WRITERS),
                 session_touch_interval: self.heartbeat_interval,
                 session_queue_max: self.session_queue_max.max(1),
                 probe_interval: self.storage_probe_interval.max(Duration::from_millis(100)),

@@ -1,9 +1,13 @@
 //! The sync path's way into storage: a bounded write-behind queue with group commit.
 //!
 //! Writes are submitted under their document's lock, so the queue holds them in apply
-//! order. One writer task takes everything queued (up to a group size) and commits it
-//! as one transaction; each write's [`PersistTicket`] resolves when that transaction
-//! commits, so acks mean "durable". While the backend is unreachable the group is
+//! order. The queue has one lane per writer (`writers`, `SYNCKIT_PERSIST_WRITERS`) and
+//! a document always lands in the same lane (by a hash of its id): each writer task
+//! takes everything queued in its lane (up to a group size) and commits it as one
+//! transaction, so several groups are in flight at once while one document's writes
+//! still commit one group after another, in apply order. Each write's
+//! [`PersistTicket`] resolves when the transaction holding it commits, so acks mean
+//! "durable". While the backend is unreachable the group is
 //! retried with exponential backoff and new writes keep queueing — applied in memory
 //! and broadcast, not yet acknowledged — until the backlog limit, past which a new
 //! write is refused with [`StorageError::BacklogFull`] instead of being dropped. A
@@ -45,6 +49,9 @@ pub struct PersistenceSettings {
     pub max_backlog: usize,
     /// Writes per transaction.
     pub max_group: usize,
+    /// Writer tasks, each committing its own lane's groups: how many transactions can
+    /// be in flight at once (docs/storage.md §3.6).
+    pub writers: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
     /// How often batched `last_seen` bumps are written.
@@ -65,12 +72,18 @@ pub struct PersistenceSettings {
 pub const DEFAULT_MAX_BACKLOG: usize = 100_000;
 /// Default of [`PersistenceSettings::session_queue_max`] (`SYNCKIT_SESSION_QUEUE_MAX`).
 pub const DEFAULT_SESSION_QUEUE_MAX: usize = 10_000;
+/// Default of [`PersistenceSettings::writers`] (`SYNCKIT_PERSIST_WRITERS`).
+pub const DEFAULT_WRITERS: usize = 4;
+/// Upper bound of [`PersistenceSettings::writers`]: each writer holds a pooled
+/// connection while it commits, and the pool must keep some for loads and sessions.
+pub const MAX_WRITERS: usize = 64;
 
 impl Default for PersistenceSettings {
     fn default() -> PersistenceSettings {
         PersistenceSettings {
             max_backlog: DEFAULT_MAX_BACKLOG,
             max_group: 1_000,
+            writers: DEFAULT_WRITERS,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             session_touch_interval: Duration::from_secs(30),
@@ -87,10 +100,13 @@ struct Queued {
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
-#[derive(Default)]
 struct Queue {
-    items: VecDeque<Queued>,
-    /// Writes taken by the writer and not yet resolved.
+    /// One per writer; a document's writes are always in the same lane, in apply
+    /// order, which is what keeps them committing in order.
+    lanes: Vec<VecDeque<Queued>>,
+    /// Writes in all lanes.
+    queued: usize,
+    /// Writes taken by the writers and not yet resolved.
     in_flight: usize,
     /// Unpersisted writes per document: such a document must not be evicted and
     /// reloaded, or the reload would miss them.
@@ -98,9 +114,30 @@ struct Queue {
 }
 
 impl Queue {
-    fn backlog(&self) -> usize {
-        self.items.len() + self.in_flight
+    fn new(lanes: usize) -> Queue {
+        Queue {
+            lanes: (0..lanes).map(|_| VecDeque::new()).collect(),
+            queued: 0,
+            in_flight: 0,
+            per_document: HashMap::new(),
+        }
     }
+
+    fn backlog(&self) -> usize {
+        self.queued + self.in_flight
+    }
+}
+
+/// The lane (writer) of a document. `DefaultHasher::new()` has fixed keys, so the
+/// choice is stable for the life of the process, which is all ordering needs.
+fn lane_of(document_id: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    if lanes <= 1 {
+        return 0;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    document_id.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
 }
 
 /// Session rows as this instance wants them: the write-behind state.
@@ -131,7 +168,8 @@ pub struct Persistence {
     adapter: Arc<dyn StorageAdapter>,
     settings: PersistenceSettings,
     queue: Mutex<Queue>,
-    wake: Notify,
+    /// One per lane: a submit wakes only its document's writer.
+    wakes: Vec<Notify>,
     idle: Notify,
     degraded: AtomicBool,
     /// How many times storage came back after being degraded: documents opened
@@ -147,12 +185,14 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    pub fn new(adapter: Arc<dyn StorageAdapter>, settings: PersistenceSettings) -> Persistence {
+    pub fn new(adapter: Arc<dyn StorageAdapter>, mut settings: PersistenceSettings) -> Persistence {
+        settings.writers = settings.writers.clamp(1, MAX_WRITERS);
+        let lanes = settings.writers;
         Persistence {
             adapter,
             settings,
-            queue: Mutex::new(Queue::default()),
-            wake: Notify::new(),
+            queue: Mutex::new(Queue::new(lanes)),
+            wakes: (0..lanes).map(|_| Notify::new()).collect(),
             idle: Notify::new(),
             degraded: AtomicBool::new(false),
             recoveries: watch::Sender::new(0),
@@ -234,9 +274,11 @@ impl Persistence {
             .per_document
             .entry(write.document_id.clone())
             .or_default() += 1;
-        queue.items.push_back(Queued { write, done });
+        let lane = lane_of(&write.document_id, self.settings.writers);
+        queue.lanes[lane].push_back(Queued { write, done });
+        queue.queued += 1;
         drop(queue);
-        self.wake.notify_one();
+        self.wakes[lane].notify_one();
         PersistTicket::waiting(rx)
     }
 
@@ -500,15 +542,18 @@ impl Persistence {
         self.recoveries.subscribe()
     }
 
-    /// The writer: connects (retrying), then commits queued writes in groups until
-    /// `stop` is cancelled and the queue is empty. Also writes batched session
-    /// touches. Run it as one task per process.
+    /// The writers: connect (retrying), then commit queued writes in groups, one
+    /// writer per lane, until `stop` is cancelled and the queue is empty. Also writes
+    /// batched session touches. Run it as one task per process.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        // The prober stops with the writer: nothing asks for health after that.
+        // The prober stops with the writers: nothing asks for health after that.
         let prober_stop = CancellationToken::new();
         let writes = async {
             self.connect_with_retry(&stop).await;
-            self.run_writes(&stop).await;
+            futures_util::future::join_all(
+                (0..self.settings.writers).map(|lane| self.run_writes(lane, &stop)),
+            )
+            .await;
             prober_stop.cancel();
         };
         tokio::join!(
@@ -518,15 +563,17 @@ impl Persistence {
         );
     }
 
-    async fn run_writes(&self, stop: &CancellationToken) {
+    /// One lane's writer. Its groups commit one after another, so a document (which
+    /// never changes lanes) has at most one transaction in flight.
+    async fn run_writes(&self, lane: usize, stop: &CancellationToken) {
         loop {
-            let group = self.take_group();
+            let group = self.take_group(lane);
             if group.is_empty() {
                 self.idle.notify_waiters();
                 tokio::select! {
-                    _ = self.wake.notified() => continue,
+                    _ = self.wakes[lane].notified() => continue,
                     _ = stop.cancelled() => {
-                        if self.backlog() == 0 {
+                        if self.queue().lanes[lane].is_empty() {
                             return;
                         }
                         continue;
@@ -561,11 +608,12 @@ impl Persistence {
         }
     }
 
-    fn take_group(&self) -> Vec<Queued> {
+    fn take_group(&self, lane: usize) -> Vec<Queued> {
         let mut queue = self.queue();
-        let n = queue.items.len().min(self.settings.max_group);
-        let group: Vec<Queued> = queue.items.drain(..n).collect();
-        queue.in_flight += group.len();
+        let n = queue.lanes[lane].len().min(self.settings.max_group);
+        let group: Vec<Queued> = queue.lanes[lane].drain(..n).collect();
+        queue.queued -= n;
+        queue.in_flight += n;
         group
     }
 
@@ -664,5 +712,98 @@ impl Persistence {
             sessions_dropped: load(&self.counters.sessions_dropped),
             failures: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{FieldChange, MemoryStorage};
+    use serde_json::json;
+
+    fn write(doc: &str, tick: u64) -> DocumentWrite {
+        DocumentWrite {
+            document_id: Arc::from(doc),
+            changes: vec![FieldChange {
+                field: "x".into(),
+                value: Some(json!(tick)),
+                writer: "w".into(),
+                clock_value: tick,
+            }],
+            clock: vec![("w".into(), tick)],
+            text: None,
+        }
+    }
+
+    #[test]
+    fn a_document_keeps_its_lane_and_documents_spread_over_all_lanes() {
+        for lanes in [1, 2, 4, 7] {
+            let mut per_lane = vec![0usize; lanes];
+            for i in 0..1_000 {
+                let doc = format!("doc-{i}");
+                let lane = lane_of(&doc, lanes);
+                assert_eq!(lane, lane_of(&doc, lanes));
+                per_lane[lane] += 1;
+            }
+            assert!(
+                per_lane.iter().all(|&n| n > 1_000 / lanes / 2),
+                "{lanes} lanes: {per_lane:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn several_writers_commit_every_write_and_stop_when_drained() {
+        let storage = Arc::new(MemoryStorage::new());
+        let settings = PersistenceSettings {
+            writers: 4,
+            max_group: 7,
+            ..PersistenceSettings::default()
+        };
+        let persistence = Arc::new(Persistence::new(storage.clone(), settings));
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(persistence.clone().run(stop.clone()));
+        let mut tickets = Vec::new();
+        for tick in 1..=200 {
+            for d in 0..10 {
+                tickets.push(persistence.submit(write(&format!("d{d}"), tick)));
+            }
+        }
+        for ticket in tickets {
+            ticket.wait().await.expect("committed");
+        }
+        for d in 0..10 {
+            let doc = storage
+                .load_document(&format!("d{d}"))
+                .await
+                .expect("load")
+                .expect("stored");
+            assert_eq!(doc.fields["x"], json!(200), "d{d} holds its last write");
+        }
+        assert_eq!(persistence.backlog(), 0);
+        assert!(!persistence.has_pending("d0"));
+        let counters = &persistence.counters;
+        assert_eq!(counters.committed_writes.load(Ordering::Relaxed), 2_000);
+        assert!(counters.committed_groups.load(Ordering::Relaxed) >= 2_000 / 7);
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the writers stop once cancelled and drained")
+            .expect("run task");
+    }
+
+    #[test]
+    fn the_writer_count_is_bounded() {
+        let make = |writers| {
+            Persistence::new(
+                Arc::new(MemoryStorage::new()),
+                PersistenceSettings {
+                    writers,
+                    ..PersistenceSettings::default()
+                },
+            )
+        };
+        assert_eq!(make(0).wakes.len(), 1);
+        assert_eq!(make(10_000).wakes.len(), MAX_WRITERS);
     }
 }

@@ -374,3 +374,214 @@ async fn sigterm_flushes_every_acknowledged_write(pool: PgPool) {
         );
     }
 }
+
+/// A delta from writer `client` with its own clock entry `tick`.
+fn delta_from(client: &str, tick: u64, doc: &str, field: &str, value: Value, id: &str) -> Value {
+    json!({"type": "delta", "documentId": doc, "field": field, "value": value,
+           "clock": {client: tick}, "clientId": client, "timestamp": tick, "messageId": id})
+}
+
+/// Send `(messageId, delta)` writes, then wait for their acks, in send order (other
+/// messages, such as the other writers' broadcasts, are skipped).
+async fn burst(c: &mut Client, writes: Vec<(String, Value)>) {
+    let ids: Vec<String> = writes.iter().map(|(id, _)| id.clone()).collect();
+    for (_, w) in writes {
+        c.send(w).await;
+    }
+    let mut acked = 0;
+    while acked < ids.len() {
+        let m = c
+            .recv_timeout(Duration::from_secs(20))
+            .await
+            .expect("acks within 20 s");
+        assert_ne!(m["type"], "error", "error instead of ack: {m}");
+        if m["type"] == "ack" {
+            assert_eq!(m["messageId"], ids[acked].as_str(), "acks in send order");
+            acked += 1;
+        }
+    }
+}
+
+/// Four writers, so several groups are in flight at once, and still one document's
+/// writes commit in apply order (docs/storage.md §3.6): three clients race on one
+/// field of a hot document while twenty others keep every writer busy with their
+/// own documents. PostgreSQL ends holding what the server applied last, and the hot
+/// document's delta rows are in each client's send order.
+#[sqlx::test(migrations = false)]
+async fn several_writers_commit_each_documents_writes_in_order(pool: PgPool) {
+    const HOT: &str = "doc-hot";
+    const BURSTS: usize = 8;
+    const PER_BURST: usize = 25;
+    let mut config = open_config();
+    config.persistence.writers = 4;
+    config.sync.max_messages_per_minute = 0;
+    let server = start_on(config.clone(), backends(&config, pool.clone())).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..3 {
+        let mut c = Client::connect(&server, false).await;
+        tasks.spawn(async move {
+            let me = format!("hot-{k}");
+            c.send(json!({"type": "subscribe", "documentId": HOT}))
+                .await;
+            c.expect("sync_response").await;
+            for b in 0..BURSTS {
+                let writes = (b * PER_BURST..(b + 1) * PER_BURST)
+                    .map(|i| {
+                        let id = format!("{me}-{i}");
+                        let value = json!(format!("{me}-{i:04}"));
+                        (
+                            id.clone(),
+                            delta_from(&me, i as u64 + 1, HOT, "x", value, &id),
+                        )
+                    })
+                    .collect();
+                burst(&mut c, writes).await;
+            }
+        });
+    }
+    for j in 0..20 {
+        let mut c = Client::connect(&server, false).await;
+        tasks.spawn(async move {
+            let me = format!("load-{j}");
+            let doc = format!("doc-load-{j}");
+            c.send(json!({"type": "subscribe", "documentId": doc}))
+                .await;
+            c.expect("sync_response").await;
+            for b in 0..BURSTS {
+                let writes = (b * PER_BURST..(b + 1) * PER_BURST)
+                    .map(|i| {
+                        let id = format!("{me}-{i}");
+                        let field = format!("f{}", i % 7);
+                        (
+                            id.clone(),
+                            delta_from(&me, i as u64 + 1, &doc, &field, json!(i), &id),
+                        )
+                    })
+                    .collect();
+                burst(&mut c, writes).await;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("client task");
+    }
+
+    let applied = state_of(&server, HOT).await["x"].clone();
+    let stored: Value =
+        sqlx::query_scalar("SELECT state -> 'fields' -> 'x' FROM documents WHERE id = $1")
+            .bind(HOT)
+            .fetch_one(&pool)
+            .await
+            .expect("hot row");
+    assert_eq!(stored, applied, "PostgreSQL holds the last applied value");
+    let rows: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT client_id, value FROM deltas WHERE document_id = $1 ORDER BY timestamp, id",
+    )
+    .bind(HOT)
+    .fetch_all(&pool)
+    .await
+    .expect("hot deltas");
+    assert_eq!(rows.len(), 3 * BURSTS * PER_BURST);
+    assert_eq!(
+        rows.last().map(|r| &r.1),
+        Some(&stored),
+        "the last row is the value"
+    );
+    for k in 0..3 {
+        let me = format!("hot-{k}");
+        let mine: Vec<String> = rows
+            .iter()
+            .filter(|(c, _)| *c == me)
+            .map(|(_, v)| v.as_str().expect("string").to_owned())
+            .collect();
+        let expected: Vec<String> = (0..BURSTS * PER_BURST)
+            .map(|i| format!("{me}-{i:04}"))
+            .collect();
+        assert_eq!(mine, expected, "{me}'s rows in send order");
+    }
+    for j in 0..20 {
+        let fields: Value =
+            sqlx::query_scalar("SELECT state -> 'fields' FROM documents WHERE id = $1")
+                .bind(format!("doc-load-{j}"))
+                .fetch_one(&pool)
+                .await
+                .expect("load row");
+        let last = BURSTS * PER_BURST - 1;
+        for f in 0..7 {
+            let i = last - (last + 7 - f) % 7;
+            assert_eq!(fields[format!("f{f}")], json!(i), "doc-load-{j} f{f}");
+        }
+    }
+    assert!(stop(server).await, "drained");
+}
+
+/// SIGKILL while writes are in flight on several writers: whatever was acknowledged
+/// is in PostgreSQL (an ack leaves only after the commit that holds its write).
+#[sqlx::test(migrations = "./migrations")]
+async fn sigkill_loses_no_acknowledged_write(pool: PgPool) {
+    let url = common::database_url(&pool);
+    let (mut child, server) =
+        spawn_serve(&[("DATABASE_URL", &url), ("SYNCKIT_PERSIST_WRITERS", "4")]).await;
+    let mut clients = Vec::new();
+    for j in 0..8 {
+        let mut c = Client::connect(&server, false).await;
+        c.send(json!({"type": "subscribe", "documentId": format!("doc-k{j}")}))
+            .await;
+        c.expect("sync_response").await;
+        clients.push(c);
+    }
+    let mut acked: Vec<Vec<usize>> = vec![Vec::new(); clients.len()];
+    for (j, c) in clients.iter_mut().enumerate() {
+        let doc = format!("doc-k{j}");
+        let writes = (0..50)
+            .map(|i| {
+                let id = format!("m{i}");
+                (id.clone(), delta(&doc, &format!("f{i}"), json!(i), &id))
+            })
+            .collect();
+        burst(c, writes).await;
+        acked[j].extend(0..50);
+    }
+    // A burst on every document, then the kill while it is being committed.
+    for (j, c) in clients.iter_mut().enumerate() {
+        let doc = format!("doc-k{j}");
+        for i in 50..250 {
+            c.send(delta(&doc, &format!("f{i}"), json!(i), &format!("m{i}")))
+                .await;
+        }
+    }
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for (j, c) in clients.iter_mut().enumerate() {
+        while let Some(m) = c.recv_timeout(Duration::from_secs(5)).await {
+            if m["type"] == "ack" {
+                let id = m["messageId"].as_str().expect("id");
+                acked[j].push(id[1..].parse().expect("index"));
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let mut in_burst = 0;
+    for (j, ids) in acked.iter().enumerate() {
+        in_burst += ids.iter().filter(|&&i| i >= 50).count();
+        let fields: Value =
+            sqlx::query_scalar("SELECT state -> 'fields' FROM documents WHERE id = $1")
+                .bind(format!("doc-k{j}"))
+                .fetch_one(&pool)
+                .await
+                .expect("row");
+        for i in ids {
+            assert_eq!(
+                fields[format!("f{i}")],
+                json!(i),
+                "acknowledged doc-k{j} m{i} missing"
+            );
+        }
+    }
+    eprintln!("acknowledged before the kill: {in_burst} of the 1,600-write burst");
+}
