@@ -18,7 +18,9 @@
 //!   flat out with an ack window (default 1) or at `--rate` deltas/s per client.
 //! * `idle` — C idle connections opened `--connect-concurrency` at a time; with
 //!   `--server-pid` it reports the server's VmRSS before (the idle server), with all of them
-//!   open, and after they closed, and the RSS per connection.
+//!   open, and after they closed, and the RSS per connection; `hold_cpu` is both processes'
+//!   CPU over `--hold` (idle but for heartbeats, §10: hold at least `WS_HEARTBEAT_INTERVAL`).
+//!   More connections than one ephemeral-port range allows need `--source-addrs`.
 //!
 //! Run it against a server on loopback (other hosts are refused unless
 //! `--allow-non-loopback`):
@@ -71,7 +73,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,7 +84,7 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant, MissedTickBehavior};
@@ -148,6 +150,12 @@ struct Cli {
     /// Permit a URL whose host is not loopback (by default only 127.0.0.0/8, ::1, localhost).
     #[arg(long, global = true)]
     allow_non_loopback: bool,
+    /// Bind each client socket to one of these local addresses, round-robin, before it
+    /// connects (comma-separated, e.g. 127.0.0.2,127.0.0.3): every source address has its
+    /// own ephemeral-port range, so one generator can hold more connections to one server
+    /// port than a single range allows (~28,000 with Linux's default). `ws://` only.
+    #[arg(long, global = true, value_delimiter = ',')]
+    source_addrs: Vec<IpAddr>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -231,6 +239,10 @@ struct Ctx {
     deadline: Instant,
     connect_concurrency: usize,
     errors: ErrorLog,
+    /// `--source-addrs`; empty = let the kernel choose the source address.
+    source_addrs: Vec<IpAddr>,
+    /// Round-robin cursor over `source_addrs`.
+    next_source: AtomicUsize,
 }
 
 impl Ctx {
@@ -405,12 +417,56 @@ async fn connect(ctx: &Ctx, read_buffer: usize) -> Result<Ws> {
 
 async fn connect_to(ctx: &Ctx, url: &str, read_buffer: usize) -> Result<Ws> {
     let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+    if !ctx.source_addrs.is_empty() {
+        let i = ctx.next_source.fetch_add(1, Ordering::Relaxed) % ctx.source_addrs.len();
+        let fut = connect_from(ctx.source_addrs[i], url, config);
+        return timeout_at(ctx.step_deadline(), fut)
+            .await
+            .context("connect timed out")?;
+    }
     // disable_nagle: small frames must leave at once or latency figures measure Nagle.
     let fut = connect_async_with_config(url, Some(config), true);
     let (ws, _response) = timeout_at(ctx.step_deadline(), fut)
         .await
         .context("connect timed out")?
         .context("connect failed")?;
+    Ok(ws)
+}
+
+/// TCP connect from `source` (port chosen by the kernel), then the WebSocket handshake over
+/// that stream: what `connect_async_with_config` does, with a bind before the connect.
+async fn connect_from(source: IpAddr, url: &str, config: WebSocketConfig) -> Result<Ws> {
+    let uri: Uri = url.parse().with_context(|| format!("invalid URL {url}"))?;
+    if uri.scheme_str() != Some("ws") {
+        bail!("--source-addrs supports ws:// URLs only");
+    }
+    let host = uri.host().context("URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let target = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolve {host}"))?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .with_context(|| format!("{host} has no address of the family of {source}"))?;
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .context("socket")?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .with_context(|| format!("bind {source}"))?;
+    let stream = socket.connect(target).await.context("connect failed")?;
+    // As connect_async_with_config(.., disable_nagle = true): no Nagle delay in latencies.
+    stream.set_nodelay(true).context("set_nodelay")?;
+    let (ws, _response) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await
+    .context("connect failed")?;
     Ok(ws)
 }
 
@@ -1435,7 +1491,12 @@ async fn run_idle(ctx: Arc<Ctx>, args: IdleArgs, server_pid: Option<u32>) -> Res
         });
     }
 
+    // Server CPU while every connection sits idle: what remains is the heartbeat (a
+    // protocol ping per connection every WS_HEARTBEAT_INTERVAL, docs/protocol.md §10), so a
+    // hold shorter than that interval may contain no tick at all.
+    let hold_cpu = CpuWindow::start(server_pid);
     sleep_until((Instant::now() + args.hold).min(ctx.deadline)).await;
+    let hold_cpu = hold_cpu.report();
     let _ = phase_tx.send(Phase::Close);
     let t_close = Instant::now();
     // Holders bound their own close handshake, so this join is bounded too.
@@ -1487,6 +1548,7 @@ async fn run_idle(ctx: Arc<Ctx>, args: IdleArgs, server_pid: Option<u32>) -> Res
         "closed_by_server": counters.closed_by_server.load(Ordering::Relaxed),
         "ping_check": ping_check,
         "server_rss": rss,
+        "hold_cpu": hold_cpu,
         "closed_clean": closed_clean,
         "close_s": round3(close_time.as_secs_f64()),
         "nofile": nofile,
@@ -1501,6 +1563,9 @@ async fn run_idle(ctx: Arc<Ctx>, args: IdleArgs, server_pid: Option<u32>) -> Res
 async fn run(cli: Cli) -> Result<Value> {
     if !cli.allow_non_loopback {
         check_loopback(&cli.url)?;
+        if let Some(a) = cli.source_addrs.iter().find(|a| !a.is_loopback()) {
+            bail!("refusing non-loopback --source-addrs {a}; pass --allow-non-loopback if you mean it");
+        }
     }
     let origin = Instant::now();
     let run_id = format!("{}-{}", std::process::id(), epoch_ms());
@@ -1511,6 +1576,8 @@ async fn run(cli: Cli) -> Result<Value> {
         deadline: origin + cli.timeout,
         connect_concurrency: cli.connect_concurrency,
         errors: ErrorLog::default(),
+        source_addrs: cli.source_addrs.clone(),
+        next_source: AtomicUsize::new(0),
     });
     let pid = cli.server_pid;
     let run = async {
@@ -1537,6 +1604,7 @@ async fn run(cli: Cli) -> Result<Value> {
         map.insert("run_id".into(), json!(run_id));
         map.insert("timeout".into(), json!(human(cli.timeout)));
         map.insert("connect_concurrency".into(), json!(cli.connect_concurrency));
+        map.insert("source_addrs".into(), json!(cli.source_addrs));
         map.insert("server_pid".into(), json!(cli.server_pid));
         map.insert(
             "total_wall_s".into(),
