@@ -70,7 +70,7 @@ for round in 1 2; do
   echo "r$round idle window load: $(uptime)"
   timeout 120 $L fanout --url ws://127.0.0.1:$PORT/ws --subscribers $SUBS --deltas 3000 --rate 100 --timeout 100s --server-pid $pid 2>/dev/null |
     python3 -c "import json,sys; d=json.load(sys.stdin); l=d['delivery_latency_ms']; c=d['cpu']; print('r$round fanout to $SUBS subscribers @100 writes/s beside', $open, 'idle: p50', l['p50'], 'p99', l['p99'], 'ms; deliveries/s', d['deliveries_per_s'], 'missing', d['deliveries']['missing'], 'srv cores', c['server']['cpu_cores_avg'], 'lg cores', c['loadgen']['cpu_cores_avg'], 'ok', d['ok'])"
-  echo "r$round rss with all $(( $(fds $pid) - fd0 )) connections: $(rss $pid) KiB; $(uptime)"
+  echo "r$round rss after the fan-out (its connections closed, $(( $(fds $pid) - fd0 )) idle open): $(rss $pid) KiB; $(uptime)"
   wait $lpid
   python3 -c "import json; d=json.load(open('/tmp/c100k-idle-r$round.json')); r=d.get('server_rss') or {}; p=d.get('ping_check') or {}; print('r$round idle generator: opened', d.get('opened'), 'connects/s', d.get('connects_per_s'), 'pongs', p.get('pongs'), 'closed by server', d.get('closed_by_server'), 'rss per conn KiB', r.get('per_connection_kib'), 'after close KiB', r.get('after_close_kib'), 'ok', d.get('ok'), 'errors', d.get('errors'))"
   kill -TERM $pid; wait $pid 2>/dev/null
