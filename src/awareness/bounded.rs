@@ -153,6 +153,10 @@ impl AwarenessStore for BoundedAwarenessStore {
         self.inner.kind()
     }
 
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
     async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
         self.call("set", self.inner.set(update)).await
     }
@@ -219,6 +223,9 @@ mod tests {
     impl AwarenessStore for Switch {
         fn kind(&self) -> &'static str {
             "switch"
+        }
+        fn is_shared(&self) -> bool {
+            true
         }
         async fn set(&self, _: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
             self.answer(SetOutcome::Accepted).await

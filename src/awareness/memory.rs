@@ -64,6 +64,10 @@ impl AwarenessStore for MemoryAwarenessStore {
         "memory"
     }
 
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
         let mut docs = self.lock()?;
         let clients = docs.entry(update.document_id.clone()).or_default();

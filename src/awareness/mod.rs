@@ -85,7 +85,13 @@ pub const END_OF_TIME_MS: i64 = 253_402_300_799_000;
 
 #[async_trait]
 pub trait AwarenessStore: Send + Sync + 'static {
+    /// `memory`, `postgres` or `redis`, for health, stats and the console.
     fn kind(&self) -> &'static str;
+
+    /// Whether other instances read and write the same entries. A shared store's
+    /// expired entries are pruned by the `awareness-prune` job (one instance does
+    /// it for the fleet); a private one is swept by its own server.
+    fn is_shared(&self) -> bool;
 
     async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError>;
 

@@ -134,6 +134,10 @@ impl AwarenessStore for PostgresAwarenessStore {
         "postgres"
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
         let cutoff = self.cutoff_ms(update.now_ms);
         let Some(state) = update.state.clone() else {

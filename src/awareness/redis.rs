@@ -513,6 +513,10 @@ impl AwarenessStore for RedisAwarenessStore {
         "redis"
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
         let doc = update.document_id.as_str();
         let member = index_member(doc, &update.client_id)?;

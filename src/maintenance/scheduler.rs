@@ -192,7 +192,7 @@ impl Scheduler {
     ) {
         let storage = self.sync.hub.storage().adapter().clone();
         if !self
-            .claim_in_redis(job, scheduled_for, storage.kind())
+            .claim_in_redis(job, scheduled_for, storage.is_shared())
             .await
         {
             return;
@@ -218,10 +218,15 @@ impl Scheduler {
     /// shares (a Redis or PostgreSQL awareness store) the claim is then made in
     /// Redis. Work on this instance's own memory (cleanup, compaction of memory
     /// storage) runs everywhere, as it should.
-    async fn claim_in_redis(&self, job: &JobConfig, at: DateTime<Utc>, storage: &str) -> bool {
+    async fn claim_in_redis(
+        &self,
+        job: &JobConfig,
+        at: DateTime<Utc>,
+        shared_storage: bool,
+    ) -> bool {
         let shared_work = matches!(job.kind, JobKind::AwarenessPrune);
         let pubsub = self.sync.hub.pubsub();
-        if storage != "memory" || !shared_work || pubsub.state() == PubSubState::SingleInstance {
+        if shared_storage || !shared_work || pubsub.state() == PubSubState::SingleInstance {
             return true;
         }
         let key = format!(

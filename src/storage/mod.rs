@@ -333,6 +333,10 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// `memory` or `postgres`, for health and stats.
     fn kind(&self) -> &'static str;
 
+    /// Whether other instances (and later runs of this one) read what is stored
+    /// here. Memory storage belongs to this process alone.
+    fn is_shared(&self) -> bool;
+
     /// The connection pool, for stores that share the database (the PostgreSQL
     /// awareness store, the console).
     fn postgres_pool(&self) -> Option<sqlx::PgPool> {

@@ -222,10 +222,9 @@ impl Persistence {
     }
 
     /// Whether other instances (and later runs) read what is stored here: what
-    /// read-backs after an outage, or on first interest, need. Memory storage
-    /// belongs to this process alone.
+    /// read-backs after an outage, or on first interest, need.
     pub fn is_shared(&self) -> bool {
-        self.kind() != "memory"
+        self.adapter.is_shared()
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {

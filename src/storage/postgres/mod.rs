@@ -508,6 +508,10 @@ impl StorageAdapter for PostgresStorage {
         "postgres"
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn postgres_pool(&self) -> Option<PgPool> {
         Some(self.pool.clone())
     }
