@@ -1,11 +1,13 @@
 //! Wall time and monotonic time behind one trait, so the server reads the system
 //! clock (an NTP step or a resume from suspend moves timestamps, awareness
-//! `expiresAt` and cron decisions with it) while tests inject a [`TestClock`] they
+//! `expiresAt` and cron decisions with it) while tests inject a `TestClock` (the `test-util` feature) they
 //! can set and step (ARCHITECTURE.md "Time", docs/operations.md §8).
 
 use std::fmt::Debug;
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+#[cfg(any(test, feature = "test-util"))]
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -62,9 +64,10 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock for tests: starts at a given wall time, moves with tokio's clock (so
+/// A clock for tests (with the `test-util` feature): starts at a given wall time, moves with tokio's clock (so
 /// paused-time tests advance it with `tokio::time::advance`), and can be set or
 /// stepped like an NTP correction or a suspend would step the system clock.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug)]
 pub struct TestClock {
     /// Wall time at `base`, plus every step so far.
@@ -72,6 +75,7 @@ pub struct TestClock {
     base: tokio::time::Instant,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl TestClock {
     /// A clock reading `start_ms` now.
     pub fn starting_at(start_ms: i64) -> Arc<TestClock> {
@@ -111,6 +115,7 @@ impl TestClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Clock for TestClock {
     fn now_ms(&self) -> i64 {
         self.at_base_ms

@@ -318,13 +318,14 @@ pub struct ServeArgs {
 
 /// Where the aliases that clap does not read (NODE_ENV, LOG_LEVEL, …) come from: the
 /// process environment for `serve` and `check-config`, nothing for
-/// [`ServerConfig::for_tests`].
+/// `ServerConfig::for_tests`.
 type Env = fn(&str) -> Option<String>;
 
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+#[cfg(any(test, feature = "test-util"))]
 fn no_env(_: &str) -> Option<String> {
     None
 }
@@ -360,34 +361,7 @@ impl ServeArgs {
 
     /// [`Self::to_config`] with the aliases read from `env`.
     fn to_config_in(&self, env: Env) -> anyhow::Result<ServerConfig> {
-        let environment = self
-            .environment
-            .clone()
-            .or_else(|| alias(env, &["NODE_ENV", "ASPNETCORE_ENVIRONMENT"]))
-            .unwrap_or_else(|| "development".into());
-        let production = environment.eq_ignore_ascii_case("production");
-        let secret = match (&self.jwt_secret, production) {
-            (Some(s), _) if s.len() < MIN_SECRET_LEN => Err(format!(
-                "JWT_SECRET is {} characters; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -base64 48`)",
-                s.len()
-            )),
-            (Some(s), true) if s == DEVELOPMENT_SECRET => Err("JWT_SECRET is the development default; set a strong secret of your own for production".to_owned()),
-            (Some(s), _) => Ok(s.clone()),
-            (None, true) => Err(format!(
-                "SYNCKIT_ENV=production requires JWT_SECRET: set it to a random secret of at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -base64 48`)"
-            )),
-            (None, false) => Ok(DEVELOPMENT_SECRET.to_owned()),
-        };
-        // Everything production refuses is reported at once, so one run lists all
-        // there is to fix.
-        let mut refusals: Vec<String> = secret.as_ref().err().cloned().into_iter().collect();
-        if production {
-            refusals.extend(self.production_refusals());
-        }
-        let secret = match secret {
-            Ok(secret) if refusals.is_empty() => secret,
-            _ => bail!("{}", refusals.join("; ")),
-        };
+        let (production, secret) = self.production_and_secret(env)?;
         let listen = match &self.server_url {
             Some(url) => server_url_addr(url)?,
             None => parse_addr(
@@ -419,59 +393,12 @@ impl ServeArgs {
                 })
                 .unwrap_or_else(|| vec!["*".into()]);
         }
-        if !(1..=MAX_JSON_DEPTH_SETTING).contains(&self.max_json_depth) {
-            bail!("SYNCKIT_MAX_JSON_DEPTH must be between 1 and {MAX_JSON_DEPTH_SETTING} (stored and relayed copies wrap a value in a few more levels, and JSON readers stop at 128)");
-        }
-        if self.max_text_state_bytes > u32::MAX as usize {
-            bail!("SYNCKIT_MAX_TEXT_STATE_BYTES must be at most {} (a document's text is held in one 32-bit-indexed buffer)", u32::MAX);
-        }
-        if self.max_text_blocks == 0 {
-            bail!("SYNCKIT_MAX_TEXT_BLOCKS must be at least 1");
-        }
-        if self.max_clock_entries_per_message == 0 || self.max_clock_entries_per_document == 0 {
-            bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE and SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT must be at least 1 (a write carries its writer's entry)");
-        }
-        if self.max_clock_entries_per_message < self.max_clock_entries_per_document {
-            bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE ({}) must be at least SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT ({}): SDK clients send back the document's whole clock with their writes", self.max_clock_entries_per_message, self.max_clock_entries_per_document);
-        }
-        if self.heartbeat_interval.is_zero() {
-            bail!("WS_HEARTBEAT_INTERVAL must be greater than zero");
-        }
-        if self.write_timeout.is_zero() {
-            bail!("SYNCKIT_WRITE_TIMEOUT must be greater than zero (e.g. 30s)");
-        }
-        if self.header_read_timeout.is_zero() {
-            bail!("SYNCKIT_HEADER_READ_TIMEOUT must be greater than zero (e.g. 10s)");
-        }
+        self.check_bounds()?;
         Ok(ServerConfig {
             listen,
             admin_listen,
             production,
-            sync: SyncSettings {
-                auth_required: self.auth_required,
-                max_message_bytes: self.max_message_bytes,
-                max_text_message_bytes: self.max_text_message_bytes,
-                max_messages_per_minute: self.max_messages_per_minute,
-                playground_access_filter: self.playground_access_filter,
-                relay_crdt_ops: self.relay_crdt_ops,
-                instance_id: uuid::Uuid::new_v4().to_string(),
-                awareness_timeout: self.awareness_timeout,
-                limits: Limits {
-                    max_json_depth: self.max_json_depth,
-                    max_clock_entries_per_message: self.max_clock_entries_per_message,
-                    max_clock_entries_per_document: self.max_clock_entries_per_document,
-                    max_awareness_clients_per_document: self.max_awareness_clients_per_document,
-                    max_awareness_clients_per_connection: self.max_awareness_clients_per_connection,
-                    max_awareness_state_bytes: self.max_awareness_state_bytes,
-                    max_subscriptions_per_connection: self.max_subscriptions_per_connection,
-                    max_text_ops_per_batch: self.max_text_ops_per_batch,
-                    refusal_log_interval: self.refusal_log_interval,
-                    text: crate::text::Limits {
-                        max_blocks: self.max_text_blocks,
-                        max_state_bytes: self.max_text_state_bytes,
-                    },
-                },
-            },
+            sync: self.sync_settings(),
             jwt: JwtSettings {
                 secret,
                 issuer: self.jwt_issuer.clone(),
@@ -533,6 +460,97 @@ impl ServeArgs {
             max_cached_documents: self.max_cached_documents.max(1),
             maintenance: self.schedule.jobs()?,
         })
+    }
+
+    /// Whether this is production, and the JWT secret — or every production
+    /// refusal at once, so one run lists all there is to fix.
+    fn production_and_secret(&self, env: Env) -> anyhow::Result<(bool, String)> {
+        let environment = self
+            .environment
+            .clone()
+            .or_else(|| alias(env, &["NODE_ENV", "ASPNETCORE_ENVIRONMENT"]))
+            .unwrap_or_else(|| "development".into());
+        let production = environment.eq_ignore_ascii_case("production");
+        let secret = match (&self.jwt_secret, production) {
+            (Some(s), _) if s.len() < MIN_SECRET_LEN => Err(format!(
+                "JWT_SECRET is {} characters; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -base64 48`)",
+                s.len()
+            )),
+            (Some(s), true) if s == DEVELOPMENT_SECRET => Err("JWT_SECRET is the development default; set a strong secret of your own for production".to_owned()),
+            (Some(s), _) => Ok(s.clone()),
+            (None, true) => Err(format!(
+                "SYNCKIT_ENV=production requires JWT_SECRET: set it to a random secret of at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -base64 48`)"
+            )),
+            (None, false) => Ok(DEVELOPMENT_SECRET.to_owned()),
+        };
+        // Everything production refuses is reported at once, so one run lists all
+        // there is to fix.
+        let mut refusals: Vec<String> = secret.as_ref().err().cloned().into_iter().collect();
+        if production {
+            refusals.extend(self.production_refusals());
+        }
+        match secret {
+            Ok(secret) if refusals.is_empty() => Ok((production, secret)),
+            _ => bail!("{}", refusals.join("; ")),
+        }
+    }
+
+    /// Settings whose bounds clap cannot express; each error names the variable.
+    fn check_bounds(&self) -> anyhow::Result<()> {
+        if !(1..=MAX_JSON_DEPTH_SETTING).contains(&self.max_json_depth) {
+            bail!("SYNCKIT_MAX_JSON_DEPTH must be between 1 and {MAX_JSON_DEPTH_SETTING} (stored and relayed copies wrap a value in a few more levels, and JSON readers stop at 128)");
+        }
+        if self.max_text_state_bytes > u32::MAX as usize {
+            bail!("SYNCKIT_MAX_TEXT_STATE_BYTES must be at most {} (a document's text is held in one 32-bit-indexed buffer)", u32::MAX);
+        }
+        if self.max_text_blocks == 0 {
+            bail!("SYNCKIT_MAX_TEXT_BLOCKS must be at least 1");
+        }
+        if self.max_clock_entries_per_message == 0 || self.max_clock_entries_per_document == 0 {
+            bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE and SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT must be at least 1 (a write carries its writer's entry)");
+        }
+        if self.max_clock_entries_per_message < self.max_clock_entries_per_document {
+            bail!("SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE ({}) must be at least SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT ({}): SDK clients send back the document's whole clock with their writes", self.max_clock_entries_per_message, self.max_clock_entries_per_document);
+        }
+        if self.heartbeat_interval.is_zero() {
+            bail!("WS_HEARTBEAT_INTERVAL must be greater than zero");
+        }
+        if self.write_timeout.is_zero() {
+            bail!("SYNCKIT_WRITE_TIMEOUT must be greater than zero (e.g. 30s)");
+        }
+        if self.header_read_timeout.is_zero() {
+            bail!("SYNCKIT_HEADER_READ_TIMEOUT must be greater than zero (e.g. 10s)");
+        }
+        Ok(())
+    }
+
+    /// What every session and the hub read.
+    fn sync_settings(&self) -> SyncSettings {
+        SyncSettings {
+            auth_required: self.auth_required,
+            max_message_bytes: self.max_message_bytes,
+            max_text_message_bytes: self.max_text_message_bytes,
+            max_messages_per_minute: self.max_messages_per_minute,
+            playground_access_filter: self.playground_access_filter,
+            relay_crdt_ops: self.relay_crdt_ops,
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            awareness_timeout: self.awareness_timeout,
+            limits: Limits {
+                max_json_depth: self.max_json_depth,
+                max_clock_entries_per_message: self.max_clock_entries_per_message,
+                max_clock_entries_per_document: self.max_clock_entries_per_document,
+                max_awareness_clients_per_document: self.max_awareness_clients_per_document,
+                max_awareness_clients_per_connection: self.max_awareness_clients_per_connection,
+                max_awareness_state_bytes: self.max_awareness_state_bytes,
+                max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+                max_text_ops_per_batch: self.max_text_ops_per_batch,
+                refusal_log_interval: self.refusal_log_interval,
+                text: crate::text::Limits {
+                    max_blocks: self.max_text_blocks,
+                    max_state_bytes: self.max_text_state_bytes,
+                },
+            },
+        }
     }
 }
 
@@ -596,6 +614,7 @@ impl ServeArgs {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl ServeArgs {
     /// `serve` as `args` and an empty environment give it: every other setting is
     /// its default exactly as `--help` prints it, so defaults are defined once, in
@@ -617,10 +636,11 @@ impl ServeArgs {
 }
 
 /// The secret of [`ServerConfig::for_tests`] (at least `MIN_SECRET_LEN` characters).
+#[cfg(any(test, feature = "test-util"))]
 const TEST_SECRET: &str = "test-secret-for-synckit-tests-0123456789";
 
 impl ServerConfig {
-    /// A configuration for tests and embedding: `serve`'s defaults (see
+    /// A configuration for tests (the `test-util` feature): `serve`'s defaults (see
     /// `ServeArgs::without_env`; none of the process environment) on loopback,
     /// with auth as given, a port picked by the system, no admin listener, the
     /// test secret, proxy headers trusted from loopback (tests stand in for clients
@@ -632,6 +652,7 @@ impl ServerConfig {
     ///
     /// When `serve`'s own defaults do not make a configuration: a broken flag
     /// definition, which every test (and `serve` itself) would report.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn for_tests(auth_required: bool) -> ServerConfig {
         let auth_required = format!("--auth-required={auth_required}");
         let args = [

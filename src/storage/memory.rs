@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+#[cfg(any(test, feature = "test-util"))]
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ pub const MAX_DELTAS_PER_DOCUMENT: usize = 10_000;
 #[derive(Default)]
 pub struct MemoryStorage {
     inner: Mutex<Inner>,
-    /// Simulated outage (tests, drills): see [`MemoryStorage::set_reachable`].
+    /// Simulated outage (tests): see `MemoryStorage::set_reachable`.
     unreachable: std::sync::atomic::AtomicBool,
 }
 
@@ -265,8 +266,9 @@ impl MemoryStorage {
     /// Simulate an outage: while unreachable, the operations the sync path and the
     /// maintenance jobs use (connect, health check, load, write, sessions, cleanup)
     /// fail as `Unavailable`, the way an unreachable database does — so degradation
-    /// can be exercised without one. The run history stays readable: it is this
+    /// can be exercised without one (the `test-util` feature). The run history stays readable: it is this
     /// process's own memory.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn set_reachable(&self, reachable: bool) {
         self.unreachable
             .store(!reachable, std::sync::atomic::Ordering::SeqCst);
@@ -292,7 +294,7 @@ impl MemoryStorage {
     /// `snapshots`: `created_at`) back by `by` — the row with this id (uuids as
     /// text), or every row when `id` is `None`. Returns how many rows moved. The
     /// conformance suite does the same with an `UPDATE` on PostgreSQL.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn age_for_tests(&self, table: &str, id: Option<&str>, by: Duration) -> usize {
         let Ok(by) = chrono::Duration::from_std(by) else {
             return 0;
@@ -474,6 +476,10 @@ fn page<T>(rows: Vec<T>, limit: u32, offset: u32) -> Vec<T> {
 impl StorageAdapter for MemoryStorage {
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn is_shared(&self) -> bool {
+        false
     }
 
     async fn connect(&self) -> Result<(), StorageError> {
