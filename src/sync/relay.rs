@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::Hub;
+use super::hub::{DocEntry, Hub};
 use super::{wall_clock_ms, SyncService};
 use crate::awareness::{AwarenessStore, AwarenessUpdate, SetOutcome};
 use crate::protocol::encode::next_message_id;
@@ -107,18 +107,14 @@ fn observe_presence(sync: &SyncService, incoming: &Incoming) -> Result<(), &'sta
     Ok(())
 }
 
-/// Awareness stores shared by the fleet (PostgreSQL, Redis) already hold what a peer
+/// Whether a remote awareness update is news to this instance's clients. Awareness
+/// stores shared by the fleet (PostgreSQL, Redis) already hold what a peer
 /// accepted; only the in-memory store keeps a per-instance copy to update.
-fn store_is_shared(store: &dyn AwarenessStore) -> bool {
-    store.kind() != "memory"
-}
-
-/// Whether a remote awareness update is news to this instance's clients.
 async fn accept_awareness(
     store: &dyn AwarenessStore,
     update: AwarenessUpdate,
 ) -> Result<bool, &'static str> {
-    if store_is_shared(store) {
+    if store.is_shared() {
         return Ok(true);
     }
     if update.state.is_none() {
@@ -149,19 +145,8 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
         .document_of(&incoming.channel)
         .ok_or("not a document channel")?;
     let msg: Value = serde_json::from_slice(&incoming.payload).map_err(|_| "not JSON")?;
-    match msg.get("origin").and_then(Value::as_str) {
-        Some(origin) if origin == hub.settings().instance_id => return Err("own message"),
-        // A peer's: message ids are unique per instance only, so ours say nothing.
-        Some(_) => {}
-        None => {
-            if msg
-                .get("id")
-                .and_then(Value::as_str)
-                .is_some_and(|id| hub.published_recently(id))
-            {
-                return Err("own message id");
-            }
-        }
+    if is_own(hub, &msg) {
+        return Err("own message");
     }
     let entry = hub.get(document_id).ok_or("document not live here")?;
     let now = sync.now_ms();
@@ -179,89 +164,122 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
             );
         }
         (ChannelKind::Delta, Some("delta_batch")) => {
-            let ops = msg
-                .get("deltas")
-                .and_then(Value::as_array)
-                .ok_or("batch without deltas")?;
-            let mut relayed = Vec::with_capacity(ops.len());
-            for op in ops {
-                let mut op = op.clone();
-                let is_text = op.get("type").and_then(Value::as_str) == Some("text-state");
-                let state = match op.get_mut("state") {
-                    Some(Value::String(state)) if is_text => Some(std::mem::take(state)),
-                    _ => None,
-                };
-                if let Some(state) = state {
-                    let clock = op
-                        .get("timestamp")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(now as f64);
-                    // The origin instance checked it; a refusal here means this
-                    // instance's copy differs (or its limits do): not relayed.
-                    let merged = match hub.merge_remote_text(&entry, state, clock).await {
-                        Ok(merged) => merged,
-                        Err(e) => {
-                            tracing::warn!(document_id, error = %e, "relayed text state refused");
-                            continue;
-                        }
-                    };
-                    if let Value::Object(m) = &mut op {
-                        m.insert("state".into(), Value::String(merged.to_string()));
-                    }
-                }
-                relayed.push(op);
-            }
-            // Text relays say so (or carry text ops); relayed CRDT ops (counter,
-            // set) do not.
-            let is_text = msg.get("isTextOperation") == Some(&Value::Bool(true))
-                || ops.iter().any(|op| {
-                    matches!(
-                        op.get("type").and_then(Value::as_str),
-                        Some("text-state" | "text")
-                    )
-                });
-            let out = ServerMessage::DeltaBatch {
-                document_id: document_id.to_owned(),
-                deltas: relayed,
-                is_text_operation: is_text,
-            };
-            hub.send_to_subscribers(&entry, &out, false, None);
+            apply_batch(hub, &entry, document_id, msg, now).await?;
         }
         (ChannelKind::Awareness, Some("awareness_update")) => {
-            let client_id = msg
-                .get("clientId")
-                .and_then(Value::as_str)
-                .ok_or("no clientId")?
-                .to_owned();
-            let clock = msg.get("clock").and_then(Value::as_u64).unwrap_or(0);
-            let state = msg.get("state").cloned().filter(|s| !s.is_null());
-            let update = AwarenessUpdate {
-                document_id: document_id.to_owned(),
-                client_id: client_id.clone(),
-                connection_id: format!(
-                    "remote:{}",
-                    msg.get("origin")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown")
-                ),
-                // A peer's relayed update: its instance checked the client's rights;
-                // here it owns only what that peer's relays wrote.
-                user_id: String::new(),
-                state: state.clone(),
-                clock,
-                now_ms: now,
-            };
-            if accept_awareness(sync.awareness.as_ref(), update).await? {
-                let out = ServerMessage::AwarenessUpdate {
-                    document_id: document_id.to_owned(),
-                    client_id,
-                    state: state.unwrap_or(Value::Null),
-                    clock,
-                };
-                hub.send_to_subscribers(&entry, &out, true, None);
-            }
+            apply_awareness(sync, &entry, document_id, &msg, now).await?;
         }
         _ => return Err("unhandled type"),
+    }
+    Ok(())
+}
+
+/// Whether a relayed message is this instance's own, come back.
+fn is_own(hub: &Hub, msg: &Value) -> bool {
+    match msg.get("origin").and_then(Value::as_str) {
+        Some(origin) => origin == hub.settings().instance_id,
+        // No origin: message ids are unique per instance only, so a peer's say
+        // nothing, but one we published recently is ours.
+        None => msg
+            .get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| hub.published_recently(id)),
+    }
+}
+
+/// A peer's `delta_batch`: its text states merged into ours (what local
+/// subscribers get is the merged state), the other ops passed on as they are.
+async fn apply_batch(
+    hub: &Hub,
+    entry: &Arc<DocEntry>,
+    document_id: &str,
+    mut msg: Value,
+    now: i64,
+) -> Result<(), &'static str> {
+    // Text relays say so (or carry text ops); relayed CRDT ops (counter, set) do not.
+    let mut is_text = msg.get("isTextOperation") == Some(&Value::Bool(true));
+    // Taken, not cloned: a text state may be tens of megabytes.
+    let ops = match msg.get_mut("deltas") {
+        Some(Value::Array(ops)) => std::mem::take(ops),
+        _ => return Err("batch without deltas"),
+    };
+    let mut relayed = Vec::with_capacity(ops.len());
+    for mut op in ops {
+        let kind = op.get("type").and_then(Value::as_str);
+        is_text |= matches!(kind, Some("text-state" | "text"));
+        let is_text_state = kind == Some("text-state");
+        let state = match op.get_mut("state") {
+            Some(Value::String(state)) if is_text_state => Some(std::mem::take(state)),
+            _ => None,
+        };
+        if let Some(state) = state {
+            let clock = op
+                .get("timestamp")
+                .and_then(Value::as_f64)
+                .unwrap_or(now as f64);
+            // The origin instance checked it; a refusal here means this
+            // instance's copy differs (or its limits do): not relayed.
+            let merged = match hub.merge_remote_text(entry, state, clock).await {
+                Ok(merged) => merged,
+                Err(e) => {
+                    tracing::warn!(document_id, error = %e, "relayed text state refused");
+                    continue;
+                }
+            };
+            if let Value::Object(m) = &mut op {
+                m.insert("state".into(), Value::String(merged.to_string()));
+            }
+        }
+        relayed.push(op);
+    }
+    let out = ServerMessage::DeltaBatch {
+        document_id: document_id.to_owned(),
+        deltas: relayed,
+        is_text_operation: is_text,
+    };
+    hub.send_to_subscribers(entry, &out, false, None);
+    Ok(())
+}
+
+/// A peer's `awareness_update`, passed to local subscribers when it is news.
+async fn apply_awareness(
+    sync: &SyncService,
+    entry: &Arc<DocEntry>,
+    document_id: &str,
+    msg: &Value,
+    now: i64,
+) -> Result<(), &'static str> {
+    let client_id = msg
+        .get("clientId")
+        .and_then(Value::as_str)
+        .ok_or("no clientId")?
+        .to_owned();
+    let clock = msg.get("clock").and_then(Value::as_u64).unwrap_or(0);
+    let state = msg.get("state").cloned().filter(|s| !s.is_null());
+    let update = AwarenessUpdate {
+        document_id: document_id.to_owned(),
+        client_id: client_id.clone(),
+        connection_id: format!(
+            "remote:{}",
+            msg.get("origin")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+        ),
+        // A peer's relayed update: its instance checked the client's rights; here
+        // it owns only what that peer's relays wrote.
+        user_id: String::new(),
+        state: state.clone(),
+        clock,
+        now_ms: now,
+    };
+    if accept_awareness(sync.awareness.as_ref(), update).await? {
+        let out = ServerMessage::AwarenessUpdate {
+            document_id: document_id.to_owned(),
+            client_id,
+            state: state.unwrap_or(Value::Null),
+            clock,
+        };
+        sync.hub.send_to_subscribers(entry, &out, true, None);
     }
     Ok(())
 }
