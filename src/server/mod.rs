@@ -137,7 +137,7 @@ impl Server {
     }
 
     /// A server reading wall time from `clock` (tests inject a
-    /// [`crate::clock::TestClock`]; [`Server::new`] uses the system clock).
+    /// `TestClock` (the `test-util` feature); [`Server::new`] uses the system clock).
     pub fn with_clock(
         config: ServerConfig,
         backends: Backends,
@@ -173,7 +173,7 @@ impl Server {
             clock,
             tasks: TaskTracker::new(),
         });
-        let shared_awareness = sync.awareness.kind() != "memory";
+        let shared_awareness = sync.awareness.is_shared();
         let jobs = config
             .maintenance
             .iter()
@@ -213,11 +213,44 @@ impl Server {
         shutdown: CancellationToken,
     ) -> bool {
         let Server { state, flush_queue } = self;
-        let sync = state.sync.clone();
-        let background = state.background.clone();
-        let tasks = state.tasks.clone();
-        // The storage writer outlives the connections: it stops only after the
-        // drain below, so writes accepted during shutdown still commit.
+        let mut background = BackgroundTasks::start(&state, flush_queue);
+        let listeners = Listeners::start(&state, listener, admin);
+        state.set_lifecycle(Lifecycle::Ready);
+        tracing::info!(instance_id = %state.instance_id(), "ready");
+
+        shutdown.cancelled().await;
+        state.sync.events.record(
+            state.sync.now_ms(),
+            crate::events::EventKind::ShutdownStarted,
+            "shutdown started: draining connections and writes",
+        );
+        let deadline = tokio::time::Instant::now() + state.config.shutdown_timeout;
+        state.set_lifecycle(Lifecycle::Draining);
+        tracing::info!("shutting down: flushing broadcasts and closing connections");
+        background.stop_feeding(&state, deadline).await;
+        let drained = background.drain_writes(&state, deadline).await;
+        listeners.stop().await;
+        drained
+    }
+}
+
+/// The tasks a running server keeps besides its connections: the storage writer,
+/// the broadcast flusher, and those joined through `AppState::tasks` (relay,
+/// resync, presence, the awareness sweeper, the scheduler, the watcher).
+struct BackgroundTasks {
+    writer: tokio::task::JoinHandle<()>,
+    /// The storage writer outlives the connections: it stops only after the
+    /// drain, so writes accepted during shutdown still commit.
+    writer_stop: CancellationToken,
+    flusher: tokio::task::JoinHandle<()>,
+    presence: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BackgroundTasks {
+    fn start(state: &Arc<AppState>, flush_queue: FlushQueue) -> BackgroundTasks {
+        let sync = &state.sync;
+        let background = &state.background;
+        let tasks = &state.tasks;
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(sync.hub.storage().clone().run(writer_stop.clone()));
         let flusher = tokio::spawn(crate::sync::flusher::run(
@@ -240,59 +273,28 @@ impl Server {
         }
         let presence =
             clustered.then(|| tasks.spawn(presence::run(state.clone(), background.clone())));
-        if sync.awareness.kind() == "memory" {
+        if !sync.awareness.is_shared() {
             tasks.spawn(http::awareness_sweeper(state.clone(), background.clone()));
         }
         tasks.spawn(state.scheduler.clone().run(background.clone()));
         tasks.spawn(watch::run(state.clone(), background.clone()));
+        BackgroundTasks {
+            writer,
+            writer_stop,
+            flusher,
+            presence,
+        }
+    }
 
-        // The listeners stay open while draining so readiness answers 503 and new
-        // upgrades are refused with 503 (docs/operations.md §6 step 1); they close at the end.
-        let listeners_stop = CancellationToken::new();
-        let public = public_router(state.clone());
-        let options = listen::ListenOptions {
-            header_read_timeout: state.config.header_read_timeout,
-            nodelay: true,
-        };
-        let public_task = tokio::spawn(listen::serve(
-            listener,
-            public,
-            options,
-            sync.metrics.clone(),
-            listeners_stop.clone(),
-        ));
-        let admin_task = admin.map(|admin| {
-            let router = http::admin_router(state.clone());
-            let options = listen::ListenOptions {
-                nodelay: false,
-                ..options
-            };
-            tokio::spawn(listen::serve(
-                admin,
-                router,
-                options,
-                sync.metrics.clone(),
-                listeners_stop.clone(),
-            ))
-        });
-        state.set_lifecycle(Lifecycle::Ready);
-        tracing::info!(instance_id = %state.instance_id(), "ready");
-
-        shutdown.cancelled().await;
-        sync.events.record(
-            state.sync.now_ms(),
-            crate::events::EventKind::ShutdownStarted,
-            "shutdown started: draining connections and writes",
-        );
-        let deadline = tokio::time::Instant::now() + state.config.shutdown_timeout;
-        state.set_lifecycle(Lifecycle::Draining);
-        tracing::info!("shutting down: flushing broadcasts and closing connections");
-        background.cancel();
-        if let Some(presence) = presence {
+    /// Shutdown steps 2–4: stop the background tasks, flush the last broadcasts,
+    /// close the connections and join every background task, within `deadline`.
+    async fn stop_feeding(&mut self, state: &AppState, deadline: tokio::time::Instant) {
+        state.background.cancel();
+        if let Some(presence) = self.presence.take() {
             // It says goodbye to the fleet as it stops.
             let _ = presence.await;
         }
-        let _ = flusher.await;
+        let _ = (&mut self.flusher).await;
         state.connections_cancel.cancel();
         state.tracker.close();
         if tokio::time::timeout_at(deadline, state.tracker.wait())
@@ -301,10 +303,9 @@ impl Server {
         {
             tracing::warn!("some connections did not close within the shutdown budget");
         }
-        // Everything published so far (last flushes, awareness leaves, goodbye) goes
-        // out before the pub/sub connection closes.
         // Every background task has stopped (an interrupted maintenance run is
         // recorded as such) before the pools close under it.
+        let tasks = &state.tasks;
         tasks.close();
         if tokio::time::timeout_at(deadline, tasks.wait())
             .await
@@ -315,36 +316,87 @@ impl Server {
                 "some background tasks did not stop within the shutdown budget"
             );
         }
-        sync.hub.pubsub().close().await;
+    }
+
+    /// Shutdown steps 5–6: everything published so far (last flushes, awareness
+    /// leaves, goodbye) goes out before the pub/sub connection closes; then the
+    /// write queue drains and the pool closes. Returns whether every write was
+    /// persisted.
+    async fn drain_writes(self, state: &AppState, deadline: tokio::time::Instant) -> bool {
+        let storage = state.sync.hub.storage();
+        state.sync.hub.pubsub().close().await;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let drained = sync.hub.storage().drain(remaining).await;
+        let drained = storage.drain(remaining).await;
         if !drained {
             tracing::error!(
-                backlog = sync.hub.storage().backlog(),
+                backlog = storage.backlog(),
                 "shutdown budget ran out with writes not yet persisted"
             );
         }
-        writer_stop.cancel();
+        self.writer_stop.cancel();
         if drained {
-            let _ = writer.await;
+            let _ = self.writer.await;
         } else {
-            writer.abort();
+            self.writer.abort();
         }
         // A connection stuck on a lock or a dead host must not hold the exit.
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let grace = remaining.max(std::time::Duration::from_secs(1));
-        if tokio::time::timeout(grace, sync.hub.storage().adapter().disconnect())
+        if tokio::time::timeout(grace, storage.adapter().disconnect())
             .await
             .is_err()
         {
             tracing::warn!("the storage pool did not close within the shutdown budget");
         }
-        listeners_stop.cancel();
-        for task in std::iter::once(public_task).chain(admin_task) {
+        drained
+    }
+}
+
+/// The public and admin listeners. They stay open while draining so readiness
+/// answers 503 and new upgrades are refused with 503 (docs/operations.md §6 step
+/// 1); they close at the end.
+struct Listeners {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Listeners {
+    fn start(state: &Arc<AppState>, public: TcpListener, admin: Option<TcpListener>) -> Listeners {
+        let stop = CancellationToken::new();
+        let options = listen::ListenOptions {
+            header_read_timeout: state.config.header_read_timeout,
+            nodelay: true,
+        };
+        let metrics = &state.sync.metrics;
+        let mut tasks = vec![tokio::spawn(listen::serve(
+            public,
+            public_router(state.clone()),
+            options,
+            metrics.clone(),
+            stop.clone(),
+        ))];
+        if let Some(admin) = admin {
+            let options = listen::ListenOptions {
+                nodelay: false,
+                ..options
+            };
+            tasks.push(tokio::spawn(listen::serve(
+                admin,
+                http::admin_router(state.clone()),
+                options,
+                metrics.clone(),
+                stop.clone(),
+            )));
+        }
+        Listeners { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
             task.abort();
             let _ = task.await;
         }
-        drained
     }
 }
 

@@ -85,35 +85,25 @@ impl Watcher {
     pub fn observe(&mut self, now: &Observed, now_ms: i64, log: &EventLog) {
         let first = self.last.is_none();
         let last = self.last.take().unwrap_or_default();
-        let brief_storage = !first
-            && !now.storage_degraded
-            && !last.storage_degraded
-            && now.storage_failures > last.storage_failures;
-        if brief_storage {
-            let why = because(&now.storage_error);
-            log.record(
-                now_ms,
-                EventKind::StorageDegraded,
-                format!("storage failed briefly{why}"),
-            );
-            log.record(now_ms, EventKind::StorageRecovered, "storage recovered");
+        storage_events(&last, now, first, now_ms, log);
+        self.pubsub_events(&last, now, first, now_ms, log);
+        self.peer_events(now, now_ms, log);
+        if !first {
+            counter_events(&last, now, now_ms, log);
         }
-        if now.storage_degraded != last.storage_degraded {
-            if now.storage_degraded {
-                let why = because(&now.storage_error);
-                log.record(
-                    now_ms,
-                    EventKind::StorageDegraded,
-                    format!("storage degraded: writes wait in memory{why}"),
-                );
-            } else {
-                log.record(
-                    now_ms,
-                    EventKind::StorageRecovered,
-                    "storage recovered: queued writes are being committed",
-                );
-            }
-        }
+        log.flush(now_ms);
+        self.last = Some(now.clone());
+    }
+
+    /// Pub/sub lost and back.
+    fn pubsub_events(
+        &mut self,
+        last: &Observed,
+        now: &Observed,
+        first: bool,
+        now_ms: i64,
+        log: &EventLog,
+    ) {
         // Lost when seen going from connected to disconnected; back when a
         // connection was re-established (the reconnect counter also tells of a loss
         // shorter than a look, or one under way at the first look).
@@ -145,6 +135,10 @@ impl Watcher {
                 "Redis pub/sub back: resynchronising live documents",
             );
         }
+    }
+
+    /// Peers coming online, saying goodbye or going silent.
+    fn peer_events(&mut self, now: &Observed, now_ms: i64, log: &EventLog) {
         for peer in &now.peers {
             let before = self.peers.insert(peer.server_id.clone(), peer.status);
             if before == Some(peer.status) {
@@ -171,48 +165,81 @@ impl Watcher {
         }
         self.peers
             .retain(|id, _| now.peers.iter().any(|p| &p.server_id == id));
-        if !first {
-            let delta = |a: u64, b: u64| a.saturating_sub(b);
-            let n = delta(now.auth_failures, last.auth_failures);
-            log.note(
+    }
+}
+
+/// Storage degraded and recovered (also a failure shorter than a look).
+fn storage_events(last: &Observed, now: &Observed, first: bool, now_ms: i64, log: &EventLog) {
+    let brief_storage = !first
+        && !now.storage_degraded
+        && !last.storage_degraded
+        && now.storage_failures > last.storage_failures;
+    if brief_storage {
+        let why = because(&now.storage_error);
+        log.record(
+            now_ms,
+            EventKind::StorageDegraded,
+            format!("storage failed briefly{why}"),
+        );
+        log.record(now_ms, EventKind::StorageRecovered, "storage recovered");
+    }
+    if now.storage_degraded != last.storage_degraded {
+        if now.storage_degraded {
+            let why = because(&now.storage_error);
+            log.record(
                 now_ms,
-                EventKind::AuthFailures,
-                n,
-                format!("{n} rejected credentials"),
+                EventKind::StorageDegraded,
+                format!("storage degraded: writes wait in memory{why}"),
             );
-            let n = delta(now.rate_limited, last.rate_limited);
-            log.note(
+        } else {
+            log.record(
                 now_ms,
-                EventKind::RateLimited,
-                n,
-                format!("{n} messages refused by the rate limit"),
-            );
-            let refused: Vec<String> = now
-                .refused
-                .iter()
-                .filter_map(|(reason, n)| {
-                    let d = delta(*n, last.refused.get(reason).copied().unwrap_or(0));
-                    (d > 0).then(|| format!("{reason} {d}"))
-                })
-                .collect();
-            let n = delta(now.refused.values().sum(), last.refused.values().sum());
-            log.note(
-                now_ms,
-                EventKind::InputRefused,
-                n,
-                format!("{n} client messages refused ({})", refused.join(", ")),
-            );
-            let n = delta(now.slow_clients_closed, last.slow_clients_closed);
-            log.note(
-                now_ms,
-                EventKind::SlowClientClosed,
-                n,
-                format!("{n} slow clients closed (1013)"),
+                EventKind::StorageRecovered,
+                "storage recovered: queued writes are being committed",
             );
         }
-        log.flush(now_ms);
-        self.last = Some(now.clone());
     }
+}
+
+/// Refusals since the last look, one summarised event per kind.
+fn counter_events(last: &Observed, now: &Observed, now_ms: i64, log: &EventLog) {
+    let delta = |a: u64, b: u64| a.saturating_sub(b);
+    let n = delta(now.auth_failures, last.auth_failures);
+    log.note(
+        now_ms,
+        EventKind::AuthFailures,
+        n,
+        format!("{n} rejected credentials"),
+    );
+    let n = delta(now.rate_limited, last.rate_limited);
+    log.note(
+        now_ms,
+        EventKind::RateLimited,
+        n,
+        format!("{n} messages refused by the rate limit"),
+    );
+    let refused: Vec<String> = now
+        .refused
+        .iter()
+        .filter_map(|(reason, n)| {
+            let d = delta(*n, last.refused.get(reason).copied().unwrap_or(0));
+            (d > 0).then(|| format!("{reason} {d}"))
+        })
+        .collect();
+    let n = delta(now.refused.values().sum(), last.refused.values().sum());
+    log.note(
+        now_ms,
+        EventKind::InputRefused,
+        n,
+        format!("{n} client messages refused ({})", refused.join(", ")),
+    );
+    let n = delta(now.slow_clients_closed, last.slow_clients_closed);
+    log.note(
+        now_ms,
+        EventKind::SlowClientClosed,
+        n,
+        format!("{n} slow clients closed (1013)"),
+    );
 }
 
 fn observe(state: &AppState) -> Observed {

@@ -94,8 +94,66 @@ impl TextDoc {
             arena: remote_arena,
             ..
         } = remote;
-        // Client ids as the document will number them; new ones are added only
-        // once the merge is accepted.
+        let known = self.state.clients.len();
+        let new_clients = self.map_clients(remote_clients, &mut mapped);
+        let kinds = self.classify(&mapped);
+        let inserted: Vec<u32> = (0..mapped.len() as u32)
+            .filter(|&i| kinds[i as usize] == Kind::New)
+            .collect();
+        self.check_merge(
+            &mapped,
+            &inserted,
+            &remote_arena,
+            known,
+            &new_clients,
+            limits,
+        )?;
+
+        // Accepted: from here on nothing fails.
+        for name in new_clients {
+            let i = self.state.clients.len() as u32;
+            self.client_index.insert(name.clone(), i);
+            self.state.clients.push(name);
+        }
+        let mut altered = self.split_as_remote(&mapped, &kinds);
+        let bulk = self.state.blocks.is_empty();
+        let (deletions, deleted) = self.union(&mapped, &kinds, &remote_arena, bulk);
+        altered |= deleted;
+        if bulk {
+            self.index_all();
+        }
+
+        // Phase 3: deletions over clock ranges, splitting partly covered blocks.
+        for (client, from, to) in deletions {
+            altered |= self.delete_range(client, from, to);
+        }
+
+        // Phase 4: the Lamport clock follows the highest remote block clock.
+        let remote_max = mapped.iter().map(|b| b.id.clock).max().unwrap_or(0);
+        let mut changed = altered || !inserted.is_empty();
+        if remote_max > self.state.clock {
+            self.state.clock = remote_max;
+            changed = true;
+        }
+        let since = if altered {
+            SinceWrite::Altered
+        } else if changed {
+            SinceWrite::Appended
+        } else {
+            SinceWrite::Nothing
+        };
+        self.since_write = self.since_write.max(since);
+        Ok(MergeSummary {
+            inserted: inserted.len(),
+            changed,
+            altered,
+        })
+    }
+
+    /// Renumber the remote blocks' client ids as the document will number them;
+    /// returns the clients it does not know yet (added only once the merge is
+    /// accepted, numbered from the document's client count on).
+    fn map_clients(&self, remote_clients: Vec<String>, mapped: &mut [Block]) -> Vec<String> {
         let known = self.state.clients.len();
         let mut new_clients = Vec::new();
         let map: Vec<u32> = remote_clients
@@ -109,7 +167,7 @@ impl TextDoc {
             })
             .collect();
         let remap = |id: &mut Id| id.client = map[id.client as usize];
-        for b in &mut mapped {
+        for b in mapped {
             remap(&mut b.id);
             if let Some(o) = &mut b.left {
                 remap(o);
@@ -118,9 +176,13 @@ impl TextDoc {
                 remap(o);
             }
         }
-        // Splits keep coverage, so how each remote block relates to the document
-        // is decided before anything changes.
-        let kinds: Vec<Kind> = mapped
+        new_clients
+    }
+
+    /// How each remote block relates to the document. Splits keep coverage, so
+    /// this is decided before anything changes.
+    fn classify(&self, mapped: &[Block]) -> Vec<Kind> {
+        mapped
             .iter()
             .map(|b| {
                 let same = self
@@ -137,10 +199,20 @@ impl TextDoc {
                     None => Kind::Other,
                 }
             })
-            .collect();
-        let inserted: Vec<u32> = (0..mapped.len() as u32)
-            .filter(|&i| kinds[i as usize] == Kind::New)
-            .collect();
+            .collect()
+    }
+
+    /// Refuse a merge past the limits or whose inserted blocks do not fit the
+    /// document (`validate::check_inserts`).
+    fn check_merge(
+        &self,
+        mapped: &[Block],
+        inserted: &[u32],
+        remote_arena: &str,
+        known: usize,
+        new_clients: &[String],
+        limits: &Limits,
+    ) -> Result<(), TextError> {
         let blocks = self.state.blocks.len() + inserted.len();
         if blocks > limits.max_blocks {
             return Err(TextError::TooManyBlocks {
@@ -155,36 +227,30 @@ impl TextDoc {
                 limit: u32::MAX as usize,
             });
         }
-        {
-            let describe = |id: &Id| {
-                let c = id.client as usize;
-                let name = match c.checked_sub(known) {
-                    None => self.state.clients.get(c),
-                    Some(k) => new_clients.get(k),
-                };
-                format!(
-                    "{}@{}:{}",
-                    name.map_or("?", String::as_str),
-                    id.clock,
-                    id.offset
-                )
+        let describe = |id: &Id| {
+            let c = id.client as usize;
+            let name = match c.checked_sub(known) {
+                None => self.state.clients.get(c),
+                Some(k) => new_clients.get(k),
             };
-            validate::check_inserts(self, &mapped, &inserted, &describe)?;
-        }
+            format!(
+                "{}@{}:{}",
+                name.map_or("?", String::as_str),
+                id.clock,
+                id.offset
+            )
+        };
+        validate::check_inserts(self, mapped, inserted, &describe)
+    }
 
-        // Accepted: from here on nothing fails.
-        for name in new_clients {
-            let i = self.state.clients.len() as u32;
-            self.client_index.insert(name.clone(), i);
-            self.state.clients.push(name);
-        }
+    /// Phase 1: where the remote side holds a shorter block under one of our
+    /// ids, it split that block: split ours the same way (its left part gets a
+    /// new id, which may in turn match a shorter remote block). Only `Other`
+    /// blocks take part: a `Same` block's end is no other block's, before or
+    /// after a split (a split's new ends lie inside the block it splits).
+    /// Returns whether a block was split.
+    fn split_as_remote(&mut self, mapped: &[Block], kinds: &[Kind]) -> bool {
         let mut altered = false;
-
-        // Phase 1: where the remote side holds a shorter block under one of our
-        // ids, it split that block: split ours the same way (its left part gets a
-        // new id, which may in turn match a shorter remote block). Only `Other`
-        // blocks take part: a `Same` block's end is no other block's, before or
-        // after a split (a split's new ends lie inside the block it splits).
         let others: Vec<u32> = (0..mapped.len() as u32)
             .filter(|&i| kinds[i as usize] == Kind::Other)
             .collect();
@@ -218,10 +284,21 @@ impl TextDoc {
             }
         }
 
-        // Phase 2: union. Same id: deletion wins. Known clocks under another id:
-        // a deletion there is propagated over its clock range (phase 3).
-        // Into an empty document the indexes are built at the end, in bulk.
-        let bulk = self.state.blocks.is_empty();
+        altered
+    }
+
+    /// Phase 2: union. Same id: deletion wins. Known clocks under another id: a
+    /// deletion there is returned, to be propagated over its clock range (phase
+    /// 3). Into an empty document (`bulk`) the indexes are built afterwards, in
+    /// bulk. Returns those deletions and whether a block was newly deleted.
+    fn union(
+        &mut self,
+        mapped: &[Block],
+        kinds: &[Kind],
+        remote_arena: &str,
+        bulk: bool,
+    ) -> (Vec<(u32, u64, u64)>, bool) {
+        let mut altered = false;
         let mut deletions = Vec::new();
         for (i, b) in mapped.iter().enumerate() {
             let exact = match kinds[i] {
@@ -256,49 +333,26 @@ impl TextDoc {
                 deletions.push((b.id.client, b.start(), b.id.clock));
             }
         }
-        if bulk {
-            let blocks = &self.state.blocks;
-            self.by_end = Map::with_capacity_and_hasher(blocks.len(), Default::default());
-            self.by_end.extend(
-                blocks
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| ((b.id.client, b.id.clock), i as u32)),
-            );
-            let mut starts: Vec<((u32, u64), u32)> = blocks
+        (deletions, altered)
+    }
+
+    /// Build both block indexes from scratch (after a bulk load).
+    fn index_all(&mut self) {
+        let blocks = &self.state.blocks;
+        self.by_end = Map::with_capacity_and_hasher(blocks.len(), Default::default());
+        self.by_end.extend(
+            blocks
                 .iter()
                 .enumerate()
-                .map(|(i, b)| ((b.id.client, b.start()), i as u32))
-                .collect();
-            starts.sort_unstable_by_key(|&(k, _)| k);
-            self.by_start = BTreeMap::from_iter(starts);
-        }
-
-        // Phase 3: deletions over clock ranges, splitting partly covered blocks.
-        for (client, from, to) in deletions {
-            altered |= self.delete_range(client, from, to);
-        }
-
-        // Phase 4: the Lamport clock follows the highest remote block clock.
-        let remote_max = mapped.iter().map(|b| b.id.clock).max().unwrap_or(0);
-        let mut changed = altered || !inserted.is_empty();
-        if remote_max > self.state.clock {
-            self.state.clock = remote_max;
-            changed = true;
-        }
-        let since = if altered {
-            SinceWrite::Altered
-        } else if changed {
-            SinceWrite::Appended
-        } else {
-            SinceWrite::Nothing
-        };
-        self.since_write = self.since_write.max(since);
-        Ok(MergeSummary {
-            inserted: inserted.len(),
-            changed,
-            altered,
-        })
+                .map(|(i, b)| ((b.id.client, b.id.clock), i as u32)),
+        );
+        let mut starts: Vec<((u32, u64), u32)> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| ((b.id.client, b.start()), i as u32))
+            .collect();
+        starts.sort_unstable_by_key(|&(k, _)| k);
+        self.by_start = BTreeMap::from_iter(starts);
     }
 
     /// Split block `li` so that it keeps its id and its last `keep` characters;
