@@ -126,6 +126,11 @@ pub struct ServeArgs {
     /// Maximum open WebSocket connections.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Accept backlog of the public listener: connections the kernel completes before
+    /// synckit accepts them, e.g. every client of a restarted instance reconnecting at
+    /// once. The kernel caps it at net.core.somaxconn.
+    #[arg(long, env = "SYNCKIT_LISTEN_BACKLOG", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub listen_backlog: u32,
     /// Maximum connections per client IP. Alias: MAX_CONNECTIONS_PER_IP.
     #[arg(long, env = "SYNCKIT_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
@@ -686,7 +691,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store: args.awareness_store,
         timeout: args.awareness_store_timeout,
     };
-    runtime.block_on(serve(config, database, awareness))
+    runtime.block_on(serve(config, database, awareness, args.listen_backlog))
+}
+
+/// `TcpListener::bind` with the backlog given: tokio's asks the kernel for 128, which a
+/// reconnect storm of many thousand clients overflows (README "Production" → Many
+/// connections).
+fn bind_public(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restarted server binds again at once even while
+    // connections of the previous one sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Which awareness store serves presence, and the deadline of a shared one.
@@ -789,16 +810,15 @@ async fn serve(
     config: ServerConfig,
     database: Option<PostgresSettings>,
     awareness: AwarenessChoice,
+    listen_backlog: u32,
 ) -> anyhow::Result<ExitCode> {
     let backends = backends(&config, database, &awareness).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "could not listen on {} (is another server using the port? set PORT/HOST)",
-                config.listen
-            )
-        })?;
+    let listener = bind_public(config.listen, listen_backlog).with_context(|| {
+        format!(
+            "could not listen on {} (is another server using the port? set PORT/HOST)",
+            config.listen
+        )
+    })?;
     let admin = match config.admin_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(
@@ -885,5 +905,22 @@ mod tests {
             format!("{:?}", serve.persistence)
         );
         assert_eq!(test.max_frame_bytes, serve.max_frame_bytes);
+    }
+
+    /// SYNCKIT_LISTEN_BACKLOG: 1024 unless set, 0 refused, and the listener it builds
+    /// accepts like `TcpListener::bind`'s (README "Production" → Many connections).
+    #[tokio::test]
+    async fn listen_backlog_setting_builds_the_public_listener() {
+        let default = ServeArgs::without_env(&[]).expect("defaults");
+        assert_eq!(default.listen_backlog, 1024);
+        let set = ServeArgs::without_env(&["--listen-backlog", "8192"]).expect("set");
+        assert_eq!(set.listen_backlog, 8192);
+        assert!(ServeArgs::without_env(&["--listen-backlog", "0"]).is_err());
+
+        let listener = bind_public(SocketAddr::from(([127, 0, 0, 1], 0)), 4096).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (_, peer) = listener.accept().await.expect("accept");
+        assert_eq!(peer, client.local_addr().expect("client addr"));
     }
 }
