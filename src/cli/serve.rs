@@ -187,6 +187,11 @@ pub struct ServeArgs {
     /// arrives in one frame) plus 64 KiB.
     #[arg(long, env = "SYNCKIT_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
+    /// Socket read buffer of a WebSocket connection, in bytes: what one read takes
+    /// from the socket. Most of an idle connection's memory is buffers like this one;
+    /// a larger frame still arrives whole (the buffer grows for it). At least 64.
+    #[arg(long, env = "SYNCKIT_WS_READ_BUFFER_BYTES", default_value_t = crate::server::config::DEFAULT_WS_READ_BUFFER_BYTES, value_parser = clap::value_parser!(u32).range(64..))]
+    pub ws_read_buffer_bytes: u32,
     /// Largest logical message in bytes when it is a delta_batch carrying only text
     /// states (SDK clients send a document's whole text state in one message and
     /// never chunk it); larger ones get an error reply. Other messages keep
@@ -431,6 +436,7 @@ impl ServeArgs {
                     self.max_message_bytes.max(self.max_text_message_bytes),
                 )
             }),
+            ws_read_buffer_bytes: self.ws_read_buffer_bytes as usize,
             shutdown_timeout: self.shutdown_timeout,
             awareness_sweep_interval: Duration::from_secs(5),
             cors_origins,

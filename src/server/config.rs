@@ -8,6 +8,13 @@ use crate::pubsub::RedisTarget;
 use crate::storage::PersistenceSettings;
 use crate::sync::SyncSettings;
 
+/// Default socket read buffer per WebSocket connection. SDK frames are small, so one
+/// read of this size takes several; a larger frame makes the buffer grow for it. It
+/// is allocated for every connection, idle or not (tungstenite's own default, 128
+/// KiB, would be most of an idle connection's memory): BENCHMARKS.md has the
+/// accounting of an idle connection.
+pub const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 1024;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -32,6 +39,8 @@ pub struct ServerConfig {
     pub ipv6_prefix_len: u8,
     /// WebSocket frame/message limit; larger frames close the connection with 1009.
     pub max_frame_bytes: usize,
+    /// Socket read buffer per WebSocket connection (`SYNCKIT_WS_READ_BUFFER_BYTES`).
+    pub ws_read_buffer_bytes: usize,
     pub shutdown_timeout: Duration,
     pub awareness_sweep_interval: Duration,
     pub cors_origins: Vec<String>,

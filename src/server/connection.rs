@@ -57,7 +57,7 @@ pub async fn serve_socket(
             }
             let mut socket = socket;
             let _ = socket.send(close_message(code, reason)).await;
-            linger(socket, true).await;
+            Box::pin(linger(socket, true)).await;
             return;
         }
     };
@@ -88,7 +88,9 @@ pub async fn serve_socket(
     let mut session = Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
     session.persist_session();
     let rejected_token = match &query_token {
-        Some(token) => session.authenticate_query_token(token).await.err(),
+        Some(token) => Box::pin(session.authenticate_query_token(token))
+            .await
+            .err(),
         None => None,
     };
 
@@ -106,6 +108,10 @@ pub async fn serve_socket(
     tokio::pin!(token_deadline);
     let mut expiry_shown: Option<i64> = None;
 
+    // A frame's handling is boxed (below), like the rare steps (query-token check,
+    // close, linger): their futures, with every handler nested in them, were most of
+    // this one's size, and this one lives as long as the connection — boxed, an idle
+    // connection does not carry them (BENCHMARKS.md, memory per idle connection).
     // Whether the WebSocket layer can still read (for the linger after a close).
     let mut stream_readable = true;
     // What the live-session entry last showed: it is refreshed only when these move.
@@ -147,14 +153,14 @@ pub async fn serve_socket(
                     Ok(Message::Text(text)) => {
                         last_received = Instant::now();
                         live.seen(state.sync.now_ms());
-                        if let Err(CloseRequest { code, reason }) = session.handle_frame(true, text.as_bytes()).await {
+                        if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(true, text.as_bytes())).await {
                             break Some((code, reason));
                         }
                     }
                     Ok(Message::Binary(bytes)) => {
                         last_received = Instant::now();
                         live.seen(state.sync.now_ms());
-                        if let Err(CloseRequest { code, reason }) = session.handle_frame(false, &bytes).await {
+                        if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(false, &bytes)).await {
                             break Some((code, reason));
                         }
                     }
@@ -207,7 +213,7 @@ pub async fn serve_socket(
             }
         }
     }
-    session.close().await;
+    Box::pin(session.close()).await;
     if let Some((code, reason)) = close_with {
         peer.send_own(Outgoing::Close {
             code,
@@ -231,7 +237,7 @@ pub async fn serve_socket(
     tracing::debug!(conn_id, "connection closed");
     if let (Some(_), Ok(Ok(sink))) = (close_with, written) {
         if let Ok(socket) = stream.reunite(sink) {
-            linger(socket, stream_readable).await;
+            Box::pin(linger(socket, stream_readable)).await;
         }
     }
 }
@@ -253,7 +259,9 @@ async fn linger(mut socket: Socket, readable: bool) {
                 }
             }
         }
-        let mut scratch = [0u8; 8192];
+        // On the heap, and only now: an array here would be part of every
+        // connection's task for its whole life.
+        let mut scratch = vec![0u8; 8192];
         let raw = socket.get_mut();
         while matches!(raw.read(&mut scratch).await, Ok(n) if n > 0) {}
     };
@@ -312,11 +320,19 @@ async fn write_loop(
 /// A socket write (feed, send or flush) that did not finish within the write timeout.
 struct Stalled;
 
-/// Bound one socket operation by the write timeout.
+/// Bound one socket operation by the write timeout. Most operations finish on
+/// their first poll (a feed into the WebSocket layer's write buffer), so the timer
+/// is only set up for one that has to wait: a timer per fed frame was a measurable
+/// part of the cost of a delivery (BENCHMARKS.md "Where the time went").
 async fn bounded<T>(
     write_timeout: Duration,
     op: impl std::future::Future<Output = T>,
 ) -> Result<T, Stalled> {
+    let mut op = std::pin::pin!(op);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(op.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(done) = first {
+        return Ok(done);
+    }
     tokio::time::timeout(write_timeout, op)
         .await
         .map_err(|_| Stalled)
@@ -378,8 +394,10 @@ async fn write_item(
             bounded(write_timeout, sink.feed(to_message(frame))).await?
         }
         Outgoing::Frames(frames) => {
+            // One shared counter update per item, not per frame.
+            let bytes: usize = frames.iter().map(EncodedFrame::len).sum();
+            metrics.bytes_out.add(bytes as u64);
             for frame in frames.iter() {
-                metrics.bytes_out.add(frame.len() as u64);
                 let message = to_message(frame.clone());
                 if let Err(e) = bounded(write_timeout, sink.feed(message)).await? {
                     return Ok(Err(e));

@@ -428,11 +428,6 @@ fn public_router(state: Arc<AppState>) -> Router {
     http::with_common_layers(router, &state.config).with_state(state)
 }
 
-/// Socket read buffer per connection. tungstenite's default (128 KiB) would dominate
-/// the memory of an idle connection; SDK frames are small and larger ones just take
-/// a few more reads.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
-
 async fn ws_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -490,7 +485,7 @@ fn accept(
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit))
-        .read_buffer_size(READ_BUFFER_BYTES);
+        .read_buffer_size(state.config.ws_read_buffer_bytes);
     ws.respond(config, move |socket| {
         tracker.track_future(connection::serve_socket(
             state, socket, ip, user_agent, token,

@@ -261,6 +261,15 @@ impl ClockRefusal {
 #[derive(Debug)]
 pub struct RefusalLog {
     interval: Duration,
+    /// Allocated by the first refusal: most connections never have one, and the
+    /// per-reason table is a good part of an idle connection's memory otherwise
+    /// (BENCHMARKS.md, memory per idle connection).
+    seen: Option<Box<Seen>>,
+}
+
+/// Per reason: when it was last logged, and how many were not logged since.
+#[derive(Debug)]
+struct Seen {
     last: [Option<Instant>; Refusal::ALL.len()],
     suppressed: [u64; Refusal::ALL.len()],
 }
@@ -269,8 +278,7 @@ impl RefusalLog {
     pub fn new(interval: Duration) -> RefusalLog {
         RefusalLog {
             interval,
-            last: [None; Refusal::ALL.len()],
-            suppressed: [0; Refusal::ALL.len()],
+            seen: None,
         }
     }
 
@@ -278,12 +286,18 @@ impl RefusalLog {
     /// of the same reason were not logged since the last line; `None` to stay quiet.
     pub fn admit(&mut self, reason: Refusal, now: Instant) -> Option<u64> {
         let i = Refusal::ALL.iter().position(|r| *r == reason)?;
-        let due = self.last[i].is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
+        let seen = self.seen.get_or_insert_with(|| {
+            Box::new(Seen {
+                last: [None; Refusal::ALL.len()],
+                suppressed: [0; Refusal::ALL.len()],
+            })
+        });
+        let due = seen.last[i].is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
         if due {
-            self.last[i] = Some(now);
-            Some(std::mem::take(&mut self.suppressed[i]))
+            seen.last[i] = Some(now);
+            Some(std::mem::take(&mut seen.suppressed[i]))
         } else {
-            self.suppressed[i] += 1;
+            seen.suppressed[i] += 1;
             None
         }
     }

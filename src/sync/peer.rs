@@ -8,12 +8,18 @@
 //! not waited for — that would stall every other subscriber — so a subscriber with
 //! [`FOREIGN_BUDGET`] of them unsent is marked for closing (`1013 Client too slow`)
 //! and the delivery is counted as dropped.
+//!
+//! The queue itself is a `VecDeque` allocated on the first item and given back when it
+//! drains past [`RETAINED_SLOTS`]: an idle connection holds no queue memory (a channel
+//! would hold a 32-slot block per connection from the start; BENCHMARKS.md "memory per
+//! idle connection").
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{EncodedFrame, Encoding};
@@ -25,6 +31,10 @@ pub const FOREIGN_BUDGET: usize = 256;
 
 /// Items a connection caused itself that may wait before its socket stops being read.
 pub const OWN_BUDGET: usize = 128;
+
+/// Queue slots a drained outbox keeps for the next item; a larger queue (after a
+/// burst) is freed when it drains, so memory follows the backlog back down.
+pub const RETAINED_SLOTS: usize = 4;
 
 /// Outbound items a connection's writer task sends, in order.
 #[derive(Debug, Clone)]
@@ -50,7 +60,7 @@ pub struct Queued {
 pub struct Peer {
     pub conn_id: u64,
     json: AtomicBool,
-    tx: mpsc::UnboundedSender<Queued>,
+    queue: Arc<Queue>,
     own: AtomicUsize,
     foreign: AtomicUsize,
     room: Notify,
@@ -63,22 +73,75 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// The outbox proper, shared by the [`Peer`] (the sending side) and the [`Outbox`].
+struct Queue {
+    items: Mutex<Items>,
+    /// Signalled on every item and when the sending side is gone.
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct Items {
+    queued: VecDeque<Queued>,
+    /// The last [`Peer`] handle was dropped: nothing more will be queued.
+    peer_gone: bool,
+    /// The [`Outbox`] was dropped (the writer ended): items are refused.
+    outbox_gone: bool,
+}
+
+impl Queue {
+    fn items(&self) -> MutexGuard<'_, Items> {
+        // Nothing panics while holding it; a poisoned queue is still a valid queue.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.queue.items().peer_gone = true;
+        self.queue.ready.notify_one();
+    }
+}
+
 /// The writer task's end of a connection's outbox.
 pub struct Outbox {
-    rx: mpsc::UnboundedReceiver<Queued>,
+    queue: Arc<Queue>,
     peer: std::sync::Weak<Peer>,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut items = self.queue.items();
+        items.outbox_gone = true;
+        // Dropped outside the lock: a broadcast's last reference may free frames.
+        let queued = std::mem::take(&mut items.queued);
+        drop(items);
+        drop(queued);
+    }
 }
 
 impl Outbox {
     /// The next item; `None` once every [`Peer`] handle is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Outgoing> {
-        let queued = self.rx.recv().await?;
-        Some(self.taken(queued))
+        loop {
+            {
+                let mut items = self.queue.items();
+                if let Some(queued) = pop(&mut items) {
+                    drop(items);
+                    return Some(self.taken(queued));
+                }
+                if items.peer_gone {
+                    return None;
+                }
+            }
+            // An item queued after the check above leaves a permit: no wake-up is lost.
+            self.queue.ready.notified().await;
+        }
     }
 
     /// The next item if one is queued now.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
-        let queued = self.rx.try_recv().ok()?;
+        let queued = pop(&mut self.queue.items())?;
         Some(self.taken(queued))
     }
 
@@ -94,21 +157,33 @@ impl Outbox {
     }
 }
 
+/// The front item; a drained queue over [`RETAINED_SLOTS`] gives its memory back.
+fn pop(items: &mut Items) -> Option<Queued> {
+    let queued = items.queued.pop_front()?;
+    if items.queued.is_empty() && items.queued.capacity() > RETAINED_SLOTS {
+        items.queued = VecDeque::new();
+    }
+    Some(queued)
+}
+
 impl Peer {
     /// A peer and the outbox its writer task drains.
     pub fn new(conn_id: u64) -> (Arc<Peer>, Outbox) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(Queue {
+            items: Mutex::new(Items::default()),
+            ready: Notify::new(),
+        });
         let peer = Arc::new(Peer {
             conn_id,
             json: AtomicBool::new(false),
-            tx,
+            queue: queue.clone(),
             own: AtomicUsize::new(0),
             foreign: AtomicUsize::new(0),
             room: Notify::new(),
             overflowed: CancellationToken::new(),
         });
         let outbox = Outbox {
-            rx,
+            queue,
             peer: Arc::downgrade(&peer),
         };
         (peer, outbox)
@@ -151,11 +226,15 @@ impl Peer {
 
     fn push(&self, item: Outgoing, own: bool) -> bool {
         let counter = if own { &self.own } else { &self.foreign };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Queued { item, own }).is_err() {
-            counter.fetch_sub(1, Ordering::Relaxed);
-            return false;
+        {
+            let mut items = self.queue.items();
+            if items.outbox_gone {
+                return false;
+            }
+            counter.fetch_add(1, Ordering::Relaxed);
+            items.queued.push_back(Queued { item, own });
         }
+        self.queue.ready.notify_one();
         true
     }
 
@@ -208,5 +287,34 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), peer.room())
             .await
             .expect("room signalled");
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_its_memory_back_and_ends_with_its_peer() {
+        let (peer, mut outbox) = Peer::new(1);
+        assert_eq!(peer.queue.items().queued.capacity(), 0, "idle: no queue");
+        for _ in 0..100 {
+            assert!(peer.send_own(frame()));
+        }
+        for _ in 0..100 {
+            outbox.recv().await.expect("queued");
+        }
+        assert!(peer.queue.items().queued.capacity() <= RETAINED_SLOTS);
+        assert!(outbox.try_recv().is_none());
+        let waiting = tokio::spawn(async move { outbox.recv().await.is_none() });
+        tokio::task::yield_now().await;
+        drop(peer);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("recv ends");
+        assert!(ended.expect("joined"), "no item after the peer is gone");
+    }
+
+    #[test]
+    fn nothing_is_queued_once_the_writer_is_gone() {
+        let (peer, outbox) = Peer::new(1);
+        drop(outbox);
+        assert!(!peer.send_own(frame()));
+        assert!(!peer.deliver(frame()));
     }
 }

@@ -250,3 +250,33 @@ async fn a_subscriber_that_does_not_read_is_closed_as_too_slow() {
     server.shutdown.cancel();
     let _ = server.done.await;
 }
+
+/// The socket read buffer is small (`SYNCKIT_WS_READ_BUFFER_BYTES`) and a drained
+/// outbox gives its memory back: frames far larger than the buffer still arrive
+/// whole, in both directions, and small ones keep working between and after them.
+#[tokio::test]
+async fn frames_larger_than_the_read_buffer_arrive_whole_between_small_ones() {
+    let mut config = open_config();
+    config.ws_read_buffer_bytes = 256;
+    let server = start(config).await;
+    let mut writer = Client::connect(&server, true).await;
+    let mut reader = Client::connect(&server, false).await;
+    common::subscribe(&mut writer, DOC).await;
+    common::subscribe(&mut reader, DOC).await;
+    for (i, len) in [10, 200_000, 3, 1_000_000, 40].into_iter().enumerate() {
+        let value = "v".repeat(len);
+        writer
+            .send(
+                json!({"type": "delta", "documentId": DOC, "field": format!("f{i}"),
+                         "value": value, "clientId": "writer", "messageId": format!("m{i}")}),
+            )
+            .await;
+        let ack = writer.expect("ack").await;
+        assert_eq!(ack["messageId"], format!("m{i}"));
+        for c in [&mut writer, &mut reader] {
+            let m = c.expect("delta").await;
+            assert_eq!(m["field"], format!("f{i}"));
+            assert_eq!(m["value"].as_str().map(str::len), Some(len));
+        }
+    }
+}
