@@ -50,8 +50,8 @@ def get(p):
 a,b=get('$2'),get('$3')
 print('%.2f (difference %.3f)' % (a/b, a-b) if a and b else 'n/a')"; }
 
-# fig <round> <label> <summary fn> <ratio key> <loadgen args...>: runs the figure on both
-# servers (order by round), prints both lines and the ratio of <ratio key>.
+# fig <round> <label> <summary fn> <ratio keys> <loadgen args...>: runs the figure on both
+# servers (order by round), prints both lines and the ratio of each key (comma-separated).
 fig() {
   local round=$1 label=$2 summary=$3 key=$4; shift 4
   local order="synckit minimal"; [ "$round" = 2 ] && order="minimal synckit"
@@ -59,7 +59,9 @@ fig() {
     $L "$@" --url "$(url $s)" --server-pid "$(pid_of $s)" 2>/dev/null | $summary > "$TMP/$s"
     echo "r$round $label [$s]: $(cat "$TMP/$s")"
   done
-  echo "r$round $label: synckit/minimal $key = $(ratio "$key" "$TMP/synckit" "$TMP/minimal")"
+  for k in ${key//,/ }; do
+    echo "r$round $label: synckit/minimal $k = $(ratio "$k" "$TMP/synckit" "$TMP/minimal")"
+  done
 }
 
 echo "profile $PROFILE; $(nproc) cores; $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null)"
@@ -78,7 +80,7 @@ for round in 1 2; do
     for batch in 50 0; do
       start_synckit $batch; start_minimal $batch
       for subs in 50 100; do
-        fig $round "fanout $subs @1000/s batch ${batch}ms" fan p99 fanout --subscribers $subs --deltas 5000 --rate 1000
+        fig $round "fanout $subs @1000/s batch ${batch}ms" fan p99,srv_us_per_delivery fanout --subscribers $subs --deltas 5000 --rate 1000
       done
       stop_all
     done

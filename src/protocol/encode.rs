@@ -47,7 +47,18 @@ pub fn next_message_id(now_ms: i64) -> String {
 
 /// Encode a message for one encoding.
 pub fn encode(msg: &ServerMessage, id: &str, timestamp: i64, encoding: Encoding) -> EncodedFrame {
-    let body = serde_json::to_string(&msg.body()).unwrap_or_else(|_| "{}".to_owned());
+    let body = match msg {
+        // Every write is acked: its body is written directly (the same bytes as
+        // through a JSON tree, without building one).
+        ServerMessage::Ack { message_id } => {
+            let mut body = String::with_capacity(message_id.len() + 16);
+            body.push_str("{\"messageId\":");
+            push_json_string(&mut body, message_id);
+            body.push('}');
+            body
+        }
+        _ => serde_json::to_string(&msg.body()).unwrap_or_else(|_| "{}".to_owned()),
+    };
     encode_body(msg.kind(), id, timestamp, &body, encoding)
 }
 
@@ -59,24 +70,36 @@ pub fn encode_body(
     body: &str,
     encoding: Encoding,
 ) -> EncodedFrame {
-    let id_json = Value::String(id.to_owned()).to_string();
     let rest = body.strip_prefix('{').unwrap_or("}");
     let sep = if rest.starts_with('}') { "" } else { "," };
     match encoding {
         Encoding::Binary => {
-            let payload = format!("{{\"id\":{id_json}{sep}{rest}");
             // Every server-sent type has a binary code; `error` is the safe fallback.
             let code = kind.code().unwrap_or(0xFF);
-            EncodedFrame::Binary(Bytes::from(frame::join(
-                code,
-                timestamp,
-                payload.as_bytes(),
-            )))
+            // Header and payload written into one buffer (fan-out encodes every
+            // broadcast frame here): `{"id":<id>,<rest of the body>`.
+            let mut out = Vec::with_capacity(frame::HEADER_LEN + id.len() + body.len() + 8);
+            out.push(code);
+            out.extend_from_slice(&timestamp.to_be_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(b"{\"id\":");
+            if serde_json::to_writer(&mut out, id).is_err() {
+                out.extend_from_slice(b"\"\"");
+            }
+            out.extend_from_slice(sep.as_bytes());
+            out.extend_from_slice(rest.as_bytes());
+            // Payloads are bounded far below 4 GiB by the frame limit; saturate.
+            let len = u32::try_from(out.len() - frame::HEADER_LEN).unwrap_or(u32::MAX);
+            out[frame::HEADER_LEN - 4..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+            EncodedFrame::Binary(Bytes::from(out))
         }
-        Encoding::Json => EncodedFrame::Text(format!(
-            "{{\"type\":\"{}\",\"id\":{id_json},\"timestamp\":{timestamp}{sep}{rest}",
-            kind.name()
-        )),
+        Encoding::Json => {
+            let id_json = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
+            EncodedFrame::Text(format!(
+                "{{\"type\":\"{}\",\"id\":{id_json},\"timestamp\":{timestamp}{sep}{rest}",
+                kind.name()
+            ))
+        }
     }
 }
 
@@ -98,7 +121,7 @@ pub fn field_delta_body(document_id: &str, field: &str, value: &Value, clock_jso
 }
 
 fn push_json_string(out: &mut String, s: &str) {
-    out.push_str(&Value::String(s.to_owned()).to_string());
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
 }
 
 #[cfg(test)]

@@ -587,12 +587,28 @@ impl Hub {
             .collect();
         let mut clock_changes: HashMap<String, u64> = HashMap::new();
         for clock in changes.clocks {
-            let fitting: Map<String, Value> = clock
-                .iter()
-                .filter(|(writer, _)| room.admit(&st.doc.clock, writer))
-                .map(|(w, v)| (w.clone(), v.clone()))
-                .collect();
-            for (writer, value) in st.doc.clock.merge_json(&fitting) {
+            // The entries that fit, copied only once one does not (a clock that
+            // fits whole, the usual case, is merged as it came).
+            let mut fitting: Option<Map<String, Value>> = None;
+            for (i, (writer, value)) in clock.iter().enumerate() {
+                let admitted = room.admit(&st.doc.clock, writer);
+                match (&mut fitting, admitted) {
+                    (None, true) | (Some(_), false) => {}
+                    (None, false) => {
+                        fitting = Some(
+                            clock
+                                .iter()
+                                .take(i)
+                                .map(|(w, v)| (w.clone(), v.clone()))
+                                .collect(),
+                        );
+                    }
+                    (Some(f), true) => {
+                        f.insert(writer.clone(), value.clone());
+                    }
+                }
+            }
+            for (writer, value) in st.doc.clock.merge_json(fitting.as_ref().unwrap_or(clock)) {
                 clock_changes.insert(writer, value);
             }
         }
@@ -1020,12 +1036,14 @@ impl Hub {
             let batch = std::mem::take(&mut st.pending);
             // The largest entry once per flush, not once per writer.
             let largest = largest_entry(&st.doc.clock);
-            let clocks: HashMap<String, String> = batch
-                .values
-                .values()
-                .filter_map(|p| p.writer.as_deref())
-                .map(|w| (w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w))))
-                .collect();
+            // One compact clock per distinct writer, not per field: a flush of one
+            // writer's burst has thousands of fields and one writer.
+            let mut clocks: HashMap<String, String> = HashMap::new();
+            for w in batch.values.values().filter_map(|p| p.writer.as_deref()) {
+                if !clocks.contains_key(w) {
+                    clocks.insert(w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w)));
+                }
+            }
             (
                 batch,
                 clocks,
@@ -1345,7 +1363,10 @@ fn compact_clock(
 /// client's merge has the document out (the text lane): that merge's result is
 /// relayed anyway, and the next resynchronisation reads storage again.
 fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
-    if list.iter().any(|p| p.conn_id == peer.conn_id) {
+    // By pointer: a connection has one `Peer`, and comparing the list's pointers
+    // does not touch every subscriber's memory — every write subscribes its writer
+    // (idempotently), so this runs once per delta.
+    if list.iter().any(|p| Arc::ptr_eq(p, peer)) {
         return false;
     }
     let mut next = Vec::with_capacity(list.len() + 1);
