@@ -158,7 +158,7 @@ fn epoch_ms() -> i64 {
 fn frame(code: u8, id: &str, rest: &[u8]) -> Bytes {
     let mut payload = Vec::with_capacity(id.len() + rest.len() + 8);
     payload.extend_from_slice(b"{\"id\":");
-    push_json(&mut payload, &id);
+    push_json(&mut payload, id);
     payload.push(b',');
     payload.extend_from_slice(rest);
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
