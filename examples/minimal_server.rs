@@ -283,17 +283,21 @@ fn on_frame(
     }
 }
 
+/// Upgrades only `/ws`, the path loadgen connects to (404 otherwise). The error type is
+/// tungstenite's callback signature, large or not.
+#[allow(clippy::result_large_err)]
+fn only_ws(req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+    if req.uri().path() == "/ws" {
+        Ok(resp)
+    } else {
+        let mut refused = ErrorResponse::new(None);
+        *refused.status_mut() = StatusCode::NOT_FOUND;
+        Err(refused)
+    }
+}
+
 async fn serve(server: Arc<Server>, stream: TcpStream, config: WebSocketConfig) {
     let _ = stream.set_nodelay(true);
-    let only_ws = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() == "/ws" {
-            Ok(resp)
-        } else {
-            let mut refused = ErrorResponse::new(None);
-            *refused.status_mut() = StatusCode::NOT_FOUND;
-            Err(refused)
-        }
-    };
     let Ok(mut ws) =
         tokio_tungstenite::accept_hdr_async_with_config(stream, only_ws, Some(config)).await
     else {
