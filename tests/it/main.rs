@@ -34,6 +34,7 @@ mod redis_fanout;
 mod redis_outage;
 mod redis_serve;
 mod scheduler;
+mod session_state;
 mod storage_conformance;
 mod storage_outage;
 mod systemd;
