@@ -405,3 +405,32 @@ fn write_json_writes_only_what_changed_and_equals_a_full_write() {
         assert_eq!(*d.write_json(), d.to_json());
     }
 }
+
+#[test]
+fn a_large_state_is_rewritten_into_an_earlier_buffer_once_no_reader_holds_it() {
+    let l = limits();
+    let mut d = doc(&text_gen::typing("t", 2000));
+    let first = d.write_json();
+    assert!(first.capacity() >= 256 * 1024, "large enough to be kept");
+    let (first_at, first_capacity) = (first.as_ptr() as usize, first.capacity());
+    drop(first);
+    d.merge_json(&text_gen::typing("t", 2001), &l)
+        .expect("typed");
+    let second = d.write_json();
+    assert_ne!(second.as_ptr() as usize, first_at);
+    d.merge_json(&text_gen::typing("t", 2002), &l)
+        .expect("typed");
+    let third = d.write_json();
+    // The very buffer: its address and its capacity (a fresh one would be sized
+    // for this state).
+    assert_eq!(third.as_ptr() as usize, first_at, "the first buffer reused");
+    assert_eq!(third.capacity(), first_capacity);
+    assert_eq!(*third, text_gen::typing("t", 2002));
+    // `second` is still held (a reader, the write queue): never written into.
+    d.merge_json(&text_gen::typing("t", 2003), &l)
+        .expect("typed");
+    let fourth = d.write_json();
+    assert_ne!(fourth.as_ptr(), second.as_ptr());
+    assert_eq!(*second, text_gen::typing("t", 2001));
+    assert_eq!(*fourth, text_gen::typing("t", 2003));
+}

@@ -13,6 +13,22 @@ use std::sync::Arc;
 
 use super::{Block, Id, State, StateJson, TextDoc};
 
+/// A replaced JSON this large is kept for the next write to reuse
+/// (`TextDoc::spare`): about where the allocator stops reusing freed memory and
+/// maps fresh pages for each allocation.
+const SPARE_MIN_BYTES: usize = 256 * 1024;
+
+/// A buffer kept for the next write (`TextDoc::spare`).
+#[derive(Clone, Default)]
+pub(crate) struct Spare(Option<StateJson>);
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes = self.0.as_ref().map_or(0, |s| s.capacity());
+        write!(f, "Spare({bytes} bytes)")
+    }
+}
+
 /// The JSON a document last wrote (or was read from), element by element.
 #[derive(Clone, Default)]
 pub(crate) struct Written {
@@ -67,6 +83,7 @@ impl TextDoc {
         let mut out = Out::new(
             &self.state,
             self.state.arena.len() + self.state.blocks.len() * 200 + 64,
+            String::new(),
         );
         for i in self.id_order() {
             out.block(i);
@@ -83,8 +100,16 @@ impl TextDoc {
         let touched = std::mem::take(&mut self.touched);
         let w = match (written, since) {
             (Some(w), SinceWrite::Nothing) => w,
-            (Some(w), _) => self.rewrite(&w, touched),
-            (None, _) => self.write_full(),
+            (Some(w), _) => {
+                let buffer = self.take_spare();
+                let new = self.rewrite(&w, touched, buffer);
+                self.keep_spare(w.json);
+                new
+            }
+            (None, _) => {
+                let buffer = self.take_spare();
+                self.write_full(buffer)
+            }
         };
         let json = w.json.clone();
         self.written = Some(w);
@@ -96,16 +121,40 @@ impl TextDoc {
     pub fn adopt_json(&mut self, json: &StateJson) {
         self.written = None;
         self.write_json();
-        if let Some(w) = &mut self.written {
-            if *w.json == **json {
-                w.json = json.clone();
-            }
+        let ours = match &mut self.written {
+            Some(w) if *w.json == **json => Some(std::mem::replace(&mut w.json, json.clone())),
+            _ => None,
+        };
+        // Our own copy is nobody else's: the next write reuses it.
+        if let Some(ours) = ours {
+            self.keep_spare(ours);
         }
     }
 
-    fn write_full(&self) -> Written {
+    /// The spare buffer, emptied, when no reader holds it any more.
+    fn take_spare(&mut self) -> String {
+        match self.spare.0.take().map(Arc::try_unwrap) {
+            Some(Ok(mut buffer)) => {
+                buffer.clear();
+                buffer
+            }
+            // Still shared (a reader, the write queue): it goes when they are done.
+            Some(Err(_)) | None => String::new(),
+        }
+    }
+
+    /// Keep a JSON just replaced for the next write when it is large (a small
+    /// state costs little to allocate, and the buffer would only hold memory).
+    fn keep_spare(&mut self, json: StateJson) {
+        if json.capacity() >= SPARE_MIN_BYTES {
+            self.spare.0 = Some(json);
+        }
+    }
+
+    fn write_full(&self, buffer: String) -> Written {
         let order = self.id_order();
-        let mut out = Out::new(&self.state, self.state.arena.len() + order.len() * 200 + 64);
+        let capacity = self.state.arena.len() + order.len() * 200 + 64;
+        let mut out = Out::new(&self.state, capacity, buffer);
         for i in order {
             out.block(i);
         }
@@ -116,7 +165,7 @@ impl TextDoc {
     /// `touched` ones written in at their place in the id order, the others'
     /// elements copied from `w` in runs. Untouched blocks kept their ids, so
     /// their order among themselves is `w`'s.
-    fn rewrite(&self, w: &Written, touched: Vec<u32>) -> Written {
+    fn rewrite(&self, w: &Written, touched: Vec<u32>, buffer: String) -> Written {
         let st = &self.state;
         let elements = w.order.len();
         let mut position = vec![u32::MAX; w.blocks];
@@ -141,7 +190,7 @@ impl TextDoc {
         added.dedup();
         let id = |b: u32| &st.blocks[b as usize].id;
         added.sort_unstable_by(|&a, &b| cmp_ids(st, id(a), id(b)));
-        let mut out = Out::new(st, w.json.len() + added.len() * 240 + 64);
+        let mut out = Out::new(st, w.json.len() + added.len() * 240 + 64, buffer);
         let (mut k, mut a, mut s) = (0usize, 0usize, 0usize);
         loop {
             let next_skip = skip.get(s).map_or(elements, |&p| p as usize);
@@ -181,7 +230,8 @@ struct Out<'a> {
 }
 
 impl<'a> Out<'a> {
-    fn new(st: &'a State, capacity: usize) -> Out<'a> {
+    /// `json` is an empty buffer to write into (perhaps one already allocated).
+    fn new(st: &'a State, capacity: usize, mut json: String) -> Out<'a> {
         let heads = st
             .clients
             .iter()
@@ -192,7 +242,7 @@ impl<'a> Out<'a> {
                 h
             })
             .collect();
-        let mut json = String::with_capacity(capacity);
+        json.reserve(capacity);
         json.push_str("{\"blocks\":[");
         Out {
             st,
