@@ -19,9 +19,19 @@ ulimit -Hn 1100000 2>/dev/null || ulimit -Hn "$(cat /proc/sys/fs/nr_open)" 2>/de
 ulimit -Sn "$(ulimit -Hn)"
 nofile=$(ulimit -n)
 echo "RLIMIT_NOFILE: $nofile (wanted 1100000)"
+# Machine-wide settings changed here are put back on exit, however the script ends.
+restore=()
+restore_sysctls() {
+  local entry
+  for entry in "${restore[@]}"; do
+    echo "${entry#*=}" >"/proc/sys/${entry%%=*}" 2>/dev/null && echo "sysctl ${entry%%=*} restored to ${entry#*=}"
+  done
+}
+trap restore_sysctls EXIT
 setk() { # name value: set a sysctl where writable, print what it is either way
   local f=/proc/sys/${1//./\/}
-  if echo "$2" 2>/dev/null >"$f"; then echo "sysctl $1 = $(tr '\t' ' ' <"$f")"
+  local before; before=$(cat "$f" 2>/dev/null)
+  if echo "$2" 2>/dev/null >"$f"; then restore+=("${1//./\/}=$before"); echo "sysctl $1 = $(tr '\t' ' ' <"$f")"
   else echo "sysctl $1: could not set $2, stays $(tr '\t' ' ' <"$f")"; fi
 }
 setk net.core.somaxconn 65535
