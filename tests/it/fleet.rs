@@ -366,12 +366,7 @@ async fn a_rolling_restart_loses_no_acknowledged_write_and_every_client_converge
             in_flight.push(f);
         }
     }
-    let pid = proc_a.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    common::send_signal(proc_a.id().expect("pid"), "TERM");
     // A's clients collect their acks until the close, then reconnect to B and send
     // again what was not acknowledged.
     for w in on_a.iter_mut() {

@@ -22,12 +22,7 @@ fn free_port() -> u16 {
 }
 
 fn sigterm(child: &tokio::process::Child) {
-    let pid = child.id().expect("running child");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -TERM {pid}");
+    crate::common::send_signal(child.id().expect("running child"), "TERM");
 }
 
 async fn exit_status(child: &mut tokio::process::Child) -> std::process::ExitStatus {

@@ -337,12 +337,7 @@ async fn sigterm_flushes_every_acknowledged_write(pool: PgPool) {
         a.send(delta("doc-t", &format!("f{i}"), json!(i), &format!("m{i}")))
             .await;
     }
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    common::send_signal(child.id().expect("pid"), "TERM");
     let mut acked: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
     while let Some(m) = a.recv_timeout(Duration::from_secs(10)).await {
         match m["type"].as_str() {
@@ -551,12 +546,7 @@ async fn sigkill_loses_no_acknowledged_write(pool: PgPool) {
                 .await;
         }
     }
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    common::send_signal(child.id().expect("pid"), "KILL");
     for (j, c) in clients.iter_mut().enumerate() {
         while let Some(m) = c.recv_timeout(Duration::from_secs(5)).await {
             if m["type"] == "ack" {

@@ -62,11 +62,7 @@ fn wait_serving(addr: SocketAddr) {
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{name} failed");
+    crate::common::send_signal(child.id(), name);
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {

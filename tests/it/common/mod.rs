@@ -492,6 +492,15 @@ pub fn pg_storage(pool: &sqlx::PgPool) -> std::sync::Arc<dyn synckit::storage::S
 /// listener, plus `env`; returned once it listens. Killed when the child drops.
 /// Backends come from `env` only: the test runner's `DATABASE_URL` and `REDIS_URL`
 /// are not inherited.
+/// Send signal `name` (`TERM`, `KILL`, …) to process `pid`, asserting it was delivered.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 pub async fn spawn_serve(env: &[(&str, &str)]) -> (tokio::process::Child, TestServer) {
     spawn_serve_logged(env, std::process::Stdio::inherit()).await
 }
