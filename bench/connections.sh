@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14: many connections on one in-memory instance (target 100,000 on loopback, idle
+# Many connections on one in-memory instance (target 100,000 on loopback, idle
 # clients from several 127.0.0.x source addresses): server RSS and RSS per connection, CPU
 # at idle with heartbeats, and the p99 of a write to 1,000 subscribers while the rest sit
 # idle; two rounds. Raises its own file limit and the kernel's connection settings where it

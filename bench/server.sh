@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 2 and 14 figures: every figure on synckit (in memory) and on examples/minimal_server.rs
+# Fan-out, many-writer and idle-connection figures: every figure on synckit (in memory) and on examples/minimal_server.rs
 # in the same run, alternating (synckit first in round 1, the minimal server first in
 # round 2), two rounds. Prints one line per server and figure, the synckit/minimal ratio, and
 # `uptime` before each round.
