@@ -96,14 +96,9 @@ use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStre
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // Wire type codes (docs/protocol.md §3). Only these are used; everything else is ignored.
-const T_SUBSCRIBE: u8 = 0x10;
-const T_SYNC_RESPONSE: u8 = 0x13;
-const T_DELTA: u8 = 0x20;
-const T_ACK: u8 = 0x21;
-const T_PING: u8 = 0x30;
-const T_PONG: u8 = 0x31;
-const T_ERROR: u8 = 0xFF;
-const HEADER_LEN: usize = 13;
+#[path = "support/wire.rs"]
+mod wire;
+use wire::*;
 
 /// The SDK gives up on a subscribe after 10 s (§7.1); a setup step waiting longer than that
 /// means the server is broken, not slow.

@@ -42,14 +42,9 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-// Wire type codes (docs/protocol.md §3): only those loadgen sends or waits for.
-const T_SUBSCRIBE: u8 = 0x10;
-const T_SYNC_RESPONSE: u8 = 0x13;
-const T_DELTA: u8 = 0x20;
-const T_ACK: u8 = 0x21;
-const T_PING: u8 = 0x30;
-const T_PONG: u8 = 0x31;
-const HEADER_LEN: usize = 13;
+#[path = "support/wire.rs"]
+mod wire;
+use wire::*;
 
 #[derive(Parser, Debug)]
 #[command(
