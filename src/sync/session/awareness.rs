@@ -62,25 +62,7 @@ impl Session {
         let Some(id) = self.admit(document_id.as_deref(), false).await else {
             return;
         };
-        let state = match state {
-            Value::Null => None,
-            s @ Value::Object(_) => Some(s),
-            _ => {
-                self.refuse_plain(Refusal::InvalidMessage, err::INVALID_AWARENESS_STATE)
-                    .await;
-                return;
-            }
-        };
-        let (Some(client_id), Some(clock)) = (
-            client_id.filter(|c| c.len() <= MAX_WRITER_ID_LEN),
-            // Above 2^53 − 1 no JS client can produce it, and the leave sent on
-            // close or expiry is `clock + 1`.
-            match clock {
-                Some(c) if c > crate::sync::clock::MAX_SAFE_INTEGER => None,
-                Some(c) => Some(c),
-                None => state.is_none().then_some(0),
-            },
-        ) else {
+        let Some((client_id, state, clock)) = awareness_fields(client_id, state, clock) else {
             self.refuse_plain(Refusal::InvalidMessage, err::INVALID_AWARENESS_STATE)
                 .await;
             return;
@@ -198,4 +180,29 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The validated parts of an `awareness_update`: its client id (bounded), its state
+/// (an object, or `None` for a leave) and its clock (a leave may omit it); `None`
+/// when any is invalid.
+fn awareness_fields(
+    client_id: Option<String>,
+    state: Value,
+    clock: Option<u64>,
+) -> Option<(String, Option<Value>, u64)> {
+    let state = match state {
+        Value::Null => None,
+        s @ Value::Object(_) => Some(s),
+        _ => return None,
+    };
+    let client_id = client_id.filter(|c| c.len() <= MAX_WRITER_ID_LEN)?;
+    // Above 2^53 − 1 no JS client can produce it, and the leave sent on
+    // close or expiry is `clock + 1`.
+    let clock = match clock {
+        Some(c) if c > crate::sync::clock::MAX_SAFE_INTEGER => return None,
+        Some(c) => c,
+        None if state.is_none() => 0,
+        None => return None,
+    };
+    Some((client_id, state, clock))
 }
