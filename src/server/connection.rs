@@ -345,10 +345,15 @@ async fn write_all(
     write_timeout: Duration,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), Stalled> {
+    // One cancellation future for the task's life, not one per outbox wake: each
+    // new one registers with the token and unregisters when dropped, a cost paid per
+    // delivery batch (BENCHMARKS.md "Against a minimal broadcast server").
+    let cancelled = overflowed.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let item = tokio::select! {
             biased;
-            _ = overflowed.cancelled() => {
+            _ = &mut cancelled => {
                 let close = close_message(close::TRY_AGAIN_LATER, close::SLOW_CLIENT);
                 let _ = bounded(write_timeout, sink.send(close)).await?;
                 return Ok(());
