@@ -97,6 +97,8 @@ pub struct Authenticator {
     decoding: DecodingKey,
     encoding: EncodingKey,
     validation: Validation,
+    /// Wall time for `exp`/`nbf`: the server's clock, so tests can step it.
+    clock: crate::clock::SharedClock,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -108,7 +110,13 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// An authenticator reading the system clock.
     pub fn new(settings: JwtSettings) -> Authenticator {
+        Authenticator::with_clock(settings, crate::clock::SystemClock::shared())
+    }
+
+    /// An authenticator reading `clock` when it checks `exp` and `nbf`.
+    pub fn with_clock(settings: JwtSettings, clock: crate::clock::SharedClock) -> Authenticator {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
         validation.leeway = 0;
@@ -135,6 +143,7 @@ impl Authenticator {
             encoding: EncodingKey::from_secret(settings.secret.as_bytes()),
             validation,
             settings,
+            clock,
         }
     }
 
@@ -148,7 +157,7 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Value>(token, &self.decoding, &self.validation)?;
         let claims = data.claims;
         let expires_at = time_claim(&claims, "exp")?;
-        let now = now_secs();
+        let now = self.clock.now_ms().div_euclid(1000);
         if expires_at.is_some_and(|exp| exp <= now) {
             return Err(AuthError::Expired);
         }
@@ -251,13 +260,6 @@ fn time_claim(claims: &Value, name: &'static str) -> Result<Option<i64>, AuthErr
             .map(Some)
             .ok_or(AuthError::BadTimeClaim(name)),
     }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// How an API key is named in the audit log: `api-key:` and the first 8 hex digits
@@ -366,6 +368,32 @@ mod tests {
         assert!(matches!(
             auth.verify(&nosub, TokenKind::Access),
             Err(AuthError::NoSubject)
+        ));
+    }
+
+    #[test]
+    fn expiry_and_not_before_follow_the_injected_clock() {
+        let clock = crate::clock::TestClock::starting_at(1_000_000_000_000);
+        let auth = Authenticator::with_clock(settings(), clock.clone());
+        let now = 1_000_000_000;
+        let token = sign(
+            Algorithm::HS256,
+            json!({"userId":"u","nbf": now + 10, "exp": now + 100}),
+            SECRET,
+        );
+        assert!(matches!(
+            auth.verify(&token, TokenKind::Access),
+            Err(AuthError::NotYetValid)
+        ));
+        clock.step(Duration::from_secs(10));
+        assert!(
+            auth.verify(&token, TokenKind::Access).is_ok(),
+            "valid at nbf"
+        );
+        clock.step(Duration::from_secs(90));
+        assert!(matches!(
+            auth.verify(&token, TokenKind::Access),
+            Err(AuthError::Expired)
         ));
     }
 

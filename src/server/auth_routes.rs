@@ -18,10 +18,6 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn now_secs() -> i64 {
-    crate::sync::wall_clock_ms() / 1000
-}
-
 /// Parse a JSON body without axum's rejection texts (responses never leak internals).
 fn body_json(body: &str) -> Option<serde_json::Map<String, Value>> {
     match serde_json::from_str::<Value>(body) {
@@ -40,8 +36,9 @@ pub fn router() -> Router<Arc<AppState>> {
 
 fn issue_pair(state: &AppState, identity: &Identity) -> Result<(String, String), Box<Response>> {
     let auth = &state.sync.auth;
-    let access = auth.issue(identity, TokenKind::Access, now_secs());
-    let refresh = auth.issue(identity, TokenKind::Refresh, now_secs());
+    let now_secs = state.sync.now_ms() / 1000;
+    let access = auth.issue(identity, TokenKind::Access, now_secs);
+    let refresh = auth.issue(identity, TokenKind::Refresh, now_secs);
     match (access, refresh) {
         (Ok(a), Ok(r)) => Ok((a, r)),
         (Err(e), _) | (_, Err(e)) => {

@@ -124,7 +124,9 @@ pub async fn serve_socket(
             expiry_shown = session.expires_at_secs();
             token_deadline
                 .as_mut()
-                .reset(expiry_shown.map_or(never, instant_at_epoch_secs));
+                .reset(expiry_shown.map_or(never, |secs| {
+                    instant_at_epoch_secs(secs, state.sync.now_ms())
+                }));
         }
         let user = session.identity().map(|i| i.user_id.as_str());
         let subscribed = session.subscriptions().count();
@@ -275,11 +277,10 @@ fn close_message(code: u16, reason: &str) -> Message {
     }))
 }
 
-/// The instant (on tokio's clock) of an epoch-seconds time, for token expiry.
-fn instant_at_epoch_secs(secs: i64) -> Instant {
-    let remaining_ms = secs
-        .saturating_mul(1000)
-        .saturating_sub(crate::sync::wall_clock_ms());
+/// The instant (on tokio's clock) of an epoch-seconds time, for token expiry, given
+/// the wall time now.
+fn instant_at_epoch_secs(secs: i64, now_ms: i64) -> Instant {
+    let remaining_ms = secs.saturating_mul(1000).saturating_sub(now_ms);
     let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
     Instant::now() + remaining.min(NO_DEADLINE)
 }

@@ -159,12 +159,13 @@ impl Server {
                 max_cached_documents: config.max_cached_documents,
                 max_clock_entries: config.sync.limits.max_clock_entries_per_document,
                 text_limits: config.sync.limits.text,
+                clock: clock.clone(),
             },
         );
         let sync = Arc::new(SyncService {
             hub,
             awareness: backends.awareness,
-            auth: Arc::new(Authenticator::new(config.jwt.clone())),
+            auth: Arc::new(Authenticator::with_clock(config.jwt.clone(), clock.clone())),
             metrics,
             settings: config.sync.clone(),
             fleet: Arc::new(Fleet::new(config.presence_interval)),

@@ -46,6 +46,9 @@ pub struct HubSettings {
     pub max_clock_entries: usize,
     /// Bounds on text states and merged text documents.
     pub text_limits: crate::text::Limits,
+    /// Where the hub reads wall time (message ids, timestamps, read-backs): the
+    /// server's clock, so a test's injected clock reaches fan-out too.
+    pub clock: crate::clock::SharedClock,
 }
 
 /// A subscriber list, copied on change so a flush can iterate it without the lock.
@@ -278,6 +281,11 @@ impl Hub {
 
     pub fn settings(&self) -> &HubSettings {
         &self.settings
+    }
+
+    /// Wall time in epoch milliseconds, from the hub's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.settings.clock.now_ms()
     }
 
     pub fn storage(&self) -> &Arc<Persistence> {
@@ -1053,7 +1061,7 @@ impl Hub {
                 st.subscribers.clone(),
             )
         };
-        let now_ms = crate::sync::wall_clock_ms();
+        let now_ms = self.now_ms();
         let PendingBatch {
             order,
             mut values,
@@ -1167,7 +1175,7 @@ impl Hub {
             (st.subscribers.clone(), st.awareness_subscribers.clone())
         };
         let extra: &[Arc<Peer>] = if include_awareness { &aware } else { &[] };
-        let now_ms = crate::sync::wall_clock_ms();
+        let now_ms = self.now_ms();
         let id = next_message_id(now_ms);
         let mut binary = None;
         let mut json = None;
@@ -1411,6 +1419,7 @@ mod tests {
                 max_cached_documents,
                 max_clock_entries: 3,
                 text_limits: crate::text::Limits::default(),
+                clock: crate::clock::SystemClock::shared(),
             },
         );
         hub
@@ -1537,6 +1546,7 @@ mod tests {
                 max_cached_documents: 10,
                 max_clock_entries: 10,
                 text_limits: crate::text::Limits::default(),
+                clock: crate::clock::SystemClock::shared(),
             },
         );
         let entry = hub.open("d").await.expect("open");

@@ -30,14 +30,6 @@ pub use hub::Hub;
 pub use peer::{Outgoing, Peer};
 pub use session::Session;
 
-/// The system's wall time in epoch milliseconds, read every time (an NTP step or a
-/// resume from suspend shows at once). Code with a [`SyncService`] reads
-/// [`SyncService::now_ms`] instead, the clock the server was built with
-/// ([`crate::clock`]), so tests can inject one.
-pub fn wall_clock_ms() -> i64 {
-    crate::clock::system_ms()
-}
-
 /// Settings of the message handlers.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{DocEntry, Hub};
-use super::{wall_clock_ms, SyncService};
+use super::SyncService;
 use crate::awareness::{AwarenessStore, AwarenessUpdate, SetOutcome};
 use crate::protocol::encode::next_message_id;
 use crate::protocol::ServerMessage;
@@ -21,7 +21,7 @@ use crate::pubsub::{ChannelKind, Incoming, PubSubState};
 fn envelope(hub: &Hub, msg: &ServerMessage) -> Value {
     let mut body = msg.body();
     if let Value::Object(map) = &mut body {
-        let now = wall_clock_ms();
+        let now = hub.now_ms();
         map.insert("type".into(), Value::String(msg.kind().name().into()));
         map.insert("id".into(), Value::String(next_message_id(now)));
         map.insert("timestamp".into(), Value::from(now));

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{DocEntry, Hub, ResyncRequests};
-use super::{wall_clock_ms, SyncService};
+use super::SyncService;
 use crate::pubsub::Connection;
 
 /// Wait after the trigger before reading storage, so that peers' write queues have
@@ -162,7 +162,7 @@ async fn reconcile(hub: &Hub, entry: &Arc<DocEntry>, cancel: &CancellationToken)
                     // The text is merged in the text lane (off the document lock,
                     // on the blocking pool when large), after the fields.
                     let text = stored.as_mut().and_then(|s| s.text.take());
-                    if let Some(n) = hub.reconcile(entry, stored, wall_clock_ms()) {
+                    if let Some(n) = hub.reconcile(entry, stored, hub.now_ms()) {
                         return Some(n + hub.merge_stored_text(entry, text).await);
                     }
                 }
