@@ -13,6 +13,7 @@ pub mod clock;
 pub mod console;
 pub mod events;
 pub mod exit;
+pub mod fanout;
 pub mod maintenance;
 pub mod metrics;
 pub mod protocol;

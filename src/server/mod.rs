@@ -254,13 +254,13 @@ impl BackgroundTasks {
         let tasks = &state.tasks;
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(sync.hub.storage().clone().run(writer_stop.clone()));
-        let flusher = tokio::spawn(crate::sync::flusher::run(
+        let flusher = tokio::spawn(crate::fanout::flusher::run(
             sync.hub.clone(),
             flush_queue,
             background.clone(),
         ));
         if let Some(rx) = sync.hub.pubsub().take_incoming() {
-            tasks.spawn(crate::sync::relay::run(
+            tasks.spawn(crate::fanout::relay::run(
                 sync.clone(),
                 rx,
                 background.clone(),
@@ -270,7 +270,7 @@ impl BackgroundTasks {
         // Read-backs need shared storage: after a pub/sub outage (a fleet), and after
         // a PostgreSQL outage (documents opened meanwhile lack their stored state).
         if clustered || sync.hub.storage().is_shared() {
-            tasks.spawn(crate::sync::resync::run(sync.clone(), background.clone()));
+            tasks.spawn(crate::fanout::resync::run(sync.clone(), background.clone()));
         }
         let presence =
             clustered.then(|| tasks.spawn(presence::run(state.clone(), background.clone())));

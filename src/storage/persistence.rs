@@ -173,7 +173,7 @@ pub struct Persistence {
     idle: Notify,
     degraded: AtomicBool,
     /// How many times storage came back after being degraded: documents opened
-    /// from memory meanwhile are read back then (`sync::resync`).
+    /// from memory meanwhile are read back then (`fanout::resync`).
     recoveries: watch::Sender<u64>,
     /// Set once `connect` succeeded (schema migrated or validated).
     ready: AtomicBool,

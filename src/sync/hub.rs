@@ -235,7 +235,7 @@ pub struct Hub {
     eviction_scans: AtomicU64,
     /// Ids of messages we published, to recognise them if they come back.
     published_ids: RecentIds,
-    /// Documents that gained local interest, for [`super::resync`].
+    /// Documents that gained local interest, for [`crate::fanout::resync`].
     resync_tx: mpsc::Sender<(Arc<DocEntry>, Instant)>,
     resync_rx: Mutex<Option<ResyncRequests>>,
 }
@@ -248,7 +248,7 @@ pub type ResyncRequests = mpsc::Receiver<(Arc<DocEntry>, Instant)>;
 /// interest: the queue would otherwise pin documents in memory without bound.
 const RESYNC_QUEUE: usize = 10_000;
 
-/// The flush queue consumed by [`super::flusher::run`]. Unbounded, but it holds at
+/// The flush queue consumed by [`crate::fanout::flusher::run`]. Unbounded, but it holds at
 /// most one entry per document with a pending batch.
 pub type FlushQueue = mpsc::UnboundedReceiver<(Arc<DocEntry>, Instant)>;
 

@@ -7,12 +7,10 @@ pub mod admission;
 pub mod chunks;
 pub mod clock;
 pub mod document;
-pub mod flusher;
 pub mod hub;
 pub mod peer;
 pub mod rate_limit;
 pub mod relay;
-pub mod resync;
 pub mod session;
 pub mod text;
 
@@ -57,7 +55,7 @@ pub struct SyncService {
     pub settings: SyncSettings,
     /// The other instances, as heard on the presence channel.
     pub fleet: Arc<Fleet>,
-    /// Asks the resync task ([`resync::run`]) for a round.
+    /// Asks the resync task ([`crate::fanout::resync::run`]) for a round.
     pub resync: Arc<Notify>,
     /// Notable events of this instance (admin API, console Events view).
     pub events: Arc<crate::events::EventLog>,

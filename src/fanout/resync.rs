@@ -32,9 +32,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{DocEntry, Hub, ResyncRequests};
-use super::SyncService;
 use crate::pubsub::Connection;
+use crate::sync::hub::{DocEntry, Hub, ResyncRequests};
+use crate::sync::SyncService;
 
 /// Wait after the trigger before reading storage, so that peers' write queues have
 /// committed what they accepted during the outage (a group commit takes

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{FlushQueue, Hub};
+use crate::sync::hub::{FlushQueue, Hub};
 
 /// Flush batches as they come due; on cancellation flush everything still pending.
 pub async fn run(hub: Arc<Hub>, mut rx: FlushQueue, cancel: CancellationToken) {
