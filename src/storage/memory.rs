@@ -20,8 +20,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::postgres::{clock_json, cutoff, from_db, snapshot_size, to_db};
-use super::shape::{rebuild_fields, text_state};
+use super::shape::{clock_json, cutoff, from_db, rebuild_fields, snapshot_size, text_state, to_db};
 use super::{
     CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
     NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,

@@ -1,8 +1,49 @@
-//! The JSON shapes SyncKit servers keep in PostgreSQL (docs/storage.md §2), read the same
-//! way by both storage backends: TS text documents inside `documents.state`, and field
-//! maps rebuilt from `deltas` rows.
+//! The shapes SyncKit servers keep in PostgreSQL (docs/storage.md §2), read and written
+//! the same way by every storage backend: TS text documents inside `documents.state`,
+//! field maps rebuilt from `deltas` rows, clock values at BIGINT range, snapshot
+//! `version` and `size_bytes`, and the cutoff of a retention rule. They live here, not
+//! in a backend, so the in-memory backend keeps PostgreSQL's semantics without
+//! depending on the PostgreSQL module.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+
+/// Clock values are BIGINT; ours are u64 that never get near the limit in practice.
+pub(crate) fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A BIGINT clock value back as ours; a negative one (never written by us) is 0.
+pub(crate) fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// The cutoff for an age rule, or `None` when the rule is disabled or reaches
+/// before any representable time (then nothing is old enough).
+pub(crate) fn cutoff(now: DateTime<Utc>, age: Option<Duration>) -> Option<DateTime<Utc>> {
+    let age = chrono::Duration::from_std(age?).ok()?;
+    now.checked_sub_signed(age)
+}
+
+/// The byte length of the state's JSON text (the `size_bytes` column, as TS
+/// computes it), saturating at the column's INTEGER range.
+pub(crate) fn snapshot_size(state: &Value) -> i32 {
+    let len = serde_json::to_string(state).map(|s| s.len()).unwrap_or(0);
+    i32::try_from(len).unwrap_or(i32::MAX)
+}
+
+/// A vector clock as JSON numbers (TS wrote strings; readers accept both).
+pub(crate) fn clock_json(clock: &BTreeMap<String, u64>) -> Value {
+    Value::Object(
+        clock
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(*v)))
+            .collect(),
+    )
+}
 
 /// A TS text document's state, when `type` is `text` and `crdt` is non-empty.
 pub fn text_state(state: &Value) -> Option<(String, f64)> {

@@ -14,12 +14,12 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+use super::shape::{clock_json, cutoff, from_db, snapshot_size, to_db};
 use super::{
     migrate, CleanupCounts, CleanupOptions, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
     NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,
     StorageAdapter, StorageError, StoredDocument,
 };
-pub(crate) use sync_path::{from_db, to_db};
 
 /// Pool and schema settings (docs/operations.md §4.4).
 #[derive(Clone)]
@@ -303,30 +303,6 @@ fn count(n: u32) -> i64 {
 /// Rows affected, as the counters report them.
 fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {
     result.rows_affected()
-}
-
-/// The cutoff for an age rule, or `None` when the rule is disabled or reaches
-/// before any representable time (then nothing is old enough).
-pub(crate) fn cutoff(now: DateTime<Utc>, age: Option<Duration>) -> Option<DateTime<Utc>> {
-    let age = chrono::Duration::from_std(age?).ok()?;
-    now.checked_sub_signed(age)
-}
-
-/// The byte length of the state's JSON text (the `size_bytes` column, as TS
-/// computes it), saturating at the column's INTEGER range.
-pub(crate) fn snapshot_size(state: &Value) -> i32 {
-    let len = serde_json::to_string(state).map(|s| s.len()).unwrap_or(0);
-    i32::try_from(len).unwrap_or(i32::MAX)
-}
-
-/// A vector clock as JSON numbers (TS wrote strings; readers accept both).
-pub(crate) fn clock_json(clock: &BTreeMap<String, u64>) -> Value {
-    Value::Object(
-        clock
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::from(*v)))
-            .collect(),
-    )
 }
 
 /// Create a document row holding an empty field map unless it exists: clock rows

@@ -13,17 +13,8 @@ use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
 use super::classify;
-use crate::storage::shape::{rebuild_fields, text_state};
+use crate::storage::shape::{from_db, rebuild_fields, text_state, to_db};
 use crate::storage::{DocumentWrite, StorageError, StoredDocument};
-
-/// Clock values are BIGINT; ours are u64 that never get near the limit in practice.
-pub(crate) fn to_db(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn from_db(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
 
 /// The field document object TS reads (`{"id","fields"}`), with the text keys TS's
 /// text reader looks for when the document has a text state.
