@@ -738,8 +738,8 @@ async fn backends(
     backends.awareness = match (awareness.store, &config.redis) {
         (AwarenessStoreKind::Postgres, _) => {
             let pool = backends
-                .storage
-                .postgres_pool()
+                .postgres
+                .clone()
                 .context("--awareness-store postgres needs DATABASE_URL")?;
             bounded(Arc::new(PostgresAwarenessStore::new(
                 pool,
@@ -794,7 +794,7 @@ async fn storage_backends(
         Ok(Err(e)) => tracing::warn!(error = %e, "PostgreSQL unreachable at start: serving from memory and retrying; writes are acknowledged once it is back"),
         Err(_) => tracing::warn!("PostgreSQL did not answer in {budget:?}: serving from memory and retrying; writes are acknowledged once it is back"),
     }
-    Ok(Backends::with_storage(config, storage))
+    Ok(Backends::with_postgres(config, storage))
 }
 
 /// The Redis pub/sub backend when `REDIS_URL` is set. It connects in the background:

@@ -37,7 +37,7 @@ use crate::auth::Authenticator;
 use crate::awareness::{AwarenessStore, MemoryAwarenessStore};
 use crate::metrics::Metrics;
 use crate::pubsub::{Channels, Fleet, LocalPubSub, PubSub, PubSubState};
-use crate::storage::{MemoryStorage, Persistence, StorageAdapter};
+use crate::storage::{MemoryStorage, Persistence, PostgresStorage, StorageAdapter};
 use crate::sync::hub::{FlushQueue, HubSettings};
 use crate::sync::{Hub, SyncService};
 use registry::ConnectionRegistry;
@@ -75,6 +75,9 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The maintenance scheduler (its jobs' next runs feed the admin API).
     pub scheduler: Arc<crate::maintenance::Scheduler>,
+    /// The PostgreSQL pool storage runs on, if any ([`Backends::postgres`]): its
+    /// connection counts are in `/metrics`.
+    pub postgres: Option<sqlx::PgPool>,
 }
 
 impl AppState {
@@ -104,6 +107,10 @@ pub struct Backends {
     pub storage: Arc<dyn StorageAdapter>,
     pub awareness: Arc<dyn AwarenessStore>,
     pub pubsub: Arc<dyn PubSub>,
+    /// The PostgreSQL pool when storage is on PostgreSQL: carried here rather than
+    /// asked of the storage so a backend need not know about PostgreSQL. `/metrics`
+    /// reports it, and `serve` shares it with the PostgreSQL awareness store.
+    pub postgres: Option<sqlx::PgPool>,
 }
 
 impl Backends {
@@ -112,6 +119,7 @@ impl Backends {
             storage: Arc::new(MemoryStorage::new()),
             awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
             pubsub: Arc::new(LocalPubSub::single_instance()),
+            postgres: None,
         }
     }
 
@@ -121,6 +129,15 @@ impl Backends {
         Backends {
             storage,
             ..Backends::in_memory(config)
+        }
+    }
+
+    /// PostgreSQL storage (as [`Backends::with_storage`]) with its pool kept beside
+    /// it: what `serve` runs on with a database.
+    pub fn with_postgres(config: &ServerConfig, storage: Arc<PostgresStorage>) -> Backends {
+        Backends {
+            postgres: Some(storage.pool().clone()),
+            ..Backends::with_storage(config, storage)
         }
     }
 }
@@ -201,6 +218,7 @@ impl Server {
             background: CancellationToken::new(),
             tasks,
             scheduler,
+            postgres: backends.postgres,
         });
         Server { state, flush_queue }
     }

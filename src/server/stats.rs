@@ -246,12 +246,10 @@ pub struct Extra {
 
 fn extra(state: &AppState) -> Extra {
     let process = &crate::metrics::PROCESS;
-    let pool = state.sync.hub.storage().adapter().postgres_pool();
+    let pool = state.postgres.as_ref();
     Extra {
         process: super::process::read(),
-        pool: pool
-            .as_ref()
-            .map(|p| (p.size(), p.num_idle(), p.options().get_max_connections())),
+        pool: pool.map(|p| (p.size(), p.num_idle(), p.options().get_max_connections())),
         postgres_acquire: pool
             .is_some()
             .then(|| HistogramValue::from_ms(&process.postgres_acquire)),

@@ -337,12 +337,6 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// here. Memory storage belongs to this process alone.
     fn is_shared(&self) -> bool;
 
-    /// The connection pool, for stores that share the database (the PostgreSQL
-    /// awareness store, the console).
-    fn postgres_pool(&self) -> Option<sqlx::PgPool> {
-        None
-    }
-
     // -- connection ------------------------------------------------------------
 
     /// Reach the backend (and, for PostgreSQL, make sure the schema is usable).

@@ -27,7 +27,7 @@ fn backends(config: &ServerConfig, pool: &PgPool) -> Backends {
     let own = PgPoolOptions::new()
         .max_connections(4)
         .connect_lazy_with((*pool.connect_options()).clone());
-    Backends::with_storage(config, Arc::new(PostgresStorage::from_pool(own, true)))
+    Backends::with_postgres(config, Arc::new(PostgresStorage::from_pool(own, true)))
 }
 
 async fn server(pool: &PgPool) -> (TestServer, std::net::SocketAddr) {
@@ -492,9 +492,9 @@ async fn the_jobs_show_while_the_run_log_is_unreachable() {
         enabled: true,
     }];
     let backends = Backends {
-        storage: Arc::new(PostgresStorage::from_pool(pool, true)),
         awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
         pubsub: Arc::new(LocalPubSub::single_instance()),
+        ..Backends::with_postgres(&config, Arc::new(PostgresStorage::from_pool(pool, true)))
     };
     let (server, admin) = start_with(config, backends, true).await;
     let admin = admin.expect("admin");

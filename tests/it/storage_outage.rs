@@ -31,7 +31,7 @@ fn backends(config: &ServerConfig, pool: &PgPool, proxy: &Proxy) -> Backends {
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(direct.port(proxy.port));
-    Backends::with_storage(config, Arc::new(PostgresStorage::from_pool(proxied, true)))
+    Backends::with_postgres(config, Arc::new(PostgresStorage::from_pool(proxied, true)))
 }
 
 fn p99(mut samples: Vec<Duration>, what: &str) -> Duration {
@@ -214,7 +214,7 @@ async fn with_a_shared_awareness_store_unreachable_presence_fails_fast_and_close
     let proxy = Proxy::for_pool(&pool).await;
     let config = open_config();
     let mut shared = backends(&config, &pool, &proxy);
-    let proxied = shared.storage.postgres_pool().expect("a PostgreSQL pool");
+    let proxied = shared.postgres.clone().expect("a PostgreSQL pool");
     shared.awareness = Arc::new(BoundedAwarenessStore::new(
         Arc::new(PostgresAwarenessStore::new(
             proxied,
@@ -290,6 +290,7 @@ async fn a_document_opened_during_an_outage_gets_its_stored_state_when_postgres_
             storage: common::pg_storage(&pool),
             awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
             pubsub: Arc::new(LocalPubSub::single_instance()),
+            postgres: None,
         },
     )
     .await;

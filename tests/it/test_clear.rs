@@ -68,6 +68,7 @@ async fn clear_empties_every_store(
         storage: storage.clone(),
         awareness,
         pubsub: Arc::new(LocalPubSub::single_instance()),
+        postgres: None,
     };
     let server = start_on(config, backends).await;
 

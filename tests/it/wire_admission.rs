@@ -31,6 +31,7 @@ pub(crate) fn postgres(config: &ServerConfig, pool: &PgPool) -> Backends {
         storage: pg_storage(pool),
         awareness: Arc::new(MemoryAwarenessStore::new(config.sync.awareness_timeout)),
         pubsub: Arc::new(LocalPubSub::single_instance()),
+        postgres: None,
     }
 }
 

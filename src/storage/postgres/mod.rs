@@ -488,10 +488,6 @@ impl StorageAdapter for PostgresStorage {
         true
     }
 
-    fn postgres_pool(&self) -> Option<PgPool> {
-        Some(self.pool.clone())
-    }
-
     async fn connect(&self) -> Result<(), StorageError> {
         let result = async {
             sqlx::query("SELECT 1")

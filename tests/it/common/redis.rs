@@ -166,6 +166,7 @@ pub async fn start_instance(
             config.sync.awareness_timeout,
         )),
         pubsub: pubsub.clone(),
+        postgres: None,
     };
     let (server, admin) = start_with(config, backends, true).await;
     wait_connected(&pubsub).await;
