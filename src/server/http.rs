@@ -134,14 +134,15 @@ fn merge(mut base: Value, extra: Value) -> Value {
     base
 }
 
-/// `memory-only`, `connected`, or `degraded` (unreachable, or writes waiting for it),
-/// as the background prober and the writer last saw it: a probe never waits on the
-/// database.
+/// `memory-only` (reachable, but lost on restart), `connected`, or `degraded`
+/// (unreachable, or writes waiting for it), as the background prober and the writer
+/// last saw it: a probe never waits on the database. Decided by the store's
+/// capabilities, not its name.
 fn storage_label(storage: &crate::storage::Persistence) -> &'static str {
-    match (storage.kind(), !storage.is_degraded()) {
-        ("memory", true) => "memory-only",
-        (_, true) => "connected",
-        (_, false) => "degraded",
+    match (storage.is_durable(), storage.is_degraded()) {
+        (_, true) => "degraded",
+        (false, false) => "memory-only",
+        (true, false) => "connected",
     }
 }
 

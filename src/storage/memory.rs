@@ -481,6 +481,10 @@ impl StorageAdapter for MemoryStorage {
         false
     }
 
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     async fn connect(&self) -> Result<(), StorageError> {
         self.reachable()
     }

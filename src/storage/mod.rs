@@ -330,12 +330,17 @@ pub use crate::admin_api::maintenance::RunRecord;
 /// transactional [`write_batch`](StorageAdapter::write_batch)).
 #[async_trait]
 pub trait StorageAdapter: Send + Sync + 'static {
-    /// `memory` or `postgres`, for health and stats.
+    /// `memory` or `postgres`: a label for logs, health and stats only. Behaviour
+    /// follows the capabilities below, never this name.
     fn kind(&self) -> &'static str;
 
     /// Whether other instances (and later runs of this one) read what is stored
     /// here. Memory storage belongs to this process alone.
     fn is_shared(&self) -> bool;
+
+    /// Whether what is stored here survives a restart of this process. Health
+    /// reports a store that does not as `memory-only`.
+    fn is_durable(&self) -> bool;
 
     // -- connection ------------------------------------------------------------
 

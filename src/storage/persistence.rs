@@ -227,6 +227,11 @@ impl Persistence {
         self.adapter.is_shared()
     }
 
+    /// Whether what is stored survives a restart (health's `memory-only` when not).
+    pub fn is_durable(&self) -> bool {
+        self.adapter.is_durable()
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -488,6 +488,10 @@ impl StorageAdapter for PostgresStorage {
         true
     }
 
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     async fn connect(&self) -> Result<(), StorageError> {
         let result = async {
             sqlx::query("SELECT 1")
