@@ -21,7 +21,7 @@ use crate::awareness::{
 use crate::exit::Failure;
 use crate::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
 use crate::server::{Backends, Server, ServerConfig};
-use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, StorageAdapter};
+use crate::storage::{PersistenceSettings, PostgresSettings, PostgresStorage, SyncStore};
 use crate::sync::admission::{Limits, MAX_JSON_DEPTH_SETTING};
 use crate::sync::SyncSettings;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::storage::{NewSnapshot, StorageAdapter, StorageError};
+use crate::storage::{AdminStore, MaintenanceStore, NewSnapshot, StorageError};
 
 /// Documents handled per run, so one run stays short.
 pub const DOCUMENTS_PER_RUN: u32 = 100;
@@ -19,9 +19,10 @@ pub struct CompactionReport {
 }
 
 /// Snapshot and compact every document with more than `threshold` deltas (up to
-/// [`DOCUMENTS_PER_RUN`]).
+/// [`DOCUMENTS_PER_RUN`]). The snapshot is the row as stored, read the way the admin
+/// API reads a document that is not loaded, hence the [`AdminStore`] bound.
 pub async fn compact_large_documents(
-    storage: &dyn StorageAdapter,
+    storage: &(impl MaintenanceStore + AdminStore + ?Sized),
     threshold: u64,
 ) -> Result<CompactionReport, StorageError> {
     let mut report = CompactionReport::default();

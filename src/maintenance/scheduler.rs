@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{compaction, run_cleanup};
 use crate::pubsub::PubSubState;
-use crate::storage::{CleanupOptions, RunOutcome, RunStatus, StorageAdapter};
+use crate::storage::{CleanupOptions, MaintenanceStore, RunOutcome, RunStatus};
 use crate::sync::SyncService;
 
 /// A parsed schedule. Accepts standard 5-field crontab (`0 3 * * *`, seconds = 0) and
@@ -261,7 +261,7 @@ const CLAIM_TTL: Duration = Duration::from_secs(3600);
 /// claim could not be made); otherwise the work's result. `synckit cleanup` records
 /// its runs through this too.
 pub async fn run_recorded(
-    storage: &dyn StorageAdapter,
+    storage: &(impl MaintenanceStore + ?Sized),
     job: &str,
     scheduled_for: DateTime<Utc>,
     instance_id: &str,
@@ -279,7 +279,7 @@ pub const INTERRUPTED: &str = "interrupted by shutdown";
 /// §6 and §8) instead of staying `running`; the answer is then
 /// `Some(Err(INTERRUPTED))`.
 pub async fn run_recorded_until(
-    storage: &dyn StorageAdapter,
+    storage: &(impl MaintenanceStore + ?Sized),
     job: &str,
     scheduled_for: DateTime<Utc>,
     instance_id: &str,

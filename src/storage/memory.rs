@@ -1,9 +1,10 @@
 //! In-memory storage: the embedded default and the reference the PostgreSQL adapter
-//! is held to. It implements the whole [`StorageAdapter`] with the semantics of the
-//! canonical schema (docs/storage.md §1–§4) — `version` 1 on insert and +1 per update as
-//! the triggers do, cascading deletes, TS-readable `documents.state`, batched
-//! cleanup — so the shared conformance suite passes unchanged against both. Data
-//! survives hub eviction, not restarts.
+//! is held to. It implements every storage trait (the
+//! [`StorageAdapter`](super::StorageAdapter) union and [`CompatStore`]) with the
+//! semantics of the canonical schema (docs/storage.md §1–§4) — `version` 1 on insert
+//! and +1 per update as the triggers do, cascading deletes, TS-readable
+//! `documents.state`, batched cleanup — so the shared conformance suite passes
+//! unchanged against both. Data survives hub eviction, not restarts.
 //!
 //! Everything sits behind one `std::sync::Mutex`, taken for short, synchronous
 //! sections only (never across an `.await`): a `write_batch` is atomic because it
@@ -21,10 +22,11 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::shape::{clock_json, cutoff, from_db, rebuild_fields, snapshot_size, text_state, to_db};
+use super::{AdminStore, CompatStore, MaintenanceStore, SyncStore};
 use super::{
     CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
     NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,
-    StorageAdapter, StorageError, StoredDocument,
+    StorageError, StoredDocument,
 };
 
 /// Delta rows kept per document; older ones are dropped as new ones arrive. Deltas
@@ -109,6 +111,26 @@ impl Inner {
                 updated_at: at,
             }),
         }
+    }
+
+    /// Insert a session row, or refresh `last_seen` and `metadata` of an existing one
+    /// (`INSERT … ON CONFLICT DO UPDATE`).
+    fn upsert_session(&mut self, session: &SessionRecord, at: DateTime<Utc>) {
+        self.sessions
+            .entry(session.id.clone())
+            .and_modify(|row| {
+                // On conflict only `last_seen` and `metadata` change.
+                row.last_seen = at;
+                row.metadata = Some(session.metadata.clone());
+            })
+            .or_insert_with(|| SessionRow {
+                id: session.id.clone(),
+                user_id: session.user_id.clone(),
+                client_id: session.client_id.clone(),
+                connected_at: at,
+                last_seen: at,
+                metadata: Some(session.metadata.clone()),
+            });
     }
 
     /// Create an empty field document unless the id exists (clock rows need one).
@@ -472,7 +494,7 @@ fn page<T>(rows: Vec<T>, limit: u32, offset: u32) -> Vec<T> {
 }
 
 #[async_trait]
-impl StorageAdapter for MemoryStorage {
+impl SyncStore for MemoryStorage {
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -491,34 +513,235 @@ impl StorageAdapter for MemoryStorage {
 
     async fn disconnect(&self) {}
 
-    fn is_connected(&self) -> bool {
-        self.reachable().is_ok()
-    }
-
     async fn health_check(&self) -> Result<(), StorageError> {
         self.reachable()
     }
 
+    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
+        self.reachable()?;
+        let mut inner = self.lock();
+        let Some(row) = inner.documents.get(id) else {
+            return Ok(None);
+        };
+        let state = row.state.clone();
+        let text = text_state(&state);
+        let fields = match state.get("fields") {
+            Some(Value::Object(fields)) => fields.clone(),
+            _ if text.is_some() => Map::new(),
+            _ => {
+                // A row without `fields` (C#'s `{}`): rebuild from the deltas and
+                // keep the result in `state`, as the PostgreSQL loader does.
+                let rows: Vec<(String, String, Option<Value>)> = inner
+                    .sorted_deltas(id)
+                    .into_iter()
+                    .map(|d| (d.operation_type, d.field_path, d.value))
+                    .collect();
+                if rows.is_empty() {
+                    Map::new()
+                } else {
+                    let fields = rebuild_fields(rows);
+                    let mut adopted = object_of(Some(&state));
+                    adopted.insert("id".into(), Value::String(id.to_owned()));
+                    adopted.insert("fields".into(), Value::Object(fields.clone()));
+                    inner.upsert_document(id, Value::Object(adopted), now());
+                    fields
+                }
+            }
+        };
+        let clock = inner
+            .clocks
+            .get(id)
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        Ok(Some(StoredDocument {
+            fields,
+            clock,
+            text,
+        }))
+    }
+
+    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+        self.reachable()?;
+        if writes.iter().all(DocumentWrite::is_empty) {
+            return Ok(());
+        }
+        self.lock().apply_batch(writes);
+        Ok(())
+    }
+
+    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {
+        self.reachable()?;
+        // One lock and one clock for the batch, as one transaction (and its
+        // `NOW()`) on PostgreSQL.
+        let at = now();
+        let mut inner = self.lock();
+        for session in &batch.upserts {
+            inner.upsert_session(session, at);
+        }
+        for id in &batch.deletes {
+            inner.sessions.remove(id);
+        }
+        if let Some(prefix) = &batch.retain_prefix {
+            let keep: HashSet<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
+            inner
+                .sessions
+                .retain(|id, _| !id.starts_with(prefix.as_str()) || keep.contains(id.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError> {
+        self.reachable()?;
+        let at = now();
+        let mut inner = self.lock();
+        for id in ids {
+            if let Some(row) = inner.sessions.get_mut(id) {
+                row.last_seen = at;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for MemoryStorage {
+    async fn documents_over_delta_threshold(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        let mut over: Vec<(String, u64)> = self
+            .lock()
+            .deltas
+            .iter()
+            .map(|(doc, rows)| (doc.clone(), rows.len() as u64))
+            .filter(|(_, n)| *n > threshold)
+            .collect();
+        over.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(page(over, limit, 0))
+    }
+
+    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError> {
+        let mut inner = self.lock();
+        if !inner.documents.contains_key(&snapshot.document_id) {
+            return Err(missing_document("snapshots", &snapshot.document_id));
+        }
+        let row = SnapshotRow {
+            id: Uuid::new_v4(),
+            document_id: snapshot.document_id.clone(),
+            state: snapshot.state.clone(),
+            version: clock_json(&snapshot.version),
+            size_bytes: snapshot_size(&snapshot.state),
+            compressed: snapshot.compressed,
+            created_at: now(),
+        };
+        inner.snapshots.insert(row.id, row.clone());
+        Ok(row)
+    }
+
+    async fn compact(&self, document_id: &str) -> Result<u64, StorageError> {
+        let mut inner = self.lock();
+        let Some(covered) = inner
+            .snapshots
+            .values()
+            .filter(|s| s.document_id == document_id)
+            .map(|s| s.created_at)
+            .max()
+        else {
+            return Ok(0);
+        };
+        let Some(rows) = inner.deltas.get_mut(document_id) else {
+            return Ok(0);
+        };
+        let len = rows.len();
+        rows.retain(|d| d.timestamp > covered);
+        Ok((len - rows.len()) as u64)
+    }
+
+    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
+        self.reachable()?;
+        // One clock for every step, as on PostgreSQL.
+        let at = now();
+        let mut counts = CleanupCounts::default();
+        if let Some(before) = cutoff(at, options.sessions_older_than) {
+            counts.sessions_deleted = self.cleanup_sessions(before, options).await;
+        }
+        if let Some(before) = cutoff(at, options.deltas_older_than) {
+            counts.deltas_deleted = self.cleanup_deltas(before, options).await;
+        }
+        let snapshots_before = cutoff(at, options.snapshots_older_than);
+        if snapshots_before.is_some() || options.max_snapshots_per_document.is_some() {
+            counts.snapshots_deleted = self.cleanup_snapshots(snapshots_before, options).await;
+        }
+        Ok(counts)
+    }
+
+    async fn claim_run(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        instance_id: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        let mut inner = self.lock();
+        if inner
+            .runs
+            .iter()
+            .any(|r| r.job == job && r.scheduled_for == scheduled_for)
+        {
+            return Ok(None);
+        }
+        inner.next_run_id += 1;
+        let id = inner.next_run_id;
+        inner.runs.push_back(RunRecord {
+            id,
+            job: job.to_owned(),
+            scheduled_for,
+            instance_id: instance_id.to_owned(),
+            started_at: now(),
+            finished_at: None,
+            outcome: "running".into(),
+            counts: json!({}),
+            error: None,
+        });
+        while inner.runs.len() > MAX_RUNS_KEPT {
+            inner.runs.pop_front();
+        }
+        Ok(Some(id))
+    }
+
+    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        if let Some(run) = inner.runs.iter_mut().find(|r| r.id == id) {
+            run.finished_at = Some(now());
+            run.outcome = outcome.status.label().into();
+            run.counts = outcome.counts.clone();
+            run.error = outcome.error.clone();
+        }
+        Ok(())
+    }
+
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        let runs: Vec<RunRecord> = self.lock().runs.iter().rev().cloned().collect();
+        Ok(page(runs, limit, 0))
+    }
+}
+
+#[async_trait]
+impl AdminStore for MemoryStorage {
     async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError> {
         Ok(self.lock().documents.get(id).cloned())
     }
 
-    async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
+    async fn get_vector_clock(
+        &self,
+        document_id: &str,
+    ) -> Result<BTreeMap<String, u64>, StorageError> {
         Ok(self
             .lock()
-            .upsert_document(id, state.clone(), now())
-            .clone())
-    }
-
-    async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
-        let mut inner = self.lock();
-        if !inner.documents.contains_key(id) {
-            return Err(StorageError::NotFound {
-                kind: "Document",
-                id: id.to_owned(),
-            });
-        }
-        Ok(inner.upsert_document(id, state.clone(), now()).clone())
+            .clocks
+            .get(document_id)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn delete_document(&self, id: &str) -> Result<bool, StorageError> {
@@ -544,6 +767,33 @@ impl StorageAdapter for MemoryStorage {
         inner.sessions.clear();
         Ok(documents)
     }
+}
+
+// Only the tests call these (the server never does); they keep the TS adapter's
+// row-level operations, held to the same conformance suite.
+#[async_trait]
+impl CompatStore for MemoryStorage {
+    fn is_connected(&self) -> bool {
+        self.reachable().is_ok()
+    }
+
+    async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
+        Ok(self
+            .lock()
+            .upsert_document(id, state.clone(), now())
+            .clone())
+    }
+
+    async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
+        let mut inner = self.lock();
+        if !inner.documents.contains_key(id) {
+            return Err(StorageError::NotFound {
+                kind: "Document",
+                id: id.to_owned(),
+            });
+        }
+        Ok(inner.upsert_document(id, state.clone(), now()).clone())
+    }
 
     async fn list_documents(
         &self,
@@ -557,18 +807,6 @@ impl StorageAdapter for MemoryStorage {
                 .then_with(|| a.id.cmp(&b.id))
         });
         Ok(page(rows, limit, offset))
-    }
-
-    async fn get_vector_clock(
-        &self,
-        document_id: &str,
-    ) -> Result<BTreeMap<String, u64>, StorageError> {
-        Ok(self
-            .lock()
-            .clocks
-            .get(document_id)
-            .cloned()
-            .unwrap_or_default())
     }
 
     async fn update_vector_clock(
@@ -653,23 +891,7 @@ impl StorageAdapter for MemoryStorage {
 
     async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
         self.reachable()?;
-        let at = now();
-        self.lock()
-            .sessions
-            .entry(session.id.clone())
-            .and_modify(|row| {
-                // On conflict only `last_seen` and `metadata` change.
-                row.last_seen = at;
-                row.metadata = Some(session.metadata.clone());
-            })
-            .or_insert_with(|| SessionRow {
-                id: session.id.clone(),
-                user_id: session.user_id.clone(),
-                client_id: session.client_id.clone(),
-                connected_at: at,
-                last_seen: at,
-                metadata: Some(session.metadata.clone()),
-            });
+        self.lock().upsert_session(session, now());
         Ok(())
     }
 
@@ -690,39 +912,9 @@ impl StorageAdapter for MemoryStorage {
         Ok(true)
     }
 
-    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError> {
-        self.reachable()?;
-        let at = now();
-        let mut inner = self.lock();
-        for id in ids {
-            if let Some(row) = inner.sessions.get_mut(id) {
-                row.last_seen = at;
-            }
-        }
-        Ok(())
-    }
-
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError> {
         self.reachable()?;
         Ok(self.lock().sessions.remove(id).is_some())
-    }
-
-    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {
-        self.reachable()?;
-        for session in &batch.upserts {
-            self.save_session(session).await?;
-        }
-        let mut inner = self.lock();
-        for id in &batch.deletes {
-            inner.sessions.remove(id);
-        }
-        if let Some(prefix) = &batch.retain_prefix {
-            let keep: HashSet<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
-            inner
-                .sessions
-                .retain(|id, _| !id.starts_with(prefix.as_str()) || keep.contains(id.as_str()));
-        }
-        Ok(())
     }
 
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError> {
@@ -743,24 +935,6 @@ impl StorageAdapter for MemoryStorage {
     ) -> Result<Vec<SessionRow>, StorageError> {
         let rows = self.lock().sessions.values().cloned().collect();
         Ok(page(sessions_sorted(rows), limit, offset))
-    }
-
-    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError> {
-        let mut inner = self.lock();
-        if !inner.documents.contains_key(&snapshot.document_id) {
-            return Err(missing_document("snapshots", &snapshot.document_id));
-        }
-        let row = SnapshotRow {
-            id: Uuid::new_v4(),
-            document_id: snapshot.document_id.clone(),
-            state: snapshot.state.clone(),
-            version: clock_json(&snapshot.version),
-            size_bytes: snapshot_size(&snapshot.state),
-            compressed: snapshot.compressed,
-            created_at: now(),
-        };
-        inner.snapshots.insert(row.id, row.clone());
-        Ok(row)
     }
 
     async fn get_snapshot(&self, id: Uuid) -> Result<Option<SnapshotRow>, StorageError> {
@@ -784,160 +958,6 @@ impl StorageAdapter for MemoryStorage {
 
     async fn delete_snapshot(&self, id: Uuid) -> Result<bool, StorageError> {
         Ok(self.lock().snapshots.remove(&id).is_some())
-    }
-
-    async fn compact(&self, document_id: &str) -> Result<u64, StorageError> {
-        let mut inner = self.lock();
-        let Some(covered) = inner
-            .snapshots
-            .values()
-            .filter(|s| s.document_id == document_id)
-            .map(|s| s.created_at)
-            .max()
-        else {
-            return Ok(0);
-        };
-        let Some(rows) = inner.deltas.get_mut(document_id) else {
-            return Ok(0);
-        };
-        let len = rows.len();
-        rows.retain(|d| d.timestamp > covered);
-        Ok((len - rows.len()) as u64)
-    }
-
-    async fn documents_over_delta_threshold(
-        &self,
-        threshold: u64,
-        limit: u32,
-    ) -> Result<Vec<(String, u64)>, StorageError> {
-        let mut over: Vec<(String, u64)> = self
-            .lock()
-            .deltas
-            .iter()
-            .map(|(doc, rows)| (doc.clone(), rows.len() as u64))
-            .filter(|(_, n)| *n > threshold)
-            .collect();
-        over.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(page(over, limit, 0))
-    }
-
-    async fn claim_run(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        instance_id: &str,
-    ) -> Result<Option<i64>, StorageError> {
-        let mut inner = self.lock();
-        if inner
-            .runs
-            .iter()
-            .any(|r| r.job == job && r.scheduled_for == scheduled_for)
-        {
-            return Ok(None);
-        }
-        inner.next_run_id += 1;
-        let id = inner.next_run_id;
-        inner.runs.push_back(RunRecord {
-            id,
-            job: job.to_owned(),
-            scheduled_for,
-            instance_id: instance_id.to_owned(),
-            started_at: now(),
-            finished_at: None,
-            outcome: "running".into(),
-            counts: json!({}),
-            error: None,
-        });
-        while inner.runs.len() > MAX_RUNS_KEPT {
-            inner.runs.pop_front();
-        }
-        Ok(Some(id))
-    }
-
-    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
-        let mut inner = self.lock();
-        if let Some(run) = inner.runs.iter_mut().find(|r| r.id == id) {
-            run.finished_at = Some(now());
-            run.outcome = outcome.status.label().into();
-            run.counts = outcome.counts.clone();
-            run.error = outcome.error.clone();
-        }
-        Ok(())
-    }
-
-    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
-        let runs: Vec<RunRecord> = self.lock().runs.iter().rev().cloned().collect();
-        Ok(page(runs, limit, 0))
-    }
-
-    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
-        self.reachable()?;
-        // One clock for every step, as on PostgreSQL.
-        let at = now();
-        let mut counts = CleanupCounts::default();
-        if let Some(before) = cutoff(at, options.sessions_older_than) {
-            counts.sessions_deleted = self.cleanup_sessions(before, options).await;
-        }
-        if let Some(before) = cutoff(at, options.deltas_older_than) {
-            counts.deltas_deleted = self.cleanup_deltas(before, options).await;
-        }
-        let snapshots_before = cutoff(at, options.snapshots_older_than);
-        if snapshots_before.is_some() || options.max_snapshots_per_document.is_some() {
-            counts.snapshots_deleted = self.cleanup_snapshots(snapshots_before, options).await;
-        }
-        Ok(counts)
-    }
-
-    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
-        self.reachable()?;
-        let mut inner = self.lock();
-        let Some(row) = inner.documents.get(id) else {
-            return Ok(None);
-        };
-        let state = row.state.clone();
-        let text = text_state(&state);
-        let fields = match state.get("fields") {
-            Some(Value::Object(fields)) => fields.clone(),
-            _ if text.is_some() => Map::new(),
-            _ => {
-                // A row without `fields` (C#'s `{}`): rebuild from the deltas and
-                // keep the result in `state`, as the PostgreSQL loader does.
-                let rows: Vec<(String, String, Option<Value>)> = inner
-                    .sorted_deltas(id)
-                    .into_iter()
-                    .map(|d| (d.operation_type, d.field_path, d.value))
-                    .collect();
-                if rows.is_empty() {
-                    Map::new()
-                } else {
-                    let fields = rebuild_fields(rows);
-                    let mut adopted = object_of(Some(&state));
-                    adopted.insert("id".into(), Value::String(id.to_owned()));
-                    adopted.insert("fields".into(), Value::Object(fields.clone()));
-                    inner.upsert_document(id, Value::Object(adopted), now());
-                    fields
-                }
-            }
-        };
-        let clock = inner
-            .clocks
-            .get(id)
-            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        Ok(Some(StoredDocument {
-            fields,
-            clock,
-            text,
-        }))
-    }
-
-    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
-        self.reachable()?;
-        if writes.iter().all(DocumentWrite::is_empty) {
-            return Ok(());
-        }
-        self.lock().apply_batch(writes);
-        Ok(())
     }
 }
 

@@ -1,7 +1,10 @@
-//! Persistence seam. [`StorageAdapter`] is the whole storage surface (documents,
-//! vector clocks, deltas, sessions, snapshots, compaction, cleanup) with two real
-//! implementations, memory and PostgreSQL, held to one conformance suite. The sync
-//! path reaches it through [`Persistence`], which queues writes in apply order,
+//! Persistence seam. A backend implements three traits split by their callers —
+//! [`SyncStore`] (the sync path), [`MaintenanceStore`] (the maintenance jobs and
+//! their run log) and [`AdminStore`] (the admin API and test mode) — whose union is
+//! [`StorageAdapter`], what the server holds. [`CompatStore`] carries the rest of the
+//! TypeScript adapter's row-level operations, which only the tests use. There are
+//! two real backends, memory and PostgreSQL, held to one conformance suite. The sync
+//! path reaches storage through [`Persistence`], which queues writes in apply order,
 //! commits them in groups, and resolves each write's [`PersistTicket`] only when it is
 //! durable — an ack is sent only then.
 
@@ -325,11 +328,18 @@ pub struct RunOutcome {
 /// One maintenance run (a `maintenance_runs` row); the admin API lists it as is.
 pub use crate::admin_api::maintenance::RunRecord;
 
-/// The storage surface (docs/storage.md §3, the T6-01 operations, plus the two the sync
-/// path needs: [`load_document`](StorageAdapter::load_document) and the
-/// transactional [`write_batch`](StorageAdapter::write_batch)).
+// The storage surface (docs/storage.md §3), split by who calls it. A backend that
+// runs `serve` implements the first three; `StorageAdapter` is their union, which is
+// what the server holds (`Arc<dyn StorageAdapter>`), since the crate's Rust version
+// cannot turn a `dyn StorageAdapter` into a `dyn SyncStore`. Code that needs only
+// part of it takes a generic bound instead (`&(impl MaintenanceStore + ?Sized)`), which
+// a `&dyn StorageAdapter` satisfies.
+
+/// What the sync path needs: reaching the backend, loading a document, the
+/// transactional [`write_batch`](SyncStore::write_batch) and the write-behind
+/// session rows. [`Persistence`] is its caller, plus the start-up check in `serve`.
 #[async_trait]
-pub trait StorageAdapter: Send + Sync + 'static {
+pub trait SyncStore: Send + Sync + 'static {
     /// `memory` or `postgres`: a label for logs, health and stats only. Behaviour
     /// follows the capabilities below, never this name.
     fn kind(&self) -> &'static str;
@@ -342,25 +352,106 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// reports a store that does not as `memory-only`.
     fn is_durable(&self) -> bool;
 
-    // -- connection ------------------------------------------------------------
-
     /// Reach the backend (and, for PostgreSQL, make sure the schema is usable).
     async fn connect(&self) -> Result<(), StorageError>;
     async fn disconnect(&self);
-    /// Whether the last contact with the backend succeeded.
-    fn is_connected(&self) -> bool;
     /// Cheap liveness probe (PostgreSQL: `SELECT 1`).
     async fn health_check(&self) -> Result<(), StorageError>;
 
-    // -- documents -------------------------------------------------------------
+    /// A document as the hub needs it: fields (rebuilt from deltas for rows that
+    /// carry none), clock, text state.
+    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError>;
 
+    /// Persist writes in order, atomically: all or none (one transaction).
+    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError>;
+
+    /// Apply a [`SessionBatch`] atomically (the sync path's only session write).
+    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError>;
+
+    /// Bump `last_seen` of these sessions to now (one statement).
+    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError>;
+}
+
+/// What the maintenance jobs need (`src/maintenance/`): cleanup, snapshot and
+/// compaction, and the run log that lets a fleet run each occurrence once.
+#[async_trait]
+pub trait MaintenanceStore: Send + Sync + 'static {
+    /// Documents with more than `threshold` delta rows, most first (compaction
+    /// candidates), with their counts.
+    async fn documents_over_delta_threshold(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StorageError>;
+
+    /// Store a snapshot; the document row must exist.
+    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError>;
+
+    /// Drop the deltas the latest snapshot covers (written at or before it);
+    /// returns how many.
+    async fn compact(&self, document_id: &str) -> Result<u64, StorageError>;
+
+    /// Remove old sessions, deltas and snapshots in bounded batches.
+    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError>;
+
+    /// Claim one scheduled occurrence of a job for this instance and record its
+    /// start; `None` when another instance already claimed it (the fleet runs each
+    /// occurrence once).
+    async fn claim_run(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        instance_id: &str,
+    ) -> Result<Option<i64>, StorageError>;
+
+    /// Record how a claimed run ended.
+    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError>;
+
+    /// The newest runs first (also what `/maintenance` and the console list).
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError>;
+}
+
+/// What the admin API and test mode need: a document as stored (for one that is not
+/// loaded here; compaction snapshots it too), deleting one, and emptying storage.
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
     async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError>;
+
+    async fn get_vector_clock(
+        &self,
+        document_id: &str,
+    ) -> Result<BTreeMap<String, u64>, StorageError>;
+
+    /// Delete a document with its clocks, deltas and snapshots.
+    async fn delete_document(&self, id: &str) -> Result<bool, StorageError>;
+
+    /// Delete every document (with its clocks, deltas and snapshots) and every
+    /// session, in one transaction; returns how many documents went. Only test
+    /// mode's `POST /_test/clear` calls it (docs/operations.md §1). The maintenance
+    /// run log is kept: it is history, and a forgotten claim would let an
+    /// occurrence run twice.
+    async fn clear_all(&self) -> Result<u64, StorageError>;
+}
+
+/// Everything `serve` needs of a storage backend: implement [`SyncStore`],
+/// [`MaintenanceStore`] and [`AdminStore`] and this follows.
+pub trait StorageAdapter: SyncStore + MaintenanceStore + AdminStore {}
+
+impl<T: SyncStore + MaintenanceStore + AdminStore> StorageAdapter for T {}
+
+/// The rest of the TypeScript adapter's operations (docs/storage.md §3): row-level
+/// CRUD the server itself never calls. Both backends implement it so the conformance
+/// suite (`tests/it/storage_conformance.rs`) can seed and inspect rows the same way
+/// on each; a new backend does not need it to run `serve`.
+#[async_trait]
+pub trait CompatStore: Send + Sync + 'static {
+    /// Whether the last contact with the backend succeeded.
+    fn is_connected(&self) -> bool;
+
     /// Upsert the whole state (`version` bumps on update).
     async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError>;
     /// Replace the state of an existing document; `NotFound` otherwise.
     async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError>;
-    /// Delete a document with its clocks, deltas and snapshots.
-    async fn delete_document(&self, id: &str) -> Result<bool, StorageError>;
     /// Newest `updated_at` first.
     async fn list_documents(
         &self,
@@ -368,12 +459,6 @@ pub trait StorageAdapter: Send + Sync + 'static {
         offset: u32,
     ) -> Result<Vec<DocumentRow>, StorageError>;
 
-    // -- vector clocks ---------------------------------------------------------
-
-    async fn get_vector_clock(
-        &self,
-        document_id: &str,
-    ) -> Result<BTreeMap<String, u64>, StorageError>;
     /// Set one entry (overwrite).
     async fn update_vector_clock(
         &self,
@@ -387,8 +472,6 @@ pub trait StorageAdapter: Send + Sync + 'static {
         document_id: &str,
         clock: &BTreeMap<String, u64>,
     ) -> Result<(), StorageError>;
-
-    // -- deltas ----------------------------------------------------------------
 
     async fn save_delta(&self, delta: &NewDelta) -> Result<DeltaRow, StorageError>;
     /// Newest first.
@@ -405,8 +488,6 @@ pub trait StorageAdapter: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<DeltaRow>, StorageError>;
 
-    // -- sessions --------------------------------------------------------------
-
     /// Insert, or on conflict refresh `last_seen` and `metadata`.
     async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError>;
     /// Set `last_seen`; `metadata` is kept when `None`. Returns whether it existed.
@@ -416,20 +497,13 @@ pub trait StorageAdapter: Send + Sync + 'static {
         last_seen: DateTime<Utc>,
         metadata: Option<&Value>,
     ) -> Result<bool, StorageError>;
-    /// Bump `last_seen` of these sessions to now (one statement).
-    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError>;
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError>;
-    /// Apply a [`SessionBatch`] atomically (the sync path's only session write).
-    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError>;
     /// A user's sessions, newest `last_seen` first.
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError>;
     /// All sessions, newest `last_seen` first.
     async fn list_sessions(&self, limit: u32, offset: u32)
         -> Result<Vec<SessionRow>, StorageError>;
 
-    // -- snapshots -------------------------------------------------------------
-
-    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError>;
     async fn get_snapshot(&self, id: uuid::Uuid) -> Result<Option<SnapshotRow>, StorageError>;
     async fn latest_snapshot(&self, document_id: &str)
         -> Result<Option<SnapshotRow>, StorageError>;
@@ -440,52 +514,4 @@ pub trait StorageAdapter: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<SnapshotRow>, StorageError>;
     async fn delete_snapshot(&self, id: uuid::Uuid) -> Result<bool, StorageError>;
-    /// Drop the deltas the latest snapshot covers (written at or before it);
-    /// returns how many.
-    async fn compact(&self, document_id: &str) -> Result<u64, StorageError>;
-
-    // -- maintenance -----------------------------------------------------------
-
-    /// Documents with more than `threshold` delta rows, most first (compaction
-    /// candidates), with their counts.
-    async fn documents_over_delta_threshold(
-        &self,
-        threshold: u64,
-        limit: u32,
-    ) -> Result<Vec<(String, u64)>, StorageError>;
-
-    /// Claim one scheduled occurrence of a job for this instance and record its
-    /// start; `None` when another instance already claimed it (the fleet runs each
-    /// occurrence once).
-    async fn claim_run(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        instance_id: &str,
-    ) -> Result<Option<i64>, StorageError>;
-
-    /// Record how a claimed run ended.
-    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError>;
-
-    /// The newest runs first.
-    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError>;
-
-    /// Remove old sessions, deltas and snapshots in bounded batches.
-    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError>;
-
-    /// Delete every document (with its clocks, deltas and snapshots) and every
-    /// session, in one transaction; returns how many documents went. Only test
-    /// mode's `POST /_test/clear` calls it (docs/operations.md §1). The maintenance
-    /// run log is kept: it is history, and a forgotten claim would let an
-    /// occurrence run twice.
-    async fn clear_all(&self) -> Result<u64, StorageError>;
-
-    // -- the sync path ---------------------------------------------------------
-
-    /// A document as the hub needs it: fields (rebuilt from deltas for rows that
-    /// carry none), clock, text state.
-    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError>;
-
-    /// Persist writes in order, atomically: all or none (one transaction).
-    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError>;
 }

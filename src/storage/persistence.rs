@@ -722,7 +722,7 @@ impl Persistence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{FieldChange, MemoryStorage};
+    use crate::storage::{FieldChange, MemoryStorage, SyncStore};
     use serde_json::json;
 
     fn write(doc: &str, tick: u64) -> DocumentWrite {

@@ -14,7 +14,9 @@ use sqlx::PgPool;
 use synckit::clock::TestClock;
 use synckit::maintenance::{JobConfig, JobKind, Schedule};
 use synckit::server::{Backends, Server, ServerConfig};
-use synckit::storage::{CleanupOptions, MemoryStorage, PostgresStorage, StorageAdapter};
+use synckit::storage::{
+    CleanupOptions, CompatStore, MaintenanceStore, MemoryStorage, PostgresStorage,
+};
 use tokio_util::sync::CancellationToken;
 
 fn job(name: &'static str, kind: JobKind, cron: &str, enabled: bool) -> JobConfig {

@@ -20,17 +20,19 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{json, Value};
 use synckit::storage::{
-    CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentWrite, FieldChange,
-    MemoryStorage, NewDelta, NewSnapshot, PostgresStorage, SessionRecord, SnapshotRow,
+    CleanupCounts, CleanupOptions, CompatStore, DeltaOperation, DeltaRow, DocumentWrite,
+    FieldChange, MemoryStorage, NewDelta, NewSnapshot, PostgresStorage, SessionRecord, SnapshotRow,
     StorageAdapter, StorageError,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// A backend under test plus the one thing the trait cannot do: age rows.
+/// A backend under test: everything `serve` uses, the row-level operations the
+/// checks seed and inspect rows with, plus the one thing the traits cannot do: age
+/// rows.
 #[async_trait]
-trait Backend: StorageAdapter {
+trait Backend: StorageAdapter + CompatStore {
     /// Move the timestamps of `table` rows back by `by` (`documents`: created_at
     /// and updated_at; `deltas`: timestamp; `sessions`: last_seen; `snapshots`:
     /// created_at) — one row by id (uuids as text) or all when `id` is `None`.
@@ -92,7 +94,7 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $check() {
                     let s = synckit::storage::MemoryStorage::new();
-                    synckit::storage::StorageAdapter::connect(&s).await.expect("connect");
+                    synckit::storage::SyncStore::connect(&s).await.expect("connect");
                     super::$check(&s).await;
                 }
             )*
@@ -102,7 +104,7 @@ macro_rules! conformance {
                 #[sqlx::test(migrations = "./migrations")]
                 async fn $check(pool: sqlx::PgPool) {
                     let s = synckit::storage::PostgresStorage::from_pool(pool, true);
-                    synckit::storage::StorageAdapter::connect(&s).await.expect("connect");
+                    synckit::storage::SyncStore::connect(&s).await.expect("connect");
                     super::$check(&s).await;
                 }
             )*

@@ -9,13 +9,13 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http, open_config, pg_storage, start_on, Client, TestServer};
+use common::{http, open_config, pg_backend, start_on, Client, TestServer};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use synckit::awareness::{AwarenessStore, MemoryAwarenessStore, PostgresAwarenessStore};
 use synckit::pubsub::LocalPubSub;
 use synckit::server::Backends;
-use synckit::storage::{MemoryStorage, SessionRecord, StorageAdapter};
+use synckit::storage::{CompatStore, MemoryStorage, SessionRecord, StorageAdapter, SyncStore};
 
 const KEPT: &str = "clear:kept";
 const GONE: &str = "clear:gone";
@@ -58,8 +58,8 @@ async fn presence(c: &mut Client, doc: &str) -> Vec<Value> {
     m["states"].as_array().expect("states").clone()
 }
 
-async fn clear_empties_every_store(
-    storage: Arc<dyn StorageAdapter>,
+async fn clear_empties_every_store<S: StorageAdapter + CompatStore>(
+    storage: Arc<S>,
     awareness: Arc<dyn AwarenessStore>,
 ) {
     let mut config = open_config();
@@ -165,7 +165,7 @@ async fn test_clear_empties_memory_stores() {
 
 #[sqlx::test(migrations = false)]
 async fn test_clear_empties_postgres_stores(pool: PgPool) {
-    let storage = pg_storage(&pool);
+    let storage = pg_backend(&pool);
     // Migrated before the server starts: the awareness store needs its table.
     storage.connect().await.expect("connect and migrate");
     let awareness = PostgresAwarenessStore::new(pool, open_config().sync.awareness_timeout);

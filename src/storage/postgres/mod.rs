@@ -18,8 +18,9 @@ use super::shape::{clock_json, cutoff, from_db, snapshot_size, to_db};
 use super::{
     migrate, CleanupCounts, CleanupOptions, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
     NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,
-    StorageAdapter, StorageError, StoredDocument,
+    StorageError, StoredDocument,
 };
+use super::{AdminStore, CompatStore, MaintenanceStore, SyncStore};
 
 /// Pool and schema settings (docs/operations.md §4.4).
 #[derive(Clone)]
@@ -126,7 +127,7 @@ pub struct PostgresStorage {
 
 impl PostgresStorage {
     /// Build the adapter without touching the network; call
-    /// [`connect`](super::StorageAdapter::connect) to reach the database.
+    /// [`connect`](super::SyncStore::connect) to reach the database.
     pub fn new(settings: &PostgresSettings) -> Result<PostgresStorage, StorageError> {
         Ok(PostgresStorage::from_pool(
             settings.lazy_pool()?,
@@ -479,7 +480,7 @@ const SAVE_SESSION: &str =
      ON CONFLICT (id) DO UPDATE SET last_seen = NOW(), metadata = EXCLUDED.metadata";
 
 #[async_trait]
-impl StorageAdapter for PostgresStorage {
+impl SyncStore for PostgresStorage {
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -509,15 +510,220 @@ impl StorageAdapter for PostgresStorage {
         self.connected.store(false, Ordering::Relaxed);
     }
 
-    fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
     async fn health_check(&self) -> Result<(), StorageError> {
         let result = sqlx::query("SELECT 1").execute(&self.pool).await;
         self.observe_query(result).map(drop)
     }
 
+    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
+        let started = std::time::Instant::now();
+        let result = sync_path::load_document(&self.pool, id).await;
+        crate::metrics::PROCESS.postgres_load.observe_since(started);
+        self.observe(result)
+    }
+
+    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let result = sync_path::write_batch(&self.pool, writes).await;
+        crate::metrics::PROCESS
+            .postgres_write
+            .observe_since(started);
+        self.observe(result)
+    }
+
+    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = async {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            for session in &batch.upserts {
+                sqlx::query(SAVE_SESSION)
+                    .bind(&session.id)
+                    .bind(&session.user_id)
+                    .bind(&session.client_id)
+                    .bind(&session.metadata)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            if !batch.deletes.is_empty() {
+                sqlx::query("DELETE FROM sessions WHERE id = ANY($1)")
+                    .bind(&batch.deletes)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            if let Some(prefix) = &batch.retain_prefix {
+                let keep: Vec<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
+                sqlx::query(
+                    "DELETE FROM sessions WHERE left(id, length($1)) = $1 AND NOT (id = ANY($2))",
+                )
+                .bind(prefix)
+                .bind(&keep)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            tx.commit().await.map_err(classify)
+        }
+        .await;
+        self.observe(result)
+    }
+
+    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let result = sqlx::query("UPDATE sessions SET last_seen = NOW() WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await;
+        self.observe_query(result).map(drop)
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for PostgresStorage {
+    async fn documents_over_delta_threshold(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        let result: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+            "SELECT document_id::text, count(*) FROM deltas GROUP BY document_id \
+             HAVING count(*) > $1 ORDER BY count(*) DESC, document_id LIMIT $2",
+        )
+        .bind(to_db(threshold))
+        .bind(count(limit))
+        .fetch_all(&self.pool)
+        .await;
+        Ok(self
+            .observe_query(result)?
+            .into_iter()
+            .map(|(doc, n)| (doc, from_db(n)))
+            .collect())
+    }
+
+    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError> {
+        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+            "INSERT INTO snapshots (document_id, state, version, size_bytes, compressed) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {SNAPSHOT_COLUMNS}"
+        ))
+        .bind(&snapshot.document_id)
+        .bind(&snapshot.state)
+        .bind(clock_json(&snapshot.version))
+        .bind(snapshot_size(&snapshot.state))
+        .bind(snapshot.compressed)
+        .fetch_one(&self.pool)
+        .await;
+        self.observe_query(result)?.into_row()
+    }
+
+    async fn compact(&self, document_id: &str) -> Result<u64, StorageError> {
+        // No snapshot: the subquery is NULL and nothing compares <= NULL.
+        let result = sqlx::query(
+            "DELETE FROM deltas WHERE document_id = $1 AND timestamp <= \
+             (SELECT max(created_at) FROM snapshots WHERE document_id = $1)",
+        )
+        .bind(document_id)
+        .execute(&self.pool)
+        .await;
+        self.observe_query(result).map(affected)
+    }
+
+    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
+        let result = self.cleanup_inner(options).await;
+        self.observe(result)
+    }
+
+    async fn claim_run(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        instance_id: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        // The unique (job, scheduled_for) pair makes the insert the claim.
+        let result = sqlx::query_scalar(
+            "INSERT INTO maintenance_runs (job, scheduled_for, instance_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id",
+        )
+        .bind(job)
+        .bind(scheduled_for)
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await;
+        self.observe_query(result)
+    }
+
+    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
+        let result = sqlx::query(
+            "UPDATE maintenance_runs SET finished_at = NOW(), outcome = $2, counts = $3, error = $4 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(outcome.status.label())
+        .bind(&outcome.counts)
+        .bind(outcome.error.as_deref())
+        .execute(&self.pool)
+        .await;
+        self.observe_query(result).map(|_| ())
+    }
+
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        type Row = (
+            i64,
+            String,
+            DateTime<Utc>,
+            String,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            String,
+            Value,
+            Option<String>,
+        );
+        let result: Result<Vec<Row>, _> = sqlx::query_as(
+            "SELECT id, job::text, scheduled_for, instance_id::text, started_at, finished_at, \
+             outcome::text, counts, error FROM maintenance_runs ORDER BY started_at DESC, id DESC \
+             LIMIT $1",
+        )
+        .bind(count(limit))
+        .fetch_all(&self.pool)
+        .await;
+        Ok(self
+            .observe_query(result)?
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    job,
+                    scheduled_for,
+                    instance_id,
+                    started_at,
+                    finished_at,
+                    outcome,
+                    counts,
+                    error,
+                )| {
+                    RunRecord {
+                        id,
+                        job,
+                        scheduled_for,
+                        instance_id,
+                        started_at,
+                        finished_at,
+                        outcome,
+                        counts,
+                        error,
+                    }
+                },
+            )
+            .collect())
+    }
+}
+
+#[async_trait]
+impl AdminStore for PostgresStorage {
     async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError> {
         let result = sqlx::query_as::<_, DocumentDb>(&format!(
             "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = $1"
@@ -526,6 +732,57 @@ impl StorageAdapter for PostgresStorage {
         .fetch_optional(&self.pool)
         .await;
         self.observe_query(result).map(|r| r.map(DocumentRow::from))
+    }
+
+    async fn get_vector_clock(
+        &self,
+        document_id: &str,
+    ) -> Result<BTreeMap<String, u64>, StorageError> {
+        let result = sqlx::query_as::<_, (String, i64)>(
+            "SELECT client_id, clock_value FROM vector_clocks WHERE document_id = $1",
+        )
+        .bind(document_id)
+        .fetch_all(&self.pool)
+        .await;
+        self.observe_query(result)
+            .map(|rows| rows.into_iter().map(|(c, v)| (c, from_db(v))).collect())
+    }
+
+    async fn delete_document(&self, id: &str) -> Result<bool, StorageError> {
+        // Clocks, deltas and snapshots go with it (ON DELETE CASCADE).
+        let result = sqlx::query("DELETE FROM documents WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await;
+        self.observe_query(result).map(|r| affected(r) > 0)
+    }
+
+    async fn clear_all(&self) -> Result<u64, StorageError> {
+        // DELETE rather than TRUNCATE: it takes row locks only, so a writer
+        // committing meanwhile waits for this transaction instead of failing.
+        // Clocks, deltas and snapshots go with their documents (ON DELETE CASCADE).
+        let result = async {
+            let mut tx = self.pool.begin().await?;
+            let documents = sqlx::query("DELETE FROM documents")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM sessions")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(affected(documents))
+        }
+        .await;
+        self.observe_query(result)
+    }
+}
+
+// Only the tests call these (the server never does); they keep the TS adapter's
+// row-level operations, held to the same conformance suite.
+#[async_trait]
+impl CompatStore for PostgresStorage {
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
@@ -560,34 +817,6 @@ impl StorageAdapter for PostgresStorage {
         }
     }
 
-    async fn delete_document(&self, id: &str) -> Result<bool, StorageError> {
-        // Clocks, deltas and snapshots go with it (ON DELETE CASCADE).
-        let result = sqlx::query("DELETE FROM documents WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await;
-        self.observe_query(result).map(|r| affected(r) > 0)
-    }
-
-    async fn clear_all(&self) -> Result<u64, StorageError> {
-        // DELETE rather than TRUNCATE: it takes row locks only, so a writer
-        // committing meanwhile waits for this transaction instead of failing.
-        // Clocks, deltas and snapshots go with their documents (ON DELETE CASCADE).
-        let result = async {
-            let mut tx = self.pool.begin().await?;
-            let documents = sqlx::query("DELETE FROM documents")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM sessions")
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(affected(documents))
-        }
-        .await;
-        self.observe_query(result)
-    }
-
     async fn list_documents(
         &self,
         limit: u32,
@@ -604,20 +833,6 @@ impl StorageAdapter for PostgresStorage {
         .await;
         self.observe_query(result)
             .map(|rows| rows.into_iter().map(DocumentRow::from).collect())
-    }
-
-    async fn get_vector_clock(
-        &self,
-        document_id: &str,
-    ) -> Result<BTreeMap<String, u64>, StorageError> {
-        let result = sqlx::query_as::<_, (String, i64)>(
-            "SELECT client_id, clock_value FROM vector_clocks WHERE document_id = $1",
-        )
-        .bind(document_id)
-        .fetch_all(&self.pool)
-        .await;
-        self.observe_query(result)
-            .map(|rows| rows.into_iter().map(|(c, v)| (c, from_db(v))).collect())
     }
 
     async fn update_vector_clock(
@@ -776,63 +991,12 @@ impl StorageAdapter for PostgresStorage {
         self.observe_query(result).map(|r| affected(r) > 0)
     }
 
-    async fn touch_sessions(&self, ids: &[String]) -> Result<(), StorageError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let result = sqlx::query("UPDATE sessions SET last_seen = NOW() WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pool)
-            .await;
-        self.observe_query(result).map(drop)
-    }
-
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError> {
         let result = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await;
         self.observe_query(result).map(|r| affected(r) > 0)
-    }
-
-    async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
-            for session in &batch.upserts {
-                sqlx::query(SAVE_SESSION)
-                    .bind(&session.id)
-                    .bind(&session.user_id)
-                    .bind(&session.client_id)
-                    .bind(&session.metadata)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
-            if !batch.deletes.is_empty() {
-                sqlx::query("DELETE FROM sessions WHERE id = ANY($1)")
-                    .bind(&batch.deletes)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
-            if let Some(prefix) = &batch.retain_prefix {
-                let keep: Vec<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
-                sqlx::query(
-                    "DELETE FROM sessions WHERE left(id, length($1)) = $1 AND NOT (id = ANY($2))",
-                )
-                .bind(prefix)
-                .bind(&keep)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            }
-            tx.commit().await.map_err(classify)
-        }
-        .await;
-        self.observe(result)
     }
 
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError> {
@@ -862,21 +1026,6 @@ impl StorageAdapter for PostgresStorage {
         .await;
         self.observe_query(result)
             .map(|rows| rows.into_iter().map(SessionRow::from).collect())
-    }
-
-    async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError> {
-        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
-            "INSERT INTO snapshots (document_id, state, version, size_bytes, compressed) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING {SNAPSHOT_COLUMNS}"
-        ))
-        .bind(&snapshot.document_id)
-        .bind(&snapshot.state)
-        .bind(clock_json(&snapshot.version))
-        .bind(snapshot_size(&snapshot.state))
-        .bind(snapshot.compressed)
-        .fetch_one(&self.pool)
-        .await;
-        self.observe_query(result)?.into_row()
     }
 
     async fn get_snapshot(&self, id: uuid::Uuid) -> Result<Option<SnapshotRow>, StorageError> {
@@ -932,142 +1081,5 @@ impl StorageAdapter for PostgresStorage {
             .execute(&self.pool)
             .await;
         self.observe_query(result).map(|r| affected(r) > 0)
-    }
-
-    async fn compact(&self, document_id: &str) -> Result<u64, StorageError> {
-        // No snapshot: the subquery is NULL and nothing compares <= NULL.
-        let result = sqlx::query(
-            "DELETE FROM deltas WHERE document_id = $1 AND timestamp <= \
-             (SELECT max(created_at) FROM snapshots WHERE document_id = $1)",
-        )
-        .bind(document_id)
-        .execute(&self.pool)
-        .await;
-        self.observe_query(result).map(affected)
-    }
-
-    async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
-        let result = self.cleanup_inner(options).await;
-        self.observe(result)
-    }
-
-    async fn documents_over_delta_threshold(
-        &self,
-        threshold: u64,
-        limit: u32,
-    ) -> Result<Vec<(String, u64)>, StorageError> {
-        let result: Result<Vec<(String, i64)>, _> = sqlx::query_as(
-            "SELECT document_id::text, count(*) FROM deltas GROUP BY document_id \
-             HAVING count(*) > $1 ORDER BY count(*) DESC, document_id LIMIT $2",
-        )
-        .bind(to_db(threshold))
-        .bind(count(limit))
-        .fetch_all(&self.pool)
-        .await;
-        Ok(self
-            .observe_query(result)?
-            .into_iter()
-            .map(|(doc, n)| (doc, from_db(n)))
-            .collect())
-    }
-
-    async fn claim_run(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        instance_id: &str,
-    ) -> Result<Option<i64>, StorageError> {
-        // The unique (job, scheduled_for) pair makes the insert the claim.
-        let result = sqlx::query_scalar(
-            "INSERT INTO maintenance_runs (job, scheduled_for, instance_id) VALUES ($1, $2, $3) \
-             ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id",
-        )
-        .bind(job)
-        .bind(scheduled_for)
-        .bind(instance_id)
-        .fetch_optional(&self.pool)
-        .await;
-        self.observe_query(result)
-    }
-
-    async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
-        let result = sqlx::query(
-            "UPDATE maintenance_runs SET finished_at = NOW(), outcome = $2, counts = $3, error = $4 \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(outcome.status.label())
-        .bind(&outcome.counts)
-        .bind(outcome.error.as_deref())
-        .execute(&self.pool)
-        .await;
-        self.observe_query(result).map(|_| ())
-    }
-
-    async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
-        type Row = (
-            i64,
-            String,
-            DateTime<Utc>,
-            String,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            String,
-            Value,
-            Option<String>,
-        );
-        let result: Result<Vec<Row>, _> = sqlx::query_as(
-            "SELECT id, job::text, scheduled_for, instance_id::text, started_at, finished_at, \
-             outcome::text, counts, error FROM maintenance_runs ORDER BY started_at DESC, id DESC \
-             LIMIT $1",
-        )
-        .bind(count(limit))
-        .fetch_all(&self.pool)
-        .await;
-        Ok(self
-            .observe_query(result)?
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    job,
-                    scheduled_for,
-                    instance_id,
-                    started_at,
-                    finished_at,
-                    outcome,
-                    counts,
-                    error,
-                )| {
-                    RunRecord {
-                        id,
-                        job,
-                        scheduled_for,
-                        instance_id,
-                        started_at,
-                        finished_at,
-                        outcome,
-                        counts,
-                        error,
-                    }
-                },
-            )
-            .collect())
-    }
-
-    async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
-        let started = std::time::Instant::now();
-        let result = sync_path::load_document(&self.pool, id).await;
-        crate::metrics::PROCESS.postgres_load.observe_since(started);
-        self.observe(result)
-    }
-
-    async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
-        let result = sync_path::write_batch(&self.pool, writes).await;
-        crate::metrics::PROCESS
-            .postgres_write
-            .observe_since(started);
-        self.observe(result)
     }
 }

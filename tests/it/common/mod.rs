@@ -482,6 +482,12 @@ pub fn text_of(state: &Value) -> String {
 /// PostgreSQL storage on its own pool to `pool`'s database: a server closes its pool
 /// when it stops, and the test keeps using `pool` afterwards.
 pub fn pg_storage(pool: &sqlx::PgPool) -> std::sync::Arc<dyn synckit::storage::StorageAdapter> {
+    pg_backend(pool)
+}
+
+/// [`pg_storage`] as its own type, for tests that also seed or inspect rows
+/// through `CompatStore`.
+pub fn pg_backend(pool: &sqlx::PgPool) -> std::sync::Arc<synckit::storage::PostgresStorage> {
     let own = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect_lazy_with((*pool.connect_options()).clone());
