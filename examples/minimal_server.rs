@@ -46,6 +46,11 @@ use tokio_tungstenite::tungstenite::Message;
 mod wire;
 use wire::*;
 
+/// The allocator synckit ships with (src/main.rs), so the comparison measures the servers'
+/// work, not the allocators.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "minimal_server",

@@ -3,6 +3,12 @@
 
 use std::io::Write;
 
+/// jemalloc rather than glibc malloc: the server allocates and frees small buffers per
+/// frame on every worker thread, where glibc's arena locks and consolidation cost about a
+/// fifth of its CPU (BENCHMARKS.md "Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let code = match synckit::cli::main() {
         Ok(code) => code,
