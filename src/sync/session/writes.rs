@@ -1,6 +1,8 @@
 //! Writes: `delta` and `delta_batch` (fields, text states, relayed ops) and their
 //! acks, queued until durable in arrival order (docs/protocol.md §7.11).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -83,24 +85,18 @@ impl Session {
             })
             .collect();
         let clocks: Vec<&Map<String, Value>> = vector_clock.iter().collect();
-        let applied = self.svc.hub.apply(
-            &entry,
-            Changes {
-                fields,
-                clocks,
-                origin: Some(self.peer.conn_id),
-            },
-            self.svc.now_ms(),
-        );
-        if let Some(refusal) = applied.refused {
-            self.refuse_clock(refusal, &id).await;
+        let now = self.svc.now_ms();
+        let Some(ticket) = self.apply_fields(&entry, fields, clocks, now, &id).await else {
             return;
-        }
+        };
         let message_id = message_id.unwrap_or_else(|| next_message_id(self.svc.now_ms()));
-        self.ack_when_durable(vec![applied.ticket], message_id, id, err::DELTA_FAILED)
+        self.ack_when_durable(vec![ticket], message_id, id, err::DELTA_FAILED)
             .await;
     }
 
+    /// A `delta_batch`, in the steps below: every op is sorted and checked, every
+    /// text state's target admitted and loaded, and only then is anything applied
+    /// (fields, then text states), relayed, and acked when durable.
     pub(super) async fn on_delta_batch(&mut self, batch: DeltaBatchMessage) {
         let DeltaBatchMessage {
             document_id,
@@ -120,80 +116,59 @@ impl Session {
         };
         let id = entry.id.to_string();
         let now = self.svc.now_ms();
-        let mut fields = Vec::new();
-        let mut clocks = Vec::new();
-        let mut text_ops: Vec<Map<String, Value>> = Vec::new();
-        let mut positional_text: Vec<Value> = Vec::new();
-        let mut crdt_ops: Vec<Value> = Vec::new();
-        // Every op is checked before anything is applied: one bad op (not an object,
-        // an invalid field name, a text state for a document it may not write, more
-        // text states than allowed) refuses the whole batch.
-        for op in &ops {
-            let Value::Object(op) = op else {
-                self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH)
-                    .await;
-                return;
-            };
-            let op_type = op.get("type").and_then(Value::as_str);
-            match (op_type, op.get("field")) {
-                (Some("text-state"), _) if op.get("state").is_some_and(Value::is_string) => {
-                    text_ops.push(op.clone())
-                }
-                (Some("text"), _) => positional_text.push(Value::Object(op.clone())),
-                (_, Some(Value::String(field))) => {
-                    if !valid_field_name(field) {
-                        self.refuse_invalid_field(&id).await;
-                        return;
-                    }
-                    let raw = op.get("value").cloned().unwrap_or(Value::Null);
-                    let value = if op_type == Some("delete") || is_tombstone(&raw) {
-                        tombstone()
-                    } else {
-                        raw
-                    };
-                    let writer = self.writer_for(op.get("clientId").and_then(Value::as_str));
-                    fields.push(FieldWrite {
-                        field: field.clone(),
-                        value,
-                        writer,
-                    });
-                    if let Some(Value::Object(clock)) = op.get("clock") {
-                        clocks.push(clock);
-                    }
-                }
-                _ => crdt_ops.push(Value::Object(op.clone())),
-            }
-        }
-        let max_text_ops = self.svc.settings.limits.max_text_ops_per_batch;
-        if text_ops.len() > max_text_ops {
-            let refused = Refused::new(
-                Refusal::InvalidMessage,
-                err::too_many_text_ops(text_ops.len(), max_text_ops),
-                err::CODE_INVALID_MESSAGE,
-            );
-            self.refuse(refused, &document_context(&id), Instant::now())
-                .await;
+        let Some(sorted) = self.sort_batch_ops(&ops, &id).await else {
+            return;
+        };
+        if self
+            .refuse_excess_text_states(sorted.text_states.len(), &id)
+            .await
+        {
             return;
         }
-        // Text states go to their target document (the op's own documentId, which
-        // needs write permission too): all admitted and loaded before any applies.
-        let mut text_targets = Vec::with_capacity(text_ops.len());
-        for op in &text_ops {
-            let target = match op.get("documentId").and_then(Value::as_str) {
-                Some(t) if t != &*id => match self.admit(Some(t), true).await {
-                    Some(t) => t,
-                    None => return,
-                },
-                _ => id.to_string(),
-            };
-            let Some(target_entry) = self.open(&target, err::DELTA_BATCH_FAILED).await else {
-                return;
-            };
-            text_targets.push(target_entry);
+        let Some(text_targets) = self.open_text_targets(&sorted.text_states, &id).await else {
+            return;
+        };
+        let BatchOps {
+            fields,
+            clocks,
+            text_states,
+            positional_text,
+            crdt,
+        } = sorted;
+        let Some(ticket) = self.apply_fields(&entry, fields, clocks, now, &id).await else {
+            return;
+        };
+        let mut tickets = Vec::with_capacity(1 + text_states.len());
+        tickets.push(ticket);
+        let text_refused = self
+            .merge_text_states(text_states, text_targets, now, &mut tickets)
+            .await;
+        if !positional_text.is_empty() {
+            self.relay_ops(&entry, positional_text, true);
         }
-        let mut tickets = Vec::new();
+        if self.svc.settings.relay_crdt_ops && !crdt.is_empty() {
+            self.relay_ops(&entry, crdt, false);
+        }
+        if text_refused {
+            return;
+        }
+        let message_id = message_id.unwrap_or_else(|| next_message_id(now));
+        self.ack_when_durable(tickets, message_id, id, err::DELTA_BATCH_FAILED)
+            .await;
+    }
+
+    /// Apply one message's field writes (`delta` and `delta_batch` alike). A refused
+    /// clock is answered here, nothing applied, and gives `None`.
+    async fn apply_fields(
+        &self,
+        entry: &Arc<DocEntry>,
+        fields: Vec<FieldWrite>,
+        clocks: Vec<&Map<String, Value>>,
+        now: i64,
+        id: &str,
+    ) -> Option<PersistTicket> {
         let applied = self.svc.hub.apply(
-            &entry,
+            entry,
             Changes {
                 fields,
                 clocks,
@@ -202,67 +177,162 @@ impl Session {
             now,
         );
         if let Some(refusal) = applied.refused {
-            self.refuse_clock(refusal, &id).await;
-            return;
+            self.refuse_clock(refusal, id).await;
+            return None;
         }
-        tickets.push(applied.ticket);
-        // Text states, each merged into its target and relayed to the others.
-        let mut text_refused = false;
-        for (mut op, target_entry) in text_ops.into_iter().zip(text_targets) {
-            let target = target_entry.id.to_string();
-            // Taken out of the op (no copy): it may be tens of megabytes.
-            let state = match op.remove("state") {
-                Some(Value::String(state)) => state,
-                _ => String::new(),
+        Some(applied.ticket)
+    }
+
+    /// Sort a batch's ops by what becomes of them. Every op is checked before
+    /// anything is applied: one bad op (not an object, an invalid field name)
+    /// refuses the whole batch — answered here, and `None`.
+    async fn sort_batch_ops<'a>(&self, ops: &'a [Value], id: &str) -> Option<BatchOps<'a>> {
+        let mut sorted = BatchOps::default();
+        for op in ops {
+            let Value::Object(op) = op else {
+                self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH)
+                    .await;
+                return None;
             };
-            let clock = op
-                .get("timestamp")
-                .and_then(Value::as_f64)
-                .unwrap_or(now as f64);
-            match self
-                .svc
-                .hub
-                .apply_text(&target_entry, state, clock, now)
-                .await
-            {
-                TextOutcome::Merged { json, ticket } => {
-                    tickets.push(ticket);
-                    op.insert("state".into(), Value::String(json.to_string()));
+            let op_type = op.get("type").and_then(Value::as_str);
+            match (op_type, op.get("field")) {
+                (Some("text-state"), _) if op.get("state").is_some_and(Value::is_string) => {
+                    sorted.text_states.push(op.clone())
                 }
-                TextOutcome::Backlog(ticket) => {
-                    tickets.push(ticket);
-                    continue;
+                (Some("text"), _) => sorted.positional_text.push(Value::Object(op.clone())),
+                (_, Some(Value::String(field))) => {
+                    if !valid_field_name(field) {
+                        self.refuse_invalid_field(id).await;
+                        return None;
+                    }
+                    sorted.fields.push(self.field_write(op, op_type, field));
+                    if let Some(Value::Object(clock)) = op.get("clock") {
+                        sorted.clocks.push(clock);
+                    }
                 }
-                TextOutcome::Refused(e) => {
-                    // Nothing applied or relayed; the message is not acked.
-                    text_refused = true;
-                    let mut context = Map::new();
-                    context.insert("documentId".into(), Value::String(target.to_string()));
-                    self.refuse(admission::Refused::text(&e), &context, Instant::now())
-                        .await;
-                    continue;
-                }
+                _ => sorted.crdt.push(Value::Object(op.clone())),
             }
-            if !op.get("clientId").is_some_and(Value::is_string) {
-                op.insert(
-                    "clientId".into(),
-                    Value::String(format!("conn-{}", self.peer.conn_id)),
-                );
-            }
-            self.relay_ops(&target_entry, vec![Value::Object(op)], true);
         }
-        if !positional_text.is_empty() {
-            self.relay_ops(&entry, positional_text, true);
+        Some(sorted)
+    }
+
+    /// A batch's field op as a write: a `delete` op, or a tombstone value, deletes.
+    #[inline]
+    fn field_write(
+        &self,
+        op: &Map<String, Value>,
+        op_type: Option<&str>,
+        field: &str,
+    ) -> FieldWrite {
+        let raw = op.get("value").cloned().unwrap_or(Value::Null);
+        let value = if op_type == Some("delete") || is_tombstone(&raw) {
+            tombstone()
+        } else {
+            raw
+        };
+        let writer = self.writer_for(op.get("clientId").and_then(Value::as_str));
+        FieldWrite {
+            field: field.to_owned(),
+            value,
+            writer,
         }
-        if self.svc.settings.relay_crdt_ops && !crdt_ops.is_empty() {
-            self.relay_ops(&entry, crdt_ops, false);
+    }
+
+    /// More text states than a batch may carry refuse it whole (answered here):
+    /// each is a merge that may take milliseconds. Returns whether it was refused.
+    async fn refuse_excess_text_states(&self, count: usize, id: &str) -> bool {
+        let max_text_ops = self.svc.settings.limits.max_text_ops_per_batch;
+        if count <= max_text_ops {
+            return false;
         }
-        if text_refused {
-            return;
-        }
-        let message_id = message_id.unwrap_or_else(|| next_message_id(now));
-        self.ack_when_durable(tickets, message_id, id.to_string(), err::DELTA_BATCH_FAILED)
+        let refused = Refused::new(
+            Refusal::InvalidMessage,
+            err::too_many_text_ops(count, max_text_ops),
+            err::CODE_INVALID_MESSAGE,
+        );
+        self.refuse(refused, &document_context(id), Instant::now())
             .await;
+        true
+    }
+
+    /// Text states go to their target document (the op's own documentId, which
+    /// needs write permission too): all admitted and loaded before any applies, so
+    /// a refused target leaves the whole batch unapplied (`None`).
+    async fn open_text_targets(
+        &self,
+        text_states: &[Map<String, Value>],
+        id: &str,
+    ) -> Option<Vec<Arc<DocEntry>>> {
+        let mut targets = Vec::with_capacity(text_states.len());
+        for op in text_states {
+            let target = match op.get("documentId").and_then(Value::as_str) {
+                Some(t) if t != id => self.admit(Some(t), true).await?,
+                _ => id.to_string(),
+            };
+            targets.push(self.open(&target, err::DELTA_BATCH_FAILED).await?);
+        }
+        Some(targets)
+    }
+
+    /// Text states, each merged into its target and relayed to the others; their
+    /// persistence joins `tickets`. Returns whether one was refused: the batch is
+    /// then not acked.
+    async fn merge_text_states(
+        &self,
+        text_states: Vec<Map<String, Value>>,
+        targets: Vec<Arc<DocEntry>>,
+        now: i64,
+        tickets: &mut Vec<PersistTicket>,
+    ) -> bool {
+        let mut refused = false;
+        for (op, target) in text_states.into_iter().zip(targets) {
+            refused |= !self.merge_text_state(op, &target, now, tickets).await;
+        }
+        refused
+    }
+
+    /// One text state: merged, then relayed carrying the merged state. Returns
+    /// false when it was refused (answered here; nothing applied or relayed).
+    async fn merge_text_state(
+        &self,
+        mut op: Map<String, Value>,
+        target: &Arc<DocEntry>,
+        now: i64,
+        tickets: &mut Vec<PersistTicket>,
+    ) -> bool {
+        // Taken out of the op (no copy): it may be tens of megabytes.
+        let state = match op.remove("state") {
+            Some(Value::String(state)) => state,
+            _ => String::new(),
+        };
+        let clock = op
+            .get("timestamp")
+            .and_then(Value::as_f64)
+            .unwrap_or(now as f64);
+        match self.svc.hub.apply_text(target, state, clock, now).await {
+            TextOutcome::Merged { json, ticket } => {
+                tickets.push(ticket);
+                op.insert("state".into(), Value::String(json.to_string()));
+            }
+            TextOutcome::Backlog(ticket) => {
+                tickets.push(ticket);
+                return true;
+            }
+            TextOutcome::Refused(e) => {
+                let context = document_context(&target.id);
+                self.refuse(admission::Refused::text(&e), &context, Instant::now())
+                    .await;
+                return false;
+            }
+        }
+        if !op.get("clientId").is_some_and(Value::is_string) {
+            op.insert(
+                "clientId".into(),
+                Value::String(format!("conn-{}", self.peer.conn_id)),
+            );
+        }
+        self.relay_ops(target, vec![Value::Object(op)], true);
+        true
     }
 
     /// Send ops to the document's other subscribers at once and publish them to the
@@ -279,6 +349,20 @@ impl Session {
             .send_to_subscribers(entry, &msg, false, Some(self.peer.conn_id));
         crate::sync::relay::publish_op_relay(&self.svc.hub, &entry.id, &msg);
     }
+}
+
+/// A `delta_batch`'s ops sorted by what becomes of them. The clocks are borrowed
+/// from the batch; the ops that are relayed are copied (they outlive it).
+#[derive(Default)]
+struct BatchOps<'a> {
+    fields: Vec<FieldWrite>,
+    clocks: Vec<&'a Map<String, Value>>,
+    /// `text-state` ops: merged into their target document, then relayed.
+    text_states: Vec<Map<String, Value>>,
+    /// Positional `text` ops: relayed as they came.
+    positional_text: Vec<Value>,
+    /// Other CRDT ops: relayed only when relaying them is enabled.
+    crdt: Vec<Value>,
 }
 
 /// The reply for a write: `ack` when durable, else the TS error for its kind.
