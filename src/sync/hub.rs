@@ -30,6 +30,7 @@ use crate::pubsub::{Channels, PubSub, PubSubState, RecentIds};
 use crate::storage::{
     DocumentWrite, FieldChange, PersistTicket, Persistence, StorageError, StoredDocument,
 };
+use crate::text::{StateJson, TextDoc, TextError};
 
 /// Tunables of the hub.
 #[derive(Debug, Clone)]
@@ -571,8 +572,44 @@ impl Hub {
                 refused: Some(refusal),
             };
         }
+        let origin = changes.origin;
+        let (write, queued) = self.write_locked(&entry.id, &mut st, changes);
+        if !write.is_empty() {
+            st.last_modified_ms = now_ms;
+        }
+        let schedule = self.queue_locked(&mut st, queued, true);
+        if let Some(origin) = origin {
+            if !st.pending.order.is_empty() && !st.pending.writers.contains(&origin) {
+                st.pending.writers.push(origin);
+            }
+        }
+        let ticket = if write.is_empty() {
+            PersistTicket::done(Ok(()))
+        } else {
+            self.storage.submit(write)
+        };
+        drop(st);
+        if schedule {
+            self.schedule_flush(entry);
+        }
+        Applied {
+            ticket,
+            refused: None,
+        }
+    }
+
+    /// The in-memory part of [`Hub::apply`], under the document lock: merge the
+    /// client clocks and write the fields, returning the storage write and the
+    /// field results to broadcast.
+    #[inline]
+    fn write_locked(
+        &self,
+        id: &Arc<str>,
+        st: &mut DocState,
+        changes: Changes<'_>,
+    ) -> (DocumentWrite, Vec<QueuedField>) {
         let mut write = DocumentWrite {
-            document_id: entry.id.clone(),
+            document_id: id.clone(),
             changes: Vec::with_capacity(changes.fields.len()),
             clock: Vec::new(),
             text: None,
@@ -595,27 +632,7 @@ impl Hub {
             .collect();
         let mut clock_changes: HashMap<String, u64> = HashMap::new();
         for clock in changes.clocks {
-            // The entries that fit, copied only once one does not (a clock that
-            // fits whole, the usual case, is merged as it came).
-            let mut fitting: Option<Map<String, Value>> = None;
-            for (i, (writer, value)) in clock.iter().enumerate() {
-                let admitted = room.admit(&st.doc.clock, writer);
-                match (&mut fitting, admitted) {
-                    (None, true) | (Some(_), false) => {}
-                    (None, false) => {
-                        fitting = Some(
-                            clock
-                                .iter()
-                                .take(i)
-                                .map(|(w, v)| (w.clone(), v.clone()))
-                                .collect(),
-                        );
-                    }
-                    (Some(f), true) => {
-                        f.insert(writer.clone(), value.clone());
-                    }
-                }
-            }
+            let fitting = fitting_entries(&st.doc.clock, &mut room, clock);
             for (writer, value) in st.doc.clock.merge_json(fitting.as_ref().unwrap_or(clock)) {
                 clock_changes.insert(writer, value);
             }
@@ -646,28 +663,7 @@ impl Hub {
                 (w, v)
             })
             .collect();
-        if !write.is_empty() {
-            st.last_modified_ms = now_ms;
-        }
-        let schedule = self.queue_locked(&mut st, queued, true);
-        if let Some(origin) = changes.origin {
-            if !st.pending.order.is_empty() && !st.pending.writers.contains(&origin) {
-                st.pending.writers.push(origin);
-            }
-        }
-        let ticket = if write.is_empty() {
-            PersistTicket::done(Ok(()))
-        } else {
-            self.storage.submit(write)
-        };
-        drop(st);
-        if schedule {
-            self.schedule_flush(entry);
-        }
-        Applied {
-            ticket,
-            refused: None,
-        }
+        (write, queued)
     }
 
     /// Apply field values another instance decided (not persisted here: the origin
@@ -863,12 +859,7 @@ impl Hub {
     /// Storage lacks part of the text this instance holds: store ours.
     fn store_text_behind(&self, entry: &DocEntry, state: crate::text::StateJson, clock: f64) {
         tracing::info!(document_id = %entry.id, "stored text lacked edits this instance holds (instances stored over each other): storing the merged text");
-        let _ = self.storage.submit(DocumentWrite {
-            document_id: entry.id.clone(),
-            changes: Vec::new(),
-            clock: Vec::new(),
-            text: Some((state, clock)),
-        });
+        let _ = self.storage.submit(text_write(&entry.id, state, clock));
     }
 
     /// The text lane: take the parsed document out, merge without the document
@@ -882,7 +873,7 @@ impl Hub {
         incoming: String,
         clock: f64,
         source: TextSource,
-    ) -> Result<(crate::text::StateJson, Option<PersistTicket>, bool), crate::text::TextError> {
+    ) -> Result<(StateJson, Option<PersistTicket>, bool), TextError> {
         let persist_at = match source {
             TextSource::Client(now_ms) => Some(now_ms),
             TextSource::Peer | TextSource::Storage => None,
@@ -890,35 +881,12 @@ impl Hub {
         // Only storage's state is checked for what ours holds beyond it (a full
         // parse; the others take the byte-comparing path).
         let reporting = matches!(source, TextSource::Storage);
-        let limits = self.settings.text_limits;
         let _lane = entry.text_lane.lock().await;
         let doc = {
             let mut st = entry.lock();
             st.doc.text.get_or_insert_with(TextState::empty).take_doc()
         };
-        let large = incoming.len() > BLOCKING_TEXT_BYTES
-            || doc
-                .as_ref()
-                .is_some_and(|d| d.block_count() > BLOCKING_TEXT_BLOCKS);
-        let (doc, result, kept_more) = if large {
-            let fallback = entry.lock().doc.text.as_ref().map(TextState::json_shared);
-            let work = move || super::text::merge_reporting(doc, &incoming, &limits, reporting);
-            match tokio::task::spawn_blocking(work).await {
-                Ok(merged) => merged,
-                // The engine does not panic; if it ever did, rebuild the document
-                // from its last state rather than lose it.
-                Err(e) => {
-                    tracing::error!(document_id = %entry.id, error = %e, "text merge failed");
-                    let rebuilt = fallback
-                        .filter(|j| !j.is_empty())
-                        .map(|j| TextState::restored(j, 0.0, &limits).take_doc());
-                    let e = crate::text::TextError::Malformed("internal error".into());
-                    (rebuilt.flatten(), Err(e), false)
-                }
-            }
-        } else {
-            super::text::merge_reporting(doc, &incoming, &limits, reporting)
-        };
+        let (doc, result, kept_more) = self.run_merge(entry, doc, incoming, reporting).await;
         let changed = matches!(result, Ok(Some(_)));
         let mut st = entry.lock();
         let text = st.doc.text.get_or_insert_with(TextState::empty);
@@ -948,24 +916,7 @@ impl Hub {
                 // Still in the text lane, which orders text writes; the copy of a
                 // state that may be tens of megabytes is made outside the lock.
                 drop(st);
-                if kept_more {
-                    self.store_text_behind(entry, json.clone(), text_clock);
-                }
-                if changed {
-                    // The SDK shape of a text relay: a whole-state `text-state` op.
-                    let msg = ServerMessage::DeltaBatch {
-                        document_id: entry.id.to_string(),
-                        deltas: vec![serde_json::json!({
-                            "type": "text-state",
-                            "documentId": &*entry.id,
-                            "state": &*json,
-                            "timestamp": text_clock,
-                            "clientId": "storage",
-                        })],
-                        is_text_operation: true,
-                    };
-                    self.send_to_subscribers(entry, &msg, false, None);
-                }
+                self.after_stored_merge(entry, &json, text_clock, changed, kept_more);
                 return Ok((json, None, changed));
             }
         }
@@ -973,16 +924,79 @@ impl Hub {
             if !changed && text_clock == before {
                 return None;
             }
-            let state = json.clone();
             st.last_modified_ms = now_ms;
-            Some(self.storage.submit(DocumentWrite {
-                document_id: entry.id.clone(),
-                changes: Vec::new(),
-                clock: Vec::new(),
-                text: Some((state, text_clock)),
-            }))
+            let write = text_write(&entry.id, json.clone(), text_clock);
+            Some(self.storage.submit(write))
         });
         Ok((json, ticket, changed))
+    }
+
+    /// One merge, outside the document lock: on the blocking pool when the state or
+    /// the document is large (it may take more than a millisecond), inline
+    /// otherwise. Returns the document to put back, the merge's result and whether
+    /// ours holds more than `incoming` (only when `reporting`).
+    async fn run_merge(
+        &self,
+        entry: &DocEntry,
+        doc: Option<TextDoc>,
+        incoming: String,
+        reporting: bool,
+    ) -> (Option<TextDoc>, Result<Option<StateJson>, TextError>, bool) {
+        let limits = self.settings.text_limits;
+        let large = incoming.len() > BLOCKING_TEXT_BYTES
+            || doc
+                .as_ref()
+                .is_some_and(|d| d.block_count() > BLOCKING_TEXT_BLOCKS);
+        if !large {
+            return super::text::merge_reporting(doc, &incoming, &limits, reporting);
+        }
+        let fallback = entry.lock().doc.text.as_ref().map(TextState::json_shared);
+        let work = move || super::text::merge_reporting(doc, &incoming, &limits, reporting);
+        match tokio::task::spawn_blocking(work).await {
+            Ok(merged) => merged,
+            // The engine does not panic; if it ever did, rebuild the document
+            // from its last state rather than lose it.
+            Err(e) => {
+                tracing::error!(document_id = %entry.id, error = %e, "text merge failed");
+                let rebuilt = fallback
+                    .filter(|j| !j.is_empty())
+                    .map(|j| TextState::restored(j, 0.0, &limits).take_doc());
+                let e = TextError::Malformed("internal error".into());
+                (rebuilt.flatten(), Err(e), false)
+            }
+        }
+    }
+
+    /// After merging storage's text state (still in the text lane, which orders
+    /// text writes; outside the document lock, since the copy of a state that may
+    /// be tens of megabytes is made here): store ours when it held more than
+    /// storage, and give local subscribers the result when it changed ours.
+    fn after_stored_merge(
+        &self,
+        entry: &DocEntry,
+        json: &StateJson,
+        text_clock: f64,
+        changed: bool,
+        kept_more: bool,
+    ) {
+        if kept_more {
+            self.store_text_behind(entry, json.clone(), text_clock);
+        }
+        if changed {
+            // The SDK shape of a text relay: a whole-state `text-state` op.
+            let msg = ServerMessage::DeltaBatch {
+                document_id: entry.id.to_string(),
+                deltas: vec![serde_json::json!({
+                    "type": "text-state",
+                    "documentId": &*entry.id,
+                    "state": &**json,
+                    "timestamp": text_clock,
+                    "clientId": "storage",
+                })],
+                is_text_operation: true,
+            };
+            self.send_to_subscribers(entry, &msg, false, None);
+        }
     }
 
     /// Returns whether a flush must be scheduled (the batch went from empty to not).
@@ -1036,60 +1050,61 @@ impl Hub {
     /// the document has had (`sync_response` carries the whole clock).
     pub fn flush(&self, entry: &DocEntry) {
         let clustered = self.pubsub.state() != PubSubState::SingleInstance;
-        let (batch, clocks, clock_json, full_clock, subscribers) = {
-            let mut st = entry.lock();
-            if st.pending.order.is_empty() {
-                return;
-            }
-            let batch = std::mem::take(&mut st.pending);
-            // The largest entry once per flush, not once per writer.
-            let largest = largest_entry(&st.doc.clock);
-            // One compact clock per distinct writer, not per field: a flush of one
-            // writer's burst has thousands of fields and one writer.
-            let mut clocks: HashMap<String, String> = HashMap::new();
-            for w in batch.values.values().filter_map(|p| p.writer.as_deref()) {
-                if !clocks.contains_key(w) {
-                    clocks.insert(w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w)));
-                }
-            }
-            (
-                batch,
-                clocks,
-                compact_clock(&st.doc.clock, largest, None),
-                // Other instances merge the whole clock (one message per flush).
-                clustered.then(|| st.doc.clock.to_json_string()),
-                st.subscribers.clone(),
-            )
+        let Some(taken) = take_batch(entry, clustered) else {
+            return;
         };
         let now_ms = self.now_ms();
+        let TakenBatch {
+            batch,
+            clocks,
+            clock_json,
+            full_clock,
+            subscribers,
+        } = taken;
         let PendingBatch {
             order,
-            mut values,
+            values,
             since,
             writers,
         } = batch;
-        let mut bodies = Vec::with_capacity(order.len());
-        let mut published = Map::new();
-        for field in order {
-            if let Some(Pending {
-                value,
-                local,
-                writer,
-            }) = values.remove(&field)
-            {
-                let clock = writer
-                    .as_ref()
-                    .and_then(|w| clocks.get(w))
-                    .unwrap_or(&clock_json);
-                bodies.push((
-                    next_message_id(now_ms),
-                    field_delta_body(&entry.id, &field, &value, clock),
-                ));
-                if local {
-                    published.insert(field, value);
-                }
-            }
+        let (bodies, published) =
+            delta_bodies(&entry.id, order, values, &clocks, &clock_json, now_ms);
+        let delivered = self.deliver_deltas(&subscribers, &writers, &bodies, now_ms);
+        let messages = delivered * bodies.len() as u64;
+        self.metrics.broadcast_flushes.inc();
+        self.metrics.broadcast_deliveries.add(messages);
+        self.metrics.message_out(MessageType::Delta, messages);
+        if let Some(since) = since {
+            self.metrics
+                .broadcast_latency
+                .observe_ms(since.elapsed().as_secs_f64() * 1000.0);
         }
+        if let (false, Some(full_clock)) = (published.is_empty(), full_clock) {
+            let msg = serde_json::json!({
+                "type": "delta",
+                "id": next_message_id(now_ms),
+                "timestamp": now_ms,
+                "documentId": &*entry.id,
+                "delta": published,
+                "vectorClock": serde_json::from_str::<Value>(&full_clock).unwrap_or(Value::Null),
+                "origin": self.settings.instance_id,
+            });
+            self.publish(&self.settings.channels.delta(&entry.id), &msg);
+        }
+    }
+
+    /// Send a flush's deltas to every subscriber — encoded once per encoding, the
+    /// same frames shared by all — the batch's writers as the echo of their own
+    /// write. Returns how many subscribers took them; a subscriber too slow to take
+    /// them is closed.
+    #[inline]
+    fn deliver_deltas(
+        &self,
+        subscribers: &PeerList,
+        writers: &[u64],
+        bodies: &[(String, String)],
+        now_ms: i64,
+    ) -> u64 {
         let frames_for = |encoding: Encoding| -> Arc<[EncodedFrame]> {
             bodies
                 .iter()
@@ -1116,27 +1131,7 @@ impl Hub {
                 self.metrics.slow_clients_closed.inc();
             }
         }
-        let messages = delivered * bodies.len() as u64;
-        self.metrics.broadcast_flushes.inc();
-        self.metrics.broadcast_deliveries.add(messages);
-        self.metrics.message_out(MessageType::Delta, messages);
-        if let Some(since) = since {
-            self.metrics
-                .broadcast_latency
-                .observe_ms(since.elapsed().as_secs_f64() * 1000.0);
-        }
-        if let (false, Some(full_clock)) = (published.is_empty(), full_clock) {
-            let msg = serde_json::json!({
-                "type": "delta",
-                "id": next_message_id(now_ms),
-                "timestamp": now_ms,
-                "documentId": &*entry.id,
-                "delta": published,
-                "vectorClock": serde_json::from_str::<Value>(&full_clock).unwrap_or(Value::Null),
-                "origin": self.settings.instance_id,
-            });
-            self.publish(&self.settings.channels.delta(&entry.id), &msg);
-        }
+        delivered
     }
 
     /// Flush every pending batch now (shutdown).
@@ -1302,7 +1297,8 @@ fn check_clock(clock: &VectorClock, changes: &Changes<'_>) -> Result<(), ClockRe
     Ok(())
 }
 
-/// Room for new writers in a document's clock during one write (see [`Hub::apply`]).
+/// Room for new writers in a document's clock during one write (see
+/// [`Hub::write_locked`]).
 struct ClockRoom {
     left: usize,
     /// Set when something did not fit.
@@ -1338,6 +1334,126 @@ impl ClockRoom {
         } else {
             OVERFLOW_WRITER.to_owned()
         }
+    }
+}
+
+/// The entries of a client clock that fit the document's clock (see
+/// [`Hub::write_locked`]), copied only once one does not: `None` when the clock fits
+/// whole (the usual case), so it is merged as it came.
+#[inline]
+fn fitting_entries(
+    clock: &VectorClock,
+    room: &mut ClockRoom,
+    incoming: &Map<String, Value>,
+) -> Option<Map<String, Value>> {
+    let mut fitting: Option<Map<String, Value>> = None;
+    for (i, (writer, value)) in incoming.iter().enumerate() {
+        let admitted = room.admit(clock, writer);
+        match (&mut fitting, admitted) {
+            (None, true) | (Some(_), false) => {}
+            (None, false) => {
+                fitting = Some(
+                    incoming
+                        .iter()
+                        .take(i)
+                        .map(|(w, v)| (w.clone(), v.clone()))
+                        .collect(),
+                );
+            }
+            (Some(f), true) => {
+                f.insert(writer.clone(), value.clone());
+            }
+        }
+    }
+    fitting
+}
+
+/// A document's pending batch, taken under its lock with what its deltas need
+/// (see [`Hub::flush`]).
+struct TakenBatch {
+    batch: PendingBatch,
+    /// Writer → its compact clock (JSON).
+    clocks: HashMap<String, String>,
+    /// The compact clock of a field no local writer ticked (JSON).
+    clock_json: String,
+    /// The whole clock, for other instances (clustered only).
+    full_clock: Option<String>,
+    subscribers: PeerList,
+}
+
+/// Take a document's pending batch, if any, under the lock only for that: the
+/// deltas are built and sent without it.
+#[inline]
+fn take_batch(entry: &DocEntry, clustered: bool) -> Option<TakenBatch> {
+    let mut st = entry.lock();
+    if st.pending.order.is_empty() {
+        return None;
+    }
+    let batch = std::mem::take(&mut st.pending);
+    // The largest entry once per flush, not once per writer.
+    let largest = largest_entry(&st.doc.clock);
+    // One compact clock per distinct writer, not per field: a flush of one
+    // writer's burst has thousands of fields and one writer.
+    let mut clocks: HashMap<String, String> = HashMap::new();
+    for w in batch.values.values().filter_map(|p| p.writer.as_deref()) {
+        if !clocks.contains_key(w) {
+            clocks.insert(w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w)));
+        }
+    }
+    Some(TakenBatch {
+        batch,
+        clocks,
+        clock_json: compact_clock(&st.doc.clock, largest, None),
+        // Other instances merge the whole clock (one message per flush).
+        full_clock: clustered.then(|| st.doc.clock.to_json_string()),
+        subscribers: st.subscribers.clone(),
+    })
+}
+
+/// One delta body (with its message id) per field of a flushed batch, in
+/// first-queued order, and the fields this instance must publish (its own).
+#[inline]
+fn delta_bodies(
+    document_id: &str,
+    order: Vec<String>,
+    mut values: HashMap<String, Pending>,
+    clocks: &HashMap<String, String>,
+    clock_json: &str,
+    now_ms: i64,
+) -> (Vec<(String, String)>, Map<String, Value>) {
+    let mut bodies = Vec::with_capacity(order.len());
+    let mut published = Map::new();
+    for field in order {
+        if let Some(Pending {
+            value,
+            local,
+            writer,
+        }) = values.remove(&field)
+        {
+            let clock = writer
+                .as_ref()
+                .and_then(|w| clocks.get(w))
+                .map_or(clock_json, String::as_str);
+            bodies.push((
+                next_message_id(now_ms),
+                field_delta_body(document_id, &field, &value, clock),
+            ));
+            if local {
+                published.insert(field, value);
+            }
+        }
+    }
+    (bodies, published)
+}
+
+/// A write of a document's whole text state and nothing else: a client's merge
+/// that moved it, or ours when storage lacked part of it.
+fn text_write(id: &Arc<str>, state: StateJson, clock: f64) -> DocumentWrite {
+    DocumentWrite {
+        document_id: id.clone(),
+        changes: Vec::new(),
+        clock: Vec::new(),
+        text: Some((state, clock)),
     }
 }
 
