@@ -24,7 +24,8 @@ use crate::protocol::encode::next_message_id;
 use crate::protocol::errors as err;
 use crate::protocol::message::ParseError;
 use crate::protocol::{
-    decode_frame, encode, frame, ClientMessage, DecodeError, Encoding, MessageType, ServerMessage,
+    decode_frame, encode, frame, ClientMessage, DecodeError, Encoding, MessageType, RawMessage,
+    ServerMessage,
 };
 use crate::storage::SessionRecord;
 
@@ -234,6 +235,8 @@ impl Session {
         self.handle_bytes(is_text, bytes, true).await
     }
 
+    /// One message, in the steps below: sized, decoded, let past the rate limit
+    /// and the admission checks, parsed, and dispatched to its handler.
     async fn handle_bytes(
         &mut self,
         is_text: bool,
@@ -246,18 +249,39 @@ impl Session {
         // the text-message limit): SDK clients send a whole text state at once.
         let max_bytes = self.svc.settings.max_message_bytes;
         let text_max = self.svc.settings.max_text_message_bytes.max(max_bytes);
-        let (payload_len, may_be_text) = match Encoding::detect(is_text, bytes) {
-            Encoding::Json => (bytes.len(), true),
-            Encoding::Binary => frame::split(bytes).map_or((0, false), |f| {
-                let batch = MessageType::from_code(f.code) == Some(MessageType::DeltaBatch);
-                (f.payload.len(), batch)
-            }),
-        };
+        let (payload_len, may_be_text) = payload_size(is_text, bytes);
         let over = payload_len > max_bytes;
         if over && (payload_len > text_max || !may_be_text) {
             let limit = if may_be_text { text_max } else { max_bytes };
             return self.too_large(payload_len, limit, now).await;
         }
+        let Some(raw) = self.decode(is_text, bytes, payload_len, now).await else {
+            return Ok(());
+        };
+        if over && !only_text_states(&raw) {
+            return self.too_large(payload_len, max_bytes, now).await;
+        }
+        let kind = raw.kind;
+        if kind == MessageType::DeltaBatchChunk {
+            return self.on_chunk(raw, allow_chunks, now).await;
+        }
+        let Some((msg, request_id)) = self.admit_message(raw, now).await else {
+            return Ok(());
+        };
+        self.svc.metrics.message_in(kind);
+        self.dispatch(msg, request_id).await
+    }
+
+    /// Decode a frame. Garbage is answered here (and `None`): it costs the sender
+    /// its rate like any message, so a flood of it is answered at the rate-limit's
+    /// pace, not frame for frame.
+    async fn decode(
+        &mut self,
+        is_text: bool,
+        bytes: &[u8],
+        payload_len: usize,
+        now: Instant,
+    ) -> Option<RawMessage> {
         // A large message (a text state) is decoded on the blocking pool: it takes
         // milliseconds that the connection's runtime worker owes everyone else.
         let decoded = if payload_len > LARGE_MESSAGE_BYTES {
@@ -268,44 +292,44 @@ impl Session {
         } else {
             decode_frame(is_text, bytes)
         };
-        let raw = match decoded {
-            Ok(raw) => raw,
-            Err(e) => {
-                // Garbage costs the sender its rate like any message, so a flood of it
-                // is answered at the rate-limit's pace, not frame for frame.
-                self.svc.metrics.invalid_frames.inc();
-                if !self.rate.allow(now) {
-                    self.rate_limited(now).await;
-                    return Ok(());
-                }
-                self.note_refusal(Refusal::Undecodable, now, &e);
-                let reply = match e {
-                    DecodeError::UnknownType(name) => ServerMessage::error_with_code(
-                        err::invalid_message_type(&name),
-                        err::CODE_INVALID_MESSAGE,
-                    ),
-                    _ => ServerMessage::error(err::INVALID_MESSAGE_FORMAT, None),
-                };
-                self.reply(&reply).await;
-                return Ok(());
-            }
+        let e = match decoded {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
         };
-        if over && !only_text_states(&raw) {
-            return self.too_large(payload_len, max_bytes, now).await;
+        self.svc.metrics.invalid_frames.inc();
+        if !self.rate.allow(now) {
+            self.rate_limited(now).await;
+            return None;
         }
-        let kind = raw.kind;
-        if kind == MessageType::DeltaBatchChunk {
-            return self.on_chunk(raw, allow_chunks, now).await;
-        }
-        let counted = !matches!(kind, MessageType::Ping | MessageType::Pong);
+        self.note_refusal(Refusal::Undecodable, now, &e);
+        let reply = match e {
+            DecodeError::UnknownType(name) => ServerMessage::error_with_code(
+                err::invalid_message_type(&name),
+                err::CODE_INVALID_MESSAGE,
+            ),
+            _ => ServerMessage::error(err::INVALID_MESSAGE_FORMAT, None),
+        };
+        self.reply(&reply).await;
+        None
+    }
+
+    /// A decoded message through the rate limit (pings and pongs are free), the
+    /// shape check, parsing and the clock check. A refused one is answered here
+    /// (and `None`); an admitted one comes back with its request id.
+    async fn admit_message(
+        &mut self,
+        raw: RawMessage,
+        now: Instant,
+    ) -> Option<(ClientMessage, Option<String>)> {
+        let counted = !matches!(raw.kind, MessageType::Ping | MessageType::Pong);
         if counted && !self.rate.allow(now) {
             self.rate_limited(now).await;
-            return Ok(());
+            return None;
         }
         let limits = &self.svc.settings.limits;
         if let Err(refused) = admission::check_shape(&raw.body, limits.max_json_depth) {
             self.refuse(refused, &raw.body, now).await;
-            return Ok(());
+            return None;
         }
         let max_clock_entries = limits.max_clock_entries_per_message;
         let request_id = raw.id.clone();
@@ -319,7 +343,7 @@ impl Session {
                     err::CODE_INVALID_MESSAGE,
                 ))
                 .await;
-                return Ok(());
+                return None;
             }
         };
         if let Err(refused) = admission::check_clocks(&msg, max_clock_entries) {
@@ -328,10 +352,9 @@ impl Session {
                 context.insert("documentId".into(), id);
             }
             self.refuse(refused, &context, now).await;
-            return Ok(());
+            return None;
         }
-        self.svc.metrics.message_in(kind);
-        self.dispatch(msg, request_id).await
+        Some((msg, request_id))
     }
 
     /// A `delta_batch_chunk`: only after auth, counted by the rate limit, held within
@@ -339,7 +362,7 @@ impl Session {
     /// passes every check of its own, and may not contain another chunk).
     async fn on_chunk(
         &mut self,
-        raw: crate::protocol::RawMessage,
+        raw: RawMessage,
         allow_chunks: bool,
         now: Instant,
     ) -> Result<(), CloseRequest> {
@@ -494,12 +517,26 @@ impl Session {
     }
 }
 
+/// A frame's payload length, and whether it may be a `delta_batch` of text states
+/// (the one message allowed past the ordinary size limit), read without decoding
+/// it. A binary frame that does not split has length 0: decoding refuses it.
+#[inline]
+fn payload_size(is_text: bool, bytes: &[u8]) -> (usize, bool) {
+    match Encoding::detect(is_text, bytes) {
+        Encoding::Json => (bytes.len(), true),
+        Encoding::Binary => frame::split(bytes).map_or((0, false), |f| {
+            let batch = MessageType::from_code(f.code) == Some(MessageType::DeltaBatch);
+            (f.payload.len(), batch)
+        }),
+    }
+}
+
 /// Messages larger than this are decoded on the blocking pool.
 const LARGE_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A `delta_batch` whose ops are all text states: the only message allowed past
 /// `SYNCKIT_MAX_MESSAGE_BYTES` (up to `SYNCKIT_MAX_TEXT_MESSAGE_BYTES`).
-fn only_text_states(raw: &crate::protocol::decode::RawMessage) -> bool {
+fn only_text_states(raw: &RawMessage) -> bool {
     raw.kind == MessageType::DeltaBatch
         && raw
             .body
