@@ -1,17 +1,24 @@
 //! The session state machine driven directly, without sockets or real sleeps: a
 //! `Session` fed frames, its outbox read back, tokio's paused time and a
-//! `TestClock` for time (CONTRIBUTING "Time"). Each test runs in milliseconds.
+//! `TestClock` for time (CONTRIBUTING "Time"). Each test runs in milliseconds. The
+//! auth deadline lives in the connection loop, so its test drives `serve_socket`
+//! over an in-memory pipe instead of a socket.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
 use synckit::clock::TestClock;
 use synckit::protocol::encode::EncodedFrame;
-use synckit::protocol::errors::RATE_LIMITED;
-use synckit::server::{Backends, Server, ServerConfig};
+use synckit::protocol::errors::{AUTHENTICATION_TIMEOUT, RATE_LIMITED};
+use synckit::protocol::ServerMessage;
+use synckit::server::{AppState, Backends, Server, ServerConfig};
 use synckit::sync::peer::Outbox;
 use synckit::sync::{Outgoing, Peer, Session, SyncService};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 /// A server's sync service (in memory, not listening) and a way to open sessions
 /// on it.
@@ -147,4 +154,156 @@ async fn awareness_expires_by_the_servers_clock() {
         .send(json!({"type":"awareness_subscribe","documentId":"room"}))
         .await;
     assert!(states(&mut carol).is_empty(), "alice's entry expired");
+}
+
+/// A WebSocket client of `serve_socket` over an in-memory pipe: the HTTP upgrade
+/// and the connection loop are the server's own, the socket is not.
+async fn connect_piped(
+    state: Arc<AppState>,
+) -> tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream> {
+    use hyper_util::rt::TokioIo;
+    use synckit::server::upgrade::Upgrade;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let state = state.clone();
+            async move {
+                let mut request = request.map(axum::body::Body::new);
+                let response = match Upgrade::from_request(&mut request) {
+                    Ok(ws) => ws.respond(WebSocketConfig::default(), move |socket| {
+                        synckit::server::connection::serve_socket(
+                            state,
+                            socket,
+                            std::net::Ipv4Addr::LOCALHOST.into(),
+                            None,
+                            None,
+                        )
+                    }),
+                    Err(refused) => axum::response::IntoResponse::into_response(refused),
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+    tokio::spawn(
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(server_io), service)
+            .with_upgrades(),
+    );
+    let (ws, _) = tokio_tungstenite::client_async("ws://localhost/ws", client_io)
+        .await
+        .expect("upgrade");
+    ws
+}
+
+/// The next application message, or the close frame as `("__close", code, reason)`;
+/// WebSocket pings are skipped (the library answers them).
+async fn next_piped(ws: &mut tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>) -> Value {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("JSON"),
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame.map_or((0, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                });
+                return json!({"type": "__close", "code": code, "reason": reason});
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+async fn send_piped(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>,
+    msg: Value,
+) {
+    ws.send(Message::text(msg.to_string())).await.expect("send");
+}
+
+/// The auth deadline (the connection loop's, on tokio's clock, here paused): an
+/// unauthenticated connection is alive until the auth timeout and closed with 1008
+/// once it passes; an authenticated one outlives it.
+#[tokio::test(start_paused = true)]
+async fn an_unauthenticated_session_is_closed_once_the_auth_timeout_passes() {
+    let mut config = ServerConfig::for_tests(true);
+    config.auth_timeout = Duration::from_secs(10);
+    let state = Server::new(config.clone(), Backends::in_memory(&config)).state;
+    let timeout = state.config.auth_timeout;
+    assert!(
+        timeout < state.config.heartbeat_interval,
+        "no heartbeat in between"
+    );
+    let started = Instant::now();
+    let mut idle = connect_piped(state.clone()).await;
+    let mut authed = connect_piped(state.clone()).await;
+    let token = crate::common::user_token("u", &["*"], &["*"], false);
+    send_piped(&mut authed, json!({"type":"auth","id":"a1","token":token})).await;
+    assert_eq!(next_piped(&mut authed).await["type"], "auth_success");
+
+    // Just before the deadline: still served (an application ping is answered, and
+    // does not count as authenticating).
+    tokio::time::advance(timeout - Duration::from_millis(1)).await;
+    send_piped(&mut idle, json!({"type":"ping","id":"p1"})).await;
+    let m = next_piped(&mut idle).await;
+    assert_eq!(m["type"], "pong", "closed before the auth timeout: {m}");
+
+    // Paused time runs on to the next timer: the deadline.
+    let closed = tokio::time::timeout(timeout, next_piped(&mut idle))
+        .await
+        .expect("closed once the auth timeout passed");
+    assert_eq!(closed["type"], "__close", "{closed}");
+    assert_eq!(closed["code"], 1008, "{closed}");
+    assert_eq!(closed["reason"], AUTHENTICATION_TIMEOUT, "{closed}");
+    assert!(
+        started.elapsed() >= timeout,
+        "closed early: {:?}",
+        started.elapsed()
+    );
+
+    // The authenticated connection is still served past the deadline.
+    send_piped(&mut authed, json!({"type":"ping","id":"p2"})).await;
+    assert_eq!(next_piped(&mut authed).await["type"], "pong");
+}
+
+/// Acks leave in the order the writes arrived (docs/protocol.md §7.11): the ack of a
+/// batch with nothing to store, decided at once, waits behind the ack of an earlier
+/// delta whose persist is held (the storage writer is not running yet).
+#[tokio::test(start_paused = true)]
+async fn an_ack_decided_at_once_waits_behind_an_earlier_held_one() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.session();
+    c.send(json!({"type":"subscribe","documentId":"doc"})).await;
+    assert_eq!(c.types(), ["sync_response"]);
+
+    c.send(json!({"type":"delta","documentId":"doc","delta":{"f":1},"messageId":"m1"}))
+        .await;
+    c.send(
+        json!({"type":"delta_batch","documentId":"doc","messageId":"m2",
+                   "deltas":[{"type":"increment","amount":1}]}),
+    )
+    .await;
+    assert!(
+        c.drain().iter().all(|m| m["type"] != "ack"),
+        "no ack goes out directly"
+    );
+    assert!(c.session.has_pending_acks());
+    let early = c.session.next_ack().now_or_never();
+    assert!(early.is_none(), "an ack overtook m1's: {early:?}");
+
+    // The writer takes m1: both acks leave, m1 first.
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(h.sync.hub.storage().clone().run(stop.clone()));
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        match c.session.next_ack().await {
+            ServerMessage::Ack { message_id } => acks.push(message_id),
+            other => panic!("not an ack: {other:?}"),
+        }
+    }
+    assert_eq!(acks, ["m1", "m2"]);
+    assert!(!c.session.has_pending_acks());
+    stop.cancel();
+    writer.await.expect("writer");
 }
