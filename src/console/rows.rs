@@ -355,6 +355,40 @@ pub struct FleetRow {
 }
 
 impl FleetRow {
+    /// A polled instance, first-hand: its stats count only while it answers.
+    fn polled(i: &InstanceView) -> FleetRow {
+        let stats = i.report.stats.clone().filter(|_| i.report.state.is_up());
+        let id = stats
+            .as_ref()
+            .and_then(|s| s.instance_id.clone())
+            .or_else(|| i.known_id.clone());
+        let error = match &i.report.state {
+            SourceState::Down { error } => Some(error.clone()),
+            _ => None,
+        };
+        let status = if stats.is_some() {
+            MemberStatus::Up
+        } else if error.is_some() {
+            MemberStatus::Unreachable
+        } else {
+            MemberStatus::Unknown
+        };
+        FleetRow {
+            name: instance_name(i),
+            host: stats.as_ref().and_then(|s| s.host.clone()),
+            version: stats.as_ref().and_then(|s| s.version.clone()),
+            started_at_ms: stats.as_ref().and_then(|s| s.started_at_ms),
+            id,
+            status,
+            address: Some(i.report.address.clone()),
+            error,
+            stats,
+            rate_in: i.rate_in,
+            rate_out: i.rate_out,
+            last_seen_ms: None,
+        }
+    }
+
     fn from_presence(
         id: &str,
         status: PeerStatus,
@@ -397,42 +431,44 @@ impl FleetRow {
 /// answering instances and Redis presence say (the freshest word wins). Sorted by
 /// name.
 pub fn fleet(app: &App) -> Vec<FleetRow> {
-    let mut rows: Vec<FleetRow> = Vec::new();
-    for i in &app.instances {
-        let stats = i.report.stats.clone().filter(|_| i.report.state.is_up());
-        let id = stats
-            .as_ref()
-            .and_then(|s| s.instance_id.clone())
-            .or_else(|| i.known_id.clone());
-        let error = match &i.report.state {
-            SourceState::Down { error } => Some(error.clone()),
-            _ => None,
-        };
-        let status = if stats.is_some() {
-            MemberStatus::Up
-        } else if error.is_some() {
-            MemberStatus::Unreachable
-        } else {
-            MemberStatus::Unknown
-        };
-        rows.push(FleetRow {
-            name: instance_name(i),
-            host: stats.as_ref().and_then(|s| s.host.clone()),
-            version: stats.as_ref().and_then(|s| s.version.clone()),
-            started_at_ms: stats.as_ref().and_then(|s| s.started_at_ms),
-            id,
-            status,
-            address: Some(i.report.address.clone()),
-            error,
-            stats,
-            rate_in: i.rate_in,
-            rate_out: i.rate_out,
-            last_seen_ms: None,
+    let mut rows: Vec<FleetRow> = app.instances.iter().map(FleetRow::polled).collect();
+    for (id, (status, seen, meta)) in heard_of(app) {
+        let existing = rows.iter_mut().find(|r| {
+            r.id.as_deref() == Some(id.as_str())
+                || (r.id.is_none() && meta.admin.is_some() && r.address == meta.admin)
         });
+        match existing {
+            Some(row) => {
+                row.id.get_or_insert(id);
+                row.learn(&meta);
+                // A stopped instance's API is down because it said goodbye.
+                if row.status == MemberStatus::Unreachable && status == PeerStatus::Offline {
+                    row.status = MemberStatus::Offline;
+                }
+            }
+            None => rows.push(FleetRow::from_presence(&id, status, seen, &meta)),
+        }
     }
-    // What the others say: each answering instance's peers, then the console's own
-    // Redis tap; for each instance the freshest report.
-    let mut heard: BTreeMap<String, (PeerStatus, Option<i64>, PresenceMetadata)> = BTreeMap::new();
+    // Several instances on one host: the short id tells them apart.
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    for row in &mut rows {
+        let shared = names.iter().filter(|n| **n == row.name).count() > 1;
+        if let (true, Some(id)) = (shared, &row.id) {
+            row.name = format!("{} {}", short_instance(id), row.name);
+        }
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    rows
+}
+
+/// What presence says of an instance: its status, when it was last seen, and its
+/// metadata.
+type Heard = (PeerStatus, Option<i64>, PresenceMetadata);
+
+/// What the others say: each answering instance's peers, then the console's own
+/// Redis tap; for each instance the freshest report.
+fn heard_of(app: &App) -> BTreeMap<String, Heard> {
+    let mut heard: BTreeMap<String, Heard> = BTreeMap::new();
     let peers = app
         .instances
         .iter()
@@ -461,33 +497,7 @@ pub fn fleet(app: &App) -> Vec<FleetRow> {
             heard.insert(id, (status, seen, meta));
         }
     }
-    for (id, (status, seen, meta)) in heard {
-        let existing = rows.iter_mut().find(|r| {
-            r.id.as_deref() == Some(id.as_str())
-                || (r.id.is_none() && meta.admin.is_some() && r.address == meta.admin)
-        });
-        match existing {
-            Some(row) => {
-                row.id.get_or_insert(id);
-                row.learn(&meta);
-                // A stopped instance's API is down because it said goodbye.
-                if row.status == MemberStatus::Unreachable && status == PeerStatus::Offline {
-                    row.status = MemberStatus::Offline;
-                }
-            }
-            None => rows.push(FleetRow::from_presence(&id, status, seen, &meta)),
-        }
-    }
-    // Several instances on one host: the short id tells them apart.
-    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
-    for row in &mut rows {
-        let shared = names.iter().filter(|n| **n == row.name).count() > 1;
-        if let (true, Some(id)) = (shared, &row.id) {
-            row.name = format!("{} {}", short_instance(id), row.name);
-        }
-    }
-    rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    rows
+    heard
 }
 
 /// Display names of the fleet by instance id (events name their instance so).

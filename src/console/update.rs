@@ -226,6 +226,8 @@ fn quit(app: &mut App) -> Option<Effect> {
     Some(Effect::Quit)
 }
 
+/// A key goes to the first that takes it: an open overlay, the command line, the
+/// filter being edited, and only then the view.
 fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
         return quit(app);
@@ -233,47 +235,10 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
     match &app.overlay {
         Overlay::Confirm(action) => {
             let action = action.clone();
-            return match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
-                    app.overlay = Overlay::None;
-                    app.notice = Some((format!("running: {}", action.title()), false));
-                    Some(Effect::Perform(action))
-                }
-                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
-                    app.overlay = Overlay::None;
-                    app.notice = Some(("cancelled".into(), false));
-                    None
-                }
-                _ => None,
-            };
+            return on_confirm_key(app, action, key);
         }
-        Overlay::Help => {
-            match key.code {
-                KeyCode::Char('?') | KeyCode::Esc => app.overlay = Overlay::None,
-                KeyCode::Char('q') => return quit(app),
-                _ => {}
-            }
-            return None;
-        }
-        Overlay::Payload(_) => {
-            match key.code {
-                KeyCode::Esc | KeyCode::Enter => {
-                    app.overlay = Overlay::None;
-                    app.overlay_scroll = 0;
-                }
-                KeyCode::Char('q') => return quit(app),
-                KeyCode::Char('j') | KeyCode::Down => {
-                    app.overlay_scroll = app.overlay_scroll.saturating_add(1)
-                }
-                KeyCode::Char('k') | KeyCode::Up => {
-                    app.overlay_scroll = app.overlay_scroll.saturating_sub(1)
-                }
-                KeyCode::PageDown => app.overlay_scroll = app.overlay_scroll.saturating_add(10),
-                KeyCode::PageUp => app.overlay_scroll = app.overlay_scroll.saturating_sub(10),
-                _ => {}
-            }
-            return None;
-        }
+        Overlay::Help => return on_help_key(app, key),
+        Overlay::Payload(_) => return on_payload_key(app, key),
         Overlay::None => {}
     }
     if app.command.is_some() {
@@ -283,6 +248,61 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
         edit_filter(app, key);
         return None;
     }
+    on_view_key(app, key)
+}
+
+/// The confirmation of an action: yes runs it, no (or leaving) cancels it; any
+/// other key keeps asking.
+fn on_confirm_key(app: &mut App, action: OperatorAction, key: KeyEvent) -> Option<Effect> {
+    match key.code {
+        KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+            app.overlay = Overlay::None;
+            app.notice = Some((format!("running: {}", action.title()), false));
+            Some(Effect::Perform(action))
+        }
+        KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
+            app.overlay = Overlay::None;
+            app.notice = Some(("cancelled".into(), false));
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The help overlay: closed by the key that opened it or Esc.
+fn on_help_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
+    match key.code {
+        KeyCode::Char('?') | KeyCode::Esc => app.overlay = Overlay::None,
+        KeyCode::Char('q') => return quit(app),
+        _ => {}
+    }
+    None
+}
+
+/// The payload overlay: scrolled like a view, closed by Esc or Enter.
+fn on_payload_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
+    match key.code {
+        KeyCode::Esc | KeyCode::Enter => {
+            app.overlay = Overlay::None;
+            app.overlay_scroll = 0;
+        }
+        KeyCode::Char('q') => return quit(app),
+        KeyCode::Char('j') | KeyCode::Down => {
+            app.overlay_scroll = app.overlay_scroll.saturating_add(1)
+        }
+        KeyCode::Char('k') | KeyCode::Up => {
+            app.overlay_scroll = app.overlay_scroll.saturating_sub(1)
+        }
+        KeyCode::PageDown => app.overlay_scroll = app.overlay_scroll.saturating_add(10),
+        KeyCode::PageUp => app.overlay_scroll = app.overlay_scroll.saturating_sub(10),
+        _ => {}
+    }
+    None
+}
+
+/// A key acting on the current view: navigation, selection, refresh, sorting and
+/// the actions (each asked for confirmation first).
+fn on_view_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
     match key.code {
         KeyCode::Char('q') => return quit(app),
         KeyCode::Char('?') => app.overlay = Overlay::Help,
@@ -302,30 +322,8 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
         KeyCode::Char('/') => {
             app.editing_filter = true;
         }
-        KeyCode::Esc => {
-            if app.view == View::Documents && app.detail.is_some() {
-                app.detail = None;
-                app.detail_data = None;
-                app.detail_scroll = 0;
-            } else {
-                app.filters[app.view.index()].clear();
-            }
-        }
-        KeyCode::Enter if app.view == View::Documents && app.detail.is_none() => {
-            let rows = rows::documents(app);
-            if let Some(row) = rows.get(app.selected[View::Documents.index()]) {
-                app.detail = Some(row.id.clone());
-                app.detail_data = None;
-                app.detail_scroll = 0;
-            }
-        }
-        KeyCode::Enter if app.view == View::Traffic => {
-            let rows = rows::traffic(app);
-            if let Some(sample) = rows.get(app.selected[View::Traffic.index()]) {
-                app.overlay = Overlay::Payload(Box::new((*sample).clone()));
-                app.overlay_scroll = 0;
-            }
-        }
+        KeyCode::Esc => back_out(app),
+        KeyCode::Enter => open_selected(app),
         KeyCode::Char('p') => toggle_pause(app),
         KeyCode::Char('+') | KeyCode::Char('=') => step_refresh(app, -1),
         KeyCode::Char('-') => step_refresh(app, 1),
@@ -341,6 +339,36 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
         _ => {}
     }
     None
+}
+
+/// Esc: out of a document's detail back to the list, else clear the view's filter.
+fn back_out(app: &mut App) {
+    if app.view == View::Documents && app.detail.is_some() {
+        app.detail = None;
+        app.detail_data = None;
+        app.detail_scroll = 0;
+    } else {
+        app.filters[app.view.index()].clear();
+    }
+}
+
+/// Enter: open the selected document's detail, or the selected traffic sample's
+/// payload; elsewhere it does nothing.
+fn open_selected(app: &mut App) {
+    if app.view == View::Documents && app.detail.is_none() {
+        let rows = rows::documents(app);
+        if let Some(row) = rows.get(app.selected[View::Documents.index()]) {
+            app.detail = Some(row.id.clone());
+            app.detail_data = None;
+            app.detail_scroll = 0;
+        }
+    } else if app.view == View::Traffic {
+        let rows = rows::traffic(app);
+        if let Some(sample) = rows.get(app.selected[View::Traffic.index()]) {
+            app.overlay = Overlay::Payload(Box::new((*sample).clone()));
+            app.overlay_scroll = 0;
+        }
+    }
 }
 
 fn toggle_pause(app: &mut App) {

@@ -12,7 +12,7 @@ use super::widgets::{as_columns, render_empty, render_selectable, sorted_headers
 use super::{block, theme};
 use crate::console::app::{App, View};
 use crate::console::model::{DocumentDetail, SourceState};
-use crate::console::rows;
+use crate::console::rows::{self, DocumentRow};
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     match &app.detail {
@@ -36,51 +36,68 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
         sort.as_deref().unwrap_or("-")
     );
     if rows.is_empty() {
-        let why = if !app.filter().is_empty() {
-            " no document matches the filter".to_owned()
-        } else {
-            match &app.database.state {
-                SourceState::Up { .. } => " no documents stored and none live".to_owned(),
-                SourceState::Off => {
-                    " no live documents (PostgreSQL not configured: stored ones are not listed)"
-                        .to_owned()
-                }
-                SourceState::Down { error } => {
-                    format!(" no live documents; PostgreSQL unreachable: {error}")
-                }
-            }
-        };
-        render_empty(&why, title, area, buf);
+        render_empty(&why_empty(app), title, area, buf);
         return;
     }
     let wide = area.width >= 120;
-    let table_rows: Vec<Row> = rows
-        .iter()
-        .map(|r| {
-            let subs = if r.subscribers > 0 {
-                Span::styled(r.subscribers.to_string(), theme::ok())
-            } else {
-                Span::styled("0", theme::dim())
-            };
-            let mut cells = vec![Span::raw(r.id.clone()), subs];
-            if wide {
-                cells.push(Span::raw(r.awareness_subscribers.to_string()));
-            }
-            cells.push(Span::raw(r.fields.to_string()));
-            cells.push(Span::raw(bytes(r.size_bytes)));
-            if wide {
-                cells.push(Span::raw(r.version.map_or("-".into(), |v| v.to_string())));
-            }
-            cells.push(Span::raw(ago(app.now_ms, r.last_change_ms)));
-            cells.push(Span::raw(if r.instances.is_empty() {
-                "-".to_owned()
-            } else {
-                r.instances.join(",")
-            }));
-            Row::new(cells)
-        })
-        .collect();
-    let columns: Vec<(&str, Constraint)> = if wide {
+    let table_rows: Vec<Row> = rows.iter().map(|r| document_row(app, r, wide)).collect();
+    let columns = list_columns(wide);
+    let headers = sorted_headers(&columns, sort.as_deref());
+    render_selectable(
+        app,
+        View::Documents,
+        title,
+        &as_columns(&headers),
+        table_rows,
+        area,
+        buf,
+    );
+}
+
+/// Why the list is empty: the filter, or what the database's state leaves out.
+fn why_empty(app: &App) -> String {
+    if !app.filter().is_empty() {
+        return " no document matches the filter".to_owned();
+    }
+    match &app.database.state {
+        SourceState::Up { .. } => " no documents stored and none live".to_owned(),
+        SourceState::Off => {
+            " no live documents (PostgreSQL not configured: stored ones are not listed)".to_owned()
+        }
+        SourceState::Down { error } => {
+            format!(" no live documents; PostgreSQL unreachable: {error}")
+        }
+    }
+}
+
+/// One document's row, in [`list_columns`] order.
+fn document_row(app: &App, r: &DocumentRow, wide: bool) -> Row<'static> {
+    let subs = if r.subscribers > 0 {
+        Span::styled(r.subscribers.to_string(), theme::ok())
+    } else {
+        Span::styled("0", theme::dim())
+    };
+    let mut cells = vec![Span::raw(r.id.clone()), subs];
+    if wide {
+        cells.push(Span::raw(r.awareness_subscribers.to_string()));
+    }
+    cells.push(Span::raw(r.fields.to_string()));
+    cells.push(Span::raw(bytes(r.size_bytes)));
+    if wide {
+        cells.push(Span::raw(r.version.map_or("-".into(), |v| v.to_string())));
+    }
+    cells.push(Span::raw(ago(app.now_ms, r.last_change_ms)));
+    cells.push(Span::raw(if r.instances.is_empty() {
+        "-".to_owned()
+    } else {
+        r.instances.join(",")
+    }));
+    Row::new(cells)
+}
+
+/// The list's columns; a narrow terminal drops the ones a wide one adds.
+fn list_columns(wide: bool) -> Vec<(&'static str, Constraint)> {
+    if wide {
         vec![
             ("Document", Constraint::Min(20)),
             ("Subs", Constraint::Length(5)),
@@ -100,17 +117,7 @@ fn render_list(app: &App, area: Rect, buf: &mut Buffer) {
             ("Last change", Constraint::Length(12)),
             ("Instance", Constraint::Length(17)),
         ]
-    };
-    let headers = sorted_headers(&columns, sort.as_deref());
-    render_selectable(
-        app,
-        View::Documents,
-        title,
-        &as_columns(&headers),
-        table_rows,
-        area,
-        buf,
-    );
+    }
 }
 
 fn render_detail(app: &App, id: &str, area: Rect, buf: &mut Buffer) {

@@ -15,7 +15,7 @@ use super::format::{ago, clock, count, known, rate_or_dash, until, uptime};
 use super::widgets::{render_empty, render_selectable};
 use super::{block, source_style, theme};
 use crate::console::app::{App, View};
-use crate::console::model::SourceState;
+use crate::console::model::{SourceState, Stats};
 use crate::console::rows::{self, short_instance, FleetRow, MemberStatus};
 
 /// Width from which the Overview shows every column and the charts.
@@ -81,55 +81,7 @@ fn status(row: &FleetRow) -> (String, Style) {
 
 fn render_fleet(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
     let wide = area.width >= WIDE;
-    let dash = || Span::styled("-", theme::dim());
-    let rows: Vec<Row> = fleet
-        .iter()
-        .map(|r| {
-            let (state, style) = status(r);
-            let mut cells = vec![Span::raw(r.name.clone())];
-            if wide {
-                cells.push(Span::raw(
-                    r.id.as_deref().map_or("-".into(), short_instance),
-                ));
-                cells.push(Span::raw(r.version.clone().unwrap_or_else(|| "-".into())));
-            }
-            cells.push(Span::styled(state, style));
-            match &r.stats {
-                Some(s) => {
-                    let errors = s.errors_total();
-                    let backlog = s.persistence.backlog;
-                    cells.push(Span::raw(s.uptime_seconds.map_or("?".into(), uptime)));
-                    cells.push(Span::raw(known(s.connections.open)));
-                    if wide {
-                        cells.push(Span::raw(known(s.connections.users)));
-                    }
-                    cells.push(Span::raw(known(s.documents.cached)));
-                    if wide {
-                        cells.push(Span::raw(known(s.documents.subscriptions)));
-                    }
-                    cells.push(Span::raw(rate_or_dash(r.rate_in)));
-                    cells.push(Span::raw(rate_or_dash(r.rate_out)));
-                    cells.push(Span::styled(known(errors), number_style(errors)));
-                    cells.push(Span::styled(known(backlog), number_style(backlog)));
-                    if wide {
-                        cells.push(Span::raw(known(s.pubsub.state.clone())));
-                        cells.push(Span::raw(known(s.persistence.backend.clone())));
-                    }
-                }
-                None => {
-                    // Heard on presence only: its heartbeat says since when it runs.
-                    let up = r
-                        .started_at_ms
-                        .filter(|_| r.status == MemberStatus::Online)
-                        .map(|t| uptime((app.now_ms - t) as f64 / 1000.0));
-                    cells.push(up.map_or_else(dash, Span::raw));
-                    let n = if wide { 10 } else { 6 };
-                    cells.extend((0..n).map(|_| dash()));
-                }
-            }
-            Row::new(cells)
-        })
-        .collect();
+    let rows: Vec<Row> = fleet.iter().map(|r| fleet_row(app, r, wide)).collect();
     let title = format!("Instances ({})", fleet.len());
     if rows.is_empty() {
         render_empty(
@@ -140,7 +92,72 @@ fn render_fleet(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
         );
         return;
     }
-    let columns: Vec<(&str, Constraint)> = if wide {
+    render_selectable(
+        app,
+        View::Overview,
+        title,
+        &fleet_columns(wide),
+        rows,
+        area,
+        buf,
+    );
+}
+
+/// One instance's row: its stats when its admin API answered, else dashes (and
+/// the uptime its presence heartbeat gives).
+fn fleet_row(app: &App, r: &FleetRow, wide: bool) -> Row<'static> {
+    let dash = || Span::styled("-", theme::dim());
+    let (state, style) = status(r);
+    let mut cells = vec![Span::raw(r.name.clone())];
+    if wide {
+        cells.push(Span::raw(
+            r.id.as_deref().map_or("-".into(), short_instance),
+        ));
+        cells.push(Span::raw(r.version.clone().unwrap_or_else(|| "-".into())));
+    }
+    cells.push(Span::styled(state, style));
+    match &r.stats {
+        Some(s) => push_stats_cells(&mut cells, r, s, wide),
+        None => {
+            // Heard on presence only: its heartbeat says since when it runs.
+            let up = r
+                .started_at_ms
+                .filter(|_| r.status == MemberStatus::Online)
+                .map(|t| uptime((app.now_ms - t) as f64 / 1000.0));
+            cells.push(up.map_or_else(dash, Span::raw));
+            let n = if wide { 10 } else { 6 };
+            cells.extend((0..n).map(|_| dash()));
+        }
+    }
+    Row::new(cells)
+}
+
+/// The cells an instance's stats fill, in [`fleet_columns`] order after Status.
+fn push_stats_cells(cells: &mut Vec<Span<'static>>, r: &FleetRow, s: &Stats, wide: bool) {
+    let errors = s.errors_total();
+    let backlog = s.persistence.backlog;
+    cells.push(Span::raw(s.uptime_seconds.map_or("?".into(), uptime)));
+    cells.push(Span::raw(known(s.connections.open)));
+    if wide {
+        cells.push(Span::raw(known(s.connections.users)));
+    }
+    cells.push(Span::raw(known(s.documents.cached)));
+    if wide {
+        cells.push(Span::raw(known(s.documents.subscriptions)));
+    }
+    cells.push(Span::raw(rate_or_dash(r.rate_in)));
+    cells.push(Span::raw(rate_or_dash(r.rate_out)));
+    cells.push(Span::styled(known(errors), number_style(errors)));
+    cells.push(Span::styled(known(backlog), number_style(backlog)));
+    if wide {
+        cells.push(Span::raw(known(s.pubsub.state.clone())));
+        cells.push(Span::raw(known(s.persistence.backend.clone())));
+    }
+}
+
+/// The instance table's columns; a narrow terminal drops the ones a wide one adds.
+fn fleet_columns(wide: bool) -> Vec<(&'static str, Constraint)> {
+    if wide {
         vec![
             ("Instance", Constraint::Length(18)),
             ("ID", Constraint::Length(9)),
@@ -170,8 +187,7 @@ fn render_fleet(app: &App, fleet: &[FleetRow], area: Rect, buf: &mut Buffer) {
             ("Errors", Constraint::Length(6)),
             ("Backlog", Constraint::Min(7)),
         ]
-    };
-    render_selectable(app, View::Overview, title, &columns, rows, area, buf);
+    }
 }
 
 fn source_line(name: &str, state: &SourceState, extra: String) -> Vec<Line<'static>> {
