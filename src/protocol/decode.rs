@@ -76,17 +76,14 @@ fn decode_binary(bytes: &[u8]) -> Result<RawMessage, DecodeError> {
         Some(Value::String(s)) => Some(s),
         _ => None,
     };
-    let timestamp = take_timestamp(&mut body).or(Some(frame.timestamp));
-    let id = take_id(&mut body);
-    Ok(RawMessage {
+    Ok(raw_message(
         kind,
-        id,
-        timestamp,
         body,
         op_type,
-        payload_len: frame.payload.len(),
-        encoding: Encoding::Binary,
-    })
+        Some(frame.timestamp),
+        frame.payload.len(),
+        Encoding::Binary,
+    ))
 }
 
 fn decode_json(bytes: &[u8]) -> Result<RawMessage, DecodeError> {
@@ -107,17 +104,38 @@ fn decode_json(bytes: &[u8]) -> Result<RawMessage, DecodeError> {
             }
         }
     }
-    let timestamp = take_timestamp(&mut body);
+    Ok(raw_message(
+        kind,
+        body,
+        None,
+        None,
+        bytes.len(),
+        Encoding::Json,
+    ))
+}
+
+/// Either encoding's message, its `id` and `timestamp` taken out of the body (a
+/// body `timestamp` wins over the binary header's).
+#[inline]
+fn raw_message(
+    kind: MessageType,
+    mut body: Map<String, Value>,
+    op_type: Option<String>,
+    header_timestamp: Option<i64>,
+    payload_len: usize,
+    encoding: Encoding,
+) -> RawMessage {
+    let timestamp = take_timestamp(&mut body).or(header_timestamp);
     let id = take_id(&mut body);
-    Ok(RawMessage {
+    RawMessage {
         kind,
         id,
         timestamp,
         body,
-        op_type: None,
-        payload_len: bytes.len(),
-        encoding: Encoding::Json,
-    })
+        op_type,
+        payload_len,
+        encoding,
+    }
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, DecodeError> {

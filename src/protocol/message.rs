@@ -129,7 +129,7 @@ impl ClientMessage {
         let RawMessage {
             kind,
             id,
-            mut body,
+            body,
             op_type,
             ..
         } = raw;
@@ -155,43 +155,8 @@ impl ClientMessage {
             MessageType::SyncStep1 => ClientMessage::SyncStep1 {
                 document_id: document_id(&body),
             },
-            MessageType::Delta => {
-                let document_id = document_id(&body);
-                let entries = match body.remove("delta").or_else(|| body.remove("changes")) {
-                    Some(Value::Object(m)) => Some(m),
-                    Some(_) => None,
-                    None => match body.remove("field") {
-                        Some(Value::String(field)) => {
-                            let value = if op_type.as_deref() == Some("delete") {
-                                tombstone()
-                            } else {
-                                body.remove("value").unwrap_or(Value::Null)
-                            };
-                            let mut m = Map::new();
-                            m.insert(field, value);
-                            Some(m)
-                        }
-                        _ => None,
-                    },
-                }
-                .filter(|m| !m.is_empty());
-                let vector_clock = object(&body, "vectorClock").or_else(|| object(&body, "clock"));
-                ClientMessage::Delta(DeltaMessage {
-                    document_id,
-                    entries,
-                    vector_clock,
-                    client_id: string(&body, "clientId"),
-                    message_id: string(&body, "messageId").or(id),
-                })
-            }
-            MessageType::DeltaBatch => ClientMessage::DeltaBatch(DeltaBatchMessage {
-                document_id: document_id(&body),
-                deltas: match body.remove("deltas") {
-                    Some(Value::Array(a)) if !a.is_empty() => Some(a),
-                    _ => None,
-                },
-                message_id: string(&body, "messageId").or(id),
-            }),
+            MessageType::Delta => ClientMessage::Delta(delta(body, op_type.as_deref(), id)),
+            MessageType::DeltaBatch => ClientMessage::DeltaBatch(delta_batch(body, id)),
             MessageType::DeltaBatchChunk => ClientMessage::DeltaBatchChunk(ChunkMessage {
                 chunk_id: string(&body, "chunkId").filter(|s| !s.is_empty()),
                 total_chunks: body.get("totalChunks").and_then(Value::as_u64),
@@ -204,18 +169,78 @@ impl ClientMessage {
             MessageType::AwarenessSubscribe => ClientMessage::AwarenessSubscribe {
                 document_id: document_id(&body),
             },
-            MessageType::AwarenessUpdate => {
-                ClientMessage::AwarenessUpdate(AwarenessUpdateMessage {
-                    document_id: document_id(&body),
-                    client_id: string(&body, "clientId").filter(|s| !s.is_empty()),
-                    state: body.remove("state").unwrap_or(Value::Null),
-                    clock: body.get("clock").and_then(Value::as_u64),
-                })
-            }
+            MessageType::AwarenessUpdate => ClientMessage::AwarenessUpdate(awareness_update(body)),
             MessageType::SnapshotRequest | MessageType::SnapshotUpload => ClientMessage::Ignored,
             // Server-only types were rejected above.
             other => return Err(ParseError::NotClientSendable(other)),
         })
+    }
+}
+
+/// A `delta` in either shape of docs/protocol.md §7.6, its values taken out of the
+/// body (no copy).
+#[inline]
+fn delta(mut body: Map<String, Value>, op_type: Option<&str>, id: Option<String>) -> DeltaMessage {
+    let document_id = document_id(&body);
+    let entries = delta_entries(&mut body, op_type);
+    let vector_clock = object(&body, "vectorClock").or_else(|| object(&body, "clock"));
+    DeltaMessage {
+        document_id,
+        entries,
+        vector_clock,
+        client_id: string(&body, "clientId"),
+        message_id: string(&body, "messageId").or(id),
+    }
+}
+
+/// A delta's field → value map: the `delta` (or `changes`) object, else the one
+/// `field`/`value` pair (a `delete` op deletes it). `None` when missing, not an
+/// object or empty.
+#[inline]
+fn delta_entries(
+    body: &mut Map<String, Value>,
+    op_type: Option<&str>,
+) -> Option<Map<String, Value>> {
+    match body.remove("delta").or_else(|| body.remove("changes")) {
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => None,
+        None => match body.remove("field") {
+            Some(Value::String(field)) => {
+                let value = if op_type == Some("delete") {
+                    tombstone()
+                } else {
+                    body.remove("value").unwrap_or(Value::Null)
+                };
+                let mut m = Map::new();
+                m.insert(field, value);
+                Some(m)
+            }
+            _ => None,
+        },
+    }
+    .filter(|m| !m.is_empty())
+}
+
+/// A `delta_batch`, its ops taken out of the body (no copy).
+#[inline]
+fn delta_batch(mut body: Map<String, Value>, id: Option<String>) -> DeltaBatchMessage {
+    DeltaBatchMessage {
+        document_id: document_id(&body),
+        deltas: match body.remove("deltas") {
+            Some(Value::Array(a)) if !a.is_empty() => Some(a),
+            _ => None,
+        },
+        message_id: string(&body, "messageId").or(id),
+    }
+}
+
+/// An `awareness_update`, its state taken out of the body (no copy).
+fn awareness_update(mut body: Map<String, Value>) -> AwarenessUpdateMessage {
+    AwarenessUpdateMessage {
+        document_id: document_id(&body),
+        client_id: string(&body, "clientId").filter(|s| !s.is_empty()),
+        state: body.remove("state").unwrap_or(Value::Null),
+        clock: body.get("clock").and_then(Value::as_u64),
     }
 }
 
