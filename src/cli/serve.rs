@@ -363,6 +363,16 @@ fn server_url_addr(url: &str) -> anyhow::Result<SocketAddr> {
     parse_addr(&hostport, "SYNCKIT_SERVER_URL")
 }
 
+/// The non-empty entries of a comma-separated list, trimmed.
+fn trimmed<'a, S: AsRef<str> + ?Sized + 'a>(
+    items: impl IntoIterator<Item = &'a S>,
+) -> impl Iterator<Item = &'a str> {
+    items
+        .into_iter()
+        .map(|s| s.as_ref().trim())
+        .filter(|s| !s.is_empty())
+}
+
 impl ServeArgs {
     /// Build the typed configuration; every error says what to change.
     pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
@@ -372,56 +382,16 @@ impl ServeArgs {
     /// [`Self::to_config`] with the aliases read from `env`.
     fn to_config_in(&self, env: Env) -> anyhow::Result<ServerConfig> {
         let (production, secret) = self.production_and_secret(env)?;
-        let listen = match &self.server_url {
-            Some(url) => server_url_addr(url)?,
-            None => parse_addr(
-                &format!("{}:{}", bracket(&self.host), self.port),
-                "HOST/PORT",
-            )?,
-        };
-        let admin_listen = match self.admin_listen.trim() {
-            "" | "off" | "none" | "false" => None,
-            a => Some(parse_addr(a, "SYNCKIT_ADMIN_LISTEN")?),
-        };
-        let max_connections_per_ip = match self.max_connections_per_ip {
-            Some(n) => n,
-            None => match alias(env, &["MAX_CONNECTIONS_PER_IP"]) {
-                Some(v) => v
-                    .parse()
-                    .context("MAX_CONNECTIONS_PER_IP must be a whole number")?,
-                None => 50,
-            },
-        };
-        let mut cors_origins = self.cors_origin.clone();
-        if cors_origins.is_empty() {
-            cors_origins = alias(env, &["SYNCKIT_CORS_ORIGINS"])
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_else(|| vec!["*".into()]);
-        }
+        let (listen, admin_listen) = self.listen_addrs()?;
+        let max_connections_per_ip = self.per_ip_limit(env)?;
+        let cors_origins = self.cors_origins(env);
         self.check_bounds()?;
         Ok(ServerConfig {
             listen,
             admin_listen,
             production,
             sync: self.sync_settings(),
-            jwt: JwtSettings {
-                secret,
-                issuer: self.jwt_issuer.clone(),
-                audience: self.jwt_audience.clone(),
-                access_ttl: self.jwt_expires_in,
-                refresh_ttl: self.jwt_refresh_expires_in,
-                api_keys: self
-                    .api_keys
-                    .iter()
-                    .map(|k| k.trim().to_owned())
-                    .filter(|k| !k.is_empty())
-                    .collect(),
-            },
+            jwt: self.jwt_settings(secret),
             batch_delay: self.batch_delay,
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
@@ -444,11 +414,8 @@ impl ServeArgs {
             trusted_proxies: crate::server::proxy::parse_networks(&self.trusted_proxies)
                 .map_err(anyhow::Error::msg)?,
             admin_reads_open: self.admin_reads_open,
-            admin_allowed_hosts: self
-                .admin_allowed_hosts
-                .iter()
-                .map(|h| h.trim().to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
+            admin_allowed_hosts: trimmed(&self.admin_allowed_hosts)
+                .map(str::to_ascii_lowercase)
                 .collect(),
             demo_login: self.demo_login,
             test_mode: self.test_mode,
@@ -457,20 +424,76 @@ impl ServeArgs {
             channel_prefix: self.channel_prefix.clone(),
             redis: self.redis_target()?,
             presence_interval: self.presence_interval.max(Duration::from_millis(100)),
-            persistence: PersistenceSettings {
-                max_backlog: self.write_queue_max.max(1),
-                writers: self
-                    .persist_writers
-                    .clamp(1, crate::storage::persistence::MAX_WRITERS),
-                session_touch_interval: self.heartbeat_interval,
-                session_queue_max: self.session_queue_max.max(1),
-                probe_interval: self.storage_probe_interval.max(Duration::from_millis(100)),
-                probe_timeout: self.storage_probe_timeout.max(Duration::from_millis(10)),
-                ..PersistenceSettings::default()
-            },
+            persistence: self.persistence_settings(),
             max_cached_documents: self.max_cached_documents.max(1),
             maintenance: self.schedule.jobs()?,
         })
+    }
+
+    /// The public listener (SYNCKIT_SERVER_URL's, else HOST:PORT) and the admin one
+    /// (none when switched off).
+    fn listen_addrs(&self) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+        let listen = match &self.server_url {
+            Some(url) => server_url_addr(url)?,
+            None => parse_addr(
+                &format!("{}:{}", bracket(&self.host), self.port),
+                "HOST/PORT",
+            )?,
+        };
+        let admin_listen = match self.admin_listen.trim() {
+            "" | "off" | "none" | "false" => None,
+            a => Some(parse_addr(a, "SYNCKIT_ADMIN_LISTEN")?),
+        };
+        Ok((listen, admin_listen))
+    }
+
+    /// The per-IP connection limit: the flag, else its alias, else 50.
+    fn per_ip_limit(&self, env: Env) -> anyhow::Result<usize> {
+        Ok(match self.max_connections_per_ip {
+            Some(n) => n,
+            None => match alias(env, &["MAX_CONNECTIONS_PER_IP"]) {
+                Some(v) => v
+                    .parse()
+                    .context("MAX_CONNECTIONS_PER_IP must be a whole number")?,
+                None => 50,
+            },
+        })
+    }
+
+    /// The allowed CORS origins: the flag, else its alias, else any.
+    fn cors_origins(&self, env: Env) -> Vec<String> {
+        if !self.cors_origin.is_empty() {
+            return self.cors_origin.clone();
+        }
+        alias(env, &["SYNCKIT_CORS_ORIGINS"])
+            .map(|v| trimmed(v.split(',')).map(str::to_owned).collect())
+            .unwrap_or_else(|| vec!["*".into()])
+    }
+
+    fn jwt_settings(&self, secret: String) -> JwtSettings {
+        JwtSettings {
+            secret,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            access_ttl: self.jwt_expires_in,
+            refresh_ttl: self.jwt_refresh_expires_in,
+            api_keys: trimmed(&self.api_keys).map(str::to_owned).collect(),
+        }
+    }
+
+    /// The write queue's settings, each held to a floor that keeps it working.
+    fn persistence_settings(&self) -> PersistenceSettings {
+        PersistenceSettings {
+            max_backlog: self.write_queue_max.max(1),
+            writers: self
+                .persist_writers
+                .clamp(1, crate::storage::persistence::MAX_WRITERS),
+            session_touch_interval: self.heartbeat_interval,
+            session_queue_max: self.session_queue_max.max(1),
+            probe_interval: self.storage_probe_interval.max(Duration::from_millis(100)),
+            probe_timeout: self.storage_probe_timeout.max(Duration::from_millis(10)),
+            ..PersistenceSettings::default()
+        }
     }
 
     /// Whether this is production, and the JWT secret — or every production
