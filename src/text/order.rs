@@ -20,76 +20,20 @@ impl TextDoc {
         id_order(&self.state)
     }
 
-    /// Visible blocks in document order.
+    /// Visible blocks in document order: the tree is built, its children lists
+    /// grouped, and the tree walked.
     pub(crate) fn document_order(&self) -> Vec<u32> {
-        let blocks = &self.state.blocks;
-        let n = blocks.len();
-        let sorted = self.id_order();
-        let mut parent = vec![NONE; n];
-        let mut depth = vec![0u32; n];
-        let mut jump = vec![NONE; n];
-        let mut placed = vec![false; n];
-        // Children in id order: (parent, is_right, child), appended as processed.
-        let mut edges: Vec<(u32, bool, u32)> = Vec::with_capacity(n);
-        let mut roots = Vec::new();
-        let resolve = |o: Option<Id>| o.and_then(|o| self.containing(o.client, o.clock));
-        for &i in &sorted {
-            let b = &blocks[i as usize];
-            let (left, right) = (resolve(b.left), resolve(b.right));
-            let (p, on_right) = match (left, right) {
-                (None, None) => (None, true),
-                (Some(a), None) => (Some(a), true),
-                (None, Some(r)) => (Some(r), false),
-                (Some(a), Some(r)) => {
-                    if is_ancestor(a, r, &parent, &depth, &jump, &placed) {
-                        (Some(r), false)
-                    } else {
-                        (Some(a), true)
-                    }
-                }
-            };
-            let iu = i as usize;
-            match p {
-                Some(p) => {
-                    parent[iu] = p;
-                    edges.push((p, on_right, i));
-                    let pu = p as usize;
-                    if placed[pu] {
-                        depth[iu] = depth[pu] + 1;
-                        let j = jump[pu] as usize;
-                        let jj = jump[j];
-                        jump[iu] = if depth[pu] - depth[j] == depth[j] - depth[jj as usize] {
-                            jj
-                        } else {
-                            p
-                        };
-                    } else {
-                        // Parent not yet placed (never for a validated state): the
-                        // node starts a chain of its own for ancestor queries.
-                        jump[iu] = i;
-                    }
-                }
-                None => {
-                    roots.push(i);
-                    jump[iu] = i;
-                }
-            }
-            placed[iu] = true;
-        }
+        let n = self.state.blocks.len();
+        let (mut edges, roots) = self.tree_edges();
         // Children lists, grouped by (parent, side), id order kept (stable sort).
         edges.sort_by_key(|&(p, right, _)| (p, right));
-        let mut first = vec![0u32; 2 * n + 1];
-        for &(p, right, _) in &edges {
-            first[2 * p as usize + right as usize + 1] += 1;
-        }
-        for k in 1..first.len() {
-            first[k] += first[k - 1];
-        }
+        let first = child_offsets(&edges, n);
         let children = |p: u32, right: bool| {
             let slot = 2 * p as usize + right as usize;
             &edges[first[slot] as usize..first[slot + 1] as usize]
         };
         // In-order walk with an explicit stack: (node, emit?) entries.
+        let blocks = &self.state.blocks;
         let mut out = Vec::with_capacity(n);
         let mut stack: Vec<(u32, bool)> = roots.iter().rev().map(|&r| (r, false)).collect();
         while let Some((node, emit)) = stack.pop() {
@@ -106,6 +50,39 @@ impl TextDoc {
         out
     }
 
+    /// Hang every block on its parent, taking them in id order: the edges
+    /// (parent, is_right, child) in the order the children came, and the roots.
+    fn tree_edges(&self) -> (Vec<Edge>, Vec<u32>) {
+        let blocks = &self.state.blocks;
+        let n = blocks.len();
+        let mut tree = Ancestry::new(n);
+        let mut edges: Vec<Edge> = Vec::with_capacity(n);
+        let mut roots = Vec::new();
+        let resolve = |o: Option<Id>| o.and_then(|o| self.containing(o.client, o.clock));
+        for i in self.id_order() {
+            let b = &blocks[i as usize];
+            let (left, right) = (resolve(b.left), resolve(b.right));
+            let (p, on_right) = match (left, right) {
+                (None, None) => (None, true),
+                (Some(a), None) => (Some(a), true),
+                (None, Some(r)) => (Some(r), false),
+                (Some(a), Some(r)) => {
+                    let t = &tree;
+                    if is_ancestor(a, r, &t.parent, &t.depth, &t.jump, &t.placed) {
+                        (Some(r), false)
+                    } else {
+                        (Some(a), true)
+                    }
+                }
+            };
+            match p {
+                Some(p) => edges.push((p, on_right, i)),
+                None => roots.push(i),
+            }
+            tree.place(i, p);
+        }
+        (edges, roots)
+    }
     /// The visible text.
     pub fn text(&self) -> String {
         let mut s = String::new();
@@ -114,6 +91,71 @@ impl TextDoc {
         }
         s
     }
+}
+
+/// A child's edge in the tree: (parent, is_right, child).
+type Edge = (u32, bool, u32);
+
+/// The tree as far as it is built, for ancestor queries: each placed block's
+/// parent, depth and jump pointer (see the module's comment).
+struct Ancestry {
+    parent: Vec<u32>,
+    depth: Vec<u32>,
+    jump: Vec<u32>,
+    placed: Vec<bool>,
+}
+
+impl Ancestry {
+    fn new(n: usize) -> Ancestry {
+        Ancestry {
+            parent: vec![NONE; n],
+            depth: vec![0u32; n],
+            jump: vec![NONE; n],
+            placed: vec![false; n],
+        }
+    }
+
+    /// Place block `i` under `p` (a root when `None`), choosing its jump pointer.
+    #[inline]
+    fn place(&mut self, i: u32, p: Option<u32>) {
+        let iu = i as usize;
+        match p {
+            Some(p) => {
+                self.parent[iu] = p;
+                let pu = p as usize;
+                if self.placed[pu] {
+                    self.depth[iu] = self.depth[pu] + 1;
+                    let j = self.jump[pu] as usize;
+                    let jj = self.jump[j];
+                    let depth = &self.depth;
+                    self.jump[iu] = if depth[pu] - depth[j] == depth[j] - depth[jj as usize] {
+                        jj
+                    } else {
+                        p
+                    };
+                } else {
+                    // Parent not yet placed (never for a validated state): the
+                    // node starts a chain of its own for ancestor queries.
+                    self.jump[iu] = i;
+                }
+            }
+            None => self.jump[iu] = i,
+        }
+        self.placed[iu] = true;
+    }
+}
+
+/// Where each (parent, side)'s children start in the grouped `edges`: slot
+/// `2 * parent + is_right`, one more slot for the end.
+fn child_offsets(edges: &[Edge], n: usize) -> Vec<u32> {
+    let mut first = vec![0u32; 2 * n + 1];
+    for &(p, right, _) in edges {
+        first[2 * p as usize + right as usize + 1] += 1;
+    }
+    for k in 1..first.len() {
+        first[k] += first[k - 1];
+    }
+    first
 }
 
 /// Whether `a` is `b` or one of its ancestors, among the blocks placed so far.

@@ -276,15 +276,7 @@ pub(crate) fn parse_resent(
         return None;
     }
     let bytes = json.as_bytes();
-    let ws = |mut p: usize| {
-        while bytes
-            .get(p)
-            .is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
-        {
-            p += 1;
-        }
-        p
-    };
+    let ws = |p: usize| skip_ws(bytes, p);
     let mut builder = Builder::new(usize::MAX);
     let mut same = Vec::new();
     let (mut pos, mut k, mut count) = (ws(HEAD.len()), 0usize, 0usize);
@@ -309,24 +301,7 @@ pub(crate) fn parse_resent(
                             .into_iter::<(RawId<'_>, RawBlock<'_>)>();
                     let (key, block) = stream.next()?.ok()?;
                     pos += stream.byte_offset();
-                    // Our elements up to this id are missing from the state or
-                    // replaced by it: the next comparison is with the one after.
-                    // (`written.order` is in id order: a binary search.)
-                    let key_id = (key.clock, &*key.client_id, key.offset);
-                    let mut unknown_client = false;
-                    k += written.order[k..].partition_point(|&b| {
-                        let ours = &known.blocks[b as usize].id;
-                        match known.clients.get(ours.client as usize) {
-                            Some(name) => (ours.clock, name.as_str(), ours.offset) <= key_id,
-                            None => {
-                                unknown_client = true;
-                                false
-                            }
-                        }
-                    });
-                    if unknown_client {
-                        return None;
-                    }
+                    k = next_to_compare(written, known, k, &key)?;
                     builder.push(key, block).ok()?;
                 }
             }
@@ -338,8 +313,46 @@ pub(crate) fn parse_resent(
             }
         }
     }
-    // The rest (`],"clock":…}`) is read as the end of an empty state.
-    let tail = json.get(pos..)?;
+    let state = finish_resent(json.get(pos..)?, builder, limits)?;
+    Some(Resent { state, same })
+}
+
+/// The first position at or after `p` that is not JSON whitespace.
+#[inline]
+fn skip_ws(bytes: &[u8], mut p: usize) -> usize {
+    while bytes
+        .get(p)
+        .is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
+        p += 1;
+    }
+    p
+}
+
+/// After an element of the state that differs from ours at `k`: our elements up
+/// to its id are missing from the state or replaced by it, so the next comparison
+/// is with the one after them (`written.order` is in id order: a binary search).
+/// `None` when one of ours names a client the document does not know.
+#[inline]
+fn next_to_compare(written: &Written, known: &State, k: usize, key: &RawId<'_>) -> Option<usize> {
+    let key_id = (key.clock, &*key.client_id, key.offset);
+    let mut unknown_client = false;
+    let skipped = written.order[k..].partition_point(|&b| {
+        let ours = &known.blocks[b as usize].id;
+        match known.clients.get(ours.client as usize) {
+            Some(name) => (ours.clock, name.as_str(), ours.offset) <= key_id,
+            None => {
+                unknown_client = true;
+                false
+            }
+        }
+    });
+    (!unknown_client).then_some(k + skipped)
+}
+
+/// The state read so far, completed by the rest of the JSON (`],"clock":…}`, read
+/// as the end of an empty state) and checked as [`parse`] checks a state.
+fn finish_resent(tail: &str, builder: Builder, limits: &Limits) -> Option<State> {
     let mut end = String::with_capacity(HEAD.len() + tail.len());
     end.push_str(HEAD);
     end.push_str(tail);
@@ -348,5 +361,5 @@ pub(crate) fn parse_resent(
     state.clock = trailer.clock;
     state.client_id = trailer.client_id;
     validate::check_state(&state).ok()?;
-    Some(Resent { state, same })
+    Some(state)
 }
