@@ -30,6 +30,7 @@ struct DocumentPatch {
     text: Option<(crate::text::StateJson, f64)>,
 }
 
+#[derive(Default)]
 struct Columns {
     doc_ids: Vec<String>,
     doc_states: Vec<Value>,
@@ -46,33 +47,46 @@ struct Columns {
     delta_max_clocks: Vec<i64>,
 }
 
-/// Coalesce a group into column arrays, in apply order.
+/// Coalesce a group into column arrays, in apply order: each write's changes go
+/// into its document's patch (and the delta rows), its clock entries into the
+/// largest value per (document, writer); then one row per document and per entry.
 fn columns(writes: &[DocumentWrite]) -> Columns {
     let mut order: Vec<&str> = Vec::new();
     let mut patches: HashMap<&str, DocumentPatch> = HashMap::new();
-    let mut clocks: HashMap<(&str, &str), u64> = HashMap::new();
-    let mut clock_order: Vec<(&str, &str)> = Vec::new();
-    let mut cols = Columns {
-        doc_ids: Vec::new(),
-        doc_states: Vec::new(),
-        deletes: Map::new(),
-        clock_docs: Vec::new(),
-        clock_writers: Vec::new(),
-        clock_values: Vec::new(),
-        delta_docs: Vec::new(),
-        delta_writers: Vec::new(),
-        delta_ops: Vec::new(),
-        delta_fields: Vec::new(),
-        delta_values: Vec::new(),
-        delta_clocks: Vec::new(),
-        delta_max_clocks: Vec::new(),
-    };
+    let mut clocks = ClockMaxima::default();
+    let mut cols = Columns::default();
     for write in writes {
         let doc: &str = &write.document_id;
         let patch = patches.entry(doc).or_insert_with(|| {
             order.push(doc);
             DocumentPatch::default()
         });
+        cols.push_changes(doc, write, patch);
+        if let Some(text) = &write.text {
+            patch.text = Some(text.clone());
+        }
+        for (writer, value) in &write.clock {
+            clocks.observe((doc, writer.as_str()), *value);
+        }
+    }
+    for doc in order {
+        if let Some(patch) = patches.remove(doc) {
+            cols.push_document(doc, patch);
+        }
+    }
+    for (key, value) in clocks.in_order() {
+        cols.clock_docs.push(key.0.to_owned());
+        cols.clock_writers.push(key.1.to_owned());
+        cols.clock_values.push(to_db(value));
+    }
+    cols
+}
+
+impl Columns {
+    /// A write's field changes: merged into its document's patch (the last change
+    /// of a field wins) and one delta row each, stamped with the write's largest
+    /// clock value.
+    fn push_changes(&mut self, doc: &str, write: &DocumentWrite, patch: &mut DocumentPatch) {
         let max_clock = write
             .clock
             .iter()
@@ -91,36 +105,22 @@ fn columns(writes: &[DocumentWrite]) -> Columns {
                     patch.deletes.insert(change.field.clone());
                 }
             }
-            cols.delta_docs.push(doc.to_owned());
-            cols.delta_writers.push(change.writer.clone());
-            cols.delta_ops.push(if change.value.is_some() {
+            self.delta_docs.push(doc.to_owned());
+            self.delta_writers.push(change.writer.clone());
+            self.delta_ops.push(if change.value.is_some() {
                 "set"
             } else {
                 "delete"
             });
-            cols.delta_fields.push(change.field.clone());
-            cols.delta_values.push(change.value.clone());
-            cols.delta_clocks.push(to_db(change.clock_value));
-            cols.delta_max_clocks.push(to_db(max_clock));
-        }
-        if let Some(text) = &write.text {
-            patch.text = Some(text.clone());
-        }
-        for (writer, value) in &write.clock {
-            let key = (doc, writer.as_str());
-            match clocks.get_mut(&key) {
-                Some(v) => *v = (*v).max(*value),
-                None => {
-                    clocks.insert(key, *value);
-                    clock_order.push(key);
-                }
-            }
+            self.delta_fields.push(change.field.clone());
+            self.delta_values.push(change.value.clone());
+            self.delta_clocks.push(to_db(change.clock_value));
+            self.delta_max_clocks.push(to_db(max_clock));
         }
     }
-    for doc in order {
-        let Some(patch) = patches.remove(doc) else {
-            continue;
-        };
+
+    /// A document's coalesced patch as its upsert row (and its deleted fields).
+    fn push_document(&mut self, doc: &str, patch: DocumentPatch) {
         let mut state = json!({ "id": doc, "fields": Value::Object(patch.sets) });
         if let (Some(text), Value::Object(obj)) = (&patch.text, &mut state) {
             if let Value::Object(keys) = text_keys(text) {
@@ -128,20 +128,41 @@ fn columns(writes: &[DocumentWrite]) -> Columns {
             }
         }
         if !patch.deletes.is_empty() {
-            cols.deletes.insert(
+            self.deletes.insert(
                 doc.to_owned(),
                 Value::Array(patch.deletes.into_iter().map(Value::String).collect()),
             );
         }
-        cols.doc_ids.push(doc.to_owned());
-        cols.doc_states.push(state);
+        self.doc_ids.push(doc.to_owned());
+        self.doc_states.push(state);
     }
-    for key in clock_order {
-        cols.clock_docs.push(key.0.to_owned());
-        cols.clock_writers.push(key.1.to_owned());
-        cols.clock_values.push(to_db(clocks[&key]));
+}
+
+/// The largest value of each (document, writer) clock entry in a group, in the
+/// order the entries first appeared: one upsert row each.
+#[derive(Default)]
+struct ClockMaxima<'a> {
+    values: HashMap<(&'a str, &'a str), u64>,
+    order: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> ClockMaxima<'a> {
+    fn observe(&mut self, key: (&'a str, &'a str), value: u64) {
+        match self.values.get_mut(&key) {
+            Some(v) => *v = (*v).max(value),
+            None => {
+                self.values.insert(key, value);
+                self.order.push(key);
+            }
+        }
     }
-    cols
+
+    fn in_order(self) -> impl Iterator<Item = ((&'a str, &'a str), u64)> {
+        let values = self.values;
+        self.order
+            .into_iter()
+            .map(move |key| (key, values.get(&key).copied().unwrap_or(0)))
+    }
 }
 
 /// New documents get the patch as their state; existing ones get their `fields`
