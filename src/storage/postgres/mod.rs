@@ -158,6 +158,38 @@ impl PostgresStorage {
         result
     }
 
+    /// A read's rows, converted: `observe_query`, then each row's [`IntoRow`].
+    fn rows<D: IntoRow>(
+        &self,
+        result: Result<Vec<D>, sqlx::Error>,
+    ) -> Result<Vec<D::Row>, StorageError> {
+        self.observe_query(result)?
+            .into_iter()
+            .map(D::into_row)
+            .collect()
+    }
+
+    /// One page of a listing: `sql` takes the page's `LIMIT $1 OFFSET $2`.
+    async fn page<D>(&self, sql: &str, limit: u32, offset: u32) -> Result<Vec<D::Row>, StorageError>
+    where
+        D: IntoRow + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let result = sqlx::query_as::<_, D>(sql)
+            .bind(count(limit))
+            .bind(count(offset))
+            .fetch_all(&self.pool)
+            .await;
+        self.rows(result)
+    }
+
+    /// [`Self::rows`] for a read of at most one row.
+    fn optional_row<D: IntoRow>(
+        &self,
+        result: Result<Option<D>, sqlx::Error>,
+    ) -> Result<Option<D::Row>, StorageError> {
+        self.observe_query(result)?.map(D::into_row).transpose()
+    }
+
     /// `observe` for a single statement's result, its error classified first.
     fn observe_query<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, StorageError> {
         self.observe(result.map_err(classify))
@@ -224,7 +256,30 @@ struct DeltaDb {
     timestamp: DateTime<Utc>,
 }
 
-impl DeltaDb {
+/// A `*Db` struct and the row it becomes: one conversion per table, used by the
+/// read helpers ([`PostgresStorage::rows`]).
+trait IntoRow {
+    type Row;
+    /// A stored row that no longer reads back (a malformed id) fails the read.
+    fn into_row(self) -> Result<Self::Row, StorageError>;
+}
+
+impl IntoRow for DocumentDb {
+    type Row = DocumentRow;
+    fn into_row(self) -> Result<DocumentRow, StorageError> {
+        Ok(self.into())
+    }
+}
+
+impl IntoRow for SessionDb {
+    type Row = SessionRow;
+    fn into_row(self) -> Result<SessionRow, StorageError> {
+        Ok(self.into())
+    }
+}
+
+impl IntoRow for DeltaDb {
+    type Row = DeltaRow;
     fn into_row(self) -> Result<DeltaRow, StorageError> {
         Ok(DeltaRow {
             id: parse_uuid(&self.id)?,
@@ -274,7 +329,8 @@ struct SnapshotDb {
     created_at: DateTime<Utc>,
 }
 
-impl SnapshotDb {
+impl IntoRow for SnapshotDb {
+    type Row = SnapshotRow;
     fn into_row(self) -> Result<SnapshotRow, StorageError> {
         Ok(SnapshotRow {
             id: parse_uuid(&self.id)?,
@@ -823,16 +879,11 @@ impl CompatStore for PostgresStorage {
         offset: u32,
     ) -> Result<Vec<DocumentRow>, StorageError> {
         // `id` breaks ties so pages never overlap.
-        let result = sqlx::query_as::<_, DocumentDb>(&format!(
+        let sql = format!(
             "SELECT {DOCUMENT_COLUMNS} FROM documents ORDER BY updated_at DESC, id ASC \
              LIMIT $1 OFFSET $2"
-        ))
-        .bind(count(limit))
-        .bind(count(offset))
-        .fetch_all(&self.pool)
-        .await;
-        self.observe_query(result)
-            .map(|rows| rows.into_iter().map(DocumentRow::from).collect())
+        );
+        self.page::<DocumentDb>(&sql, limit, offset).await
     }
 
     async fn update_vector_clock(
@@ -934,10 +985,7 @@ impl CompatStore for PostgresStorage {
         .bind(count(limit))
         .fetch_all(&self.pool)
         .await;
-        self.observe_query(result)?
-            .into_iter()
-            .map(DeltaDb::into_row)
-            .collect()
+        self.rows(result)
     }
 
     async fn get_deltas_since(
@@ -957,10 +1005,7 @@ impl CompatStore for PostgresStorage {
         .bind(count(limit))
         .fetch_all(&self.pool)
         .await;
-        self.observe_query(result)?
-            .into_iter()
-            .map(DeltaDb::into_row)
-            .collect()
+        self.rows(result)
     }
 
     async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
@@ -1007,8 +1052,7 @@ impl CompatStore for PostgresStorage {
         .bind(user_id)
         .fetch_all(&self.pool)
         .await;
-        self.observe_query(result)
-            .map(|rows| rows.into_iter().map(SessionRow::from).collect())
+        self.rows(result)
     }
 
     async fn list_sessions(
@@ -1016,16 +1060,11 @@ impl CompatStore for PostgresStorage {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<SessionRow>, StorageError> {
-        let result = sqlx::query_as::<_, SessionDb>(&format!(
+        let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY last_seen DESC, id ASC \
              LIMIT $1 OFFSET $2"
-        ))
-        .bind(count(limit))
-        .bind(count(offset))
-        .fetch_all(&self.pool)
-        .await;
-        self.observe_query(result)
-            .map(|rows| rows.into_iter().map(SessionRow::from).collect())
+        );
+        self.page::<SessionDb>(&sql, limit, offset).await
     }
 
     async fn get_snapshot(&self, id: uuid::Uuid) -> Result<Option<SnapshotRow>, StorageError> {
@@ -1035,9 +1074,7 @@ impl CompatStore for PostgresStorage {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await;
-        self.observe_query(result)?
-            .map(SnapshotDb::into_row)
-            .transpose()
+        self.optional_row(result)
     }
 
     async fn latest_snapshot(
@@ -1051,9 +1088,7 @@ impl CompatStore for PostgresStorage {
         .bind(document_id)
         .fetch_optional(&self.pool)
         .await;
-        self.observe_query(result)?
-            .map(SnapshotDb::into_row)
-            .transpose()
+        self.optional_row(result)
     }
 
     async fn list_snapshots(
@@ -1069,10 +1104,7 @@ impl CompatStore for PostgresStorage {
         .bind(count(limit))
         .fetch_all(&self.pool)
         .await;
-        self.observe_query(result)?
-            .into_iter()
-            .map(SnapshotDb::into_row)
-            .collect()
+        self.rows(result)
     }
 
     async fn delete_snapshot(&self, id: uuid::Uuid) -> Result<bool, StorageError> {
