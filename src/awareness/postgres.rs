@@ -28,8 +28,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::{Postgres, Row};
 
 use super::{AwarenessEntry, AwarenessError, AwarenessStore, AwarenessUpdate, SetOutcome};
 
@@ -121,7 +121,14 @@ fn entry(row: &PgRow) -> Result<AwarenessEntry, sqlx::Error> {
     })
 }
 
-fn entries(rows: &[PgRow], op: &'static str) -> Result<Vec<AwarenessEntry>, AwarenessError> {
+/// The entries a query returns, for every read of this store: a failed query or
+/// an unreadable row is the store unavailable for `op`.
+async fn fetch_entries(
+    pool: &PgPool,
+    query: sqlx::query::Query<'_, Postgres, PgArguments>,
+    op: &'static str,
+) -> Result<Vec<AwarenessEntry>, AwarenessError> {
+    let rows = query.fetch_all(pool).await.map_err(unavailable(op))?;
     rows.iter()
         .map(entry)
         .collect::<Result<_, _>>()
@@ -208,13 +215,10 @@ impl AwarenessStore for PostgresAwarenessStore {
                WHERE document_id = $1 AND last_seen > to_timestamp($2::BIGINT / 1000.0)
                ORDER BY client_id COLLATE "C""#
         );
-        let rows = sqlx::query(&sql)
+        let query = sqlx::query(&sql)
             .bind(document_id)
-            .bind(self.cutoff_ms(now_ms))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable("get_all"))?;
-        entries(&rows, "get_all")
+            .bind(self.cutoff_ms(now_ms));
+        fetch_entries(&self.pool, query, "get_all").await
     }
 
     async fn remove_connection(
@@ -227,12 +231,8 @@ impl AwarenessStore for PostgresAwarenessStore {
             "WITH gone AS (DELETE FROM awareness_states WHERE connection_id = $1 RETURNING *) \
              SELECT {COLUMNS} FROM gone {ORDER}"
         );
-        let rows = sqlx::query(&sql)
-            .bind(connection_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable("remove_connection"))?;
-        entries(&rows, "remove_connection")
+        let query = sqlx::query(&sql).bind(connection_id);
+        fetch_entries(&self.pool, query, "remove_connection").await
     }
 
     async fn expired(&self, now_ms: i64) -> Result<Vec<AwarenessEntry>, AwarenessError> {
@@ -240,12 +240,8 @@ impl AwarenessStore for PostgresAwarenessStore {
             "SELECT {COLUMNS} FROM awareness_states \
              WHERE last_seen <= to_timestamp($1::BIGINT / 1000.0) {ORDER}"
         );
-        let rows = sqlx::query(&sql)
-            .bind(self.cutoff_ms(now_ms))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable("expired"))?;
-        entries(&rows, "expired")
+        let query = sqlx::query(&sql).bind(self.cutoff_ms(now_ms));
+        fetch_entries(&self.pool, query, "expired").await
     }
 
     async fn prune_expired(&self, now_ms: i64) -> Result<Vec<AwarenessEntry>, AwarenessError> {
@@ -256,12 +252,8 @@ impl AwarenessStore for PostgresAwarenessStore {
                  WHERE last_seen <= to_timestamp($1::BIGINT / 1000.0) RETURNING *) \
              SELECT {COLUMNS} FROM gone {ORDER}"
         );
-        let rows = sqlx::query(&sql)
-            .bind(self.cutoff_ms(now_ms))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable("prune_expired"))?;
-        entries(&rows, "prune_expired")
+        let query = sqlx::query(&sql).bind(self.cutoff_ms(now_ms));
+        fetch_entries(&self.pool, query, "prune_expired").await
     }
 
     async fn count(&self) -> Result<usize, AwarenessError> {

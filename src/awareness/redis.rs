@@ -369,6 +369,34 @@ impl RedisAwarenessStore {
         format!("{}awareness-conn:{connection_id}", self.prefix)
     }
 
+    /// `script` called the way the set and leave scripts both read their
+    /// input: KEYS the document's hash and expiry index, the document list and the
+    /// connection's entries; ARGV the client id, the script's own arguments
+    /// (`own`), then the document, its index member and the writer (connection,
+    /// user, time) the ownership checks need.
+    fn entry_script<'a>(
+        &self,
+        script: &'a redis::Script,
+        update: &AwarenessUpdate,
+        member: &str,
+        own: impl FnOnce(&mut redis::ScriptInvocation<'a>),
+    ) -> redis::ScriptInvocation<'a> {
+        let doc = update.document_id.as_str();
+        let mut call = script.prepare_invoke();
+        call.key(self.hash_key(doc))
+            .key(self.expires_key(doc))
+            .key(self.docs_key())
+            .key(self.connection_key(&update.connection_id))
+            .arg(&update.client_id);
+        own(&mut call);
+        call.arg(doc)
+            .arg(member)
+            .arg(&update.connection_id)
+            .arg(&update.user_id)
+            .arg(update.now_ms);
+        call
+    }
+
     fn ttl_ms(&self) -> i64 {
         self.timeout_ms
             .saturating_mul(2)
@@ -517,26 +545,17 @@ impl AwarenessStore for RedisAwarenessStore {
         true
     }
 
-    async fn set(&self, update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
+    async fn set(&self, mut update: AwarenessUpdate) -> Result<SetOutcome, AwarenessError> {
+        // Taken out first: the rest of `update` is lent to the scripts' calls.
+        let state = update.state.take();
         let doc = update.document_id.as_str();
         let member = index_member(doc, &update.client_id)?;
         let mut conn = self.conn.clone();
-        let Some(state) = update.state else {
+        let Some(state) = state else {
             // A leave wins whatever its clock and whether or not an entry exists,
             // over an entry this connection or user may replace.
             let outcome: i64 = self
-                .scripts
-                .leave
-                .key(self.hash_key(doc))
-                .key(self.expires_key(doc))
-                .key(self.docs_key())
-                .key(self.connection_key(&update.connection_id))
-                .arg(&update.client_id)
-                .arg(doc)
-                .arg(&member)
-                .arg(&update.connection_id)
-                .arg(&update.user_id)
-                .arg(update.now_ms)
+                .entry_script(&self.scripts.leave, &update, &member, |_| {})
                 .invoke_async(&mut conn)
                 .await
                 .map_err(redis_error("leave"))?;
@@ -565,22 +584,12 @@ impl AwarenessStore for RedisAwarenessStore {
             AwarenessError::Unavailable(format!("Redis awareness: cannot encode an entry: {e}"))
         })?;
         let stored: i64 = self
-            .scripts
-            .set
-            .key(self.hash_key(doc))
-            .key(self.expires_key(doc))
-            .key(self.docs_key())
-            .key(self.connection_key(&update.connection_id))
-            .arg(&update.client_id)
-            .arg(update.clock)
-            .arg(json)
-            .arg(expires_at)
-            .arg(self.ttl_ms())
-            .arg(doc)
-            .arg(&member)
-            .arg(&update.connection_id)
-            .arg(&update.user_id)
-            .arg(update.now_ms)
+            .entry_script(&self.scripts.set, &update, &member, |call| {
+                call.arg(update.clock)
+                    .arg(json)
+                    .arg(expires_at)
+                    .arg(self.ttl_ms());
+            })
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error("set"))?;
