@@ -451,18 +451,15 @@ async fn ws_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
-    mut request: Request,
+    request: Request,
 ) -> Response {
-    match upgrade::Upgrade::from_request(&mut request) {
-        Ok(ws) => accept(state, peer, request.headers(), query, ws),
-        Err(refused) => {
-            state
-                .sync
-                .metrics
-                .refused(crate::metrics::Refusal::InvalidUpgrade);
-            refused.into_response()
-        }
-    }
+    try_accept(state, peer, query, request).unwrap_or_else(|(state, refused)| {
+        state
+            .sync
+            .metrics
+            .refused(crate::metrics::Refusal::InvalidUpgrade);
+        refused.into_response()
+    })
 }
 
 /// `/` serves the info body, or upgrades when asked to (TS serves both there).
@@ -470,11 +467,25 @@ async fn root_or_upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
-    mut request: Request,
+    request: Request,
 ) -> Response {
-    match upgrade::Upgrade::from_request(&mut request) {
-        Ok(ws) => accept(state, peer, request.headers(), query, ws),
+    match try_accept(state, peer, query, request) {
+        Ok(response) => response,
         Err(_) => http::info().await,
+    }
+}
+
+/// Accept `request` as a WebSocket connection when it asks to upgrade; else give
+/// back the state and why it is not an upgrade, for the route to answer.
+fn try_accept(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    query: Option<String>,
+    mut request: Request,
+) -> Result<Response, (Arc<AppState>, upgrade::NotAnUpgrade)> {
+    match upgrade::Upgrade::from_request(&mut request) {
+        Ok(ws) => Ok(accept(state, peer, request.headers(), query, ws)),
+        Err(refused) => Err((state, refused)),
     }
 }
 
