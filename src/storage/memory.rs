@@ -12,7 +12,7 @@
 //! path is never held up for long.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[cfg(any(test, feature = "test-util"))]
 use std::time::Duration;
 
@@ -25,8 +25,8 @@ use super::shape::{clock_json, cutoff, from_db, rebuild_fields, snapshot_size, t
 use super::{AdminStore, CompatStore, MaintenanceStore, SyncStore};
 use super::{
     CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
-    NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,
-    StorageError, StoredDocument,
+    NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionMetadata, SessionRecord, SessionRow,
+    SnapshotRow, StorageError, StoredDocument,
 };
 
 /// Delta rows kept per document; older ones are dropped as new ones arrive. Deltas
@@ -49,7 +49,7 @@ struct Inner {
     clocks: HashMap<String, BTreeMap<String, u64>>,
     /// Per document, in insertion order (which is timestamp order).
     deltas: HashMap<String, VecDeque<DeltaRow>>,
-    sessions: HashMap<String, SessionRow>,
+    sessions: HashMap<String, StoredSession>,
     snapshots: HashMap<Uuid, SnapshotRow>,
     /// Last delta timestamp handed out: delta timestamps are strictly increasing,
     /// like `clock_timestamp()` per row in PostgreSQL, so rows replay in apply order.
@@ -57,6 +57,44 @@ struct Inner {
     /// Maintenance runs, newest last, at most [`MAX_RUNS_KEPT`].
     runs: VecDeque<RunRecord>,
     next_run_id: i64,
+}
+
+/// A stored session row: the record as the sync path handed it over — shared with
+/// the write-behind table, not copied, since every open connection has one
+/// (BENCHMARKS.md, memory per idle connection) — and the two timestamps.
+struct StoredSession {
+    /// `id`, `user_id` and `client_id` as first inserted; `metadata` as last saved.
+    record: Arc<SessionRecord>,
+    connected_at: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+}
+
+impl StoredSession {
+    /// Take `metadata` from `update` and keep the rest, as `ON CONFLICT DO UPDATE`
+    /// does; shares `update` when the rest is the same (the sync path's refresh).
+    fn set_metadata(&mut self, update: &Arc<SessionRecord>) {
+        let same_row =
+            self.record.user_id == update.user_id && self.record.client_id == update.client_id;
+        self.record = if same_row {
+            Arc::clone(update)
+        } else {
+            Arc::new(SessionRecord {
+                metadata: update.metadata.clone(),
+                ..SessionRecord::clone(&self.record)
+            })
+        };
+    }
+
+    fn to_row(&self) -> SessionRow {
+        SessionRow {
+            id: self.record.id.clone(),
+            user_id: self.record.user_id.clone(),
+            client_id: self.record.client_id.clone(),
+            connected_at: self.connected_at,
+            last_seen: self.last_seen,
+            metadata: Some(self.record.metadata.to_value()),
+        }
+    }
 }
 
 /// Maintenance runs remembered without a database: a bounded ring.
@@ -115,21 +153,18 @@ impl Inner {
 
     /// Insert a session row, or refresh `last_seen` and `metadata` of an existing one
     /// (`INSERT … ON CONFLICT DO UPDATE`).
-    fn upsert_session(&mut self, session: &SessionRecord, at: DateTime<Utc>) {
+    fn upsert_session(&mut self, session: &Arc<SessionRecord>, at: DateTime<Utc>) {
         self.sessions
             .entry(session.id.clone())
             .and_modify(|row| {
                 // On conflict only `last_seen` and `metadata` change.
                 row.last_seen = at;
-                row.metadata = Some(session.metadata.clone());
+                row.set_metadata(session);
             })
-            .or_insert_with(|| SessionRow {
-                id: session.id.clone(),
-                user_id: session.user_id.clone(),
-                client_id: session.client_id.clone(),
+            .or_insert_with(|| StoredSession {
+                record: Arc::clone(session),
                 connected_at: at,
                 last_seen: at,
-                metadata: Some(session.metadata.clone()),
             });
     }
 
@@ -340,7 +375,7 @@ impl MemoryStorage {
                 }
             }
             "sessions" => {
-                for row in inner.sessions.values_mut().filter(|r| hit(&r.id)) {
+                for row in inner.sessions.values_mut().filter(|r| hit(&r.record.id)) {
                     row.last_seen -= by;
                     moved += 1;
                 }
@@ -383,7 +418,7 @@ impl MemoryStorage {
             .sessions
             .values()
             .filter(|s| s.last_seen < before)
-            .map(|s| s.id.clone())
+            .map(|s| s.record.id.clone())
             .collect();
         if options.dry_run {
             return victims.len() as u64;
@@ -891,7 +926,8 @@ impl CompatStore for MemoryStorage {
 
     async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
         self.reachable()?;
-        self.lock().upsert_session(session, now());
+        self.lock()
+            .upsert_session(&Arc::new(session.clone()), now());
         Ok(())
     }
 
@@ -907,7 +943,11 @@ impl CompatStore for MemoryStorage {
         };
         row.last_seen = last_seen.trunc_subsecs(6);
         if let Some(metadata) = metadata {
-            row.metadata = Some(metadata.clone());
+            let update = SessionRecord {
+                metadata: metadata.into(),
+                ..SessionRecord::clone(&row.record)
+            };
+            row.set_metadata(&Arc::new(update));
         }
         Ok(true)
     }
@@ -922,8 +962,8 @@ impl CompatStore for MemoryStorage {
             .lock()
             .sessions
             .values()
-            .filter(|s| s.user_id == user_id)
-            .cloned()
+            .filter(|s| s.record.user_id == user_id)
+            .map(StoredSession::to_row)
             .collect();
         Ok(sessions_sorted(rows))
     }
@@ -933,7 +973,12 @@ impl CompatStore for MemoryStorage {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<SessionRow>, StorageError> {
-        let rows = self.lock().sessions.values().cloned().collect();
+        let rows = self
+            .lock()
+            .sessions
+            .values()
+            .map(StoredSession::to_row)
+            .collect();
         Ok(page(sessions_sorted(rows), limit, offset))
     }
 
@@ -962,8 +1007,10 @@ impl CompatStore for MemoryStorage {
 }
 
 /// Metadata stored with a session row.
-pub fn session_metadata(ip: &str, user_agent: Option<&str>, server_id: &str) -> Value {
-    serde_json::json!({ "ip": ip, "userAgent": user_agent, "serverId": server_id })
+pub fn session_metadata(ip: &str, user_agent: Option<&str>, server_id: &str) -> SessionMetadata {
+    SessionMetadata::from(
+        serde_json::json!({ "ip": ip, "userAgent": user_agent, "serverId": server_id }),
+    )
 }
 
 #[cfg(test)]

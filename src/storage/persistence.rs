@@ -143,8 +143,9 @@ fn lane_of(document_id: &str, lanes: usize) -> usize {
 /// Session rows as this instance wants them: the write-behind state.
 #[derive(Default)]
 struct SessionRows {
-    /// Sessions open now: the rows that should exist.
-    live: HashMap<String, SessionRecord>,
+    /// Sessions open now: the rows that should exist (shared with the batches that
+    /// write them).
+    live: HashMap<String, Arc<SessionRecord>>,
     /// Rows changed since the last write: upserted when live, deleted otherwise.
     dirty: HashSet<String>,
     /// A change was dropped or a write failed: the next write rewrites every live
@@ -323,7 +324,7 @@ impl Persistence {
     pub fn save_session(&self, session: SessionRecord) {
         let id = session.id.clone();
         let mut rows = self.session_rows();
-        rows.live.insert(id.clone(), session);
+        rows.live.insert(id.clone(), Arc::new(session));
         self.mark_session(&mut rows, id);
     }
 

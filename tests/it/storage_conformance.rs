@@ -163,7 +163,7 @@ fn session(id: &str, user: &str, metadata: Value) -> SessionRecord {
         id: id.into(),
         user_id: user.into(),
         client_id: None,
-        metadata,
+        metadata: metadata.into(),
     }
 }
 
@@ -608,7 +608,7 @@ async fn sessions_save_refresh_update_delete(s: &impl Backend) {
         id: "c1".into(),
         user_id: "alice".into(),
         client_id: Some("client-a".into()),
-        metadata: json!({"ip": "1.2.3.4", "userAgent": null, "serverId": "srv"}),
+        metadata: json!({"ip": "1.2.3.4", "userAgent": null, "serverId": "srv"}).into(),
     })
     .await
     .expect("save");
@@ -630,7 +630,7 @@ async fn sessions_save_refresh_update_delete(s: &impl Backend) {
         id: "c1".into(),
         user_id: "bob".into(),
         client_id: None,
-        metadata: json!({"v": 2}),
+        metadata: json!({"v": 2}).into(),
     })
     .await
     .expect("refresh");

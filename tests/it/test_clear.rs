@@ -90,7 +90,7 @@ async fn clear_empties_every_store<S: StorageAdapter + CompatStore>(
             id: "stale-session".into(),
             user_id: "someone".into(),
             client_id: None,
-            metadata: json!({}),
+            metadata: json!({}).into(),
         })
         .await
         .expect("save session");

@@ -532,7 +532,7 @@ impl PostgresStorage {
 /// Insert a session row, or refresh `last_seen` and `metadata` of an existing one.
 const SAVE_SESSION: &str =
     "INSERT INTO sessions (id, user_id, client_id, connected_at, last_seen, metadata) \
-     VALUES ($1, $2, $3, NOW(), NOW(), $4) \
+     VALUES ($1, $2, $3, NOW(), NOW(), $4::jsonb) \
      ON CONFLICT (id) DO UPDATE SET last_seen = NOW(), metadata = EXCLUDED.metadata";
 
 #[async_trait]
@@ -598,7 +598,7 @@ impl SyncStore for PostgresStorage {
                     .bind(&session.id)
                     .bind(&session.user_id)
                     .bind(&session.client_id)
-                    .bind(&session.metadata)
+                    .bind(session.metadata.as_json())
                     .execute(&mut *tx)
                     .await
                     .map_err(classify)?;
@@ -1013,7 +1013,7 @@ impl CompatStore for PostgresStorage {
             .bind(&session.id)
             .bind(&session.user_id)
             .bind(&session.client_id)
-            .bind(&session.metadata)
+            .bind(session.metadata.as_json())
             .execute(&self.pool)
             .await;
         self.observe_query(result).map(drop)
