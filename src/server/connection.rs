@@ -100,7 +100,13 @@ pub async fn serve_socket(
     let auth_deadline = tokio::time::sleep(state.config.auth_timeout);
     tokio::pin!(auth_deadline);
     let mut last_received = Instant::now();
-    let shutdown = state.connections_cancel.clone();
+    // The three reasons to end from outside, each polled in place for the connection's
+    // life: a `cancelled()` future made inside the loop registered and removed a waiter
+    // on its token (a lock each way) for every frame and every ack.
+    let shutting_down = state.connections_cancel.clone().cancelled_owned();
+    let kicked = live.kicked().clone().cancelled_owned();
+    let overflowed = peer.overflowed().clone().cancelled_owned();
+    tokio::pin!(shutting_down, kicked, overflowed);
 
     // The session ends when its token expires; re-authentication moves the deadline.
     let never = Instant::now() + NO_DEADLINE;
@@ -135,12 +141,12 @@ pub async fn serve_socket(
             shown = (user.map(str::to_owned), subscribed);
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
-            _ = live.kicked().cancelled() => {
+            _ = &mut shutting_down => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
+            _ = &mut kicked => {
                 tracing::info!(conn_id, "session disconnected by an administrator");
                 break Some((close::POLICY, DISCONNECTED_BY_ADMIN));
             }
-            _ = peer.overflowed().cancelled() => {
+            _ = &mut overflowed => {
                 tracing::warn!(conn_id, "closing a client that reads too slowly");
                 break None;
             }
