@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::future::Either;
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -14,6 +15,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use super::live::LiveSession;
+use super::registry::Admission;
 use super::upgrade::Socket;
 use super::AppState;
 use crate::metrics::Refusal;
@@ -36,17 +38,32 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// A deadline far enough away to mean "none" (a year).
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Drive one upgraded socket until it closes.
-pub async fn serve_socket(
+/// Drive one upgraded socket until it closes: admission, then [`serve_admitted`].
+///
+/// Not an `async fn`: one keeps its arguments in its state for its whole life, and
+/// the socket (328 bytes) would have stayed in every connection's future after being
+/// split into its two halves (BENCHMARKS.md, memory per idle connection).
+pub fn serve_socket(
     state: Arc<AppState>,
     socket: Socket,
     ip: IpAddr,
     user_agent: Option<String>,
     query_token: Option<String>,
-) {
-    let metrics = state.sync.metrics.clone();
-    let admission = match state.registry.admit(ip, &state.config) {
-        Ok(guard) => guard,
+) -> impl std::future::Future<Output = ()> + Send {
+    let metrics = &state.sync.metrics;
+    match state.registry.admit(ip, &state.config) {
+        Ok(admission) => {
+            let (sink, stream) = socket.split();
+            Either::Right(serve_admitted(
+                state,
+                admission,
+                sink,
+                stream,
+                ip,
+                user_agent,
+                query_token,
+            ))
+        }
         Err((code, reason)) => {
             if reason == close::TOO_MANY_FROM_IP {
                 metrics.connections_rejected_per_ip.inc();
@@ -55,197 +72,219 @@ pub async fn serve_socket(
                 metrics.connections_rejected_capacity.inc();
                 tracing::warn!(%ip, "connection refused: server at maximum capacity");
             }
-            let mut socket = socket;
-            let _ = socket.send(close_message(code, reason)).await;
-            Box::pin(linger(socket, true)).await;
-            return;
-        }
-    };
-    metrics.connections_accepted.inc();
-    metrics.connections_open.inc();
-    let conn_id = state.next_conn_id();
-
-    let (peer, outbox) = Peer::new(conn_id);
-    let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(
-        sink,
-        outbox,
-        peer.overflowed().clone(),
-        state.config.write_timeout,
-        metrics.clone(),
-    ));
-    let now_ms = state.sync.now_ms();
-    let live = state.live.register(LiveSession {
-        id: format!("{}:conn-{conn_id}", state.instance_id()),
-        conn_id,
-        user: None,
-        client: user_agent.clone(),
-        remote_ip: ip.to_string(),
-        connected_at_ms: now_ms,
-        last_seen_ms: now_ms,
-        subscriptions: Vec::new(),
-    });
-    let mut session = Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
-    session.persist_session();
-    let rejected_token = match &query_token {
-        Some(token) => Box::pin(session.authenticate_query_token(token))
-            .await
-            .err(),
-        None => None,
-    };
-
-    let heartbeat_every = state.config.heartbeat_interval;
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let auth_deadline = tokio::time::sleep(state.config.auth_timeout);
-    tokio::pin!(auth_deadline);
-    let mut last_received = Instant::now();
-    // The three reasons to end from outside, each polled in place for the connection's
-    // life: a `cancelled()` future made inside the loop registered and removed a waiter
-    // on its token (a lock each way) for every frame and every ack.
-    let shutting_down = state.connections_cancel.clone().cancelled_owned();
-    let kicked = live.kicked().clone().cancelled_owned();
-    let overflowed = peer.overflowed().clone().cancelled_owned();
-    tokio::pin!(shutting_down, kicked, overflowed);
-
-    // The session ends when its token expires; re-authentication moves the deadline.
-    let never = Instant::now() + NO_DEADLINE;
-    let token_deadline = tokio::time::sleep_until(never);
-    tokio::pin!(token_deadline);
-    let mut expiry_shown: Option<i64> = None;
-
-    // A frame's handling is boxed (below), like the rare steps (query-token check,
-    // close, linger): their futures, with every handler nested in them, were most of
-    // this one's size, and this one lives as long as the connection — boxed, an idle
-    // connection does not carry them (BENCHMARKS.md, memory per idle connection).
-    // Whether the WebSocket layer can still read (for the linger after a close).
-    let mut stream_readable = true;
-    // What the live-session entry last showed: it is refreshed only when these move.
-    let mut shown: (Option<String>, usize) = (None, usize::MAX);
-    let close_with: Option<(u16, &'static str)> = loop {
-        if let Some(CloseRequest { code, reason }) = rejected_token {
-            break Some((code, reason));
-        }
-        if session.expires_at_secs() != expiry_shown {
-            expiry_shown = session.expires_at_secs();
-            token_deadline
-                .as_mut()
-                .reset(expiry_shown.map_or(never, |secs| {
-                    instant_at_epoch_secs(secs, state.sync.now_ms())
-                }));
-        }
-        let user = session.identity().map(|i| i.user_id.as_str());
-        let subscribed = session.subscriptions().count();
-        if user != shown.0.as_deref() || subscribed != shown.1 {
-            live.update(user, &mut session.subscriptions());
-            shown = (user.map(str::to_owned), subscribed);
-        }
-        tokio::select! {
-            _ = &mut shutting_down => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
-            _ = &mut kicked => {
-                tracing::info!(conn_id, "session disconnected by an administrator");
-                break Some((close::POLICY, DISCONNECTED_BY_ADMIN));
-            }
-            _ = &mut overflowed => {
-                tracing::warn!(conn_id, "closing a client that reads too slowly");
-                break None;
-            }
-            ack = session.next_ack() => session.reply(&ack).await,
-            // Backpressure: while this connection's own replies wait unsent, or its
-            // queue of acks is at its bound (docs/protocol.md §7.11), its socket is
-            // not read (it is never closed for them).
-            _ = peer.room(), if peer.own_backlogged() => {}
-            frame = stream.next(), if !peer.own_backlogged() && !session.acks_full() => {
-                let Some(frame) = frame else { break None };
-                match frame {
-                    Ok(Message::Text(text)) => {
-                        last_received = Instant::now();
-                        live.seen(state.sync.now_ms());
-                        if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(true, text.as_bytes())).await {
-                            break Some((code, reason));
-                        }
-                    }
-                    Ok(Message::Binary(bytes)) => {
-                        last_received = Instant::now();
-                        live.seen(state.sync.now_ms());
-                        if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(false, &bytes)).await {
-                            break Some((code, reason));
-                        }
-                    }
-                    Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
-                        last_received = Instant::now();
-                        live.seen(state.sync.now_ms());
-                    }
-                    Ok(Message::Close(_)) => break None,
-                    Err(e) => {
-                        // The WebSocket layer reads no more after an error.
-                        stream_readable = false;
-                        if is_over_size_limit(&e) {
-                            metrics.refused(Refusal::FrameTooLarge);
-                            break Some((close::TOO_BIG, close::MESSAGE_TOO_LARGE));
-                        }
-                        break None;
-                    }
-                }
-            }
-            _ = heartbeat.tick() => {
-                if last_received.elapsed() >= state.config.heartbeat_timeout {
-                    metrics.refused(Refusal::HeartbeatTimeout);
-                    break Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
-                }
-                peer.send_own(Outgoing::Ping);
-                session.touch();
-                session.sweep(Instant::now());
-            }
-            _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
-                metrics.refused(Refusal::NotAuthenticated);
-                break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
-            }
-            _ = &mut token_deadline, if expiry_shown.is_some() => {
-                metrics.refused(Refusal::TokenExpired);
-                tracing::info!(conn_id, "closing a session whose token expired");
-                break Some((close::POLICY, close::TOKEN_EXPIRED));
-            }
-        }
-    };
-
-    // Acks of writes already applied are sent before the close frame: an ack is a
-    // promise the client relies on, and shutdown drains storage before exiting.
-    if close_with.is_some() {
-        let budget = tokio::time::sleep(state.config.shutdown_timeout);
-        tokio::pin!(budget);
-        while session.has_pending_acks() {
-            tokio::select! {
-                ack = session.next_ack() => session.reply(&ack).await,
-                _ = &mut budget => break,
-            }
+            Either::Left(refuse(socket, code, reason))
         }
     }
-    Box::pin(session.close()).await;
-    if let Some((code, reason)) = close_with {
-        peer.send_own(Outgoing::Close {
-            code,
-            reason: reason.into(),
+}
+
+/// Send a refused connection its close frame and let the peer read it.
+async fn refuse(mut socket: Socket, code: u16, reason: &'static str) {
+    let _ = socket.send(close_message(code, reason)).await;
+    Box::pin(linger(socket, true)).await;
+}
+
+/// An admitted connection, from its first frame to its close. A function returning
+/// an `async move` block, not an `async fn`: that would keep a second copy of every
+/// argument in the connection's state for its whole life.
+#[allow(clippy::manual_async_fn)] // the point: see above
+fn serve_admitted(
+    state: Arc<AppState>,
+    admission: Admission,
+    sink: SplitSink<Socket, Message>,
+    mut stream: SplitStream<Socket>,
+    ip: IpAddr,
+    user_agent: Option<String>,
+    query_token: Option<String>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let metrics = state.sync.metrics.clone();
+        metrics.connections_accepted.inc();
+        metrics.connections_open.inc();
+        let conn_id = state.next_conn_id();
+
+        let (peer, outbox) = Peer::new(conn_id);
+        let writer = tokio::spawn(write_loop(
+            sink,
+            outbox,
+            peer.overflowed().clone(),
+            state.config.write_timeout,
+            metrics.clone(),
+        ));
+        let now_ms = state.sync.now_ms();
+        let live = state.live.register(LiveSession {
+            id: format!("{}:conn-{conn_id}", state.instance_id()),
+            conn_id,
+            user: None,
+            client: user_agent.clone(),
+            remote_ip: ip.to_string(),
+            connected_at_ms: now_ms,
+            last_seen_ms: now_ms,
+            subscriptions: Vec::new(),
         });
-    } else if peer.overflowed().is_cancelled() {
-        metrics.slow_clients_closed.inc();
-        metrics.refused(Refusal::SlowClient);
-    }
-    drop(session);
-    drop(peer);
-    // A writer still busy after the drain is left to finish on its own (a client
-    // that reads late still gets its close frame): every socket write it makes is
-    // bounded by the write timeout, so it cannot hold the socket for ever.
-    let written = tokio::time::timeout(WRITER_DRAIN, writer).await;
-    // The connection is over for the server (its slot, its live entry, its gauge);
-    // only the socket waits for the peer to read the close.
-    drop(live);
-    drop(admission);
-    metrics.connections_open.dec();
-    tracing::debug!(conn_id, "connection closed");
-    if let (Some(_), Ok(Ok(sink))) = (close_with, written) {
-        if let Ok(socket) = stream.reunite(sink) {
-            Box::pin(linger(socket, stream_readable)).await;
+        let mut session =
+            Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
+        session.persist_session();
+        let rejected_token = match &query_token {
+            Some(token) => Box::pin(session.authenticate_query_token(token))
+                .await
+                .err(),
+            None => None,
+        };
+
+        let heartbeat_every = state.config.heartbeat_interval;
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let auth_deadline = tokio::time::sleep(state.config.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let mut last_received = Instant::now();
+        // The three reasons to end from outside, each polled in place for the connection's
+        // life: a `cancelled()` future made inside the loop registered and removed a waiter
+        // on its token (a lock each way) for every frame and every ack.
+        let shutting_down = state.connections_cancel.clone().cancelled_owned();
+        let kicked = live.kicked().clone().cancelled_owned();
+        let overflowed = peer.overflowed().clone().cancelled_owned();
+        tokio::pin!(shutting_down, kicked, overflowed);
+
+        // The session ends when its token expires; re-authentication moves the deadline.
+        let never = Instant::now() + NO_DEADLINE;
+        let token_deadline = tokio::time::sleep_until(never);
+        tokio::pin!(token_deadline);
+        let mut expiry_shown: Option<i64> = None;
+
+        // A frame's handling is boxed (below), like the rare steps (query-token check,
+        // close, linger): their futures, with every handler nested in them, were most of
+        // this one's size, and this one lives as long as the connection — boxed, an idle
+        // connection does not carry them (BENCHMARKS.md, memory per idle connection).
+        // Whether the WebSocket layer can still read (for the linger after a close).
+        let mut stream_readable = true;
+        // What the live-session entry last showed: it is refreshed only when these move.
+        let mut shown: (Option<String>, usize) = (None, usize::MAX);
+        let close_with: Option<(u16, &'static str)> = loop {
+            if let Some(CloseRequest { code, reason }) = rejected_token {
+                break Some((code, reason));
+            }
+            if session.expires_at_secs() != expiry_shown {
+                expiry_shown = session.expires_at_secs();
+                token_deadline
+                    .as_mut()
+                    .reset(expiry_shown.map_or(never, |secs| {
+                        instant_at_epoch_secs(secs, state.sync.now_ms())
+                    }));
+            }
+            let user = session.identity().map(|i| i.user_id.as_str());
+            let subscribed = session.subscriptions().count();
+            if user != shown.0.as_deref() || subscribed != shown.1 {
+                live.update(user, &mut session.subscriptions());
+                shown = (user.map(str::to_owned), subscribed);
+            }
+            tokio::select! {
+                _ = &mut shutting_down => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
+                _ = &mut kicked => {
+                    tracing::info!(conn_id, "session disconnected by an administrator");
+                    break Some((close::POLICY, DISCONNECTED_BY_ADMIN));
+                }
+                _ = &mut overflowed => {
+                    tracing::warn!(conn_id, "closing a client that reads too slowly");
+                    break None;
+                }
+                ack = session.next_ack() => session.reply(&ack).await,
+                // Backpressure: while this connection's own replies wait unsent, or its
+                // queue of acks is at its bound (docs/protocol.md §7.11), its socket is
+                // not read (it is never closed for them).
+                _ = peer.room(), if peer.own_backlogged() => {}
+                frame = stream.next(), if !peer.own_backlogged() && !session.acks_full() => {
+                    let Some(frame) = frame else { break None };
+                    match frame {
+                        Ok(Message::Text(text)) => {
+                            last_received = Instant::now();
+                            live.seen(state.sync.now_ms());
+                            if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(true, text.as_bytes())).await {
+                                break Some((code, reason));
+                            }
+                        }
+                        Ok(Message::Binary(bytes)) => {
+                            last_received = Instant::now();
+                            live.seen(state.sync.now_ms());
+                            if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(false, &bytes)).await {
+                                break Some((code, reason));
+                            }
+                        }
+                        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
+                            last_received = Instant::now();
+                            live.seen(state.sync.now_ms());
+                        }
+                        Ok(Message::Close(_)) => break None,
+                        Err(e) => {
+                            // The WebSocket layer reads no more after an error.
+                            stream_readable = false;
+                            if is_over_size_limit(&e) {
+                                metrics.refused(Refusal::FrameTooLarge);
+                                break Some((close::TOO_BIG, close::MESSAGE_TOO_LARGE));
+                            }
+                            break None;
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_received.elapsed() >= state.config.heartbeat_timeout {
+                        metrics.refused(Refusal::HeartbeatTimeout);
+                        break Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
+                    }
+                    peer.send_own(Outgoing::Ping);
+                    session.touch();
+                    session.sweep(Instant::now());
+                }
+                _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
+                    metrics.refused(Refusal::NotAuthenticated);
+                    break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
+                }
+                _ = &mut token_deadline, if expiry_shown.is_some() => {
+                    metrics.refused(Refusal::TokenExpired);
+                    tracing::info!(conn_id, "closing a session whose token expired");
+                    break Some((close::POLICY, close::TOKEN_EXPIRED));
+                }
+            }
+        };
+
+        // Acks of writes already applied are sent before the close frame: an ack is a
+        // promise the client relies on, and shutdown drains storage before exiting.
+        if close_with.is_some() {
+            let budget = tokio::time::sleep(state.config.shutdown_timeout);
+            tokio::pin!(budget);
+            while session.has_pending_acks() {
+                tokio::select! {
+                    ack = session.next_ack() => session.reply(&ack).await,
+                    _ = &mut budget => break,
+                }
+            }
+        }
+        Box::pin(session.close()).await;
+        if let Some((code, reason)) = close_with {
+            peer.send_own(Outgoing::Close {
+                code,
+                reason: reason.into(),
+            });
+        } else if peer.overflowed().is_cancelled() {
+            metrics.slow_clients_closed.inc();
+            metrics.refused(Refusal::SlowClient);
+        }
+        drop(session);
+        drop(peer);
+        // A writer still busy after the drain is left to finish on its own (a client
+        // that reads late still gets its close frame): every socket write it makes is
+        // bounded by the write timeout, so it cannot hold the socket for ever.
+        let written = tokio::time::timeout(WRITER_DRAIN, writer).await;
+        // The connection is over for the server (its slot, its live entry, its gauge);
+        // only the socket waits for the peer to read the close.
+        drop(live);
+        drop(admission);
+        metrics.connections_open.dec();
+        tracing::debug!(conn_id, "connection closed");
+        if let (Some(_), Ok(Ok(sink))) = (close_with, written) {
+            if let Ok(socket) = stream.reunite(sink) {
+                Box::pin(linger(socket, stream_readable)).await;
+            }
         }
     }
 }
@@ -340,7 +379,9 @@ async fn bounded<T>(
     if let std::task::Poll::Ready(done) = first {
         return Ok(done);
     }
-    tokio::time::timeout(write_timeout, op)
+    // Boxed: the timer is rare here, and inline it would be part of the writer task's
+    // state for the connection's life (BENCHMARKS.md, memory per idle connection).
+    Box::pin(tokio::time::timeout(write_timeout, op))
         .await
         .map_err(|_| Stalled)
 }

@@ -121,7 +121,11 @@ impl Upgrade {
                         Some(config),
                     )
                     .await;
-                    serve(socket).await;
+                    // A task of its own rather than awaited here: this task's state
+                    // (the upgrade, the configuration, the closure) would otherwise stay
+                    // part of every connection's for its life (BENCHMARKS.md, memory
+                    // per idle connection).
+                    tokio::spawn(serve(socket));
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
