@@ -38,7 +38,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// A deadline far enough away to mean "none" (a year).
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Drive one upgraded socket until it closes: admission, then [`serve_admitted`].
+/// Drive one upgraded socket until it closes: admission, then `serve_admitted`.
 ///
 /// Not an `async fn`: one keeps its arguments in its state for its whole life, and
 /// the socket (328 bytes) would have stayed in every connection's future after being
