@@ -2,11 +2,11 @@
 
 /// Longest accepted id: `documents.id` is `VARCHAR(255)`, so 256 (the TS validator's
 /// limit) would be accepted on the wire and then fail to persist.
-pub const MAX_DOCUMENT_ID_LEN: usize = 255;
+const MAX_DOCUMENT_ID_LEN: usize = 255;
 
 /// Why a document id was rejected; `Display` is the TS error string, byte for byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DocumentIdError {
+pub(crate) enum DocumentIdError {
     #[error("Invalid document ID")]
     Missing,
     #[error("Document ID too long")]
@@ -16,7 +16,7 @@ pub enum DocumentIdError {
 }
 
 /// Validate `^[A-Za-z0-9_:-]+$` with 1..=255 characters.
-pub fn validate(id: Option<&str>) -> Result<&str, DocumentIdError> {
+pub(crate) fn validate(id: Option<&str>) -> Result<&str, DocumentIdError> {
     let id = id
         .filter(|s| !s.is_empty())
         .ok_or(DocumentIdError::Missing)?;

@@ -18,22 +18,18 @@ pub enum EncodedFrame {
 }
 
 impl EncodedFrame {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             EncodedFrame::Binary(b) => b.len(),
             EncodedFrame::Text(t) => t.len(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 static MESSAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh message id, `<epoch ms>-<9 base36 chars>` like TS's.
-pub fn next_message_id(now_ms: i64) -> String {
+pub(crate) fn next_message_id(now_ms: i64) -> String {
     let mut n = MESSAGE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut digits = [b'0'; 9];
     for slot in digits.iter_mut().rev() {
@@ -63,7 +59,7 @@ pub fn encode(msg: &ServerMessage, id: &str, timestamp: i64, encoding: Encoding)
 }
 
 /// Encode a pre-serialized body (a JSON object string) for one encoding.
-pub fn encode_body(
+pub(crate) fn encode_body(
     kind: MessageType,
     id: &str,
     timestamp: i64,
@@ -106,7 +102,12 @@ pub fn encode_body(
 /// Body of a broadcast field `delta` in the SDK shape (docs/protocol.md §7.7), built without
 /// an intermediate `Value` because it is the hot path of fan-out. `clock_json` is the
 /// document clock serialized once per flush.
-pub fn field_delta_body(document_id: &str, field: &str, value: &Value, clock_json: &str) -> String {
+pub(crate) fn field_delta_body(
+    document_id: &str,
+    field: &str,
+    value: &Value,
+    clock_json: &str,
+) -> String {
     let mut out = String::with_capacity(96 + document_id.len() + field.len() + clock_json.len());
     out.push_str("{\"documentId\":");
     push_json_string(&mut out, document_id);

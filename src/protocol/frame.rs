@@ -6,10 +6,10 @@ pub const HEADER_LEN: usize = 13;
 
 /// A binary frame split into its parts; the payload borrows the input.
 #[derive(Debug, PartialEq, Eq)]
-pub struct BinaryFrame<'a> {
-    pub code: u8,
-    pub timestamp: i64,
-    pub payload: &'a [u8],
+pub(crate) struct BinaryFrame<'a> {
+    pub(crate) code: u8,
+    pub(crate) timestamp: i64,
+    pub(crate) payload: &'a [u8],
 }
 
 /// Why a binary frame could not be split.
@@ -22,7 +22,7 @@ pub enum FrameError {
 }
 
 /// Split a binary frame. Bytes after `13 + N` are ignored, as every upstream peer does.
-pub fn split(bytes: &[u8]) -> Result<BinaryFrame<'_>, FrameError> {
+pub(crate) fn split(bytes: &[u8]) -> Result<BinaryFrame<'_>, FrameError> {
     let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
         return Err(FrameError::TruncatedHeader(bytes.len()));
     };

@@ -10,12 +10,12 @@ use super::decode::RawMessage;
 use super::MessageType;
 
 /// The JSON value a client uses to delete a field.
-pub fn is_tombstone(value: &Value) -> bool {
+pub(crate) fn is_tombstone(value: &Value) -> bool {
     matches!(value, Value::Object(m) if m.get("__deleted") == Some(&Value::Bool(true)))
 }
 
 /// `{"__deleted":true}`.
-pub fn tombstone() -> Value {
+pub(crate) fn tombstone() -> Value {
     let mut m = Map::new();
     m.insert("__deleted".into(), Value::Bool(true));
     Value::Object(m)
@@ -313,7 +313,7 @@ pub enum ServerMessage {
 
 impl ServerMessage {
     /// An `error` reply with optional `details`.
-    pub fn error(error: impl Into<String>, details: Option<Value>) -> ServerMessage {
+    pub(crate) fn error(error: impl Into<String>, details: Option<Value>) -> ServerMessage {
         ServerMessage::Error {
             error: error.into(),
             details,
@@ -321,12 +321,12 @@ impl ServerMessage {
     }
 
     /// An `error` with `details: {code}`.
-    pub fn error_with_code(error: impl Into<String>, code: &str) -> ServerMessage {
+    pub(crate) fn error_with_code(error: impl Into<String>, code: &str) -> ServerMessage {
         ServerMessage::error(error, Some(serde_json::json!({ "code": code })))
     }
 
     /// An `error` with `details: {documentId}`.
-    pub fn error_for_document(error: impl Into<String>, document_id: &str) -> ServerMessage {
+    pub(crate) fn error_for_document(error: impl Into<String>, document_id: &str) -> ServerMessage {
         ServerMessage::error(
             error,
             Some(serde_json::json!({ "documentId": document_id })),
@@ -417,7 +417,7 @@ impl ServerMessage {
 }
 
 /// A JSON number for an f64 that is integral when it can be (clocks are ms values).
-pub fn number(value: f64) -> Value {
+pub(crate) fn number(value: f64) -> Value {
     if value.fract() == 0.0 && value.abs() < 9.007_199_254_740_992e15 {
         Value::from(value as i64)
     } else {

@@ -29,7 +29,7 @@ pub enum MessageType {
 
 impl MessageType {
     /// All types, in a fixed order used for per-type counters.
-    pub const ALL: [MessageType; 22] = [
+    pub(crate) const ALL: [MessageType; 22] = [
         MessageType::Connect,
         MessageType::Auth,
         MessageType::AuthSuccess,
@@ -55,7 +55,7 @@ impl MessageType {
     ];
 
     /// Position in [`MessageType::ALL`], for counter arrays.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 

@@ -6,12 +6,12 @@
 //! `error "Invalid message format"` per docs/protocol.md §2.1/§12.
 
 pub mod decode;
-pub mod document_id;
+pub(crate) mod document_id;
 pub mod encode;
 pub mod errors;
 pub mod frame;
 pub mod message;
-pub mod message_type;
+mod message_type;
 
 pub use decode::{decode_frame, DecodeError, Encoding, RawMessage};
 pub use encode::{encode, EncodedFrame};
