@@ -41,7 +41,7 @@ pub enum TextError {
 
 impl TextError {
     /// Whether the refusal is about size (the limits) rather than content.
-    pub fn is_size(&self) -> bool {
+    pub(crate) fn is_size(&self) -> bool {
         matches!(
             self,
             TextError::TooLarge { .. } | TextError::TooManyBlocks { .. }

@@ -15,12 +15,12 @@ use super::{
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeSummary {
     /// Remote blocks added to the document.
-    pub inserted: usize,
+    pub(crate) inserted: usize,
     /// Blocks split or newly marked deleted, and whether the clock moved.
     pub changed: bool,
     /// Whether blocks the document already had were split or newly deleted
     /// (otherwise the merge only added blocks and perhaps moved the clock).
-    pub altered: bool,
+    altered: bool,
 }
 
 /// How a remote block relates to the document, decided before anything changes.

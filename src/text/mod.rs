@@ -33,19 +33,19 @@ pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::Rand
 
 /// The largest clock, offset or Lamport value accepted: 2^53 − 1, the largest
 /// integer a JavaScript client represents exactly.
-pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Default `SYNCKIT_MAX_TEXT_BLOCKS`: twice a 100,000-block document (a few pages
 /// of text with its edit history).
-pub const DEFAULT_MAX_TEXT_BLOCKS: usize = 200_000;
+pub(crate) const DEFAULT_MAX_TEXT_BLOCKS: usize = 200_000;
 
 /// Default `SYNCKIT_MAX_TEXT_STATE_BYTES` (64 MiB): a 100,000-block state is about
 /// 23 MB, each block ~230 bytes of JSON.
-pub const DEFAULT_MAX_TEXT_STATE_BYTES: usize = 64 << 20;
+pub(crate) const DEFAULT_MAX_TEXT_STATE_BYTES: usize = 64 << 20;
 
 /// Default `SYNCKIT_MAX_TEXT_MESSAGE_BYTES` (80 MiB): the state is a JSON string
 /// inside the message, its quotes escaped (~12% more), plus the envelope.
-pub const DEFAULT_MAX_TEXT_MESSAGE_BYTES: usize = 80 << 20;
+pub(crate) const DEFAULT_MAX_TEXT_MESSAGE_BYTES: usize = 80 << 20;
 
 /// Bounds on one text state and on a document's merged state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,23 +70,23 @@ impl Default for Limits {
 /// `clock - len + 1 ..= clock` of its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Id {
-    pub client: u32,
-    pub clock: u64,
-    pub offset: u64,
+    pub(crate) client: u32,
+    pub(crate) clock: u64,
+    pub(crate) offset: u64,
 }
 
 /// One block: a run of characters one insert produced, with its Fugue origins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Block {
-    pub id: Id,
+    pub(crate) id: Id,
     /// Grapheme clusters in the text: the number of clocks the block covers.
-    pub len: u64,
+    pub(crate) len: u64,
     /// Byte range of the text in the state's text arena.
-    pub text_start: u32,
-    pub text_bytes: u32,
-    pub left: Option<Id>,
-    pub right: Option<Id>,
-    pub deleted: bool,
+    text_start: u32,
+    text_bytes: u32,
+    pub(crate) left: Option<Id>,
+    pub(crate) right: Option<Id>,
+    pub(crate) deleted: bool,
 }
 
 impl Block {
@@ -102,7 +102,7 @@ impl Block {
 pub struct State {
     pub(crate) clients: Vec<String>,
     pub(crate) blocks: Vec<Block>,
-    pub(crate) arena: String,
+    arena: String,
     /// The Lamport clock (`clock.value`).
     pub(crate) clock: u64,
     /// The replica that wrote the state (`client_id`).
@@ -110,10 +110,6 @@ pub struct State {
 }
 
 impl State {
-    pub fn block_count(&self) -> usize {
-        self.blocks.len()
-    }
-
     pub(crate) fn text_of(&self, b: &Block) -> &str {
         let start = b.text_start as usize;
         self.arena
@@ -136,21 +132,21 @@ impl State {
 pub struct TextDoc {
     pub(crate) state: State,
     /// `(client, last clock)` → block index. Unique: a client's blocks never overlap.
-    pub(crate) by_end: Map<(u32, u64), u32>,
+    by_end: Map<(u32, u64), u32>,
     /// `(client, first clock)` → block index, for "which block holds this clock".
-    pub(crate) by_start: BTreeMap<(u32, u64), u32>,
+    by_start: BTreeMap<(u32, u64), u32>,
     /// Client id → interned index.
-    pub(crate) client_index: Map<String, u32>,
+    client_index: Map<String, u32>,
     /// The JSON last written (or read back), and what changed since.
     pub(crate) written: Option<write::Written>,
-    pub(crate) since_write: write::SinceWrite,
+    since_write: write::SinceWrite,
     /// Blocks changed in place (split, deleted, re-cut) since the JSON was written.
     pub(crate) touched: Vec<u32>,
     /// The large JSON written before the last one, kept so the next write
     /// reuses its buffer once no reader holds it any more: writing a 25 MB state
     /// into pages already mapped is about three times faster than into a fresh
     /// allocation, whose every page faults (README "Text engine").
-    pub(crate) spare: write::Spare,
+    spare: write::Spare,
 }
 
 impl TextDoc {
@@ -169,17 +165,12 @@ impl TextDoc {
         Ok(doc)
     }
 
-    pub fn block_count(&self) -> usize {
+    pub(crate) fn block_count(&self) -> usize {
         self.state.blocks.len()
     }
 
-    /// The Lamport clock of the merged state.
-    pub fn lamport(&self) -> u64 {
-        self.state.clock
-    }
-
     /// The block holding `clock` of `client`, if any.
-    pub(crate) fn containing(&self, client: u32, clock: u64) -> Option<u32> {
+    fn containing(&self, client: u32, clock: u64) -> Option<u32> {
         // Origins mostly name a block's last character: one hash lookup.
         if let Some(&i) = self.by_end.get(&(client, clock)) {
             return Some(i);
@@ -203,7 +194,7 @@ impl TextDoc {
             .is_some_and(|(_, &i)| self.state.blocks[i as usize].id.clock >= start)
     }
 
-    pub(crate) fn index_block(&mut self, i: u32) {
+    fn index_block(&mut self, i: u32) {
         let b = self.state.blocks[i as usize];
         self.by_end.insert((b.id.client, b.id.clock), i);
         self.by_start.insert((b.id.client, b.start()), i);
@@ -211,7 +202,7 @@ impl TextDoc {
 }
 
 /// Grapheme clusters in `s`: what a block's length counts (clock values it uses).
-pub(crate) fn grapheme_len(s: &str) -> usize {
+fn grapheme_len(s: &str) -> usize {
     if plain_ascii(s) {
         return s.len();
     }
@@ -219,7 +210,7 @@ pub(crate) fn grapheme_len(s: &str) -> usize {
 }
 
 /// Byte index of the boundary after the first `n` grapheme clusters of `s`.
-pub(crate) fn grapheme_byte_offset(s: &str, n: u64) -> usize {
+fn grapheme_byte_offset(s: &str, n: u64) -> usize {
     if plain_ascii(s) {
         return (n as usize).min(s.len());
     }

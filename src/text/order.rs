@@ -22,7 +22,7 @@ impl TextDoc {
 
     /// Visible blocks in document order: the tree is built, its children lists
     /// grouped, and the tree walked.
-    pub(crate) fn document_order(&self) -> Vec<u32> {
+    fn document_order(&self) -> Vec<u32> {
         let n = self.state.blocks.len();
         let (mut edges, roots) = self.tree_edges();
         // Children lists, grouped by (parent, side), id order kept (stable sort).

@@ -255,8 +255,8 @@ const HEAD: &str = "{\"blocks\":[";
 /// `[id, block]` element differs from every element of `written` met in order,
 /// parsed, and the document's blocks whose element was found byte for byte.
 pub(crate) struct Resent {
-    pub state: State,
-    pub same: Vec<u32>,
+    pub(crate) state: State,
+    pub(crate) same: Vec<u32>,
 }
 
 /// Read `json` by comparing its elements with `written`'s, in order: an element

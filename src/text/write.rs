@@ -32,15 +32,15 @@ impl std::fmt::Debug for Spare {
 /// The JSON a document last wrote (or was read from), element by element.
 #[derive(Clone, Default)]
 pub(crate) struct Written {
-    pub json: StateJson,
+    pub(crate) json: StateJson,
     /// Byte offset of each `[id, block]` element, in id order.
-    pub starts: Vec<u32>,
+    pub(crate) starts: Vec<u32>,
     /// The block each element was written from.
-    pub order: Vec<u32>,
+    pub(crate) order: Vec<u32>,
     /// Offset of the `]` closing the blocks array.
-    pub blocks_end: usize,
+    pub(crate) blocks_end: usize,
     /// The document's block count when written: blocks from here on are new.
-    pub blocks: usize,
+    pub(crate) blocks: usize,
 }
 
 impl std::fmt::Debug for Written {
@@ -118,7 +118,7 @@ impl TextDoc {
 
     /// Take `json` as what the document last wrote if it is exactly that (a
     /// stored state read back); otherwise the document writes its own.
-    pub fn adopt_json(&mut self, json: &StateJson) {
+    pub(crate) fn adopt_json(&mut self, json: &StateJson) {
         self.written = None;
         self.write_json();
         let ours = match &mut self.written {
@@ -354,7 +354,7 @@ impl Finished {
 }
 
 /// Ids in the order states are written: clock, client id (as a string), offset.
-pub(crate) fn cmp_ids(st: &State, a: &Id, b: &Id) -> Ordering {
+fn cmp_ids(st: &State, a: &Id, b: &Id) -> Ordering {
     a.clock
         .cmp(&b.clock)
         .then_with(|| st.clients[a.client as usize].cmp(&st.clients[b.client as usize]))
