@@ -14,19 +14,19 @@ use serde_json::{json, Value};
 use super::{Identity, Permissions};
 
 /// The development secret TS uses; refused in production.
-pub const DEVELOPMENT_SECRET: &str = "development-secret-do-not-use-in-production";
+pub(crate) const DEVELOPMENT_SECRET: &str = "development-secret-do-not-use-in-production";
 
 /// Shortest secret accepted, as in TS and C#.
-pub const MIN_SECRET_LEN: usize = 32;
+pub(crate) const MIN_SECRET_LEN: usize = 32;
 
 /// Everything needed to verify and issue tokens.
 #[derive(Clone)]
 pub struct JwtSettings {
-    pub secret: String,
+    pub(crate) secret: String,
     pub issuer: Option<String>,
     pub audience: Option<String>,
-    pub access_ttl: Duration,
-    pub refresh_ttl: Duration,
+    pub(crate) access_ttl: Duration,
+    pub(crate) refresh_ttl: Duration,
     /// Comma-separated `SYNCKIT_AUTH_APIKEYS`; each grants admin.
     pub api_keys: Vec<String>,
 }
@@ -86,9 +86,9 @@ pub enum AuthError {
 
 /// A verified token: identity plus its expiry (epoch seconds) when it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedToken {
-    pub identity: Identity,
-    pub expires_at: Option<i64>,
+pub(crate) struct VerifiedToken {
+    pub(crate) identity: Identity,
+    pub(crate) expires_at: Option<i64>,
 }
 
 /// Verifies and issues tokens with one shared secret.
@@ -116,7 +116,10 @@ impl Authenticator {
     }
 
     /// An authenticator reading `clock` when it checks `exp` and `nbf`.
-    pub fn with_clock(settings: JwtSettings, clock: crate::clock::SharedClock) -> Authenticator {
+    pub(crate) fn with_clock(
+        settings: JwtSettings,
+        clock: crate::clock::SharedClock,
+    ) -> Authenticator {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
         validation.leeway = 0;
@@ -147,13 +150,9 @@ impl Authenticator {
         }
     }
 
-    pub fn settings(&self) -> &JwtSettings {
-        &self.settings
-    }
-
     /// Verify a token for the given use. Access use accepts tokens without `typ`
     /// (other issuers) but never a refresh token; refresh use requires `typ=refresh`.
-    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<VerifiedToken, AuthError> {
+    pub(crate) fn verify(&self, token: &str, kind: TokenKind) -> Result<VerifiedToken, AuthError> {
         let data = jsonwebtoken::decode::<Value>(token, &self.decoding, &self.validation)?;
         let claims = data.claims;
         let expires_at = time_claim(&claims, "exp")?;
@@ -195,7 +194,7 @@ impl Authenticator {
     }
 
     /// Look up an API key (C# behaviour: user `api-key-user`, admin).
-    pub fn verify_api_key(&self, key: &str) -> Result<Identity, AuthError> {
+    pub(crate) fn verify_api_key(&self, key: &str) -> Result<Identity, AuthError> {
         let known = self
             .settings
             .api_keys

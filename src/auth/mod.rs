@@ -2,7 +2,7 @@
 //! per-document permission checks of docs/protocol.md §5–§6.
 
 pub mod jwt;
-pub mod permissions;
+pub(crate) mod permissions;
 
 pub use jwt::{AuthError, Authenticator, JwtSettings, TokenKind};
 pub use permissions::{Identity, Permissions};

@@ -15,7 +15,7 @@ pub struct Permissions {
 
 impl Permissions {
     /// Everything readable and writable, not admin: anonymous connections.
-    pub fn all_documents() -> Permissions {
+    pub(crate) fn all_documents() -> Permissions {
         Permissions {
             can_read: vec!["*".into()],
             can_write: vec!["*".into()],
@@ -32,17 +32,17 @@ impl Permissions {
         }
     }
 
-    pub fn can_read(&self, document_id: &str) -> bool {
+    pub(crate) fn can_read(&self, document_id: &str) -> bool {
         self.is_admin || grants(&self.can_read, document_id)
     }
 
-    pub fn can_write(&self, document_id: &str) -> bool {
+    pub(crate) fn can_write(&self, document_id: &str) -> bool {
         self.is_admin || grants(&self.can_write, document_id)
     }
 
     /// Read from a `permissions` claim: an object, or a string holding a JSON object
     /// (C# issuers). Anything else yields no permissions instead of failing later.
-    pub fn from_claim(claim: Option<&Value>) -> Permissions {
+    pub(crate) fn from_claim(claim: Option<&Value>) -> Permissions {
         let parsed = match claim {
             Some(Value::Object(_)) => claim.cloned(),
             Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
@@ -54,7 +54,7 @@ impl Permissions {
             .unwrap_or_default()
     }
 
-    pub fn to_body(&self) -> PermissionsBody {
+    pub(crate) fn to_body(&self) -> PermissionsBody {
         PermissionsBody {
             can_read: self.can_read.clone(),
             can_write: self.can_write.clone(),
@@ -112,7 +112,7 @@ pub struct Identity {
 
 impl Identity {
     /// The identity auth-disabled connections get at connect (TS: `anonymous-<ip>`).
-    pub fn anonymous_at(ip: &str) -> Identity {
+    pub(crate) fn anonymous_at(ip: &str) -> Identity {
         Identity {
             user_id: format!("anonymous-{ip}"),
             email: None,
@@ -121,7 +121,7 @@ impl Identity {
     }
 
     /// The identity of an anonymous `auth` message with auth disabled.
-    pub fn anonymous() -> Identity {
+    pub(crate) fn anonymous() -> Identity {
         Identity {
             user_id: "anonymous".into(),
             email: None,
