@@ -12,10 +12,10 @@
 //! and an expired entry, a left one or one whose connection closed is free again.
 //! Shared stores (PostgreSQL, Redis) decide this atomically for the whole fleet.
 
-pub mod bounded;
-pub mod memory;
-pub mod postgres;
-pub mod redis;
+pub(crate) mod bounded;
+pub(crate) mod memory;
+pub(crate) mod postgres;
+pub(crate) mod redis;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -68,7 +68,7 @@ pub enum SetOutcome {
 
 /// Whether `update` may change or remove `stored` (see the module doc): its own
 /// connection, the same user, or an expired entry.
-pub fn may_replace(stored: &AwarenessEntry, update: &AwarenessUpdate, expired: bool) -> bool {
+fn may_replace(stored: &AwarenessEntry, update: &AwarenessUpdate, expired: bool) -> bool {
     expired || stored.connection_id == update.connection_id || stored.user_id == update.user_id
 }
 

@@ -88,7 +88,7 @@ use serde_json::Value;
 use super::{AwarenessEntry, AwarenessError, AwarenessStore, AwarenessUpdate, SetOutcome};
 
 /// C#'s hard-coded key prefix; tests pass their own to share a Redis safely.
-pub const DEFAULT_KEY_PREFIX: &str = "synckit:";
+const DEFAULT_KEY_PREFIX: &str = "synckit:";
 
 /// Bounds for one connection attempt and one reply: awareness writes sit on the
 /// message path, so a dead Redis must cost a client milliseconds to seconds, not the
@@ -275,7 +275,7 @@ pub struct RedisAwarenessStore {
 
 impl RedisAwarenessStore {
     /// Store on the Redis at `url` (`redis://`, `rediss://`, `unix://`), keys under
-    /// [`DEFAULT_KEY_PREFIX`]. Fails only for a URL the `redis` crate cannot parse or
+    /// `synckit:`. Fails only for a URL the `redis` crate cannot parse or
     /// when called outside a Tokio runtime; an unreachable Redis is not an error here.
     pub fn new(url: &str, timeout: Duration) -> Result<RedisAwarenessStore, AwarenessError> {
         let client = Client::open(url).map_err(|e| {
@@ -286,7 +286,7 @@ impl RedisAwarenessStore {
 
     /// Same as [`new`](Self::new) with a client built elsewhere (e.g. from the
     /// StackExchange-style `host:port,options` form the pub/sub configuration accepts).
-    pub fn from_client(
+    pub(crate) fn from_client(
         client: Client,
         timeout: Duration,
     ) -> Result<RedisAwarenessStore, AwarenessError> {
