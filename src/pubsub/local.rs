@@ -30,12 +30,13 @@ pub struct LocalBus {
 }
 
 impl LocalBus {
-    pub fn new() -> Arc<LocalBus> {
+    pub(crate) fn new() -> Arc<LocalBus> {
         Arc::new(LocalBus::default())
     }
 
     /// Deliveries dropped because a member's queue was full.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
@@ -50,7 +51,7 @@ pub struct LocalPubSub {
 
 impl LocalPubSub {
     /// Join a shared bus.
-    pub fn join(bus: Arc<LocalBus>) -> LocalPubSub {
+    pub(crate) fn join(bus: Arc<LocalBus>) -> LocalPubSub {
         let id = bus.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(MEMBER_QUEUE);
         if let Ok(mut members) = bus.members.lock() {

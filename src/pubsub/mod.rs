@@ -3,25 +3,25 @@
 //! other instances publish. Publishing never blocks the sync path: an implementation
 //! queues or drops (and counts the drop).
 
-pub mod local;
-pub mod presence;
-pub mod recent;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod presence;
+pub(crate) mod recent;
+pub(crate) mod redis;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 pub use local::{LocalBus, LocalPubSub};
-pub use presence::Fleet;
-pub use recent::RecentIds;
+pub(crate) use presence::Fleet;
+pub(crate) use recent::RecentIds;
 pub use redis::{RedisPubSub, RedisSettings, RedisTarget};
 
 /// A message received from another instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incoming {
-    pub channel: String,
-    pub payload: Bytes,
+    pub(crate) channel: String,
+    pub(crate) payload: Bytes,
 }
 
 /// Channel names (C#-compatible).
@@ -31,31 +31,31 @@ pub struct Channels {
 }
 
 impl Channels {
-    pub fn new(prefix: impl Into<String>) -> Channels {
+    pub(crate) fn new(prefix: impl Into<String>) -> Channels {
         Channels {
             prefix: prefix.into(),
         }
     }
 
     /// The channel prefix (`synckit:` by default), also used for fleet claim keys.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    pub fn delta(&self, document_id: &str) -> String {
+    pub(crate) fn delta(&self, document_id: &str) -> String {
         format!("{}delta:{document_id}", self.prefix)
     }
 
-    pub fn awareness(&self, document_id: &str) -> String {
+    pub(crate) fn awareness(&self, document_id: &str) -> String {
         format!("{}awareness:{document_id}", self.prefix)
     }
 
-    pub fn presence(&self) -> String {
+    pub(crate) fn presence(&self) -> String {
         format!("{}presence", self.prefix)
     }
 
     /// The document id of a delta or awareness channel.
-    pub fn document_of<'a>(&self, channel: &'a str) -> Option<(ChannelKind, &'a str)> {
+    pub(crate) fn document_of<'a>(&self, channel: &'a str) -> Option<(ChannelKind, &'a str)> {
         let rest = channel.strip_prefix(self.prefix.as_str())?;
         if let Some(doc) = rest.strip_prefix("delta:") {
             Some((ChannelKind::Delta, doc))
@@ -67,7 +67,7 @@ impl Channels {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelKind {
+pub(crate) enum ChannelKind {
     Delta,
     Awareness,
 }
@@ -88,13 +88,13 @@ pub struct PubSubHealth {
     /// connection was down).
     pub dropped: u64,
     /// Received messages dropped because the relay fell behind.
-    pub receive_dropped: u64,
+    pub(crate) receive_dropped: u64,
     /// Connections re-established after a loss.
     pub reconnects: u64,
     /// Round trip of the last health `PING`, when connected.
     pub ping_ms: Option<f64>,
     /// The last connection error, for operators.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// Announced each time the backend (re)connects, after every channel of local
@@ -102,11 +102,11 @@ pub struct PubSubHealth {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Connection {
     /// Successful connections so far (0 = never connected).
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// Messages may have been missed before this connection (a connection was lost,
     /// or attempts failed while the server was already serving): documents need a
     /// resynchronisation.
-    pub after_outage: bool,
+    pub(crate) after_outage: bool,
 }
 
 #[async_trait]

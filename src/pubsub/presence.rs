@@ -14,20 +14,20 @@ use serde_json::{json, Map, Value};
 use crate::admin_api::{FleetEntry, PeerStatus, PresenceMetadata};
 
 /// An instance silent for more than this many heartbeats is shown as gone.
-pub const GONE_AFTER_HEARTBEATS: u32 = 3;
+pub(crate) const GONE_AFTER_HEARTBEATS: u32 = 3;
 
 /// Instances gone or offline are still listed this many heartbeats, then forgotten.
-pub const FORGET_AFTER_HEARTBEATS: u32 = 60;
+const FORGET_AFTER_HEARTBEATS: u32 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PresenceKind {
+pub(crate) enum PresenceKind {
     Online,
     Offline,
     Heartbeat,
 }
 
 impl PresenceKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             PresenceKind::Online => "server_online",
             PresenceKind::Offline => "server_offline",
@@ -48,16 +48,16 @@ impl PresenceKind {
 
 /// One presence message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PresenceEvent {
-    pub kind: PresenceKind,
-    pub server_id: String,
+pub(crate) struct PresenceEvent {
+    pub(crate) kind: PresenceKind,
+    pub(crate) server_id: String,
     /// `{}` when absent (TS `server_offline` has none).
-    pub metadata: Map<String, Value>,
+    pub(crate) metadata: Map<String, Value>,
 }
 
 impl PresenceEvent {
     /// The wire payload (TS shape; `metadata` omitted when empty, like TS offline).
-    pub fn to_json(&self, now_ms: i64) -> Value {
+    pub(crate) fn to_json(&self, now_ms: i64) -> Value {
         let mut v = json!({
             "type": self.kind.name(),
             "serverId": self.server_id,
@@ -70,7 +70,7 @@ impl PresenceEvent {
     }
 
     /// Parse a received payload; `None` for anything that is not presence.
-    pub fn parse(payload: &[u8]) -> Option<PresenceEvent> {
+    pub(crate) fn parse(payload: &[u8]) -> Option<PresenceEvent> {
         let v: Value = serde_json::from_slice(payload).ok()?;
         Some(PresenceEvent {
             kind: PresenceKind::parse(v.get("type")?.as_str()?)?,
@@ -85,7 +85,7 @@ impl PresenceEvent {
 
     /// Whether the sender asks its peers to resynchronise (it was cut off and may
     /// hold writes they never received).
-    pub fn asks_resync(&self) -> bool {
+    pub(crate) fn asks_resync(&self) -> bool {
         self.kind == PresenceKind::Online
             && self.metadata.get("resync").and_then(Value::as_bool) == Some(true)
     }
@@ -107,22 +107,18 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(interval: Duration) -> Fleet {
+    pub(crate) fn new(interval: Duration) -> Fleet {
         Fleet {
             interval,
             peers: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn observe(&self, event: &PresenceEvent, now_ms: i64) {
+    pub(crate) fn observe(&self, event: &PresenceEvent, now_ms: i64) {
         let mut peers = self.peers();
         let record = peers
             .entry(event.server_id.clone())
@@ -151,7 +147,7 @@ impl Fleet {
 
     /// Every known peer with its status (`online`, `offline` — said goodbye — or
     /// `gone` — silent), sorted by id. Long-gone peers are forgotten here.
-    pub fn instances(&self, now_ms: i64) -> Vec<FleetEntry> {
+    pub(crate) fn instances(&self, now_ms: i64) -> Vec<FleetEntry> {
         let mut peers = self.peers();
         peers.retain(|_, r| {
             now_ms - r.last_seen_ms <= self.period_ms(r) * i64::from(FORGET_AFTER_HEARTBEATS)

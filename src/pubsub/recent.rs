@@ -10,12 +10,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long an id is remembered (C#: 5 minutes).
-pub const REMEMBER_FOR: Duration = Duration::from_secs(5 * 60);
+const REMEMBER_FOR: Duration = Duration::from_secs(5 * 60);
 
 /// Ids remembered at most. At sustained high publish rates the oldest ids go first:
 /// an echo arrives within milliseconds, so only the head of the window matters, and
 /// memory stays bounded (about 64 bytes per id).
-pub const MAX_REMEMBERED: usize = 100_000;
+const MAX_REMEMBERED: usize = 100_000;
 
 #[derive(Default)]
 struct Window {
@@ -26,7 +26,7 @@ struct Window {
 }
 
 /// Time- and size-bounded set of published ids.
-pub struct RecentIds {
+pub(crate) struct RecentIds {
     window: Mutex<Window>,
     ttl: Duration,
     cap: usize,
@@ -39,7 +39,7 @@ impl Default for RecentIds {
 }
 
 impl RecentIds {
-    pub fn new(ttl: Duration, cap: usize) -> RecentIds {
+    pub(crate) fn new(ttl: Duration, cap: usize) -> RecentIds {
         RecentIds {
             window: Mutex::new(Window::default()),
             ttl,
@@ -53,12 +53,12 @@ impl RecentIds {
     }
 
     /// Remember an id we are about to publish.
-    pub fn remember(&self, id: &str) {
+    pub(crate) fn remember(&self, id: &str) {
         self.remember_at(id, Instant::now());
     }
 
     /// Whether `id` was published by us within the window.
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.contains_at(id, Instant::now())
     }
 
@@ -88,12 +88,9 @@ impl RecentIds {
             .is_some_and(|at| now.duration_since(*at) < self.ttl)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

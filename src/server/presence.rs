@@ -2,7 +2,7 @@
 //! whenever pub/sub (re)connects — with `"resync": true` after an outage, so peers
 //! read back what we wrote while cut off — a `server_heartbeat` with our stats every
 //! period, and `server_offline` when the server stops. What the peers announce is
-//! kept by the relay in [`crate::pubsub::Fleet`].
+//! kept by the relay in `pubsub::Fleet`.
 
 use std::sync::Arc;
 

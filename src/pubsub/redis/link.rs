@@ -28,12 +28,12 @@ const MAX_PIPELINE: usize = 512;
 const CHANNELS_PER_COMMAND: usize = 1_000;
 
 pub(super) struct Supervisor {
-    pub shared: Arc<Shared>,
-    pub client: redis::Client,
-    pub settings: RedisSettings,
-    pub incoming: mpsc::Sender<Incoming>,
-    pub events: watch::Sender<Connection>,
-    pub stop: CancellationToken,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) client: redis::Client,
+    pub(crate) settings: RedisSettings,
+    pub(crate) incoming: mpsc::Sender<Incoming>,
+    pub(crate) events: watch::Sender<Connection>,
+    pub(crate) stop: CancellationToken,
 }
 
 struct Link {

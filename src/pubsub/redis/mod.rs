@@ -15,7 +15,7 @@
 //! missed.
 
 mod link;
-pub mod url;
+pub(crate) mod url;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,18 +29,19 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use url::{RedisTarget, RedisUrlError};
+pub use url::RedisTarget;
+pub(crate) use url::RedisUrlError;
 
 use super::{Connection, Incoming, PubSub, PubSubHealth, PubSubState};
 
 /// Tunables of the Redis backend.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    pub target: RedisTarget,
+    pub(crate) target: RedisTarget,
     /// Messages waiting for the publisher before new ones are dropped.
-    pub publish_queue: usize,
+    publish_queue: usize,
     /// Received messages waiting for the relay before new ones are dropped.
-    pub receive_queue: usize,
+    receive_queue: usize,
     /// Health `PING` period; also how fast a silently dead connection is noticed.
     pub ping_interval: Duration,
     /// Connect and reply timeout (a `connectTimeout` option in the URL wins for
@@ -191,11 +192,6 @@ impl RedisPubSub {
             publisher: Mutex::new(Some(publisher)),
             timeout: settings.timeout,
         })
-    }
-
-    /// Messages actually written to Redis.
-    pub fn published(&self) -> u64 {
-        self.shared.published.load(Ordering::Relaxed)
     }
 }
 

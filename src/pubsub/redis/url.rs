@@ -21,11 +21,11 @@ const DEFAULT_TLS_PORT: u16 = 6380;
 /// Where and how to connect, parsed from `REDIS_URL`.
 #[derive(Clone)]
 pub struct RedisTarget {
-    pub info: ConnectionInfo,
+    pub(crate) info: ConnectionInfo,
     /// From `connectTimeout`, when given.
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     /// Parts of a StackExchange string that were understood but not used.
-    pub ignored: Vec<String>,
+    pub(crate) ignored: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +56,7 @@ impl RedisTarget {
     }
 
     /// `redis[s]://host:port/db`, with any credentials left out: safe to log.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let (scheme, host, port) = match self.info.addr() {
             ConnectionAddr::Tcp(h, p) => ("redis", h.as_str(), *p),
             ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host.as_str(), *port),
