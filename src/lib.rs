@@ -14,6 +14,7 @@ pub mod console;
 pub mod events;
 pub mod exit;
 pub mod fanout;
+mod hash;
 pub mod maintenance;
 pub mod metrics;
 pub mod protocol;

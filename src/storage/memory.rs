@@ -11,7 +11,8 @@
 //! runs under one lock, and cleanup releases the lock between batches so the sync
 //! path is never held up for long.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use crate::hash::{FastMap, FastSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[cfg(any(test, feature = "test-util"))]
 use std::time::Duration;
@@ -45,12 +46,12 @@ pub struct MemoryStorage {
 
 #[derive(Default)]
 struct Inner {
-    documents: HashMap<String, DocumentRow>,
-    clocks: HashMap<String, BTreeMap<String, u64>>,
+    documents: FastMap<String, DocumentRow>,
+    clocks: FastMap<String, BTreeMap<String, u64>>,
     /// Per document, in insertion order (which is timestamp order).
-    deltas: HashMap<String, VecDeque<DeltaRow>>,
-    sessions: HashMap<String, StoredSession>,
-    snapshots: HashMap<Uuid, SnapshotRow>,
+    deltas: FastMap<String, VecDeque<DeltaRow>>,
+    sessions: FastMap<String, StoredSession>,
+    snapshots: FastMap<Uuid, SnapshotRow>,
     /// Last delta timestamp handed out: delta timestamps are strictly increasing,
     /// like `clock_timestamp()` per row in PostgreSQL, so rows replay in apply order.
     last_delta_at: Option<DateTime<Utc>>,
@@ -224,7 +225,7 @@ impl Inner {
     fn apply_batch(&mut self, writes: &[DocumentWrite]) {
         let at = now();
         let mut order: Vec<&str> = Vec::new();
-        let mut states: HashMap<&str, Map<String, Value>> = HashMap::new();
+        let mut states: FastMap<&str, Map<String, Value>> = FastMap::default();
         for write in writes {
             let doc: &str = &write.document_id;
             // The stored state is taken, patched in place and put back: cloning it
@@ -450,7 +451,7 @@ impl MemoryStorage {
             return victims.len() as u64;
         }
         self.remove_in_batches(victims, batch_len(options), |inner, chunk| {
-            let mut per_doc: HashMap<&str, HashSet<Uuid>> = HashMap::new();
+            let mut per_doc: FastMap<&str, FastSet<Uuid>> = FastMap::default();
             for (doc, id) in chunk {
                 per_doc.entry(doc.as_str()).or_default().insert(*id);
             }
@@ -480,7 +481,7 @@ impl MemoryStorage {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let victims: Vec<Uuid> = {
             let inner = self.lock();
-            let documents: HashSet<&str> = inner
+            let documents: FastSet<&str> = inner
                 .snapshots
                 .values()
                 .map(|s| s.document_id.as_str())
@@ -617,7 +618,7 @@ impl SyncStore for MemoryStorage {
             inner.sessions.remove(id);
         }
         if let Some(prefix) = &batch.retain_prefix {
-            let keep: HashSet<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
+            let keep: FastSet<&str> = batch.upserts.iter().map(|s| s.id.as_str()).collect();
             inner
                 .sessions
                 .retain(|id, _| !id.starts_with(prefix.as_str()) || keep.contains(id.as_str()));

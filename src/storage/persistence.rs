@@ -23,7 +23,8 @@
 //! the reachability that health and readiness report, so probes never wait on the
 //! database and an outage shows within about one interval plus one timeout.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::hash::{FastMap, FastSet};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -110,7 +111,7 @@ struct Queue {
     in_flight: usize,
     /// Unpersisted writes per document: such a document must not be evicted and
     /// reloaded, or the reload would miss them.
-    per_document: HashMap<Arc<str>, usize>,
+    per_document: FastMap<Arc<str>, usize>,
 }
 
 impl Queue {
@@ -119,7 +120,7 @@ impl Queue {
             lanes: (0..lanes).map(|_| VecDeque::new()).collect(),
             queued: 0,
             in_flight: 0,
-            per_document: HashMap::new(),
+            per_document: FastMap::default(),
         }
     }
 
@@ -128,16 +129,16 @@ impl Queue {
     }
 }
 
-/// The lane (writer) of a document. `DefaultHasher::new()` has fixed keys, so the
-/// choice is stable for the life of the process, which is all ordering needs.
+/// The lane (writer) of a document. A fixed seed keeps the choice stable for the
+/// life of the process, which is all ordering needs (a client choosing colliding
+/// ids only puts its documents in one lane).
 fn lane_of(document_id: &str, lanes: usize) -> usize {
-    use std::hash::{Hash, Hasher};
+    use std::hash::BuildHasher;
     if lanes <= 1 {
         return 0;
     }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    document_id.hash(&mut hasher);
-    (hasher.finish() % lanes as u64) as usize
+    let hash = foldhash::fast::FixedState::with_seed(0).hash_one(document_id);
+    (hash % lanes as u64) as usize
 }
 
 /// Session rows as this instance wants them: the write-behind state.
@@ -145,9 +146,9 @@ fn lane_of(document_id: &str, lanes: usize) -> usize {
 struct SessionRows {
     /// Sessions open now: the rows that should exist (shared with the batches that
     /// write them).
-    live: HashMap<String, Arc<SessionRecord>>,
+    live: FastMap<String, Arc<SessionRecord>>,
     /// Rows changed since the last write: upserted when live, deleted otherwise.
-    dirty: HashSet<String>,
+    dirty: FastSet<String>,
     /// A change was dropped or a write failed: the next write rewrites every live
     /// row and deletes every other row of this instance.
     reconcile: bool,
@@ -179,7 +180,7 @@ pub struct Persistence {
     /// Set once `connect` succeeded (schema migrated or validated).
     ready: AtomicBool,
     last_error: Mutex<Option<String>>,
-    touched: Mutex<HashSet<String>>,
+    touched: Mutex<FastSet<String>>,
     sessions: Mutex<SessionRows>,
     session_wake: Notify,
     pub counters: PersistenceCounters,
@@ -199,7 +200,7 @@ impl Persistence {
             recoveries: watch::Sender::new(0),
             ready: AtomicBool::new(false),
             last_error: Mutex::new(None),
-            touched: Mutex::new(HashSet::new()),
+            touched: Mutex::new(FastSet::default()),
             sessions: Mutex::new(SessionRows::default()),
             session_wake: Notify::new(),
             counters: PersistenceCounters::default(),

@@ -1,7 +1,6 @@
 //! Vector clocks: per-writer counters, merged by max (docs/protocol.md §8.3).
 
-use std::collections::HashMap;
-
+use crate::hash::FastMap;
 use serde_json::{Map, Value};
 
 /// Largest integer a JavaScript client can represent exactly (2^53 − 1).
@@ -9,7 +8,7 @@ pub const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
 
 /// Writer id → counter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VectorClock(HashMap<String, u64>);
+pub struct VectorClock(FastMap<String, u64>);
 
 impl VectorClock {
     pub fn new() -> VectorClock {

@@ -5,8 +5,7 @@
 //! writer wins by server arrival" is simply "last processed wins": a set overwrites,
 //! a delete removes the field (no tombstone kept; a later set recreates it).
 
-use std::collections::HashMap;
-
+use crate::hash::FastMap;
 use serde_json::{Map, Value};
 
 use super::clock::VectorClock;
@@ -27,7 +26,7 @@ pub struct FieldOutcome {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Document {
-    pub fields: HashMap<String, Value>,
+    pub fields: FastMap<String, Value>,
     pub clock: VectorClock,
     pub text: Option<TextState>,
 }

@@ -7,7 +7,7 @@
 //! shared by all subscribers. Writes are submitted to storage under the document
 //! lock, so storage sees them in the order they were applied.
 
-use std::collections::{HashMap, HashSet};
+use crate::hash::{FastMap, FastSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -60,7 +60,7 @@ struct PendingBatch {
     /// Fields in first-queued order; later values overwrite earlier ones.
     order: Vec<String>,
     /// Field → its pending value.
-    values: HashMap<String, Pending>,
+    values: FastMap<String, Pending>,
     since: Option<Instant>,
     /// Local connections whose writes are in the batch: to them it is the echo of
     /// their own write (see [`Peer::send_own`]).
@@ -101,7 +101,7 @@ struct ResyncMark {
     pending: u32,
     /// Fields changed since the first of them was planned: their live value is
     /// newer than anything a resynchronisation could read back from storage.
-    touched: HashSet<String>,
+    touched: FastSet<String>,
 }
 
 impl DocState {
@@ -223,7 +223,7 @@ pub struct DocumentSummary {
 }
 
 pub struct Hub {
-    docs: Mutex<HashMap<Arc<str>, Arc<DocEntry>>>,
+    docs: Mutex<FastMap<Arc<str>, Arc<DocEntry>>>,
     storage: Arc<Persistence>,
     pubsub: Arc<dyn PubSub>,
     metrics: Arc<Metrics>,
@@ -263,7 +263,7 @@ impl Hub {
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         let (resync_tx, resync_rx) = mpsc::channel(RESYNC_QUEUE);
         let hub = Arc::new(Hub {
-            docs: Mutex::new(HashMap::new()),
+            docs: Mutex::new(FastMap::default()),
             storage,
             pubsub,
             metrics,
@@ -297,7 +297,7 @@ impl Hub {
         &self.pubsub
     }
 
-    fn docs(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<DocEntry>>> {
+    fn docs(&self) -> MutexGuard<'_, FastMap<Arc<str>, Arc<DocEntry>>> {
         self.docs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -409,7 +409,7 @@ impl Hub {
     /// everything is in use (nothing to evict), loads do not each pay for a scan —
     /// a scan is amortised over `max/10` loads, and the cache may exceed its bound
     /// by that much while its documents are in use.
-    fn evict_idle(&self, docs: &mut HashMap<Arc<str>, Arc<DocEntry>>) {
+    fn evict_idle(&self, docs: &mut FastMap<Arc<str>, Arc<DocEntry>>) {
         #[cfg(test)]
         self.eviction_scans.fetch_add(1, Ordering::Relaxed);
         let target = self.settings.max_cached_documents * 9 / 10;
@@ -630,7 +630,7 @@ impl Hub {
             .iter()
             .map(|f| room.writer(&st.doc.clock, &f.writer))
             .collect();
-        let mut clock_changes: HashMap<String, u64> = HashMap::new();
+        let mut clock_changes: FastMap<String, u64> = FastMap::default();
         for clock in changes.clocks {
             let fitting = fitting_entries(&st.doc.clock, &mut room, clock);
             for (writer, value) in st.doc.clock.merge_json(fitting.as_ref().unwrap_or(clock)) {
@@ -1176,7 +1176,8 @@ impl Hub {
         let mut json = None;
         // A peer in both lists gets one copy; a set keeps this linear in the
         // number of subscribers.
-        let mut seen: HashSet<u64> = HashSet::with_capacity(subs.len() + extra.len());
+        let mut seen: FastSet<u64> =
+            FastSet::with_capacity_and_hasher(subs.len() + extra.len(), Default::default());
         let mut delivered = 0;
         for peer in subs.iter().chain(extra.iter()) {
             if Some(peer.conn_id) == except || !seen.insert(peer.conn_id) {
@@ -1373,7 +1374,7 @@ fn fitting_entries(
 struct TakenBatch {
     batch: PendingBatch,
     /// Writer → its compact clock (JSON).
-    clocks: HashMap<String, String>,
+    clocks: FastMap<String, String>,
     /// The compact clock of a field no local writer ticked (JSON).
     clock_json: String,
     /// The whole clock, for other instances (clustered only).
@@ -1394,7 +1395,7 @@ fn take_batch(entry: &DocEntry, clustered: bool) -> Option<TakenBatch> {
     let largest = largest_entry(&st.doc.clock);
     // One compact clock per distinct writer, not per field: a flush of one
     // writer's burst has thousands of fields and one writer.
-    let mut clocks: HashMap<String, String> = HashMap::new();
+    let mut clocks: FastMap<String, String> = FastMap::default();
     for w in batch.values.values().filter_map(|p| p.writer.as_deref()) {
         if !clocks.contains_key(w) {
             clocks.insert(w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w)));
@@ -1416,8 +1417,8 @@ fn take_batch(entry: &DocEntry, clustered: bool) -> Option<TakenBatch> {
 fn delta_bodies(
     document_id: &str,
     order: Vec<String>,
-    mut values: HashMap<String, Pending>,
-    clocks: &HashMap<String, String>,
+    mut values: FastMap<String, Pending>,
+    clocks: &FastMap<String, String>,
     clock_json: &str,
     now_ms: i64,
 ) -> (Vec<(String, String)>, Map<String, Value>) {

@@ -26,10 +26,8 @@ pub use parse::parse;
 /// megabytes for a large document) becomes shared without being copied.
 pub type StateJson = std::sync::Arc<String>;
 
-/// The hash map of the engine's indexes: foldhash, seeded per process — several
-/// times faster than SipHash on the small integer keys here, and still keyed by a
-/// random seed, so a client cannot precompute colliding ids.
-pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The hash map of the engine's indexes (src/hash.rs: foldhash, seeded per process).
+pub(crate) type Map<K, V> = crate::hash::FastMap<K, V>;
 
 /// The largest clock, offset or Lamport value accepted: 2^53 − 1, the largest
 /// integer a JavaScript client represents exactly.

@@ -1,7 +1,7 @@
 //! Document reads: admission (auth, id, permission), loading, subscribe, sync
 //! requests and unsubscribe (docs/protocol.md §6).
 
-use std::collections::HashSet;
+use crate::hash::FastSet;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -88,7 +88,7 @@ impl Session {
     /// per-connection subscription cap.
     pub(super) fn subscription_cap_reached(
         &self,
-        subscribed: &HashSet<Arc<str>>,
+        subscribed: &FastSet<Arc<str>>,
         id: &str,
     ) -> bool {
         let max = self.svc.settings.limits.max_subscriptions_per_connection;

@@ -6,7 +6,7 @@
 //! keep many writes in flight and still receive its acks in order — an ack decided
 //! at once (nothing to persist) waits behind earlier ones (docs/protocol.md §7.11).
 
-use std::collections::HashSet;
+use crate::hash::FastSet;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -61,12 +61,12 @@ pub struct Session {
     expires_at_secs: Option<i64>,
     encoding_fixed: bool,
     /// Documents this connection subscribed to (explicitly or by writing).
-    documents: HashSet<Arc<str>>,
+    documents: FastSet<Arc<str>>,
     /// Documents whose awareness this connection subscribed to.
-    awareness_documents: HashSet<Arc<str>>,
+    awareness_documents: FastSet<Arc<str>>,
     /// (document, client id) of the awareness entries this connection set and has
     /// not left: bounded by the per-connection awareness cap.
-    awareness_clients: HashSet<(String, String)>,
+    awareness_clients: FastSet<(String, String)>,
     rate: RateLimiter,
     /// When the last rate-limit error reply went out.
     last_rate_reply: Option<Instant>,
@@ -110,9 +110,9 @@ impl Session {
             identity,
             expires_at_secs: None,
             encoding_fixed: false,
-            documents: HashSet::new(),
-            awareness_documents: HashSet::new(),
-            awareness_clients: HashSet::new(),
+            documents: FastSet::default(),
+            awareness_documents: FastSet::default(),
+            awareness_clients: FastSet::default(),
             rate,
             last_rate_reply: None,
             refusal_log: std::sync::Mutex::new(refusal_log),
