@@ -9,7 +9,7 @@ use crate::protocol::ServerMessage;
 use crate::sync::{relay, SyncService};
 
 /// Prune once; returns how many entries expired.
-pub async fn prune_and_announce(sync: &SyncService) -> Result<usize, AwarenessError> {
+pub(crate) async fn prune_and_announce(sync: &SyncService) -> Result<usize, AwarenessError> {
     let expired = sync.awareness.prune_expired(sync.now_ms()).await?;
     for entry in &expired {
         sync.metrics.awareness_expired.inc();

@@ -10,13 +10,13 @@ use crate::storage::{CleanupCounts, CleanupOptions, StorageAdapter, StorageError
 /// What one cleanup run did (or, in a dry run, would do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CleanupReport {
+pub(crate) struct CleanupReport {
     #[serde(flatten)]
-    pub counts: CleanupCounts,
-    pub dry_run: bool,
+    pub(crate) counts: CleanupCounts,
+    pub(crate) dry_run: bool,
     #[serde(serialize_with = "millis")]
     #[serde(rename = "durationMs")]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -42,7 +42,7 @@ impl std::fmt::Display for CleanupReport {
 }
 
 /// Run one cleanup and log it.
-pub async fn run_cleanup(
+pub(crate) async fn run_cleanup(
     storage: &dyn StorageAdapter,
     options: &CleanupOptions,
 ) -> Result<CleanupReport, StorageError> {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::storage::{AdminStore, MaintenanceStore, NewSnapshot, StorageError};
 
 /// Documents handled per run, so one run stays short.
-pub const DOCUMENTS_PER_RUN: u32 = 100;
+const DOCUMENTS_PER_RUN: u32 = 100;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,7 +19,7 @@ pub struct CompactionReport {
 }
 
 /// Snapshot and compact every document with more than `threshold` deltas (up to
-/// [`DOCUMENTS_PER_RUN`]). The snapshot is the row as stored, read the way the admin
+/// `DOCUMENTS_PER_RUN`, 100). The snapshot is the row as stored, read the way the admin
 /// API reads a document that is not loaded, hence the [`AdminStore`] bound.
 pub async fn compact_large_documents(
     storage: &(impl MaintenanceStore + AdminStore + ?Sized),

@@ -53,7 +53,7 @@ impl Schedule {
         })
     }
 
-    pub fn expression(&self) -> &str {
+    pub(crate) fn expression(&self) -> &str {
         &self.expression
     }
 
@@ -89,13 +89,13 @@ impl JobConfig {
     /// to one instance and its own sweeper prunes it, so awareness-prune is for a
     /// shared store (PostgreSQL, Redis) only, pruned once per occurrence across the
     /// fleet. `Server::new` schedules, and `check-config` reports, by this alone.
-    pub fn applies(&self, shared_awareness: bool) -> bool {
+    pub(crate) fn applies(&self, shared_awareness: bool) -> bool {
         shared_awareness || !matches!(self.kind, JobKind::AwarenessPrune)
     }
 }
 
 /// Next planned occurrence of each job, for the admin API.
-pub use crate::admin_api::JobStatus;
+pub(crate) use crate::admin_api::JobStatus;
 
 pub struct Scheduler {
     jobs: Vec<JobConfig>,
@@ -110,7 +110,11 @@ pub struct Scheduler {
 pub const CLOCK_RECHECK: Duration = Duration::from_secs(30);
 
 impl Scheduler {
-    pub fn new(jobs: Vec<JobConfig>, sync: Arc<SyncService>, instance_id: String) -> Scheduler {
+    pub(crate) fn new(
+        jobs: Vec<JobConfig>,
+        sync: Arc<SyncService>,
+        instance_id: String,
+    ) -> Scheduler {
         Scheduler {
             jobs,
             sync,
@@ -184,7 +188,7 @@ impl Scheduler {
 
     /// Claim, run and record one occurrence; interrupted (and recorded so) when
     /// `stop` is cancelled.
-    pub async fn run_occurrence(
+    async fn run_occurrence(
         &self,
         job: &JobConfig,
         scheduled_for: DateTime<Utc>,
@@ -272,7 +276,7 @@ pub async fn run_recorded(
 }
 
 /// What a run interrupted by shutdown answers (its row says `interrupted`).
-pub const INTERRUPTED: &str = "interrupted by shutdown";
+const INTERRUPTED: &str = "interrupted by shutdown";
 
 /// [`run_recorded`], stopped when `stop` is cancelled: the work is dropped at its
 /// next await point and the run is recorded as `interrupted` (docs/operations.md
@@ -350,7 +354,7 @@ pub async fn run_recorded_until(
 }
 
 /// A failed run, in the instance's events (the run log has it too).
-pub fn record_failure(sync: &SyncService, job: &str, error: &str) {
+pub(crate) fn record_failure(sync: &SyncService, job: &str, error: &str) {
     sync.events.record(
         sync.now_ms(),
         crate::events::EventKind::MaintenanceFailed,
@@ -359,7 +363,7 @@ pub fn record_failure(sync: &SyncService, job: &str, error: &str) {
 }
 
 /// Do the work of one job; the counts are recorded with the run.
-pub async fn run_kind(kind: &JobKind, sync: &SyncService) -> Result<Value, String> {
+pub(crate) async fn run_kind(kind: &JobKind, sync: &SyncService) -> Result<Value, String> {
     let storage = sync.hub.storage().adapter();
     match kind {
         JobKind::Cleanup(options) => run_cleanup(storage.as_ref(), options)
