@@ -84,7 +84,7 @@ impl OperatorAction {
         }
     }
 
-    pub fn title(&self) -> &'static str {
+    pub(crate) fn title(&self) -> &'static str {
         match self {
             OperatorAction::Cleanup { .. } => "Run cleanup now?",
             OperatorAction::PruneAwareness { .. } => "Prune awareness now?",
@@ -113,7 +113,7 @@ fn age(secs: u64) -> String {
 }
 
 /// What a cleanup with `r` deletes, in words.
-pub fn retention_text(r: &CleanupRetention) -> String {
+fn retention_text(r: &CleanupRetention) -> String {
     let mut parts = Vec::new();
     if let Some(s) = r.sessions_older_than_secs {
         parts.push(format!("sessions idle over {}", age(s)));

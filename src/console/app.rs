@@ -50,7 +50,7 @@ impl View {
         }
     }
 
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             View::Overview => "Overview",
             View::Documents => "Documents",
@@ -64,7 +64,7 @@ impl View {
     }
 
     /// The tab title on narrow terminals (all eight fit on 80 columns).
-    pub fn short_title(self) -> &'static str {
+    pub(crate) fn short_title(self) -> &'static str {
         match self {
             View::Documents => "Docs",
             View::Maintenance => "Jobs",
@@ -76,16 +76,16 @@ impl View {
         View::ALL[(self.index() + 1) % View::ALL.len()]
     }
 
-    pub fn previous(self) -> View {
+    pub(crate) fn previous(self) -> View {
         View::ALL[(self.index() + View::ALL.len() - 1) % View::ALL.len()]
     }
 }
 
 /// A sortable column: its header and the direction it starts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SortColumn {
-    pub name: &'static str,
-    pub descending: bool,
+pub(crate) struct SortColumn {
+    pub(crate) name: &'static str,
+    pub(crate) descending: bool,
 }
 
 const fn col(name: &'static str, descending: bool) -> SortColumn {
@@ -93,7 +93,7 @@ const fn col(name: &'static str, descending: bool) -> SortColumn {
 }
 
 /// Document list columns `s` steps through.
-pub const DOCUMENT_SORTS: [SortColumn; 5] = [
+const DOCUMENT_SORTS: [SortColumn; 5] = [
     col("Last change", true),
     col("Document", false),
     col("Size", true),
@@ -102,7 +102,7 @@ pub const DOCUMENT_SORTS: [SortColumn; 5] = [
 ];
 
 /// Session list columns `s` steps through.
-pub const SESSION_SORTS: [SortColumn; 6] = [
+const SESSION_SORTS: [SortColumn; 6] = [
     col("Seen", true),
     col("User", false),
     col("Since", false),
@@ -112,7 +112,7 @@ pub const SESSION_SORTS: [SortColumn; 6] = [
 ];
 
 /// The sortable columns of a view (empty: `s` does nothing there).
-pub fn sort_columns(view: View) -> &'static [SortColumn] {
+pub(crate) fn sort_columns(view: View) -> &'static [SortColumn] {
     match view {
         View::Documents => &DOCUMENT_SORTS,
         View::Sessions => &SESSION_SORTS,
@@ -123,7 +123,7 @@ pub fn sort_columns(view: View) -> &'static [SortColumn] {
 /// Which column a view is sorted by, and in which direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Sort {
-    /// Index into [`sort_columns`].
+    /// Index into `sort_columns`.
     pub column: usize,
     pub descending: bool,
 }
@@ -178,7 +178,7 @@ pub struct InstanceView {
     pub rate_out: Option<f64>,
     /// `(sampled at, messages in, messages out)` within the rate window.
     pub counters: VecDeque<(i64, u64, u64)>,
-    /// Oldest first, at most [`HISTORY_LEN`] points over [`HISTORY_MS`].
+    /// Oldest first, at most `HISTORY_LEN` points over `HISTORY_MS`.
     pub history: VecDeque<Point>,
 }
 
@@ -197,14 +197,14 @@ pub struct FleetEvent {
 /// between two polls alone jumps between 0 and double.
 pub const RATE_WINDOW_MS: i64 = 10_000;
 /// History kept for the charts.
-pub const HISTORY_MS: i64 = 10 * 60 * 1000;
-pub const HISTORY_LEN: usize = 600;
+pub(crate) const HISTORY_MS: i64 = 10 * 60 * 1000;
+pub(crate) const HISTORY_LEN: usize = 600;
 /// Traffic samples kept for the Traffic view.
 pub const TRAFFIC_LEN: usize = 500;
 /// Events kept across the fleet.
 pub const EVENTS_LEN: usize = 1000;
 /// Refresh rates `+`/`-` step through, in milliseconds.
-pub const REFRESH_STEPS_MS: [u64; 7] = [250, 500, 1000, 2000, 5000, 10_000, 30_000];
+pub(crate) const REFRESH_STEPS_MS: [u64; 7] = [250, 500, 1000, 2000, 5000, 10_000, 30_000];
 
 /// The model.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,7 +288,7 @@ impl App {
     }
 
     /// Why actions cannot run, when they cannot (shown before any dialog).
-    pub fn actions_unavailable(&self) -> Option<&'static str> {
+    pub(crate) fn actions_unavailable(&self) -> Option<&'static str> {
         if !self.allow_actions {
             Some("read-only (start with --allow-actions)")
         } else if !self.has_credential {
@@ -309,7 +309,7 @@ impl App {
 
     /// The first instance that answers: where fleet-wide actions (cleanup, pruning)
     /// are sent.
-    pub fn first_up_instance(&self) -> Option<&InstanceView> {
+    pub(crate) fn first_up_instance(&self) -> Option<&InstanceView> {
         self.instances.iter().find(|i| i.report.state.is_up())
     }
 }

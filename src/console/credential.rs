@@ -24,12 +24,12 @@ impl Credential {
     }
 
     /// Whether there is a token, or a secret to mint one.
-    pub fn is_some(&self) -> bool {
+    pub(crate) fn is_some(&self) -> bool {
         self.token.is_some() || self.minter.is_some()
     }
 
     /// The bearer token for one request, if the console has a way to make one.
-    pub fn bearer(&self) -> Option<String> {
+    pub(crate) fn bearer(&self) -> Option<String> {
         if let Some(token) = &self.token {
             return Some(token.clone());
         }

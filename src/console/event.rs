@@ -11,15 +11,15 @@ use tokio_util::sync::CancellationToken;
 use super::action::Action;
 
 /// Ages on screen are whole seconds: a tick a second keeps them current.
-pub const TICK: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_secs(1);
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// Forward key presses and resizes, and tick, until cancelled or the receiver is
 /// gone.
-pub async fn run(tx: mpsc::Sender<Action>, cancel: CancellationToken) {
+pub(crate) async fn run(tx: mpsc::Sender<Action>, cancel: CancellationToken) {
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -2,22 +2,22 @@
 //!
 //! - [`app`]: the model (pure data), [`model`]: what sources report.
 //! - [`action`]: messages, [`update`]: the pure reducer, [`rows`]: derived rows.
-//! - [`views`]: `impl Widget for &App`, one file per tab; drawn on any `Backend`.
-//! - [`feed`]: the only I/O (admin API, PostgreSQL, Redis), [`event`]: keys + ticks.
-//! - [`once`]: `--once` output.
+//! - `views`: `impl Widget for &App`, one file per tab; drawn on any `Backend`.
+//! - [`feed`]: the only I/O (admin API, PostgreSQL, Redis), `event`: keys + ticks.
+//! - `once`: `--once` output.
 //!
 //! The console logs to a file, never to the terminal it draws on.
 
 pub mod action;
 pub mod app;
 pub mod credential;
-pub mod event;
+pub(crate) mod event;
 pub mod feed;
 pub mod model;
-pub mod once;
+pub(crate) mod once;
 pub mod rows;
 pub mod update;
-pub mod views;
+mod views;
 
 use std::time::Duration;
 
@@ -36,27 +36,30 @@ const ACTION_QUEUE: usize = 256;
 
 /// How the console runs.
 #[derive(Debug, Clone)]
-pub struct Options {
-    pub feed: FeedConfig,
-    pub refresh: Duration,
-    pub allow_actions: bool,
+pub(crate) struct Options {
+    pub(crate) feed: FeedConfig,
+    pub(crate) refresh: Duration,
+    pub(crate) allow_actions: bool,
 }
 
 impl Options {
     /// Whether reads and actions can be authorised at all (a token, or a secret to
     /// mint one).
-    pub fn has_credential(&self) -> bool {
+    fn has_credential(&self) -> bool {
         self.feed.credential.is_some()
     }
 
     /// The bearer token for one action (the same credential the feed reads with).
-    pub fn token(&self) -> Option<String> {
+    pub(crate) fn token(&self) -> Option<String> {
         self.feed.credential.bearer()
     }
 }
 
 /// Run the interactive console on `terminal` until the operator quits.
-pub async fn run<B: Backend>(terminal: &mut Terminal<B>, options: Options) -> std::io::Result<()> {
+pub(crate) async fn run<B: Backend>(
+    terminal: &mut Terminal<B>,
+    options: Options,
+) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(ACTION_QUEUE);
     let refresh_ms = u64::try_from(options.refresh.as_millis()).unwrap_or(1000);
@@ -111,7 +114,7 @@ fn carry_out(effect: Effect, options: &Options, tx: &mpsc::Sender<Action>) {
 }
 
 /// `--once`: poll every source once and build the app they describe.
-pub async fn snapshot(options: &Options, now_ms: i64) -> App {
+pub(crate) async fn snapshot(options: &Options, now_ms: i64) -> App {
     let refresh_ms = u64::try_from(options.refresh.as_millis()).unwrap_or(1000);
     let mut app = App::new(now_ms, refresh_ms, options.allow_actions);
     app.has_credential = options.has_credential();

@@ -28,7 +28,7 @@ impl SourceState {
     }
 
     /// Short label for status lines.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             SourceState::Off => "off".into(),
             SourceState::Up { latency_ms } => format!("up {latency_ms}ms"),
@@ -102,7 +102,7 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    pub fn duration_ms(&self) -> Option<i64> {
+    pub(crate) fn duration_ms(&self) -> Option<i64> {
         self.finished_at_ms.map(|f| f - self.started_at_ms)
     }
 }

@@ -12,10 +12,10 @@ use super::model::SourceState;
 use super::rows;
 
 /// Width of the text rendering: wide enough for every column.
-pub const TEXT_WIDTH: u16 = 140;
+const TEXT_WIDTH: u16 = 140;
 
 /// Every view, drawn one after the other with only as many rows as it needs.
-pub fn text(app: &App) -> String {
+pub(crate) fn text(app: &App) -> String {
     let mut out = String::new();
     // Charts need a history; one poll has none.
     for view in View::ALL.into_iter().filter(|v| *v != View::Charts) {
@@ -52,7 +52,7 @@ pub fn text(app: &App) -> String {
 }
 
 /// The rows of every view and the state of every source.
-pub fn json(app: &App) -> Value {
+pub(crate) fn json(app: &App) -> Value {
     let instances: Vec<Value> = app
         .instances
         .iter()
@@ -94,12 +94,12 @@ pub fn json(app: &App) -> Value {
 /// `--once` exit codes (README): 0 every configured source answered; 3 PostgreSQL
 /// unreachable, 5 Redis unreachable (as `check-config`); 6 an instance's admin API
 /// unreachable; 7 more than one of those. Sources not configured do not count.
-pub const EXIT_DATABASE: u8 = crate::exit::Failure::DatabaseUnreachable as u8;
-pub const EXIT_REDIS: u8 = crate::exit::Failure::RedisUnreachable as u8;
-pub const EXIT_INSTANCE: u8 = crate::exit::INSTANCE_UNREACHABLE;
-pub const EXIT_SEVERAL: u8 = crate::exit::SEVERAL_UNREACHABLE;
+const EXIT_DATABASE: u8 = crate::exit::Failure::DatabaseUnreachable as u8;
+const EXIT_REDIS: u8 = crate::exit::Failure::RedisUnreachable as u8;
+const EXIT_INSTANCE: u8 = crate::exit::INSTANCE_UNREACHABLE;
+const EXIT_SEVERAL: u8 = crate::exit::SEVERAL_UNREACHABLE;
 
-pub fn exit_code(app: &App) -> u8 {
+pub(crate) fn exit_code(app: &App) -> u8 {
     let down = |s: &SourceState| matches!(s, SourceState::Down { .. });
     let failures: Vec<u8> = [
         (

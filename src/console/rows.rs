@@ -18,7 +18,7 @@ use super::model::{
 };
 
 /// A short name for an instance id: enough to tell a fleet apart on 80 columns.
-pub fn short_instance(id: &str) -> String {
+pub(crate) fn short_instance(id: &str) -> String {
     id.chars().take(8).collect()
 }
 
@@ -44,18 +44,18 @@ fn matches(filter: &str, haystacks: &[&str]) -> bool {
 pub struct DocumentRow {
     pub id: String,
     pub subscribers: u64,
-    pub fields: u64,
-    pub size_bytes: u64,
-    pub last_change_ms: i64,
+    pub(crate) fields: u64,
+    pub(crate) size_bytes: u64,
+    pub(crate) last_change_ms: i64,
     /// The stored row's version, when PostgreSQL listed it.
-    pub version: Option<i64>,
+    pub(crate) version: Option<i64>,
     /// Awareness-only subscribers, summed over the instances.
-    pub awareness_subscribers: u64,
+    pub(crate) awareness_subscribers: u64,
     /// Short ids of the instances that have it loaded.
-    pub instances: Vec<String>,
+    pub(crate) instances: Vec<String>,
     /// Admin address of one instance that has it loaded.
     #[serde(skip)]
-    pub via: Option<String>,
+    pub(crate) via: Option<String>,
 }
 
 pub fn documents(app: &App) -> Vec<DocumentRow> {
@@ -171,7 +171,7 @@ pub fn sessions(app: &App) -> Vec<SessionInfo> {
 
 /// Awareness entries by document and client: the instances' view (live, with
 /// expiry), plus database rows no instance reported.
-pub fn awareness(app: &App) -> Vec<AwarenessClient> {
+pub(crate) fn awareness(app: &App) -> Vec<AwarenessClient> {
     let mut by_key: BTreeMap<(String, String), AwarenessClient> = BTreeMap::new();
     for instance in &app.instances {
         for a in &instance.report.awareness {
@@ -216,7 +216,7 @@ pub fn traffic(app: &App) -> Vec<&TrafficSample> {
 }
 
 /// Every instance's jobs.
-pub fn jobs(app: &App) -> Vec<JobInfo> {
+pub(crate) fn jobs(app: &App) -> Vec<JobInfo> {
     let filter = &app.filters[View::Maintenance.index()];
     app.instances
         .iter()
@@ -227,7 +227,7 @@ pub fn jobs(app: &App) -> Vec<JobInfo> {
 
 /// Runs, newest first: the database's history (fleet-wide) merged with what the
 /// instances report.
-pub fn runs(app: &App) -> Vec<RunInfo> {
+pub(crate) fn runs(app: &App) -> Vec<RunInfo> {
     let mut by_id: BTreeMap<i64, RunInfo> = BTreeMap::new();
     for r in app
         .database
@@ -247,7 +247,7 @@ pub fn runs(app: &App) -> Vec<RunInfo> {
 }
 
 /// The last run of a job, if any.
-pub fn last_run<'a>(runs: &'a [RunInfo], job: &str) -> Option<&'a RunInfo> {
+pub(crate) fn last_run<'a>(runs: &'a [RunInfo], job: &str) -> Option<&'a RunInfo> {
     runs.iter().find(|r| r.job == job)
 }
 
@@ -267,7 +267,7 @@ pub fn len(app: &App, view: View) -> usize {
 
 /// How the operator knows a polled instance: its host, else (while it answers)
 /// its short id, else the address they gave.
-pub fn instance_name(instance: &InstanceView) -> String {
+pub(crate) fn instance_name(instance: &InstanceView) -> String {
     let stats = instance.report.stats.as_ref();
     stats
         .and_then(|s| s.host.clone())
@@ -315,7 +315,7 @@ impl MemberStatus {
     }
 
     /// Counted as a running member of the fleet.
-    pub fn is_running(self) -> bool {
+    fn is_running(self) -> bool {
         matches!(self, MemberStatus::Up | MemberStatus::Online)
     }
 }
@@ -334,24 +334,24 @@ fn member_status(peer: PeerStatus) -> MemberStatus {
 #[serde(rename_all = "camelCase")]
 pub struct FleetRow {
     /// Instance id, when known.
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// Host, else short id, else address.
     pub name: String,
-    pub host: Option<String>,
-    pub version: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) version: Option<String>,
     pub status: MemberStatus,
     /// Admin address (polled or announced).
     pub address: Option<String>,
     /// Why its admin API does not answer.
-    pub error: Option<String>,
-    pub started_at_ms: Option<i64>,
+    pub(crate) error: Option<String>,
+    pub(crate) started_at_ms: Option<i64>,
     /// The live numbers of a polled instance that answered.
     #[serde(skip)]
-    pub stats: Option<Stats>,
-    pub rate_in: Option<f64>,
-    pub rate_out: Option<f64>,
+    pub(crate) stats: Option<Stats>,
+    pub(crate) rate_in: Option<f64>,
+    pub(crate) rate_out: Option<f64>,
     /// Epoch ms it was last heard of (presence), when not polled.
-    pub last_seen_ms: Option<i64>,
+    pub(crate) last_seen_ms: Option<i64>,
 }
 
 impl FleetRow {
@@ -501,7 +501,7 @@ fn heard_of(app: &App) -> BTreeMap<String, Heard> {
 }
 
 /// Display names of the fleet by instance id (events name their instance so).
-pub fn names_by_id(fleet: &[FleetRow]) -> std::collections::HashMap<String, String> {
+pub(crate) fn names_by_id(fleet: &[FleetRow]) -> std::collections::HashMap<String, String> {
     fleet
         .iter()
         .filter_map(|r| Some((r.id.clone()?, r.name.clone())))
@@ -515,13 +515,13 @@ pub struct FleetSummary {
     pub members: usize,
     pub running: usize,
     pub offline: usize,
-    pub gone: usize,
+    pub(crate) gone: usize,
     pub unreachable: usize,
     pub versions: Vec<String>,
     /// Sums over the instances that answered (unknown when none did).
     pub connections: Option<i64>,
-    pub rate_in: Option<f64>,
-    pub rate_out: Option<f64>,
+    pub(crate) rate_in: Option<f64>,
+    pub(crate) rate_out: Option<f64>,
 }
 
 pub fn summary(fleet: &[FleetRow]) -> FleetSummary {
@@ -551,7 +551,7 @@ pub fn summary(fleet: &[FleetRow]) -> FleetSummary {
 }
 
 /// Events of the whole fleet, newest first, filtered.
-pub fn events(app: &App) -> Vec<&FleetEvent> {
+pub(crate) fn events(app: &App) -> Vec<&FleetEvent> {
     let filter = &app.filters[View::Events.index()];
     app.events
         .iter()

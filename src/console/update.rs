@@ -16,7 +16,7 @@ use super::rows;
 const PAGE: usize = 10;
 
 /// The `:` commands, with what each does (the help and completion show them).
-pub const COMMANDS: [(&str, &str); 17] = [
+const COMMANDS: [(&str, &str); 17] = [
     ("overview", "view 1"),
     ("documents", "view 2 (also :docs)"),
     ("docs", "view 2"),
@@ -623,7 +623,7 @@ fn step_refresh(app: &mut App, direction: isize) {
 }
 
 /// `250ms`, `1s`, `30s`.
-pub fn human_ms(ms: u64) -> String {
+pub(crate) fn human_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {

@@ -21,9 +21,9 @@ use crate::console::model::{
 };
 
 /// One request's budget: an instance slower than this shows as down.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Actions can take longer (a cleanup deletes in batches).
-pub const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
+const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Page sizes asked for per refresh: what a screen can use, bounded.
 const SESSIONS_PAGE: u32 = 500;
 const DOCUMENTS_PAGE: u32 = 500;
@@ -57,7 +57,7 @@ async fn get<T: DeserializeOwned>(
     }
 }
 
-pub fn sessions(page: SessionsPage, via: &str) -> Vec<SessionInfo> {
+pub(crate) fn sessions(page: SessionsPage, via: &str) -> Vec<SessionInfo> {
     page.sessions
         .into_iter()
         .map(|x| SessionInfo {
@@ -76,7 +76,7 @@ pub fn sessions(page: SessionsPage, via: &str) -> Vec<SessionInfo> {
 }
 
 /// Awareness clients of one document.
-pub fn awareness_clients(
+pub(crate) fn awareness_clients(
     document_id: &str,
     clients: Vec<AwarenessClientInfo>,
 ) -> Vec<AwarenessClient> {
@@ -93,7 +93,7 @@ pub fn awareness_clients(
         .collect()
 }
 
-pub fn awareness(page: AwarenessPage) -> Vec<AwarenessClient> {
+pub(crate) fn awareness(page: AwarenessPage) -> Vec<AwarenessClient> {
     page.documents
         .into_iter()
         .flat_map(|d| awareness_clients(&d.document_id, d.clients))
@@ -101,7 +101,7 @@ pub fn awareness(page: AwarenessPage) -> Vec<AwarenessClient> {
 }
 
 /// `/maintenance` as the console's jobs and runs.
-pub fn maintenance(m: &MaintenanceStatus, instance: &str) -> (Vec<JobInfo>, Vec<RunInfo>) {
+pub(crate) fn maintenance(m: &MaintenanceStatus, instance: &str) -> (Vec<JobInfo>, Vec<RunInfo>) {
     let jobs = m
         .jobs
         .iter()
@@ -196,7 +196,7 @@ pub async fn poll(
 }
 
 /// A document's detail from one instance.
-pub async fn detail(
+pub(crate) async fn detail(
     address: &str,
     id: &str,
     token: Option<&str>,

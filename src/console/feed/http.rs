@@ -27,7 +27,7 @@ pub enum HttpError {
 }
 
 /// `host:port` from `http://host:port[/]` or `host:port`.
-pub fn authority(address: &str) -> Result<String, HttpError> {
+pub(crate) fn authority(address: &str) -> Result<String, HttpError> {
     let rest = address.strip_prefix("http://").unwrap_or(address);
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || address.starts_with("https://") {
@@ -37,7 +37,7 @@ pub fn authority(address: &str) -> Result<String, HttpError> {
 }
 
 /// Percent-encode one path segment (document and session ids carry `:` and more).
-pub fn encode_segment(segment: &str) -> String {
+pub(crate) fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -132,7 +132,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The admin API's request: `(status, body)` with the body parsed as JSON (a
 /// non-JSON body comes back as a JSON string).
-pub async fn request(
+pub(crate) async fn request(
     address: &str,
     method: &str,
     path: &str,

@@ -38,7 +38,7 @@ pub struct FeedConfig {
 
 /// Admin addresses announced on the presence channel, shared by the Redis tap
 /// (which learns them) and the poller (which polls them too).
-pub type Discovered = Arc<Mutex<Vec<String>>>;
+type Discovered = Arc<Mutex<Vec<String>>>;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -58,13 +58,13 @@ const MAX_SETTLE: Duration = Duration::from_secs(60);
 /// Logs a source's state when it changes, not on every refresh: a source that
 /// stays down for an hour logs two lines, not thousands.
 #[derive(Default)]
-pub struct StateLog {
+struct StateLog {
     last: Mutex<BTreeMap<String, bool>>,
 }
 
 impl StateLog {
     /// Returns whether this was a change (and logged it).
-    pub fn observe(&self, source: &str, state: &SourceState) -> bool {
+    pub(crate) fn observe(&self, source: &str, state: &SourceState) -> bool {
         let up = match state {
             SourceState::Off => return false,
             SourceState::Up { .. } => true,
@@ -223,7 +223,7 @@ impl Poller {
     }
 
     /// Poll until no answer names an instance not yet polled (bounded rounds).
-    pub async fn fleet(&self) -> Vec<InstanceReport> {
+    pub(crate) async fn fleet(&self) -> Vec<InstanceReport> {
         let mut reports = self.instances().await;
         for _ in 1..DISCOVERY_ROUNDS {
             let polled: Vec<&str> = reports.iter().map(|r| r.address.as_str()).collect();
@@ -335,7 +335,7 @@ impl Poller {
 
 /// Run the feed until cancelled: polls on the requested refresh, at once when the
 /// request changes (a new filter or document), and the Redis tap alongside.
-pub async fn run(
+pub(crate) async fn run(
     config: FeedConfig,
     mut request: watch::Receiver<FeedRequest>,
     tx: mpsc::Sender<Action>,
@@ -464,7 +464,7 @@ fn fold(into: &mut Option<RedisReport>, report: RedisReport) {
 /// names an instance not yet polled; Redis is sampled for `sample` and, so the
 /// fleet it shows has settled, until its presence has heard every instance the
 /// polled ones list as online — one heartbeat period at most.
-pub async fn once(config: FeedConfig, filter: &str, sample: Duration) -> Vec<Action> {
+pub(crate) async fn once(config: FeedConfig, filter: &str, sample: Duration) -> Vec<Action> {
     let poller = Poller::new(config.clone());
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(16);

@@ -17,10 +17,10 @@ use crate::console::model::{
 };
 
 /// Rows per page: more than a tall terminal shows, few enough to stay fast.
-pub const DOCUMENTS_PAGE: i64 = 200;
-pub const SESSIONS_PAGE: i64 = 200;
-pub const AWARENESS_PAGE: i64 = 200;
-pub const RUNS_PAGE: i64 = 50;
+pub(crate) const DOCUMENTS_PAGE: i64 = 200;
+pub(crate) const SESSIONS_PAGE: i64 = 200;
+pub(crate) const AWARENESS_PAGE: i64 = 200;
+const RUNS_PAGE: i64 = 50;
 const DELTAS_PAGE: i64 = 20;
 const SNAPSHOTS_PAGE: i64 = 10;
 

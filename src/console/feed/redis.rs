@@ -1,10 +1,10 @@
 //! The Redis source: a sampled tap on the fleet's pub/sub traffic and the fleet's
 //! presence. It PSUBSCRIBEs to `<prefix>*` — an ordinary subscriber, like any
 //! instance — and never uses MONITOR, which would slow every command on the server.
-//! Every message is counted (per-channel rates); at most [`SAMPLES_PER_SECOND`] are
+//! Every message is counted (per-channel rates); at most `SAMPLES_PER_SECOND` are
 //! kept for display, so a busy fleet costs the console a bounded amount of work.
 //!
-//! [`Sampler`] is pure (tested without Redis); [`run`] is the connection loop.
+//! `Sampler` is pure (tested without Redis); [`run`] is the connection loop.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::console::model::{
 };
 
 /// Samples kept per second; the rest are only counted.
-pub const SAMPLES_PER_SECOND: u32 = 20;
+const SAMPLES_PER_SECOND: u32 = 20;
 /// Payloads larger than this are not parsed for their type and origin.
 const PARSE_LIMIT: usize = 64 * 1024;
 /// A fleet member silent for this many of its heartbeat periods is shown gone
@@ -90,7 +90,7 @@ fn cut(v: &Value, depth: usize, budget: &mut usize) -> Value {
 
 /// Counts and samples pub/sub messages between two reports.
 #[derive(Debug, Default)]
-pub struct Sampler {
+struct Sampler {
     prefix: String,
     totals: BTreeMap<String, u64>,
     window: BTreeMap<String, u64>,
@@ -102,7 +102,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(prefix: &str, now_ms: i64) -> Sampler {
+    pub(crate) fn new(prefix: &str, now_ms: i64) -> Sampler {
         Sampler {
             prefix: prefix.to_owned(),
             window_start_ms: now_ms,
@@ -111,7 +111,7 @@ impl Sampler {
     }
 
     /// `(kind, document)` of a channel: `<prefix>delta:<doc>` → `("delta", doc)`.
-    pub fn classify(&self, channel: &str) -> (String, Option<String>) {
+    pub(crate) fn classify(&self, channel: &str) -> (String, Option<String>) {
         let rest = channel.strip_prefix(&self.prefix).unwrap_or(channel);
         match rest.split_once(':') {
             Some((kind, document)) => (kind.to_owned(), Some(document.to_owned())),
@@ -119,7 +119,7 @@ impl Sampler {
         }
     }
 
-    pub fn observe(&mut self, channel: &str, payload: &[u8], now_ms: i64) {
+    pub(crate) fn observe(&mut self, channel: &str, payload: &[u8], now_ms: i64) {
         let (kind, document) = self.classify(channel);
         *self.totals.entry(kind.clone()).or_insert(0) += 1;
         *self.window.entry(kind.clone()).or_insert(0) += 1;
@@ -187,7 +187,7 @@ impl Sampler {
     }
 
     /// What happened since the last report; the window restarts.
-    pub fn report(&mut self, now_ms: i64, state: SourceState) -> RedisReport {
+    pub(crate) fn report(&mut self, now_ms: i64, state: SourceState) -> RedisReport {
         let seconds = ((now_ms - self.window_start_ms) as f64 / 1000.0).max(0.001);
         let rates = self
             .totals

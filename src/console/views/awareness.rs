@@ -12,7 +12,7 @@ use super::widgets::{render_empty, render_selectable};
 use crate::console::app::{App, View};
 use crate::console::rows;
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = rows::awareness(app);
     let documents = {
         let mut ids: Vec<&str> = rows.iter().map(|a| a.document_id.as_str()).collect();

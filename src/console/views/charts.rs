@@ -25,12 +25,12 @@ const COLOURS: [Color; 6] = [
 ];
 
 /// The three charts stacked (the Charts view).
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     render_all(app, Layout::vertical(THIRDS).areas(area), buf);
 }
 
 /// The three charts side by side (the wide Overview).
-pub fn render_row(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render_row(app: &App, area: Rect, buf: &mut Buffer) {
     render_all(app, Layout::horizontal(THIRDS).areas(area), buf);
 }
 

@@ -11,7 +11,7 @@ use super::widgets::popup;
 use super::{block, theme};
 use crate::console::action::OperatorAction;
 
-pub fn render(action: &OperatorAction, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(action: &OperatorAction, area: Rect, buf: &mut Buffer) {
     let area = popup(60, 9, area, buf);
     let lines = vec![
         Line::from(action.describe()),

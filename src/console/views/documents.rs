@@ -14,7 +14,7 @@ use crate::console::app::{App, View};
 use crate::console::model::{DocumentDetail, SourceState};
 use crate::console::rows::{self, DocumentRow};
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     match &app.detail {
         Some(id) => render_detail(app, id, area, buf),
         None => render_list(app, area, buf),

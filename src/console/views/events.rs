@@ -16,7 +16,7 @@ use crate::admin_api::Severity;
 use crate::console::app::{App, FleetEvent, View};
 use crate::console::rows;
 
-pub fn severity_style(e: &FleetEvent) -> Style {
+pub(crate) fn severity_style(e: &FleetEvent) -> Style {
     match e.event.severity {
         Severity::Info => Style::new(),
         Severity::Warn => theme::warn(),
@@ -24,7 +24,7 @@ pub fn severity_style(e: &FleetEvent) -> Style {
     }
 }
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let events = rows::events(app);
     let title = format!("Events ({}) · newest first across the fleet", events.len());
     if events.is_empty() {

@@ -4,7 +4,7 @@
 use chrono::{TimeZone, Utc};
 
 /// `42s`, `5m`, `3h`, `2d` (no sign); `-` when unknown (0).
-pub fn span(ms: i64) -> String {
+pub(crate) fn span(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     match s {
         0..=59 => format!("{s}s"),
@@ -15,7 +15,7 @@ pub fn span(ms: i64) -> String {
 }
 
 /// How long ago `then` was.
-pub fn ago(now_ms: i64, then_ms: i64) -> String {
+pub(crate) fn ago(now_ms: i64, then_ms: i64) -> String {
     if then_ms <= 0 {
         return "-".into();
     }
@@ -23,7 +23,7 @@ pub fn ago(now_ms: i64, then_ms: i64) -> String {
 }
 
 /// How long until `then`.
-pub fn until(now_ms: i64, then_ms: Option<i64>) -> String {
+pub(crate) fn until(now_ms: i64, then_ms: Option<i64>) -> String {
     match then_ms {
         Some(t) if t >= now_ms => format!("in {}", span(t - now_ms)),
         Some(t) => format!("{} late", span(now_ms - t)),
@@ -32,7 +32,7 @@ pub fn until(now_ms: i64, then_ms: Option<i64>) -> String {
 }
 
 /// `812B`, `4.2K`, `1.5M`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         0..=1023 => format!("{n}B"),
         1024..=1_048_575 => format!("{:.1}K", n as f64 / 1024.0),
@@ -41,7 +41,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// `950`, `12k`, `100k`, `1.5M`: row counts in narrow columns.
-pub fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     match n {
         0..=9_999 => n.to_string(),
         10_000..=999_999 => format!("{}k", n / 1000),
@@ -50,7 +50,7 @@ pub fn count(n: u64) -> String {
 }
 
 /// Messages per second with one decimal under 10.
-pub fn rate(per_second: f64) -> String {
+pub(crate) fn rate(per_second: f64) -> String {
     if per_second < 10.0 {
         format!("{per_second:.1}")
     } else {
@@ -59,31 +59,31 @@ pub fn rate(per_second: f64) -> String {
 }
 
 /// A count, or `?` when the instance did not say (never a made-up 0).
-pub fn known<T: std::fmt::Display>(v: Option<T>) -> String {
+pub(crate) fn known<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "?".to_owned(), |v| v.to_string())
 }
 
 /// A rate, or `-` before there are two polls to derive it from.
-pub fn rate_or_dash(per_second: Option<f64>) -> String {
+pub(crate) fn rate_or_dash(per_second: Option<f64>) -> String {
     per_second.map_or_else(|| "-".to_owned(), rate)
 }
 
 /// `HH:MM:SS` UTC.
-pub fn clock(ms: i64) -> String {
+pub(crate) fn clock(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .map_or_else(|| "-".into(), |t| t.format("%H:%M:%S").to_string())
 }
 
 /// `MM-DD HH:MM` UTC.
-pub fn date_time(ms: i64) -> String {
+pub(crate) fn date_time(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .map_or_else(|| "-".into(), |t| t.format("%m-%d %H:%M").to_string())
 }
 
 /// Uptime like `3d4h`, `5h12m`, `7m`.
-pub fn uptime(seconds: f64) -> String {
+pub(crate) fn uptime(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
     if d > 0 {
@@ -96,7 +96,7 @@ pub fn uptime(seconds: f64) -> String {
 }
 
 /// First `max` characters of a one-line rendering, with `…` when cut.
-pub fn preview(text: &str, max: usize) -> String {
+pub(crate) fn preview(text: &str, max: usize) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c == '\n' { ' ' } else { c })

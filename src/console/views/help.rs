@@ -10,7 +10,7 @@ use super::{block, theme};
 use crate::console::app::App;
 
 /// Every key binding, as shown (also the README's table).
-pub const KEYS: [(&str, &str); 17] = [
+pub(crate) const KEYS: [(&str, &str); 17] = [
     ("1-8 Tab S-Tab", "switch view"),
     (": Tab Enter", "command line (:docs, :events, :cleanup…)"),
     ("j/k ↓/↑", "move (scroll in a document)"),
@@ -30,7 +30,7 @@ pub const KEYS: [(&str, &str); 17] = [
     ("*", "--allow-actions + admin credential; confirmed"),
 ];
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let area = popup(64, KEYS.len() as u16 + 3, area, buf);
     let mut lines: Vec<Line> = KEYS
         .iter()

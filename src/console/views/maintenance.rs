@@ -14,7 +14,7 @@ use crate::console::app::{App, View};
 use crate::console::model::RunInfo;
 use crate::console::rows::{self, short_instance};
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let jobs = rows::jobs(app);
     let runs = rows::runs(app);
     let jobs_height = (jobs.len().max(1) as u16 + 3).min(area.height / 2);

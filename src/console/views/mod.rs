@@ -5,19 +5,19 @@
 //! Colours are the terminal's own palette (green/yellow/red/cyan) plus bold, dim and
 //! reversed — no fixed backgrounds — so the console reads on dark and light themes.
 
-pub mod awareness;
-pub mod charts;
-pub mod confirm;
-pub mod documents;
-pub mod events;
-pub mod format;
-pub mod help;
-pub mod maintenance;
-pub mod overview;
-pub mod payload;
-pub mod sessions;
-pub mod traffic;
-pub mod widgets;
+pub(crate) mod awareness;
+pub(crate) mod charts;
+mod confirm;
+pub(crate) mod documents;
+pub(crate) mod events;
+pub(crate) mod format;
+pub(crate) mod help;
+pub(crate) mod maintenance;
+pub(crate) mod overview;
+pub(crate) mod payload;
+pub(crate) mod sessions;
+pub(crate) mod traffic;
+pub(crate) mod widgets;
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -31,34 +31,34 @@ use super::rows;
 use super::update::{completions, human_ms};
 
 /// Styles shared by the views.
-pub mod theme {
+mod theme {
     use ratatui::style::{Color, Modifier, Style};
 
-    pub fn header() -> Style {
+    pub(crate) fn header() -> Style {
         Style::new().add_modifier(Modifier::BOLD)
     }
-    pub fn selected() -> Style {
+    pub(crate) fn selected() -> Style {
         Style::new().add_modifier(Modifier::REVERSED)
     }
-    pub fn ok() -> Style {
+    pub(crate) fn ok() -> Style {
         Style::new().fg(Color::Green)
     }
-    pub fn warn() -> Style {
+    pub(crate) fn warn() -> Style {
         Style::new().fg(Color::Yellow)
     }
-    pub fn bad() -> Style {
+    pub(crate) fn bad() -> Style {
         Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
     }
-    pub fn dim() -> Style {
+    pub(crate) fn dim() -> Style {
         Style::new().add_modifier(Modifier::DIM)
     }
-    pub fn accent() -> Style {
+    pub(crate) fn accent() -> Style {
         Style::new().fg(Color::Cyan)
     }
 }
 
 /// Style of a source's state.
-pub fn source_style(state: &SourceState) -> Style {
+fn source_style(state: &SourceState) -> Style {
     match state {
         SourceState::Off => theme::dim(),
         SourceState::Up { .. } => theme::ok(),
@@ -255,16 +255,16 @@ fn render_status(app: &App, area: Rect, buf: &mut Buffer) {
     Paragraph::new(Line::from(spans)).render(area, buf);
 }
 /// A bordered block with a bold title.
-pub fn block(title: String) -> ratatui::widgets::Block<'static> {
+pub(crate) fn block(title: String) -> ratatui::widgets::Block<'static> {
     ratatui::widgets::Block::bordered().title(Span::styled(title, theme::header()))
 }
 
 /// The `(no data: <why>)` line for empty tables.
-pub fn empty_note(text: &str) -> Paragraph<'static> {
+fn empty_note(text: &str) -> Paragraph<'static> {
     Paragraph::new(Line::from(text.to_owned()).dim())
 }
 
 /// The selected row index for a table of `len` rows.
-pub fn selection(app: &App, view: View, len: usize) -> Option<usize> {
+pub(crate) fn selection(app: &App, view: View, len: usize) -> Option<usize> {
     (len > 0).then(|| app.selected[view.index()].min(len - 1))
 }

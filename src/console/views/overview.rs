@@ -19,9 +19,9 @@ use crate::console::model::{SourceState, Stats};
 use crate::console::rows::{self, short_instance, FleetRow, MemberStatus};
 
 /// Width from which the Overview shows every column and the charts.
-pub const WIDE: u16 = 120;
+const WIDE: u16 = 120;
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let fleet = rows::fleet(app);
     let table_height = (fleet.len().max(1) as u16 + 3).min(area.height / 3).max(4);
     let sources = source_lines(app, &fleet);

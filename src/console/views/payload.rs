@@ -11,7 +11,7 @@ use super::{block, theme};
 use crate::console::app::App;
 use crate::console::model::TrafficSample;
 
-pub fn render(app: &App, sample: &TrafficSample, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, sample: &TrafficSample, area: Rect, buf: &mut Buffer) {
     let area = popup(
         area.width.saturating_sub(4),
         area.height.saturating_sub(2),

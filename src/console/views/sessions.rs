@@ -14,7 +14,7 @@ use super::widgets::{as_columns, render_empty, render_selectable, sorted_headers
 use crate::console::app::{App, View};
 use crate::console::rows::{self, short_instance};
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = rows::sessions(app);
     let live = rows.iter().filter(|s| s.live).count();
     let sort = app.sort(View::Sessions).label(View::Sessions);

@@ -13,7 +13,7 @@ use crate::console::app::{App, View};
 use crate::console::model::SourceState;
 use crate::console::rows::{self, short_instance};
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let rates_height = (app.redis.rates.len().max(1) as u16 + 3).min(8);
     let [rates, feed] =
         Layout::vertical([Constraint::Length(rates_height), Constraint::Min(0)]).areas(area);

@@ -10,7 +10,7 @@ use super::{block, empty_note, selection, theme};
 use crate::console::app::{App, View};
 
 /// A table's columns: each header with its width.
-pub type Columns<'a> = [(&'a str, Constraint)];
+pub(crate) type Columns<'a> = [(&'a str, Constraint)];
 
 fn table<'a>(columns: &Columns<'_>, rows: Vec<Row<'a>>) -> Table<'a> {
     Table::new(rows, columns.iter().map(|(_, width)| *width))
@@ -18,7 +18,10 @@ fn table<'a>(columns: &Columns<'_>, rows: Vec<Row<'a>>) -> Table<'a> {
 }
 
 /// `columns` with the sorted one's header marked with its direction (`Size▼`).
-pub fn sorted_headers(columns: &Columns<'_>, sorted: Option<&str>) -> Vec<(String, Constraint)> {
+pub(crate) fn sorted_headers(
+    columns: &Columns<'_>,
+    sorted: Option<&str>,
+) -> Vec<(String, Constraint)> {
     columns
         .iter()
         .map(|(title, width)| {
@@ -31,17 +34,17 @@ pub fn sorted_headers(columns: &Columns<'_>, sorted: Option<&str>) -> Vec<(Strin
 }
 
 /// Borrow owned headers as [`Columns`].
-pub fn as_columns(headers: &[(String, Constraint)]) -> Vec<(&str, Constraint)> {
+pub(crate) fn as_columns(headers: &[(String, Constraint)]) -> Vec<(&str, Constraint)> {
     headers.iter().map(|(t, w)| (t.as_str(), *w)).collect()
 }
 
 /// `text` as an empty-table note inside a block titled `title`.
-pub fn render_empty(text: &str, title: String, area: Rect, buf: &mut Buffer) {
+pub(crate) fn render_empty(text: &str, title: String, area: Rect, buf: &mut Buffer) {
     empty_note(text).block(block(title)).render(area, buf);
 }
 
 /// A table without a selection, in `block`.
-pub fn render_table(
+pub(crate) fn render_table(
     columns: &Columns<'_>,
     rows: Vec<Row>,
     block: Block,
@@ -52,7 +55,7 @@ pub fn render_table(
 }
 
 /// A table whose selected row (the one `view` remembers) is highlighted with `>`.
-pub fn render_selectable(
+pub(crate) fn render_selectable(
     app: &App,
     view: View,
     title: String,
@@ -74,7 +77,7 @@ pub fn render_selectable(
 }
 
 /// A `width` × `height` box centred in `area` (both clamped to it), cleared.
-pub fn popup(width: u16, height: u16, area: Rect, buf: &mut Buffer) -> Rect {
+pub(crate) fn popup(width: u16, height: u16, area: Rect, buf: &mut Buffer) -> Rect {
     let [area] = Layout::vertical([Constraint::Length(height.min(area.height))])
         .flex(Flex::Center)
         .areas(area);
