@@ -36,14 +36,14 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 #[derive(Debug, Deserialize)]
-pub struct Page {
+pub(crate) struct Page {
     limit: Option<usize>,
     offset: Option<usize>,
 }
 
 /// `?after=<seq>&limit=<n>` of `/admin/events`.
 #[derive(Debug, Deserialize)]
-pub struct EventsQuery {
+struct EventsQuery {
     after: Option<u64>,
     limit: Option<usize>,
 }
@@ -57,7 +57,7 @@ impl Page {
     }
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/sessions", get(sessions))
         .route("/admin/sessions/{id}", delete(disconnect))
@@ -102,7 +102,7 @@ fn is_open(path: &str) -> bool {
 /// Whether a `Host` header names this admin listener: loopback (`localhost`,
 /// 127.0.0.0/8, `::1`), the address it is bound to, or a configured name. A page a
 /// browser loaded from elsewhere (DNS rebinding) carries its own host name.
-pub fn host_allowed(state: &AppState, host: Option<&str>) -> bool {
+fn host_allowed(state: &AppState, host: Option<&str>) -> bool {
     let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
         return false;
     };
@@ -131,7 +131,7 @@ pub fn host_allowed(state: &AppState, host: Option<&str>) -> bool {
 
 /// Every request to the admin listener: `Host` checked (421 otherwise) and, for
 /// reads, the admin credential unless reads are open (actions check it themselves).
-pub async fn guard(
+pub(crate) async fn guard(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -170,10 +170,10 @@ pub async fn guard(
 /// Who made an admin request, for the audit log: the credential's subject (a JWT's
 /// user, or an API key's label), which kind of credential it was, and the remote
 /// address.
-pub struct Actor {
-    pub identity: Identity,
-    pub credential: String,
-    pub remote: String,
+struct Actor {
+    pub(crate) identity: Identity,
+    pub(crate) credential: String,
+    pub(crate) remote: String,
 }
 
 /// The request's remote address (the admin listener is served with connect info).
@@ -522,7 +522,7 @@ async fn run_now(state: &AppState, who: Actor, job: &'static str, kind: JobKind)
 
 /// The cleanup a "run now" applies: the scheduler's cleanup job's retention when
 /// one is configured, else the defaults.
-pub fn cleanup_options(config: &super::ServerConfig) -> CleanupOptions {
+pub(crate) fn cleanup_options(config: &super::ServerConfig) -> CleanupOptions {
     config
         .maintenance
         .iter()
@@ -534,7 +534,7 @@ pub fn cleanup_options(config: &super::ServerConfig) -> CleanupOptions {
 }
 
 /// What a cleanup with `options` deletes, for the console's dialog.
-pub fn retention(options: &CleanupOptions) -> CleanupRetention {
+pub(crate) fn retention(options: &CleanupOptions) -> CleanupRetention {
     CleanupRetention {
         sessions_older_than_secs: options.sessions_older_than.map(|d| d.as_secs()),
         deltas_older_than_secs: options.deltas_older_than.map(|d| d.as_secs()),

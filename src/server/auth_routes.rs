@@ -26,7 +26,7 @@ fn body_json(body: &str) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))

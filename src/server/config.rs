@@ -13,14 +13,14 @@ use crate::sync::SyncSettings;
 /// is allocated for every connection, idle or not (tungstenite's own default, 128
 /// KiB, would be most of an idle connection's memory): BENCHMARKS.md has the
 /// accounting of an idle connection.
-pub const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 1024;
+pub(crate) const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Admin listener (stats, metrics, rooms); `None` disables it.
     pub admin_listen: Option<SocketAddr>,
-    pub production: bool,
+    pub(crate) production: bool,
     pub sync: SyncSettings,
     pub jwt: JwtSettings,
     pub batch_delay: Duration,
@@ -36,14 +36,14 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// IPv6 clients are counted per network of this prefix length for the per-IP
     /// limit (see [`super::registry::client_key`]).
-    pub ipv6_prefix_len: u8,
+    pub(crate) ipv6_prefix_len: u8,
     /// WebSocket frame/message limit; larger frames close the connection with 1009.
     pub max_frame_bytes: usize,
     /// Socket read buffer per WebSocket connection (`SYNCKIT_WS_READ_BUFFER_BYTES`).
     pub ws_read_buffer_bytes: usize,
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     pub awareness_sweep_interval: Duration,
-    pub cors_origins: Vec<String>,
+    pub(crate) cors_origins: Vec<String>,
     /// Trust `X-Forwarded-For` / `X-Real-IP` for the client IP (behind a proxy), and
     /// only from these networks (see [`super::proxy`]).
     pub trust_proxy_headers: bool,
@@ -60,12 +60,12 @@ pub struct ServerConfig {
     pub channel_prefix: String,
     /// Redis pub/sub between instances (`REDIS_URL`); `None` = single instance. The
     /// password is redacted in `Debug`.
-    pub redis: Option<RedisTarget>,
+    pub(crate) redis: Option<RedisTarget>,
     /// Period of `server_heartbeat` on the presence channel (several instances only).
     pub presence_interval: Duration,
     pub persistence: PersistenceSettings,
     /// Loaded documents kept in memory (LRU; documents in use are never unloaded).
-    pub max_cached_documents: usize,
+    pub(crate) max_cached_documents: usize,
     /// Scheduled maintenance jobs (none in tests unless a test adds them).
     pub maintenance: Vec<crate::maintenance::JobConfig>,
 }
@@ -73,10 +73,10 @@ pub struct ServerConfig {
 /// What a frame may exceed the message limit by, by default: room for the binary
 /// header and a message slightly over its limit, which is answered with an error
 /// reply rather than a close.
-pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
+const FRAME_SLACK_BYTES: usize = 64 * 1024;
 
 /// The default frame limit for a message limit (`SYNCKIT_MAX_FRAME_BYTES` unset).
-pub fn default_frame_limit(max_message_bytes: usize) -> usize {
+pub(crate) fn default_frame_limit(max_message_bytes: usize) -> usize {
     max_message_bytes.saturating_add(FRAME_SLACK_BYTES)
 }
 

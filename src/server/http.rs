@@ -18,7 +18,7 @@ use super::{AppState, Lifecycle, ServerConfig};
 use crate::admin_api::{MaintenanceRun, MaintenanceStatus};
 use crate::pubsub::PubSubState;
 
-pub async fn info() -> Response {
+pub(crate) async fn info() -> Response {
     Json(json!({
         "name": "SyncKit Server",
         "version": env!("CARGO_PKG_VERSION"),
@@ -35,7 +35,7 @@ pub async fn info() -> Response {
     .into_response()
 }
 
-pub fn unavailable(reason: &str) -> Response {
+pub(crate) fn unavailable(reason: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(json!({"error": reason})),
@@ -51,7 +51,7 @@ use super::stats::pubsub_label;
 
 /// TS body, always 200 `healthy` (the upstream test harness needs that); degradation
 /// is reported in the extra keys and in `/health/ready`.
-pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
     let hub = &state.sync.hub;
     let documents: Vec<Value> = if state.config.health_list_documents {
         hub.summaries()
@@ -90,7 +90,7 @@ fn probe(status: &str, started: Instant, extra: Value) -> Response {
     (code, Json(merge(body, extra))).into_response()
 }
 
-pub async fn live() -> Response {
+pub(crate) async fn live() -> Response {
     probe("healthy", Instant::now(), Value::Null)
 }
 
@@ -108,7 +108,7 @@ fn pubsub_check(state: &AppState) -> Value {
 
 /// Unhealthy while starting or draining; degraded when a configured backend is down
 /// (the server keeps serving from memory).
-pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
     if state.lifecycle() != Lifecycle::Ready {
         return probe("unhealthy", started, Value::Null);
@@ -146,7 +146,7 @@ fn storage_label(storage: &crate::storage::Persistence) -> &'static str {
     }
 }
 
-pub async fn rooms(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn rooms(State(state): State<Arc<AppState>>) -> Response {
     let summaries = state.sync.hub.summaries();
     let rooms: Vec<Value> = summaries
         .iter()
@@ -171,7 +171,7 @@ pub async fn rooms(State(state): State<Arc<AppState>>) -> Response {
 /// documents are emptied (or unloaded), writes still queued for storage are let
 /// through first, then storage loses every document and session and the awareness
 /// store every entry. 503 when a backend could not be cleared.
-pub async fn test_clear(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn test_clear(State(state): State<Arc<AppState>>) -> Response {
     let sync = &state.sync;
     let loaded = sync.hub.clear();
     let storage = sync.hub.storage();
@@ -216,7 +216,7 @@ pub async fn test_clear(State(state): State<Arc<AppState>>) -> Response {
 /// How long `POST /_test/clear` waits for queued writes before clearing storage.
 const TEST_CLEAR_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub fn stats_routes() -> Router<Arc<AppState>> {
+pub(crate) fn stats_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/stats", get(super::stats::stats))
         .route("/metrics", get(super::stats::metrics))
@@ -230,7 +230,7 @@ const RUNS_BUDGET: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// The scheduler's jobs with their next runs, the recent run history, and the
 /// cleanup retention this instance applies.
-pub async fn maintenance(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn maintenance(State(state): State<Arc<AppState>>) -> Response {
     let read = state.sync.hub.storage().adapter().recent_runs(50);
     let (runs, runs_error) = match tokio::time::timeout(RUNS_BUDGET, read).await {
         Ok(Ok(runs)) => (runs.into_iter().map(run_entry).collect(), None),
@@ -259,7 +259,7 @@ fn run_entry(run: crate::storage::RunRecord) -> MaintenanceRun {
 }
 
 /// The admin listener (loopback by default): stats, metrics, rooms and probes.
-pub fn admin_router(state: Arc<AppState>) -> Router {
+pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
     stats_routes()
         .route("/health", get(health))
         .route("/health/live", get(live))
@@ -273,7 +273,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 }
 
 /// Security headers on every response (C#'s set) and CORS.
-pub fn with_common_layers(
+pub(crate) fn with_common_layers(
     router: Router<Arc<AppState>>,
     config: &ServerConfig,
 ) -> Router<Arc<AppState>> {
@@ -312,7 +312,7 @@ pub fn with_common_layers(
 }
 
 /// Expire awareness entries and broadcast their leaves (docs/protocol.md §7.16).
-pub async fn awareness_sweeper(state: Arc<AppState>, cancel: CancellationToken) {
+pub(crate) async fn awareness_sweeper(state: Arc<AppState>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.awareness_sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -22,17 +22,17 @@ use crate::metrics::{Metrics, Refusal};
 
 /// How one listener serves.
 #[derive(Debug, Clone, Copy)]
-pub struct ListenOptions {
+pub(crate) struct ListenOptions {
     /// Longest a client may take to send a request's head (line and headers).
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Disable Nagle's algorithm on accepted sockets (see `set_nodelay`).
-    pub nodelay: bool,
+    pub(crate) nodelay: bool,
 }
 
 /// Accept and serve until `stop` is cancelled; connections still open then are
 /// asked to finish their current request. Handlers see the peer address as
 /// [`ConnectInfo<SocketAddr>`] and may upgrade (WebSocket).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     options: ListenOptions,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 /// What the admin API shows of one live connection.
-pub use crate::admin_api::LiveSession;
+pub(crate) use crate::admin_api::LiveSession;
 
 struct Entry {
     session: LiveSession,
@@ -31,12 +31,12 @@ impl Entry {
 
 /// Every live connection of this instance, by connection id.
 #[derive(Default)]
-pub struct LiveSessions {
+pub(crate) struct LiveSessions {
     entries: Mutex<BTreeMap<u64, Entry>>,
 }
 
 /// Removes the entry when the connection ends (also on panic).
-pub struct LiveGuard {
+pub(crate) struct LiveGuard {
     sessions: Arc<LiveSessions>,
     conn_id: u64,
     last_seen_ms: Arc<AtomicI64>,
@@ -45,12 +45,12 @@ pub struct LiveGuard {
 
 impl LiveGuard {
     /// Cancelled when an administrator disconnects this session.
-    pub fn kicked(&self) -> &CancellationToken {
+    pub(crate) fn kicked(&self) -> &CancellationToken {
         &self.kick
     }
 
     /// Record what changed; cheap enough to call after every frame.
-    pub fn update(&self, user: Option<&str>, subscriptions: &mut dyn Iterator<Item = &str>) {
+    pub(crate) fn update(&self, user: Option<&str>, subscriptions: &mut dyn Iterator<Item = &str>) {
         let mut map = self.sessions.lock();
         if let Some(entry) = map.get_mut(&self.conn_id) {
             let s = &mut entry.session;
@@ -64,7 +64,7 @@ impl LiveGuard {
 
     /// The connection received something (frame or pong) at `now_ms`. On the
     /// frame path, so it takes no lock.
-    pub fn seen(&self, now_ms: i64) {
+    pub(crate) fn seen(&self, now_ms: i64) {
         self.last_seen_ms.store(now_ms, Ordering::Relaxed);
     }
 }
@@ -81,7 +81,7 @@ impl LiveSessions {
     }
 
     /// Register a new connection.
-    pub fn register(self: &Arc<Self>, session: LiveSession) -> LiveGuard {
+    pub(crate) fn register(self: &Arc<Self>, session: LiveSession) -> LiveGuard {
         let conn_id = session.conn_id;
         let kick = CancellationToken::new();
         let last_seen_ms = Arc::new(AtomicI64::new(session.last_seen_ms));
@@ -101,16 +101,12 @@ impl LiveSessions {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// One page, oldest connection first (connection ids grow).
-    pub fn page(&self, offset: usize, limit: usize) -> Vec<LiveSession> {
+    pub(crate) fn page(&self, offset: usize, limit: usize) -> Vec<LiveSession> {
         self.lock()
             .values()
             .skip(offset)
@@ -120,13 +116,13 @@ impl LiveSessions {
     }
 
     /// Connection key of a connection id, for subscriber lists.
-    pub fn key_of(&self, conn_id: u64) -> Option<String> {
+    pub(crate) fn key_of(&self, conn_id: u64) -> Option<String> {
         self.lock().get(&conn_id).map(|e| e.session.id.clone())
     }
 
     /// Ask a connection to close, by connection key or numeric id. Returns whether
     /// it was found.
-    pub fn disconnect(&self, id: &str) -> bool {
+    pub(crate) fn disconnect(&self, id: &str) -> bool {
         let map = self.lock();
         let found = map
             .values()

@@ -2,20 +2,20 @@
 //! pub/sub relay, resynchronisation, presence, awareness sweep). `run` takes its listeners and its shutdown signal
 //! from the caller so tests bind `127.0.0.1:0` and stop it at will.
 
-pub mod admin;
-pub mod auth_routes;
-pub mod config;
+pub(crate) mod admin;
+mod auth_routes;
+pub(crate) mod config;
 pub mod connection;
-pub mod http;
-pub mod listen;
-pub mod live;
-pub mod presence;
-pub mod process;
+pub(crate) mod http;
+pub(crate) mod listen;
+pub(crate) mod live;
+pub(crate) mod presence;
+pub(crate) mod process;
 pub mod proxy;
-pub mod registry;
+pub(crate) mod registry;
 pub mod stats;
 pub mod upgrade;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -45,7 +45,7 @@ use registry::ConnectionRegistry;
 /// Where the server is in its life, for readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Lifecycle {
+enum Lifecycle {
     Starting = 0,
     Ready = 1,
     Draining = 2,
@@ -54,34 +54,34 @@ pub enum Lifecycle {
 pub struct AppState {
     pub config: ServerConfig,
     pub sync: Arc<SyncService>,
-    pub registry: Arc<ConnectionRegistry>,
+    pub(crate) registry: Arc<ConnectionRegistry>,
     /// Live sessions of this instance (admin API, disconnect action).
-    pub live: Arc<live::LiveSessions>,
-    pub started: std::time::Instant,
+    pub(crate) live: Arc<live::LiveSessions>,
+    pub(crate) started: std::time::Instant,
     /// This host's name, for `/stats` and heartbeats.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     lifecycle: AtomicU8,
     next_conn: AtomicU64,
     /// Cancelled during shutdown after batches are flushed: sockets close with 1001.
-    pub connections_cancel: CancellationToken,
-    pub tracker: TaskTracker,
+    connections_cancel: CancellationToken,
+    tracker: TaskTracker,
     /// Cancelled when shutdown starts: the background tasks (relay, resync,
     /// presence, sweeper, scheduler, watcher) stop and running maintenance jobs are
     /// interrupted (docs/operations.md §6).
-    pub background: CancellationToken,
+    pub(crate) background: CancellationToken,
     /// The background tasks, the maintenance runs asked for on the admin API and
     /// closed connections' awareness leaves (`SyncService::tasks`): shutdown joins
     /// them, within its budget, before the pub/sub connection and the pools close.
-    pub tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
     /// The maintenance scheduler (its jobs' next runs feed the admin API).
     pub scheduler: Arc<crate::maintenance::Scheduler>,
     /// The PostgreSQL pool storage runs on, if any ([`Backends::postgres`]): its
     /// connection counts are in `/metrics`.
-    pub postgres: Option<sqlx::PgPool>,
+    pub(crate) postgres: Option<sqlx::PgPool>,
 }
 
 impl AppState {
-    pub fn lifecycle(&self) -> Lifecycle {
+    fn lifecycle(&self) -> Lifecycle {
         match self.lifecycle.load(Ordering::Relaxed) {
             0 => Lifecycle::Starting,
             1 => Lifecycle::Ready,
@@ -93,11 +93,11 @@ impl AppState {
         self.lifecycle.store(l as u8, Ordering::Relaxed);
     }
 
-    pub fn next_conn_id(&self) -> u64 {
+    fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn instance_id(&self) -> &str {
+    pub(crate) fn instance_id(&self) -> &str {
         &self.config.sync.instance_id
     }
 }

@@ -15,7 +15,7 @@ use crate::pubsub::presence::{PresenceEvent, PresenceKind};
 use crate::pubsub::{Connection, PubSubState};
 
 /// What a heartbeat tells the fleet (the typed metadata `/stats` shows too).
-pub fn metadata(state: &AppState) -> Map<String, Value> {
+pub(crate) fn metadata(state: &AppState) -> Map<String, Value> {
     super::stats::self_metadata(state).to_map()
 }
 
@@ -39,7 +39,7 @@ fn online(state: &AppState, after_outage: bool) {
 }
 
 /// Announce and heartbeat until cancelled, then say goodbye.
-pub async fn run(state: Arc<AppState>, cancel: CancellationToken) {
+pub(crate) async fn run(state: Arc<AppState>, cancel: CancellationToken) {
     let pubsub = state.sync.hub.pubsub().clone();
     let channel = state.sync.hub.settings().channels.presence();
     pubsub.subscribe(&channel);

@@ -3,20 +3,20 @@
 
 /// One reading; a value the system does not offer is `None`.
 #[derive(Debug, Clone, Default)]
-pub struct ProcessStats {
-    pub cpu_seconds: Option<f64>,
-    pub resident_bytes: Option<f64>,
-    pub virtual_bytes: Option<f64>,
-    pub open_fds: Option<f64>,
-    pub max_fds: Option<f64>,
-    pub threads: Option<f64>,
-    pub start_time_seconds: Option<f64>,
+pub(crate) struct ProcessStats {
+    pub(crate) cpu_seconds: Option<f64>,
+    pub(crate) resident_bytes: Option<f64>,
+    pub(crate) virtual_bytes: Option<f64>,
+    pub(crate) open_fds: Option<f64>,
+    pub(crate) max_fds: Option<f64>,
+    pub(crate) threads: Option<f64>,
+    pub(crate) start_time_seconds: Option<f64>,
 }
 
 /// `/proc` reports times in USER_HZ ticks, which Linux fixes at 100 for userspace.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-pub fn read() -> ProcessStats {
+pub(crate) fn read() -> ProcessStats {
     let stat = std::fs::read_to_string("/proc/self/stat").ok();
     // Fields after the command name (which may hold spaces and parentheses).
     let fields: Vec<&str> = stat

@@ -29,7 +29,8 @@ pub fn parse_networks(list: &str) -> Result<Vec<IpNet>, String> {
 }
 
 /// Loopback in both families: a proxy on the same host (the default trusted set).
-pub fn loopback_networks() -> Vec<IpNet> {
+#[cfg(test)]
+pub(crate) fn loopback_networks() -> Vec<IpNet> {
     parse_networks("127.0.0.0/8,::1/128").unwrap_or_default()
 }
 
@@ -47,7 +48,7 @@ fn trusted(ip: IpAddr, networks: &[IpNet]) -> bool {
 /// right-most untrusted `X-Forwarded-For` entry (all entries of every header, in
 /// order), else `X-Real-IP`, else the peer. An unparsable entry ends the walk: what
 /// lies left of it cannot be attributed.
-pub fn client_ip(
+pub(crate) fn client_ip(
     headers: &HeaderMap,
     peer: SocketAddr,
     trust_proxy: bool,

@@ -11,12 +11,12 @@ use super::config::ServerConfig;
 use crate::protocol::errors::close;
 
 #[derive(Default)]
-pub struct ConnectionRegistry {
+pub(crate) struct ConnectionRegistry {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// Releases the slot when the connection ends.
-pub struct Admission {
+pub(crate) struct Admission {
     registry: Arc<ConnectionRegistry>,
     ip: IpAddr,
 }
@@ -39,7 +39,7 @@ impl Drop for Admission {
 
 impl ConnectionRegistry {
     /// Take a slot, or say which close code and reason refuse the connection.
-    pub fn admit(
+    pub(crate) fn admit(
         self: &Arc<Self>,
         ip: IpAddr,
         config: &ServerConfig,
@@ -61,12 +61,12 @@ impl ConnectionRegistry {
         })
     }
 
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.per_ip.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
 
     /// The `n` IPs with the most connections.
-    pub fn top_ips(&self, n: usize) -> Vec<(IpAddr, usize)> {
+    pub(crate) fn top_ips(&self, n: usize) -> Vec<(IpAddr, usize)> {
         let mut v: Vec<(IpAddr, usize)> = self
             .per_ip
             .lock()
@@ -81,7 +81,7 @@ impl ConnectionRegistry {
 /// The key a client is counted under: an IPv4 address itself (also when it arrives
 /// IPv4-mapped on a dual-stack socket), an IPv6 address truncated to its first
 /// `prefix_len` bits.
-pub fn client_key(ip: IpAddr, prefix_len: u8) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr, prefix_len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -1,4 +1,4 @@
-//! `GET /stats` and `GET /metrics` from one snapshot: [`collect`] reads every number
+//! `GET /stats` and `GET /metrics` from one snapshot: `collect` reads every number
 //! once into the typed [`Stats`] (the admin contract, `crate::admin_api`), `/stats`
 //! serialises it, and `/metrics` renders [`METRICS`] — one definition per metric
 //! (name, type, base unit, help, and what it reads) — over the same value plus what
@@ -29,7 +29,7 @@ use crate::pubsub::PubSubState;
 /// count unknown rather than holding up `/stats` and scrapes.
 const AWARENESS_COUNT_BUDGET: Duration = Duration::from_millis(500);
 
-pub fn pubsub_label(state: &AppState) -> &'static str {
+pub(crate) fn pubsub_label(state: &AppState) -> &'static str {
     match state.sync.hub.pubsub().state() {
         PubSubState::SingleInstance => "single-instance",
         PubSubState::Connected => "connected",
@@ -69,7 +69,7 @@ fn latency(h: &crate::metrics::Histogram) -> LatencyStats {
 }
 
 /// What this instance tells the fleet about itself (heartbeats, `/stats`).
-pub fn self_metadata(state: &AppState) -> PresenceMetadata {
+pub(crate) fn self_metadata(state: &AppState) -> PresenceMetadata {
     let hub = &state.sync.hub;
     let interval_ms = i64::try_from(state.config.presence_interval.as_millis()).unwrap_or(i64::MAX);
     PresenceMetadata {
@@ -98,7 +98,7 @@ fn started_at_ms(state: &AppState) -> i64 {
 }
 
 /// This instance and the peers it hears on the presence channel.
-pub fn fleet(state: &AppState) -> Vec<FleetEntry> {
+pub(crate) fn fleet(state: &AppState) -> Vec<FleetEntry> {
     let now = state.sync.now_ms();
     let mut out = vec![FleetEntry {
         server_id: state.instance_id().to_owned(),
@@ -113,7 +113,7 @@ pub fn fleet(state: &AppState) -> Vec<FleetEntry> {
 }
 
 /// Every number of this instance, read once.
-pub async fn collect(state: &AppState) -> Stats {
+pub(crate) async fn collect(state: &AppState) -> Stats {
     let m = &state.sync.metrics;
     let hub = &state.sync.hub;
     let storage = hub.storage();
@@ -215,11 +215,11 @@ fn pubsub_stats(state: &AppState) -> PubSubStats {
     }
 }
 
-pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
     Json(collect(&state).await).into_response()
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let scrape = Scrape {
         stats: collect(&state).await,
         extra: extra(&state),
@@ -241,19 +241,19 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// carry (process, PostgreSQL pool and timings, maintenance runs).
 #[derive(Debug, Default)]
 pub struct Scrape {
-    pub stats: Stats,
-    pub extra: Extra,
+    pub(crate) stats: Stats,
+    pub(crate) extra: Extra,
 }
 
 #[derive(Debug, Default)]
-pub struct Extra {
-    pub process: super::process::ProcessStats,
+pub(crate) struct Extra {
+    pub(crate) process: super::process::ProcessStats,
     /// PostgreSQL pool: (open connections, idle ones, the most it opens).
-    pub pool: Option<(u32, usize, u32)>,
-    pub postgres_acquire: Option<HistogramValue>,
+    pub(crate) pool: Option<(u32, usize, u32)>,
+    pub(crate) postgres_acquire: Option<HistogramValue>,
     /// Per operation (`write_batch`, `load_document`).
-    pub postgres_queries: Vec<(String, HistogramValue)>,
-    pub jobs: Vec<(String, crate::metrics::JobTotals)>,
+    postgres_queries: Vec<(String, HistogramValue)>,
+    pub(crate) jobs: Vec<(String, crate::metrics::JobTotals)>,
 }
 
 fn extra(state: &AppState) -> Extra {
@@ -286,15 +286,15 @@ fn extra(state: &AppState) -> Extra {
 /// A histogram in seconds: non-cumulative bucket counts by upper bound (the last
 /// is `+Inf`), as prometheus-client encodes them.
 #[derive(Debug, Clone, Default)]
-pub struct HistogramValue {
-    pub sum: f64,
-    pub count: u64,
-    pub buckets: Vec<(f64, u64)>,
+pub(crate) struct HistogramValue {
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+    pub(crate) buckets: Vec<(f64, u64)>,
 }
 
 impl HistogramValue {
     /// One of the millisecond histograms of `crate::metrics`, in seconds.
-    pub fn from_ms(h: &crate::metrics::Histogram) -> HistogramValue {
+    fn from_ms(h: &crate::metrics::Histogram) -> HistogramValue {
         HistogramValue {
             sum: h.sum_ms() / 1000.0,
             count: h.count(),
@@ -358,7 +358,7 @@ impl HistogramValue {
 
 /// Metric types used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
     Histogram,
@@ -380,7 +380,7 @@ impl Kind {
 
 /// Base units, appended to the name as Prometheus expects (`_seconds`, `_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BaseUnit {
+pub(crate) enum BaseUnit {
     Seconds,
     Bytes,
 }
@@ -404,12 +404,12 @@ impl BaseUnit {
 /// One sample of a metric: its labels and value.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    pub labels: Vec<(&'static str, String)>,
-    pub value: SampleValue,
+    pub(crate) labels: Vec<(&'static str, String)>,
+    pub(crate) value: SampleValue,
 }
 
 #[derive(Debug, Clone)]
-pub enum SampleValue {
+pub(crate) enum SampleValue {
     Number(f64),
     Histogram(HistogramValue),
 }
@@ -433,9 +433,9 @@ pub enum Source {
 /// `synckit_uptime_seconds`, the counter `synckit_acks_sent` as `synckit_acks_sent_total`.
 pub struct MetricDef {
     pub name: &'static str,
-    pub kind: Kind,
-    pub unit: Option<BaseUnit>,
-    pub help: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) unit: Option<BaseUnit>,
+    pub(crate) help: &'static str,
     pub source: Source,
 }
 
@@ -1001,7 +1001,7 @@ pub const METRICS: &[MetricDef] = &[
 
 impl MetricDef {
     /// This metric's samples in `scrape`.
-    pub fn samples(&self, scrape: &Scrape) -> Vec<Sample> {
+    pub(crate) fn samples(&self, scrape: &Scrape) -> Vec<Sample> {
         match &self.source {
             Source::Value(read) => one(read(&scrape.stats)),
             Source::Labeled { label, series } => series(&scrape.stats)
@@ -1093,7 +1093,7 @@ fn encode_value(
 }
 
 /// The exposition of one scrape, in the OpenMetrics text format.
-pub fn render(scrape: Scrape) -> Result<String, std::fmt::Error> {
+pub(crate) fn render(scrape: Scrape) -> Result<String, std::fmt::Error> {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(Collector(scrape)));
     let mut out = String::with_capacity(8192);

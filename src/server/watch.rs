@@ -18,31 +18,31 @@ use crate::pubsub::PubSubState;
 
 /// How often the state is compared: transitions show within half a second (and
 /// the reconnect and failure counters catch what is shorter).
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What the watcher reads each time.
 #[derive(Debug, Clone, Default)]
-pub struct Observed {
-    pub storage_degraded: bool,
-    pub storage_error: Option<String>,
-    pub pubsub: Option<PubSubState>,
-    pub pubsub_error: Option<String>,
-    pub peers: Vec<FleetEntry>,
+struct Observed {
+    pub(crate) storage_degraded: bool,
+    storage_error: Option<String>,
+    pub(crate) pubsub: Option<PubSubState>,
+    pubsub_error: Option<String>,
+    pub(crate) peers: Vec<FleetEntry>,
     /// Pub/sub connections re-established so far: a loss shorter than the watch
     /// interval still counts one.
-    pub pubsub_reconnects: u64,
+    pubsub_reconnects: u64,
     /// Storage attempts that failed so far: likewise for a short outage.
-    pub storage_failures: u64,
-    pub auth_failures: u64,
-    pub rate_limited: u64,
+    storage_failures: u64,
+    pub(crate) auth_failures: u64,
+    pub(crate) rate_limited: u64,
     /// Other refusals of client input so far, by reason (`Refusal::label`).
-    pub refused: BTreeMap<&'static str, u64>,
-    pub slow_clients_closed: u64,
+    pub(crate) refused: BTreeMap<&'static str, u64>,
+    pub(crate) slow_clients_closed: u64,
 }
 
 /// The last look.
 #[derive(Debug, Default)]
-pub struct Watcher {
+struct Watcher {
     last: Option<Observed>,
     /// Pub/sub was lost and is not back yet.
     lost: bool,
@@ -82,7 +82,7 @@ fn because(error: &Option<String>) -> String {
 
 impl Watcher {
     /// Record what changed since the last call.
-    pub fn observe(&mut self, now: &Observed, now_ms: i64, log: &EventLog) {
+    pub(crate) fn observe(&mut self, now: &Observed, now_ms: i64, log: &EventLog) {
         let first = self.last.is_none();
         let last = self.last.take().unwrap_or_default();
         storage_events(&last, now, first, now_ms, log);
@@ -269,7 +269,7 @@ fn observe(state: &AppState) -> Observed {
 }
 
 /// Watch until cancelled.
-pub async fn run(state: Arc<AppState>, cancel: CancellationToken) {
+pub(crate) async fn run(state: Arc<AppState>, cancel: CancellationToken) {
     let mut watcher = Watcher::default();
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
