@@ -101,15 +101,15 @@ const REQUIRED_FUNCTIONS: &[&str] = &[
 /// One migration and whether it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MigrationState {
-    pub version: i64,
-    pub description: String,
-    pub applied: bool,
+    pub(crate) version: i64,
+    pub(crate) description: String,
+    pub(crate) applied: bool,
 }
 
 /// What `synckit migrate --status` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SchemaStatus {
-    pub migrations: Vec<MigrationState>,
+    pub(crate) migrations: Vec<MigrationState>,
     /// Required objects that do not exist, as `table`, `table.column` or `function()`.
     pub missing: Vec<String>,
 }
@@ -120,7 +120,7 @@ impl SchemaStatus {
         self.missing.is_empty() && self.migrations.iter().all(|m| m.applied)
     }
 
-    pub fn pending(&self) -> impl Iterator<Item = &MigrationState> {
+    pub(crate) fn pending(&self) -> impl Iterator<Item = &MigrationState> {
         self.migrations.iter().filter(|m| !m.applied)
     }
 }
@@ -175,7 +175,7 @@ pub async fn status(pool: &PgPool) -> Result<SchemaStatus, StorageError> {
 }
 
 /// Required tables, columns and functions that do not exist.
-pub async fn missing_objects(pool: &PgPool) -> Result<Vec<String>, StorageError> {
+async fn missing_objects(pool: &PgPool) -> Result<Vec<String>, StorageError> {
     let columns: Vec<(String, String)> = sqlx::query_as(
         "SELECT table_name::text, column_name::text FROM information_schema.columns \
          WHERE table_schema = 'public'",
@@ -211,7 +211,7 @@ pub async fn missing_objects(pool: &PgPool) -> Result<Vec<String>, StorageError>
 }
 
 /// Fail with a message naming what is missing and the command that fixes it.
-pub async fn validate(pool: &PgPool) -> Result<(), StorageError> {
+pub(crate) async fn validate(pool: &PgPool) -> Result<(), StorageError> {
     let missing = missing_objects(pool).await?;
     if missing.is_empty() {
         return Ok(());

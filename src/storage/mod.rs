@@ -11,8 +11,8 @@
 pub mod memory;
 pub mod migrate;
 pub mod persistence;
-pub mod postgres;
-pub mod shape;
+pub(crate) mod postgres;
+pub(crate) mod shape;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ pub struct DocumentWrite {
 }
 
 impl DocumentWrite {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.clock.is_empty() && self.text.is_none()
     }
 }
@@ -83,12 +83,12 @@ pub struct SessionMetadata(Box<str>);
 
 impl SessionMetadata {
     /// The JSON text, as written to the `metadata` column.
-    pub fn as_json(&self) -> &str {
+    fn as_json(&self) -> &str {
         &self.0
     }
 
     /// The object as a JSON tree.
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         // The text was printed from a `Value`, so it always parses.
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
@@ -112,17 +112,17 @@ pub struct SessionBatch {
     /// Rows to insert, or to refresh (`last_seen`, `metadata`) when they exist.
     /// Shared with the write-behind table (and, in memory, with the store): a batch
     /// copies no row.
-    pub upserts: Vec<Arc<SessionRecord>>,
+    upserts: Vec<Arc<SessionRecord>>,
     /// Rows to delete.
-    pub deletes: Vec<String>,
+    pub(crate) deletes: Vec<String>,
     /// When set, also delete every row whose id starts with this prefix (one
     /// instance's sessions) and is not among `upserts`: the reconciliation after
     /// an outage or a dropped write.
-    pub retain_prefix: Option<String>,
+    retain_prefix: Option<String>,
 }
 
 impl SessionBatch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.upserts.is_empty() && self.deletes.is_empty() && self.retain_prefix.is_none()
     }
 }
@@ -169,21 +169,11 @@ pub enum DeltaOperation {
 }
 
 impl DeltaOperation {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeltaOperation::Set => "set",
             DeltaOperation::Delete => "delete",
             DeltaOperation::Merge => "merge",
-        }
-    }
-
-    /// Parse a stored value; unknown values (written by another server) are `None`.
-    pub fn parse(s: &str) -> Option<DeltaOperation> {
-        match s {
-            "set" => Some(DeltaOperation::Set),
-            "delete" => Some(DeltaOperation::Delete),
-            "merge" => Some(DeltaOperation::Merge),
-            _ => None,
         }
     }
 }
@@ -214,7 +204,7 @@ pub struct DeltaRow {
     pub value: Option<Value>,
     pub clock_value: u64,
     pub max_clock_value: Option<u64>,
-    pub timestamp: DateTime<Utc>,
+    pub(crate) timestamp: DateTime<Utc>,
 }
 
 /// A `sessions` row.
@@ -248,7 +238,7 @@ pub struct SnapshotRow {
     pub version: Value,
     pub size_bytes: i32,
     pub compressed: bool,
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// What a cleanup removes. `None` disables a step (the CLI maps `0` to `None`).
@@ -302,24 +292,24 @@ enum TicketInner {
 }
 
 impl PersistTicket {
-    pub fn done(result: Result<(), StorageError>) -> PersistTicket {
+    pub(crate) fn done(result: Result<(), StorageError>) -> PersistTicket {
         PersistTicket(TicketInner::Done(result))
     }
 
-    pub fn waiting(rx: oneshot::Receiver<Result<(), StorageError>>) -> PersistTicket {
+    pub(crate) fn waiting(rx: oneshot::Receiver<Result<(), StorageError>>) -> PersistTicket {
         PersistTicket(TicketInner::Waiting(rx))
     }
 
     /// The outcome when already decided at submission (refused, or nothing to
     /// write); `None` while it waits for the backend.
-    pub fn ready(&self) -> Option<Result<(), StorageError>> {
+    pub(crate) fn ready(&self) -> Option<Result<(), StorageError>> {
         match &self.0 {
             TicketInner::Done(r) => Some(r.clone()),
             TicketInner::Waiting(_) => None,
         }
     }
 
-    pub async fn wait(self) -> Result<(), StorageError> {
+    pub(crate) async fn wait(self) -> Result<(), StorageError> {
         match self.0 {
             TicketInner::Done(r) => r,
             TicketInner::Waiting(rx) => rx.await.unwrap_or_else(|_| {
@@ -332,7 +322,7 @@ impl PersistTicket {
 /// How a maintenance run ended: the `outcome` of its `maintenance_runs` row
 /// (docs/storage.md §1.11), which is `running` until then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     Ok,
     Failed,
     /// Stopped by the server's shutdown before it finished (docs/operations.md §6).
@@ -341,7 +331,7 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// The stored `outcome` value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::Failed => "failed",
@@ -353,14 +343,14 @@ impl RunStatus {
 /// How a maintenance run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
-    pub status: RunStatus,
+    pub(crate) status: RunStatus,
     /// What it did (`{"sessionsDeleted": 3, …}`).
-    pub counts: Value,
-    pub error: Option<String>,
+    pub(crate) counts: Value,
+    pub(crate) error: Option<String>,
 }
 
 /// One maintenance run (a `maintenance_runs` row); the admin API lists it as is.
-pub use crate::admin_api::maintenance::RunRecord;
+pub(crate) use crate::admin_api::maintenance::RunRecord;
 
 // The storage surface (docs/storage.md §3), split by who calls it. A backend that
 // runs `serve` implements the first three; `StorageAdapter` is their union, which is

@@ -46,7 +46,7 @@ pub(crate) fn clock_json(clock: &BTreeMap<String, u64>) -> Value {
 }
 
 /// A TS text document's state, when `type` is `text` and `crdt` is non-empty.
-pub fn text_state(state: &Value) -> Option<(String, f64)> {
+pub(crate) fn text_state(state: &Value) -> Option<(String, f64)> {
     if state.get("type").and_then(Value::as_str) != Some("text") {
         return None;
     }
@@ -61,7 +61,7 @@ pub fn text_state(state: &Value) -> Option<(String, f64)> {
 /// Replay delta rows (docs/storage.md §2.1): `set` of a field assigns it; `set` with an
 /// empty path and an object value (C#'s form) assigns each key, where
 /// `{"__deleted":true}` removes it; `delete` removes.
-pub fn rebuild_fields(rows: Vec<(String, String, Option<Value>)>) -> Map<String, Value> {
+pub(crate) fn rebuild_fields(rows: Vec<(String, String, Option<Value>)>) -> Map<String, Value> {
     let mut fields = Map::new();
     for (op, path, value) in rows {
         match (op.as_str(), path.is_empty(), value) {

@@ -26,14 +26,14 @@ use super::{AdminStore, CompatStore, MaintenanceStore, SyncStore};
 #[derive(Clone)]
 pub struct PostgresSettings {
     /// `postgres://…` URL or libpq key/value string (`host=… dbname=… sslmode=…`).
-    pub url: String,
-    pub pool_min: u32,
-    pub pool_max: u32,
+    pub(crate) url: String,
+    pub(crate) pool_min: u32,
+    pub(crate) pool_max: u32,
     /// How long a query waits for a pooled connection before failing.
-    pub acquire_timeout: Duration,
-    pub idle_timeout: Duration,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Apply pending migrations on connect; otherwise only validate the schema.
-    pub auto_migrate: bool,
+    pub(crate) auto_migrate: bool,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -51,21 +51,9 @@ impl std::fmt::Debug for PostgresSettings {
 }
 
 impl PostgresSettings {
-    /// TS defaults: pool 2..10, 5 s connect timeout, 30 s idle.
-    pub fn new(url: impl Into<String>) -> PostgresSettings {
-        PostgresSettings {
-            url: url.into(),
-            pool_min: 2,
-            pool_max: 10,
-            acquire_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            auto_migrate: true,
-        }
-    }
-
     /// Parse the connection string (URL or key/value); errors name the problem but
     /// never echo the string (it may hold a password).
-    pub fn connect_options(&self) -> Result<PgConnectOptions, StorageError> {
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, StorageError> {
         self.url.parse::<PgConnectOptions>().map_err(|e| {
             StorageError::Query(format!(
                 "DATABASE_URL is not a valid PostgreSQL URL or key/value string ({})",
@@ -75,7 +63,7 @@ impl PostgresSettings {
     }
 
     /// A pool that connects on first use: building it does no I/O.
-    pub fn lazy_pool(&self) -> Result<PgPool, StorageError> {
+    fn lazy_pool(&self) -> Result<PgPool, StorageError> {
         Ok(PgPoolOptions::new()
             .min_connections(self.pool_min)
             .max_connections(self.pool_max.max(1))
@@ -94,7 +82,7 @@ fn redact(message: &str, secret: &str) -> String {
 }
 
 /// Map a sqlx error to transient (connection-level: retry) or permanent.
-pub fn classify(e: sqlx::Error) -> StorageError {
+pub(crate) fn classify(e: sqlx::Error) -> StorageError {
     match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -128,7 +116,7 @@ pub struct PostgresStorage {
 impl PostgresStorage {
     /// Build the adapter without touching the network; call
     /// [`connect`](super::SyncStore::connect) to reach the database.
-    pub fn new(settings: &PostgresSettings) -> Result<PostgresStorage, StorageError> {
+    pub(crate) fn new(settings: &PostgresSettings) -> Result<PostgresStorage, StorageError> {
         Ok(PostgresStorage::from_pool(
             settings.lazy_pool()?,
             settings.auto_migrate,
