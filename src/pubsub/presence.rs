@@ -100,7 +100,7 @@ struct Record {
 }
 
 /// The other instances, as last heard.
-pub struct Fleet {
+pub(crate) struct Fleet {
     /// Our own heartbeat period: the default for peers that do not state theirs.
     interval: Duration,
     peers: Mutex<HashMap<String, Record>>,

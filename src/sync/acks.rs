@@ -14,7 +14,7 @@ use crate::storage::{PersistTicket, StorageError};
 /// Most replies one connection may have queued; at the bound its socket is not read
 /// until the oldest leaves (docs/protocol.md §7.11), so a connection whose earliest
 /// write waits on an unreachable database cannot queue replies without end.
-pub const MAX_QUEUED_ACKS: usize = 10_000;
+pub(crate) const MAX_QUEUED_ACKS: usize = 10_000;
 
 type AckFuture = Pin<Box<dyn Future<Output = ServerMessage> + Send + Sync>>;
 
@@ -23,20 +23,20 @@ type AckFuture = Pin<Box<dyn Future<Output = ServerMessage> + Send + Sync>>;
 /// allocation on the common path, where every write is already durable or needs no
 /// write), else it is queued behind the waiting ones as a future that is ready.
 #[derive(Default)]
-pub struct AckQueue {
+pub(crate) struct AckQueue {
     decided: VecDeque<ServerMessage>,
     /// Released in push order, whichever completes first.
     waiting: FuturesOrdered<AckFuture>,
 }
 
 impl AckQueue {
-    pub fn new() -> AckQueue {
+    pub(crate) fn new() -> AckQueue {
         AckQueue::default()
     }
 
     /// Queue the reply of a write that is durable once every ticket is: `reply`
     /// turns the first failure (or success) into the message.
-    pub fn push<F>(&mut self, tickets: Vec<PersistTicket>, reply: F)
+    pub(crate) fn push<F>(&mut self, tickets: Vec<PersistTicket>, reply: F)
     where
         F: FnOnce(Result<(), StorageError>) -> ServerMessage + Send + Sync + 'static,
     {
@@ -59,7 +59,7 @@ impl AckQueue {
     }
 
     /// Queue a reply already known, behind every reply queued before it.
-    pub fn push_decided(&mut self, msg: ServerMessage) {
+    fn push_decided(&mut self, msg: ServerMessage) {
         if self.waiting.is_empty() {
             self.decided.push_back(msg);
         } else {
@@ -69,7 +69,7 @@ impl AckQueue {
 
     /// The oldest reply, once it and every reply before it are decided. Pending
     /// forever when the queue is empty, so it can sit in a `select!`.
-    pub async fn next(&mut self) -> ServerMessage {
+    pub(crate) async fn next(&mut self) -> ServerMessage {
         if let Some(msg) = self.decided.pop_front() {
             return msg;
         }
@@ -79,16 +79,16 @@ impl AckQueue {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.decided.len() + self.waiting.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// At [`MAX_QUEUED_ACKS`]: read no more writes until one leaves.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.len() >= MAX_QUEUED_ACKS
     }
 }

@@ -18,59 +18,59 @@ use crate::protocol::errors as err;
 use crate::protocol::ClientMessage;
 
 /// Default nesting limit of an incoming message (the message object is level 1).
-pub const DEFAULT_MAX_JSON_DEPTH: usize = 32;
+pub(crate) const DEFAULT_MAX_JSON_DEPTH: usize = 32;
 
 /// Highest depth an operator may configure. A value is later wrapped in envelopes
 /// (the stored row `{"fields":{…}}`, the relay `{"delta":{…}}`, `sync_response`,
 /// snapshots, a `delta_batch` relay) that add at most a handful of levels, and
 /// serde_json refuses to read anything deeper than 128: staying far below keeps
 /// every stored or relayed copy readable.
-pub const MAX_JSON_DEPTH_SETTING: usize = 100;
+pub(crate) const MAX_JSON_DEPTH_SETTING: usize = 100;
 
 /// Default cap on the vector-clock entries one message may carry (all its clocks).
-pub const DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE: usize = 1000;
+pub(crate) const DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE: usize = 1000;
 
 /// Default cap on a document's vector-clock entries (one per distinct writer): it
 /// bounds the clock `sync_response` carries and the rows stored for it; past it, new
 /// writers share one entry (broadcast deltas carry a compact clock either way).
-pub const DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT: usize = 1000;
+pub(crate) const DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT: usize = 1000;
 
 /// Furthest a client clock entry may lead the document's largest counter. An honest
 /// client only ever moves its own entry one step per write; a jump to 2^53−1 would
 /// freeze `max(clock)`, which SDK 0.3.0 uses to order updates.
-pub const MAX_CLOCK_ADVANCE: u64 = 1 << 32;
+pub(crate) const MAX_CLOCK_ADVANCE: u64 = 1 << 32;
 
 /// Default cap on the awareness client ids of one document (presence entries).
-pub const DEFAULT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT: usize = 1000;
+pub(crate) const DEFAULT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT: usize = 1000;
 
 /// Default cap on the awareness client ids one connection holds (over all its
 /// documents).
-pub const DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONNECTION: usize = 100;
+pub(crate) const DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONNECTION: usize = 100;
 
 /// Default cap on one awareness state (its JSON): every awareness subscriber of the
 /// document receives it, and `awareness_state` carries every client's.
-pub const DEFAULT_MAX_AWARENESS_STATE_BYTES: usize = 8192;
+pub(crate) const DEFAULT_MAX_AWARENESS_STATE_BYTES: usize = 8192;
 
 /// Default cap on the documents one connection subscribes to (each is kept loaded
 /// while subscribed).
-pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
+pub(crate) const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
 
 /// Default cap on the text-state ops of one `delta_batch` (each is a merge).
-pub const DEFAULT_MAX_TEXT_OPS_PER_BATCH: usize = 16;
+pub(crate) const DEFAULT_MAX_TEXT_OPS_PER_BATCH: usize = 16;
 
 /// Default period of the refusal log: each reason is logged at most once per
 /// connection per period, with the number of refusals it stood for.
-pub const DEFAULT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Error replies to rate-limited messages are sent at most this often per
 /// connection; the others are dropped silently (a flood must not become a reply
 /// flood).
-pub const RATE_LIMIT_REPLY_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RATE_LIMIT_REPLY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The operator's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    pub max_json_depth: usize,
+    pub(crate) max_json_depth: usize,
     pub max_clock_entries_per_message: usize,
     pub max_clock_entries_per_document: usize,
     pub max_awareness_clients_per_document: usize,
@@ -78,7 +78,7 @@ pub struct Limits {
     pub max_awareness_state_bytes: usize,
     pub max_subscriptions_per_connection: usize,
     pub max_text_ops_per_batch: usize,
-    pub refusal_log_interval: Duration,
+    pub(crate) refusal_log_interval: Duration,
     /// Text-state bounds (`SYNCKIT_MAX_TEXT_BLOCKS`, `SYNCKIT_MAX_TEXT_STATE_BYTES`).
     pub text: crate::text::Limits,
 }
@@ -104,13 +104,13 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub reason: Refusal,
-    pub error: String,
-    pub code: &'static str,
+    pub(crate) error: String,
+    pub(crate) code: &'static str,
 }
 
 impl Refused {
     /// A refused text state: the reply names the problem.
-    pub fn text(e: &crate::text::TextError) -> Refused {
+    pub(crate) fn text(e: &crate::text::TextError) -> Refused {
         if e.is_size() {
             Refused::new(
                 Refusal::TextTooLarge,
@@ -126,7 +126,7 @@ impl Refused {
         }
     }
 
-    pub fn new(reason: Refusal, error: impl Into<String>, code: &'static str) -> Refused {
+    pub(crate) fn new(reason: Refusal, error: impl Into<String>, code: &'static str) -> Refused {
         Refused {
             reason,
             error: error.into(),
@@ -189,7 +189,7 @@ pub fn check_shape(body: &Map<String, Value>, max_depth: usize) -> Result<(), Re
 /// The client clocks a write carries: `delta.vectorClock` (or `clock`) and each
 /// `delta_batch` op's `clock`. `sync_request.vectorClock` is not among them: a read
 /// never changes the document.
-pub fn write_clocks(msg: &ClientMessage) -> Vec<&Map<String, Value>> {
+fn write_clocks(msg: &ClientMessage) -> Vec<&Map<String, Value>> {
     match msg {
         ClientMessage::Delta(d) => d.vector_clock.iter().collect(),
         ClientMessage::DeltaBatch(b) => b
@@ -239,13 +239,13 @@ pub fn check_clocks(msg: &ClientMessage, max_entries: usize) -> Result<(), Refus
 /// Why the hub refused a write's clock (checked under the document lock, before
 /// anything is applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockRefusal {
+pub(crate) enum ClockRefusal {
     /// An entry leads the document's largest counter by more than [`MAX_CLOCK_ADVANCE`].
     Advance,
 }
 
 impl ClockRefusal {
-    pub fn refused(self) -> Refused {
+    pub(crate) fn refused(self) -> Refused {
         match self {
             ClockRefusal::Advance => Refused::new(
                 Refusal::ClockInvalid,
@@ -259,7 +259,7 @@ impl ClockRefusal {
 /// Logs each refusal reason at most once per connection per interval, carrying the
 /// count of the refusals it stands for, so a flood costs one line a minute.
 #[derive(Debug)]
-pub struct RefusalLog {
+pub(crate) struct RefusalLog {
     interval: Duration,
     /// Allocated by the first refusal: most connections never have one, and the
     /// per-reason table is a good part of an idle connection's memory otherwise
@@ -275,7 +275,7 @@ struct Seen {
 }
 
 impl RefusalLog {
-    pub fn new(interval: Duration) -> RefusalLog {
+    pub(crate) fn new(interval: Duration) -> RefusalLog {
         RefusalLog {
             interval,
             seen: None,
@@ -284,7 +284,7 @@ impl RefusalLog {
 
     /// `Some(n)` when this refusal should be logged now, `n` being how many refusals
     /// of the same reason were not logged since the last line; `None` to stay quiet.
-    pub fn admit(&mut self, reason: Refusal, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&mut self, reason: Refusal, now: Instant) -> Option<u64> {
         let i = Refusal::ALL.iter().position(|r| *r == reason)?;
         let seen = self.seen.get_or_insert_with(|| {
             Box::new(Seen {

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use crate::protocol::message::ChunkMessage;
 
-pub const MAX_CHUNKS_PER_SET: u64 = 1000;
-pub const MAX_OPEN_SETS: usize = 16;
-pub const SET_TTL: Duration = Duration::from_secs(30);
+const MAX_CHUNKS_PER_SET: u64 = 1000;
+const MAX_OPEN_SETS: usize = 16;
+const SET_TTL: Duration = Duration::from_secs(30);
 
 struct ChunkSet {
     slots: Vec<Option<Vec<u8>>>,
@@ -24,7 +24,7 @@ struct ChunkSet {
 
 /// What a chunk did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ChunkOutcome {
+pub(crate) enum ChunkOutcome {
     Pending,
     /// All slots filled: the complete encoded message.
     Complete(Vec<u8>),
@@ -32,7 +32,7 @@ pub enum ChunkOutcome {
     Invalid,
 }
 
-pub struct ChunkAssembler {
+pub(crate) struct ChunkAssembler {
     /// Decoded bytes all open sets may hold together.
     budget: usize,
     /// Decoded bytes the open sets hold now.
@@ -41,7 +41,7 @@ pub struct ChunkAssembler {
 }
 
 impl ChunkAssembler {
-    pub fn new(budget: usize) -> ChunkAssembler {
+    pub(crate) fn new(budget: usize) -> ChunkAssembler {
         ChunkAssembler {
             budget,
             buffered: 0,
@@ -55,7 +55,7 @@ impl ChunkAssembler {
         Some(set)
     }
 
-    pub fn accept(&mut self, chunk: ChunkMessage, now: Instant) -> ChunkOutcome {
+    pub(crate) fn accept(&mut self, chunk: ChunkMessage, now: Instant) -> ChunkOutcome {
         self.sweep(now);
         let (Some(id), Some(total), Some(index), Some(data)) = (
             chunk.chunk_id,
@@ -118,7 +118,7 @@ impl ChunkAssembler {
     }
 
     /// Drop sets older than the TTL.
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         let mut freed = 0;
         self.sets.retain(|_, s| {
             let keep = now.saturating_duration_since(s.started) < SET_TTL;
@@ -130,12 +130,14 @@ impl ChunkAssembler {
         self.buffered -= freed;
     }
 
-    pub fn open_sets(&self) -> usize {
+    #[cfg(test)]
+    fn open_sets(&self) -> usize {
         self.sets.len()
     }
 
     /// Decoded bytes held by the open sets.
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
         self.buffered
     }
 }

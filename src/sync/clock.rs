@@ -4,23 +4,24 @@ use crate::hash::FastMap;
 use serde_json::{Map, Value};
 
 /// Largest integer a JavaScript client can represent exactly (2^53 − 1).
-pub const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+pub(crate) const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
 
 /// Writer id → counter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VectorClock(FastMap<String, u64>);
+pub(crate) struct VectorClock(FastMap<String, u64>);
 
 impl VectorClock {
-    pub fn new() -> VectorClock {
+    #[cfg(test)]
+    pub(crate) fn new() -> VectorClock {
         VectorClock::default()
     }
 
-    pub fn get(&self, writer: &str) -> u64 {
+    pub(crate) fn get(&self, writer: &str) -> u64 {
         self.0.get(writer).copied().unwrap_or(0)
     }
 
     /// Advance `writer` by one and return its new value.
-    pub fn tick(&mut self, writer: &str) -> u64 {
+    pub(crate) fn tick(&mut self, writer: &str) -> u64 {
         let slot = match self.0.get_mut(writer) {
             Some(v) => v,
             None => self.0.entry(writer.to_owned()).or_insert(0),
@@ -30,7 +31,7 @@ impl VectorClock {
     }
 
     /// Raise `writer` to at least `value`; returns whether it changed.
-    pub fn observe(&mut self, writer: &str, value: u64) -> bool {
+    pub(crate) fn observe(&mut self, writer: &str, value: u64) -> bool {
         let value = value.min(MAX_SAFE_INTEGER);
         match self.0.get_mut(writer) {
             Some(v) if *v >= value => false,
@@ -48,7 +49,7 @@ impl VectorClock {
     /// Merge a client-supplied clock, ignoring entries that are not non-negative
     /// integers within the JS safe range (TS would throw). Returns the entries that
     /// changed, for persistence.
-    pub fn merge_json(&mut self, other: &Map<String, Value>) -> Vec<(String, u64)> {
+    pub(crate) fn merge_json(&mut self, other: &Map<String, Value>) -> Vec<(String, u64)> {
         let mut changed = Vec::new();
         for (writer, value) in other {
             let Some(v) = value.as_u64().filter(|v| *v <= MAX_SAFE_INTEGER) else {
@@ -64,23 +65,24 @@ impl VectorClock {
         changed
     }
 
-    pub fn contains(&self, writer: &str) -> bool {
+    pub(crate) fn contains(&self, writer: &str) -> bool {
         self.0.contains_key(writer)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &u64)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &u64)> {
         self.0.iter()
     }
 
-    pub fn to_json(&self) -> Map<String, Value> {
+    pub(crate) fn to_json(&self) -> Map<String, Value> {
         self.0
             .iter()
             .map(|(k, v)| (k.clone(), Value::from(*v)))
@@ -88,7 +90,7 @@ impl VectorClock {
     }
 
     /// Serialized once per broadcast flush and embedded in every field delta.
-    pub fn to_json_string(&self) -> String {
+    pub(crate) fn to_json_string(&self) -> String {
         serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_owned())
     }
 }

@@ -14,26 +14,31 @@ use crate::protocol::message::{is_tombstone, tombstone};
 
 /// The result of one field write, as broadcast and persisted.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FieldOutcome {
-    pub field: String,
+pub(crate) struct FieldOutcome {
+    pub(crate) field: String,
     /// The stored value, or `{"__deleted":true}` when the write deleted the field.
-    pub authoritative: Value,
-    pub deleted: bool,
-    pub writer: String,
+    pub(crate) authoritative: Value,
+    pub(crate) deleted: bool,
+    pub(crate) writer: String,
     /// The writer's clock entry after its tick.
-    pub tick: u64,
+    pub(crate) tick: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Document {
-    pub fields: FastMap<String, Value>,
-    pub clock: VectorClock,
-    pub text: Option<TextState>,
+pub(crate) struct Document {
+    pub(crate) fields: FastMap<String, Value>,
+    pub(crate) clock: VectorClock,
+    pub(crate) text: Option<TextState>,
 }
 
 impl Document {
     /// Apply one client field write by `writer` (set, or delete on a tombstone).
-    pub fn write_field(&mut self, field: String, value: Value, writer: &str) -> FieldOutcome {
+    pub(crate) fn write_field(
+        &mut self,
+        field: String,
+        value: Value,
+        writer: &str,
+    ) -> FieldOutcome {
         let tick = self.clock.tick(writer);
         let deleted = is_tombstone(&value);
         let authoritative = if deleted {
@@ -54,7 +59,7 @@ impl Document {
 
     /// Apply a value another instance already decided (no tick: its clock arrives
     /// with it and is merged separately).
-    pub fn apply_authoritative(&mut self, field: &str, value: &Value) {
+    pub(crate) fn apply_authoritative(&mut self, field: &str, value: &Value) {
         if is_tombstone(value) {
             self.fields.remove(field);
         } else {
@@ -63,7 +68,7 @@ impl Document {
     }
 
     /// The field map as sent in `sync_response.state`.
-    pub fn state_json(&self) -> Map<String, Value> {
+    pub(crate) fn state_json(&self) -> Map<String, Value> {
         self.fields
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -73,12 +78,12 @@ impl Document {
     /// The clock as sent in `sync_response.clock`. It must be non-empty whenever the
     /// state is (SDK 0.3.0 computes `max(values(clock))`), which holds because every
     /// field write ticks a writer; restored documents get a `storage` entry.
-    pub fn clock_json(&self) -> Map<String, Value> {
+    pub(crate) fn clock_json(&self) -> Map<String, Value> {
         self.clock.to_json()
     }
 
     /// Approximate in-memory size of the field values, for stats.
-    pub fn approximate_size(&self) -> usize {
+    pub(crate) fn approximate_size(&self) -> usize {
         self.fields
             .iter()
             .map(|(k, v)| k.len() + v.to_string().len())

@@ -34,22 +34,22 @@ use crate::text::{StateJson, TextDoc, TextError};
 
 /// Tunables of the hub.
 #[derive(Debug, Clone)]
-pub struct HubSettings {
+pub(crate) struct HubSettings {
     /// Broadcast coalescing window (`SYNC_BATCH_DELAY`); zero flushes inline.
-    pub batch_delay: Duration,
+    pub(crate) batch_delay: Duration,
     /// This instance's id: the `origin` of everything it publishes.
-    pub instance_id: String,
-    pub channels: Channels,
+    pub(crate) instance_id: String,
+    pub(crate) channels: Channels,
     /// Loaded documents kept in memory before idle ones are unloaded (LRU).
-    pub max_cached_documents: usize,
+    pub(crate) max_cached_documents: usize,
     /// Vector-clock entries (writers) a document may hold besides the shared
     /// [`OVERFLOW_WRITER`] entry; see [`Hub::apply`].
-    pub max_clock_entries: usize,
+    pub(crate) max_clock_entries: usize,
     /// Bounds on text states and merged text documents.
-    pub text_limits: crate::text::Limits,
+    pub(crate) text_limits: crate::text::Limits,
     /// Where the hub reads wall time (message ids, timestamps, read-backs): the
     /// server's clock, so a test's injected clock reaches fan-out too.
-    pub clock: crate::clock::SharedClock,
+    pub(crate) clock: crate::clock::SharedClock,
 }
 
 /// A subscriber list, copied on change so a flush can iterate it without the lock.
@@ -80,7 +80,7 @@ struct Pending {
 type QueuedField = (String, Value, Option<String>);
 
 /// The clock entry a document's new writers share once its clock is full.
-pub const OVERFLOW_WRITER: &str = "overflow";
+const OVERFLOW_WRITER: &str = "overflow";
 
 struct DocState {
     doc: Document,
@@ -127,7 +127,7 @@ impl DocState {
 
 /// One live document.
 pub struct DocEntry {
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
     state: Mutex<DocState>,
     /// Hub tick of the last `open`, for least-recently-used eviction.
     last_used: AtomicU64,
@@ -161,15 +161,15 @@ enum TextSource {
 
 /// What `sync_response` needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DocumentSnapshot {
-    pub state: Map<String, Value>,
-    pub clock: Map<String, Value>,
-    pub text: Option<(crate::text::StateJson, f64)>,
+pub(crate) struct DocumentSnapshot {
+    pub(crate) state: Map<String, Value>,
+    pub(crate) clock: Map<String, Value>,
+    pub(crate) text: Option<(crate::text::StateJson, f64)>,
 }
 
 /// What became of a client's text state.
 #[derive(Debug)]
-pub enum TextOutcome {
+pub(crate) enum TextOutcome {
     /// Merged: the document's state now, and its persistence.
     Merged {
         json: crate::text::StateJson,
@@ -188,38 +188,38 @@ const BLOCKING_TEXT_BLOCKS: usize = 2_000;
 
 /// One client field write.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FieldWrite {
-    pub field: String,
-    pub value: Value,
-    pub writer: String,
+pub(crate) struct FieldWrite {
+    pub(crate) field: String,
+    pub(crate) value: Value,
+    pub(crate) writer: String,
 }
 
 /// What one inbound message changes in one document.
 #[derive(Debug, Default)]
-pub struct Changes<'a> {
-    pub fields: Vec<FieldWrite>,
-    pub clocks: Vec<&'a Map<String, Value>>,
+pub(crate) struct Changes<'a> {
+    pub(crate) fields: Vec<FieldWrite>,
+    pub(crate) clocks: Vec<&'a Map<String, Value>>,
     /// The local connection that wrote them (its echo is its own reply).
-    pub origin: Option<u64>,
+    pub(crate) origin: Option<u64>,
 }
 
 /// The result of applying [`Changes`].
 #[derive(Debug)]
-pub struct Applied {
-    pub ticket: PersistTicket,
+pub(crate) struct Applied {
+    pub(crate) ticket: PersistTicket,
     /// Set when the write's clock was refused: nothing was applied.
-    pub refused: Option<ClockRefusal>,
+    pub(crate) refused: Option<ClockRefusal>,
 }
 
 /// Summary of a live document, for stats and the admin API.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DocumentSummary {
-    pub id: String,
-    pub subscribers: usize,
-    pub awareness_subscribers: usize,
-    pub fields: usize,
-    pub approximate_bytes: usize,
-    pub last_modified_ms: i64,
+pub(crate) struct DocumentSummary {
+    pub(crate) id: String,
+    pub(crate) subscribers: usize,
+    pub(crate) awareness_subscribers: usize,
+    pub(crate) fields: usize,
+    pub(crate) approximate_bytes: usize,
+    pub(crate) last_modified_ms: i64,
 }
 
 pub struct Hub {
@@ -242,7 +242,7 @@ pub struct Hub {
 }
 
 /// Documents to resynchronise, with when they were planned.
-pub type ResyncRequests = mpsc::Receiver<(Arc<DocEntry>, Instant)>;
+pub(crate) type ResyncRequests = mpsc::Receiver<(Arc<DocEntry>, Instant)>;
 
 /// Resynchronisations waiting for their turn. Past this (a burst of subscriptions
 /// faster than storage answers), a document is not resynchronised on first
@@ -251,10 +251,10 @@ const RESYNC_QUEUE: usize = 10_000;
 
 /// The flush queue consumed by [`crate::fanout::flusher::run`]. Unbounded, but it holds at
 /// most one entry per document with a pending batch.
-pub type FlushQueue = mpsc::UnboundedReceiver<(Arc<DocEntry>, Instant)>;
+pub(crate) type FlushQueue = mpsc::UnboundedReceiver<(Arc<DocEntry>, Instant)>;
 
 impl Hub {
-    pub fn new(
+    pub(crate) fn new(
         storage: Arc<Persistence>,
         pubsub: Arc<dyn PubSub>,
         metrics: Arc<Metrics>,
@@ -280,12 +280,12 @@ impl Hub {
         (hub, flush_rx)
     }
 
-    pub fn settings(&self) -> &HubSettings {
+    pub(crate) fn settings(&self) -> &HubSettings {
         &self.settings
     }
 
     /// Wall time in epoch milliseconds, from the hub's clock.
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.settings.clock.now_ms()
     }
 
@@ -293,7 +293,7 @@ impl Hub {
         &self.storage
     }
 
-    pub fn pubsub(&self) -> &Arc<dyn PubSub> {
+    pub(crate) fn pubsub(&self) -> &Arc<dyn PubSub> {
         &self.pubsub
     }
 
@@ -302,7 +302,7 @@ impl Hub {
     }
 
     /// A live document, if loaded.
-    pub fn get(&self, id: &str) -> Option<Arc<DocEntry>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<DocEntry>> {
         self.docs().get(id).cloned()
     }
 
@@ -311,7 +311,7 @@ impl Hub {
     }
 
     /// The live document, loading it from storage on first access.
-    pub async fn open(&self, id: &str) -> Result<Arc<DocEntry>, StorageError> {
+    pub(crate) async fn open(&self, id: &str) -> Result<Arc<DocEntry>, StorageError> {
         if let Some(entry) = self.get(id) {
             entry.last_used.store(self.tick(), Ordering::Relaxed);
             return Ok(entry);
@@ -438,7 +438,7 @@ impl Hub {
     }
 
     /// Add a document subscriber (idempotent). Returns whether it was new.
-    pub fn subscribe(&self, entry: &Arc<DocEntry>, peer: &Arc<Peer>) -> bool {
+    pub(crate) fn subscribe(&self, entry: &Arc<DocEntry>, peer: &Arc<Peer>) -> bool {
         let mut st = entry.lock();
         let added = add_peer(&mut st.subscribers, peer);
         if added {
@@ -448,7 +448,7 @@ impl Hub {
     }
 
     /// Add an awareness subscriber (idempotent).
-    pub fn subscribe_awareness(&self, entry: &Arc<DocEntry>, peer: &Arc<Peer>) -> bool {
+    pub(crate) fn subscribe_awareness(&self, entry: &Arc<DocEntry>, peer: &Arc<Peer>) -> bool {
         let mut st = entry.lock();
         let added = add_peer(&mut st.awareness_subscribers, peer);
         if added {
@@ -458,7 +458,7 @@ impl Hub {
     }
 
     /// Remove a document subscription (the awareness one stays).
-    pub fn unsubscribe(&self, id: &str, conn_id: u64) {
+    pub(crate) fn unsubscribe(&self, id: &str, conn_id: u64) {
         if let Some(entry) = self.get(id) {
             let mut st = entry.lock();
             if remove_peer(&mut st.subscribers, conn_id) {
@@ -468,7 +468,7 @@ impl Hub {
     }
 
     /// Remove an awareness subscription (the document one stays).
-    pub fn unsubscribe_awareness(&self, id: &str, conn_id: u64) {
+    pub(crate) fn unsubscribe_awareness(&self, id: &str, conn_id: u64) {
         if let Some(entry) = self.get(id) {
             let mut st = entry.lock();
             if remove_peer(&mut st.awareness_subscribers, conn_id) {
@@ -479,7 +479,11 @@ impl Hub {
 
     /// Forget a closed connection in every document it was in. Pending batches are
     /// kept: the other subscribers still get them (TS drops them; a bug).
-    pub fn remove_peer<'a>(&self, conn_id: u64, documents: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn remove_peer<'a>(
+        &self,
+        conn_id: u64,
+        documents: impl IntoIterator<Item = &'a str>,
+    ) {
         for id in documents {
             if let Some(entry) = self.get(id) {
                 let mut st = entry.lock();
@@ -529,7 +533,7 @@ impl Hub {
     }
 
     /// The resynchronisation requests of documents gaining interest; taken once.
-    pub fn take_resync_requests(&self) -> Option<ResyncRequests> {
+    pub(crate) fn take_resync_requests(&self) -> Option<ResyncRequests> {
         self.resync_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -545,7 +549,7 @@ impl Hub {
         }
     }
 
-    pub fn snapshot(&self, entry: &DocEntry) -> DocumentSnapshot {
+    pub(crate) fn snapshot(&self, entry: &DocEntry) -> DocumentSnapshot {
         let (state, clock, text) = {
             let st = entry.lock();
             let text = st.doc.text.as_ref().map(|t| (t.json_shared(), t.clock()));
@@ -556,7 +560,12 @@ impl Hub {
 
     /// Apply one inbound message's changes, queue the field results for broadcast,
     /// and submit the write to storage — all under the document lock.
-    pub fn apply(&self, entry: &Arc<DocEntry>, changes: Changes<'_>, now_ms: i64) -> Applied {
+    pub(crate) fn apply(
+        &self,
+        entry: &Arc<DocEntry>,
+        changes: Changes<'_>,
+        now_ms: i64,
+    ) -> Applied {
         // Refuse before applying: a write nobody else has seen yet can be retried by
         // its client; one applied and broadcast but never persisted cannot.
         if self.storage.is_full() {
@@ -668,7 +677,7 @@ impl Hub {
 
     /// Apply field values another instance decided (not persisted here: the origin
     /// instance persisted them) and queue them for local broadcast.
-    pub fn apply_remote(
+    pub(crate) fn apply_remote(
         &self,
         entry: &Arc<DocEntry>,
         fields: &Map<String, Value>,
@@ -708,7 +717,7 @@ impl Hub {
 
     /// Plan a resynchronisation: from now on, record which fields change in every
     /// document somebody here subscribes to, and return those documents.
-    pub fn begin_resync(&self) -> Vec<Arc<DocEntry>> {
+    pub(crate) fn begin_resync(&self) -> Vec<Arc<DocEntry>> {
         let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
         entries
             .into_iter()
@@ -731,7 +740,7 @@ impl Hub {
     /// Returns the number of fields changed, or `None` when this instance has
     /// writes to the document not yet in storage — storage is then behind us and the
     /// caller retries later.
-    pub fn reconcile(
+    pub(crate) fn reconcile(
         &self,
         entry: &Arc<DocEntry>,
         stored: Option<StoredDocument>,
@@ -772,7 +781,7 @@ impl Hub {
     }
 
     /// A planned resynchronisation gave up on a document.
-    pub fn abandon_resync(&self, entry: &DocEntry) {
+    pub(crate) fn abandon_resync(&self, entry: &DocEntry) {
         entry.lock().finish_resync();
     }
 
@@ -780,7 +789,7 @@ impl Hub {
     /// to storage. Parsing and merging run outside the document lock — on the
     /// blocking pool when large — one merge at a time per document (the text
     /// lane), so merges keep their order and readers are served meanwhile.
-    pub async fn apply_text(
+    pub(crate) async fn apply_text(
         &self,
         entry: &Arc<DocEntry>,
         incoming: String,
@@ -805,7 +814,7 @@ impl Hub {
 
     /// Merge a text state another instance relayed (no persistence: the origin
     /// instance persisted it) and return the merged state.
-    pub async fn merge_remote_text(
+    pub(crate) async fn merge_remote_text(
         &self,
         entry: &Arc<DocEntry>,
         incoming: String,
@@ -821,7 +830,7 @@ impl Hub {
     /// result; when ours holds more than storage (a peer stored its merge over ours,
     /// or ours was never stored), ours is stored — storage must hold every side.
     /// Returns 1 when our text changed.
-    pub async fn merge_stored_text(
+    pub(crate) async fn merge_stored_text(
         &self,
         entry: &Arc<DocEntry>,
         stored: Option<(String, f64)>,
@@ -1048,7 +1057,7 @@ impl Hub {
     /// document's largest entry — not the whole clock: SDK clients order updates by
     /// max(clock), which this keeps, and a delta stays small however many writers
     /// the document has had (`sync_response` carries the whole clock).
-    pub fn flush(&self, entry: &DocEntry) {
+    pub(crate) fn flush(&self, entry: &DocEntry) {
         let clustered = self.pubsub.state() != PubSubState::SingleInstance;
         let Some(taken) = take_batch(entry, clustered) else {
             return;
@@ -1135,14 +1144,14 @@ impl Hub {
     }
 
     /// Flush every pending batch now (shutdown).
-    pub fn flush_all(&self) {
+    pub(crate) fn flush_all(&self) {
         let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
         for entry in entries {
             self.flush(&entry);
         }
     }
 
-    pub fn publish(&self, channel: &str, msg: &Value) {
+    pub(crate) fn publish(&self, channel: &str, msg: &Value) {
         if let Some(id) = msg.get("id").and_then(Value::as_str) {
             self.published_ids.remember(id);
         }
@@ -1152,13 +1161,13 @@ impl Hub {
     }
 
     /// Whether a received message id is one we published (an echo).
-    pub fn published_recently(&self, id: &str) -> bool {
+    pub(crate) fn published_recently(&self, id: &str) -> bool {
         self.published_ids.contains(id)
     }
 
     /// Send one message now to a document's subscribers (and, for awareness, its
     /// awareness subscribers), except `except`.
-    pub fn send_to_subscribers(
+    pub(crate) fn send_to_subscribers(
         &self,
         entry: &DocEntry,
         msg: &ServerMessage,
@@ -1199,11 +1208,11 @@ impl Hub {
         delivered
     }
 
-    pub fn document_count(&self) -> usize {
+    pub(crate) fn document_count(&self) -> usize {
         self.docs().len()
     }
 
-    pub fn summaries(&self) -> Vec<DocumentSummary> {
+    pub(crate) fn summaries(&self) -> Vec<DocumentSummary> {
         let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
         let mut out: Vec<DocumentSummary> = entries
             .iter()
@@ -1225,7 +1234,7 @@ impl Hub {
 
     /// Connection ids subscribed to a live document (documents, then awareness),
     /// for the admin API; `None` when the document is not loaded.
-    pub fn subscriber_ids(&self, id: &str) -> Option<(Vec<u64>, Vec<u64>)> {
+    pub(crate) fn subscriber_ids(&self, id: &str) -> Option<(Vec<u64>, Vec<u64>)> {
         let entry = self.get(id)?;
         let st = entry.lock();
         let ids = |list: &PeerList| list.iter().map(|p| p.conn_id).collect();
@@ -1236,7 +1245,7 @@ impl Hub {
     /// write it back. Refused (false) while anyone is subscribed, a broadcast is
     /// pending, writes are not yet durable, or a handler holds it; true when it is
     /// not (or no longer) loaded.
-    pub fn forget(&self, id: &str) -> bool {
+    pub(crate) fn forget(&self, id: &str) -> bool {
         let mut docs = self.docs();
         let Some(entry) = docs.get(id) else {
             return true;
@@ -1262,7 +1271,7 @@ impl Hub {
     /// emptied documents. Writes already queued for storage are not touched (the
     /// caller drains them before clearing storage). Returns how many documents
     /// were loaded.
-    pub fn clear(&self) -> usize {
+    pub(crate) fn clear(&self) -> usize {
         let mut docs = self.docs();
         let loaded = docs.len();
         docs.retain(|_, entry| {
@@ -1276,7 +1285,7 @@ impl Hub {
     }
 
     /// Total document subscriptions across live documents.
-    pub fn subscription_count(&self) -> usize {
+    pub(crate) fn subscription_count(&self) -> usize {
         let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
         entries.iter().map(|e| e.lock().subscribers.len()).sum()
     }

@@ -2,17 +2,17 @@
 //! the per-connection session state machine. Nothing here owns a socket; sessions
 //! talk to their connection through a bounded outbox ([`peer::Peer`]).
 
-pub mod acks;
+pub(crate) mod acks;
 pub mod admission;
-pub mod chunks;
-pub mod clock;
-pub mod document;
-pub mod hub;
+pub(crate) mod chunks;
+pub(crate) mod clock;
+pub(crate) mod document;
+pub(crate) mod hub;
 pub mod peer;
-pub mod rate_limit;
-pub mod relay;
-pub mod session;
-pub mod text;
+mod rate_limit;
+pub(crate) mod relay;
+pub(crate) mod session;
+pub(crate) mod text;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,21 +24,21 @@ use crate::awareness::AwarenessStore;
 use crate::metrics::Metrics;
 use crate::pubsub::Fleet;
 
-pub use hub::Hub;
+pub(crate) use hub::Hub;
 pub use peer::{Outgoing, Peer};
 pub use session::Session;
 
 /// Settings of the message handlers.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
-    pub auth_required: bool,
+    pub(crate) auth_required: bool,
     /// Logical message (payload) limit, bytes.
     pub max_message_bytes: usize,
     /// Limit of a message carrying only text states (README "Text engine").
-    pub max_text_message_bytes: usize,
+    pub(crate) max_text_message_bytes: usize,
     /// Messages per minute per connection (pings not counted); 0 = unlimited.
     pub max_messages_per_minute: u32,
-    pub playground_access_filter: bool,
+    pub(crate) playground_access_filter: bool,
     pub relay_crdt_ops: bool,
     pub instance_id: String,
     pub awareness_timeout: Duration,
@@ -49,33 +49,33 @@ pub struct SyncSettings {
 /// What every session shares.
 pub struct SyncService {
     pub hub: Arc<Hub>,
-    pub awareness: Arc<dyn AwarenessStore>,
-    pub auth: Arc<Authenticator>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) awareness: Arc<dyn AwarenessStore>,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) metrics: Arc<Metrics>,
     pub settings: SyncSettings,
     /// The other instances, as heard on the presence channel.
-    pub fleet: Arc<Fleet>,
+    pub(crate) fleet: Arc<Fleet>,
     /// Asks the resync task ([`crate::fanout::resync::run`]) for a round.
-    pub resync: Arc<Notify>,
+    pub(crate) resync: Arc<Notify>,
     /// Notable events of this instance (admin API, console Events view).
-    pub events: Arc<crate::events::EventLog>,
+    pub(crate) events: Arc<crate::events::EventLog>,
     /// Where wall time comes from: the system clock, or a test's ([`crate::clock`]).
-    pub clock: crate::clock::SharedClock,
+    pub(crate) clock: crate::clock::SharedClock,
     /// Work started in the background (a closed connection's awareness leaves, the
     /// server's background tasks): shutdown joins it, within its budget, before the
     /// pools close (docs/operations.md §6).
-    pub tasks: tokio_util::task::TaskTracker,
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 impl SyncService {
     /// Wall time in epoch milliseconds, from this service's clock.
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 }
 
 /// The TS/Go/Python playground policy (docs/protocol.md §6), opt-in.
-pub fn playground_allows(document_id: &str) -> bool {
+fn playground_allows(document_id: &str) -> bool {
     document_id == "playground"
         || document_id.starts_with("playground:")
         || document_id == "wordwall"

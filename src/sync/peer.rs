@@ -2,15 +2,15 @@
 //!
 //! One ordered outbox per connection, with two budgets. What the connection caused
 //! itself — replies, acks, the echo of its own writes, pings — never closes it: once
-//! [`OWN_BUDGET`] of those wait unsent, its connection stops reading the socket until
-//! they drain ([`Peer::own_backlogged`], [`Peer::room`]), so a fast writer is slowed
+//! `OWN_BUDGET` of those wait unsent, its connection stops reading the socket until
+//! they drain (`Peer::own_backlogged`, `Peer::room`), so a fast writer is slowed
 //! to the pace its own replies leave at. Broadcasts of other connections' writes are
 //! not waited for — that would stall every other subscriber — so a subscriber with
-//! [`FOREIGN_BUDGET`] of them unsent is marked for closing (`1013 Client too slow`)
+//! `FOREIGN_BUDGET` of them unsent is marked for closing (`1013 Client too slow`)
 //! and the delivery is counted as dropped.
 //!
 //! The queue itself is a `VecDeque` allocated on the first item and given back when it
-//! drains past [`RETAINED_SLOTS`]: an idle connection holds no queue memory (a channel
+//! drains past `RETAINED_SLOTS`: an idle connection holds no queue memory (a channel
 //! would hold a 32-slot block per connection from the start; BENCHMARKS.md "memory per
 //! idle connection").
 
@@ -27,14 +27,14 @@ use crate::protocol::{EncodedFrame, Encoding};
 /// Broadcasts of others' writes a connection may have waiting. A broadcast flush is
 /// one item however many fields it carries, so this is ~256 batch windows of slack
 /// before a reader counts as slow.
-pub const FOREIGN_BUDGET: usize = 256;
+pub(crate) const FOREIGN_BUDGET: usize = 256;
 
 /// Items a connection caused itself that may wait before its socket stops being read.
-pub const OWN_BUDGET: usize = 128;
+const OWN_BUDGET: usize = 128;
 
 /// Queue slots a drained outbox keeps for the next item; a larger queue (after a
 /// burst) is freed when it drains, so memory follows the backlog back down.
-pub const RETAINED_SLOTS: usize = 4;
+const RETAINED_SLOTS: usize = 4;
 
 /// Outbound items a connection's writer task sends, in order.
 #[derive(Debug, Clone)]
@@ -52,13 +52,13 @@ pub enum Outgoing {
 
 /// An outbox entry: the item and whether the connection caused it.
 #[derive(Debug)]
-pub struct Queued {
+pub(crate) struct Queued {
     item: Outgoing,
     own: bool,
 }
 
 pub struct Peer {
-    pub conn_id: u64,
+    pub(crate) conn_id: u64,
     json: AtomicBool,
     queue: Arc<Queue>,
     own: AtomicUsize,
@@ -122,7 +122,7 @@ impl Drop for Outbox {
 
 impl Outbox {
     /// The next item; `None` once every [`Peer`] handle is gone and the queue is empty.
-    pub async fn recv(&mut self) -> Option<Outgoing> {
+    pub(crate) async fn recv(&mut self) -> Option<Outgoing> {
         loop {
             {
                 let mut items = self.queue.items();
@@ -190,7 +190,7 @@ impl Peer {
     }
 
     /// Reply encoding of this connection (fixed by its first data frame).
-    pub fn encoding(&self) -> Encoding {
+    pub(crate) fn encoding(&self) -> Encoding {
         if self.json.load(Ordering::Relaxed) {
             Encoding::Json
         } else {
@@ -198,7 +198,7 @@ impl Peer {
         }
     }
 
-    pub fn set_encoding(&self, encoding: Encoding) {
+    pub(crate) fn set_encoding(&self, encoding: Encoding) {
         self.json
             .store(encoding == Encoding::Json, Ordering::Relaxed);
     }
@@ -206,7 +206,7 @@ impl Peer {
     /// Queue a broadcast of someone else's doing, without waiting. Returns false when
     /// it was dropped; past [`FOREIGN_BUDGET`] the peer is marked as overflowed so its
     /// connection closes.
-    pub fn deliver(&self, item: Outgoing) -> bool {
+    pub(crate) fn deliver(&self, item: Outgoing) -> bool {
         if self.overflowed.is_cancelled() {
             return false;
         }
@@ -220,7 +220,7 @@ impl Peer {
     /// Queue something this connection caused (a reply, the echo of its own write,
     /// a ping). Never refused for being slow: the connection stops reading instead
     /// (see [`Peer::own_backlogged`]).
-    pub fn send_own(&self, item: Outgoing) -> bool {
+    pub(crate) fn send_own(&self, item: Outgoing) -> bool {
         self.push(item, true)
     }
 
@@ -240,19 +240,19 @@ impl Peer {
 
     /// Whether this connection's own items fill their budget: its socket is not read
     /// until they drain.
-    pub fn own_backlogged(&self) -> bool {
+    pub(crate) fn own_backlogged(&self) -> bool {
         self.own.load(Ordering::Relaxed) >= OWN_BUDGET
     }
 
     /// Resolves after the writer took one of this connection's own items (re-check
     /// [`Peer::own_backlogged`]).
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         self.room.notified().await;
     }
 
     /// Cancelled when the client is too slow: a broadcast found the outbox over its
     /// budget, or the writer found a socket write stalled past the write timeout.
-    pub fn overflowed(&self) -> &CancellationToken {
+    pub(crate) fn overflowed(&self) -> &CancellationToken {
         &self.overflowed
     }
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub const WINDOW: Duration = Duration::from_secs(60);
+const WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limit: u32,
     window_start: Instant,
     current: u32,
@@ -20,7 +20,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `limit` messages per minute; 0 disables the limit.
-    pub fn new(limit: u32, now: Instant) -> RateLimiter {
+    pub(crate) fn new(limit: u32, now: Instant) -> RateLimiter {
         RateLimiter {
             limit,
             window_start: now,
@@ -30,7 +30,7 @@ impl RateLimiter {
     }
 
     /// Count a message if it is within the limit; a rejected one is not counted.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         if self.limit == 0 {
             return true;
         }

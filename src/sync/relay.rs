@@ -31,7 +31,7 @@ fn clustered(hub: &Hub) -> bool {
 
 /// Publish an op relay (text states and positional text ops; counter and set ops
 /// with `SYNCKIT_RELAY_CRDT_OPS`) on the document's delta channel.
-pub fn publish_op_relay(hub: &Hub, document_id: &str, msg: &ServerMessage) {
+pub(crate) fn publish_op_relay(hub: &Hub, document_id: &str, msg: &ServerMessage) {
     if clustered(hub) {
         hub.publish(
             &hub.settings().channels.delta(document_id),
@@ -42,7 +42,7 @@ pub fn publish_op_relay(hub: &Hub, document_id: &str, msg: &ServerMessage) {
 
 /// Send an awareness update to local awareness ∪ document subscribers (except the
 /// sender) and, when it originated here, publish it.
-pub fn broadcast_awareness(
+pub(crate) fn broadcast_awareness(
     hub: &Hub,
     document_id: &str,
     msg: &ServerMessage,

@@ -7,7 +7,7 @@ use crate::text::{self, Limits, StateJson, TextDoc, TextError};
 /// The document's text state: the JSON sent in `sync_response.textState` and
 /// stored, the parsed document it was written from, and `textClock`.
 #[derive(Debug, Clone)]
-pub struct TextState {
+pub(crate) struct TextState {
     json: StateJson,
     /// `None` while the state is empty, while a merge has it out (the JSON stays
     /// here, so readers are served meanwhile), or when a stored state does not
@@ -25,11 +25,11 @@ impl PartialEq for TextState {
 }
 
 /// What a merge produced: the document, and its JSON when it changed.
-pub type Merged = (Option<TextDoc>, Result<Option<StateJson>, TextError>);
+pub(crate) type Merged = (Option<TextDoc>, Result<Option<StateJson>, TextError>);
 
 impl TextState {
     /// No text yet.
-    pub fn empty() -> TextState {
+    pub(crate) fn empty() -> TextState {
         TextState {
             json: StateJson::default(),
             doc: None,
@@ -40,7 +40,7 @@ impl TextState {
 
     /// A state restored from storage (parsing is O(size): callers run it off the
     /// async runtime when it is large).
-    pub fn restored(json: impl Into<StateJson>, clock: f64, limits: &Limits) -> TextState {
+    pub(crate) fn restored(json: impl Into<StateJson>, clock: f64, limits: &Limits) -> TextState {
         let json = json.into();
         let doc = match text::parse(&json, limits).and_then(|s| TextDoc::from_state(s, limits)) {
             Ok(mut doc) => {
@@ -62,7 +62,7 @@ impl TextState {
     }
 
     /// A state served as stored, not parsed.
-    pub fn opaque(json: StateJson, clock: f64) -> TextState {
+    pub(crate) fn opaque(json: StateJson, clock: f64) -> TextState {
         TextState {
             json,
             doc: None,
@@ -71,38 +71,33 @@ impl TextState {
         }
     }
 
-    pub fn json(&self) -> &str {
+    pub(crate) fn json(&self) -> &str {
         &self.json
     }
 
     /// The JSON, shared (a reader copies it outside the document lock).
-    pub fn json_shared(&self) -> StateJson {
+    pub(crate) fn json_shared(&self) -> StateJson {
         self.json.clone()
     }
 
-    pub fn clock(&self) -> f64 {
+    pub(crate) fn clock(&self) -> f64 {
         self.clock
-    }
-
-    pub fn block_count(&self) -> usize {
-        self.doc.as_ref().map_or(0, TextDoc::block_count)
     }
 
     /// Take the parsed document out for a merge; [`TextState::put_back`] returns
     /// it. Merges of one document are serialized by the caller.
-    pub fn take_doc(&mut self) -> Option<TextDoc> {
+    pub(crate) fn take_doc(&mut self) -> Option<TextDoc> {
         self.busy = true;
         self.doc.take()
     }
 
-    /// Whether a merge has the parsed document out.
-    pub fn is_busy(&self) -> bool {
-        self.busy
-    }
-
     /// Return the document after a merge: with its new JSON and the incoming
     /// `textClock` when the merge was accepted (`clock` becomes the max of both).
-    pub fn put_back(&mut self, doc: Option<TextDoc>, accepted: Option<(Option<StateJson>, f64)>) {
+    pub(crate) fn put_back(
+        &mut self,
+        doc: Option<TextDoc>,
+        accepted: Option<(Option<StateJson>, f64)>,
+    ) {
         self.doc = doc;
         self.busy = false;
         if let Some((json, clock)) = accepted {
@@ -116,7 +111,8 @@ impl TextState {
     /// Parse, check and merge an incoming state in place (small work: the resync
     /// read-back, tests). `Ok(true)` when the document kept something the incoming
     /// state lacks — a writer of that state (storage, a peer) is behind us.
-    pub fn merge(
+    #[cfg(test)]
+    pub(crate) fn merge(
         &mut self,
         incoming: &str,
         incoming_clock: f64,
@@ -133,7 +129,7 @@ impl TextState {
 /// [`merge_into`], also saying — when `reporting` — whether the merged document
 /// holds more than `incoming` (see `coverage`; this parses the whole state, where
 /// [`merge_into`] may compare it byte by byte with the last JSON).
-pub fn merge_reporting(
+pub(crate) fn merge_reporting(
     doc: Option<TextDoc>,
     incoming: &str,
     limits: &Limits,
@@ -174,7 +170,7 @@ fn coverage(state: &text::State) -> (u64, u64) {
 
 /// Parse `incoming`, check it and merge it into `doc` (a refused state leaves
 /// `doc` as it was). Pure CPU work, no lock: it may run on the blocking pool.
-pub fn merge_into(doc: Option<TextDoc>, incoming: &str, limits: &Limits) -> Merged {
+fn merge_into(doc: Option<TextDoc>, incoming: &str, limits: &Limits) -> Merged {
     match doc {
         Some(mut doc) => match doc.merge_json(incoming, limits) {
             Ok(summary) => {

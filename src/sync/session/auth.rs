@@ -83,7 +83,7 @@ impl Session {
 
     /// When the token this session authenticated with expires (epoch seconds);
     /// `None` for API keys, anonymous sessions and tokens without `exp`.
-    pub fn expires_at_secs(&self) -> Option<i64> {
+    pub(crate) fn expires_at_secs(&self) -> Option<i64> {
         self.expires_at_secs
     }
 
@@ -91,7 +91,10 @@ impl Session {
     /// success — the client has sent nothing yet, so its encoding is unknown. A bad
     /// token closes with 1008 `Authentication failed` (the reason is in the close frame,
     /// which every client can read whatever its encoding).
-    pub async fn authenticate_query_token(&mut self, token: &str) -> Result<(), CloseRequest> {
+    pub(crate) async fn authenticate_query_token(
+        &mut self,
+        token: &str,
+    ) -> Result<(), CloseRequest> {
         match self.verify_credentials(Some(token), None) {
             Some(Ok(identity)) => {
                 self.sign_in(identity).await;

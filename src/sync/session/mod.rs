@@ -36,10 +36,10 @@ mod refusals;
 mod writes;
 
 /// Longest field name: `deltas.field_path` is `VARCHAR(500)`.
-pub const MAX_FIELD_NAME_LEN: usize = 500;
+const MAX_FIELD_NAME_LEN: usize = 500;
 
 /// Longest writer (client) id: `vector_clocks.client_id` is `VARCHAR(255)`.
-pub const MAX_WRITER_ID_LEN: usize = 255;
+pub(crate) const MAX_WRITER_ID_LEN: usize = 255;
 
 /// Ask the connection to close.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,36 +123,28 @@ impl Session {
         }
     }
 
-    pub fn peer(&self) -> &Arc<Peer> {
-        &self.peer
-    }
-
-    pub fn conn_id(&self) -> u64 {
-        self.peer.conn_id
-    }
-
     /// Fleet-unique connection id, used for session rows and awareness ownership.
-    pub fn connection_key(&self) -> String {
+    pub(crate) fn connection_key(&self) -> String {
         format!(
             "{}:conn-{}",
             self.svc.settings.instance_id, self.peer.conn_id
         )
     }
 
-    pub fn is_authenticated(&self) -> bool {
+    pub(crate) fn is_authenticated(&self) -> bool {
         self.identity.is_some()
     }
 
-    pub fn identity(&self) -> Option<&Identity> {
+    pub(crate) fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
     }
 
-    pub fn subscriptions(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn subscriptions(&self) -> impl Iterator<Item = &str> {
         self.documents.iter().map(|d| &**d)
     }
 
     /// Record the session row if authenticated (called at connect and after auth).
-    pub fn persist_session(&mut self) {
+    pub(crate) fn persist_session(&mut self) {
         let Some(identity) = &self.identity else {
             return;
         };
@@ -177,7 +169,7 @@ impl Session {
 
     /// Bump the session's `last_seen` (called once per heartbeat interval; the
     /// writes are batched across connections).
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         if self.session_saved {
             self.svc.hub.storage().touch_session(&self.connection_key());
         }
@@ -197,12 +189,12 @@ impl Session {
     /// At the per-connection bound of queued acks
     /// ([`crate::sync::acks::MAX_QUEUED_ACKS`]): the socket is not read until one
     /// leaves.
-    pub fn acks_full(&self) -> bool {
+    pub(crate) fn acks_full(&self) -> bool {
         self.acks.is_full()
     }
 
     /// Send a reply to this connection in its encoding.
-    pub async fn reply(&self, msg: &ServerMessage) {
+    pub(crate) async fn reply(&self, msg: &ServerMessage) {
         self.reply_with_id(msg, None).await;
     }
 
@@ -405,7 +397,7 @@ impl Session {
     }
 
     /// Timer work: drop chunk sets past their TTL even when no chunk arrives.
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         self.chunks.sweep(now);
     }
 
@@ -464,7 +456,7 @@ impl Session {
 
     /// Connection closed: leave every document, broadcast leaves for the awareness
     /// clients it owned (in the background), and drop its session row.
-    pub async fn close(&mut self) {
+    pub(crate) async fn close(&mut self) {
         let docs: Vec<Arc<str>> = self
             .documents
             .union(&self.awareness_documents)
