@@ -224,12 +224,21 @@ impl Inner {
     /// maximum, and one delta row written per field change.
     fn apply_batch(&mut self, writes: &[DocumentWrite]) {
         let at = now();
+        self.patch_documents(writes, at);
+        for write in writes {
+            self.merge_clock(write);
+            self.log_deltas(write);
+        }
+    }
+
+    /// Apply the batch's field changes to each document's state, one upsert per
+    /// document. The stored state is taken, patched in place and put back: cloning it
+    /// per write would cost O(fields) for every change.
+    fn patch_documents(&mut self, writes: &[DocumentWrite], at: DateTime<Utc>) {
         let mut order: Vec<&str> = Vec::new();
         let mut states: FastMap<&str, Map<String, Value>> = FastMap::default();
         for write in writes {
             let doc: &str = &write.document_id;
-            // The stored state is taken, patched in place and put back: cloning it
-            // per write would cost O(fields) for every change.
             let state = states.entry(doc).or_insert_with(|| {
                 order.push(doc);
                 match self.documents.get_mut(doc).map(|row| row.state.take()) {
@@ -237,74 +246,88 @@ impl Inner {
                     _ => Map::new(),
                 }
             });
-            let fields = state
-                .entry("fields")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !fields.is_object() {
-                *fields = Value::Object(Map::new());
-            }
-            let Value::Object(fields) = fields else {
-                continue;
-            };
-            for change in &write.changes {
-                match &change.value {
-                    Some(value) => {
-                        fields.insert(change.field.clone(), value.clone());
-                    }
-                    None => {
-                        fields.remove(&change.field);
-                    }
-                }
-            }
-            state.insert("id".into(), Value::String(doc.to_owned()));
-            if let Some((crdt, clock)) = &write.text {
-                state.insert("type".into(), json!("text"));
-                state.insert("content".into(), json!(""));
-                state.insert("crdt".into(), json!(crdt));
-                state.insert("clock".into(), json!(clock));
-            }
+            patch_state(state, doc, write);
         }
         for doc in order {
             if let Some(state) = states.remove(doc) {
                 self.upsert_document(doc, Value::Object(state), at);
             }
         }
-        for write in writes {
-            let doc: &str = &write.document_id;
-            let clock = self.clocks.entry(doc.to_owned()).or_default();
-            for (writer, value) in &write.clock {
-                let value = bigint(*value);
-                let entry = clock.entry(writer.clone()).or_insert(value);
-                *entry = (*entry).max(value);
+    }
+
+    /// Merge a write's clock into its document's stored clock (max per writer).
+    fn merge_clock(&mut self, write: &DocumentWrite) {
+        let clock = self
+            .clocks
+            .entry(write.document_id.to_string())
+            .or_default();
+        for (writer, value) in &write.clock {
+            let value = bigint(*value);
+            let entry = clock.entry(writer.clone()).or_insert(value);
+            *entry = (*entry).max(value);
+        }
+    }
+
+    /// One delta-log row per field change of a write.
+    fn log_deltas(&mut self, write: &DocumentWrite) {
+        // The highest tick this write carries, as the PostgreSQL path computes it.
+        let max_clock = write
+            .clock
+            .iter()
+            .map(|(_, v)| *v)
+            .chain(write.changes.iter().map(|c| c.clock_value))
+            .max()
+            .unwrap_or(0);
+        for change in &write.changes {
+            let timestamp = self.next_delta_time();
+            let operation = if change.value.is_some() {
+                DeltaOperation::Set
+            } else {
+                DeltaOperation::Delete
+            };
+            self.push_delta(DeltaRow {
+                id: Uuid::new_v4(),
+                document_id: write.document_id.to_string(),
+                client_id: change.writer.clone(),
+                operation_type: operation.as_str().to_owned(),
+                field_path: change.field.clone(),
+                value: change.value.clone(),
+                clock_value: bigint(change.clock_value),
+                max_clock_value: Some(bigint(max_clock)),
+                timestamp,
+            });
+        }
+    }
+}
+
+/// One write's changes to a document state (`{"id", "fields", …}`): set or delete each
+/// field; a text write also sets the text columns' shape.
+fn patch_state(state: &mut Map<String, Value>, doc: &str, write: &DocumentWrite) {
+    let fields = state
+        .entry("fields")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !fields.is_object() {
+        *fields = Value::Object(Map::new());
+    }
+    let Value::Object(fields) = fields else {
+        return;
+    };
+    for change in &write.changes {
+        match &change.value {
+            Some(value) => {
+                fields.insert(change.field.clone(), value.clone());
             }
-            // The highest tick this write carries, as the PostgreSQL path computes it.
-            let max_clock = write
-                .clock
-                .iter()
-                .map(|(_, v)| *v)
-                .chain(write.changes.iter().map(|c| c.clock_value))
-                .max()
-                .unwrap_or(0);
-            for change in &write.changes {
-                let timestamp = self.next_delta_time();
-                let operation = if change.value.is_some() {
-                    DeltaOperation::Set
-                } else {
-                    DeltaOperation::Delete
-                };
-                self.push_delta(DeltaRow {
-                    id: Uuid::new_v4(),
-                    document_id: doc.to_owned(),
-                    client_id: change.writer.clone(),
-                    operation_type: operation.as_str().to_owned(),
-                    field_path: change.field.clone(),
-                    value: change.value.clone(),
-                    clock_value: bigint(change.clock_value),
-                    max_clock_value: Some(bigint(max_clock)),
-                    timestamp,
-                });
+            None => {
+                fields.remove(&change.field);
             }
         }
+    }
+    state.insert("id".into(), Value::String(doc.to_owned()));
+    if let Some((crdt, clock)) = &write.text {
+        state.insert("type".into(), json!("text"));
+        state.insert("content".into(), json!(""));
+        state.insert("crdt".into(), json!(crdt));
+        state.insert("clock".into(), json!(clock));
     }
 }
 
