@@ -59,7 +59,7 @@ impl EventKind {
     }
 
     /// The wire name (`storage_degraded`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             EventKind::StorageDegraded => "storage_degraded",
             EventKind::StorageRecovered => "storage_recovered",
@@ -98,9 +98,9 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventsPage {
-    pub instance_id: String,
+    pub(crate) instance_id: String,
     /// Newest first, only those with `seq > after`.
-    pub events: Vec<Event>,
+    pub(crate) events: Vec<Event>,
     /// Events no longer in the ring (it keeps the newest).
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     pub name: String,
-    pub schedule: String,
+    pub(crate) schedule: String,
     pub enabled: bool,
     pub next_run: Option<DateTime<Utc>>,
 }
@@ -22,9 +22,9 @@ pub struct RunRecord {
     pub id: i64,
     pub job: String,
     pub scheduled_for: DateTime<Utc>,
-    pub instance_id: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
+    pub(crate) instance_id: String,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
     /// `running`, `ok` or `failed`.
     pub outcome: String,
     pub counts: Value,
@@ -32,7 +32,7 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    pub fn duration_ms(&self) -> Option<i64> {
+    pub(crate) fn duration_ms(&self) -> Option<i64> {
         self.finished_at
             .map(|f| (f - self.started_at).num_milliseconds())
     }
@@ -43,8 +43,8 @@ impl RunRecord {
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceRun {
     #[serde(flatten)]
-    pub run: RunRecord,
-    pub duration_ms: Option<i64>,
+    pub(crate) run: RunRecord,
+    pub(crate) duration_ms: Option<i64>,
 }
 
 /// What a cleanup run by this instance deletes (`None` = that part is off).
@@ -61,25 +61,25 @@ pub struct CleanupRetention {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceStatus {
-    pub jobs: Vec<JobStatus>,
+    pub(crate) jobs: Vec<JobStatus>,
     /// Newest first; empty when the run log could not be read (`runs_error`).
-    pub runs: Vec<MaintenanceRun>,
+    pub(crate) runs: Vec<MaintenanceRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runs_error: Option<String>,
+    pub(crate) runs_error: Option<String>,
     /// The retention `POST /admin/actions/cleanup` applies on this instance.
     #[serde(default)]
-    pub cleanup: Option<CleanupRetention>,
+    pub(crate) cleanup: Option<CleanupRetention>,
 }
 
 /// `POST /admin/actions/cleanup` and `/prune-awareness`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionOutcome {
-    pub job: String,
+    pub(crate) job: String,
     /// `ok` or `failed`.
-    pub outcome: String,
+    pub(crate) outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub counts: Option<Value>,
+    pub(crate) counts: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }

@@ -15,10 +15,10 @@
 //!
 //! Pure data, no I/O: the lowest layer, like `protocol`.
 
-pub mod events;
-pub mod maintenance;
-pub mod pages;
-pub mod presence;
+pub(crate) mod events;
+pub(crate) mod maintenance;
+pub(crate) mod pages;
+pub(crate) mod presence;
 pub mod stats;
 
 pub use events::{Event, EventKind, EventsPage, Severity};

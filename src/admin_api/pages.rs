@@ -11,27 +11,27 @@ use serde_json::Value;
 #[serde(rename_all = "camelCase")]
 pub struct LiveSession {
     /// Fleet-unique connection key (`<instance>:conn-<n>`), also the session row id.
-    pub id: String,
-    pub conn_id: u64,
+    pub(crate) id: String,
+    pub(crate) conn_id: u64,
     /// `None` until the connection authenticates.
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// The client's User-Agent.
-    pub client: Option<String>,
-    pub remote_ip: String,
-    pub connected_at_ms: i64,
-    pub last_seen_ms: i64,
-    pub subscriptions: Vec<String>,
+    pub(crate) client: Option<String>,
+    pub(crate) remote_ip: String,
+    pub(crate) connected_at_ms: i64,
+    pub(crate) last_seen_ms: i64,
+    pub(crate) subscriptions: Vec<String>,
 }
 
 /// `GET /admin/sessions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionsPage {
-    pub instance_id: String,
-    pub total: usize,
-    pub offset: usize,
-    pub limit: usize,
-    pub sessions: Vec<LiveSession>,
+    pub(crate) instance_id: String,
+    pub(crate) total: usize,
+    pub(crate) offset: usize,
+    pub(crate) limit: usize,
+    pub(crate) sessions: Vec<LiveSession>,
 }
 
 /// A document loaded in an instance's memory.
@@ -50,23 +50,23 @@ pub struct LiveDocumentInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentsPage {
-    pub instance_id: String,
-    pub total: usize,
-    pub offset: usize,
-    pub limit: usize,
-    pub documents: Vec<LiveDocumentInfo>,
+    pub(crate) instance_id: String,
+    pub(crate) total: usize,
+    pub(crate) offset: usize,
+    pub(crate) limit: usize,
+    pub(crate) documents: Vec<LiveDocumentInfo>,
 }
 
 /// One client's awareness state in one document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AwarenessClientInfo {
-    pub client_id: String,
-    pub connection_id: String,
-    pub state: Value,
-    pub clock: u64,
-    pub last_seen_ms: i64,
-    pub expires_in_ms: i64,
+    pub(crate) client_id: String,
+    pub(crate) connection_id: String,
+    pub(crate) state: Value,
+    pub(crate) clock: u64,
+    pub(crate) last_seen_ms: i64,
+    pub(crate) expires_in_ms: i64,
 }
 
 /// The awareness of one document (`GET /admin/documents/{id}/awareness`, and each
@@ -74,58 +74,58 @@ pub struct AwarenessClientInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentAwareness {
-    pub document_id: String,
-    pub clients: Vec<AwarenessClientInfo>,
+    pub(crate) document_id: String,
+    pub(crate) clients: Vec<AwarenessClientInfo>,
     /// Set when the awareness store could not be read (`clients` is then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// `GET /admin/awareness`: per live document of the instance, in id order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AwarenessPage {
-    pub instance_id: String,
+    pub(crate) instance_id: String,
     /// `memory`, `redis` or `postgres`.
-    pub store: String,
-    pub total: usize,
-    pub offset: usize,
-    pub limit: usize,
-    pub documents: Vec<DocumentAwareness>,
+    pub(crate) store: String,
+    pub(crate) total: usize,
+    pub(crate) offset: usize,
+    pub(crate) limit: usize,
+    pub(crate) documents: Vec<DocumentAwareness>,
 }
 
 /// `GET /admin/documents/{id}`: from memory when loaded here, else as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentDetail {
-    pub id: String,
-    pub instance_id: String,
-    pub loaded: bool,
-    pub fields: Value,
-    pub clock: BTreeMap<String, u64>,
+    pub(crate) id: String,
+    pub(crate) instance_id: String,
+    pub(crate) loaded: bool,
+    pub(crate) fields: Value,
+    pub(crate) clock: BTreeMap<String, u64>,
     /// Connection keys of this instance's subscribers.
-    pub subscribers: Vec<String>,
-    pub awareness_subscribers: Vec<String>,
-    pub awareness: Vec<AwarenessClientInfo>,
+    pub(crate) subscribers: Vec<String>,
+    pub(crate) awareness_subscribers: Vec<String>,
+    pub(crate) awareness: Vec<AwarenessClientInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub awareness_error: Option<String>,
+    pub(crate) awareness_error: Option<String>,
 }
 
 /// Every refusal and failure of the admin API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
-    pub error: String,
+    pub(crate) error: String,
 }
 
 /// `DELETE /admin/sessions/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Disconnected {
-    pub disconnected: String,
+    pub(crate) disconnected: String,
 }
 
 /// `DELETE /admin/documents/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deleted {
-    pub deleted: String,
-    pub existed: bool,
+    pub(crate) deleted: String,
+    pub(crate) existed: bool,
 }

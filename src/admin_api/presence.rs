@@ -36,19 +36,19 @@ pub struct PresenceMetadata {
 
 impl PresenceMetadata {
     /// Read a received metadata object; unusable values make the fields unknown.
-    pub fn from_map(map: &Map<String, Value>) -> PresenceMetadata {
+    pub(crate) fn from_map(map: &Map<String, Value>) -> PresenceMetadata {
         serde_json::from_value(Value::Object(map.clone())).unwrap_or_default()
     }
 
     /// The wire object.
-    pub fn to_map(&self) -> Map<String, Value> {
+    pub(crate) fn to_map(&self) -> Map<String, Value> {
         match serde_json::to_value(self) {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == PresenceMetadata::default()
     }
 }
@@ -70,7 +70,7 @@ pub enum PeerStatus {
 }
 
 impl PeerStatus {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             PeerStatus::Online => "online",
             PeerStatus::Offline => "offline",

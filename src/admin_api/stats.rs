@@ -51,8 +51,8 @@ pub struct ConnectionStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct IpConnections {
-    pub ip: String,
-    pub connections: u64,
+    pub(crate) ip: String,
+    pub(crate) connections: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -68,9 +68,9 @@ pub struct DocumentStats {
 #[serde(default, rename_all = "camelCase")]
 pub struct AwarenessStats {
     /// `None` when the store did not answer in time (never a made-up 0).
-    pub clients: Option<u64>,
-    pub expired: Option<u64>,
-    pub store: Option<String>,
+    pub(crate) clients: Option<u64>,
+    pub(crate) expired: Option<u64>,
+    pub(crate) store: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -89,36 +89,36 @@ pub struct MessageStats {
 #[serde(default, rename_all = "camelCase")]
 pub struct ByteStats {
     #[serde(rename = "in")]
-    pub inbound: Option<u64>,
+    pub(crate) inbound: Option<u64>,
     #[serde(rename = "out")]
-    pub outbound: Option<u64>,
+    pub(crate) outbound: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct BroadcastStats {
-    pub flushes: Option<u64>,
-    pub deliveries: Option<u64>,
-    pub slow_clients_closed: Option<u64>,
-    pub latency_ms: LatencyStats,
+    pub(crate) flushes: Option<u64>,
+    pub(crate) deliveries: Option<u64>,
+    pub(crate) slow_clients_closed: Option<u64>,
+    pub(crate) latency_ms: LatencyStats,
 }
 
 /// A latency histogram in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
-pub struct LatencyStats {
-    pub count: Option<u64>,
-    pub sum: Option<f64>,
+pub(crate) struct LatencyStats {
+    pub(crate) count: Option<u64>,
+    pub(crate) sum: Option<f64>,
     /// Cumulative counts per upper bound, ascending; the last has `le: null` (+Inf).
-    pub buckets: Vec<HistogramBucket>,
+    pub(crate) buckets: Vec<HistogramBucket>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
-pub struct HistogramBucket {
+pub(crate) struct HistogramBucket {
     /// Upper bound in ms; `None` is +Inf.
-    pub le: Option<f64>,
-    pub count: u64,
+    pub(crate) le: Option<f64>,
+    pub(crate) count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -171,12 +171,12 @@ impl Stats {
         sum(&self.messages.inbound)
     }
 
-    pub fn messages_out(&self) -> Option<u64> {
+    pub(crate) fn messages_out(&self) -> Option<u64> {
         sum(&self.messages.outbound)
     }
 
     /// Error replies plus undecodable frames.
-    pub fn errors_total(&self) -> Option<u64> {
+    pub(crate) fn errors_total(&self) -> Option<u64> {
         Some(sum(&self.errors)? + self.messages.invalid_frames?)
     }
 }
