@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sync::hub::{FlushQueue, Hub};
 
 /// Flush batches as they come due; on cancellation flush everything still pending.
-pub async fn run(hub: Arc<Hub>, mut rx: FlushQueue, cancel: CancellationToken) {
+pub(crate) async fn run(hub: Arc<Hub>, mut rx: FlushQueue, cancel: CancellationToken) {
     let mut queue = VecDeque::new();
     loop {
         let next_due = queue.front().map(|(_, due)| *due);

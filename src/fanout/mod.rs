@@ -2,6 +2,6 @@
 //! decides: batch flushes when their window ends (`flusher`), applying what other
 //! instances publish (`relay`), and reading documents back after an outage (`resync`).
 
-pub mod flusher;
-pub mod relay;
-pub mod resync;
+pub(crate) mod flusher;
+pub(crate) mod relay;
+pub(crate) mod resync;

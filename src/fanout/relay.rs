@@ -17,7 +17,7 @@ use crate::sync::hub::{DocEntry, Hub};
 use crate::sync::SyncService;
 
 /// Apply messages from other instances until cancelled.
-pub async fn run(
+pub(crate) async fn run(
     sync: Arc<SyncService>,
     mut rx: mpsc::Receiver<Incoming>,
     cancel: CancellationToken,

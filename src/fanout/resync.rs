@@ -39,7 +39,7 @@ use crate::sync::SyncService;
 /// Wait after the trigger before reading storage, so that peers' write queues have
 /// committed what they accepted during the outage (a group commit takes
 /// milliseconds; this leaves room for a loaded database).
-pub const SETTLE: Duration = Duration::from_millis(500);
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// A document with uncommitted writes of ours is retried this often, this many
 /// times (5 s in all), then left to converge on its next writes.
@@ -47,7 +47,7 @@ const RETRY: Duration = Duration::from_millis(200);
 const ATTEMPTS: u32 = 25;
 
 /// Serve rounds and single-document requests until cancelled.
-pub async fn run(sync: Arc<SyncService>, cancel: CancellationToken) {
+pub(crate) async fn run(sync: Arc<SyncService>, cancel: CancellationToken) {
     let requests = sync.hub.take_resync_requests();
     tokio::join!(rounds(&sync, &cancel), requested(&sync, requests, &cancel));
 }
