@@ -30,10 +30,10 @@ pub trait Clock: Send + Sync + Debug {
 }
 
 /// A shared clock.
-pub type SharedClock = Arc<dyn Clock>;
+pub(crate) type SharedClock = Arc<dyn Clock>;
 
 /// Epoch milliseconds as a UTC date (the epoch itself when out of range).
-pub fn utc(ms: i64) -> DateTime<Utc> {
+fn utc(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or(DateTime::UNIX_EPOCH)
@@ -41,11 +41,11 @@ pub fn utc(ms: i64) -> DateTime<Utc> {
 
 /// The system's wall clock, read every time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl SystemClock {
     /// A shared system clock.
-    pub fn shared() -> SharedClock {
+    pub(crate) fn shared() -> SharedClock {
         Arc::new(SystemClock)
     }
 }

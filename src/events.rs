@@ -2,11 +2,11 @@
 //! (`GET /admin/events`) and the console's Events view.
 //!
 //! Two ways in, both cheap enough for any path (one short lock, no I/O):
-//! - [`EventLog::record`]: one event now (storage degraded, a peer went offline).
-//! - [`EventLog::note`]: something that can happen in floods (auth failures,
+//! - `EventLog::record`: one event now (storage degraded, a peer went offline).
+//! - `EventLog::note`: something that can happen in floods (auth failures,
 //!   rate-limit refusals, slow clients). The first occurrence of a kind is recorded
-//!   at once; further ones within [`SUMMARY_WINDOW_MS`] are counted and recorded as
-//!   one summary entry when the window ends ([`EventLog::flush`], called every
+//!   at once; further ones within `SUMMARY_WINDOW_MS` are counted and recorded as
+//!   one summary entry when the window ends (`EventLog::flush`, called every
 //!   second by the server's watcher), so a flood costs a counter, not the ring.
 //!
 //! Time is passed in (epoch ms), so tests drive windows without sleeping.
@@ -17,10 +17,10 @@ use std::sync::{Mutex, MutexGuard};
 pub use crate::admin_api::{Event, EventKind, Severity};
 
 /// Events kept per instance: a bad hour's worth at the rates the summaries allow.
-pub const EVENT_CAPACITY: usize = 256;
+const EVENT_CAPACITY: usize = 256;
 /// Occurrences of a noted kind within this window after the first are summed up
 /// into one entry.
-pub const SUMMARY_WINDOW_MS: i64 = 60_000;
+const SUMMARY_WINDOW_MS: i64 = 60_000;
 
 struct Pending {
     window_start_ms: i64,
@@ -38,7 +38,7 @@ struct Inner {
 }
 
 /// The ring. One per instance (in [`crate::sync::SyncService`]).
-pub struct EventLog {
+pub(crate) struct EventLog {
     capacity: usize,
     inner: Mutex<Inner>,
 }
@@ -50,7 +50,7 @@ impl Default for EventLog {
 }
 
 impl EventLog {
-    pub fn new(capacity: usize) -> EventLog {
+    pub(crate) fn new(capacity: usize) -> EventLog {
         EventLog {
             capacity: capacity.max(1),
             inner: Mutex::new(Inner {
@@ -84,13 +84,13 @@ impl EventLog {
     }
 
     /// Record one event.
-    pub fn record(&self, now_ms: i64, kind: EventKind, message: impl Into<String>) {
+    pub(crate) fn record(&self, now_ms: i64, kind: EventKind, message: impl Into<String>) {
         let mut inner = self.lock();
         self.push(&mut inner, now_ms, kind, message.into(), 1);
     }
 
     /// Note `count` occurrences of a flood-prone kind (see the module doc).
-    pub fn note(&self, now_ms: i64, kind: EventKind, count: u64, detail: impl Into<String>) {
+    pub(crate) fn note(&self, now_ms: i64, kind: EventKind, count: u64, detail: impl Into<String>) {
         if count == 0 {
             return;
         }
@@ -136,7 +136,7 @@ impl EventLog {
     }
 
     /// Record the summaries whose window has ended.
-    pub fn flush(&self, now_ms: i64) {
+    pub(crate) fn flush(&self, now_ms: i64) {
         let mut inner = self.lock();
         let due: Vec<EventKind> = inner
             .pending
@@ -153,7 +153,7 @@ impl EventLog {
 
     /// Up to `limit` events with `seq > after`, newest first, and how many events
     /// the ring has dropped so far.
-    pub fn page(&self, after: u64, limit: usize) -> (Vec<Event>, u64) {
+    pub(crate) fn page(&self, after: u64, limit: usize) -> (Vec<Event>, u64) {
         let inner = self.lock();
         let events = inner
             .ring

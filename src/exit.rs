@@ -2,7 +2,7 @@
 //! runtime failure (serve could not drain in time), 2 configuration, 3 PostgreSQL
 //! unreachable, 4 schema not current, 5 Redis unreachable; `console --once` adds 6
 //! (an instance's admin API unreachable) and 7 (more than one source down). An error carries its
-//! class as anyhow context ([`Failure`]); anything unclassified is a configuration
+//! class as anyhow context (`Failure`); anything unclassified is a configuration
 //! error, which is what a command refusing to start almost always is.
 
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use serde::Serialize;
 /// Why a command failed, as its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Failure {
+pub(crate) enum Failure {
     InvalidConfiguration = 2,
     DatabaseUnreachable = 3,
     SchemaNotCurrent = 4,
@@ -20,7 +20,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         self as u8
     }
 }
@@ -39,12 +39,12 @@ impl std::fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// `console --once`: an instance's admin API did not answer.
-pub const INSTANCE_UNREACHABLE: u8 = 6;
+pub(crate) const INSTANCE_UNREACHABLE: u8 = 6;
 /// `console --once`: more than one of PostgreSQL, Redis and the instances is down.
-pub const SEVERAL_UNREACHABLE: u8 = 7;
+pub(crate) const SEVERAL_UNREACHABLE: u8 = 7;
 
 /// The exit code for an error: its [`Failure`] context, else 2.
-pub fn failure_of(error: &anyhow::Error) -> Failure {
+fn failure_of(error: &anyhow::Error) -> Failure {
     error
         .downcast_ref::<Failure>()
         .copied()
@@ -56,7 +56,7 @@ pub fn code_of(error: &anyhow::Error) -> ExitCode {
 }
 
 /// The table as the help texts print it.
-pub const TABLE: &str = "Exit codes (all commands): 0 ok, 1 runtime failure (serve did not drain in time), 2 invalid configuration, 3 PostgreSQL unreachable, 4 database schema not current (run `synckit migrate`), 5 Redis unreachable; console --once: 6 an instance's admin API unreachable, 7 several sources down.";
+pub(crate) const TABLE: &str = "Exit codes (all commands): 0 ok, 1 runtime failure (serve did not drain in time), 2 invalid configuration, 3 PostgreSQL unreachable, 4 database schema not current (run `synckit migrate`), 5 Redis unreachable; console --once: 6 an instance's admin API unreachable, 7 several sources down.";
 
 #[cfg(test)]
 mod tests {

@@ -8,42 +8,42 @@ use std::sync::Mutex;
 use crate::protocol::MessageType;
 
 /// Upper bounds (ms) of the broadcast latency histogram buckets.
-pub const LATENCY_BUCKETS_MS: [f64; 11] = [
+pub(crate) const LATENCY_BUCKETS_MS: [f64; 11] = [
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0,
 ];
 
 #[derive(Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 #[derive(Default)]
-pub struct Gauge(AtomicI64);
+pub(crate) struct Gauge(AtomicI64);
 
 impl Gauge {
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn dec(&self) {
+    pub(crate) fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-    pub fn get(&self) -> i64 {
+    pub(crate) fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// A fixed-bucket histogram (cumulative counts are computed when rendered).
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     sum_us: AtomicU64,
     count: AtomicU64,
@@ -56,7 +56,7 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    pub const fn new() -> Histogram {
+    pub(crate) const fn new() -> Histogram {
         Histogram {
             buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS_MS.len() + 1],
             sum_us: AtomicU64::new(0),
@@ -65,11 +65,11 @@ impl Histogram {
     }
 
     /// Time since `started`, observed.
-    pub fn observe_since(&self, started: std::time::Instant) {
+    pub(crate) fn observe_since(&self, started: std::time::Instant) {
         self.observe_ms(started.elapsed().as_secs_f64() * 1000.0);
     }
 
-    pub fn observe_ms(&self, ms: f64) {
+    pub(crate) fn observe_ms(&self, ms: f64) {
         let idx = LATENCY_BUCKETS_MS
             .iter()
             .position(|b| ms <= *b)
@@ -81,18 +81,18 @@ impl Histogram {
     }
 
     /// Per-bucket (non-cumulative) counts; the last is the +Inf overflow bucket.
-    pub fn buckets(&self) -> Vec<u64> {
+    pub(crate) fn buckets(&self) -> Vec<u64> {
         self.buckets
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect()
     }
 
-    pub fn sum_ms(&self) -> f64 {
+    pub(crate) fn sum_ms(&self) -> f64 {
         self.sum_us.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 }
@@ -168,7 +168,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 28] = [
+    pub(crate) const ALL: [Refusal; 28] = [
         Refusal::JsonDepth,
         Refusal::Nul,
         Refusal::ClockInvalid,
@@ -200,7 +200,7 @@ impl Refusal {
     ];
 
     /// The `reason` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Refusal::JsonDepth => "json_depth",
             Refusal::Nul => "nul_character",
@@ -239,35 +239,35 @@ impl Refusal {
 }
 
 #[derive(Default)]
-pub struct Metrics {
-    pub connections_accepted: Counter,
-    pub connections_open: Gauge,
-    pub connections_authenticated: Gauge,
-    pub connections_rejected_per_ip: Counter,
-    pub connections_rejected_capacity: Counter,
-    pub messages_in: [Counter; MessageType::ALL.len()],
-    pub messages_out: [Counter; MessageType::ALL.len()],
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
-    pub invalid_frames: Counter,
-    pub rate_limited: Counter,
-    pub acks_sent: Counter,
-    pub auth_failures: Counter,
-    pub broadcast_flushes: Counter,
-    pub broadcast_deliveries: Counter,
-    pub slow_clients_closed: Counter,
+pub(crate) struct Metrics {
+    pub(crate) connections_accepted: Counter,
+    pub(crate) connections_open: Gauge,
+    pub(crate) connections_authenticated: Gauge,
+    pub(crate) connections_rejected_per_ip: Counter,
+    pub(crate) connections_rejected_capacity: Counter,
+    pub(crate) messages_in: [Counter; MessageType::ALL.len()],
+    pub(crate) messages_out: [Counter; MessageType::ALL.len()],
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) invalid_frames: Counter,
+    pub(crate) rate_limited: Counter,
+    pub(crate) acks_sent: Counter,
+    pub(crate) auth_failures: Counter,
+    pub(crate) broadcast_flushes: Counter,
+    pub(crate) broadcast_deliveries: Counter,
+    pub(crate) slow_clients_closed: Counter,
     /// Idle documents unloaded to keep the cache within its bound.
-    pub documents_evicted: Counter,
-    pub broadcast_latency: Histogram,
-    pub persist_failures: Counter,
+    pub(crate) documents_evicted: Counter,
+    pub(crate) broadcast_latency: Histogram,
+    pub(crate) persist_failures: Counter,
     /// Messages handed to the pub/sub backend (some may be dropped there).
-    pub pubsub_published: Counter,
+    pub(crate) pubsub_published: Counter,
     /// Messages from other instances that were applied or relayed.
-    pub pubsub_received: Counter,
+    pub(crate) pubsub_received: Counter,
     /// Resynchronisation rounds after pub/sub outages, and fields they changed.
-    pub resync_rounds: Counter,
-    pub resync_fields: Counter,
-    pub awareness_expired: Counter,
+    pub(crate) resync_rounds: Counter,
+    pub(crate) resync_fields: Counter,
+    pub(crate) awareness_expired: Counter,
     /// Refusals by reason (`synckit_refusals_total{reason}`).
     refusals: [Counter; Refusal::ALL.len()],
     errors: Mutex<HashMap<String, u64>>,
@@ -276,27 +276,27 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn message_in(&self, kind: MessageType) {
+    pub(crate) fn message_in(&self, kind: MessageType) {
         self.messages_in[kind.index()].inc();
     }
 
-    pub fn message_out(&self, kind: MessageType, n: u64) {
+    pub(crate) fn message_out(&self, kind: MessageType, n: u64) {
         self.messages_out[kind.index()].add(n);
     }
 
     /// Count one refusal.
-    pub fn refused(&self, reason: Refusal) {
+    pub(crate) fn refused(&self, reason: Refusal) {
         self.refusals[reason.index()].inc();
     }
 
     /// Refusals so far for one reason.
-    pub fn refusals(&self, reason: Refusal) -> u64 {
+    pub(crate) fn refusals(&self, reason: Refusal) -> u64 {
         self.refusals[reason.index()].get()
     }
 
     /// Count an `error` reply by its (catalogue) message. Messages that embed a
     /// variable part are counted under their fixed prefix so the map stays small.
-    pub fn error_sent(&self, error: &str) {
+    pub(crate) fn error_sent(&self, error: &str) {
         let key = error.split(" (").next().unwrap_or(error);
         let key = key.split(": ").next().unwrap_or(key);
         if let Ok(mut map) = self.errors.lock() {
@@ -305,14 +305,14 @@ impl Metrics {
     }
 
     /// A connection is now authenticated as `user_id`.
-    pub fn user_joined(&self, user_id: &str) {
+    pub(crate) fn user_joined(&self, user_id: &str) {
         if let Ok(mut map) = self.users.lock() {
             *map.entry(user_id.to_owned()).or_insert(0) += 1;
         }
     }
 
     /// A connection authenticated as `user_id` closed or signed in as someone else.
-    pub fn user_left(&self, user_id: &str) {
+    pub(crate) fn user_left(&self, user_id: &str) {
         if let Ok(mut map) = self.users.lock() {
             if let Some(n) = map.get_mut(user_id) {
                 *n -= 1;
@@ -324,11 +324,11 @@ impl Metrics {
     }
 
     /// Distinct user ids with at least one authenticated connection.
-    pub fn distinct_users(&self) -> usize {
+    pub(crate) fn distinct_users(&self) -> usize {
         self.users.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    pub fn errors(&self) -> Vec<(String, u64)> {
+    pub(crate) fn errors(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = self
             .errors
             .lock()
@@ -342,32 +342,32 @@ impl Metrics {
 /// Numbers that belong to the process rather than to one server (a test process
 /// runs several servers; `synckit cleanup` none): PostgreSQL timings of the sync
 /// path and the maintenance jobs' runs. Exported by `/metrics` with the rest.
-pub static PROCESS: ProcessMetrics = ProcessMetrics::new();
+pub(crate) static PROCESS: ProcessMetrics = ProcessMetrics::new();
 
-pub struct ProcessMetrics {
+pub(crate) struct ProcessMetrics {
     /// Waiting for a pooled connection (and `BEGIN`) before a write batch.
-    pub postgres_acquire: Histogram,
+    pub(crate) postgres_acquire: Histogram,
     /// One write batch (documents, clocks, deltas) committed.
-    pub postgres_write: Histogram,
+    pub(crate) postgres_write: Histogram,
     /// One document loaded.
-    pub postgres_load: Histogram,
+    pub(crate) postgres_load: Histogram,
     jobs: Mutex<std::collections::BTreeMap<String, JobTotals>>,
 }
 
 /// Upper bounds (seconds) of a maintenance run's duration buckets: jobs take from
 /// milliseconds (nothing to do) to minutes (a large cleanup).
-pub const JOB_BUCKETS_SECONDS: [f64; 8] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0];
+pub(crate) const JOB_BUCKETS_SECONDS: [f64; 8] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0];
 
 /// One job's runs on this process.
 #[derive(Debug, Clone, Default)]
-pub struct JobTotals {
-    pub runs: u64,
-    pub failures: u64,
+pub(crate) struct JobTotals {
+    pub(crate) runs: u64,
+    pub(crate) failures: u64,
     /// Non-cumulative counts per bucket of [`JOB_BUCKETS_SECONDS`], then +Inf.
-    pub buckets: [u64; JOB_BUCKETS_SECONDS.len() + 1],
-    pub seconds: f64,
+    pub(crate) buckets: [u64; JOB_BUCKETS_SECONDS.len() + 1],
+    pub(crate) seconds: f64,
     /// Unix time (seconds) of the last run that succeeded.
-    pub last_success: Option<f64>,
+    pub(crate) last_success: Option<f64>,
 }
 
 impl ProcessMetrics {
@@ -381,7 +381,7 @@ impl ProcessMetrics {
     }
 
     /// A finished maintenance run of `job`.
-    pub fn job_finished(&self, job: &str, ok: bool, seconds: f64) {
+    pub(crate) fn job_finished(&self, job: &str, ok: bool, seconds: f64) {
         let Ok(mut jobs) = self.jobs.lock() else {
             return;
         };
@@ -405,7 +405,7 @@ impl ProcessMetrics {
     }
 
     /// Every job that ran, by name.
-    pub fn jobs(&self) -> Vec<(String, JobTotals)> {
+    pub(crate) fn jobs(&self) -> Vec<(String, JobTotals)> {
         self.jobs
             .lock()
             .map(|jobs| jobs.iter().map(|(k, v)| (k.clone(), v.clone())).collect())

@@ -28,7 +28,7 @@ async fn any_signal() {
 }
 
 /// Cancel `token` on the first signal; exit the process on the second.
-pub async fn on_signal(token: CancellationToken) {
+pub(crate) async fn on_signal(token: CancellationToken) {
     any_signal().await;
     tracing::info!("signal received: draining (send again to exit immediately)");
     token.cancel();

@@ -20,7 +20,7 @@ fn notify(states: &[NotifyState]) {
 
 /// READY=1 with a status line: the listeners are bound and the storage decision
 /// (connected, or serving from memory while retrying) is made.
-pub fn ready(listen: SocketAddr) {
+pub(crate) fn ready(listen: SocketAddr) {
     let status = format!("listening on {listen}");
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
@@ -32,7 +32,7 @@ pub fn ready(listen: SocketAddr) {
 /// The watchdog keeps beating while draining: a drain is bounded by
 /// SHUTDOWN_TIMEOUT_MS and systemd's TimeoutStopSec, so a watchdog kill there would
 /// only lose writes the drain was about to commit.
-pub fn supervise(shutdown: CancellationToken) {
+pub(crate) fn supervise(shutdown: CancellationToken) {
     tokio::spawn(async move {
         shutdown.cancelled().await;
         notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
@@ -60,7 +60,7 @@ pub fn supervise(shutdown: CancellationToken) {
 ///
 /// The handler is installed before this returns, so a SIGHUP arriving right after
 /// READY is already caught.
-pub fn ignore_hangup() -> anyhow::Result<()> {
+pub(crate) fn ignore_hangup() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use anyhow::Context;

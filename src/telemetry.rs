@@ -37,7 +37,7 @@ static PENDING: AtomicU64 = AtomicU64::new(0);
 static QUEUE: OnceLock<SyncSender<Vec<u8>>> = OnceLock::new();
 
 /// Log lines lost so far: the queue was full or stderr could not be written.
-pub fn dropped_lines() -> u64 {
+pub(crate) fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
@@ -53,7 +53,7 @@ pub enum LogFormat {
 }
 
 /// Validate a filter without installing anything (`check-config`).
-pub fn check(filter: &str) -> anyhow::Result<()> {
+pub(crate) fn check(filter: &str) -> anyhow::Result<()> {
     parse_filter(filter).map(|_| ())
 }
 
@@ -71,7 +71,7 @@ fn parse_filter(filter: &str) -> anyhow::Result<EnvFilter> {
 }
 
 /// Install the logger: `filter` is an EnvFilter expression.
-pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+pub(crate) fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = parse_filter(filter)?;
     let queue = queue()?;
     let make_writer = move || QueueWriter(queue.clone());

@@ -126,7 +126,7 @@ impl DocState {
 }
 
 /// One live document.
-pub struct DocEntry {
+pub(crate) struct DocEntry {
     pub(crate) id: Arc<str>,
     state: Mutex<DocState>,
     /// Hub tick of the last `open`, for least-recently-used eviction.
