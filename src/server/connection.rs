@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use super::live::LiveSession;
+use super::live::{LiveGuard, LiveSession};
 use super::registry::Admission;
 use super::upgrade::Socket;
 use super::AppState;
@@ -195,34 +195,13 @@ fn serve_admitted(
                 _ = peer.room(), if peer.own_backlogged() => {}
                 frame = stream.next(), if !peer.own_backlogged() && !session.acks_full() => {
                     let Some(frame) = frame else { break None };
-                    match frame {
-                        Ok(Message::Text(text)) => {
-                            last_received = Instant::now();
-                            live.seen(state.sync.now_ms());
-                            if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(true, text.as_bytes())).await {
-                                break Some((code, reason));
-                            }
-                        }
-                        Ok(Message::Binary(bytes)) => {
-                            last_received = Instant::now();
-                            live.seen(state.sync.now_ms());
-                            if let Err(CloseRequest { code, reason }) = Box::pin(session.handle_frame(false, &bytes)).await {
-                                break Some((code, reason));
-                            }
-                        }
-                        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
-                            last_received = Instant::now();
-                            live.seen(state.sync.now_ms());
-                        }
-                        Ok(Message::Close(_)) => break None,
-                        Err(e) => {
-                            // The WebSocket layer reads no more after an error.
-                            stream_readable = false;
-                            if is_over_size_limit(&e) {
-                                metrics.refused(Refusal::FrameTooLarge);
-                                break Some((close::TOO_BIG, close::MESSAGE_TOO_LARGE));
-                            }
-                            break None;
+                    last_received = Instant::now();
+                    let now_ms = state.sync.now_ms();
+                    match Box::pin(on_frame(&mut session, frame, &live, now_ms, &metrics)).await {
+                        FrameOutcome::Handled => {}
+                        FrameOutcome::End { close, readable } => {
+                            stream_readable = readable;
+                            break close;
                         }
                     }
                 }
@@ -286,6 +265,69 @@ fn serve_admitted(
                 Box::pin(linger(socket, stream_readable)).await;
             }
         }
+    }
+}
+
+/// What a frame from the socket did to the connection.
+enum FrameOutcome {
+    /// Handled; the connection goes on.
+    Handled,
+    /// The connection ends: with this close frame of ours (`None`: none), and whether
+    /// the WebSocket layer can still read (for the linger).
+    End {
+        close: Option<(u16, &'static str)>,
+        readable: bool,
+    },
+}
+
+/// Handle one frame the client sent (or the error reading it). Boxed by the caller:
+/// with every handler nested in it, this future was most of the connection's size,
+/// and an idle connection need not carry it (BENCHMARKS.md, memory per idle
+/// connection).
+async fn on_frame(
+    session: &mut Session,
+    frame: Result<Message, tungstenite::Error>,
+    live: &LiveGuard,
+    now_ms: i64,
+    metrics: &crate::metrics::Metrics,
+) -> FrameOutcome {
+    let handled = match frame {
+        Ok(Message::Text(text)) => {
+            live.seen(now_ms);
+            session.handle_frame(true, text.as_bytes()).await
+        }
+        Ok(Message::Binary(bytes)) => {
+            live.seen(now_ms);
+            session.handle_frame(false, &bytes).await
+        }
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
+            live.seen(now_ms);
+            Ok(())
+        }
+        Ok(Message::Close(_)) => {
+            return FrameOutcome::End {
+                close: None,
+                readable: true,
+            }
+        }
+        Err(e) => {
+            // The WebSocket layer reads no more after an error.
+            let close = is_over_size_limit(&e).then(|| {
+                metrics.refused(Refusal::FrameTooLarge);
+                (close::TOO_BIG, close::MESSAGE_TOO_LARGE)
+            });
+            return FrameOutcome::End {
+                close,
+                readable: false,
+            };
+        }
+    };
+    match handled {
+        Ok(()) => FrameOutcome::Handled,
+        Err(CloseRequest { code, reason }) => FrameOutcome::End {
+            close: Some((code, reason)),
+            readable: true,
+        },
     }
 }
 
