@@ -28,12 +28,12 @@ use crate::pubsub::RedisTarget;
 use crate::storage::{migrate, PostgresSettings};
 
 #[derive(Debug, Args)]
-pub struct CheckConfigArgs {
+pub(crate) struct CheckConfigArgs {
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub(crate) serve: ServeArgs,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Check as the unit's ExecStartPre does: fail only where `serve` would refuse
     /// to start. A Redis that does not answer, and a PostgreSQL that does not answer
     /// (refused, timed out), are warnings, because serve starts without them and
@@ -41,7 +41,7 @@ pub struct CheckConfigArgs {
     /// refuses for good (wrong password, no such database: 3) and a schema serve
     /// cannot use (4) still fail.
     #[arg(long)]
-    pub preflight: bool,
+    preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,7 +180,7 @@ fn jobs(config: &crate::server::ServerConfig, awareness_store: AwarenessStoreKin
 
 /// Run the command. `matches` are the parsed `check-config` arguments: they say
 /// where each value came from, which the derived struct forgets.
-pub fn run(args: CheckConfigArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: CheckConfigArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let report = super::block_on(async { Ok(check(&args, matches).await) })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -372,7 +372,7 @@ fn redact_setting(name: &str, hidden: bool, values: &[String]) -> String {
 
 /// Hide the password of a URL (`scheme://user:***@host`) and of `password=` options
 /// (libpq key/value strings, URL query parameters, StackExchange Redis strings).
-pub fn redact_connection_string(value: &str) -> String {
+fn redact_connection_string(value: &str) -> String {
     let mut out = value.to_owned();
     if let Some((scheme, rest)) = value.split_once("://") {
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

@@ -13,26 +13,26 @@ use crate::storage::{CleanupOptions, PostgresStorage};
 
 /// Retention settings, shared with the scheduler's cleanup job.
 #[derive(Debug, Clone, Args)]
-pub struct RetentionArgs {
+pub(crate) struct RetentionArgs {
     /// Delete sessions not seen for this long (number = hours, or 36h/2d); 0 skips.
     #[arg(long, env = "CLEANUP_SESSIONS_HOURS", default_value = "24", value_parser = parse_hours)]
-    pub sessions_hours: Duration,
+    sessions_hours: Duration,
     /// Delete deltas older than this (number = days, or 2w/720h); 0 skips.
     #[arg(long, env = "CLEANUP_DELTAS_DAYS", default_value = "30", value_parser = parse_days)]
-    pub deltas_days: Duration,
+    deltas_days: Duration,
     /// Delete snapshots older than this (number = days); 0 skips the age rule.
     #[arg(long, env = "CLEANUP_SNAPSHOTS_DAYS", default_value = "7", value_parser = parse_days)]
-    pub snapshots_days: Duration,
+    snapshots_days: Duration,
     /// Keep at most this many newest snapshots per document; 0 skips the count rule.
     #[arg(long, env = "CLEANUP_MAX_SNAPSHOTS_PER_DOC", default_value_t = 10)]
-    pub max_snapshots_per_doc: u32,
+    max_snapshots_per_doc: u32,
     /// Rows deleted per statement: small enough that no statement holds locks long.
     #[arg(long, env = "CLEANUP_BATCH_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch_size: u32,
+    pub(crate) batch_size: u32,
 }
 
 impl RetentionArgs {
-    pub fn options(&self, dry_run: bool) -> CleanupOptions {
+    pub(crate) fn options(&self, dry_run: bool) -> CleanupOptions {
         let enabled = |d: Duration| (!d.is_zero()).then_some(d);
         CleanupOptions {
             sessions_older_than: enabled(self.sessions_hours),
@@ -47,17 +47,17 @@ impl RetentionArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CleanupArgs {
+pub(crate) struct CleanupArgs {
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub(crate) database: DatabaseArgs,
     #[command(flatten)]
-    pub retention: RetentionArgs,
+    pub(crate) retention: RetentionArgs,
     /// Count what would be deleted without deleting anything.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Print the counts as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Run the cleanup as a recorded run of the `cleanup` job, claimed for "now", so it
@@ -91,7 +91,7 @@ async fn record_manual_cleanup(
     }
 }
 
-pub fn run(args: CleanupArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: CleanupArgs) -> anyhow::Result<ExitCode> {
     super::block_on(cleanup_command(args))
 }
 

@@ -16,13 +16,13 @@ use crate::console::feed::FeedConfig;
 use crate::console::{self, Options};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub struct ConsoleArgs {
+pub(crate) struct ConsoleArgs {
     /// Admin API of an instance (repeat or comma-separate for several); the rest of
     /// the fleet is discovered through Redis presence.
     #[arg(
@@ -31,49 +31,49 @@ pub struct ConsoleArgs {
         value_delimiter = ',',
         default_value = "http://127.0.0.1:9091"
     )]
-    pub servers: Vec<String>,
+    pub(crate) servers: Vec<String>,
     /// PostgreSQL (documents, sessions, awareness, maintenance runs); empty = off.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// Redis (sampled pub/sub tap and fleet presence); empty = off.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    pub(crate) redis_url: Option<String>,
     /// Channel prefix the servers publish under.
     #[arg(long, env = "REDIS_CHANNEL_PREFIX", default_value = "synckit:")]
-    pub channel_prefix: String,
+    pub(crate) channel_prefix: String,
     /// How often to poll (+/- change it live).
     #[arg(long, env = "SYNCKIT_CONSOLE_REFRESH", default_value = "1s", value_parser = parse_duration)]
-    pub refresh: Duration,
+    pub(crate) refresh: Duration,
     /// Enable the actions (cleanup, prune awareness, disconnect, delete), each behind
     /// a confirmation dialog. Read-only without it.
     #[arg(long)]
-    pub allow_actions: bool,
+    pub(crate) allow_actions: bool,
     /// Admin bearer token for reads and actions (a JWT with isAdmin, or an API key).
     #[arg(long, env = "SYNCKIT_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    admin_token: Option<String>,
     /// Without --admin-token, reads and actions use short-lived admin tokens signed
     /// with the servers' secret (the same env file as `serve`).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub(crate) jwt_secret: Option<String>,
     /// The `iss` claim of minted admin tokens: set it when the servers require one
     /// (their JWT_ISSUER).
     #[arg(long, env = "JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
+    pub(crate) jwt_issuer: Option<String>,
     /// The `aud` claim of minted admin tokens: set it when the servers require one
     /// (their JWT_AUDIENCE).
     #[arg(long, env = "JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
+    pub(crate) jwt_audience: Option<String>,
     /// Print the current state of every view and exit: 0 when every configured
     /// source answered, 3 PostgreSQL unreachable, 5 Redis unreachable, 6 an
     /// instance's admin API unreachable, 7 several of those.
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
     /// Output of --once.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Log file (the console never logs to the terminal it draws on).
     #[arg(long, env = "SYNCKIT_CONSOLE_LOG")]
-    pub log_file: Option<PathBuf>,
+    log_file: Option<PathBuf>,
 }
 
 /// Tokens minted per action live this long: enough for one request.
@@ -138,7 +138,7 @@ fn init_log(path: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-pub fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     let log = init_log(args.log_file.clone())?;
     let options = args.options();
     tracing::info!(servers = ?options.feed.servers, database = options.feed.database_url.is_some(), redis = options.feed.redis_url.is_some(), allow_actions = options.allow_actions, "console starting");

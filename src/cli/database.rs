@@ -10,29 +10,29 @@ use crate::exit::Failure;
 use crate::storage::PostgresSettings;
 
 #[derive(Debug, Args)]
-pub struct DatabaseArgs {
+pub(crate) struct DatabaseArgs {
     /// PostgreSQL connection: a URL (postgres://user:pass@host:5432/db?sslmode=require)
     /// or a libpq key/value string ("host=… dbname=… sslmode=verify-full"). `migrate`
     /// and `cleanup` need it; `serve` without it keeps documents in memory only.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// Connections the pool keeps open.
     #[arg(long, env = "DB_POOL_MIN", default_value_t = 2)]
-    pub db_pool_min: u32,
+    db_pool_min: u32,
     /// Most connections the pool opens.
     #[arg(long, env = "DB_POOL_MAX", default_value_t = 10)]
-    pub db_pool_max: u32,
+    db_pool_max: u32,
     /// How long a query waits for a connection before failing (then retried).
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub db_acquire_timeout: Duration,
+    db_acquire_timeout: Duration,
     /// Idle connections above the minimum are closed after this long.
     #[arg(long, env = "DB_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub db_idle_timeout: Duration,
+    db_idle_timeout: Duration,
 }
 
 impl DatabaseArgs {
     /// Pool settings when a database is configured.
-    pub fn settings(&self, auto_migrate: bool) -> Option<PostgresSettings> {
+    pub(crate) fn settings(&self, auto_migrate: bool) -> Option<PostgresSettings> {
         let url = self.database_url.as_deref()?.trim();
         if url.is_empty() {
             return None;
@@ -48,7 +48,7 @@ impl DatabaseArgs {
     }
 
     /// Settings for the maintenance commands, which need a database.
-    pub fn required(&self, command: &str) -> anyhow::Result<PostgresSettings> {
+    pub(crate) fn required(&self, command: &str) -> anyhow::Result<PostgresSettings> {
         self.settings(false).with_context(|| {
             format!("`synckit {command}` needs a database: set DATABASE_URL or pass --database-url")
         })
@@ -56,7 +56,7 @@ impl DatabaseArgs {
 }
 
 /// Connect now (one-shot commands), with an error that says what to check (exit 3).
-pub async fn connect_now(settings: &PostgresSettings) -> anyhow::Result<sqlx::PgPool> {
+pub(crate) async fn connect_now(settings: &PostgresSettings) -> anyhow::Result<sqlx::PgPool> {
     let options = settings.connect_options()?;
     let target = format!(
         "{}:{}/{}",
@@ -78,7 +78,10 @@ pub async fn connect_now(settings: &PostgresSettings) -> anyhow::Result<sqlx::Pg
 
 /// Refuse to work on a database whose schema is not current (exit 4), saying what
 /// to run: queries on missing tables would only report `relation … does not exist`.
-pub async fn require_current_schema(pool: &sqlx::PgPool, command: &str) -> anyhow::Result<()> {
+pub(crate) async fn require_current_schema(
+    pool: &sqlx::PgPool,
+    command: &str,
+) -> anyhow::Result<()> {
     let status = crate::storage::migrate::status(pool)
         .await
         .context(Failure::SchemaNotCurrent)

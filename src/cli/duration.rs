@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
@@ -36,16 +36,16 @@ fn parse_retention(s: &str, unit: Duration, unit_name: &str) -> Result<Duration,
     })
 }
 
-pub fn parse_hours(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_hours(s: &str) -> Result<Duration, String> {
     parse_retention(s, Duration::from_secs(3600), "hours")
 }
 
-pub fn parse_days(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_days(s: &str) -> Result<Duration, String> {
     parse_retention(s, Duration::from_secs(86_400), "days")
 }
 
 /// Booleans the way operators write them: true/1/yes/on and false/0/no/off.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),

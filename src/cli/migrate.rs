@@ -11,19 +11,19 @@ use crate::exit::Failure;
 use crate::storage::migrate;
 
 #[derive(Debug, Args)]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub(crate) database: DatabaseArgs,
     /// Only report applied and pending migrations and missing objects; exit 0 only
     /// when the schema is current, 4 otherwise.
     #[arg(long)]
-    pub status: bool,
+    pub(crate) status: bool,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     super::block_on(migrate_command(args))
 }
 

@@ -1,25 +1,25 @@
 //! Command-line interface: clap parsing and wiring. anyhow lives here and in main.rs.
 
-pub mod check_config;
-pub mod cleanup;
-pub mod console;
-pub mod database;
-pub mod duration;
-pub mod migrate;
-pub mod schedule;
-pub mod serve;
+mod check_config;
+pub(crate) mod cleanup;
+pub(crate) mod console;
+pub(crate) mod database;
+pub(crate) mod duration;
+pub(crate) mod migrate;
+pub(crate) mod schedule;
+pub(crate) mod serve;
 
 use clap::{Arg, ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "synckit", version, about = "SyncKit-compatible sync server and operator tools", long_about = None)]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Run the sync server (WebSocket protocol, HTTP health/auth, admin listener).
     Serve(Box<serve::ServeArgs>),
     /// Apply pending database migrations (or check them with --status).
@@ -108,9 +108,7 @@ fn one_shot(
 }
 
 /// Run a future on a fresh runtime.
-pub fn block_on<T>(
-    future: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     use anyhow::Context;
     tokio::runtime::Runtime::new()
         .context("could not start the async runtime")?

@@ -28,7 +28,7 @@ use crate::sync::SyncSettings;
 /// Where awareness (presence) lives (`SYNCKIT_AWARENESS_STORE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AwarenessStoreKind {
+pub(crate) enum AwarenessStoreKind {
     // Plain comments: variant docs would turn every help into the long layout.
     // This instance alone, swept by its own sweeper.
     Memory,
@@ -41,58 +41,58 @@ pub enum AwarenessStoreKind {
 impl AwarenessStoreKind {
     /// Whether the store is shared by the fleet (pruned by the scheduler) rather
     /// than this instance's own.
-    pub fn is_shared(self) -> bool {
+    pub(crate) fn is_shared(self) -> bool {
         self != AwarenessStoreKind::Memory
     }
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to bind the public listener to.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: String,
+    pub(crate) host: String,
     /// Port of the public listener (WebSocket on /ws and /, health, auth). 0 picks a free port.
     #[arg(long, env = "PORT", default_value_t = 8080)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// C#-style bind override, e.g. ws://0.0.0.0:8080/ws (wins over HOST/PORT).
     #[arg(long, env = "SYNCKIT_SERVER_URL")]
-    pub server_url: Option<String>,
+    server_url: Option<String>,
     /// Admin listener for /stats, /metrics, /rooms (document ids and counters). Keep it
     /// on loopback; "off" disables it.
     #[arg(long, env = "SYNCKIT_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
-    pub admin_listen: String,
+    pub(crate) admin_listen: String,
     /// Environment: "production" requires an explicit strong JWT_SECRET. Aliases:
     /// NODE_ENV, ASPNETCORE_ENVIRONMENT.
     #[arg(long = "env", env = "SYNCKIT_ENV")]
-    pub environment: Option<String>,
+    pub(crate) environment: Option<String>,
     /// Require authentication (JWT or API key). "false" auto-authenticates every
     /// connection as anonymous with access to all documents — what the SyncKit SDK
     /// needs, since it never sends an auth message.
     #[arg(long, env = "SYNCKIT_AUTH_REQUIRED", default_value = "true", value_parser = parse_bool)]
-    pub auth_required: bool,
+    pub(crate) auth_required: bool,
     /// With SYNCKIT_ENV=production, start with SYNCKIT_AUTH_REQUIRED=false anyway: the
     /// explicit acknowledgement that every connection is anonymous with access to
     /// every document (e.g. a gateway in front authenticates). Without it such a
     /// start is refused (exit 2). SDK clients can authenticate instead with
     /// `?token=<jwt>` on their server URL.
     #[arg(long, env = "SYNCKIT_ALLOW_NO_AUTH_IN_PRODUCTION", default_value = "false", value_parser = parse_bool)]
-    pub allow_no_auth_in_production: bool,
+    allow_no_auth_in_production: bool,
     /// Shared HMAC secret for JWTs (HS256/384/512), at least 32 characters. Defaults to
     /// a development secret outside production.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub(crate) jwt_secret: Option<String>,
     /// Lifetime of access tokens issued by /auth routes.
     #[arg(long, env = "JWT_EXPIRES_IN", default_value = "24h", value_parser = parse_duration)]
-    pub jwt_expires_in: Duration,
+    jwt_expires_in: Duration,
     /// Lifetime of refresh tokens.
     #[arg(long, env = "JWT_REFRESH_EXPIRES_IN", default_value = "7d", value_parser = parse_duration)]
-    pub jwt_refresh_expires_in: Duration,
+    jwt_refresh_expires_in: Duration,
     /// Required `iss` claim (checked only when set).
     #[arg(long, env = "JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
+    pub(crate) jwt_issuer: Option<String>,
     /// Required `aud` claim (checked only when set).
     #[arg(long, env = "JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
+    pub(crate) jwt_audience: Option<String>,
     /// Comma-separated API keys; each grants admin (user "api-key-user").
     #[arg(
         long,
@@ -100,133 +100,133 @@ pub struct ServeArgs {
         hide_env_values = true,
         value_delimiter = ','
     )]
-    pub api_keys: Vec<String>,
+    pub(crate) api_keys: Vec<String>,
     /// Close connections that have not authenticated within this time (auth required only).
     #[arg(long, env = "AUTH_TIMEOUT_MS", default_value = "30s", value_parser = parse_duration)]
-    pub auth_timeout: Duration,
+    pub(crate) auth_timeout: Duration,
     /// Serve the upstream demo POST /auth/login that mints a token for ANY email and
     /// password. Development only: refused (exit 2) with SYNCKIT_ENV=production.
     #[arg(long, env = "SYNCKIT_DEMO_LOGIN", default_value = "false", value_parser = parse_bool)]
-    pub demo_login: bool,
+    pub(crate) demo_login: bool,
     /// Protocol ping period.
     #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    pub heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Duration,
     /// Close a connection after this long without receiving anything.
     #[arg(long, env = "WS_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub heartbeat_timeout: Duration,
+    pub(crate) heartbeat_timeout: Duration,
     /// Close a connection whose socket takes no data for this long (a client that
     /// stopped reading). The session's own timers (auth timeout, token expiry,
     /// heartbeat) are never held up by its writes for longer than this.
     #[arg(long, env = "SYNCKIT_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// Close an HTTP connection (before any WebSocket upgrade) whose request line and
     /// headers have not all arrived within this time (slowloris).
     #[arg(long, env = "SYNCKIT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Maximum open WebSocket connections.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Accept backlog of the public listener: connections the kernel completes before
     /// synckit accepts them, e.g. every client of a restarted instance reconnecting at
     /// once. The kernel caps it at net.core.somaxconn.
     #[arg(long, env = "SYNCKIT_LISTEN_BACKLOG", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub listen_backlog: u32,
+    listen_backlog: u32,
     /// Maximum connections per client IP. Alias: MAX_CONNECTIONS_PER_IP.
     #[arg(long, env = "SYNCKIT_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
     /// IPv6 clients count against the per-IP limit by network: the first this many
     /// bits of the address (64: a host's usual allocation; 128: every address alone).
     #[arg(long, env = "SYNCKIT_IPV6_PREFIX_LEN", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
-    pub ipv6_prefix_len: u8,
+    pub(crate) ipv6_prefix_len: u8,
     /// Messages per minute per connection (pings not counted); 0 disables the limit.
     #[arg(long, env = "SYNCKIT_MAX_MESSAGES_PER_MINUTE", default_value_t = 1200)]
-    pub max_messages_per_minute: u32,
+    pub(crate) max_messages_per_minute: u32,
     /// Largest logical message (JSON payload) in bytes; larger ones get an error reply.
     #[arg(long, env = "SYNCKIT_MAX_MESSAGE_BYTES", default_value_t = 2_000_000)]
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Deepest JSON nesting of a message (the message object is level 1); deeper
     /// messages get an error reply and nothing is applied. At most 100, so stored and
     /// relayed copies stay readable.
     #[arg(long, env = "SYNCKIT_MAX_JSON_DEPTH", default_value_t = crate::sync::admission::DEFAULT_MAX_JSON_DEPTH)]
-    pub max_json_depth: usize,
+    pub(crate) max_json_depth: usize,
     /// Vector-clock entries (distinct writers) one write may carry over all its
     /// clocks; more get an error reply and nothing is applied.
     #[arg(long, env = "SYNCKIT_MAX_CLOCK_ENTRIES_PER_MESSAGE", default_value_t = crate::sync::admission::DEFAULT_MAX_CLOCK_ENTRIES_PER_MESSAGE)]
-    pub max_clock_entries_per_message: usize,
+    pub(crate) max_clock_entries_per_message: usize,
     /// Vector-clock entries (distinct writers) a document may hold. Past it, new
     /// writers share one `overflow` entry and unknown entries of their clocks are not
     /// merged; writes are never refused for it.
     #[arg(long, env = "SYNCKIT_MAX_CLOCK_ENTRIES_PER_DOCUMENT", default_value_t = crate::sync::admission::DEFAULT_MAX_CLOCK_ENTRIES_PER_DOCUMENT)]
-    pub max_clock_entries_per_document: usize,
+    pub(crate) max_clock_entries_per_document: usize,
     /// Awareness (presence) client ids one document may hold; an update for a new
     /// client id past it gets an error reply.
     #[arg(long, env = "SYNCKIT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT", default_value_t = crate::sync::admission::DEFAULT_MAX_AWARENESS_CLIENTS_PER_DOCUMENT)]
-    pub max_awareness_clients_per_document: usize,
+    pub(crate) max_awareness_clients_per_document: usize,
     /// Awareness client ids one connection may hold over all its documents.
     #[arg(long, env = "SYNCKIT_MAX_AWARENESS_CLIENTS_PER_CONNECTION", default_value_t = crate::sync::admission::DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONNECTION)]
-    pub max_awareness_clients_per_connection: usize,
+    pub(crate) max_awareness_clients_per_connection: usize,
     /// Largest awareness state (its JSON, in bytes); larger updates get an error reply.
     #[arg(long, env = "SYNCKIT_MAX_AWARENESS_STATE_BYTES", default_value_t = crate::sync::admission::DEFAULT_MAX_AWARENESS_STATE_BYTES)]
-    pub max_awareness_state_bytes: usize,
+    pub(crate) max_awareness_state_bytes: usize,
     /// Documents one connection may subscribe to (each stays loaded while
     /// subscribed); past it, subscribe and sync_request get an error reply and writes
     /// no longer subscribe the writer.
     #[arg(long, env = "SYNCKIT_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = crate::sync::admission::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
-    pub max_subscriptions_per_connection: usize,
+    pub(crate) max_subscriptions_per_connection: usize,
     /// Text-state ops one delta_batch may carry (each is merged into its document);
     /// more refuse the batch.
     #[arg(long, env = "SYNCKIT_MAX_TEXT_OPS_PER_BATCH", default_value_t = crate::sync::admission::DEFAULT_MAX_TEXT_OPS_PER_BATCH)]
-    pub max_text_ops_per_batch: usize,
+    pub(crate) max_text_ops_per_batch: usize,
     /// Each kind of refused input is logged at most once per connection per this
     /// period (with the count it stands for).
     #[arg(long, env = "SYNCKIT_REFUSAL_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
-    pub refusal_log_interval: Duration,
+    pub(crate) refusal_log_interval: Duration,
     /// Largest WebSocket frame (and fragmented message) in bytes; larger ones close
     /// the connection (1009) before they are buffered. Default: the larger of
     /// SYNCKIT_MAX_MESSAGE_BYTES and SYNCKIT_MAX_TEXT_MESSAGE_BYTES (a text state
     /// arrives in one frame) plus 64 KiB.
     #[arg(long, env = "SYNCKIT_MAX_FRAME_BYTES")]
-    pub max_frame_bytes: Option<usize>,
+    pub(crate) max_frame_bytes: Option<usize>,
     /// Socket read buffer of a WebSocket connection, in bytes: what one read takes
     /// from the socket. Most of an idle connection's memory is buffers like this one;
     /// a larger frame still arrives whole (the buffer grows for it). At least 64.
     #[arg(long, env = "SYNCKIT_WS_READ_BUFFER_BYTES", default_value_t = crate::server::config::DEFAULT_WS_READ_BUFFER_BYTES, value_parser = clap::value_parser!(u32).range(64..))]
-    pub ws_read_buffer_bytes: u32,
+    pub(crate) ws_read_buffer_bytes: u32,
     /// Largest logical message in bytes when it is a delta_batch carrying only text
     /// states (SDK clients send a document's whole text state in one message and
     /// never chunk it); larger ones get an error reply. Other messages keep
     /// SYNCKIT_MAX_MESSAGE_BYTES.
     #[arg(long, env = "SYNCKIT_MAX_TEXT_MESSAGE_BYTES", default_value_t = crate::text::DEFAULT_MAX_TEXT_MESSAGE_BYTES)]
-    pub max_text_message_bytes: usize,
+    pub(crate) max_text_message_bytes: usize,
     /// Largest text state (its JSON) in bytes; a larger one gets an error reply and
     /// nothing is applied. At most 4294967295.
     #[arg(long, env = "SYNCKIT_MAX_TEXT_STATE_BYTES", default_value_t = crate::text::DEFAULT_MAX_TEXT_STATE_BYTES)]
-    pub max_text_state_bytes: usize,
+    max_text_state_bytes: usize,
     /// Blocks a text state may hold, and a document's merged text state; a state or
     /// merge past it gets an error reply and nothing is applied.
     #[arg(long, env = "SYNCKIT_MAX_TEXT_BLOCKS", default_value_t = crate::text::DEFAULT_MAX_TEXT_BLOCKS)]
-    pub max_text_blocks: usize,
+    max_text_blocks: usize,
     /// Broadcast coalescing window (0 sends every write at once).
     #[arg(long, env = "SYNC_BATCH_DELAY", default_value = "50", value_parser = parse_duration)]
-    pub batch_delay: Duration,
+    pub(crate) batch_delay: Duration,
     /// Awareness entries expire this long after their last update.
     #[arg(long, env = "AWARENESS_TIMEOUT_MS", default_value = "30s", value_parser = parse_duration)]
-    pub awareness_timeout: Duration,
+    pub(crate) awareness_timeout: Duration,
     /// Restrict subscribe to the upstream playground's document ids.
     #[arg(long, env = "SYNCKIT_PLAYGROUND_ACCESS_FILTER", default_value = "false", value_parser = parse_bool)]
-    pub playground_access_filter: bool,
+    pub(crate) playground_access_filter: bool,
     /// Relay counter/set/richtext CRDT ops to the document's other subscribers, on
     /// every instance (through Redis). Relayed, not stored: later subscribers never
     /// receive earlier ops.
     #[arg(long, env = "SYNCKIT_RELAY_CRDT_OPS", default_value = "false", value_parser = parse_bool)]
-    pub relay_crdt_ops: bool,
+    pub(crate) relay_crdt_ops: bool,
     /// Allowed CORS origins, comma-separated ("*" for any). Alias: SYNCKIT_CORS_ORIGINS.
     #[arg(long, env = "CORS_ORIGIN", value_delimiter = ',')]
-    pub cors_origin: Vec<String>,
+    cors_origin: Vec<String>,
     /// Behind a reverse proxy: take the client IP (per-IP limit, logs) from
     /// X-Forwarded-For / X-Real-IP, believed only from SYNCKIT_TRUSTED_PROXIES.
     #[arg(long, env = "SYNCKIT_TRUST_PROXY_HEADERS", default_value = "false", value_parser = parse_bool)]
-    pub trust_proxy_headers: bool,
+    pub(crate) trust_proxy_headers: bool,
     /// Networks of the trusted reverse proxies (comma-separated CIDRs or addresses).
     /// The client is the right-most X-Forwarded-For entry outside them.
     #[arg(
@@ -234,46 +234,46 @@ pub struct ServeArgs {
         env = "SYNCKIT_TRUSTED_PROXIES",
         default_value = "127.0.0.0/8,::1/128"
     )]
-    pub trusted_proxies: String,
+    pub(crate) trusted_proxies: String,
     /// Serve the admin listener's reads (/stats, /rooms, /maintenance, /admin/*)
     /// without the admin credential. Only for a listener no one else can reach.
     #[arg(long, env = "SYNCKIT_ADMIN_READS_OPEN", default_value = "false", value_parser = parse_bool)]
-    pub admin_reads_open: bool,
+    pub(crate) admin_reads_open: bool,
     /// Host names the admin listener answers to besides loopback and its own address
     /// (comma-separated; the Host header is checked to stop DNS rebinding).
     #[arg(long, env = "SYNCKIT_ADMIN_ALLOWED_HOSTS", value_delimiter = ',')]
-    pub admin_allowed_hosts: Vec<String>,
+    pub(crate) admin_allowed_hosts: Vec<String>,
     /// List cached document ids in GET /health (leaks ids; off by default).
     #[arg(long, env = "SYNCKIT_HEALTH_LIST_DOCUMENTS", default_value = "false", value_parser = parse_bool)]
-    pub health_list_documents: bool,
+    pub(crate) health_list_documents: bool,
     /// Also serve /stats, /metrics and /rooms on the public port.
     #[arg(long, env = "SYNCKIT_PUBLIC_STATS", default_value = "false", value_parser = parse_bool)]
-    pub public_stats: bool,
+    pub(crate) public_stats: bool,
     /// Enable POST /_test/clear for upstream test harnesses (it empties every
     /// document, session and presence). Refused (exit 2) with SYNCKIT_ENV=production.
     #[arg(long, env = "SYNCKIT_TEST_MODE", default_value = "false", value_parser = parse_bool)]
-    pub test_mode: bool,
+    pub(crate) test_mode: bool,
     /// Redis for running several instances as one service: document updates,
     /// awareness and presence cross instances through its pub/sub. redis://,
     /// rediss:// (TLS) or the C# form host:port,password=…,ssl=true. Unset: single
     /// instance. Redis down at start does not stop the server (it connects in the
     /// background).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    pub(crate) redis_url: Option<String>,
     /// Pub/sub channel prefix (C#-compatible: `<prefix>delta:<doc>`, `<prefix>awareness:<doc>`,
     /// `<prefix>presence`).
     #[arg(long, env = "REDIS_CHANNEL_PREFIX", default_value = "synckit:")]
-    pub channel_prefix: String,
+    pub(crate) channel_prefix: String,
     /// Period of the server_heartbeat every instance publishes on `<prefix>presence`; an
     /// instance silent for three periods is shown as gone.
     #[arg(long, env = "SYNCKIT_PRESENCE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub presence_interval: Duration,
+    pub(crate) presence_interval: Duration,
     /// Drain budget on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Log filter (e.g. info, synckit=debug). Alias: LOG_LEVEL.
     #[arg(long, env = "RUST_LOG")]
-    pub log: Option<String>,
+    pub(crate) log: Option<String>,
     /// Log format: pretty or json.
     #[arg(
         long,
@@ -281,49 +281,49 @@ pub struct ServeArgs {
         default_value = "pretty",
         hide_possible_values = true
     )]
-    pub log_format: crate::telemetry::LogFormat,
+    log_format: crate::telemetry::LogFormat,
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub(crate) database: DatabaseArgs,
     /// Apply pending migrations at start. With false, the schema is only checked and
     /// the server refuses to start when something is missing.
     #[arg(long, env = "SYNCKIT_AUTO_MIGRATE", default_value = "true", value_parser = parse_bool)]
-    pub auto_migrate: bool,
+    pub(crate) auto_migrate: bool,
     /// Writes held while PostgreSQL is unreachable (applied and broadcast, acked once
     /// durable); past this, new writes get an error reply.
     #[arg(long, env = "SYNCKIT_WRITE_QUEUE_MAX", default_value_t = crate::storage::persistence::DEFAULT_MAX_BACKLOG)]
-    pub write_queue_max: usize,
+    write_queue_max: usize,
     /// Writer tasks committing groups of writes at once (1–64), each on its own pooled
     /// connection (keep DB_POOL_MAX above it). A document's writes always go to the same
     /// writer, so they commit in order; more writers keep more commits in flight.
     #[arg(long, env = "SYNCKIT_PERSIST_WRITERS", default_value_t = crate::storage::persistence::DEFAULT_WRITERS)]
-    pub persist_writers: usize,
+    persist_writers: usize,
     /// Changed session rows (connects, disconnects) held for writing behind; past
     /// this, changes are dropped (counted) and repaired when the next write reconciles
     /// this instance's rows.
     #[arg(long, env = "SYNCKIT_SESSION_QUEUE_MAX", default_value_t = crate::storage::persistence::DEFAULT_SESSION_QUEUE_MAX)]
-    pub session_queue_max: usize,
+    pub(crate) session_queue_max: usize,
     /// How often the background prober checks PostgreSQL; health and readiness
     /// answer from what it last saw.
     #[arg(long, env = "SYNCKIT_STORAGE_PROBE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub storage_probe_interval: Duration,
+    storage_probe_interval: Duration,
     /// A probe PostgreSQL does not answer within this marks storage degraded.
     #[arg(long, env = "SYNCKIT_STORAGE_PROBE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub storage_probe_timeout: Duration,
+    storage_probe_timeout: Duration,
     /// Where awareness (presence) lives: memory (per instance), postgres (needs
     /// DATABASE_URL) or redis (needs REDIS_URL; the C# key layout under REDIS_CHANNEL_PREFIX).
     #[arg(long, env = "SYNCKIT_AWARENESS_STORE", default_value = "memory")]
-    pub awareness_store: AwarenessStoreKind,
+    pub(crate) awareness_store: AwarenessStoreKind,
     /// A shared awareness store (postgres, redis) that does not answer within this
     /// fails the call; further calls fail at once (one retry a second) until it is
     /// back, so presence never makes a connection wait for a backend outage.
     #[arg(long, env = "SYNCKIT_AWARENESS_STORE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
-    pub awareness_store_timeout: Duration,
+    awareness_store_timeout: Duration,
     /// Documents kept loaded in memory; the least recently used ones without
     /// subscribers or unpersisted writes are unloaded past this.
     #[arg(long, env = "SYNCKIT_MAX_CACHED_DOCUMENTS", default_value_t = 10_000)]
-    pub max_cached_documents: usize,
+    pub(crate) max_cached_documents: usize,
     #[command(flatten)]
-    pub schedule: super::schedule::ScheduleArgs,
+    pub(crate) schedule: super::schedule::ScheduleArgs,
 }
 
 /// Where the aliases that clap does not read (NODE_ENV, LOG_LEVEL, …) come from: the
@@ -375,7 +375,7 @@ fn trimmed<'a, S: AsRef<str> + ?Sized + 'a>(
 
 impl ServeArgs {
     /// Build the typed configuration; every error says what to change.
-    pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
+    pub(crate) fn to_config(&self) -> anyhow::Result<ServerConfig> {
         self.to_config_in(process_env)
     }
 
@@ -614,7 +614,7 @@ impl ServeArgs {
 
     /// The log filter: RUST_LOG (or --log), else LOG_LEVEL, else `info`. Shared with
     /// `check-config` so it validates exactly what `serve` would install.
-    pub fn log_filter(&self) -> String {
+    pub(crate) fn log_filter(&self) -> String {
         self.log
             .clone()
             .or_else(|| alias(process_env, &["LOG_LEVEL"]))
@@ -623,7 +623,7 @@ impl ServeArgs {
 
     /// PostgreSQL settings when a database is configured; refuses a PostgreSQL
     /// awareness store without one. Shared with `check-config`.
-    pub fn database_settings(&self) -> anyhow::Result<Option<PostgresSettings>> {
+    pub(crate) fn database_settings(&self) -> anyhow::Result<Option<PostgresSettings>> {
         let database = self.database.settings(self.auto_migrate);
         match self.awareness_store {
             AwarenessStoreKind::Postgres if database.is_none() => {
@@ -643,7 +643,9 @@ impl ServeArgs {
 
     /// The Redis endpoint when `REDIS_URL` is set. Shared with `check-config`, which
     /// checks it even when other settings are invalid.
-    pub fn redis_target(&self) -> Result<Option<RedisTarget>, crate::pubsub::redis::RedisUrlError> {
+    pub(crate) fn redis_target(
+        &self,
+    ) -> Result<Option<RedisTarget>, crate::pubsub::redis::RedisUrlError> {
         self.redis_url().map(RedisTarget::parse).transpose()
     }
 }
@@ -711,7 +713,7 @@ impl ServerConfig {
     }
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(&args.log_filter(), args.log_format)?;
     let config = args.to_config()?;
     let database = args.database_settings()?;
