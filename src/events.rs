@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-pub use crate::admin_api::{Event, EventKind, Severity};
+pub(crate) use crate::admin_api::{Event, EventKind};
 
 /// Events kept per instance: a bad hour's worth at the rates the summaries allow.
 const EVENT_CAPACITY: usize = 256;
@@ -170,6 +170,7 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin_api::Severity;
 
     #[test]
     fn the_ring_is_bounded_and_newest_first() {
