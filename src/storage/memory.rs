@@ -270,14 +270,7 @@ impl Inner {
 
     /// One delta-log row per field change of a write.
     fn log_deltas(&mut self, write: &DocumentWrite) {
-        // The highest tick this write carries, as the PostgreSQL path computes it.
-        let max_clock = write
-            .clock
-            .iter()
-            .map(|(_, v)| *v)
-            .chain(write.changes.iter().map(|c| c.clock_value))
-            .max()
-            .unwrap_or(0);
+        let max_clock = write.max_clock_value();
         for change in &write.changes {
             let timestamp = self.next_delta_time();
             let operation = if change.value.is_some() {

@@ -63,6 +63,17 @@ impl DocumentWrite {
     pub(crate) fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.clock.is_empty() && self.text.is_none()
     }
+
+    /// The highest tick this write carries (its clock entries and its changes): every
+    /// delta row it stores records it as `max_clock_value`, in both backends.
+    pub(crate) fn max_clock_value(&self) -> u64 {
+        self.clock
+            .iter()
+            .map(|(_, v)| *v)
+            .chain(self.changes.iter().map(|c| c.clock_value))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A row of the `sessions` table (docs/storage.md §2.5).

@@ -87,13 +87,7 @@ impl Columns {
     /// of a field wins) and one delta row each, stamped with the write's largest
     /// clock value.
     fn push_changes(&mut self, doc: &str, write: &DocumentWrite, patch: &mut DocumentPatch) {
-        let max_clock = write
-            .clock
-            .iter()
-            .map(|(_, v)| *v)
-            .chain(write.changes.iter().map(|c| c.clock_value))
-            .max()
-            .unwrap_or(0);
+        let max_clock = write.max_clock_value();
         for change in &write.changes {
             match &change.value {
                 Some(value) => {
