@@ -2,12 +2,14 @@
 //! task (outbox → socket), heartbeat, auth timeout, and an orderly close.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::Either;
 use futures_util::stream::{SplitSink, SplitStream, StreamExt};
-use futures_util::SinkExt;
+use futures_util::{Sink, SinkExt};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -417,8 +419,8 @@ async fn bounded<T>(
     op: impl std::future::Future<Output = T>,
 ) -> Result<T, Stalled> {
     let mut op = std::pin::pin!(op);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(op.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(done) = first {
+    let first = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = first {
         return Ok(done);
     }
     // Boxed: the timer is rare here, and inline it would be part of the writer task's
@@ -492,13 +494,7 @@ async fn write_item(
             // One shared counter update per item, not per frame.
             let bytes: usize = frames.iter().map(EncodedFrame::len).sum();
             metrics.bytes_out.add(bytes as u64);
-            for frame in frames.iter() {
-                let message = to_message(frame.clone());
-                if let Err(e) = bounded(write_timeout, sink.feed(message)).await? {
-                    return Ok(Err(e));
-                }
-            }
-            Ok(())
+            feed_frames(sink, &frames, write_timeout).await?
         }
         Outgoing::Ping => {
             let ping = Message::Ping(Default::default());
@@ -511,6 +507,40 @@ async fn write_item(
         }
     };
     Ok(fed.map(|()| true))
+}
+
+/// Feed a window's frames into the WebSocket layer: as many per poll as it takes, so
+/// a frame costs a `poll_ready` and a `start_send`, not a future, a `select` and a
+/// timer check of its own (BENCHMARKS.md "Where the time went"). Each wait for the
+/// socket is still bounded by the write timeout on its own: progress starts a new
+/// bound, so a long broadcast to a slow but reading client is not cut short.
+async fn feed_frames(
+    sink: &mut SplitSink<Socket, Message>,
+    frames: &[EncodedFrame],
+    write_timeout: Duration,
+) -> Result<Result<(), tungstenite::Error>, Stalled> {
+    let mut next = 0;
+    while next < frames.len() {
+        let step = std::future::poll_fn(|cx| {
+            let start = next;
+            while let Some(frame) = frames.get(next) {
+                match Pin::new(&mut *sink).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    // Waiting: after progress, a new bound starts with the next step.
+                    Poll::Pending if next > start => return Poll::Ready(Ok(())),
+                    Poll::Pending => return Poll::Pending,
+                }
+                Pin::new(&mut *sink).start_send(to_message(frame.clone()))?;
+                next += 1;
+            }
+            Poll::Ready(Ok(()))
+        });
+        if let Err(e) = bounded(write_timeout, step).await? {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn to_message(frame: EncodedFrame) -> Message {
