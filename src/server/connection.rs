@@ -123,11 +123,16 @@ fn serve_admitted(
             last_seen_ms: now_ms,
             subscriptions: Vec::new(),
         });
-        let mut session =
-            Session::new(state.sync.clone(), peer.clone(), ip.to_string(), user_agent);
+        let mut session = Session::new(
+            state.sync.clone(),
+            peer.clone(),
+            ip.to_string(),
+            user_agent,
+            Instant::now(),
+        );
         session.persist_session();
         let rejected_token = match &query_token {
-            Some(token) => Box::pin(session.authenticate_query_token(token))
+            Some(token) => Box::pin(session.authenticate_query_token(token, Instant::now()))
                 .await
                 .err(),
             None => None,
@@ -199,7 +204,8 @@ fn serve_admitted(
                     let Some(frame) = frame else { break None };
                     last_received = Instant::now();
                     let now_ms = state.sync.now_ms();
-                    match Box::pin(on_frame(&mut session, frame, &live, now_ms, &metrics)).await {
+                    // The session reads no clock: it is handed the time the frame came.
+                    match Box::pin(on_frame(&mut session, frame, &live, last_received, now_ms, &metrics)).await {
                         FrameOutcome::Handled => {}
                         FrameOutcome::End { close, readable } => {
                             stream_readable = readable;
@@ -290,17 +296,18 @@ async fn on_frame(
     session: &mut Session,
     frame: Result<Message, tungstenite::Error>,
     live: &LiveGuard,
+    now: Instant,
     now_ms: i64,
     metrics: &crate::metrics::Metrics,
 ) -> FrameOutcome {
     let handled = match frame {
         Ok(Message::Text(text)) => {
             live.seen(now_ms);
-            session.handle_frame(true, text.as_bytes()).await
+            session.handle_frame(true, text.as_bytes(), now).await
         }
         Ok(Message::Binary(bytes)) => {
             live.seen(now_ms);
-            session.handle_frame(false, &bytes).await
+            session.handle_frame(false, &bytes, now).await
         }
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
             live.seen(now_ms);

@@ -45,7 +45,13 @@ impl Harness {
     fn session(&mut self) -> Client {
         self.next_conn += 1;
         let (peer, outbox) = Peer::new(self.next_conn);
-        let session = Session::new(self.sync.clone(), peer, "127.0.0.1".into(), None);
+        let session = Session::new(
+            self.sync.clone(),
+            peer,
+            "127.0.0.1".into(),
+            None,
+            Instant::now(),
+        );
         Client { session, outbox }
     }
 }
@@ -58,7 +64,11 @@ struct Client {
 impl Client {
     async fn send(&mut self, msg: Value) {
         let text = msg.to_string();
-        if let Err(close) = self.session.handle_frame(true, text.as_bytes()).await {
+        if let Err(close) = self
+            .session
+            .handle_frame(true, text.as_bytes(), Instant::now())
+            .await
+        {
             panic!("session closed: {} {}", close.code, close.reason);
         }
     }

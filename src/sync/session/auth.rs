@@ -35,7 +35,7 @@ impl Session {
 
     pub(super) fn record_auth_failure(&self, reason: &dyn std::fmt::Display) -> CloseRequest {
         self.svc.metrics.auth_failures.inc();
-        tracing::warn!(conn_id = self.peer.conn_id, ip = %self.ip, reason = %reason, "authentication failed");
+        tracing::warn!(conn_id = self.peer.conn_id, ip = %self.intake.ip(), reason = %reason, "authentication failed");
         CloseRequest {
             code: close::POLICY,
             reason: err::AUTHENTICATION_FAILED,
@@ -56,7 +56,7 @@ impl Session {
     /// After a re-authentication: drop every subscription the new permissions no
     /// longer allow, telling the client which (`error "Subscription revoked: …"`
     /// with `details {code, documentId}`), so old rights never outlive the token.
-    pub(super) async fn recheck_subscriptions(&mut self) {
+    pub(super) async fn recheck_subscriptions(&mut self, now: Instant) {
         let Some(identity) = &self.identity else {
             return;
         };
@@ -77,7 +77,7 @@ impl Session {
                 error: err::SUBSCRIPTION_REVOKED.into(),
                 code: err::CODE_SUBSCRIPTION_REVOKED,
             };
-            self.refuse(refused, &context, Instant::now()).await;
+            self.refuse(refused, &context, now).await;
         }
     }
 
@@ -94,11 +94,12 @@ impl Session {
     pub(crate) async fn authenticate_query_token(
         &mut self,
         token: &str,
+        now: Instant,
     ) -> Result<(), CloseRequest> {
         match self.verify_credentials(Some(token), None) {
             Some(Ok(identity)) => {
                 self.sign_in(identity).await;
-                self.recheck_subscriptions().await;
+                self.recheck_subscriptions(now).await;
                 Ok(())
             }
             Some(Err(e)) => Err(self.record_auth_failure(&e)),
@@ -111,6 +112,7 @@ impl Session {
         token: Option<String>,
         api_key: Option<String>,
         request_id: Option<String>,
+        now: Instant,
     ) -> Result<(), CloseRequest> {
         let identity = match self.verify_credentials(token.as_deref(), api_key.as_deref()) {
             Some(Ok(identity)) => identity,
@@ -123,9 +125,9 @@ impl Session {
                 return Err(close);
             }
             None if self.svc.settings.auth_required => {
-                self.note_refusal(
+                self.intake.note_refusal(
                     Refusal::NotAuthenticated,
-                    Instant::now(),
+                    now,
                     &"auth without credentials",
                 );
                 self.reply(&ServerMessage::error_with_code(
@@ -146,7 +148,7 @@ impl Session {
         };
         self.sign_in(identity).await;
         self.reply_with_id(&msg, request_id.as_deref()).await;
-        self.recheck_subscriptions().await;
+        self.recheck_subscriptions(now).await;
         Ok(())
     }
 }

@@ -14,12 +14,16 @@ use crate::protocol::ServerMessage;
 use crate::sync::admission::Refused;
 
 impl Session {
-    pub(super) async fn on_awareness_subscribe(&mut self, document_id: Option<String>) {
-        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+    pub(super) async fn on_awareness_subscribe(
+        &mut self,
+        document_id: Option<String>,
+        now: Instant,
+    ) {
+        let Some(id) = self.admit(document_id.as_deref(), false, now).await else {
             return;
         };
         if self.subscription_cap_reached(&self.awareness_documents, &id) {
-            self.refuse_subscription(&id).await;
+            self.refuse_subscription(&id, now).await;
             return;
         }
         let Some(entry) = self.open(&id, err::AWARENESS_SUBSCRIBE_FAILED).await else {
@@ -52,25 +56,28 @@ impl Session {
         }
     }
 
-    pub(super) async fn on_awareness_update(&mut self, update: AwarenessUpdateMessage) {
+    pub(super) async fn on_awareness_update(
+        &mut self,
+        update: AwarenessUpdateMessage,
+        now: Instant,
+    ) {
         let AwarenessUpdateMessage {
             document_id,
             client_id,
             state,
             clock,
         } = update;
-        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+        let Some(id) = self.admit(document_id.as_deref(), false, now).await else {
             return;
         };
         let Some((client_id, state, clock)) = awareness_fields(client_id, state, clock) else {
-            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_AWARENESS_STATE)
+            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_AWARENESS_STATE, now)
                 .await;
             return;
         };
         if let Some(state) = &state {
             if let Err(refused) = self.check_awareness(&id, &client_id, state).await {
-                self.refuse(refused, &document_context(&id), Instant::now())
-                    .await;
+                self.refuse(refused, &document_context(&id), now).await;
                 return;
             }
         }
@@ -100,7 +107,7 @@ impl Session {
                     error: err::AWARENESS_NOT_OWNER.into(),
                     code: err::CODE_NOT_OWNER,
                 };
-                self.refuse(refused, &context, Instant::now()).await;
+                self.refuse(refused, &context, now).await;
             }
             Ok(outcome @ (SetOutcome::Accepted | SetOutcome::Left)) => {
                 let key = (id.clone(), client_id.clone());

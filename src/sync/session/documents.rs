@@ -20,16 +20,22 @@ use crate::sync::playground_allows;
 impl Session {
     /// Steps shared by every document handler: authenticated, valid id, permission.
     /// Replies with the TS error and returns `None` on failure.
-    pub(super) async fn admit(&self, document_id: Option<&str>, write: bool) -> Option<String> {
+    pub(super) async fn admit(
+        &self,
+        document_id: Option<&str>,
+        write: bool,
+        now: Instant,
+    ) -> Option<String> {
         let Some(identity) = &self.identity else {
-            self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED)
+            self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED, now)
                 .await;
             return None;
         };
         let id = match document_id::validate(document_id) {
             Ok(id) => id.to_owned(),
             Err(e) => {
-                self.note_refusal(Refusal::InvalidDocumentId, Instant::now(), &e);
+                self.intake
+                    .note_refusal(Refusal::InvalidDocumentId, now, &e);
                 self.error(e.to_string()).await;
                 return None;
             }
@@ -41,7 +47,8 @@ impl Session {
         };
         if !allowed {
             let detail = format!("unauthorized access to document {id}");
-            self.note_refusal(Refusal::PermissionDenied, Instant::now(), &detail);
+            self.intake
+                .note_refusal(Refusal::PermissionDenied, now, &detail);
             self.reply(&ServerMessage::error_for_document(
                 err::PERMISSION_DENIED,
                 &id,
@@ -73,10 +80,11 @@ impl Session {
         document_id: Option<&str>,
         write: bool,
         failure: &str,
+        now: Instant,
     ) -> Option<Arc<DocEntry>> {
-        let id = self.admit(document_id, write).await?;
+        let id = self.admit(document_id, write, now).await?;
         if !write && self.subscription_cap_reached(&self.documents, &id) {
-            self.refuse_subscription(&id).await;
+            self.refuse_subscription(&id, now).await;
             return None;
         }
         let entry = self.open(&id, failure).await?;
@@ -95,15 +103,14 @@ impl Session {
         !subscribed.contains(id) && subscribed.len() >= max
     }
 
-    pub(super) async fn refuse_subscription(&self, id: &str) {
+    pub(super) async fn refuse_subscription(&self, id: &str, now: Instant) {
         let max = self.svc.settings.limits.max_subscriptions_per_connection;
         let refused = Refused::new(
             Refusal::SubscriptionLimit,
             err::too_many_subscriptions(max),
             err::CODE_SUBSCRIPTION_LIMIT,
         );
-        self.refuse(refused, &document_context(id), Instant::now())
-            .await;
+        self.refuse(refused, &document_context(id), now).await;
     }
 
     /// Subscribe to a document's broadcasts. Writes auto-subscribe the writer (TS
@@ -138,18 +145,19 @@ impl Session {
         &mut self,
         document_id: Option<String>,
         request_id: Option<String>,
+        now: Instant,
     ) {
         if self.identity.is_some() {
             if let Ok(id) = document_id::validate(document_id.as_deref()) {
                 if self.svc.settings.playground_access_filter && !playground_allows(id) {
-                    self.refuse_plain(Refusal::PermissionDenied, err::ACCESS_DENIED)
+                    self.refuse_plain(Refusal::PermissionDenied, err::ACCESS_DENIED, now)
                         .await;
                     return;
                 }
             }
         }
         let Some(entry) = self
-            .admit_and_join(document_id.as_deref(), false, err::SUBSCRIBE_FAILED)
+            .admit_and_join(document_id.as_deref(), false, err::SUBSCRIBE_FAILED, now)
             .await
         else {
             return;
@@ -162,9 +170,10 @@ impl Session {
         document_id: Option<String>,
         vector_clock: Option<Map<String, Value>>,
         request_id: Option<String>,
+        now: Instant,
     ) {
         let Some(entry) = self
-            .admit_and_join(document_id.as_deref(), false, err::SYNC_REQUEST_FAILED)
+            .admit_and_join(document_id.as_deref(), false, err::SYNC_REQUEST_FAILED, now)
             .await
         else {
             return;
@@ -175,8 +184,8 @@ impl Session {
         self.send_sync_response(&entry, request_id).await;
     }
 
-    pub(super) async fn on_sync_step1(&mut self, document_id: Option<String>) {
-        let Some(id) = self.admit(document_id.as_deref(), false).await else {
+    pub(super) async fn on_sync_step1(&mut self, document_id: Option<String>, now: Instant) {
+        let Some(id) = self.admit(document_id.as_deref(), false, now).await else {
             return;
         };
         self.reply(&ServerMessage::SyncStep2 { document_id: id })

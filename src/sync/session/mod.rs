@@ -9,29 +9,24 @@
 use crate::hash::FastSet;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::acks::AckQueue;
-use super::admission::{self, RefusalLog, Refused};
-use super::chunks::{ChunkAssembler, ChunkOutcome};
 use super::peer::{Outgoing, Peer};
-use super::rate_limit::RateLimiter;
 use super::SyncService;
 use crate::auth::Identity;
 use crate::metrics::Refusal;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::errors as err;
-use crate::protocol::message::ParseError;
-use crate::protocol::{
-    decode_frame, encode, frame, ClientMessage, DecodeError, Encoding, MessageType, RawMessage,
-    ServerMessage,
-};
+use crate::protocol::{encode, ClientMessage, DecodeError, ServerMessage};
 use crate::storage::SessionRecord;
+use intake::{Intake, Outcome, Received};
 
 mod auth;
 mod awareness;
 mod documents;
+mod intake;
 mod refusals;
 mod writes;
 
@@ -54,12 +49,12 @@ type Credentials = (Identity, Option<i64>);
 pub struct Session {
     svc: Arc<SyncService>,
     peer: Arc<Peer>,
-    ip: String,
     user_agent: Option<String>,
     identity: Option<Identity>,
     /// Expiry of the token behind `identity` (epoch seconds): the session ends then.
     expires_at_secs: Option<i64>,
-    encoding_fixed: bool,
+    /// Frames to dispatched messages (or their refusals), and the refusal log.
+    intake: Intake,
     /// Documents this connection subscribed to (explicitly or by writing).
     documents: FastSet<Arc<str>>,
     /// Documents whose awareness this connection subscribed to.
@@ -67,13 +62,6 @@ pub struct Session {
     /// (document, client id) of the awareness entries this connection set and has
     /// not left: bounded by the per-connection awareness cap.
     awareness_clients: FastSet<(String, String)>,
-    rate: RateLimiter,
-    /// When the last rate-limit error reply went out.
-    last_rate_reply: Option<Instant>,
-    /// Behind a mutex only because handlers taking `&self` log through it; one task
-    /// owns the session, so it is never contended.
-    refusal_log: std::sync::Mutex<RefusalLog>,
-    chunks: ChunkAssembler,
     /// Writer id for writes that name no client: unique across instances and restarts.
     writer_id: String,
     /// The replies of applied writes, in arrival order.
@@ -82,13 +70,14 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new connection. With auth disabled it is authenticated at once as
-    /// `anonymous-<ip>` (the SDK never sends `auth`).
+    /// A new connection, opened at `now`. With auth disabled it is authenticated at
+    /// once as `anonymous-<ip>` (the SDK never sends `auth`).
     pub fn new(
         svc: Arc<SyncService>,
         peer: Arc<Peer>,
         ip: String,
         user_agent: Option<String>,
+        now: Instant,
     ) -> Session {
         let identity = (!svc.settings.auth_required).then(|| Identity::anonymous_at(&ip));
         let short: String = svc
@@ -99,24 +88,17 @@ impl Session {
             .take(16)
             .collect();
         let writer_id = format!("srv-{short}-{}", peer.conn_id);
-        let rate = RateLimiter::new(svc.settings.max_messages_per_minute, Instant::now());
-        let chunks = ChunkAssembler::new(svc.settings.max_message_bytes);
-        let refusal_log = RefusalLog::new(svc.settings.limits.refusal_log_interval);
+        let intake = Intake::new(&svc.settings, svc.metrics.clone(), peer.conn_id, ip, now);
         Session {
             svc,
             peer,
-            ip,
             user_agent,
             identity,
             expires_at_secs: None,
-            encoding_fixed: false,
+            intake,
             documents: FastSet::default(),
             awareness_documents: FastSet::default(),
             awareness_clients: FastSet::default(),
-            rate,
-            last_rate_reply: None,
-            refusal_log: std::sync::Mutex::new(refusal_log),
-            chunks,
             writer_id,
             acks: AckQueue::new(),
             session_saved: false,
@@ -157,7 +139,7 @@ impl Session {
             user_id: identity.user_id.clone(),
             client_id: None,
             metadata: crate::storage::memory::session_metadata(
-                &self.ip,
+                self.intake.ip(),
                 self.user_agent.as_deref(),
                 &self.svc.settings.instance_id,
             ),
@@ -216,235 +198,100 @@ impl Session {
         self.reply(&ServerMessage::error(error, None)).await;
     }
 
-    /// Handle one WebSocket data frame.
-    pub async fn handle_frame(&mut self, is_text: bool, bytes: &[u8]) -> Result<(), CloseRequest> {
-        if !self.encoding_fixed {
-            // The first data frame decides the reply encoding for the connection.
-            self.peer.set_encoding(Encoding::detect(is_text, bytes));
-            self.encoding_fixed = true;
-        }
-        self.svc.metrics.bytes_in.add(bytes.len() as u64);
-        self.handle_bytes(is_text, bytes, true).await
-    }
-
-    /// One message, in the steps below: sized, decoded, let past the rate limit
-    /// and the admission checks, parsed, and dispatched to its handler.
-    async fn handle_bytes(
+    /// Handle one WebSocket data frame, received at `now`: the intake decides what
+    /// it asks for ([`intake::Outcome`]), and this carries it out — the reply, the
+    /// decode on the blocking pool, the handler.
+    pub async fn handle_frame(
         &mut self,
         is_text: bool,
         bytes: &[u8],
-        allow_chunks: bool,
-    ) -> Result<(), CloseRequest> {
-        let now = Instant::now();
-        // Sized before it is parsed: an oversized message costs no JSON parsing.
-        // Past the ordinary limit, only a delta_batch of text states may pass (up to
-        // the text-message limit): SDK clients send a whole text state at once.
-        let max_bytes = self.svc.settings.max_message_bytes;
-        let text_max = self.svc.settings.max_text_message_bytes.max(max_bytes);
-        let (payload_len, may_be_text) = payload_size(is_text, bytes);
-        let over = payload_len > max_bytes;
-        if over && (payload_len > text_max || !may_be_text) {
-            let limit = if may_be_text { text_max } else { max_bytes };
-            return self.too_large(payload_len, limit, now).await;
-        }
-        let Some(raw) = self.decode(is_text, bytes, payload_len, now).await else {
-            return Ok(());
-        };
-        if over && !only_text_states(&raw) {
-            return self.too_large(payload_len, max_bytes, now).await;
-        }
-        let kind = raw.kind;
-        if kind == MessageType::DeltaBatchChunk {
-            return self.on_chunk(raw, allow_chunks, now).await;
-        }
-        let Some((msg, request_id)) = self.admit_message(raw, now).await else {
-            return Ok(());
-        };
-        self.svc.metrics.message_in(kind);
-        self.dispatch(msg, request_id).await
-    }
-
-    /// Decode a frame. Garbage is answered here (and `None`): it costs the sender
-    /// its rate like any message, so a flood of it is answered at the rate-limit's
-    /// pace, not frame for frame.
-    async fn decode(
-        &mut self,
-        is_text: bool,
-        bytes: &[u8],
-        payload_len: usize,
-        now: Instant,
-    ) -> Option<RawMessage> {
-        // A large message (a text state) is decoded on the blocking pool: it takes
-        // milliseconds that the connection's runtime worker owes everyone else.
-        let decoded = if payload_len > LARGE_MESSAGE_BYTES {
-            let owned = bytes.to_vec();
-            tokio::task::spawn_blocking(move || decode_frame(is_text, &owned))
-                .await
-                .unwrap_or(Err(DecodeError::Invalid))
-        } else {
-            decode_frame(is_text, bytes)
-        };
-        let e = match decoded {
-            Ok(raw) => return Some(raw),
-            Err(e) => e,
-        };
-        self.svc.metrics.invalid_frames.inc();
-        if !self.rate.allow(now) {
-            self.rate_limited(now).await;
-            return None;
-        }
-        self.note_refusal(Refusal::Undecodable, now, &e);
-        let reply = match e {
-            DecodeError::UnknownType(name) => ServerMessage::error_with_code(
-                err::invalid_message_type(&name),
-                err::CODE_INVALID_MESSAGE,
-            ),
-            _ => ServerMessage::error(err::INVALID_MESSAGE_FORMAT, None),
-        };
-        self.reply(&reply).await;
-        None
-    }
-
-    /// A decoded message through the rate limit (pings and pongs are free), the
-    /// shape check, parsing and the clock check. A refused one is answered here
-    /// (and `None`); an admitted one comes back with its request id.
-    async fn admit_message(
-        &mut self,
-        raw: RawMessage,
-        now: Instant,
-    ) -> Option<(ClientMessage, Option<String>)> {
-        let counted = !matches!(raw.kind, MessageType::Ping | MessageType::Pong);
-        if counted && !self.rate.allow(now) {
-            self.rate_limited(now).await;
-            return None;
-        }
-        let limits = &self.svc.settings.limits;
-        if let Err(refused) = admission::check_shape(&raw.body, limits.max_json_depth) {
-            self.refuse(refused, &raw.body, now).await;
-            return None;
-        }
-        let max_clock_entries = limits.max_clock_entries_per_message;
-        let request_id = raw.id.clone();
-        let document_id = raw.body.get("documentId").cloned();
-        let msg = match ClientMessage::parse(raw) {
-            Ok(msg) => msg,
-            Err(ParseError::NotClientSendable(t)) => {
-                self.note_refusal(Refusal::InvalidMessage, now, &t.name());
-                self.reply(&ServerMessage::error_with_code(
-                    err::invalid_message_type(t.name()),
-                    err::CODE_INVALID_MESSAGE,
-                ))
-                .await;
-                return None;
-            }
-        };
-        if let Err(refused) = admission::check_clocks(&msg, max_clock_entries) {
-            let mut context = Map::new();
-            if let Some(id) = document_id {
-                context.insert("documentId".into(), id);
-            }
-            self.refuse(refused, &context, now).await;
-            return None;
-        }
-        Some((msg, request_id))
-    }
-
-    /// A `delta_batch_chunk`: only after auth, counted by the rate limit, held within
-    /// the connection's chunk budget; a completed set is handled as one message (it
-    /// passes every check of its own, and may not contain another chunk).
-    async fn on_chunk(
-        &mut self,
-        raw: RawMessage,
-        allow_chunks: bool,
         now: Instant,
     ) -> Result<(), CloseRequest> {
-        if !self.rate.allow(now) {
-            self.rate_limited(now).await;
-            return Ok(());
+        let Received { encoding, outcome } =
+            self.intake
+                .receive(is_text, bytes, self.identity.is_some(), now);
+        if let Some(encoding) = encoding {
+            self.peer.set_encoding(encoding);
         }
-        if self.identity.is_none() {
-            let refused = Refused {
-                reason: Refusal::ChunkUnauthenticated,
-                error: err::NOT_AUTHENTICATED.into(),
-                code: err::CODE_AUTH_REQUIRED,
-            };
-            self.refuse(refused, &Map::new(), now).await;
-            return Ok(());
-        }
-        self.svc.metrics.message_in(MessageType::DeltaBatchChunk);
-        let outcome = match ClientMessage::parse(raw) {
-            Ok(ClientMessage::DeltaBatchChunk(chunk)) if allow_chunks => {
-                self.chunks.accept(chunk, now)
-            }
-            _ => ChunkOutcome::Invalid,
-        };
-        match outcome {
-            ChunkOutcome::Pending => Ok(()),
-            ChunkOutcome::Invalid => {
-                let refused = Refused {
-                    reason: Refusal::ChunkInvalid,
-                    error: err::INVALID_CHUNK.into(),
-                    code: err::CODE_INVALID_MESSAGE,
-                };
-                self.refuse_without_code(refused, now).await;
-                Ok(())
-            }
-            ChunkOutcome::Complete(whole) => {
-                let is_text = whole.first() == Some(&b'{');
-                Box::pin(self.handle_bytes(is_text, &whole, false)).await
+        self.carry_out(outcome, now).await
+    }
+
+    /// Do what the intake asked. A decode on the blocking pool goes back to the
+    /// intake, at most twice (a large chunk completing a large set).
+    async fn carry_out(&mut self, mut outcome: Outcome, now: Instant) -> Result<(), CloseRequest> {
+        loop {
+            match outcome {
+                Outcome::Nothing => return Ok(()),
+                Outcome::Reply(msg) => {
+                    self.reply(&msg).await;
+                    return Ok(());
+                }
+                Outcome::Dispatch { msg, request_id } => {
+                    return self.dispatch(msg, request_id, now).await
+                }
+                Outcome::DecodeOnBlockingPool { frame, then } => {
+                    // A decode that panicked is garbage, answered like any other.
+                    let decoded = tokio::task::spawn_blocking(move || frame.decode())
+                        .await
+                        .unwrap_or(Err(DecodeError::Invalid));
+                    outcome = self
+                        .intake
+                        .decoded(then, decoded, self.identity.is_some(), now);
+                }
             }
         }
     }
 
     /// Timer work: drop chunk sets past their TTL even when no chunk arrives.
     pub(crate) fn sweep(&mut self, now: Instant) {
-        self.chunks.sweep(now);
+        self.intake.sweep(now);
     }
 
     async fn dispatch(
         &mut self,
         msg: ClientMessage,
         request_id: Option<String>,
+        now: Instant,
     ) -> Result<(), CloseRequest> {
         match msg {
             ClientMessage::Auth { token, api_key } => {
-                return self.on_auth(token, api_key, request_id).await
+                return self.on_auth(token, api_key, request_id, now).await
             }
             ClientMessage::Ping => {
                 self.reply_with_id(&ServerMessage::Pong, request_id.as_deref())
                     .await;
             }
             ClientMessage::Pong | ClientMessage::Connect | ClientMessage::Ignored => {}
-            ClientMessage::Delta(delta) => self.on_delta(delta).await,
-            ClientMessage::DeltaBatch(batch) => self.on_delta_batch(batch).await,
+            ClientMessage::Delta(delta) => self.on_delta(delta, now).await,
+            ClientMessage::DeltaBatch(batch) => self.on_delta_batch(batch, now).await,
             other => {
                 if self.identity.is_none() {
-                    self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED)
+                    self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED, now)
                         .await;
                     return Ok(());
                 }
                 match other {
                     ClientMessage::Subscribe { document_id } => {
-                        self.on_subscribe(document_id, request_id).await
+                        self.on_subscribe(document_id, request_id, now).await
                     }
                     ClientMessage::SyncRequest {
                         document_id,
                         vector_clock,
                     } => {
-                        self.on_sync_request(document_id, vector_clock, request_id)
+                        self.on_sync_request(document_id, vector_clock, request_id, now)
                             .await
                     }
                     ClientMessage::SyncStep1 { document_id } => {
-                        self.on_sync_step1(document_id).await
+                        self.on_sync_step1(document_id, now).await
                     }
                     ClientMessage::Unsubscribe { document_id } => {
                         self.on_unsubscribe(document_id).await
                     }
                     ClientMessage::AwarenessSubscribe { document_id } => {
-                        self.on_awareness_subscribe(document_id).await
+                        self.on_awareness_subscribe(document_id, now).await
                     }
                     ClientMessage::AwarenessUpdate(update) => {
-                        self.on_awareness_update(update).await
+                        self.on_awareness_update(update, now).await
                     }
                     // Client acks are accepted and ignored (docs/protocol.md §7.11).
                     _ => {}
@@ -507,37 +354,4 @@ impl Session {
                 .delete_session(&self.connection_key());
         }
     }
-}
-
-/// A frame's payload length, and whether it may be a `delta_batch` of text states
-/// (the one message allowed past the ordinary size limit), read without decoding
-/// it. A binary frame that does not split has length 0: decoding refuses it.
-#[inline]
-fn payload_size(is_text: bool, bytes: &[u8]) -> (usize, bool) {
-    match Encoding::detect(is_text, bytes) {
-        Encoding::Json => (bytes.len(), true),
-        Encoding::Binary => frame::split(bytes).map_or((0, false), |f| {
-            let batch = MessageType::from_code(f.code) == Some(MessageType::DeltaBatch);
-            (f.payload.len(), batch)
-        }),
-    }
-}
-
-/// Messages larger than this are decoded on the blocking pool.
-const LARGE_MESSAGE_BYTES: usize = 256 * 1024;
-
-/// A `delta_batch` whose ops are all text states: the only message allowed past
-/// `SYNCKIT_MAX_MESSAGE_BYTES` (up to `SYNCKIT_MAX_TEXT_MESSAGE_BYTES`).
-fn only_text_states(raw: &RawMessage) -> bool {
-    raw.kind == MessageType::DeltaBatch
-        && raw
-            .body
-            .get("deltas")
-            .and_then(Value::as_array)
-            .is_some_and(|ops| {
-                !ops.is_empty()
-                    && ops
-                        .iter()
-                        .all(|op| op.get("type").and_then(Value::as_str) == Some("text-state"))
-            })
 }

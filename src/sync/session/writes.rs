@@ -51,7 +51,7 @@ impl Session {
         });
     }
 
-    pub(super) async fn on_delta(&mut self, delta: DeltaMessage) {
+    pub(super) async fn on_delta(&mut self, delta: DeltaMessage, now: Instant) {
         let DeltaMessage {
             document_id,
             entries,
@@ -60,15 +60,15 @@ impl Session {
             message_id,
         } = delta;
         let Some(entries) = entries else {
-            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA)
+            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA, now)
                 .await;
             return;
         };
-        let Some(id) = self.admit(document_id.as_deref(), true).await else {
+        let Some(id) = self.admit(document_id.as_deref(), true, now).await else {
             return;
         };
         if entries.keys().any(|f| !valid_field_name(f)) {
-            self.refuse_invalid_field(&id).await;
+            self.refuse_invalid_field(&id, now).await;
             return;
         }
         let Some(entry) = self.open(&id, err::DELTA_FAILED).await else {
@@ -85,8 +85,11 @@ impl Session {
             })
             .collect();
         let clocks: Vec<&Map<String, Value>> = vector_clock.iter().collect();
-        let now = self.svc.now_ms();
-        let Some(ticket) = self.apply_fields(&entry, fields, clocks, now, &id).await else {
+        let now_ms = self.svc.now_ms();
+        let Some(ticket) = self
+            .apply_fields(&entry, fields, clocks, now_ms, &id, now)
+            .await
+        else {
             return;
         };
         let message_id = message_id.unwrap_or_else(|| next_message_id(self.svc.now_ms()));
@@ -97,35 +100,35 @@ impl Session {
     /// A `delta_batch`, in the steps below: every op is sorted and checked, every
     /// text state's target admitted and loaded, and only then is anything applied
     /// (fields, then text states), relayed, and acked when durable.
-    pub(super) async fn on_delta_batch(&mut self, batch: DeltaBatchMessage) {
+    pub(super) async fn on_delta_batch(&mut self, batch: DeltaBatchMessage, now: Instant) {
         let DeltaBatchMessage {
             document_id,
             deltas,
             message_id,
         } = batch;
         let Some(ops) = deltas else {
-            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH)
+            self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH, now)
                 .await;
             return;
         };
         let Some(entry) = self
-            .admit_and_join(document_id.as_deref(), true, err::DELTA_BATCH_FAILED)
+            .admit_and_join(document_id.as_deref(), true, err::DELTA_BATCH_FAILED, now)
             .await
         else {
             return;
         };
         let id = entry.id.to_string();
-        let now = self.svc.now_ms();
-        let Some(sorted) = self.sort_batch_ops(&ops, &id).await else {
+        let now_ms = self.svc.now_ms();
+        let Some(sorted) = self.sort_batch_ops(&ops, &id, now).await else {
             return;
         };
         if self
-            .refuse_excess_text_states(sorted.text_states.len(), &id)
+            .refuse_excess_text_states(sorted.text_states.len(), &id, now)
             .await
         {
             return;
         }
-        let Some(text_targets) = self.open_text_targets(&sorted.text_states, &id).await else {
+        let Some(text_targets) = self.open_text_targets(&sorted.text_states, &id, now).await else {
             return;
         };
         let BatchOps {
@@ -135,13 +138,16 @@ impl Session {
             positional_text,
             crdt,
         } = sorted;
-        let Some(ticket) = self.apply_fields(&entry, fields, clocks, now, &id).await else {
+        let Some(ticket) = self
+            .apply_fields(&entry, fields, clocks, now_ms, &id, now)
+            .await
+        else {
             return;
         };
         let mut tickets = Vec::with_capacity(1 + text_states.len());
         tickets.push(ticket);
         let text_refused = self
-            .merge_text_states(text_states, text_targets, now, &mut tickets)
+            .merge_text_states(text_states, text_targets, now_ms, &mut tickets, now)
             .await;
         if !positional_text.is_empty() {
             self.relay_ops(&entry, positional_text, true);
@@ -152,7 +158,7 @@ impl Session {
         if text_refused {
             return;
         }
-        let message_id = message_id.unwrap_or_else(|| next_message_id(now));
+        let message_id = message_id.unwrap_or_else(|| next_message_id(now_ms));
         self.ack_when_durable(tickets, message_id, id, err::DELTA_BATCH_FAILED)
             .await;
     }
@@ -164,8 +170,9 @@ impl Session {
         entry: &Arc<DocEntry>,
         fields: Vec<FieldWrite>,
         clocks: Vec<&Map<String, Value>>,
-        now: i64,
+        now_ms: i64,
         id: &str,
+        now: Instant,
     ) -> Option<PersistTicket> {
         let applied = self.svc.hub.apply(
             entry,
@@ -174,10 +181,10 @@ impl Session {
                 clocks,
                 origin: Some(self.peer.conn_id),
             },
-            now,
+            now_ms,
         );
         if let Some(refusal) = applied.refused {
-            self.refuse_clock(refusal, id).await;
+            self.refuse_clock(refusal, id, now).await;
             return None;
         }
         Some(applied.ticket)
@@ -186,11 +193,16 @@ impl Session {
     /// Sort a batch's ops by what becomes of them. Every op is checked before
     /// anything is applied: one bad op (not an object, an invalid field name)
     /// refuses the whole batch — answered here, and `None`.
-    async fn sort_batch_ops<'a>(&self, ops: &'a [Value], id: &str) -> Option<BatchOps<'a>> {
+    async fn sort_batch_ops<'a>(
+        &self,
+        ops: &'a [Value],
+        id: &str,
+        now: Instant,
+    ) -> Option<BatchOps<'a>> {
         let mut sorted = BatchOps::default();
         for op in ops {
             let Value::Object(op) = op else {
-                self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH)
+                self.refuse_plain(Refusal::InvalidMessage, err::INVALID_DELTA_BATCH, now)
                     .await;
                 return None;
             };
@@ -202,7 +214,7 @@ impl Session {
                 (Some("text"), _) => sorted.positional_text.push(Value::Object(op.clone())),
                 (_, Some(Value::String(field))) => {
                     if !valid_field_name(field) {
-                        self.refuse_invalid_field(id).await;
+                        self.refuse_invalid_field(id, now).await;
                         return None;
                     }
                     sorted.fields.push(self.field_write(op, op_type, field));
@@ -240,7 +252,7 @@ impl Session {
 
     /// More text states than a batch may carry refuse it whole (answered here):
     /// each is a merge that may take milliseconds. Returns whether it was refused.
-    async fn refuse_excess_text_states(&self, count: usize, id: &str) -> bool {
+    async fn refuse_excess_text_states(&self, count: usize, id: &str, now: Instant) -> bool {
         let max_text_ops = self.svc.settings.limits.max_text_ops_per_batch;
         if count <= max_text_ops {
             return false;
@@ -250,8 +262,7 @@ impl Session {
             err::too_many_text_ops(count, max_text_ops),
             err::CODE_INVALID_MESSAGE,
         );
-        self.refuse(refused, &document_context(id), Instant::now())
-            .await;
+        self.refuse(refused, &document_context(id), now).await;
         true
     }
 
@@ -262,11 +273,12 @@ impl Session {
         &self,
         text_states: &[Map<String, Value>],
         id: &str,
+        now: Instant,
     ) -> Option<Vec<Arc<DocEntry>>> {
         let mut targets = Vec::with_capacity(text_states.len());
         for op in text_states {
             let target = match op.get("documentId").and_then(Value::as_str) {
-                Some(t) if t != id => self.admit(Some(t), true).await?,
+                Some(t) if t != id => self.admit(Some(t), true, now).await?,
                 _ => id.to_string(),
             };
             targets.push(self.open(&target, err::DELTA_BATCH_FAILED).await?);
@@ -281,12 +293,15 @@ impl Session {
         &self,
         text_states: Vec<Map<String, Value>>,
         targets: Vec<Arc<DocEntry>>,
-        now: i64,
+        now_ms: i64,
         tickets: &mut Vec<PersistTicket>,
+        now: Instant,
     ) -> bool {
         let mut refused = false;
         for (op, target) in text_states.into_iter().zip(targets) {
-            refused |= !self.merge_text_state(op, &target, now, tickets).await;
+            refused |= !self
+                .merge_text_state(op, &target, now_ms, tickets, now)
+                .await;
         }
         refused
     }
@@ -297,8 +312,9 @@ impl Session {
         &self,
         mut op: Map<String, Value>,
         target: &Arc<DocEntry>,
-        now: i64,
+        now_ms: i64,
         tickets: &mut Vec<PersistTicket>,
+        now: Instant,
     ) -> bool {
         // Taken out of the op (no copy): it may be tens of megabytes.
         let state = match op.remove("state") {
@@ -308,8 +324,8 @@ impl Session {
         let clock = op
             .get("timestamp")
             .and_then(Value::as_f64)
-            .unwrap_or(now as f64);
-        match self.svc.hub.apply_text(target, state, clock, now).await {
+            .unwrap_or(now_ms as f64);
+        match self.svc.hub.apply_text(target, state, clock, now_ms).await {
             TextOutcome::Merged { json, ticket } => {
                 tickets.push(ticket);
                 op.insert("state".into(), Value::String(json.to_string()));
@@ -320,7 +336,7 @@ impl Session {
             }
             TextOutcome::Refused(e) => {
                 let context = document_context(&target.id);
-                self.refuse(admission::Refused::text(&e), &context, Instant::now())
+                self.refuse(admission::Refused::text(&e), &context, now)
                     .await;
                 return false;
             }
