@@ -419,3 +419,334 @@ fn only_text_states(raw: &RawMessage) -> bool {
                         .all(|op| op.get("type").and_then(Value::as_str) == Some("text-state"))
             })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The intake on its own: no socket, no runtime, no server; time is an
+    //! `Instant` the test moves.
+
+    use std::time::Duration;
+
+    use base64::Engine;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The intake's settings, with the given rate and size limits.
+    fn settings(per_minute: u32, max_bytes: usize, max_text_bytes: usize) -> SyncSettings {
+        SyncSettings {
+            auth_required: true,
+            max_message_bytes: max_bytes,
+            max_text_message_bytes: max_text_bytes,
+            max_messages_per_minute: per_minute,
+            playground_access_filter: false,
+            relay_crdt_ops: false,
+            instance_id: "test".into(),
+            awareness_timeout: Duration::from_secs(30),
+            limits: admission::Limits::default(),
+        }
+    }
+
+    struct Harness {
+        intake: Intake,
+        metrics: Arc<Metrics>,
+        t0: Instant,
+    }
+
+    impl Harness {
+        fn new(settings: SyncSettings) -> Harness {
+            let metrics = Arc::new(Metrics::default());
+            let t0 = Instant::now();
+            let intake = Intake::new(&settings, metrics.clone(), 1, "127.0.0.1".into(), t0);
+            Harness {
+                intake,
+                metrics,
+                t0,
+            }
+        }
+
+        /// A JSON text frame, authenticated, at `t0 + after`.
+        fn json(&mut self, msg: serde_json::Value, after: Duration) -> Outcome {
+            self.text(&msg.to_string(), true, after)
+        }
+
+        fn text(&mut self, text: &str, authenticated: bool, after: Duration) -> Outcome {
+            let now = self.t0 + after;
+            self.intake
+                .receive(true, text.as_bytes(), authenticated, now)
+                .outcome
+        }
+
+        fn binary(&mut self, kind: MessageType, payload: &serde_json::Value) -> Outcome {
+            let code = kind.code().expect("a binary type");
+            let bytes = frame::join(code, 1, payload.to_string().as_bytes());
+            self.intake.receive(false, &bytes, true, self.t0).outcome
+        }
+
+        fn refusals(&self, reason: Refusal) -> u64 {
+            self.metrics.refusals(reason)
+        }
+    }
+
+    const NOW: Duration = Duration::ZERO;
+
+    fn subscribe(doc: &str) -> serde_json::Value {
+        json!({"type": "subscribe", "documentId": doc})
+    }
+
+    /// The `error` reply an outcome is: its message and details.
+    fn error(outcome: Outcome) -> (String, Option<serde_json::Value>) {
+        match outcome {
+            Outcome::Reply(ServerMessage::Error { error, details }) => (error, details),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    fn dispatched(outcome: Outcome) -> ClientMessage {
+        match outcome {
+            Outcome::Dispatch { msg, .. } => msg,
+            other => panic!("not dispatched: {other:?}"),
+        }
+    }
+
+    fn is_rate_limited(outcome: Outcome) -> bool {
+        let (message, details) = error(outcome);
+        message == err::RATE_LIMITED && details == Some(json!({"code": err::CODE_RATE_LIMIT}))
+    }
+
+    /// A text-state op padded to `bytes` of state.
+    fn text_state(bytes: usize) -> serde_json::Value {
+        json!({"type": "text-state", "field": "t", "state": "x".repeat(bytes)})
+    }
+
+    fn batch(ops: Vec<serde_json::Value>) -> serde_json::Value {
+        json!({"type": "delta_batch", "documentId": "doc", "deltas": ops})
+    }
+
+    /// `msg` as a set of `parts` chunks with id `id`.
+    fn chunks(msg: &serde_json::Value, id: &str, parts: usize) -> Vec<serde_json::Value> {
+        let bytes = msg.to_string().into_bytes();
+        let size = bytes.len().div_ceil(parts);
+        bytes
+            .chunks(size)
+            .enumerate()
+            .map(|(i, part)| {
+                json!({
+                    "type": "delta_batch_chunk",
+                    "chunkId": id,
+                    "totalChunks": parts,
+                    "chunkIndex": i,
+                    "data": base64::engine::general_purpose::STANDARD.encode(part),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_rate_limit_refuses_past_its_budget_answers_once_a_second_and_refills() {
+        let mut h = Harness::new(settings(3, 1000, 1000));
+        for doc in ["a", "b", "c"] {
+            let msg = dispatched(h.json(subscribe(doc), NOW));
+            assert_eq!(
+                msg,
+                ClientMessage::Subscribe {
+                    document_id: Some(doc.into())
+                }
+            );
+        }
+        // Past the budget: refused, answered once; the rest of the flood within the
+        // reply interval is dropped without a word.
+        assert!(is_rate_limited(h.json(subscribe("d"), NOW)));
+        let later = admission::RATE_LIMIT_REPLY_INTERVAL - Duration::from_millis(1);
+        assert!(matches!(h.json(subscribe("d"), later), Outcome::Nothing));
+        assert!(matches!(h.json(subscribe("d"), later), Outcome::Nothing));
+        assert!(is_rate_limited(
+            h.json(subscribe("d"), admission::RATE_LIMIT_REPLY_INTERVAL)
+        ));
+        assert_eq!(h.refusals(Refusal::RateLimited), 4);
+        assert_eq!(h.metrics.rate_limited.get(), 4);
+        // Two minutes on, the sliding window has forgotten them.
+        dispatched(h.json(subscribe("d"), Duration::from_secs(121)));
+    }
+
+    #[test]
+    fn pings_and_pongs_are_not_counted_by_the_rate_limit() {
+        let mut h = Harness::new(settings(2, 1000, 1000));
+        for _ in 0..10 {
+            assert_eq!(
+                dispatched(h.json(json!({"type": "ping"}), NOW)),
+                ClientMessage::Ping
+            );
+            assert_eq!(
+                dispatched(h.json(json!({"type": "pong"}), NOW)),
+                ClientMessage::Pong
+            );
+        }
+        dispatched(h.json(subscribe("a"), NOW));
+        dispatched(h.json(subscribe("b"), NOW));
+        assert!(is_rate_limited(h.json(subscribe("c"), NOW)));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_with_its_size() {
+        let mut h = Harness::new(settings(0, 100, 1000));
+        let msg = json!({"type": "subscribe", "documentId": "d".repeat(100)});
+        let len = msg.to_string().len();
+        let (message, details) = error(h.json(msg, NOW));
+        assert_eq!(message, err::message_too_large(len, 100));
+        assert_eq!(details, Some(json!({"code": err::CODE_INVALID_MESSAGE})));
+        assert_eq!(h.refusals(Refusal::TooLarge), 1);
+        // The same message, smaller, passes.
+        let fits = json!({"type": "subscribe", "documentId": "d"});
+        dispatched(h.json(fits, NOW));
+    }
+
+    #[test]
+    fn only_a_batch_of_text_states_may_pass_the_ordinary_limit() {
+        let mut h = Harness::new(settings(0, 100, 1000));
+        // Within the text-message limit.
+        let texts = batch(vec![text_state(300), text_state(300)]);
+        assert!(matches!(
+            dispatched(h.json(texts, NOW)),
+            ClientMessage::DeltaBatch(_)
+        ));
+        // One op that is not a text state: the ordinary limit, found after decoding.
+        let mixed = batch(vec![
+            text_state(300),
+            json!({"type": "set", "field": "f", "value": 1}),
+        ]);
+        let len = mixed.to_string().len();
+        let (message, _) = error(h.json(mixed, NOW));
+        assert_eq!(message, err::message_too_large(len, 100));
+        // Past the text-message limit, refused unread.
+        let huge = batch(vec![text_state(1000)]);
+        let len = huge.to_string().len();
+        let (message, _) = error(h.json(huge, NOW));
+        assert_eq!(message, err::message_too_large(len, 1000));
+        assert_eq!(h.refusals(Refusal::TooLarge), 2);
+    }
+
+    #[test]
+    fn a_binary_frame_is_sized_by_its_payload_and_only_a_batch_gets_the_text_limit() {
+        let mut h = Harness::new(settings(0, 100, 1000));
+        // Past the text-message limit too: the limit named is the ordinary one.
+        let body = json!({"documentId": "d".repeat(1200)});
+        let len = body.to_string().len();
+        let (message, _) = error(h.binary(MessageType::Subscribe, &body));
+        assert_eq!(message, err::message_too_large(len, 100), "not a batch");
+        let body = json!({"documentId": "doc", "deltas": [text_state(300)]});
+        assert!(matches!(
+            dispatched(h.binary(MessageType::DeltaBatch, &body)),
+            ClientMessage::DeltaBatch(_)
+        ));
+    }
+
+    #[test]
+    fn an_undecodable_frame_is_answered_and_costs_its_rate() {
+        let mut h = Harness::new(settings(2, 1000, 1000));
+        let (message, details) = error(h.text("not json", true, NOW));
+        assert_eq!(
+            (message.as_str(), details),
+            (err::INVALID_MESSAGE_FORMAT, None)
+        );
+        let (message, details) = error(h.json(json!({"type": "bogus"}), NOW));
+        assert_eq!(message, err::invalid_message_type("bogus"));
+        assert_eq!(details, Some(json!({"code": err::CODE_INVALID_MESSAGE})));
+        assert_eq!(h.refusals(Refusal::Undecodable), 2);
+        assert_eq!(h.metrics.invalid_frames.get(), 2);
+        assert!(is_rate_limited(h.json(subscribe("a"), NOW)));
+    }
+
+    #[test]
+    fn a_chunk_before_authentication_is_refused() {
+        let mut h = Harness::new(settings(0, 1000, 1000));
+        let chunk = &chunks(&subscribe("a"), "set", 1)[0];
+        let (message, details) = error(h.text(&chunk.to_string(), false, NOW));
+        assert_eq!(message, err::NOT_AUTHENTICATED);
+        assert_eq!(details, Some(json!({"code": err::CODE_AUTH_REQUIRED})));
+        assert_eq!(h.refusals(Refusal::ChunkUnauthenticated), 1);
+    }
+
+    #[test]
+    fn a_completed_chunk_set_is_taken_as_one_message_and_may_not_hold_a_chunk() {
+        let mut h = Harness::new(settings(0, 1000, 1000));
+        let mut parts = chunks(&subscribe("whole"), "set", 3).into_iter();
+        assert!(matches!(
+            h.json(parts.next().unwrap(), NOW),
+            Outcome::Nothing
+        ));
+        assert!(matches!(
+            h.json(parts.next().unwrap(), NOW),
+            Outcome::Nothing
+        ));
+        assert_eq!(
+            dispatched(h.json(parts.next().unwrap(), NOW)),
+            ClientMessage::Subscribe {
+                document_id: Some("whole".into())
+            }
+        );
+        // A set whose message is itself a chunk: refused, not reassembled again.
+        let inner = chunks(&subscribe("inner"), "inner", 1).remove(0);
+        let outer = chunks(&inner, "outer", 1).remove(0);
+        let (message, details) = error(h.json(outer, NOW));
+        assert_eq!((message.as_str(), details), (err::INVALID_CHUNK, None));
+        assert_eq!(h.refusals(Refusal::ChunkInvalid), 1);
+    }
+
+    #[test]
+    fn the_sweep_drops_a_chunk_set_past_its_ttl() {
+        let mut h = Harness::new(settings(0, 1000, 1000));
+        let parts = chunks(&subscribe("late"), "set", 2);
+        assert!(matches!(h.json(parts[0].clone(), NOW), Outcome::Nothing));
+        let held = h.intake.chunks.buffered();
+        assert!(held > 0);
+        h.intake.sweep(h.t0 + Duration::from_secs(29));
+        assert_eq!(h.intake.chunks.buffered(), held, "within its TTL");
+        h.intake.sweep(h.t0 + Duration::from_secs(30));
+        assert_eq!(h.intake.chunks.buffered(), 0, "dropped at its TTL");
+        // The rest of the set arrives to nothing: it starts a set of its own.
+        assert!(matches!(
+            h.json(parts[1].clone(), Duration::from_secs(30)),
+            Outcome::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_large_message_is_decoded_elsewhere_and_resumed() {
+        let big = LARGE_MESSAGE_BYTES + 1;
+        let mut h = Harness::new(settings(0, 2 * big, 2 * big));
+        let received = h.intake.receive(
+            true,
+            batch(vec![text_state(big)]).to_string().as_bytes(),
+            true,
+            h.t0,
+        );
+        let Outcome::DecodeOnBlockingPool { frame, then } = received.outcome else {
+            panic!("decoded in place: {:?}", received.outcome);
+        };
+        let outcome = h.intake.decoded(then, frame.decode(), true, h.t0);
+        assert!(matches!(dispatched(outcome), ClientMessage::DeltaBatch(_)));
+    }
+
+    #[test]
+    fn the_first_data_frame_fixes_the_encoding() {
+        let mut h = Harness::new(settings(0, 1000, 1000));
+        let bytes = frame::join(0x30, 1, b"{}");
+        let first = h.intake.receive(false, &bytes, true, h.t0);
+        assert_eq!(first.encoding, Some(Encoding::Binary));
+        let later = h.intake.receive(true, b"{\"type\":\"ping\"}", true, h.t0);
+        assert_eq!(later.encoding, None);
+    }
+
+    #[test]
+    fn a_shape_refusal_names_the_document() {
+        let mut h = Harness::new(settings(0, 1000, 1000));
+        let msg = json!({"type": "subscribe", "documentId": "doc", "x": "a\u{0}b"});
+        let (_, details) = error(h.json(msg, NOW));
+        assert_eq!(
+            details,
+            Some(json!({"code": err::CODE_INVALID_MESSAGE, "documentId": "doc"}))
+        );
+        assert_eq!(h.refusals(Refusal::Nul), 1);
+    }
+}
