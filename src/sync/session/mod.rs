@@ -1,6 +1,15 @@
 //! One connection's state machine: encoding, authentication, subscriptions, rate
 //! limit, chunk reassembly, and the handler of every client message (docs/protocol.md §5–§7).
 //!
+//! Its intake is sans-I/O: [`intake::Intake`] takes a frame's bytes to the message to
+//! dispatch, or to the reply refusing it (sizes, decoding, rate limit, admission,
+//! chunks, the refusal log), as data, without awaiting, sending or reading a clock.
+//! [`Session::handle_frame`] carries out what it decides. What is not sans-I/O yet
+//! is past dispatch: the handlers await the hub, storage and the awareness store and
+//! send their replies to the outbox themselves. The session reads no monotonic clock:
+//! the connection passes each frame's `now` in, down to the handlers' refusal log.
+//! Wall time comes from the service's [`crate::clock`].
+//!
 //! Replies go to the connection's outbox in order. Acks wait until the write is
 //! durable; they are queued in arrival order ([`AckQueue`]) so one connection can
 //! keep many writes in flight and still receive its acks in order — an ack decided
@@ -198,8 +207,8 @@ impl Session {
         self.reply(&ServerMessage::error(error, None)).await;
     }
 
-    /// Handle one WebSocket data frame, received at `now`: the intake decides what
-    /// it asks for ([`intake::Outcome`]), and this carries it out — the reply, the
+    /// Handle one WebSocket data frame, received at `now`: the session's sans-I/O
+    /// intake decides what it asks for, and this carries it out — the reply, the
     /// decode on the blocking pool, the handler.
     pub async fn handle_frame(
         &mut self,
