@@ -19,7 +19,7 @@
 
 use std::time::Instant;
 
-use synckit::console::feed::postgres::Database;
+use synckit::ConsoleDatabase;
 
 fn summary(name: &str, mut samples: Vec<f64>) {
     samples.sort_by(f64::total_cmp);
@@ -51,7 +51,7 @@ async fn main() -> Result<(), String> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
-    let db = Database::new(&url)?;
+    let db = ConsoleDatabase::new(&url)?;
     // Warm the pool and the caches, as a running console has.
     let warm = db.poll("").await;
     println!(

@@ -65,7 +65,7 @@ Redis unreachable (REDIS_URL set). For rediss:// only TCP reachability is checke
 
 fn write_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    clap_mangen::generate_to(synckit::cli::command(), dir)?;
+    clap_mangen::generate_to(synckit::command(), dir)?;
     for (page, extra) in [
         ("synckit.1", SYNCKIT_EXTRA),
         ("synckit-check-config.1", CHECK_CONFIG_EXTRA),

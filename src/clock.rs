@@ -19,6 +19,7 @@ pub trait Clock: Send + Sync + Debug {
 
     /// Monotonic time, for durations and sleeps (tokio's clock, which paused-time
     /// tests move).
+    #[cfg(any(test, feature = "test-util"))]
     fn monotonic(&self) -> tokio::time::Instant {
         tokio::time::Instant::now()
     }

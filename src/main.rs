@@ -10,16 +10,16 @@ use std::io::Write;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
-    let code = match synckit::cli::main() {
+    let code = match synckit::run() {
         Ok(code) => code,
         Err(e) => {
             // Written directly (the logger may not be installed), and never a panic
             // when stderr is closed.
             let _ = writeln!(std::io::stderr(), "synckit: error: {e:#}");
-            synckit::exit::code_of(&e)
+            synckit::exit_code(&e)
         }
     };
     // The last log lines (the drain's "stopped") are still in the logger's queue.
-    synckit::telemetry::flush(std::time::Duration::from_secs(1));
+    synckit::flush_logs(std::time::Duration::from_secs(1));
     code
 }

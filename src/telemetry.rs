@@ -43,7 +43,7 @@ pub(crate) fn dropped_lines() -> u64 {
 
 /// How log lines are written (`LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     // Variant docs would turn every help into the long layout, so these are
     // plain comments. For humans; `text` is accepted too.
     #[value(alias = "text")]

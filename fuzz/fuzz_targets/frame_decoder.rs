@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use synckit::protocol::{decode_frame, ClientMessage, Encoding};
+use synckit::{decode_frame, ClientMessage, Encoding};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, bytes)) = data.split_first() else {

@@ -5,9 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use synckit::metrics::Refusal;
-use synckit::protocol::{decode_frame, ClientMessage};
-use synckit::sync::admission::{check_clocks, check_shape};
+use synckit::{check_clocks, check_shape, decode_frame, ClientMessage, Refusal};
 
 /// Levels of `v` below its parent (a scalar is 0, `[]` is 1).
 fn depth(v: &Value) -> usize {

@@ -97,7 +97,7 @@ pub struct Event {
 /// `GET /admin/events?after=<seq>&limit=<n>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventsPage {
+pub(crate) struct EventsPage {
     pub(crate) instance_id: String,
     /// Newest first, only those with `seq > after`.
     pub(crate) events: Vec<Event>,

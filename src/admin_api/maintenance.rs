@@ -41,7 +41,7 @@ impl RunRecord {
 /// A run as `/maintenance` lists it: the row and how long it took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MaintenanceRun {
+pub(crate) struct MaintenanceRun {
     #[serde(flatten)]
     pub(crate) run: RunRecord,
     pub(crate) duration_ms: Option<i64>,
@@ -60,7 +60,7 @@ pub struct CleanupRetention {
 /// `GET /maintenance`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MaintenanceStatus {
+pub(crate) struct MaintenanceStatus {
     pub(crate) jobs: Vec<JobStatus>,
     /// Newest first; empty when the run log could not be read (`runs_error`).
     pub(crate) runs: Vec<MaintenanceRun>,
@@ -74,7 +74,7 @@ pub struct MaintenanceStatus {
 /// `POST /admin/actions/cleanup` and `/prune-awareness`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ActionOutcome {
+pub(crate) struct ActionOutcome {
     pub(crate) job: String,
     /// `ok` or `failed`.
     pub(crate) outcome: String,

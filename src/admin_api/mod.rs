@@ -19,15 +19,16 @@ pub(crate) mod events;
 pub(crate) mod maintenance;
 pub(crate) mod pages;
 pub(crate) mod presence;
-pub mod stats;
+pub(crate) mod stats;
 
-pub use events::{Event, EventKind, EventsPage, Severity};
-pub use maintenance::{
-    ActionOutcome, CleanupRetention, JobStatus, MaintenanceRun, MaintenanceStatus,
-};
-pub use pages::{
+pub(crate) use events::EventsPage;
+pub use events::{Event, EventKind, Severity};
+pub use maintenance::CleanupRetention;
+pub(crate) use maintenance::{ActionOutcome, JobStatus, MaintenanceRun, MaintenanceStatus};
+pub use pages::LiveDocumentInfo;
+pub(crate) use pages::{
     ApiError, AwarenessClientInfo, AwarenessPage, Deleted, Disconnected, DocumentAwareness,
-    DocumentDetail, DocumentsPage, LiveDocumentInfo, LiveSession, SessionsPage,
+    DocumentDetail, DocumentsPage, LiveSession, SessionsPage,
 };
 pub use presence::{FleetEntry, PeerStatus, PresenceMetadata};
 pub use stats::Stats;

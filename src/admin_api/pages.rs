@@ -9,7 +9,7 @@ use serde_json::Value;
 /// One live connection of an instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LiveSession {
+pub(crate) struct LiveSession {
     /// Fleet-unique connection key (`<instance>:conn-<n>`), also the session row id.
     pub(crate) id: String,
     pub(crate) conn_id: u64,
@@ -26,7 +26,7 @@ pub struct LiveSession {
 /// `GET /admin/sessions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionsPage {
+pub(crate) struct SessionsPage {
     pub(crate) instance_id: String,
     pub(crate) total: usize,
     pub(crate) offset: usize,
@@ -49,7 +49,7 @@ pub struct LiveDocumentInfo {
 /// `GET /admin/documents`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DocumentsPage {
+pub(crate) struct DocumentsPage {
     pub(crate) instance_id: String,
     pub(crate) total: usize,
     pub(crate) offset: usize,
@@ -60,7 +60,7 @@ pub struct DocumentsPage {
 /// One client's awareness state in one document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AwarenessClientInfo {
+pub(crate) struct AwarenessClientInfo {
     pub(crate) client_id: String,
     pub(crate) connection_id: String,
     pub(crate) state: Value,
@@ -73,7 +73,7 @@ pub struct AwarenessClientInfo {
 /// entry of `GET /admin/awareness`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DocumentAwareness {
+pub(crate) struct DocumentAwareness {
     pub(crate) document_id: String,
     pub(crate) clients: Vec<AwarenessClientInfo>,
     /// Set when the awareness store could not be read (`clients` is then empty).
@@ -84,7 +84,7 @@ pub struct DocumentAwareness {
 /// `GET /admin/awareness`: per live document of the instance, in id order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AwarenessPage {
+pub(crate) struct AwarenessPage {
     pub(crate) instance_id: String,
     /// `memory`, `redis` or `postgres`.
     pub(crate) store: String,
@@ -97,7 +97,7 @@ pub struct AwarenessPage {
 /// `GET /admin/documents/{id}`: from memory when loaded here, else as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DocumentDetail {
+pub(crate) struct DocumentDetail {
     pub(crate) id: String,
     pub(crate) instance_id: String,
     pub(crate) loaded: bool,
@@ -113,19 +113,19 @@ pub struct DocumentDetail {
 
 /// Every refusal and failure of the admin API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub(crate) error: String,
 }
 
 /// `DELETE /admin/sessions/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Disconnected {
+pub(crate) struct Disconnected {
     pub(crate) disconnected: String,
 }
 
 /// `DELETE /admin/documents/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Deleted {
+pub(crate) struct Deleted {
     pub(crate) deleted: String,
     pub(crate) existed: bool,
 }

@@ -181,6 +181,7 @@ impl AwarenessStore for BoundedAwarenessStore {
         .await
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     async fn expired(&self, now_ms: i64) -> Result<Vec<AwarenessEntry>, AwarenessError> {
         self.call("expired", self.inner.expired(now_ms)).await
     }

@@ -130,6 +130,7 @@ impl AwarenessStore for MemoryAwarenessStore {
         self.remove_where(|e| e.connection_id == connection_id)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     async fn expired(&self, now_ms: i64) -> Result<Vec<AwarenessEntry>, AwarenessError> {
         let docs = self.lock()?;
         Ok(docs

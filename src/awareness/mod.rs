@@ -109,6 +109,7 @@ pub trait AwarenessStore: Send + Sync + 'static {
     ) -> Result<Vec<AwarenessEntry>, AwarenessError>;
 
     /// Entries whose last update is `timeout` or more before `now_ms`.
+    #[cfg(any(test, feature = "test-util"))]
     async fn expired(&self, now_ms: i64) -> Result<Vec<AwarenessEntry>, AwarenessError>;
 
     /// Remove expired entries and return them (for leaves).

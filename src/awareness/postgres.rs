@@ -235,6 +235,7 @@ impl AwarenessStore for PostgresAwarenessStore {
         fetch_entries(&self.pool, query, "remove_connection").await
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     async fn expired(&self, now_ms: i64) -> Result<Vec<AwarenessEntry>, AwarenessError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM awareness_states \

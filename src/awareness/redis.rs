@@ -76,7 +76,9 @@
 //! cross-slot; C#'s layout has no hash tags to fix that.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(any(test, feature = "test-util"))]
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -190,6 +192,7 @@ return stored
 
 /// Entries of one document due at `now` (score <= now), as client, JSON, client, JSON…
 /// KEYS: hash, zset. ARGV: now.
+#[cfg(any(test, feature = "test-util"))]
 const EXPIRED_LUA: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 local out = {}
@@ -262,6 +265,7 @@ struct Scripts {
     set: Script,
     leave: Script,
     remove_owned: Script,
+    #[cfg(any(test, feature = "test-util"))]
     expired: Script,
     prune: Script,
 }
@@ -277,6 +281,7 @@ impl RedisAwarenessStore {
     /// Store on the Redis at `url` (`redis://`, `rediss://`, `unix://`), keys under
     /// `synckit:`. Fails only for a URL the `redis` crate cannot parse or
     /// when called outside a Tokio runtime; an unreachable Redis is not an error here.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn new(url: &str, timeout: Duration) -> Result<RedisAwarenessStore, AwarenessError> {
         let client = Client::open(url).map_err(|e| {
             AwarenessError::Unavailable(format!("invalid Redis URL for the awareness store: {e}"))
@@ -325,6 +330,7 @@ impl RedisAwarenessStore {
                 set: Script::new(&format!("{OWNER_LUA}{SET_LUA}")),
                 leave: Script::new(&format!("{OWNER_LUA}{LEAVE_LUA}")),
                 remove_owned: Script::new(REMOVE_OWNED_LUA),
+                #[cfg(any(test, feature = "test-util"))]
                 expired: Script::new(EXPIRED_LUA),
                 prune: Script::new(PRUNE_LUA),
             },
@@ -338,12 +344,14 @@ impl RedisAwarenessStore {
         self
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub fn key_prefix(&self) -> &str {
         &self.prefix
     }
 
     /// Round trip to Redis, for readiness checks and for tests that must fail loudly
     /// when Redis is missing.
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn ping(&self) -> Result<Duration, AwarenessError> {
         let started = Instant::now();
         redis::cmd("PING")
@@ -667,6 +675,7 @@ impl AwarenessStore for RedisAwarenessStore {
         Ok(removed)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     async fn expired(&self, now_ms: i64) -> Result<Vec<AwarenessEntry>, AwarenessError> {
         self.per_document(&self.scripts.expired, now_ms, false, "expired")
             .await

@@ -18,7 +18,7 @@ pub enum Action {
     Redis(Box<RedisReport>),
     Detail(Box<DocumentDetail>),
     /// An operator action finished: what to tell the operator.
-    ActionDone(Result<String, String>),
+    OperatorActionDone(Result<String, String>),
 }
 
 /// An operator action, named precisely so the confirmation dialog can say what

@@ -19,6 +19,7 @@ impl Credential {
     }
 
     /// A fixed bearer token.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn token(token: impl Into<String>) -> Credential {
         Credential::new(Some(token.into()), None)
     }

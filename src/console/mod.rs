@@ -107,7 +107,7 @@ fn carry_out(effect: Effect, options: &Options, tx: &mpsc::Sender<Action>) {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let result = feed::admin::perform(&action, token.as_deref()).await;
-                let _ = tx.send(Action::ActionDone(result)).await;
+                let _ = tx.send(Action::OperatorActionDone(result)).await;
             });
         }
     }

@@ -303,6 +303,7 @@ pub enum MemberStatus {
 }
 
 impl MemberStatus {
+    #[cfg(any(test, feature = "test-util"))]
     pub fn label(self) -> &'static str {
         match self {
             MemberStatus::Up => "up",

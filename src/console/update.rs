@@ -80,7 +80,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Effect> {
             }
             None
         }
-        Action::ActionDone(result) => {
+        Action::OperatorActionDone(result) => {
             app.notice = Some(match result {
                 Ok(text) => (text, false),
                 Err(text) => (text, true),

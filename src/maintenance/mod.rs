@@ -3,8 +3,9 @@
 
 pub(crate) mod awareness;
 pub(crate) mod cleanup;
-pub mod compaction;
-pub mod scheduler;
+pub(crate) mod compaction;
+pub(crate) mod scheduler;
 
 pub(crate) use cleanup::{run_cleanup, CleanupReport};
-pub use scheduler::{run_recorded, run_recorded_until, JobConfig, JobKind, Schedule, Scheduler};
+pub(crate) use scheduler::{run_recorded, run_recorded_until};
+pub use scheduler::{JobConfig, JobKind, Schedule, Scheduler};

@@ -264,7 +264,7 @@ const CLAIM_TTL: Duration = Duration::from_secs(3600);
 /// and log one structured line. `None` when another instance claimed it (or the
 /// claim could not be made); otherwise the work's result. `synckit cleanup` records
 /// its runs through this too.
-pub async fn run_recorded(
+pub(crate) async fn run_recorded(
     storage: &(impl MaintenanceStore + ?Sized),
     job: &str,
     scheduled_for: DateTime<Utc>,
@@ -282,7 +282,7 @@ const INTERRUPTED: &str = "interrupted by shutdown";
 /// next await point and the run is recorded as `interrupted` (docs/operations.md
 /// §6 and §8) instead of staying `running`; the answer is then
 /// `Some(Err(INTERRUPTED))`.
-pub async fn run_recorded_until(
+pub(crate) async fn run_recorded_until(
     storage: &(impl MaintenanceStore + ?Sized),
     job: &str,
     scheduled_for: DateTime<Utc>,

@@ -23,7 +23,7 @@ struct Member {
 
 /// The shared medium.
 #[derive(Default)]
-pub struct LocalBus {
+pub(crate) struct LocalBus {
     members: Mutex<Vec<Member>>,
     next_id: AtomicU64,
     dropped: AtomicU64,

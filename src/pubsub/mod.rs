@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-pub use local::{LocalBus, LocalPubSub};
+pub use local::LocalPubSub;
 pub(crate) use presence::Fleet;
 pub(crate) use recent::RecentIds;
 pub use redis::{RedisPubSub, RedisSettings, RedisTarget};
@@ -26,7 +26,7 @@ pub struct Incoming {
 
 /// Channel names (C#-compatible).
 #[derive(Debug, Clone)]
-pub struct Channels {
+pub(crate) struct Channels {
     prefix: String,
 }
 

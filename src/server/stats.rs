@@ -393,6 +393,7 @@ impl BaseUnit {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     fn suffix(self) -> &'static str {
         match self {
             BaseUnit::Seconds => "_seconds",
@@ -441,11 +442,13 @@ pub struct MetricDef {
 
 impl MetricDef {
     /// The family name as exported (with the unit).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn family(&self) -> String {
         format!("{}{}", self.name, self.unit.map_or("", BaseUnit::suffix))
     }
 
     /// The name of a plain sample (counters end in `_total`, info in `_info`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn sample_name(&self) -> String {
         match self.kind {
             Kind::Counter => format!("{}_total", self.family()),

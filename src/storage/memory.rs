@@ -23,19 +23,21 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::shape::{clock_json, cutoff, from_db, rebuild_fields, snapshot_size, text_state, to_db};
-use super::{AdminStore, CompatStore, MaintenanceStore, SyncStore};
+use super::{AdminStore, MaintenanceStore, SyncStore};
 use super::{
-    CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
-    NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionMetadata, SessionRecord, SessionRow,
-    SnapshotRow, StorageError, StoredDocument,
+    CleanupCounts, CleanupOptions, DeltaOperation, DeltaRow, DocumentRow, DocumentWrite,
+    NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionMetadata, SessionRecord, SnapshotRow,
+    StorageError, StoredDocument,
 };
+#[cfg(any(test, feature = "test-util"))]
+use super::{CompatStore, NewDelta, SessionRow};
 
 /// Delta rows kept per document; older ones are dropped as new ones arrive. Deltas
 /// are an audit trail nothing in the embedded server reads back (documents load
 /// from `state`), and without PostgreSQL's cleanup job a long-running embedded
 /// server would otherwise grow without bound on every field write. 10 000 keeps a
 /// useful recent history at a few MB per busy document.
-pub const MAX_DELTAS_PER_DOCUMENT: usize = 10_000;
+pub(crate) const MAX_DELTAS_PER_DOCUMENT: usize = 10_000;
 
 #[derive(Default)]
 pub struct MemoryStorage {
@@ -66,6 +68,7 @@ struct Inner {
 struct StoredSession {
     /// `id`, `user_id` and `client_id` as first inserted; `metadata` as last saved.
     record: Arc<SessionRecord>,
+    #[cfg(any(test, feature = "test-util"))]
     connected_at: DateTime<Utc>,
     last_seen: DateTime<Utc>,
 }
@@ -86,6 +89,7 @@ impl StoredSession {
         };
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     fn to_row(&self) -> SessionRow {
         SessionRow {
             id: self.record.id.clone(),
@@ -99,7 +103,7 @@ impl StoredSession {
 }
 
 /// Maintenance runs remembered without a database: a bounded ring.
-pub const MAX_RUNS_KEPT: usize = 200;
+pub(crate) const MAX_RUNS_KEPT: usize = 200;
 
 /// Now, at PostgreSQL's `timestamptz` precision (microseconds), so rows compare and
 /// round-trip the same in both backends.
@@ -164,12 +168,14 @@ impl Inner {
             })
             .or_insert_with(|| StoredSession {
                 record: Arc::clone(session),
+                #[cfg(any(test, feature = "test-util"))]
                 connected_at: at,
                 last_seen: at,
             });
     }
 
     /// Create an empty field document unless the id exists (clock rows need one).
+    #[cfg(any(test, feature = "test-util"))]
     fn ensure_document(&mut self, id: &str, at: DateTime<Utc>) {
         if !self.documents.contains_key(id) {
             self.upsert_document(id, json!({ "id": id, "fields": {} }), at);
@@ -357,8 +363,9 @@ impl MemoryStorage {
         }
     }
 
-    /// Number of stored sessions (for stats and tests).
-    pub fn session_count(&self) -> usize {
+    /// Number of stored sessions (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }
 
@@ -533,6 +540,7 @@ fn batch_len(options: &CleanupOptions) -> usize {
     usize::try_from(options.batch_size.max(1)).unwrap_or(usize::MAX)
 }
 
+#[cfg(any(test, feature = "test-util"))]
 fn sessions_sorted(mut rows: Vec<SessionRow>) -> Vec<SessionRow> {
     rows.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
     rows
@@ -823,6 +831,7 @@ impl AdminStore for MemoryStorage {
 
 // Only the tests call these (the server never does); they keep the TS adapter's
 // row-level operations, held to the same conformance suite.
+#[cfg(any(test, feature = "test-util"))]
 #[async_trait]
 impl CompatStore for MemoryStorage {
     fn is_connected(&self) -> bool {
@@ -1024,7 +1033,11 @@ impl CompatStore for MemoryStorage {
 }
 
 /// Metadata stored with a session row.
-pub fn session_metadata(ip: &str, user_agent: Option<&str>, server_id: &str) -> SessionMetadata {
+pub(crate) fn session_metadata(
+    ip: &str,
+    user_agent: Option<&str>,
+    server_id: &str,
+) -> SessionMetadata {
     SessionMetadata::from(
         serde_json::json!({ "ip": ip, "userAgent": user_agent, "serverId": server_id }),
     )

@@ -8,9 +8,9 @@
 //! commits them in groups, and resolves each write's [`PersistTicket`] only when it is
 //! durable — an ack is sent only then.
 
-pub mod memory;
+pub(crate) mod memory;
 pub mod migrate;
-pub mod persistence;
+pub(crate) mod persistence;
 pub(crate) mod postgres;
 pub(crate) mod shape;
 
@@ -25,8 +25,9 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 pub use memory::MemoryStorage;
-pub use persistence::{Persistence, PersistenceSettings};
-pub use postgres::{PostgresSettings, PostgresStorage};
+pub(crate) use persistence::{Persistence, PersistenceSettings};
+pub(crate) use postgres::PostgresSettings;
+pub use postgres::PostgresStorage;
 
 /// A document as stored: fields, clock entries and text state.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,6 +100,7 @@ impl SessionMetadata {
     }
 
     /// The object as a JSON tree.
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn to_value(&self) -> Value {
         // The text was printed from a `Value`, so it always parses.
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
@@ -146,6 +148,7 @@ pub enum StorageError {
     /// The backend rejected the statement: retrying the same thing will not help.
     #[error("storage query failed: {0}")]
     Query(String),
+    #[cfg(any(test, feature = "test-util"))]
     #[error("{kind} not found: {id}")]
     NotFound { kind: &'static str, id: String },
     #[error("write queue full ({0} writes pending)")]
@@ -170,13 +173,12 @@ pub struct DocumentRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// `set`, `delete` or `merge` (the `deltas.operation_type` values).
+/// `set` or `delete` (the `deltas.operation_type` values, docs/storage.md §1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeltaOperation {
     Set,
     Delete,
-    Merge,
 }
 
 impl DeltaOperation {
@@ -184,12 +186,12 @@ impl DeltaOperation {
         match self {
             DeltaOperation::Set => "set",
             DeltaOperation::Delete => "delete",
-            DeltaOperation::Merge => "merge",
         }
     }
 }
 
 /// A delta to insert (`saveDelta`).
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDelta {
     pub document_id: String,
@@ -219,6 +221,7 @@ pub struct DeltaRow {
 }
 
 /// A `sessions` row.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionRow {
     pub id: String,
@@ -478,6 +481,7 @@ impl<T: SyncStore + MaintenanceStore + AdminStore> StorageAdapter for T {}
 /// CRUD the server itself never calls. Both backends implement it so the conformance
 /// suite (`tests/it/storage_conformance.rs`) can seed and inspect rows the same way
 /// on each; a new backend does not need it to run `serve`.
+#[cfg(any(test, feature = "test-util"))]
 #[async_trait]
 pub trait CompatStore: Send + Sync + 'static {
     /// Whether the last contact with the backend succeeded.

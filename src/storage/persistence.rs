@@ -70,14 +70,14 @@ pub struct PersistenceSettings {
 }
 
 /// Default of [`PersistenceSettings::max_backlog`] (`SYNCKIT_WRITE_QUEUE_MAX`).
-pub const DEFAULT_MAX_BACKLOG: usize = 100_000;
+pub(crate) const DEFAULT_MAX_BACKLOG: usize = 100_000;
 /// Default of [`PersistenceSettings::session_queue_max`] (`SYNCKIT_SESSION_QUEUE_MAX`).
-pub const DEFAULT_SESSION_QUEUE_MAX: usize = 10_000;
+pub(crate) const DEFAULT_SESSION_QUEUE_MAX: usize = 10_000;
 /// Default of [`PersistenceSettings::writers`] (`SYNCKIT_PERSIST_WRITERS`).
-pub const DEFAULT_WRITERS: usize = 4;
+pub(crate) const DEFAULT_WRITERS: usize = 4;
 /// Upper bound of [`PersistenceSettings::writers`]: each writer holds a pooled
 /// connection while it commits, and the pool must keep some for loads and sessions.
-pub const MAX_WRITERS: usize = 64;
+pub(crate) const MAX_WRITERS: usize = 64;
 
 impl Default for PersistenceSettings {
     fn default() -> PersistenceSettings {
@@ -207,8 +207,9 @@ impl Persistence {
         }
     }
 
-    /// Memory storage with default settings (tests, the embedded default).
-    pub fn in_memory() -> Persistence {
+    /// Memory storage with default settings, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Persistence {
         Persistence::new(
             Arc::new(super::MemoryStorage::new()),
             PersistenceSettings::default(),
@@ -488,14 +489,6 @@ impl Persistence {
                 Err(e) => tracing::debug!(error = %e, "storage probe failed"),
             }
         }
-    }
-
-    pub async fn health_check(&self) -> Result<(), StorageError> {
-        let result = self.adapter.health_check().await;
-        if result.is_ok() && self.backlog() == 0 {
-            self.set_healthy();
-        }
-        result
     }
 
     /// Wait until every submitted write is durable or `budget` runs out; returns

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use synckit::awareness::{AwarenessEntry, AwarenessStore, AwarenessUpdate, SetOutcome};
+use synckit::testing::awareness::{AwarenessEntry, AwarenessStore, AwarenessUpdate, SetOutcome};
 use tokio::sync::Barrier;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -417,7 +417,7 @@ async fn pruning_at_the_end_of_time_empties_the_store(s: Store) {
     put(&s, "d1", "a", "c1", 1, T0).await;
     put(&s, "d2", "b", "c2", 1, T0 + TIMEOUT_MS * 10).await;
     let pruned = s
-        .prune_expired(synckit::awareness::END_OF_TIME_MS)
+        .prune_expired(synckit::testing::awareness::END_OF_TIME_MS)
         .await
         .expect("prune");
     assert_eq!(keys(&pruned), vec![key("d1", "a"), key("d2", "b")]);
@@ -582,7 +582,7 @@ macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod memory {
             use super::*;
-            use synckit::awareness::MemoryAwarenessStore;
+            use synckit::testing::awareness::MemoryAwarenessStore;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
@@ -596,7 +596,7 @@ macro_rules! conformance {
         mod postgres {
             use super::*;
             use sqlx::postgres::{PgPool, PgPoolOptions};
-            use synckit::awareness::PostgresAwarenessStore;
+            use synckit::testing::awareness::PostgresAwarenessStore;
             $(
                 #[sqlx::test(migrations = "./migrations")]
                 async fn $check(pool: PgPool) {
@@ -618,7 +618,7 @@ macro_rules! conformance {
 
         mod redis {
             use super::*;
-            use synckit::awareness::RedisAwarenessStore;
+            use synckit::testing::awareness::RedisAwarenessStore;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
@@ -671,7 +671,7 @@ conformance!(
 mod redis_layout {
     use super::*;
     use ::redis::aio::MultiplexedConnection;
-    use synckit::awareness::{AwarenessError, RedisAwarenessStore};
+    use synckit::testing::awareness::{AwarenessError, RedisAwarenessStore};
 
     /// A store on `REDIS_URL` under a fresh prefix, checked to be reachable, plus a
     /// raw connection to look at the keys it writes.

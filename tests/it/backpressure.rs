@@ -161,7 +161,7 @@ async fn a_writer_that_reads_its_replies_late_is_paused_not_closed() {
     config.public_stats = true;
     config.persistence.retry_min = Duration::from_millis(20);
     config.persistence.retry_max = Duration::from_millis(100);
-    let storage = Arc::new(synckit::storage::MemoryStorage::new());
+    let storage = Arc::new(synckit::testing::storage::MemoryStorage::new());
     let mut backends = synckit::server::Backends::in_memory(&config);
     backends.storage = storage.clone();
     let server = common::start_on(config, backends).await;

@@ -13,7 +13,7 @@ use crate::common;
 /// Every boolean flag of every command, found by asking clap (a flag that parses
 /// with no value into a `bool`), so one added later is covered without a list.
 fn boolean_flags() -> Vec<(String, String, String)> {
-    let command = synckit::cli::command();
+    let command = synckit::command();
     let mut out = Vec::new();
     for sub in command.get_subcommands() {
         let name = sub.get_name().to_owned();
@@ -24,7 +24,7 @@ fn boolean_flags() -> Vec<(String, String, String)> {
             }
             let id = arg.get_id().as_str().to_owned();
             let bare = format!("--{long}");
-            let parsed = synckit::cli::command()
+            let parsed = synckit::command()
                 .try_get_matches_from(["synckit", name.as_str(), bare.as_str()])
                 .ok()
                 .and_then(|m| {
@@ -42,7 +42,7 @@ fn boolean_flags() -> Vec<(String, String, String)> {
 fn parse(sub: &str, id: &str, args: &[&str]) -> Result<bool, String> {
     let mut argv = vec!["synckit", sub];
     argv.extend_from_slice(args);
-    let matches = synckit::cli::command()
+    let matches = synckit::command()
         .try_get_matches_from(argv)
         .map_err(|e| e.to_string())?;
     matches

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use synckit::clock::{Clock, TestClock};
 use synckit::server::{Backends, Server};
+use synckit::testing::clock::{Clock, TestClock};
 
 use crate::common::{alice_joins_room, open_config, run_server, Client, TestServer};
 
@@ -20,7 +20,7 @@ async fn start_with_clock(clock: std::sync::Arc<TestClock>) -> TestServer {
 
 #[tokio::test]
 async fn a_stepped_clock_expires_awareness_and_moves_timestamps() {
-    let clock = TestClock::starting_at(synckit::clock::system_ms());
+    let clock = TestClock::starting_at(synckit::testing::clock::system_ms());
     let server = start_with_clock(clock.clone()).await;
     let (mut watcher, _alice, joined) = alice_joins_room(&server).await;
     assert_eq!(joined["clientId"], "alice");

@@ -17,7 +17,7 @@ use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use synckit::storage::PostgresStorage;
+use synckit::testing::storage::PostgresStorage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_synckit");
 

@@ -12,14 +12,14 @@ use common::{http, open_config, start_with, user_token, Client, TestServer};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use synckit::awareness::MemoryAwarenessStore;
 use synckit::console::action::{Action, OperatorAction};
 use synckit::console::app::FeedRequest;
 use synckit::console::feed::{self, admin, FeedConfig, Poller};
 use synckit::console::model::SourceState;
-use synckit::pubsub::LocalPubSub;
 use synckit::server::{Backends, ServerConfig};
-use synckit::storage::PostgresStorage;
+use synckit::testing::awareness::MemoryAwarenessStore;
+use synckit::testing::pubsub::LocalPubSub;
+use synckit::testing::storage::PostgresStorage;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -485,10 +485,10 @@ async fn the_jobs_show_while_the_run_log_is_unreachable() {
         .connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/test"))
         .expect("lazy pool");
     let mut config = open_config();
-    config.maintenance = vec![synckit::maintenance::JobConfig {
+    config.maintenance = vec![synckit::testing::maintenance::JobConfig {
         name: "cleanup",
-        kind: synckit::maintenance::JobKind::Cleanup(Default::default()),
-        schedule: synckit::maintenance::Schedule::parse("0 3 * * *").expect("cron"),
+        kind: synckit::testing::maintenance::JobKind::Cleanup(Default::default()),
+        schedule: synckit::testing::maintenance::Schedule::parse("0 3 * * *").expect("cron"),
         enabled: true,
     }];
     let backends = Backends {

@@ -5,13 +5,13 @@
 use crate::console_fixture;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use synckit::admin_api::stats::{ConnectionStats, MessageStats};
-use synckit::admin_api::{Event, EventKind};
 use synckit::console::action::{Action, Effect, OperatorAction};
 use synckit::console::app::{App, Overlay, View, EVENTS_LEN, RATE_WINDOW_MS, TRAFFIC_LEN};
 use synckit::console::model::*;
 use synckit::console::rows;
 use synckit::console::update::{self, update};
+use synckit::testing::admin_api::{ConnectionStats, MessageStats};
+use synckit::testing::admin_api::{Event, EventKind};
 
 fn app_in(view: View) -> App {
     let mut app = console_fixture::app();
@@ -900,9 +900,12 @@ fn traffic_is_bounded_and_selection_follows_shrinking_data() {
 #[test]
 fn action_results_and_ticks() {
     let mut app = app_in(View::Overview);
-    update(&mut app, Action::ActionDone(Ok("cleanup done".into())));
+    update(
+        &mut app,
+        Action::OperatorActionDone(Ok("cleanup done".into())),
+    );
     assert_eq!(app.notice, Some(("cleanup done".into(), false)));
-    update(&mut app, Action::ActionDone(Err("refused".into())));
+    update(&mut app, Action::OperatorActionDone(Err("refused".into())));
     assert_eq!(app.notice, Some(("refused".into(), true)));
     update(&mut app, Action::Tick(42));
     assert_eq!(app.now_ms, 42);

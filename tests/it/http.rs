@@ -11,9 +11,9 @@ use common::{
     user_token, Client,
 };
 use serde_json::{json, Value};
-use synckit::auth::{Authenticator, Identity, Permissions, TokenKind};
 use synckit::server::{Backends, ServerConfig};
-use synckit::storage::MemoryStorage;
+use synckit::testing::auth::{Authenticator, Identity, Permissions, TokenKind};
+use synckit::testing::storage::MemoryStorage;
 
 fn open() -> ServerConfig {
     ServerConfig::for_tests(false)
@@ -680,7 +680,7 @@ async fn metrics_and_stats_come_from_one_table() {
         .await;
     c.expect("ack").await;
     let m = scrape(admin).await;
-    let s: synckit::admin_api::Stats =
+    let s: synckit::testing::admin_api::Stats =
         serde_json::from_value(http(admin, "GET", "/stats", &[], None).await.json())
             .expect("typed /stats");
     for def in synckit::server::stats::METRICS {
@@ -702,7 +702,7 @@ async fn metrics_and_stats_come_from_one_table() {
         s.messages.inbound.as_ref().and_then(|i| i.get("delta")),
         Some(&1)
     );
-    assert_eq!(s.host, synckit::admin_api::host_name());
+    assert_eq!(s.host, synckit::testing::admin_api::host_name());
     assert_eq!(s.instances.len(), 1, "itself");
     assert!(s.instances[0].is_self);
     server.shutdown.cancel();

@@ -131,7 +131,7 @@ async fn json_logs_are_typed_and_audit_lines_name_subject_and_remote() {
     assert_eq!(audit["subject"], "api-key-user", "{audit}");
     assert_eq!(
         audit["credential"],
-        synckit::auth::jwt::api_key_label(API_KEY).as_str()
+        synckit::testing::auth::api_key_label(API_KEY).as_str()
     );
     assert_eq!(audit["remote"], "127.0.0.1");
     let refusal = &find("invalid credential")["fields"];

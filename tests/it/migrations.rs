@@ -9,7 +9,7 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use synckit::storage::migrate;
+use synckit::testing::storage::migrate;
 
 /// The canonical DDL, exactly what migration 1 holds and what SyncKit's
 /// `schema.sql` creates.

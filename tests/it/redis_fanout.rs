@@ -16,9 +16,9 @@ use common::redis::{
 };
 use common::{fugue, http, of_type, subscribe, text_of, Client};
 use serde_json::{json, Value};
-use synckit::pubsub::{PubSub, PubSubState};
 use synckit::server::ServerConfig;
-use synckit::storage::MemoryStorage;
+use synckit::testing::pubsub::{PubSub, PubSubState};
+use synckit::testing::storage::MemoryStorage;
 
 /// Long enough for a stray duplicate to arrive (Redis round trips are sub-ms).
 const QUIET: Duration = Duration::from_millis(300);

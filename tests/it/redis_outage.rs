@@ -19,7 +19,7 @@ use common::redis::{
 use common::{http, pg_storage, subscribe, Client};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use synckit::pubsub::{PubSub, PubSubState};
+use synckit::testing::pubsub::{PubSub, PubSubState};
 
 type Fields = Arc<Mutex<BTreeMap<String, Value>>>;
 

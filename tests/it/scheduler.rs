@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::Timelike;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use synckit::clock::TestClock;
-use synckit::maintenance::{JobConfig, JobKind, Schedule};
 use synckit::server::{Backends, Server, ServerConfig};
-use synckit::storage::{
+use synckit::testing::clock::TestClock;
+use synckit::testing::maintenance::{JobConfig, JobKind, Schedule};
+use synckit::testing::storage::{
     CleanupOptions, CompatStore, MaintenanceStore, MemoryStorage, PostgresStorage,
 };
 use tokio_util::sync::CancellationToken;
@@ -157,7 +157,7 @@ async fn each_occurrence_runs_on_exactly_one_instance(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn compaction_snapshots_and_trims_long_histories(pool: PgPool) {
-    use synckit::storage::{DeltaOperation, NewDelta};
+    use synckit::testing::storage::{DeltaOperation, NewDelta};
     let storage = PostgresStorage::from_pool(pool.clone(), false);
     storage
         .save_document("big", &serde_json::json!({"id": "big", "fields": {"a": 1}}))
@@ -181,7 +181,7 @@ async fn compaction_snapshots_and_trims_long_histories(pool: PgPool) {
         .update_vector_clock("big", "w", 5)
         .await
         .expect("clock");
-    let report = synckit::maintenance::compaction::compact_large_documents(&storage, 3)
+    let report = synckit::testing::maintenance::compact_large_documents(&storage, 3)
         .await
         .expect("compact");
     assert_eq!(report.documents_compacted, 1);
@@ -193,7 +193,7 @@ async fn compaction_snapshots_and_trims_long_histories(pool: PgPool) {
         .expect("snapshot");
     assert_eq!(snapshot.state["fields"]["a"], 1);
     assert_eq!(snapshot.version, serde_json::json!({"w": 5}));
-    let again = synckit::maintenance::compaction::compact_large_documents(&storage, 3)
+    let again = synckit::testing::maintenance::compact_large_documents(&storage, 3)
         .await
         .expect("compact");
     assert_eq!(
@@ -220,8 +220,8 @@ fn an_invalid_schedule_refuses_to_start() {
 /// Redis: two instances run each occurrence once between them.
 #[tokio::test]
 async fn without_a_database_redis_claims_shared_work_once_per_fleet() {
-    use synckit::awareness::RedisAwarenessStore;
-    use synckit::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
+    use synckit::testing::awareness::RedisAwarenessStore;
+    use synckit::testing::pubsub::{PubSub, RedisPubSub, RedisSettings, RedisTarget};
     let url = std::env::var("REDIS_URL")
         .expect("REDIS_URL must be set (the README test command sets it); start redis-server");
     let prefix = format!("synckit-test-{}:", uuid::Uuid::new_v4());
@@ -238,7 +238,7 @@ async fn without_a_database_redis_claims_shared_work_once_per_fleet() {
         let target = RedisTarget::parse(&url).expect("REDIS_URL");
         let pubsub = Arc::new(RedisPubSub::start(RedisSettings::new(target)).expect("redis"));
         for _ in 0..100 {
-            if pubsub.state() == synckit::pubsub::PubSubState::Connected {
+            if pubsub.state() == synckit::testing::pubsub::PubSubState::Connected {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -275,7 +275,7 @@ async fn without_a_database_redis_claims_shared_work_once_per_fleet() {
 /// removed, its leave reaches subscribers, and the run is recorded with its count.
 #[sqlx::test(migrations = "./migrations")]
 async fn the_prune_job_removes_expired_presence_and_announces_leaves(pool: PgPool) {
-    use synckit::awareness::PostgresAwarenessStore;
+    use synckit::testing::awareness::PostgresAwarenessStore;
     let mut config = config(vec![job(
         "awareness-prune",
         JobKind::AwarenessPrune,
@@ -414,7 +414,7 @@ async fn a_clock_step_runs_one_catch_up_and_skips_missed_occurrences() {
 
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert!(storage.recent_runs(50).await.expect("runs").is_empty());
-    let next = |s: &synckit::maintenance::Scheduler| {
+    let next = |s: &synckit::testing::maintenance::Scheduler| {
         s.status()
             .into_iter()
             .find(|j| j.name == "compaction")
@@ -425,8 +425,7 @@ async fn a_clock_step_runs_one_catch_up_and_skips_missed_occurrences() {
     // 12:10 → 17:40 without tokio's clock moving: the step is noticed within
     // CLOCK_RECHECK.
     clock.step(Duration::from_secs(5 * 3600 + 1800));
-    tokio::time::sleep(synckit::maintenance::scheduler::CLOCK_RECHECK + Duration::from_secs(1))
-        .await;
+    tokio::time::sleep(synckit::testing::maintenance::CLOCK_RECHECK + Duration::from_secs(1)).await;
     let runs = storage.recent_runs(50).await.expect("runs");
     let planned: Vec<_> = runs.iter().map(|r| r.scheduled_for).collect();
     assert_eq!(
@@ -447,7 +446,7 @@ async fn a_clock_step_runs_one_catch_up_and_skips_missed_occurrences() {
 
 #[test]
 fn the_next_occurrence_is_looked_for_after_now_when_runs_were_missed() {
-    use synckit::maintenance::scheduler::next_base;
+    use synckit::testing::maintenance::next_base;
     let hourly = Schedule::parse("0 * * * *").expect("cron");
     let due = at(2026, 1, 1, 13, 0);
     // On time: the next occurrence follows the one just run.

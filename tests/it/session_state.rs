@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
-use synckit::clock::TestClock;
 use synckit::protocol::encode::EncodedFrame;
 use synckit::protocol::errors::{AUTHENTICATION_TIMEOUT, RATE_LIMITED};
 use synckit::protocol::ServerMessage;
 use synckit::server::{AppState, Backends, Server, ServerConfig};
 use synckit::sync::peer::Outbox;
 use synckit::sync::{Outgoing, Peer, Session, SyncService};
+use synckit::testing::clock::TestClock;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;

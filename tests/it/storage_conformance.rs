@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{json, Value};
-use synckit::storage::{
+use synckit::testing::storage::{
     CleanupCounts, CleanupOptions, CompatStore, DeltaOperation, DeltaRow, DocumentWrite,
     FieldChange, MemoryStorage, NewDelta, NewSnapshot, PostgresStorage, SessionRecord, SnapshotRow,
     StorageAdapter, StorageError,
@@ -93,8 +93,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $check() {
-                    let s = synckit::storage::MemoryStorage::new();
-                    synckit::storage::SyncStore::connect(&s).await.expect("connect");
+                    let s = synckit::testing::storage::MemoryStorage::new();
+                    synckit::testing::storage::SyncStore::connect(&s).await.expect("connect");
                     super::$check(&s).await;
                 }
             )*
@@ -103,8 +103,8 @@ macro_rules! conformance {
             $(
                 #[sqlx::test(migrations = "./migrations")]
                 async fn $check(pool: sqlx::PgPool) {
-                    let s = synckit::storage::PostgresStorage::from_pool(pool, true);
-                    synckit::storage::SyncStore::connect(&s).await.expect("connect");
+                    let s = synckit::testing::storage::PostgresStorage::from_pool(pool, true);
+                    synckit::testing::storage::SyncStore::connect(&s).await.expect("connect");
                     super::$check(&s).await;
                 }
             )*
@@ -402,7 +402,7 @@ async fn list_documents_order_limit_offset(s: &impl Backend) {
     s.save_document("d2", &json!({"n": "again"}))
         .await
         .expect("update");
-    let ids = |rows: Vec<synckit::storage::DocumentRow>| -> Vec<String> {
+    let ids = |rows: Vec<synckit::testing::storage::DocumentRow>| -> Vec<String> {
         rows.into_iter().map(|r| r.id).collect()
     };
     assert_eq!(
@@ -674,7 +674,7 @@ async fn sessions_touch_and_listing(s: &impl Backend) {
     for (i, id) in ["s1", "s2", "s3", "s4"].iter().enumerate() {
         s.age("sessions", Some(id), HOUR * (10 - i as u32)).await;
     }
-    let ids = |rows: Vec<synckit::storage::SessionRow>| -> Vec<String> {
+    let ids = |rows: Vec<synckit::testing::storage::SessionRow>| -> Vec<String> {
         rows.into_iter().map(|r| r.id).collect()
     };
     assert_eq!(
@@ -1057,7 +1057,7 @@ async fn cleanup_snapshot_rank_rule(s: &impl Backend) {
         s.age("snapshots", Some(&row.id.to_string()), HOUR * 24 * d)
             .await;
     }
-    let states = |rows: Vec<synckit::storage::SnapshotRow>| -> Vec<Value> {
+    let states = |rows: Vec<synckit::testing::storage::SnapshotRow>| -> Vec<Value> {
         rows.into_iter().map(|r| r.state).collect()
     };
 

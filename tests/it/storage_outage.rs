@@ -15,10 +15,10 @@ use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-use synckit::awareness::MemoryAwarenessStore;
-use synckit::pubsub::LocalPubSub;
 use synckit::server::{Backends, ServerConfig};
-use synckit::storage::PostgresStorage;
+use synckit::testing::awareness::MemoryAwarenessStore;
+use synckit::testing::pubsub::LocalPubSub;
+use synckit::testing::storage::PostgresStorage;
 
 const TRIES: usize = 100;
 const P99_BUDGET: Duration = Duration::from_millis(100);
@@ -209,7 +209,7 @@ async fn awareness_reply(c: &mut Client, doc: String) -> (serde_json::Value, Dur
 async fn with_a_shared_awareness_store_unreachable_presence_fails_fast_and_closes_do_not_wait(
     pool: PgPool,
 ) {
-    use synckit::awareness::{BoundedAwarenessStore, PostgresAwarenessStore};
+    use synckit::testing::awareness::{BoundedAwarenessStore, PostgresAwarenessStore};
 
     let proxy = Proxy::for_pool(&pool).await;
     let config = open_config();

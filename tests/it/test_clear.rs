@@ -12,10 +12,12 @@ use std::time::Duration;
 use common::{http, open_config, pg_backend, start_on, Client, TestServer};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use synckit::awareness::{AwarenessStore, MemoryAwarenessStore, PostgresAwarenessStore};
-use synckit::pubsub::LocalPubSub;
 use synckit::server::Backends;
-use synckit::storage::{CompatStore, MemoryStorage, SessionRecord, StorageAdapter, SyncStore};
+use synckit::testing::awareness::{AwarenessStore, MemoryAwarenessStore, PostgresAwarenessStore};
+use synckit::testing::pubsub::LocalPubSub;
+use synckit::testing::storage::{
+    CompatStore, MemoryStorage, SessionRecord, StorageAdapter, SyncStore,
+};
 
 const KEPT: &str = "clear:kept";
 const GONE: &str = "clear:gone";

@@ -14,9 +14,9 @@ use common::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use synckit::awareness::MemoryAwarenessStore;
-use synckit::pubsub::LocalPubSub;
 use synckit::server::{Backends, ServerConfig};
+use synckit::testing::awareness::MemoryAwarenessStore;
+use synckit::testing::pubsub::LocalPubSub;
 use tokio_tungstenite::tungstenite::Message;
 
 // ---------------------------------------------------------------------------------
@@ -787,7 +787,7 @@ async fn the_console_feed_reads_with_its_credential() {
         "{:?}",
         without[0].state
     );
-    let minted = synckit::auth::Authenticator::new(config.jwt.clone());
+    let minted = synckit::testing::auth::Authenticator::new(config.jwt.clone());
     for credential in [
         Credential::token(user_token("ops", &[], &[], true)),
         Credential::new(None, Some(Arc::new(minted))),

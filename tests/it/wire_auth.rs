@@ -8,8 +8,8 @@ use base64::Engine;
 use common::{fugue, jwt, jwt_with, now_secs, start, user_token, Client, TestServer, TEST_SECRET};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-use synckit::auth::{Authenticator, Identity, Permissions, TokenKind};
 use synckit::server::ServerConfig;
+use synckit::testing::auth::{Authenticator, Identity, Permissions, TokenKind};
 
 const ENCODINGS: [bool; 2] = [true, false];
 

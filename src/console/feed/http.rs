@@ -53,6 +53,7 @@ pub(crate) fn encode_segment(segment: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
+    #[cfg(any(test, feature = "test-util"))]
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
 }
@@ -92,6 +93,7 @@ pub async fn send(
             .await
             .map_err(|e| HttpError::Connect(error_chain(&e)))?;
         let status = response.status().as_u16();
+        #[cfg(any(test, feature = "test-util"))]
         let headers = response
             .headers()
             .iter()
@@ -109,6 +111,7 @@ pub async fn send(
             .to_bytes();
         Ok(Reply {
             status,
+            #[cfg(any(test, feature = "test-util"))]
             headers,
             body,
         })

@@ -16,15 +16,16 @@ use sqlx::PgPool;
 
 use super::shape::{clock_json, cutoff, from_db, snapshot_size, to_db};
 use super::{
-    migrate, CleanupCounts, CleanupOptions, DeltaRow, DocumentRow, DocumentWrite, NewDelta,
-    NewSnapshot, RunOutcome, RunRecord, SessionBatch, SessionRecord, SessionRow, SnapshotRow,
-    StorageError, StoredDocument,
+    migrate, CleanupCounts, CleanupOptions, DocumentRow, DocumentWrite, NewSnapshot, RunOutcome,
+    RunRecord, SessionBatch, SnapshotRow, StorageError, StoredDocument,
 };
-use super::{AdminStore, CompatStore, MaintenanceStore, SyncStore};
+use super::{AdminStore, MaintenanceStore, SyncStore};
+#[cfg(any(test, feature = "test-util"))]
+use super::{CompatStore, DeltaRow, NewDelta, SessionRecord, SessionRow};
 
 /// Pool and schema settings (docs/operations.md §4.4).
 #[derive(Clone)]
-pub struct PostgresSettings {
+pub(crate) struct PostgresSettings {
     /// `postgres://…` URL or libpq key/value string (`host=… dbname=… sslmode=…`).
     pub(crate) url: String,
     pub(crate) pool_min: u32,
@@ -147,6 +148,7 @@ impl PostgresStorage {
     }
 
     /// A read's rows, converted: `observe_query`, then each row's [`IntoRow`].
+    #[cfg(any(test, feature = "test-util"))]
     fn rows<D: IntoRow>(
         &self,
         result: Result<Vec<D>, sqlx::Error>,
@@ -158,6 +160,7 @@ impl PostgresStorage {
     }
 
     /// One page of a listing: `sql` takes the page's `LIMIT $1 OFFSET $2`.
+    #[cfg(any(test, feature = "test-util"))]
     async fn page<D>(&self, sql: &str, limit: u32, offset: u32) -> Result<Vec<D::Row>, StorageError>
     where
         D: IntoRow + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
@@ -171,6 +174,7 @@ impl PostgresStorage {
     }
 
     /// [`Self::rows`] for a read of at most one row.
+    #[cfg(any(test, feature = "test-util"))]
     fn optional_row<D: IntoRow>(
         &self,
         result: Result<Option<D>, sqlx::Error>,
@@ -204,8 +208,10 @@ impl PostgresStorage {
 // ---------------------------------------------------------------------------
 
 const DOCUMENT_COLUMNS: &str = "id, state, version, created_at, updated_at";
+#[cfg(any(test, feature = "test-util"))]
 const DELTA_COLUMNS: &str = "id::text AS id, document_id, client_id, operation_type, field_path, \
      value, clock_value, max_clock_value, timestamp";
+#[cfg(any(test, feature = "test-util"))]
 const SESSION_COLUMNS: &str = "id, user_id, client_id, connected_at, last_seen, metadata";
 const SNAPSHOT_COLUMNS: &str =
     "id::text AS id, document_id, state, version, size_bytes, compressed, created_at";
@@ -231,6 +237,7 @@ impl From<DocumentDb> for DocumentRow {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 #[derive(sqlx::FromRow)]
 struct DeltaDb {
     id: String,
@@ -259,6 +266,7 @@ impl IntoRow for DocumentDb {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl IntoRow for SessionDb {
     type Row = SessionRow;
     fn into_row(self) -> Result<SessionRow, StorageError> {
@@ -266,6 +274,7 @@ impl IntoRow for SessionDb {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl IntoRow for DeltaDb {
     type Row = DeltaRow;
     fn into_row(self) -> Result<DeltaRow, StorageError> {
@@ -283,6 +292,7 @@ impl IntoRow for DeltaDb {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 #[derive(sqlx::FromRow)]
 struct SessionDb {
     id: String,
@@ -293,6 +303,7 @@ struct SessionDb {
     metadata: Option<Value>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl From<SessionDb> for SessionRow {
     fn from(r: SessionDb) -> SessionRow {
         SessionRow {
@@ -353,6 +364,7 @@ fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {
 /// Create a document row holding an empty field map unless it exists: clock rows
 /// reference `documents(id)`. `DO NOTHING` leaves an existing row (and its version)
 /// untouched.
+#[cfg(any(test, feature = "test-util"))]
 const ENSURE_DOCUMENT: &str = "INSERT INTO documents (id, state) \
      VALUES ($1, jsonb_build_object('id', $1::text, 'fields', '{}'::jsonb)) \
      ON CONFLICT (id) DO NOTHING";
@@ -823,6 +835,7 @@ impl AdminStore for PostgresStorage {
 
 // Only the tests call these (the server never does); they keep the TS adapter's
 // row-level operations, held to the same conformance suite.
+#[cfg(any(test, feature = "test-util"))]
 #[async_trait]
 impl CompatStore for PostgresStorage {
     fn is_connected(&self) -> bool {

@@ -481,17 +481,23 @@ pub fn text_of(state: &Value) -> String {
 
 /// PostgreSQL storage on its own pool to `pool`'s database: a server closes its pool
 /// when it stops, and the test keeps using `pool` afterwards.
-pub fn pg_storage(pool: &sqlx::PgPool) -> std::sync::Arc<dyn synckit::storage::StorageAdapter> {
+pub fn pg_storage(
+    pool: &sqlx::PgPool,
+) -> std::sync::Arc<dyn synckit::testing::storage::StorageAdapter> {
     pg_backend(pool)
 }
 
 /// [`pg_storage`] as its own type, for tests that also seed or inspect rows
 /// through `CompatStore`.
-pub fn pg_backend(pool: &sqlx::PgPool) -> std::sync::Arc<synckit::storage::PostgresStorage> {
+pub fn pg_backend(
+    pool: &sqlx::PgPool,
+) -> std::sync::Arc<synckit::testing::storage::PostgresStorage> {
     let own = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect_lazy_with((*pool.connect_options()).clone());
-    std::sync::Arc::new(synckit::storage::PostgresStorage::from_pool(own, true))
+    std::sync::Arc::new(synckit::testing::storage::PostgresStorage::from_pool(
+        own, true,
+    ))
 }
 
 /// A `synckit serve` process on a free loopback port, auth disabled, no admin

@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use synckit::pubsub::{PubSub, PubSubState, RedisPubSub, RedisSettings, RedisTarget};
 use synckit::server::{Backends, ServerConfig};
+use synckit::testing::pubsub::{PubSub, PubSubState, RedisPubSub, RedisSettings, RedisTarget};
 
 use super::{start_with, TestServer};
 
@@ -157,12 +157,12 @@ impl Instance {
 pub async fn start_instance(
     config: ServerConfig,
     url: &str,
-    storage: Arc<dyn synckit::storage::StorageAdapter>,
+    storage: Arc<dyn synckit::testing::storage::StorageAdapter>,
 ) -> Instance {
     let pubsub = pubsub(url);
     let backends = Backends {
         storage,
-        awareness: Arc::new(synckit::awareness::MemoryAwarenessStore::new(
+        awareness: Arc::new(synckit::testing::awareness::MemoryAwarenessStore::new(
             config.sync.awareness_timeout,
         )),
         pubsub: pubsub.clone(),

@@ -7,12 +7,12 @@
 use std::collections::VecDeque;
 
 use serde_json::json;
-use synckit::admin_api::stats::{
-    ConnectionStats, DocumentStats, MessageStats, PersistenceStats, PubSubStats,
-};
-use synckit::admin_api::{EventKind, FleetEntry, Severity};
 use synckit::console::app::{App, FleetEvent, InstanceView, Point};
 use synckit::console::model::*;
+use synckit::testing::admin_api::{
+    ConnectionStats, DocumentStats, MessageStats, PersistenceStats, PubSubStats,
+};
+use synckit::testing::admin_api::{EventKind, FleetEntry, Severity};
 
 /// 2026-01-15T12:00:00Z.
 pub const NOW: i64 = 1_768_478_400_000;
