@@ -66,8 +66,8 @@ impl Clock for SystemClock {
 }
 
 /// A clock for tests (with the `test-util` feature): starts at a given wall time, moves with tokio's clock (so
-/// paused-time tests advance it with `tokio::time::advance`), and can be set or
-/// stepped like an NTP correction or a suspend would step the system clock.
+/// paused-time tests advance it with `tokio::time::advance`), and can be stepped
+/// forward like an NTP correction or a resume from suspend steps the system clock.
 #[cfg(any(test, feature = "test-util"))]
 #[derive(Debug)]
 pub struct TestClock {
@@ -91,23 +91,10 @@ impl TestClock {
         TestClock::starting_at(start.timestamp_millis())
     }
 
-    /// Make the wall clock read `ms` now (monotonic time is unchanged).
-    pub fn set_ms(&self, ms: i64) {
-        let elapsed = self.elapsed_ms();
-        self.at_base_ms
-            .store(ms.saturating_sub(elapsed), Ordering::Relaxed);
-    }
-
     /// Step the wall clock forward by `by` (monotonic time is unchanged).
     pub fn step(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.at_base_ms.fetch_add(ms, Ordering::Relaxed);
-    }
-
-    /// Step the wall clock back by `by`.
-    pub fn step_back(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.at_base_ms.fetch_sub(ms, Ordering::Relaxed);
     }
 
     fn elapsed_ms(&self) -> i64 {
@@ -138,7 +125,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_test_clock_follows_tokio_time_and_can_be_stepped_and_set() {
+    async fn a_test_clock_follows_tokio_time_and_can_be_stepped() {
         let clock = TestClock::starting_at(1_000_000);
         assert_eq!(clock.now_ms(), 1_000_000);
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -147,10 +134,6 @@ mod tests {
         clock.step(Duration::from_secs(3600));
         assert_eq!(clock.now_ms(), 4_602_000);
         assert_eq!(clock.monotonic(), mono, "a step leaves monotonic time");
-        clock.step_back(Duration::from_secs(600));
-        assert_eq!(clock.now_ms(), 4_002_000);
-        clock.set_ms(42);
-        assert_eq!(clock.now_ms(), 42);
-        assert_eq!(clock.now_utc(), utc(42));
+        assert_eq!(clock.now_utc(), utc(4_602_000));
     }
 }
