@@ -12,8 +12,10 @@ pub mod errors;
 pub mod frame;
 pub mod message;
 mod message_type;
+pub mod ws_frame;
 
 pub use decode::{decode_frame, DecodeError, Encoding, RawMessage};
 pub use encode::{encode, EncodedFrame};
 pub use message::{ClientMessage, ServerMessage};
 pub use message_type::MessageType;
+pub use ws_frame::Framed;
