@@ -1,28 +1,28 @@
 //! One WebSocket connection: admission, the read loop (frames → session), the writer
 //! task (outbox → socket), heartbeat, auth timeout, and an orderly close.
 
+use std::io::IoSlice;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::Either;
-use futures_util::stream::{SplitSink, SplitStream, StreamExt};
-use futures_util::{Sink, SinkExt};
-use tokio::io::AsyncReadExt;
+use futures_util::stream::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{LiveGuard, LiveSession};
 use super::registry::Admission;
-use super::upgrade::Socket;
+use super::upgrade::{Reader, Socket, Wire};
 use super::AppState;
 use crate::metrics::Refusal;
 use crate::protocol::errors::close;
-use crate::protocol::EncodedFrame;
+use crate::protocol::ws_frame;
 use crate::sync::peer::Outbox;
 use crate::sync::session::CloseRequest;
 use crate::sync::{Outgoing, Peer, Session};
@@ -40,11 +40,14 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// A deadline far enough away to mean "none" (a year).
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The most outbox items the writer gathers into one socket write.
+const MAX_BURST: usize = 64;
+
 /// Drive one upgraded socket until it closes: admission, then `serve_admitted`.
 ///
 /// Not an `async fn`: one keeps its arguments in its state for its whole life, and
-/// the socket (328 bytes) would have stayed in every connection's future after being
-/// split into its two halves (BENCHMARKS.md, memory per idle connection).
+/// the socket would have stayed in every connection's future after being taken
+/// apart into its two halves (BENCHMARKS.md, memory per idle connection).
 pub fn serve_socket(
     state: Arc<AppState>,
     socket: Socket,
@@ -55,12 +58,12 @@ pub fn serve_socket(
     let metrics = &state.sync.metrics;
     match state.registry.admit(ip, &state.config) {
         Ok(admission) => {
-            let (sink, stream) = socket.split();
+            let Socket { reader, wire } = socket;
             Either::Right(serve_admitted(
                 state,
                 admission,
-                sink,
-                stream,
+                reader,
+                wire,
                 ip,
                 user_agent,
                 query_token,
@@ -80,9 +83,12 @@ pub fn serve_socket(
 }
 
 /// Send a refused connection its close frame and let the peer read it.
-async fn refuse(mut socket: Socket, code: u16, reason: &'static str) {
-    let _ = socket.send(close_message(code, reason)).await;
-    Box::pin(linger(socket, true)).await;
+async fn refuse(socket: Socket, code: u16, reason: &'static str) {
+    let Socket { reader, mut wire } = socket;
+    let close = ws_frame::close(Some(code), reason);
+    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_LINGER, wire.write_all(&close)).await {
+        Box::pin(linger(reader, true)).await;
+    }
 }
 
 /// An admitted connection, from its first frame to its close. A function returning
@@ -92,8 +98,8 @@ async fn refuse(mut socket: Socket, code: u16, reason: &'static str) {
 fn serve_admitted(
     state: Arc<AppState>,
     admission: Admission,
-    sink: SplitSink<Socket, Message>,
-    mut stream: SplitStream<Socket>,
+    mut reader: Box<Reader>,
+    wire: Wire,
     ip: IpAddr,
     user_agent: Option<String>,
     query_token: Option<String>,
@@ -106,7 +112,7 @@ fn serve_admitted(
 
         let (peer, outbox) = Peer::new(conn_id);
         let writer = tokio::spawn(write_loop(
-            sink,
+            wire,
             outbox,
             peer.overflowed().clone(),
             state.config.write_timeout,
@@ -200,12 +206,12 @@ fn serve_admitted(
                 // queue of acks is at its bound (docs/protocol.md §7.11), its socket is
                 // not read (it is never closed for them).
                 _ = peer.room(), if peer.own_backlogged() => {}
-                frame = stream.next(), if !peer.own_backlogged() && !session.acks_full() => {
+                frame = reader.next(), if !peer.own_backlogged() && !session.acks_full() => {
                     let Some(frame) = frame else { break None };
                     last_received = Instant::now();
                     let now_ms = state.sync.now_ms();
                     // The session reads no clock: it is handed the time the frame came.
-                    match Box::pin(on_frame(&mut session, frame, &live, last_received, now_ms, &metrics)).await {
+                    match Box::pin(on_frame(&mut session, &peer, frame, &live, last_received, now_ms, &metrics)).await {
                         FrameOutcome::Handled => {}
                         FrameOutcome::End { close, readable } => {
                             stream_readable = readable;
@@ -249,7 +255,7 @@ fn serve_admitted(
         Box::pin(session.close()).await;
         if let Some((code, reason)) = close_with {
             peer.send_own(Outgoing::Close {
-                code,
+                code: Some(code),
                 reason: reason.into(),
             });
         } else if peer.overflowed().is_cancelled() {
@@ -268,10 +274,8 @@ fn serve_admitted(
         drop(admission);
         metrics.connections_open.dec();
         tracing::debug!(conn_id, "connection closed");
-        if let (Some(_), Ok(Ok(sink))) = (close_with, written) {
-            if let Ok(socket) = stream.reunite(sink) {
-                Box::pin(linger(socket, stream_readable)).await;
-            }
+        if let (Some(_), Ok(Ok(()))) = (close_with, written) {
+            Box::pin(linger(reader, stream_readable)).await;
         }
     }
 }
@@ -294,6 +298,7 @@ enum FrameOutcome {
 /// connection).
 async fn on_frame(
     session: &mut Session,
+    peer: &Peer,
     frame: Result<Message, tungstenite::Error>,
     live: &LiveGuard,
     now: Instant,
@@ -309,15 +314,32 @@ async fn on_frame(
             live.seen(now_ms);
             session.handle_frame(false, &bytes, now).await
         }
-        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
+        Ok(Message::Ping(payload)) => {
+            // The WebSocket library reads but does not write: the pong is ours.
+            live.seen(now_ms);
+            peer.send_own(Outgoing::Pong(payload));
+            Ok(())
+        }
+        Ok(Message::Pong(_) | Message::Frame(_)) => {
             live.seen(now_ms);
             Ok(())
         }
-        Ok(Message::Close(_)) => {
+        Ok(Message::Close(frame)) => {
+            // The answer to the client's close: its code and reason echoed (the
+            // library has put 1002 in place of a code a peer may not send), or a
+            // close with no code for one that had none. Nothing is sent after it.
+            let (code, reason) = match frame {
+                Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
+                None => (None, String::new()),
+            };
+            peer.send_own(Outgoing::Close {
+                code,
+                reason: reason.into(),
+            });
             return FrameOutcome::End {
                 close: None,
                 readable: true,
-            }
+            };
         }
         Err(e) => {
             // The WebSocket layer reads no more after an error.
@@ -346,10 +368,10 @@ async fn on_frame(
 /// kernel drop our close frame before the client reads it: a client that was still
 /// sending would see 1006 instead of the code we sent. When the WebSocket layer can
 /// no longer read (after a frame over the size limit), the raw stream is drained.
-async fn linger(mut socket: Socket, readable: bool) {
+async fn linger(mut reader: Box<Reader>, readable: bool) {
     let drain = async {
         if readable {
-            while let Some(message) = socket.next().await {
+            while let Some(message) = reader.next().await {
                 match message {
                     Ok(Message::Close(_)) => return,
                     Ok(_) => continue,
@@ -360,17 +382,10 @@ async fn linger(mut socket: Socket, readable: bool) {
         // On the heap, and only now: an array here would be part of every
         // connection's task for its whole life.
         let mut scratch = vec![0u8; 8192];
-        let raw = socket.get_mut();
+        let raw = reader.get_mut();
         while matches!(raw.read(&mut scratch).await, Ok(n) if n > 0) {}
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
-}
-
-fn close_message(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: code.into(),
-        reason: Utf8Bytes::from(reason),
-    }))
 }
 
 /// The instant (on tokio's clock) of an epoch-seconds time, for token expiry, given
@@ -391,19 +406,19 @@ fn is_over_size_limit(error: &tungstenite::Error) -> bool {
     over
 }
 
-/// The writer task; hands its half of the socket back when done, for the linger.
+/// The writer task: sends the outbox's items, in order, as the socket's only writer.
 /// A socket write that waits longer than `write_timeout` (the client stopped
 /// reading) marks the peer too slow, which closes the connection — also while its
 /// socket is not being read for backpressure — and the writer gives the socket up:
 /// nothing is left waiting on a client that does not read.
 async fn write_loop(
-    mut sink: SplitSink<Socket, Message>,
+    mut wire: Wire,
     rx: Outbox,
     overflowed: CancellationToken,
     write_timeout: Duration,
     metrics: Arc<crate::metrics::Metrics>,
-) -> SplitSink<Socket, Message> {
-    let stalled = write_all(&mut sink, rx, &overflowed, write_timeout, &metrics).await;
+) {
+    let stalled = write_all(&mut wire, rx, &overflowed, write_timeout, &metrics).await;
     if stalled.is_err() {
         tracing::warn!(
             timeout = ?write_timeout,
@@ -411,16 +426,15 @@ async fn write_loop(
         );
         overflowed.cancel();
     }
-    sink
 }
 
-/// A socket write (feed, send or flush) that did not finish within the write timeout.
+/// A socket write that did not finish within the write timeout.
 struct Stalled;
 
 /// Bound one socket operation by the write timeout. Most operations finish on
-/// their first poll (a feed into the WebSocket layer's write buffer), so the timer
-/// is only set up for one that has to wait: a timer per fed frame was a measurable
-/// part of the cost of a delivery (BENCHMARKS.md "Where the time went").
+/// their first poll (the kernel takes the bytes), so the timer is only set up for
+/// one that has to wait: a timer per write was a measurable part of the cost of a
+/// delivery (BENCHMARKS.md "Where the time went").
 async fn bounded<T>(
     write_timeout: Duration,
     op: impl std::future::Future<Output = T>,
@@ -437,8 +451,9 @@ async fn bounded<T>(
         .map_err(|_| Stalled)
 }
 
+/// Send the outbox until it ends, a close frame is sent or the socket fails.
 async fn write_all(
-    sink: &mut SplitSink<Socket, Message>,
+    wire: &mut Wire,
     mut rx: Outbox,
     overflowed: &CancellationToken,
     write_timeout: Duration,
@@ -453,106 +468,97 @@ async fn write_all(
         let item = tokio::select! {
             biased;
             _ = &mut cancelled => {
-                let close = close_message(close::TRY_AGAIN_LATER, close::SLOW_CLIENT);
-                let _ = bounded(write_timeout, sink.send(close)).await?;
+                let close = ws_frame::close(Some(close::TRY_AGAIN_LATER), close::SLOW_CLIENT);
+                let _ = write_burst(wire, &[close], write_timeout).await?;
                 return Ok(());
             }
             item = rx.recv() => item,
         };
-        let Some(mut item) = item else {
-            let _ = bounded(write_timeout, sink.close()).await?;
-            return Ok(());
-        };
-        // Feed everything already queued, then flush once: one syscall for a burst.
-        loop {
-            match write_item(sink, item, write_timeout, metrics).await? {
-                Ok(true) => {}
-                Ok(false) | Err(_) => {
-                    let _ = bounded(write_timeout, sink.flush()).await?;
-                    return Ok(());
+        let Some(item) = item else { return Ok(()) };
+        let (first, mut closed) = to_wire(item, metrics);
+        // What is already queued goes out in the same write: one syscall for a burst.
+        let next = if closed { None } else { rx.try_recv() };
+        let written = match next {
+            None => write_burst(wire, std::slice::from_ref(&first), write_timeout).await?,
+            Some(mut item) => {
+                let mut burst = Vec::with_capacity(MAX_BURST);
+                burst.push(first);
+                loop {
+                    let (bytes, close) = to_wire(item, metrics);
+                    burst.push(bytes);
+                    closed = close;
+                    if closed || burst.len() == MAX_BURST {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Some(next) => item = next,
+                        None => break,
+                    }
                 }
+                write_burst(wire, &burst, write_timeout).await?
             }
-            match rx.try_recv() {
-                Some(next) => item = next,
-                None => break,
-            }
-        }
-        if bounded(write_timeout, sink.flush()).await?.is_err() {
+        };
+        if closed || written.is_err() {
             return Ok(());
         }
     }
 }
 
-/// Returns Ok(false) after a close frame (nothing more may be sent). Each socket
-/// operation is bounded by the write timeout on its own, so a long broadcast to a
-/// slow but reading client is not cut short.
-async fn write_item(
-    sink: &mut SplitSink<Socket, Message>,
-    item: Outgoing,
-    write_timeout: Duration,
-    metrics: &crate::metrics::Metrics,
-) -> Result<Result<bool, tungstenite::Error>, Stalled> {
-    let fed = match item {
+/// An outbox item's bytes on the wire, and whether it is our close frame (after
+/// which nothing may be sent). A broadcast is already framed; it is sent as it is.
+fn to_wire(item: Outgoing, metrics: &crate::metrics::Metrics) -> (Bytes, bool) {
+    match item {
+        Outgoing::Frames(framed) => {
+            metrics.bytes_out.add(framed.payload_len() as u64);
+            (framed.into_wire(), false)
+        }
         Outgoing::Frame(frame) => {
             metrics.bytes_out.add(frame.len() as u64);
-            bounded(write_timeout, sink.feed(to_message(frame))).await?
+            (ws_frame::data(&frame), false)
         }
-        Outgoing::Frames(frames) => {
-            // One shared counter update per item, not per frame.
-            let bytes: usize = frames.iter().map(EncodedFrame::len).sum();
-            metrics.bytes_out.add(bytes as u64);
-            feed_frames(sink, &frames, write_timeout).await?
-        }
-        Outgoing::Ping => {
-            let ping = Message::Ping(Default::default());
-            bounded(write_timeout, sink.feed(ping)).await?
-        }
-        Outgoing::Close { code, reason } => {
-            let close = close_message(code, &reason);
-            let sent = bounded(write_timeout, sink.send(close)).await?;
-            return Ok(sent.map(|()| false));
-        }
-    };
-    Ok(fed.map(|()| true))
+        Outgoing::Ping => (ws_frame::ping(), false),
+        Outgoing::Pong(payload) => (ws_frame::pong(&payload), false),
+        Outgoing::Close { code, reason } => (ws_frame::close(code, &reason), true),
+    }
 }
 
-/// Feed a window's frames into the WebSocket layer: as many per poll as it takes, so
-/// a frame costs a `poll_ready` and a `start_send`, not a future, a `select` and a
-/// timer check of its own (BENCHMARKS.md "Where the time went"). Each wait for the
-/// socket is still bounded by the write timeout on its own: progress starts a new
-/// bound, so a long broadcast to a slow but reading client is not cut short.
-async fn feed_frames(
-    sink: &mut SplitSink<Socket, Message>,
-    frames: &[EncodedFrame],
+/// Write every byte of `burst`, in order, with as few syscalls as the socket allows
+/// (vectored). Each wait for the socket is bounded by the write timeout on its own:
+/// progress starts a new bound, so a long write to a slow but reading client is not
+/// cut short.
+async fn write_burst(
+    wire: &mut Wire,
+    burst: &[Bytes],
     write_timeout: Duration,
-) -> Result<Result<(), tungstenite::Error>, Stalled> {
-    let mut next = 0;
-    while next < frames.len() {
+) -> Result<std::io::Result<()>, Stalled> {
+    let (mut index, mut offset) = (0, 0);
+    while index < burst.len() {
         let step = std::future::poll_fn(|cx| {
-            let start = next;
-            while let Some(frame) = frames.get(next) {
-                match Pin::new(&mut *sink).poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    // Waiting: after progress, a new bound starts with the next step.
-                    Poll::Pending if next > start => return Poll::Ready(Ok(())),
-                    Poll::Pending => return Poll::Pending,
-                }
-                Pin::new(&mut *sink).start_send(to_message(frame.clone()))?;
-                next += 1;
+            // Built in the poll, not kept in the task: the writer's state stays small.
+            let mut slices = [IoSlice::new(&[]); MAX_BURST];
+            let mut count = 0;
+            for (slot, bytes) in slices.iter_mut().zip(&burst[index..]) {
+                *slot = IoSlice::new(if count == 0 { &bytes[offset..] } else { bytes });
+                count += 1;
             }
-            Poll::Ready(Ok(()))
+            Pin::new(&mut *wire).poll_write_vectored(cx, &slices[..count])
         });
-        if let Err(e) = bounded(write_timeout, step).await? {
-            return Ok(Err(e));
+        let mut written = match bounded(write_timeout, step).await? {
+            Ok(0) => return Ok(Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Move past what the socket took: whole buffers, then into the next one.
+        while let Some(bytes) = burst.get(index) {
+            let left = bytes.len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            index += 1;
+            offset = 0;
         }
     }
-    Ok(Ok(()))
-}
-
-fn to_message(frame: EncodedFrame) -> Message {
-    match frame {
-        EncodedFrame::Binary(bytes) => Message::Binary(bytes),
-        EncodedFrame::Text(text) => Message::Text(Utf8Bytes::from(text)),
-    }
+    bounded(write_timeout, wire.flush()).await
 }

@@ -5,6 +5,8 @@
 //! (`connection::linger`).
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -14,11 +16,60 @@ use base64::Engine;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-/// An upgraded connection.
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// The raw upgraded stream.
+type Io = TokioIo<Upgraded>;
+
+/// An upgraded connection, in two halves: the WebSocket library reads frames from
+/// `reader`; the connection's writer sends every byte itself on `wire`, frames it
+/// built (or a broadcast framed once for all subscribers, `protocol::ws_frame`).
+pub struct Socket {
+    pub(crate) reader: Box<Reader>,
+    pub(crate) wire: Wire,
+}
+
+/// The reading half, with the WebSocket library's frame parser and limits.
+pub(crate) type Reader = WebSocketStream<ReadSide>;
+
+/// The writing half.
+pub(crate) type Wire = WriteHalf<Io>;
+
+/// The reading half as the WebSocket library sees it: reads come from the socket;
+/// what the library would write by itself (its automatic pong and close replies) is
+/// dropped, because the connection sends those in order with everything else it
+/// writes (a second writer would interleave bytes mid-frame).
+pub(crate) struct ReadSide(ReadHalf<Io>);
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
 
 /// The GUID every server appends to the client's key (RFC 6455).
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -115,12 +166,17 @@ impl Upgrade {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
+                    let (read, wire) = tokio::io::split(TokioIo::new(upgraded));
+                    let reader = WebSocketStream::from_raw_socket(
+                        ReadSide(read),
                         Role::Server,
                         Some(config),
                     )
                     .await;
+                    let socket = Socket {
+                        reader: Box::new(reader),
+                        wire,
+                    };
                     // A task of its own rather than awaited here: this task's state
                     // (the upgrade, the configuration, the closure) would otherwise stay
                     // part of every connection's for its life (BENCHMARKS.md, memory

@@ -25,7 +25,7 @@ use super::text::TextState;
 use crate::metrics::Metrics;
 use crate::protocol::encode::{encode_body, field_delta_body, next_message_id};
 use crate::protocol::message::tombstone;
-use crate::protocol::{encode, EncodedFrame, Encoding, MessageType, ServerMessage};
+use crate::protocol::{encode, EncodedFrame, Encoding, Framed, MessageType, ServerMessage};
 use crate::pubsub::{Channels, PubSub, PubSubState, RecentIds};
 use crate::storage::{
     DocumentWrite, FieldChange, PersistTicket, Persistence, StorageError, StoredDocument,
@@ -1114,14 +1114,15 @@ impl Hub {
         bodies: &[(String, String)],
         now_ms: i64,
     ) -> u64 {
-        let frames_for = |encoding: Encoding| -> Arc<[EncodedFrame]> {
-            bodies
+        let frames_for = |encoding: Encoding| -> Framed {
+            let frames: Vec<EncodedFrame> = bodies
                 .iter()
                 .map(|(id, body)| encode_body(MessageType::Delta, id, now_ms, body, encoding))
-                .collect()
+                .collect();
+            Framed::new(&frames)
         };
-        let mut binary: Option<Arc<[EncodedFrame]>> = None;
-        let mut json: Option<Arc<[EncodedFrame]>> = None;
+        let mut binary: Option<Framed> = None;
+        let mut json: Option<Framed> = None;
         let mut delivered = 0u64;
         for peer in subscribers.iter() {
             let frames = match peer.encoding() {
@@ -1192,15 +1193,17 @@ impl Hub {
             if Some(peer.conn_id) == except || !seen.insert(peer.conn_id) {
                 continue;
             }
-            let frame = match peer.encoding() {
-                Encoding::Binary => {
-                    binary.get_or_insert_with(|| encode(msg, &id, now_ms, Encoding::Binary))
-                }
-                Encoding::Json => {
-                    json.get_or_insert_with(|| encode(msg, &id, now_ms, Encoding::Json))
-                }
+            // Framed once per encoding: each subscriber's writer sends the bytes as
+            // they are.
+            let framed = match peer.encoding() {
+                Encoding::Binary => binary.get_or_insert_with(|| {
+                    Framed::new(&[encode(msg, &id, now_ms, Encoding::Binary)])
+                }),
+                Encoding::Json => json.get_or_insert_with(|| {
+                    Framed::new(&[encode(msg, &id, now_ms, Encoding::Json)])
+                }),
             };
-            if peer.deliver(Outgoing::Frame(frame.clone())) {
+            if peer.deliver(Outgoing::Frames(framed.clone())) {
                 delivered += 1;
             }
         }

@@ -19,10 +19,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{EncodedFrame, Encoding};
+use crate::protocol::{EncodedFrame, Encoding, Framed};
 
 /// Broadcasts of others' writes a connection may have waiting. A broadcast flush is
 /// one item however many fields it carries, so this is ~256 batch windows of slack
@@ -40,12 +41,16 @@ const RETAINED_SLOTS: usize = 4;
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     Frame(EncodedFrame),
-    /// One broadcast flush, shared by every subscriber with this encoding.
-    Frames(Arc<[EncodedFrame]>),
+    /// One broadcast, framed once and shared by every subscriber with this encoding.
+    Frames(Framed),
     /// A WebSocket protocol ping (never an application-level `ping`).
     Ping,
+    /// The answer to the client's protocol ping, with its payload.
+    Pong(Bytes),
+    /// Our close frame; nothing is sent after it. `code: None` is a close with no
+    /// code (the answer to a client's close that had none).
     Close {
-        code: u16,
+        code: Option<u16>,
         reason: Cow<'static, str>,
     },
 }

@@ -79,8 +79,8 @@ impl Client {
         while let Some(item) = self.outbox.try_recv() {
             let frames = match item {
                 Outgoing::Frame(f) => vec![f],
-                Outgoing::Frames(fs) => fs.to_vec(),
-                Outgoing::Ping | Outgoing::Close { .. } => continue,
+                Outgoing::Frames(fs) => fs.frames(),
+                Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Close { .. } => continue,
             };
             for frame in frames {
                 match frame {

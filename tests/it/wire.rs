@@ -153,3 +153,55 @@ async fn shutdown_flushes_batches_and_closes_with_1001() {
     assert_eq!(close["reason"], "Server shutdown");
     assert!(server.done.await.expect("join"), "drained");
 }
+
+/// The server's writer sends every byte itself (the WebSocket library only reads):
+/// a protocol ping is answered with its payload, in order with the replies queued
+/// before it, and the connection goes on.
+#[tokio::test]
+async fn a_protocol_ping_is_answered_with_its_payload() {
+    use futures_util::StreamExt;
+    let server = start(open_config()).await;
+    let mut c = Client::connect(&server, false).await;
+    c.send(json!({"type":"ping"})).await;
+    c.send_raw(Message::Ping(b"are you there".to_vec().into()))
+        .await;
+    let mut texts = 0;
+    let pong = loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await {
+            Ok(Some(Ok(Message::Pong(payload)))) => break payload,
+            Ok(Some(Ok(Message::Text(_)))) => texts += 1,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    };
+    assert_eq!(&pong[..], b"are you there");
+    assert_eq!(
+        texts, 1,
+        "the application pong came before the protocol pong"
+    );
+    c.assert_alive().await;
+    server.shutdown.cancel();
+}
+
+/// A client's close is answered with its own code and reason (RFC 6455 §5.5.1), and
+/// a close without a code with one without a code.
+#[tokio::test]
+async fn a_client_close_is_echoed() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = start(open_config()).await;
+    let mut c = Client::connect(&server, true).await;
+    c.assert_alive().await;
+    c.send_raw(Message::Close(Some(CloseFrame {
+        code: 4001u16.into(),
+        reason: "bye".into(),
+    })))
+    .await;
+    c.expect_close(4001, "bye").await;
+
+    let mut bare = Client::connect(&server, true).await;
+    bare.assert_alive().await;
+    bare.send_raw(Message::Close(None)).await;
+    let m = bare.recv().await;
+    assert_eq!(m["type"], "__close", "{m}");
+    assert_eq!(m["code"], serde_json::Value::Null, "{m}");
+    server.shutdown.cancel();
+}
