@@ -14,7 +14,6 @@ use futures_util::stream::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 use super::live::{LiveGuard, LiveSession};
 use super::registry::Admission;
@@ -114,7 +113,6 @@ fn serve_admitted(
         let writer = tokio::spawn(write_loop(
             wire,
             outbox,
-            peer.overflowed().clone(),
             state.config.write_timeout,
             metrics.clone(),
         ));
@@ -413,18 +411,17 @@ fn is_over_size_limit(error: &tungstenite::Error) -> bool {
 /// nothing is left waiting on a client that does not read.
 async fn write_loop(
     mut wire: Wire,
-    rx: Outbox,
-    overflowed: CancellationToken,
+    mut rx: Outbox,
     write_timeout: Duration,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    let stalled = write_all(&mut wire, rx, &overflowed, write_timeout, &metrics).await;
+    let stalled = write_all(&mut wire, &mut rx, write_timeout, &metrics).await;
     if stalled.is_err() {
         tracing::warn!(
             timeout = ?write_timeout,
             "closing a client that stopped reading: a socket write stalled"
         );
-        overflowed.cancel();
+        rx.mark_slow();
     }
 }
 
@@ -454,14 +451,14 @@ async fn bounded<T>(
 /// Send the outbox until it ends, a close frame is sent or the socket fails.
 async fn write_all(
     wire: &mut Wire,
-    mut rx: Outbox,
-    overflowed: &CancellationToken,
+    rx: &mut Outbox,
     write_timeout: Duration,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), Stalled> {
     // One cancellation future for the task's life, not one per outbox wake: each
     // new one registers with the token and unregisters when dropped, a cost paid per
     // delivery batch (BENCHMARKS.md "Against a minimal broadcast server").
+    let overflowed = rx.overflowed().clone();
     let cancelled = overflowed.cancelled();
     tokio::pin!(cancelled);
     loop {
@@ -476,27 +473,26 @@ async fn write_all(
         };
         let Some(item) = item else { return Ok(()) };
         let (first, mut closed) = to_wire(item, metrics);
-        // What is already queued goes out in the same write: one syscall for a burst.
-        let next = if closed { None } else { rx.try_recv() };
-        let written = match next {
-            None => write_burst(wire, std::slice::from_ref(&first), write_timeout).await?,
-            Some(mut item) => {
-                let mut burst = Vec::with_capacity(MAX_BURST);
-                burst.push(first);
-                loop {
+        // What is already queued goes out in the same write (one syscall for a
+        // burst), taken from the outbox under one lock.
+        let mut rest = Vec::new();
+        if !closed {
+            rx.try_recv_many(MAX_BURST - 1, &mut rest);
+        }
+        let written = if rest.is_empty() {
+            write_burst(wire, std::slice::from_ref(&first), write_timeout).await?
+        } else {
+            let mut burst = Vec::with_capacity(1 + rest.len());
+            burst.push(first);
+            for item in rest {
+                // Nothing queued after a close frame is sent.
+                if !closed {
                     let (bytes, close) = to_wire(item, metrics);
                     burst.push(bytes);
                     closed = close;
-                    if closed || burst.len() == MAX_BURST {
-                        break;
-                    }
-                    match rx.try_recv() {
-                        Some(next) => item = next,
-                        None => break,
-                    }
                 }
-                write_burst(wire, &burst, write_timeout).await?
             }
+            write_burst(wire, &burst, write_timeout).await?
         };
         if closed || written.is_err() {
             return Ok(());
