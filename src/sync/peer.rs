@@ -168,7 +168,8 @@ impl Outbox {
         }
     }
 
-    /// The next item if one is queued now.
+    /// The next item if one is queued now (tests; the writer takes bursts).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn try_recv(&mut self) -> Option<Outgoing> {
         let Queued { item, own } = pop(&mut self.queue.items())?;
         self.queue.took_own(usize::from(own));
