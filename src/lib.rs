@@ -53,10 +53,8 @@ pub mod console;
 mod console;
 #[cfg(feature = "test-util")]
 pub mod protocol;
-// `frame::join`, the inverse of the frame codec, serves only the codec's tests; it is
-// to go behind `test-util` when protocol/ is next changed.
 #[cfg(not(feature = "test-util"))]
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 mod protocol;
 #[cfg(feature = "test-util")]
 pub mod server;
