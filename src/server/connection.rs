@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::Either;
+use futures_util::future::{Either, FutureExt};
 use futures_util::stream::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -90,20 +90,67 @@ async fn refuse(socket: Socket, code: u16, reason: &'static str) {
     }
 }
 
-/// An admitted connection, from its first frame to its close. A function returning
-/// an `async move` block, not an `async fn`: that would keep a second copy of every
-/// argument in the connection's state for its whole life.
-#[allow(clippy::manual_async_fn)] // the point: see above
+/// An admitted connection, from its first frame to its close. Not an `async move`
+/// block either: a block keeps what it captured in its state for its whole life,
+/// and most of these arguments only go into the opening. `lazy`'s closure holds
+/// them until the first poll (when a block's first step would have run), opens the
+/// connection there and hands back its future, which `flatten` runs in the
+/// closure's place: the connection's state holds only what its life needs.
 fn serve_admitted(
     state: Arc<AppState>,
     admission: Admission,
-    mut reader: Box<Reader>,
+    reader: Box<Reader>,
     wire: Wire,
     ip: IpAddr,
     user_agent: Option<String>,
     query_token: Option<String>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    async move {
+    futures_util::future::lazy(move |_| {
+        Connection::open(state, admission, reader, wire, ip, user_agent).serve(query_token)
+    })
+    .flatten()
+}
+
+/// A close frame of ours: its code and reason.
+type CloseFrame = (u16, &'static str);
+
+/// One admitted connection's state, for its whole life: its session, its side of
+/// the outbox, its live-session entry, its slot and its socket's read half. The
+/// loop's timers are not here: they are pinned in [`Connection::run_until_close`],
+/// the only place they are polled.
+struct Connection {
+    state: Arc<AppState>,
+    metrics: Arc<crate::metrics::Metrics>,
+    conn_id: u64,
+    session: Session,
+    peer: Arc<Peer>,
+    live: LiveGuard,
+    /// The connection's slot in the registry, given back at the close.
+    admission: Admission,
+    reader: Box<Reader>,
+    writer: tokio::task::JoinHandle<()>,
+    /// When the client last sent a frame (for the heartbeat timeout).
+    last_received: Instant,
+    /// The token expiry the deadline was last set for.
+    expiry_shown: Option<i64>,
+    /// What the live-session entry last showed (user, subscription count): it is
+    /// refreshed only when these move.
+    shown: (Option<String>, usize),
+    /// Whether the WebSocket layer can still read (for the linger after a close).
+    readable: bool,
+}
+
+impl Connection {
+    /// Set up an admitted connection: its outbox and the writer task, its
+    /// live-session entry and its session.
+    fn open(
+        state: Arc<AppState>,
+        admission: Admission,
+        reader: Box<Reader>,
+        wire: Wire,
+        ip: IpAddr,
+        user_agent: Option<String>,
+    ) -> Self {
         let metrics = state.sync.metrics.clone();
         metrics.connections_accepted.inc();
         metrics.connections_open.inc();
@@ -135,145 +182,219 @@ fn serve_admitted(
             Instant::now(),
         );
         session.persist_session();
-        let rejected_token = match &query_token {
-            Some(token) => Box::pin(session.authenticate_query_token(token, Instant::now()))
-                .await
-                .err(),
-            None => None,
-        };
+        Connection {
+            state,
+            metrics,
+            conn_id,
+            session,
+            peer,
+            live,
+            admission,
+            reader,
+            writer,
+            last_received: Instant::now(),
+            expiry_shown: None,
+            shown: (None, usize::MAX),
+            readable: true,
+        }
+    }
 
-        let heartbeat_every = state.config.heartbeat_interval;
+    /// The connection's life: the query token's check, the loop, the close. Not an
+    /// `async fn`, which would keep a second copy of the connection in its state.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    fn serve(
+        mut self,
+        query_token: Option<String>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            // Boxed, like every rare step (this check, the close) and a frame's
+            // handling (in the loop): their futures, with every handler nested in
+            // them, were most of this one's size, and this one lives as long as the
+            // connection — boxed, an idle connection does not carry them
+            // (BENCHMARKS.md, memory per idle connection).
+            let rejected = match &query_token {
+                Some(token) => {
+                    Box::pin(self.session.authenticate_query_token(token, Instant::now()))
+                        .await
+                        .err()
+                }
+                None => None,
+            };
+            let close_with = match rejected {
+                Some(CloseRequest { code, reason }) => Some((code, reason)),
+                None => self.run_until_close().await,
+            };
+            Box::pin(self.close(close_with)).await;
+        }
+    }
+
+    /// Read and answer the client until the connection is to end, and say with which
+    /// close frame of ours (`None`: none — the client closed or went away, or reads
+    /// too slowly for one). An `async fn`: its one argument is a reference, so there
+    /// is no copy to keep, and its timers live in its future only while it runs.
+    async fn run_until_close(&mut self) -> Option<CloseFrame> {
+        let heartbeat_every = self.state.config.heartbeat_interval;
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(state.config.auth_timeout);
-        tokio::pin!(auth_deadline);
-        let mut last_received = Instant::now();
+        let auth_deadline = tokio::time::sleep(self.state.config.auth_timeout);
+        // The heartbeat timeout counts from here, after the query token's check.
+        self.last_received = Instant::now();
         // The three reasons to end from outside, each polled in place for the connection's
         // life: a `cancelled()` future made inside the loop registered and removed a waiter
         // on its token (a lock each way) for every frame and every ack.
-        let shutting_down = state.connections_cancel.clone().cancelled_owned();
-        let kicked = live.kicked().clone().cancelled_owned();
-        let overflowed = peer.overflowed().clone().cancelled_owned();
-        tokio::pin!(shutting_down, kicked, overflowed);
-
+        let shutting_down = self.state.connections_cancel.clone().cancelled_owned();
+        let kicked = self.live.kicked().clone().cancelled_owned();
+        let overflowed = self.peer.overflowed().clone().cancelled_owned();
         // The session ends when its token expires; re-authentication moves the deadline.
         let never = Instant::now() + NO_DEADLINE;
         let token_deadline = tokio::time::sleep_until(never);
-        tokio::pin!(token_deadline);
-        let mut expiry_shown: Option<i64> = None;
-
-        // A frame's handling is boxed (below), like the rare steps (query-token check,
-        // close, linger): their futures, with every handler nested in them, were most of
-        // this one's size, and this one lives as long as the connection — boxed, an idle
-        // connection does not carry them (BENCHMARKS.md, memory per idle connection).
-        // Whether the WebSocket layer can still read (for the linger after a close).
-        let mut stream_readable = true;
-        // What the live-session entry last showed: it is refreshed only when these move.
-        let mut shown: (Option<String>, usize) = (None, usize::MAX);
-        let close_with: Option<(u16, &'static str)> = loop {
-            if let Some(CloseRequest { code, reason }) = rejected_token {
-                break Some((code, reason));
-            }
-            if session.expires_at_secs() != expiry_shown {
-                expiry_shown = session.expires_at_secs();
-                token_deadline
-                    .as_mut()
-                    .reset(expiry_shown.map_or(never, |secs| {
-                        instant_at_epoch_secs(secs, state.sync.now_ms())
-                    }));
-            }
-            let user = session.identity().map(|i| i.user_id.as_str());
-            let subscribed = session.subscriptions().count();
-            if user != shown.0.as_deref() || subscribed != shown.1 {
-                live.update(user, &mut session.subscriptions());
-                shown = (user.map(str::to_owned), subscribed);
-            }
+        tokio::pin!(
+            auth_deadline,
+            shutting_down,
+            kicked,
+            overflowed,
+            token_deadline
+        );
+        loop {
+            self.follow_token_expiry(token_deadline.as_mut(), never);
+            self.refresh_live_entry();
             tokio::select! {
-                _ = &mut shutting_down => break Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
+                _ = &mut shutting_down => return Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
                 _ = &mut kicked => {
-                    tracing::info!(conn_id, "session disconnected by an administrator");
-                    break Some((close::POLICY, DISCONNECTED_BY_ADMIN));
+                    tracing::info!(conn_id = self.conn_id, "session disconnected by an administrator");
+                    return Some((close::POLICY, DISCONNECTED_BY_ADMIN));
                 }
                 _ = &mut overflowed => {
-                    tracing::warn!(conn_id, "closing a client that reads too slowly");
-                    break None;
+                    tracing::warn!(conn_id = self.conn_id, "closing a client that reads too slowly");
+                    return None;
                 }
-                ack = session.next_ack() => session.reply(&ack).await,
+                ack = self.session.next_ack() => self.session.reply(&ack).await,
                 // Backpressure: while this connection's own replies wait unsent, or its
                 // queue of acks is at its bound (docs/protocol.md §7.11), its socket is
                 // not read (it is never closed for them).
-                _ = peer.room(), if peer.own_backlogged() => {}
-                frame = reader.next(), if !peer.own_backlogged() && !session.acks_full() => {
-                    let Some(frame) = frame else { break None };
-                    last_received = Instant::now();
-                    let now_ms = state.sync.now_ms();
+                _ = self.peer.room(), if self.peer.own_backlogged() => {}
+                frame = self.reader.next(), if !self.peer.own_backlogged() && !self.session.acks_full() => {
+                    // No frame: the client went away, and gets no close frame.
+                    let frame = frame?;
+                    self.last_received = Instant::now();
                     // The session reads no clock: it is handed the time the frame came.
-                    match Box::pin(on_frame(&mut session, &peer, frame, &live, last_received, now_ms, &metrics)).await {
-                        FrameOutcome::Handled => {}
-                        FrameOutcome::End { close, readable } => {
-                            stream_readable = readable;
-                            break close;
-                        }
+                    let now_ms = self.state.sync.now_ms();
+                    let handled = on_frame(&mut self.session, &self.peer, frame, &self.live, self.last_received, now_ms, &self.metrics);
+                    if let FrameOutcome::End { close, readable } = Box::pin(handled).await {
+                        self.readable = readable;
+                        return close;
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if last_received.elapsed() >= state.config.heartbeat_timeout {
-                        metrics.refused(Refusal::HeartbeatTimeout);
-                        break Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
+                    if let Some(close) = self.on_heartbeat() {
+                        return Some(close);
                     }
-                    peer.send_own(Outgoing::Ping);
-                    session.touch();
-                    session.sweep(Instant::now());
                 }
-                _ = &mut auth_deadline, if state.config.sync.auth_required && !session.is_authenticated() => {
-                    metrics.refused(Refusal::NotAuthenticated);
-                    break Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
+                _ = &mut auth_deadline, if self.state.config.sync.auth_required && !self.session.is_authenticated() => {
+                    self.metrics.refused(Refusal::NotAuthenticated);
+                    return Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
                 }
-                _ = &mut token_deadline, if expiry_shown.is_some() => {
-                    metrics.refused(Refusal::TokenExpired);
-                    tracing::info!(conn_id, "closing a session whose token expired");
-                    break Some((close::POLICY, close::TOKEN_EXPIRED));
+                _ = &mut token_deadline, if self.expiry_shown.is_some() => {
+                    self.metrics.refused(Refusal::TokenExpired);
+                    tracing::info!(conn_id = self.conn_id, "closing a session whose token expired");
+                    return Some((close::POLICY, close::TOKEN_EXPIRED));
                 }
             }
-        };
+        }
+    }
 
-        // Acks of writes already applied are sent before the close frame: an ack is a
-        // promise the client relies on, and shutdown drains storage before exiting.
-        if close_with.is_some() {
-            let budget = tokio::time::sleep(state.config.shutdown_timeout);
-            tokio::pin!(budget);
-            while session.has_pending_acks() {
-                tokio::select! {
-                    ack = session.next_ack() => session.reply(&ack).await,
-                    _ = &mut budget => break,
-                }
+    /// Move the token-expiry deadline to the session's expiry, if it changed (an
+    /// authentication or a re-authentication); `never` when it has none.
+    fn follow_token_expiry(&mut self, deadline: Pin<&mut tokio::time::Sleep>, never: Instant) {
+        let expiry = self.session.expires_at_secs();
+        if expiry != self.expiry_shown {
+            self.expiry_shown = expiry;
+            deadline.reset(expiry.map_or(never, |secs| {
+                instant_at_epoch_secs(secs, self.state.sync.now_ms())
+            }));
+        }
+    }
+
+    /// Show the session's user and subscriptions in its live-session entry, when
+    /// they moved since it was last shown.
+    fn refresh_live_entry(&mut self) {
+        let user = self.session.identity().map(|i| i.user_id.as_str());
+        let subscribed = self.session.subscriptions().count();
+        if user != self.shown.0.as_deref() || subscribed != self.shown.1 {
+            self.live.update(user, &mut self.session.subscriptions());
+            self.shown = (user.map(str::to_owned), subscribed);
+        }
+    }
+
+    /// A heartbeat tick: end a connection the client has not sent on for the
+    /// heartbeat timeout, or ping it and let the session sweep.
+    fn on_heartbeat(&mut self) -> Option<CloseFrame> {
+        if self.last_received.elapsed() >= self.state.config.heartbeat_timeout {
+            self.metrics.refused(Refusal::HeartbeatTimeout);
+            return Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
+        }
+        self.peer.send_own(Outgoing::Ping);
+        self.session.touch();
+        self.session.sweep(Instant::now());
+        None
+    }
+
+    /// The orderly close: the acks still owed, the session's close, our close frame
+    /// (if any), the writer's drain, the slot given back, and the linger. Boxed by
+    /// the caller, like every rare step: it takes the connection by value, and inline
+    /// it would be a second connection in the connection's state. Not an `async fn`
+    /// (like [`Connection::serve`]): that would copy the connection inside its future.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    fn close(
+        mut self,
+        close_with: Option<CloseFrame>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            if close_with.is_some() {
+                drain_acks(&mut self.session, self.state.config.shutdown_timeout).await;
+            }
+            // Boxed on its own as well: the rest of the close (the writer's drain, the
+            // linger) can wait seconds, and need not keep this step's state meanwhile.
+            Box::pin(self.session.close()).await;
+            if let Some((code, reason)) = close_with {
+                self.peer.send_own(Outgoing::Close {
+                    code: Some(code),
+                    reason: reason.into(),
+                });
+            } else if self.peer.overflowed().is_cancelled() {
+                self.metrics.slow_clients_closed.inc();
+                self.metrics.refused(Refusal::SlowClient);
+            }
+            drop(self.session);
+            drop(self.peer);
+            // A writer still busy after the drain is left to finish on its own (a client
+            // that reads late still gets its close frame): every socket write it makes
+            // is bounded by the write timeout, so it cannot hold the socket for ever.
+            let written = tokio::time::timeout(WRITER_DRAIN, self.writer).await;
+            // The connection is over for the server (its slot, its live entry, its
+            // gauge); only the socket waits for the peer to read the close.
+            drop(self.live);
+            drop(self.admission);
+            self.metrics.connections_open.dec();
+            tracing::debug!(conn_id = self.conn_id, "connection closed");
+            if let (Some(_), Ok(Ok(()))) = (close_with, written) {
+                linger(self.reader, self.readable).await;
             }
         }
-        Box::pin(session.close()).await;
-        if let Some((code, reason)) = close_with {
-            peer.send_own(Outgoing::Close {
-                code: Some(code),
-                reason: reason.into(),
-            });
-        } else if peer.overflowed().is_cancelled() {
-            metrics.slow_clients_closed.inc();
-            metrics.refused(Refusal::SlowClient);
-        }
-        drop(session);
-        drop(peer);
-        // A writer still busy after the drain is left to finish on its own (a client
-        // that reads late still gets its close frame): every socket write it makes is
-        // bounded by the write timeout, so it cannot hold the socket for ever.
-        let written = tokio::time::timeout(WRITER_DRAIN, writer).await;
-        // The connection is over for the server (its slot, its live entry, its gauge);
-        // only the socket waits for the peer to read the close.
-        drop(live);
-        drop(admission);
-        metrics.connections_open.dec();
-        tracing::debug!(conn_id, "connection closed");
-        if let (Some(_), Ok(Ok(()))) = (close_with, written) {
-            Box::pin(linger(reader, stream_readable)).await;
+    }
+}
+
+/// Send the acks of writes already applied before the close frame, within `budget`:
+/// an ack is a promise the client relies on, and shutdown drains storage before
+/// exiting.
+async fn drain_acks(session: &mut Session, budget: Duration) {
+    let budget = tokio::time::sleep(budget);
+    tokio::pin!(budget);
+    while session.has_pending_acks() {
+        tokio::select! {
+            ack = session.next_ack() => session.reply(&ack).await,
+            _ = &mut budget => break,
         }
     }
 }
