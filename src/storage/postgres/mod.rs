@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres};
 
 use super::shape::{clock_json, cutoff, from_db, snapshot_size, to_db};
 use super::{
@@ -107,6 +107,11 @@ pub(crate) fn classify(e: sqlx::Error) -> StorageError {
     }
 }
 
+/// A statement with its arguments bound, ready to run on the pool.
+type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+/// [`Query`] whose rows decode as `T`.
+type QueryAs<'q, T> = sqlx::query::QueryAs<'q, Postgres, T, PgArguments>;
+
 /// The PostgreSQL adapter.
 pub struct PostgresStorage {
     pool: PgPool,
@@ -147,39 +152,100 @@ impl PostgresStorage {
         result
     }
 
-    /// A read's rows, converted: `observe_query`, then each row's [`IntoRow`].
-    #[cfg(any(test, feature = "test-util"))]
-    fn rows<D: IntoRow>(
-        &self,
-        result: Result<Vec<D>, sqlx::Error>,
-    ) -> Result<Vec<D::Row>, StorageError> {
-        self.observe_query(result)?
+    /// Every row `query` selects, observed like any statement.
+    async fn fetch_all<'q, T>(&self, query: QueryAs<'q, T>) -> Result<Vec<T>, StorageError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        let result = query.fetch_all(&self.pool).await;
+        self.observe_query(result)
+    }
+
+    /// A read's rows, converted: [`Self::fetch_all`], then each row's [`IntoRow`].
+    async fn fetch_rows<'q, D>(&self, query: QueryAs<'q, D>) -> Result<Vec<D::Row>, StorageError>
+    where
+        D: IntoRow + Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        self.fetch_all(query)
+            .await?
             .into_iter()
             .map(D::into_row)
             .collect()
+    }
+
+    /// [`Self::fetch_rows`] for a read of at most one row.
+    async fn fetch_optional_row<'q, D>(
+        &self,
+        query: QueryAs<'q, D>,
+    ) -> Result<Option<D::Row>, StorageError>
+    where
+        D: IntoRow + Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        let result = query.fetch_optional(&self.pool).await;
+        self.observe_query(result)?.map(D::into_row).transpose()
+    }
+
+    /// [`Self::fetch_rows`] for a write that returns exactly one row.
+    async fn fetch_one_row<'q, D>(&self, query: QueryAs<'q, D>) -> Result<D::Row, StorageError>
+    where
+        D: IntoRow + Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        let result = query.fetch_one(&self.pool).await;
+        self.observe_query(result)?.into_row()
+    }
+
+    /// Run one statement outside a transaction; the rows it affected.
+    async fn execute(&self, query: Query<'_>) -> Result<u64, StorageError> {
+        let result = query.execute(&self.pool).await;
+        self.observe_query(result).map(affected)
     }
 
     /// One page of a listing: `sql` takes the page's `LIMIT $1 OFFSET $2`.
     #[cfg(any(test, feature = "test-util"))]
     async fn page<D>(&self, sql: &str, limit: u32, offset: u32) -> Result<Vec<D::Row>, StorageError>
     where
-        D: IntoRow + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+        D: IntoRow + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
     {
-        let result = sqlx::query_as::<_, D>(sql)
+        let query = sqlx::query_as::<_, D>(sql)
             .bind(count(limit))
-            .bind(count(offset))
-            .fetch_all(&self.pool)
-            .await;
-        self.rows(result)
+            .bind(count(offset));
+        self.fetch_rows(query).await
     }
 
-    /// [`Self::rows`] for a read of at most one row.
+    /// At most `limit` rows of one document: `sql` takes the document as `$1` and
+    /// the limit as `$2`.
     #[cfg(any(test, feature = "test-util"))]
-    fn optional_row<D: IntoRow>(
+    async fn document_rows<D>(
         &self,
-        result: Result<Option<D>, sqlx::Error>,
-    ) -> Result<Option<D::Row>, StorageError> {
-        self.observe_query(result)?.map(D::into_row).transpose()
+        sql: &str,
+        document_id: &str,
+        limit: u32,
+    ) -> Result<Vec<D::Row>, StorageError>
+    where
+        D: IntoRow + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let query = sqlx::query_as::<_, D>(sql)
+            .bind(document_id)
+            .bind(count(limit));
+        self.fetch_rows(query).await
+    }
+
+    /// A clock write in one transaction: the document row first, as clock rows
+    /// reference it, then `write`.
+    #[cfg(any(test, feature = "test-util"))]
+    async fn write_clock(&self, document_id: &str, write: Query<'_>) -> Result<(), StorageError> {
+        let result = async {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            sqlx::query(ENSURE_DOCUMENT)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            write.execute(&mut *tx).await.map_err(classify)?;
+            tx.commit().await.map_err(classify)
+        }
+        .await;
+        self.observe(result)
     }
 
     /// `observe` for a single statement's result, its error classified first.
@@ -341,6 +407,37 @@ impl IntoRow for SnapshotDb {
             // default means.
             compressed: self.compressed.unwrap_or(false),
             created_at: self.created_at,
+        })
+    }
+}
+
+/// A `maintenance_runs` row.
+#[derive(sqlx::FromRow)]
+struct RunDb {
+    id: i64,
+    job: String,
+    scheduled_for: DateTime<Utc>,
+    instance_id: String,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    outcome: String,
+    counts: Value,
+    error: Option<String>,
+}
+
+impl IntoRow for RunDb {
+    type Row = RunRecord;
+    fn into_row(self) -> Result<RunRecord, StorageError> {
+        Ok(RunRecord {
+            id: self.id,
+            job: self.job,
+            scheduled_for: self.scheduled_for,
+            instance_id: self.instance_id,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            outcome: self.outcome,
+            counts: self.counts,
+            error: self.error,
         })
     }
 }
@@ -530,10 +627,17 @@ impl PostgresStorage {
 }
 
 /// Insert a session row, or refresh `last_seen` and `metadata` of an existing one.
-const SAVE_SESSION: &str =
-    "INSERT INTO sessions (id, user_id, client_id, connected_at, last_seen, metadata) \
-     VALUES ($1, $2, $3, NOW(), NOW(), $4::jsonb) \
-     ON CONFLICT (id) DO UPDATE SET last_seen = NOW(), metadata = EXCLUDED.metadata";
+fn upsert_session(session: &super::SessionRecord) -> Query<'_> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, client_id, connected_at, last_seen, metadata) \
+         VALUES ($1, $2, $3, NOW(), NOW(), $4::jsonb) \
+         ON CONFLICT (id) DO UPDATE SET last_seen = NOW(), metadata = EXCLUDED.metadata",
+    )
+    .bind(&session.id)
+    .bind(&session.user_id)
+    .bind(&session.client_id)
+    .bind(session.metadata.as_json())
+}
 
 #[async_trait]
 impl SyncStore for PostgresStorage {
@@ -567,8 +671,7 @@ impl SyncStore for PostgresStorage {
     }
 
     async fn health_check(&self) -> Result<(), StorageError> {
-        let result = sqlx::query("SELECT 1").execute(&self.pool).await;
-        self.observe_query(result).map(drop)
+        self.execute(sqlx::query("SELECT 1")).await.map(drop)
     }
 
     async fn load_document(&self, id: &str) -> Result<Option<StoredDocument>, StorageError> {
@@ -594,11 +697,7 @@ impl SyncStore for PostgresStorage {
         let result = async {
             let mut tx = self.pool.begin().await.map_err(classify)?;
             for session in &batch.upserts {
-                sqlx::query(SAVE_SESSION)
-                    .bind(&session.id)
-                    .bind(&session.user_id)
-                    .bind(&session.client_id)
-                    .bind(session.metadata.as_json())
+                upsert_session(session)
                     .execute(&mut *tx)
                     .await
                     .map_err(classify)?;
@@ -631,11 +730,9 @@ impl SyncStore for PostgresStorage {
         if ids.is_empty() {
             return Ok(());
         }
-        let result = sqlx::query("UPDATE sessions SET last_seen = NOW() WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pool)
-            .await;
-        self.observe_query(result).map(drop)
+        let query =
+            sqlx::query("UPDATE sessions SET last_seen = NOW() WHERE id = ANY($1)").bind(ids);
+        self.execute(query).await.map(drop)
     }
 }
 
@@ -646,46 +743,38 @@ impl MaintenanceStore for PostgresStorage {
         threshold: u64,
         limit: u32,
     ) -> Result<Vec<(String, u64)>, StorageError> {
-        let result: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+        let query = sqlx::query_as(
             "SELECT document_id::text, count(*) FROM deltas GROUP BY document_id \
              HAVING count(*) > $1 ORDER BY count(*) DESC, document_id LIMIT $2",
         )
         .bind(to_db(threshold))
-        .bind(count(limit))
-        .fetch_all(&self.pool)
-        .await;
-        Ok(self
-            .observe_query(result)?
-            .into_iter()
-            .map(|(doc, n)| (doc, from_db(n)))
-            .collect())
+        .bind(count(limit));
+        let rows: Vec<(String, i64)> = self.fetch_all(query).await?;
+        Ok(rows.into_iter().map(|(doc, n)| (doc, from_db(n))).collect())
     }
 
     async fn save_snapshot(&self, snapshot: &NewSnapshot) -> Result<SnapshotRow, StorageError> {
-        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+        let sql = format!(
             "INSERT INTO snapshots (document_id, state, version, size_bytes, compressed) \
              VALUES ($1, $2, $3, $4, $5) RETURNING {SNAPSHOT_COLUMNS}"
-        ))
-        .bind(&snapshot.document_id)
-        .bind(&snapshot.state)
-        .bind(clock_json(&snapshot.version))
-        .bind(snapshot_size(&snapshot.state))
-        .bind(snapshot.compressed)
-        .fetch_one(&self.pool)
-        .await;
-        self.observe_query(result)?.into_row()
+        );
+        let query = sqlx::query_as::<_, SnapshotDb>(&sql)
+            .bind(&snapshot.document_id)
+            .bind(&snapshot.state)
+            .bind(clock_json(&snapshot.version))
+            .bind(snapshot_size(&snapshot.state))
+            .bind(snapshot.compressed);
+        self.fetch_one_row(query).await
     }
 
     async fn compact(&self, document_id: &str) -> Result<u64, StorageError> {
         // No snapshot: the subquery is NULL and nothing compares <= NULL.
-        let result = sqlx::query(
+        let query = sqlx::query(
             "DELETE FROM deltas WHERE document_id = $1 AND timestamp <= \
              (SELECT max(created_at) FROM snapshots WHERE document_id = $1)",
         )
-        .bind(document_id)
-        .execute(&self.pool)
-        .await;
-        self.observe_query(result).map(affected)
+        .bind(document_id);
+        self.execute(query).await
     }
 
     async fn cleanup(&self, options: &CleanupOptions) -> Result<CleanupCounts, StorageError> {
@@ -713,104 +802,53 @@ impl MaintenanceStore for PostgresStorage {
     }
 
     async fn finish_run(&self, id: i64, outcome: &RunOutcome) -> Result<(), StorageError> {
-        let result = sqlx::query(
-            "UPDATE maintenance_runs SET finished_at = NOW(), outcome = $2, counts = $3, error = $4 \
-             WHERE id = $1",
+        let query = sqlx::query(
+            "UPDATE maintenance_runs SET finished_at = NOW(), outcome = $2, counts = $3, \
+             error = $4 WHERE id = $1",
         )
         .bind(id)
         .bind(outcome.status.label())
         .bind(&outcome.counts)
-        .bind(outcome.error.as_deref())
-        .execute(&self.pool)
-        .await;
-        self.observe_query(result).map(|_| ())
+        .bind(outcome.error.as_deref());
+        self.execute(query).await.map(drop)
     }
 
     async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
-        type Row = (
-            i64,
-            String,
-            DateTime<Utc>,
-            String,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            String,
-            Value,
-            Option<String>,
-        );
-        let result: Result<Vec<Row>, _> = sqlx::query_as(
-            "SELECT id, job::text, scheduled_for, instance_id::text, started_at, finished_at, \
-             outcome::text, counts, error FROM maintenance_runs ORDER BY started_at DESC, id DESC \
-             LIMIT $1",
+        let query = sqlx::query_as::<_, RunDb>(
+            "SELECT id, job::text AS job, scheduled_for, instance_id::text AS instance_id, \
+             started_at, finished_at, outcome::text AS outcome, counts, error \
+             FROM maintenance_runs ORDER BY started_at DESC, id DESC LIMIT $1",
         )
-        .bind(count(limit))
-        .fetch_all(&self.pool)
-        .await;
-        Ok(self
-            .observe_query(result)?
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    job,
-                    scheduled_for,
-                    instance_id,
-                    started_at,
-                    finished_at,
-                    outcome,
-                    counts,
-                    error,
-                )| {
-                    RunRecord {
-                        id,
-                        job,
-                        scheduled_for,
-                        instance_id,
-                        started_at,
-                        finished_at,
-                        outcome,
-                        counts,
-                        error,
-                    }
-                },
-            )
-            .collect())
+        .bind(count(limit));
+        self.fetch_rows(query).await
     }
 }
 
 #[async_trait]
 impl AdminStore for PostgresStorage {
     async fn get_document(&self, id: &str) -> Result<Option<DocumentRow>, StorageError> {
-        let result = sqlx::query_as::<_, DocumentDb>(&format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await;
-        self.observe_query(result).map(|r| r.map(DocumentRow::from))
+        let sql = format!("SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = $1");
+        let query = sqlx::query_as::<_, DocumentDb>(&sql).bind(id);
+        self.fetch_optional_row(query).await
     }
 
     async fn get_vector_clock(
         &self,
         document_id: &str,
     ) -> Result<BTreeMap<String, u64>, StorageError> {
-        let result = sqlx::query_as::<_, (String, i64)>(
+        let query = sqlx::query_as(
             "SELECT client_id, clock_value FROM vector_clocks WHERE document_id = $1",
         )
-        .bind(document_id)
-        .fetch_all(&self.pool)
-        .await;
-        self.observe_query(result)
-            .map(|rows| rows.into_iter().map(|(c, v)| (c, from_db(v))).collect())
+        .bind(document_id);
+        let rows: Vec<(String, i64)> = self.fetch_all(query).await?;
+        Ok(rows.into_iter().map(|(c, v)| (c, from_db(v))).collect())
     }
 
     async fn delete_document(&self, id: &str) -> Result<bool, StorageError> {
         // Clocks, deltas and snapshots go with it (ON DELETE CASCADE).
-        let result = sqlx::query("DELETE FROM documents WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await;
-        self.observe_query(result).map(|r| affected(r) > 0)
+        self.execute(sqlx::query("DELETE FROM documents WHERE id = $1").bind(id))
+            .await
+            .map(|n| n > 0)
     }
 
     async fn clear_all(&self) -> Result<u64, StorageError> {
@@ -844,29 +882,23 @@ impl CompatStore for PostgresStorage {
 
     async fn save_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
         // The update branch fires the triggers: `updated_at = NOW()`, `version + 1`.
-        let result = sqlx::query_as::<_, DocumentDb>(&format!(
+        let sql = format!(
             "INSERT INTO documents (id, state, version) VALUES ($1, $2, 1) \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = NOW() \
              RETURNING {DOCUMENT_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(state)
-        .fetch_one(&self.pool)
-        .await;
-        self.observe_query(result).map(DocumentRow::from)
+        );
+        let query = sqlx::query_as::<_, DocumentDb>(&sql).bind(id).bind(state);
+        self.fetch_one_row(query).await
     }
 
     async fn update_document(&self, id: &str, state: &Value) -> Result<DocumentRow, StorageError> {
-        let result = sqlx::query_as::<_, DocumentDb>(&format!(
+        let sql = format!(
             "UPDATE documents SET state = $2, updated_at = NOW() WHERE id = $1 \
              RETURNING {DOCUMENT_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(state)
-        .fetch_optional(&self.pool)
-        .await;
-        match self.observe_query(result)? {
-            Some(row) => Ok(row.into()),
+        );
+        let query = sqlx::query_as::<_, DocumentDb>(&sql).bind(id).bind(state);
+        match self.fetch_optional_row(query).await? {
+            Some(row) => Ok(row),
             None => Err(StorageError::NotFound {
                 kind: "Document",
                 id: id.to_owned(),
@@ -893,28 +925,15 @@ impl CompatStore for PostgresStorage {
         client_id: &str,
         value: u64,
     ) -> Result<(), StorageError> {
-        let result = async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
-            sqlx::query(ENSURE_DOCUMENT)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            sqlx::query(
-                "INSERT INTO vector_clocks (document_id, client_id, clock_value) \
-                 VALUES ($1, $2, $3) ON CONFLICT (document_id, client_id) \
-                 DO UPDATE SET clock_value = EXCLUDED.clock_value, updated_at = NOW()",
-            )
-            .bind(document_id)
-            .bind(client_id)
-            .bind(to_db(value))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            tx.commit().await.map_err(classify)
-        }
-        .await;
-        self.observe(result)
+        let write = sqlx::query(
+            "INSERT INTO vector_clocks (document_id, client_id, clock_value) \
+             VALUES ($1, $2, $3) ON CONFLICT (document_id, client_id) \
+             DO UPDATE SET clock_value = EXCLUDED.clock_value, updated_at = NOW()",
+        )
+        .bind(document_id)
+        .bind(client_id)
+        .bind(to_db(value));
+        self.write_clock(document_id, write).await
     }
 
     async fn merge_vector_clock(
@@ -927,49 +946,35 @@ impl CompatStore for PostgresStorage {
         }
         let clients: Vec<&str> = clock.keys().map(String::as_str).collect();
         let values: Vec<i64> = clock.values().map(|v| to_db(*v)).collect();
-        let result = async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
-            sqlx::query(ENSURE_DOCUMENT)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            sqlx::query(
-                "INSERT INTO vector_clocks (document_id, client_id, clock_value) \
-                 SELECT $1, u.c, u.v FROM UNNEST($2::text[], $3::int8[]) AS u(c, v) \
-                 ON CONFLICT (document_id, client_id) DO UPDATE SET \
-                 clock_value = GREATEST(vector_clocks.clock_value, EXCLUDED.clock_value), \
-                 updated_at = NOW()",
-            )
-            .bind(document_id)
-            .bind(&clients)
-            .bind(&values)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            tx.commit().await.map_err(classify)
-        }
-        .await;
-        self.observe(result)
+        let write = sqlx::query(
+            "INSERT INTO vector_clocks (document_id, client_id, clock_value) \
+             SELECT $1, u.c, u.v FROM UNNEST($2::text[], $3::int8[]) AS u(c, v) \
+             ON CONFLICT (document_id, client_id) DO UPDATE SET \
+             clock_value = GREATEST(vector_clocks.clock_value, EXCLUDED.clock_value), \
+             updated_at = NOW()",
+        )
+        .bind(document_id)
+        .bind(&clients)
+        .bind(&values);
+        self.write_clock(document_id, write).await
     }
 
     async fn save_delta(&self, delta: &NewDelta) -> Result<DeltaRow, StorageError> {
-        let result = sqlx::query_as::<_, DeltaDb>(&format!(
+        let sql = format!(
             "INSERT INTO deltas (document_id, client_id, operation_type, field_path, value, \
              clock_value, max_clock_value) VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, $6)) \
              RETURNING {DELTA_COLUMNS}"
-        ))
-        .bind(&delta.document_id)
-        .bind(&delta.client_id)
-        .bind(delta.operation.as_str())
-        .bind(&delta.field_path)
-        // `None` binds SQL NULL; `Some(Value::Null)` binds JSON `null`.
-        .bind(&delta.value)
-        .bind(to_db(delta.clock_value))
-        .bind(delta.max_clock_value.map(to_db))
-        .fetch_one(&self.pool)
-        .await;
-        self.observe_query(result)?.into_row()
+        );
+        let query = sqlx::query_as::<_, DeltaDb>(&sql)
+            .bind(&delta.document_id)
+            .bind(&delta.client_id)
+            .bind(delta.operation.as_str())
+            .bind(&delta.field_path)
+            // `None` binds SQL NULL; `Some(Value::Null)` binds JSON `null`.
+            .bind(&delta.value)
+            .bind(to_db(delta.clock_value))
+            .bind(delta.max_clock_value.map(to_db));
+        self.fetch_one_row(query).await
     }
 
     async fn get_deltas(
@@ -978,15 +983,12 @@ impl CompatStore for PostgresStorage {
         limit: u32,
     ) -> Result<Vec<DeltaRow>, StorageError> {
         // The reverse of the order fields are rebuilt in (`timestamp, id`).
-        let result = sqlx::query_as::<_, DeltaDb>(&format!(
+        let sql = format!(
             "SELECT {DELTA_COLUMNS} FROM deltas WHERE document_id = $1 \
              ORDER BY timestamp DESC, id DESC LIMIT $2"
-        ))
-        .bind(document_id)
-        .bind(count(limit))
-        .fetch_all(&self.pool)
-        .await;
-        self.rows(result)
+        );
+        self.document_rows::<DeltaDb>(&sql, document_id, limit)
+            .await
     }
 
     async fn get_deltas_since(
@@ -997,27 +999,19 @@ impl CompatStore for PostgresStorage {
     ) -> Result<Vec<DeltaRow>, StorageError> {
         // Served by idx_deltas_document_max_clock; rows without the column (written
         // by another server after migration 2) are not "since" anything.
-        let result = sqlx::query_as::<_, DeltaDb>(&format!(
+        let sql = format!(
             "SELECT {DELTA_COLUMNS} FROM deltas WHERE document_id = $1 AND max_clock_value > $2 \
              ORDER BY timestamp ASC, id ASC LIMIT $3"
-        ))
-        .bind(document_id)
-        .bind(to_db(since))
-        .bind(count(limit))
-        .fetch_all(&self.pool)
-        .await;
-        self.rows(result)
+        );
+        let query = sqlx::query_as::<_, DeltaDb>(&sql)
+            .bind(document_id)
+            .bind(to_db(since))
+            .bind(count(limit));
+        self.fetch_rows(query).await
     }
 
     async fn save_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
-        let result = sqlx::query(SAVE_SESSION)
-            .bind(&session.id)
-            .bind(&session.user_id)
-            .bind(&session.client_id)
-            .bind(session.metadata.as_json())
-            .execute(&self.pool)
-            .await;
-        self.observe_query(result).map(drop)
+        self.execute(upsert_session(session)).await.map(drop)
     }
 
     async fn update_session(
@@ -1026,34 +1020,28 @@ impl CompatStore for PostgresStorage {
         last_seen: DateTime<Utc>,
         metadata: Option<&Value>,
     ) -> Result<bool, StorageError> {
-        let result = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sessions SET last_seen = $2, metadata = COALESCE($3, metadata) WHERE id = $1",
         )
         .bind(id)
         .bind(last_seen)
-        .bind(metadata)
-        .execute(&self.pool)
-        .await;
-        self.observe_query(result).map(|r| affected(r) > 0)
+        .bind(metadata);
+        self.execute(query).await.map(|n| n > 0)
     }
 
     async fn delete_session(&self, id: &str) -> Result<bool, StorageError> {
-        let result = sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await;
-        self.observe_query(result).map(|r| affected(r) > 0)
+        self.execute(sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id))
+            .await
+            .map(|n| n > 0)
     }
 
     async fn get_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StorageError> {
-        let result = sqlx::query_as::<_, SessionDb>(&format!(
+        let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 \
              ORDER BY last_seen DESC, id ASC"
-        ))
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await;
-        self.rows(result)
+        );
+        let query = sqlx::query_as::<_, SessionDb>(&sql).bind(user_id);
+        self.fetch_rows(query).await
     }
 
     async fn list_sessions(
@@ -1069,27 +1057,21 @@ impl CompatStore for PostgresStorage {
     }
 
     async fn get_snapshot(&self, id: uuid::Uuid) -> Result<Option<SnapshotRow>, StorageError> {
-        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
-            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1::uuid"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await;
-        self.optional_row(result)
+        let sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1::uuid");
+        let query = sqlx::query_as::<_, SnapshotDb>(&sql).bind(id.to_string());
+        self.fetch_optional_row(query).await
     }
 
     async fn latest_snapshot(
         &self,
         document_id: &str,
     ) -> Result<Option<SnapshotRow>, StorageError> {
-        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+        let sql = format!(
             "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE document_id = $1 \
              ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(document_id)
-        .fetch_optional(&self.pool)
-        .await;
-        self.optional_row(result)
+        );
+        let query = sqlx::query_as::<_, SnapshotDb>(&sql).bind(document_id);
+        self.fetch_optional_row(query).await
     }
 
     async fn list_snapshots(
@@ -1097,22 +1079,17 @@ impl CompatStore for PostgresStorage {
         document_id: &str,
         limit: u32,
     ) -> Result<Vec<SnapshotRow>, StorageError> {
-        let result = sqlx::query_as::<_, SnapshotDb>(&format!(
+        let sql = format!(
             "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE document_id = $1 \
              ORDER BY created_at DESC, id DESC LIMIT $2"
-        ))
-        .bind(document_id)
-        .bind(count(limit))
-        .fetch_all(&self.pool)
-        .await;
-        self.rows(result)
+        );
+        self.document_rows::<SnapshotDb>(&sql, document_id, limit)
+            .await
     }
 
     async fn delete_snapshot(&self, id: uuid::Uuid) -> Result<bool, StorageError> {
-        let result = sqlx::query("DELETE FROM snapshots WHERE id = $1::uuid")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await;
-        self.observe_query(result).map(|r| affected(r) > 0)
+        self.execute(sqlx::query("DELETE FROM snapshots WHERE id = $1::uuid").bind(id.to_string()))
+            .await
+            .map(|n| n > 0)
     }
 }
