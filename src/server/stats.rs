@@ -508,30 +508,32 @@ fn per_type(map: &Option<std::collections::BTreeMap<String, u64>>) -> Vec<(Strin
         .collect()
 }
 
+/// One table entry; `metric!` and `samples!` differ only in the [`Source`] variant
+/// and what its function reads.
+macro_rules! metric_def {
+    ($source:ident($arg:ty), $name:literal, $kind:ident, $unit:expr, $help:literal, |$s:ident| $value:expr) => {
+        MetricDef {
+            name: $name,
+            kind: Kind::$kind,
+            unit: $unit,
+            help: $help,
+            source: Source::$source(|$s: &$arg| $value),
+        }
+    };
+}
+
 macro_rules! metric {
     ($name:literal, $kind:ident, $help:literal, |$s:ident| $value:expr) => {
         metric!($name, $kind, None, $help, |$s| $value)
     };
     ($name:literal, $kind:ident, $unit:expr, $help:literal, |$s:ident| $value:expr) => {
-        MetricDef {
-            name: $name,
-            kind: Kind::$kind,
-            unit: $unit,
-            help: $help,
-            source: Source::Value(|$s: &Stats| $value),
-        }
+        metric_def!(Value(Stats), $name, $kind, $unit, $help, |$s| $value)
     };
 }
 
 macro_rules! samples {
     ($name:literal, $kind:ident, $unit:expr, $help:literal, |$s:ident| $value:expr) => {
-        MetricDef {
-            name: $name,
-            kind: Kind::$kind,
-            unit: $unit,
-            help: $help,
-            source: Source::Samples(|$s: &Scrape| $value),
-        }
+        metric_def!(Samples(Scrape), $name, $kind, $unit, $help, |$s| $value)
     };
 }
 
