@@ -84,16 +84,28 @@ impl PostgresAwarenessStore {
             "SELECT EXISTS (SELECT 1 FROM awareness_states \
              WHERE document_id = $1 AND client_id = $2 AND NOT {MAY_REPLACE})"
         );
-        sqlx::query_scalar(&sql)
-            .bind(&update.document_id)
-            .bind(&update.client_id)
-            .bind(&update.connection_id)
-            .bind(&update.user_id)
-            .bind(self.cutoff_ms(update.now_ms))
+        let row = owned(&sql, update, self.cutoff_ms(update.now_ms))
             .fetch_one(&self.pool)
             .await
-            .map_err(unavailable("ownership check"))
+            .map_err(unavailable("ownership check"))?;
+        row.try_get(0).map_err(unavailable("ownership check"))
     }
+}
+
+/// `sql` with the parameters every owner-checked statement takes: the entry
+/// (`$1` document, `$2` client) and who may replace it (`$3`–`$5`, see
+/// [`MAY_REPLACE`]).
+fn owned<'q>(
+    sql: &'q str,
+    update: &'q AwarenessUpdate,
+    cutoff: i64,
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(&update.document_id)
+        .bind(&update.client_id)
+        .bind(&update.connection_id)
+        .bind(&update.user_id)
+        .bind(cutoff)
 }
 
 /// Clamp epoch milliseconds into the range `to_timestamp` accepts.
@@ -153,12 +165,7 @@ impl AwarenessStore for PostgresAwarenessStore {
             let sql = format!(
                 "DELETE FROM awareness_states WHERE document_id = $1 AND client_id = $2 AND {MAY_REPLACE}"
             );
-            let done = sqlx::query(&sql)
-                .bind(&update.document_id)
-                .bind(&update.client_id)
-                .bind(&update.connection_id)
-                .bind(&update.user_id)
-                .bind(cutoff)
+            let done = owned(&sql, &update, cutoff)
                 .execute(&self.pool)
                 .await
                 .map_err(unavailable("leave"))?;
@@ -181,12 +188,7 @@ impl AwarenessStore for PostgresAwarenessStore {
                  last_seen = EXCLUDED.last_seen \
              WHERE awareness_states.clock_value < EXCLUDED.clock_value AND {MAY_REPLACE}"
         );
-        let done = sqlx::query(&sql)
-            .bind(&update.document_id)
-            .bind(&update.client_id)
-            .bind(&update.connection_id)
-            .bind(&update.user_id)
-            .bind(cutoff)
+        let done = owned(&sql, &update, cutoff)
             .bind(&state)
             .bind(i64::try_from(update.clock).unwrap_or(i64::MAX))
             .bind(sql_ms(update.now_ms))
