@@ -150,6 +150,23 @@ redis.call('PEXPIRE', KEYS[4], ARGV[5])
 return 1
 ";
 
+/// Prepended to the scripts that remove entries: `forget_if_empty` drops a document
+/// whose hash is gone (its expiry zset and its member of the document set);
+/// `remove` deletes one client's entry and then does that.
+const REMOVE_LUA: &str = r"
+local function forget_if_empty(hash, zset, docs, doc)
+  if redis.call('EXISTS', hash) == 0 then
+    redis.call('DEL', zset)
+    redis.call('SREM', docs, doc)
+  end
+end
+local function remove(hash, zset, docs, client, doc)
+  redis.call('HDEL', hash, client)
+  redis.call('ZREM', zset, client)
+  forget_if_empty(hash, zset, docs, doc)
+end
+";
+
 /// Leave: remove what is stored unless another connection and user own the live
 /// entry (then 2). KEYS: hash, zset, document set, the leaving connection's index.
 /// ARGV: client id, document id, index member, connection id, user id, now.
@@ -158,13 +175,8 @@ local entry = load(KEYS[1], ARGV[1])
 if entry and foreign(entry, ARGV[4], ARGV[5], ARGV[6]) then
   return 2
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[3], ARGV[2])
-end
+remove(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 return 1
 ";
 
@@ -181,12 +193,7 @@ local ok, entry = pcall(cjson.decode, stored)
 if not ok or type(entry) ~= 'table' or entry['connectionId'] ~= ARGV[4] then
   return false
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[3], ARGV[2])
-end
+remove(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 return stored
 ";
 
@@ -224,10 +231,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[3], ARGV[2])
-end
+forget_if_empty(KEYS[1], KEYS[2], KEYS[3], ARGV[2])
 return out
 ";
 
@@ -328,11 +332,11 @@ impl RedisAwarenessStore {
             timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
             scripts: Scripts {
                 set: Script::new(&format!("{OWNER_LUA}{SET_LUA}")),
-                leave: Script::new(&format!("{OWNER_LUA}{LEAVE_LUA}")),
-                remove_owned: Script::new(REMOVE_OWNED_LUA),
+                leave: Script::new(&format!("{OWNER_LUA}{REMOVE_LUA}{LEAVE_LUA}")),
+                remove_owned: Script::new(&format!("{REMOVE_LUA}{REMOVE_OWNED_LUA}")),
                 #[cfg(any(test, feature = "test-util"))]
                 expired: Script::new(EXPIRED_LUA),
-                prune: Script::new(PRUNE_LUA),
+                prune: Script::new(&format!("{REMOVE_LUA}{PRUNE_LUA}")),
             },
         })
     }
