@@ -119,6 +119,12 @@ pub(crate) struct ServeArgs {
     /// heartbeat) are never held up by its writes for longer than this.
     #[arg(long, env = "SYNCKIT_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub(crate) write_timeout: Duration,
+    /// Broadcasts of other clients' writes a connection may have waiting unsent before
+    /// it is closed as too slow (1013 Client too slow). One batch window is one
+    /// broadcast (256 are ~13 s of slack at the default 50 ms); with SYNC_BATCH_DELAY=0
+    /// every delta is one, so raise this when batching is off.
+    #[arg(long, env = "SYNCKIT_MAX_QUEUED_BROADCASTS", default_value_t = crate::sync::peer::DEFAULT_BROADCAST_BUDGET)]
+    pub(crate) max_queued_broadcasts: usize,
     /// Close an HTTP connection (before any WebSocket upgrade) whose request line and
     /// headers have not all arrived within this time (slowloris).
     #[arg(long, env = "SYNCKIT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -396,6 +402,7 @@ impl ServeArgs {
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
             write_timeout: self.write_timeout,
+            max_queued_broadcasts: self.max_queued_broadcasts,
             header_read_timeout: self.header_read_timeout,
             auth_timeout: self.auth_timeout,
             max_connections: self.max_connections,
@@ -551,6 +558,9 @@ impl ServeArgs {
         }
         if self.write_timeout.is_zero() {
             bail!("SYNCKIT_WRITE_TIMEOUT must be greater than zero (e.g. 30s)");
+        }
+        if self.max_queued_broadcasts == 0 {
+            bail!("SYNCKIT_MAX_QUEUED_BROADCASTS must be at least 1 (default 256)");
         }
         if self.header_read_timeout.is_zero() {
             bail!("SYNCKIT_HEADER_READ_TIMEOUT must be greater than zero (e.g. 10s)");

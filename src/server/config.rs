@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// Longest a single socket write may wait (a client that stopped reading); past
     /// it the connection is closed, so no session waits on its writes for longer.
     pub write_timeout: Duration,
+    /// Broadcasts of others' writes a connection may have unsent before it is closed
+    /// as too slow (1013).
+    pub max_queued_broadcasts: usize,
     /// Longest a client may take to send an HTTP request head (slowloris bound).
     pub header_read_timeout: Duration,
     pub auth_timeout: Duration,

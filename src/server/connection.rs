@@ -156,7 +156,8 @@ impl Connection {
         metrics.connections_open.inc();
         let conn_id = state.next_conn_id();
 
-        let (peer, outbox) = Peer::new(conn_id);
+        let (peer, outbox) =
+            Peer::with_broadcast_budget(conn_id, state.config.max_queued_broadcasts);
         let writer = tokio::spawn(write_loop(
             wire,
             outbox,

@@ -1684,7 +1684,7 @@ mod tests {
         let (reader, _r) = Peer::new(2);
         hub.subscribe(&entry, &writer);
         hub.subscribe(&entry, &reader);
-        for i in 0..super::super::peer::FOREIGN_BUDGET + 10 {
+        for i in 0..super::super::peer::DEFAULT_BROADCAST_BUDGET + 10 {
             let applied = hub.apply(
                 &entry,
                 Changes {

@@ -6,7 +6,8 @@
 //! they drain (`Peer::own_backlogged`, `Peer::room`), so a fast writer is slowed
 //! to the pace its own replies leave at. Broadcasts of other connections' writes are
 //! not waited for — that would stall every other subscriber — so a subscriber with
-//! `FOREIGN_BUDGET` of them unsent is marked for closing (`1013 Client too slow`)
+//! its broadcast budget of them unsent (`SYNCKIT_MAX_QUEUED_BROADCASTS`, by default
+//! [`DEFAULT_BROADCAST_BUDGET`]) is marked for closing (`1013 Client too slow`)
 //! and the delivery is counted as dropped.
 //!
 //! The queue itself is a `VecDeque` allocated on the first item and given back when it
@@ -31,10 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{EncodedFrame, Encoding, Framed};
 
-/// Broadcasts of others' writes a connection may have waiting. A broadcast flush is
-/// one item however many fields it carries, so this is ~256 batch windows of slack
-/// before a reader counts as slow.
-pub(crate) const FOREIGN_BUDGET: usize = 256;
+/// Broadcasts of others' writes a connection may have waiting, unless configured
+/// (`SYNCKIT_MAX_QUEUED_BROADCASTS`). A broadcast flush is one item however many
+/// fields it carries, so this is ~256 batch windows of slack before a reader counts
+/// as slow; with batching off every delta is an item.
+pub(crate) const DEFAULT_BROADCAST_BUDGET: usize = 256;
 
 /// Items a connection caused itself that may wait before its socket stops being read.
 const OWN_BUDGET: usize = 128;
@@ -92,6 +94,8 @@ struct Queue {
     /// Set with `overflowed`: checked per delivery, where the token's lock would cost.
     slow: AtomicBool,
     overflowed: CancellationToken,
+    /// Broadcasts that may wait before the connection counts as too slow.
+    broadcast_budget: usize,
 }
 
 #[derive(Default)]
@@ -215,9 +219,18 @@ fn pop(items: &mut Items) -> Option<Queued> {
 }
 
 impl Peer {
-    /// A peer and the outbox its writer task drains.
+    /// A peer with the default broadcast budget, and the outbox its writer drains
+    /// (tests; a connection's budget is configured).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn new(conn_id: u64) -> (Arc<Peer>, Outbox) {
+        Peer::with_broadcast_budget(conn_id, DEFAULT_BROADCAST_BUDGET)
+    }
+
+    /// A peer that may have `broadcast_budget` broadcasts unsent before it is closed
+    /// as too slow, and the outbox its writer task drains.
+    pub fn with_broadcast_budget(conn_id: u64, broadcast_budget: usize) -> (Arc<Peer>, Outbox) {
         let queue = Arc::new(Queue {
+            broadcast_budget,
             items: Mutex::new(Items::default()),
             ready: Notify::new(),
             own: AtomicUsize::new(0),
@@ -248,7 +261,7 @@ impl Peer {
     }
 
     /// Queue a broadcast of someone else's doing, without waiting. Returns false when
-    /// it was dropped; past [`FOREIGN_BUDGET`] the peer is marked as overflowed so its
+    /// it was dropped; past its broadcast budget the peer is marked as overflowed so its
     /// connection closes.
     pub(crate) fn deliver(&self, item: Outgoing) -> bool {
         if self.queue.slow.load(Ordering::Relaxed) {
@@ -272,7 +285,7 @@ impl Peer {
             }
             if own {
                 self.queue.own.fetch_add(1, Ordering::Relaxed);
-            } else if items.foreign >= FOREIGN_BUDGET {
+            } else if items.foreign >= self.queue.broadcast_budget {
                 drop(items);
                 self.queue.mark_slow();
                 return false;
@@ -326,7 +339,7 @@ mod tests {
         }
         assert!(!peer.overflowed().is_cancelled(), "own items never close");
         assert!(peer.own_backlogged());
-        for _ in 0..FOREIGN_BUDGET {
+        for _ in 0..DEFAULT_BROADCAST_BUDGET {
             assert!(peer.deliver(frame()));
         }
         assert!(!peer.overflowed().is_cancelled());
@@ -369,7 +382,7 @@ mod tests {
         for _ in 0..OWN_BUDGET {
             assert!(peer.send_own(frame()));
         }
-        for _ in 0..FOREIGN_BUDGET {
+        for _ in 0..DEFAULT_BROADCAST_BUDGET {
             assert!(peer.deliver(frame()));
         }
         assert!(peer.own_backlogged());
@@ -382,8 +395,8 @@ mod tests {
         );
         assert!(peer.deliver(frame()), "ten broadcasts taken: room for more");
         outbox.try_recv_many(usize::MAX, &mut burst);
-        assert_eq!(burst.len(), OWN_BUDGET + FOREIGN_BUDGET + 1);
-        for _ in 0..FOREIGN_BUDGET {
+        assert_eq!(burst.len(), OWN_BUDGET + DEFAULT_BROADCAST_BUDGET + 1);
+        for _ in 0..DEFAULT_BROADCAST_BUDGET {
             assert!(peer.deliver(frame()), "the budget is whole again");
         }
         assert!(!peer.overflowed().is_cancelled());

@@ -213,12 +213,16 @@ async fn a_writer_that_reads_its_replies_late_is_paused_not_closed() {
     let _ = server.done.await;
 }
 
-#[tokio::test]
-async fn a_subscriber_that_does_not_read_is_closed_as_too_slow() {
+/// A subscriber that does not read while a writer sends `DELTAS` large deltas with
+/// batching off (every delta one broadcast), under a broadcast budget of `budget`.
+/// Returns what the stuck subscriber then reads: how many deltas, and its close frame
+/// if one came.
+async fn stuck_subscriber_with_budget(budget: usize) -> (usize, Option<Value>) {
     const DELTAS: usize = 1_200;
     let mut config = open_config();
     config.batch_delay = Duration::ZERO;
     config.sync.max_messages_per_minute = 0;
+    config.max_queued_broadcasts = budget;
     let server = start(config).await;
     let mut stuck = Client::connect(&server, false).await;
     common::subscribe(&mut stuck, DOC).await;
@@ -236,19 +240,45 @@ async fn a_subscriber_that_does_not_read_is_closed_as_too_slow() {
         "the writer is not held up by the stuck subscriber"
     );
     assert_eq!(reader.await.expect("reader"), DELTAS);
-    // The stuck client finally reads: what was buffered, then 1013.
-    let mut closed = None;
-    while let Some(m) = stuck.recv_timeout(Duration::from_secs(10)).await {
-        if m["type"] == "__close" {
-            closed = Some(m);
+    // The stuck client finally reads: what was buffered, then 1013 if it was closed.
+    let (mut deltas, mut closed) = (0, None);
+    while let Some(m) = stuck.recv_timeout(Duration::from_secs(2)).await {
+        match m["type"].as_str() {
+            Some("delta") => deltas += 1,
+            Some("__close") => {
+                closed = Some(m);
+                break;
+            }
+            _ => {}
+        }
+        if deltas == DELTAS {
             break;
         }
     }
-    let closed = closed.expect("a close frame");
-    assert_eq!(closed["code"], 1013, "{closed}");
-    assert_eq!(closed["reason"], "Client too slow", "{closed}");
     server.shutdown.cancel();
     let _ = server.done.await;
+    (deltas, closed)
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_is_closed_as_too_slow() {
+    let (deltas, closed) = stuck_subscriber_with_budget(256).await;
+    let closed = closed.unwrap_or_else(|| panic!("a close frame after {deltas} deltas"));
+    assert_eq!(closed["code"], 1013, "{closed}");
+    assert_eq!(closed["reason"], "Client too slow", "{closed}");
+    assert!(
+        deltas < 1_200,
+        "it missed what came after its outbox filled"
+    );
+}
+
+/// `SYNCKIT_MAX_QUEUED_BROADCASTS` sets how far behind a subscriber may fall: with
+/// room for every broadcast the same stuck subscriber is kept and gets them all.
+#[tokio::test]
+async fn a_larger_broadcast_budget_keeps_a_subscriber_that_falls_behind() {
+    let (deltas, closed) = stuck_subscriber_with_budget(2_000).await;
+    assert_eq!(closed, None, "not closed");
+    assert_eq!(deltas, 1_200, "every broadcast arrives, late");
 }
 
 /// The socket read buffer is small (`SYNCKIT_WS_READ_BUFFER_BYTES`) and a drained
