@@ -46,26 +46,16 @@ mod storage;
 // their items, nested modules deep (the session's tests drive a connection and its
 // upgrade directly; the console's drive its reducer, model and feeds), so with
 // `test-util` they are public whole, under their own paths.
-#[cfg(feature = "test-util")]
-pub mod console;
-#[cfg(not(feature = "test-util"))]
-#[allow(unreachable_pub)]
-mod console;
-#[cfg(feature = "test-util")]
-pub mod protocol;
-#[cfg(not(feature = "test-util"))]
-#[allow(unreachable_pub)]
-mod protocol;
-#[cfg(feature = "test-util")]
-pub mod server;
-#[cfg(not(feature = "test-util"))]
-#[allow(unreachable_pub)]
-mod server;
-#[cfg(feature = "test-util")]
-pub mod sync;
-#[cfg(not(feature = "test-util"))]
-#[allow(unreachable_pub)]
-mod sync;
+macro_rules! public_with_test_util {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "test-util")]
+        pub mod $name;
+        #[cfg(not(feature = "test-util"))]
+        #[allow(unreachable_pub)]
+        mod $name;
+    )*};
+}
+public_with_test_util!(console, protocol, server, sync);
 
 // The SyncText engine is a library of its own, public whole: its fuzz target, its
 // benchmark (examples/text_bench.rs) and its differential test drive it directly.

@@ -42,7 +42,7 @@ const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The most outbox items the writer gathers into one socket write.
 const MAX_BURST: usize = 64;
 
-/// Drive one upgraded socket until it closes: admission, then `serve_admitted`.
+/// Drive one upgraded socket until it closes: admission, then the [`Connection`].
 ///
 /// Not an `async fn`: one keeps its arguments in its state for its whole life, and
 /// the socket would have stayed in every connection's future after being taken
@@ -58,15 +58,17 @@ pub fn serve_socket(
     match state.registry.admit(ip, &state.config) {
         Ok(admission) => {
             let Socket { reader, wire } = socket;
-            Either::Right(serve_admitted(
-                state,
-                admission,
-                reader,
-                wire,
-                ip,
-                user_agent,
-                query_token,
-            ))
+            // The admitted connection, from its first frame to its close. Not an
+            // `async move` block: a block keeps what it captured in its state for its
+            // whole life, and most of these values only go into the opening. `lazy`'s
+            // closure holds them until the first poll, opens the connection there and
+            // hands back its future, which `flatten` runs in the closure's place: the
+            // connection's state holds only what its life needs.
+            let admitted = futures_util::future::lazy(move |_| {
+                Connection::open(state, admission, reader, wire, ip, user_agent)
+                    .serve(query_token)
+            });
+            Either::Right(admitted.flatten())
         }
         Err((code, reason)) => {
             if reason == close::TOO_MANY_FROM_IP {
@@ -88,27 +90,6 @@ async fn refuse(socket: Socket, code: u16, reason: &'static str) {
     if let Ok(Ok(())) = tokio::time::timeout(CLOSE_LINGER, wire.write_all(&close)).await {
         Box::pin(linger(reader, true)).await;
     }
-}
-
-/// An admitted connection, from its first frame to its close. Not an `async move`
-/// block either: a block keeps what it captured in its state for its whole life,
-/// and most of these arguments only go into the opening. `lazy`'s closure holds
-/// them until the first poll (when a block's first step would have run), opens the
-/// connection there and hands back its future, which `flatten` runs in the
-/// closure's place: the connection's state holds only what its life needs.
-fn serve_admitted(
-    state: Arc<AppState>,
-    admission: Admission,
-    reader: Box<Reader>,
-    wire: Wire,
-    ip: IpAddr,
-    user_agent: Option<String>,
-    query_token: Option<String>,
-) -> impl std::future::Future<Output = ()> + Send {
-    futures_util::future::lazy(move |_| {
-        Connection::open(state, admission, reader, wire, ip, user_agent).serve(query_token)
-    })
-    .flatten()
 }
 
 /// A close frame of ours: its code and reason.
