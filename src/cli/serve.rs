@@ -964,4 +964,22 @@ mod tests {
         let (_, peer) = listener.accept().await.expect("accept");
         assert_eq!(peer, client.local_addr().expect("client addr"));
     }
+
+    #[test]
+    fn the_broadcast_budget_is_a_setting_of_at_least_one() {
+        let config =
+            |args: &[&str]| ServeArgs::without_env(args).and_then(|a| a.to_config_in(no_env));
+        let default = config(&[]).expect("defaults");
+        assert_eq!(
+            default.max_queued_broadcasts,
+            crate::sync::peer::DEFAULT_BROADCAST_BUDGET
+        );
+        let set = config(&["--max-queued-broadcasts", "4096"]).expect("set");
+        assert_eq!(set.max_queued_broadcasts, 4096);
+        let zero = config(&["--max-queued-broadcasts", "0"]).expect_err("refused");
+        assert!(
+            zero.to_string().contains("SYNCKIT_MAX_QUEUED_BROADCASTS"),
+            "{zero}"
+        );
+    }
 }

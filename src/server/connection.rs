@@ -388,7 +388,7 @@ enum FrameOutcome {
     /// The connection ends: with this close frame of ours (`None`: none), and whether
     /// the WebSocket layer can still read (for the linger).
     End {
-        close: Option<(u16, &'static str)>,
+        close: Option<CloseFrame>,
         readable: bool,
     },
 }
