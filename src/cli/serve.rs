@@ -404,7 +404,6 @@ impl ServeArgs {
             write_timeout: self.write_timeout,
             max_queued_broadcasts: self.max_queued_broadcasts,
             header_read_timeout: self.header_read_timeout,
-            auth_timeout: self.auth_timeout,
             max_connections: self.max_connections,
             max_connections_per_ip,
             ipv6_prefix_len: self.ipv6_prefix_len,
@@ -579,6 +578,7 @@ impl ServeArgs {
             relay_crdt_ops: self.relay_crdt_ops,
             instance_id: uuid::Uuid::new_v4().to_string(),
             awareness_timeout: self.awareness_timeout,
+            auth_timeout: self.auth_timeout,
             limits: Limits {
                 max_json_depth: self.max_json_depth,
                 max_clock_entries_per_message: self.max_clock_entries_per_message,

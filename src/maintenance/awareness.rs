@@ -5,8 +5,9 @@
 use serde_json::Value;
 
 use crate::awareness::AwarenessError;
+use crate::fanout::publish;
 use crate::protocol::ServerMessage;
-use crate::sync::{relay, SyncService};
+use crate::sync::SyncService;
 
 /// Prune once; returns how many entries expired.
 pub(crate) async fn prune_and_announce(sync: &SyncService) -> Result<usize, AwarenessError> {
@@ -19,7 +20,7 @@ pub(crate) async fn prune_and_announce(sync: &SyncService) -> Result<usize, Awar
             state: Value::Null,
             clock: entry.clock.saturating_add(1),
         };
-        relay::broadcast_awareness(&sync.hub, &entry.document_id, &leave, None, true);
+        publish::broadcast_awareness(&sync.hub, &entry.document_id, &leave, None, true);
     }
     Ok(expired.len())
 }

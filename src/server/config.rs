@@ -34,7 +34,6 @@ pub struct ServerConfig {
     pub max_queued_broadcasts: usize,
     /// Longest a client may take to send an HTTP request head (slowloris bound).
     pub header_read_timeout: Duration,
-    pub auth_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     /// IPv6 clients are counted per network of this prefix length for the per-IP

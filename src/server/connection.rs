@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::carry_out::{carry_out, deliver, send_reply};
 use super::live::{LiveGuard, LiveSession};
 use super::registry::Admission;
 use super::upgrade::{Reader, Socket, Wire};
@@ -23,8 +24,8 @@ use crate::metrics::Refusal;
 use crate::protocol::errors::close;
 use crate::protocol::ws_frame;
 use crate::sync::peer::Outbox;
-use crate::sync::session::CloseRequest;
-use crate::sync::{Outgoing, Peer, Session};
+use crate::sync::session::{CloseRequest, Reply};
+use crate::sync::{Outgoing, Peer, Session, SyncService};
 
 /// Close reason sent to a session an administrator disconnected (with 1008).
 pub const DISCONNECTED_BY_ADMIN: &str = "Disconnected by an administrator";
@@ -163,7 +164,8 @@ impl Connection {
             user_agent,
             Instant::now(),
         );
-        session.persist_session();
+        // Its session row: nothing to wait for.
+        let _ = deliver(&state.sync, &peer, session.start());
         Connection {
             state,
             metrics,
@@ -196,9 +198,10 @@ impl Connection {
             // (BENCHMARKS.md, memory per idle connection).
             let rejected = match &query_token {
                 Some(token) => {
-                    Box::pin(self.session.authenticate_query_token(token, Instant::now()))
-                        .await
-                        .err()
+                    let now = Instant::now();
+                    let outcome = self.session.authenticate_query_token(token, now);
+                    let checked = carry_out(&self.state.sync, &self.peer, &mut self.session, outcome, now);
+                    Box::pin(checked).await.err()
                 }
                 None => None,
             };
@@ -219,7 +222,6 @@ impl Connection {
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(self.state.config.auth_timeout);
         // The heartbeat timeout counts from here, after the query token's check.
         self.last_received = Instant::now();
         // The three reasons to end from outside, each polled in place for the connection's
@@ -230,6 +232,8 @@ impl Connection {
         let overflowed = self.peer.overflowed().clone().cancelled_owned();
         // The session ends when its token expires; re-authentication moves the deadline.
         let never = Instant::now() + NO_DEADLINE;
+        // The session says when an unauthenticated connection is closed.
+        let auth_deadline = tokio::time::sleep_until(self.session.auth_deadline().unwrap_or(never));
         let token_deadline = tokio::time::sleep_until(never);
         tokio::pin!(
             auth_deadline,
@@ -251,7 +255,7 @@ impl Connection {
                     tracing::warn!(conn_id = self.conn_id, "closing a client that reads too slowly");
                     return None;
                 }
-                ack = self.session.next_ack() => self.session.reply(&ack).await,
+                ack = self.session.next_ack() => send_reply(&self.state.sync, &self.peer, Reply { msg: ack, id: None }),
                 // Backpressure: while this connection's own replies wait unsent, or its
                 // queue of acks is at its bound (docs/protocol.md §7.11), its socket is
                 // not read (it is never closed for them).
@@ -262,7 +266,7 @@ impl Connection {
                     self.last_received = Instant::now();
                     // The session reads no clock: it is handed the time the frame came.
                     let now_ms = self.state.sync.now_ms();
-                    let handled = on_frame(&mut self.session, &self.peer, frame, &self.live, self.last_received, now_ms, &self.metrics);
+                    let handled = on_frame(&self.state.sync, &mut self.session, &self.peer, frame, &self.live, self.last_received, now_ms);
                     if let FrameOutcome::End { close, readable } = Box::pin(handled).await {
                         self.readable = readable;
                         return close;
@@ -273,9 +277,12 @@ impl Connection {
                         return Some(close);
                     }
                 }
-                _ = &mut auth_deadline, if self.state.config.sync.auth_required && !self.session.is_authenticated() => {
-                    self.metrics.refused(Refusal::NotAuthenticated);
-                    return Some((close::POLICY, crate::protocol::errors::AUTHENTICATION_TIMEOUT));
+                _ = &mut auth_deadline, if self.session.auth_deadline().is_some() => {
+                    match self.session.on_auth_deadline(Instant::now()) {
+                        Some(CloseRequest { code, reason }) => return Some((code, reason)),
+                        // Woken before the deadline: wait for the rest of it.
+                        None => auth_deadline.as_mut().reset(self.session.auth_deadline().unwrap_or(never)),
+                    }
                 }
                 _ = &mut token_deadline, if self.expiry_shown.is_some() => {
                     self.metrics.refused(Refusal::TokenExpired);
@@ -317,8 +324,8 @@ impl Connection {
             return Some((close::POLICY, close::HEARTBEAT_TIMEOUT));
         }
         self.peer.send_own(Outgoing::Ping);
-        self.session.touch();
-        self.session.sweep(Instant::now());
+        let outcome = self.session.on_heartbeat(Instant::now());
+        let _ = deliver(&self.state.sync, &self.peer, outcome);
         None
     }
 
@@ -334,11 +341,13 @@ impl Connection {
     ) -> impl std::future::Future<Output = ()> + Send {
         async move {
             if close_with.is_some() {
-                drain_acks(&mut self.session, self.state.config.shutdown_timeout).await;
+                let budget = self.state.config.shutdown_timeout;
+                let drained = drain_acks(&self.state.sync, &self.peer, &mut self.session, budget);
+                // Boxed on its own as well: the rest of the close (the writer's drain, the
+                // linger) can wait seconds, and need not keep this step's state meanwhile.
+                Box::pin(drained).await;
             }
-            // Boxed on its own as well: the rest of the close (the writer's drain, the
-            // linger) can wait seconds, and need not keep this step's state meanwhile.
-            Box::pin(self.session.close()).await;
+            let _ = deliver(&self.state.sync, &self.peer, self.session.close());
             if let Some((code, reason)) = close_with {
                 self.peer.send_own(Outgoing::Close {
                     code: Some(code),
@@ -370,12 +379,12 @@ impl Connection {
 /// Send the acks of writes already applied before the close frame, within `budget`:
 /// an ack is a promise the client relies on, and shutdown drains storage before
 /// exiting.
-async fn drain_acks(session: &mut Session, budget: Duration) {
+async fn drain_acks(svc: &SyncService, peer: &Peer, session: &mut Session, budget: Duration) {
     let budget = tokio::time::sleep(budget);
     tokio::pin!(budget);
     while session.has_pending_acks() {
         tokio::select! {
-            ack = session.next_ack() => session.reply(&ack).await,
+            ack = session.next_ack() => send_reply(svc, peer, Reply { msg: ack, id: None }),
             _ = &mut budget => break,
         }
     }
@@ -398,22 +407,24 @@ enum FrameOutcome {
 /// and an idle connection need not carry it (BENCHMARKS.md, memory per idle
 /// connection).
 async fn on_frame(
+    svc: &Arc<SyncService>,
     session: &mut Session,
     peer: &Peer,
     frame: Result<Message, tungstenite::Error>,
     live: &LiveGuard,
     now: Instant,
     now_ms: i64,
-    metrics: &crate::metrics::Metrics,
 ) -> FrameOutcome {
     let handled = match frame {
         Ok(Message::Text(text)) => {
             live.seen(now_ms);
-            session.handle_frame(true, text.as_bytes(), now).await
+            let outcome = session.handle_frame(true, text.as_bytes(), now);
+            carry_out(svc, peer, session, outcome, now).await
         }
         Ok(Message::Binary(bytes)) => {
             live.seen(now_ms);
-            session.handle_frame(false, &bytes, now).await
+            let outcome = session.handle_frame(false, &bytes, now);
+            carry_out(svc, peer, session, outcome, now).await
         }
         Ok(Message::Ping(payload)) => {
             // The WebSocket library reads but does not write: the pong is ours.
@@ -445,7 +456,7 @@ async fn on_frame(
         Err(e) => {
             // The WebSocket layer reads no more after an error.
             let close = is_over_size_limit(&e).then(|| {
-                metrics.refused(Refusal::FrameTooLarge);
+                svc.metrics.refused(Refusal::FrameTooLarge);
                 (close::TOO_BIG, close::MESSAGE_TOO_LARGE)
             });
             return FrameOutcome::End {

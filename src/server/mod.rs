@@ -4,6 +4,7 @@
 
 pub(crate) mod admin;
 mod auth_routes;
+pub mod carry_out;
 pub(crate) mod config;
 pub mod connection;
 pub(crate) mod http;

@@ -136,6 +136,12 @@ pub(crate) struct DocEntry {
     text_lane: tokio::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for DocEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocEntry").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
 impl DocEntry {
     fn lock(&self) -> MutexGuard<'_, DocState> {
         // A panic while holding the lock leaves the state as it was before the
@@ -310,10 +316,17 @@ impl Hub {
         self.use_counter.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The live document if it is loaded, counted as a use (for eviction) like
+    /// [`Hub::open`]: what a session takes without waiting.
+    pub(crate) fn open_live(&self, id: &str) -> Option<Arc<DocEntry>> {
+        let entry = self.get(id)?;
+        entry.last_used.store(self.tick(), Ordering::Relaxed);
+        Some(entry)
+    }
+
     /// The live document, loading it from storage on first access.
     pub(crate) async fn open(&self, id: &str) -> Result<Arc<DocEntry>, StorageError> {
-        if let Some(entry) = self.get(id) {
-            entry.last_used.store(self.tick(), Ordering::Relaxed);
+        if let Some(entry) = self.open_live(id) {
             return Ok(entry);
         }
         // While storage is known to be down (the prober says so) the document is

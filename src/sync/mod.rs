@@ -1,6 +1,8 @@
 //! The sans-I/O sync core: documents, the hub of live documents and subscribers, and
-//! the per-connection session state machine. Nothing here owns a socket; sessions
-//! talk to their connection through a bounded outbox ([`peer::Peer`]).
+//! the per-connection session state machine. Nothing here owns a socket or waits on
+//! a backend: a session's every step returns what it asks for as data
+//! ([`session::Outcome`]), which the connection layer carries out; broadcasts reach
+//! their connections through a bounded outbox ([`peer::Peer`]).
 
 pub(crate) mod acks;
 pub mod admission;
@@ -10,7 +12,6 @@ pub(crate) mod document;
 pub(crate) mod hub;
 pub mod peer;
 mod rate_limit;
-pub(crate) mod relay;
 pub(crate) mod session;
 pub(crate) mod text;
 
@@ -42,6 +43,8 @@ pub struct SyncSettings {
     pub relay_crdt_ops: bool,
     pub instance_id: String,
     pub awareness_timeout: Duration,
+    /// How long a connection may stay unauthenticated when auth is required.
+    pub auth_timeout: Duration,
     /// The admission layer's bounds (README "Limits and refusals").
     pub limits: admission::Limits,
 }

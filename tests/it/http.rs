@@ -348,7 +348,7 @@ async fn stats_and_metrics_live_on_the_admin_listener() {
 #[tokio::test]
 async fn metrics_counters_move_with_traffic() {
     let mut config = ServerConfig::for_tests(true);
-    config.auth_timeout = Duration::from_secs(30);
+    config.sync.auth_timeout = Duration::from_secs(30);
     let (server, admin) = start_with_admin(config).await;
     let before = scrape(admin).await;
     assert_eq!(before["synckit_connections_accepted_total"], 0.0);

@@ -1,8 +1,10 @@
 //! The session state machine driven directly, without sockets or real sleeps: a
-//! `Session` fed frames, its outbox read back, tokio's paused time and a
-//! `TestClock` for time (CONTRIBUTING "Time"). Each test runs in milliseconds. The
-//! auth deadline lives in the connection loop, so its test drives `serve_socket`
-//! over an in-memory pipe instead of a socket.
+//! `Session` fed frames, what it decides carried out as the connection does
+//! (`carry_out`), its outbox read back, tokio's paused time and a `TestClock` for
+//! time (CONTRIBUTING "Time"). Each test runs in milliseconds. The auth deadline
+//! test also drives the connection loop (`serve_socket`) over an in-memory pipe:
+//! the session decides the deadline, the loop keeps the timer. (The unit tests in
+//! `src/sync/session/tests.rs` check the session's decisions as data.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use serde_json::{json, Value};
 use synckit::protocol::encode::EncodedFrame;
 use synckit::protocol::errors::{AUTHENTICATION_TIMEOUT, RATE_LIMITED};
 use synckit::protocol::ServerMessage;
+use synckit::server::carry_out::carry_out;
 use synckit::server::{AppState, Backends, Server, ServerConfig};
 use synckit::sync::peer::Outbox;
 use synckit::sync::{Outgoing, Peer, Session, SyncService};
@@ -47,28 +50,34 @@ impl Harness {
         let (peer, outbox) = Peer::new(self.next_conn);
         let session = Session::new(
             self.sync.clone(),
-            peer,
+            peer.clone(),
             "127.0.0.1".into(),
             None,
             Instant::now(),
         );
-        Client { session, outbox }
+        Client {
+            sync: self.sync.clone(),
+            session,
+            peer,
+            outbox,
+        }
     }
 }
 
 struct Client {
+    sync: Arc<SyncService>,
     session: Session,
+    peer: Arc<Peer>,
     outbox: Outbox,
 }
 
 impl Client {
     async fn send(&mut self, msg: Value) {
         let text = msg.to_string();
-        if let Err(close) = self
-            .session
-            .handle_frame(true, text.as_bytes(), Instant::now())
-            .await
-        {
+        let now = Instant::now();
+        let outcome = self.session.handle_frame(true, text.as_bytes(), now);
+        let carried = carry_out(&self.sync, &self.peer, &mut self.session, outcome, now);
+        if let Err(close) = carried.await {
             panic!("session closed: {} {}", close.code, close.reason);
         }
     }
@@ -238,9 +247,9 @@ async fn send_piped(
 #[tokio::test(start_paused = true)]
 async fn an_unauthenticated_session_is_closed_once_the_auth_timeout_passes() {
     let mut config = ServerConfig::for_tests(true);
-    config.auth_timeout = Duration::from_secs(10);
+    config.sync.auth_timeout = Duration::from_secs(10);
     let state = Server::new(config.clone(), Backends::in_memory(&config)).state;
-    let timeout = state.config.auth_timeout;
+    let timeout = state.config.sync.auth_timeout;
     assert!(
         timeout < state.config.heartbeat_interval,
         "no heartbeat in between"

@@ -693,7 +693,7 @@ async fn a_batch_with_one_bad_op_applies_nothing(pool: sqlx::PgPool) {
 #[tokio::test]
 async fn refusals_before_auth_and_of_malformed_messages_are_counted() {
     let mut config = crate::wire_admission::auth_config();
-    config.auth_timeout = Duration::from_millis(500);
+    config.sync.auth_timeout = Duration::from_millis(500);
     let (server, admin) = start(config.clone(), memory(&config)).await;
     let token = crate::common::user_token("u", &["*"], &["*"], false);
     let mut good = crate::wire_admission::authed(&server, &token, false).await;

@@ -470,7 +470,7 @@ async fn invalid_query_token_closes_1008_before_any_message() {
 async fn auth_timeout_closes_only_unauthenticated_connections() {
     let timeout = Duration::from_millis(150);
     let mut config = auth_required();
-    config.auth_timeout = timeout;
+    config.sync.auth_timeout = timeout;
     let server = start(config).await;
     let token = user_token("t-user", &["*"], &["*"], false);
     let started = std::time::Instant::now();
@@ -493,7 +493,7 @@ async fn auth_timeout_closes_only_unauthenticated_connections() {
 
     // With auth disabled there is no timeout.
     let mut open = ServerConfig::for_tests(false);
-    open.auth_timeout = timeout;
+    open.sync.auth_timeout = timeout;
     let open_server = start(open).await;
     let mut anon = Client::connect(&open_server, true).await;
     anon.expect_silence(timeout * 2).await;

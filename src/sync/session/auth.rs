@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::refusals::document_context;
-use super::{CloseRequest, Credentials, Session};
+use super::{CloseRequest, Credentials, Outcome, Session};
 use crate::auth::{Identity, TokenKind};
 use crate::metrics::Refusal;
 use crate::protocol::errors::{self as err, close};
@@ -42,7 +42,7 @@ impl Session {
         }
     }
 
-    pub(super) async fn sign_in(&mut self, (identity, expires_at): Credentials) {
+    pub(super) fn sign_in(&mut self, (identity, expires_at): Credentials) {
         tracing::debug!(conn_id = self.peer.conn_id, user_id = %identity.user_id, "authenticated");
         self.expires_at_secs = expires_at;
         if let Some(previous) = self.identity.replace(identity) {
@@ -56,7 +56,7 @@ impl Session {
     /// After a re-authentication: drop every subscription the new permissions no
     /// longer allow, telling the client which (`error "Subscription revoked: …"`
     /// with `details {code, documentId}`), so old rights never outlive the token.
-    pub(super) async fn recheck_subscriptions(&mut self, now: Instant) {
+    pub(super) fn recheck_subscriptions(&mut self, now: Instant) {
         let Some(identity) = &self.identity else {
             return;
         };
@@ -77,7 +77,7 @@ impl Session {
                 error: err::SUBSCRIPTION_REVOKED.into(),
                 code: err::CODE_SUBSCRIPTION_REVOKED,
             };
-            self.refuse(refused, &context, now).await;
+            self.refuse(refused, &context, now);
         }
     }
 
@@ -91,38 +91,34 @@ impl Session {
     /// success — the client has sent nothing yet, so its encoding is unknown. A bad
     /// token closes with 1008 `Authentication failed` (the reason is in the close frame,
     /// which every client can read whatever its encoding).
-    pub(crate) async fn authenticate_query_token(
-        &mut self,
-        token: &str,
-        now: Instant,
-    ) -> Result<(), CloseRequest> {
+    pub(crate) fn authenticate_query_token(&mut self, token: &str, now: Instant) -> Outcome {
         match self.verify_credentials(Some(token), None) {
             Some(Ok(identity)) => {
-                self.sign_in(identity).await;
-                self.recheck_subscriptions(now).await;
-                Ok(())
+                self.sign_in(identity);
+                self.recheck_subscriptions(now);
             }
-            Some(Err(e)) => Err(self.record_auth_failure(&e)),
-            None => Ok(()),
+            Some(Err(e)) => self.out.close = Some(self.record_auth_failure(&e)),
+            None => {}
         }
+        self.take_outcome()
     }
 
-    pub(super) async fn on_auth(
+    pub(super) fn on_auth(
         &mut self,
         token: Option<String>,
         api_key: Option<String>,
         request_id: Option<String>,
         now: Instant,
-    ) -> Result<(), CloseRequest> {
+    ) {
         let identity = match self.verify_credentials(token.as_deref(), api_key.as_deref()) {
             Some(Ok(identity)) => identity,
             Some(Err(e)) => {
                 let close = self.record_auth_failure(&e);
-                self.reply(&ServerMessage::AuthError {
+                self.reply(ServerMessage::AuthError {
                     error: err::AUTHENTICATION_FAILED.into(),
-                })
-                .await;
-                return Err(close);
+                });
+                self.out.close = Some(close);
+                return;
             }
             None if self.svc.settings.auth_required => {
                 self.intake.note_refusal(
@@ -130,15 +126,15 @@ impl Session {
                     now,
                     &"auth without credentials",
                 );
-                self.reply(&ServerMessage::error_with_code(
+                self.reply(ServerMessage::error_with_code(
                     err::AUTHENTICATION_REQUIRED,
                     err::CODE_AUTH_REQUIRED,
-                ))
-                .await;
-                return Err(CloseRequest {
+                ));
+                self.out.close = Some(CloseRequest {
                     code: close::POLICY,
                     reason: err::AUTHENTICATION_REQUIRED,
                 });
+                return;
             }
             None => (Identity::anonymous(), None),
         };
@@ -146,9 +142,8 @@ impl Session {
             user_id: identity.0.user_id.clone(),
             permissions: identity.0.permissions.to_body(),
         };
-        self.sign_in(identity).await;
-        self.reply_with_id(&msg, request_id.as_deref()).await;
-        self.recheck_subscriptions(now).await;
-        Ok(())
+        self.sign_in(identity);
+        self.reply_with_id(msg, request_id);
+        self.recheck_subscriptions(now);
     }
 }

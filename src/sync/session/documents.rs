@@ -4,31 +4,39 @@
 use crate::hash::FastSet;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::refusals::document_context;
-use super::Session;
+use super::{Pending, Session};
 use crate::metrics::Refusal;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::errors as err;
 use crate::protocol::{document_id, ServerMessage};
+use crate::storage::StorageError;
 use crate::sync::admission::Refused;
 use crate::sync::hub::DocEntry;
 use crate::sync::playground_allows;
 
+/// A `subscribe` or `sync_request` waiting for its document.
+#[derive(Debug)]
+pub(super) struct PendingRead {
+    id: String,
+    request_id: Option<String>,
+    /// The error its load failing is answered with.
+    failure: &'static str,
+}
+
 impl Session {
     /// Steps shared by every document handler: authenticated, valid id, permission.
     /// Replies with the TS error and returns `None` on failure.
-    pub(super) async fn admit(
-        &self,
+    pub(super) fn admit(
+        &mut self,
         document_id: Option<&str>,
         write: bool,
         now: Instant,
     ) -> Option<String> {
         let Some(identity) = &self.identity else {
-            self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED, now)
-                .await;
+            self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED, now);
             return None;
         };
         let id = match document_id::validate(document_id) {
@@ -36,7 +44,7 @@ impl Session {
             Err(e) => {
                 self.intake
                     .note_refusal(Refusal::InvalidDocumentId, now, &e);
-                self.error(e.to_string()).await;
+                self.error(e.to_string());
                 return None;
             }
         };
@@ -49,47 +57,31 @@ impl Session {
             let detail = format!("unauthorized access to document {id}");
             self.intake
                 .note_refusal(Refusal::PermissionDenied, now, &detail);
-            self.reply(&ServerMessage::error_for_document(
+            self.reply(ServerMessage::error_for_document(
                 err::PERMISSION_DENIED,
                 &id,
-            ))
-            .await;
+            ));
             return None;
         }
         Some(id)
     }
 
-    pub(super) async fn open(&self, id: &str, failure: &str) -> Option<Arc<DocEntry>> {
-        match self.svc.hub.open(id).await {
+    /// The document a handler waited for, or its load's failure answered with
+    /// `failure` (`None`).
+    pub(super) fn opened(
+        &mut self,
+        opened: Result<Arc<DocEntry>, StorageError>,
+        id: &str,
+        failure: &str,
+    ) -> Option<Arc<DocEntry>> {
+        match opened {
             Ok(entry) => Some(entry),
             Err(e) => {
                 tracing::error!(document_id = %id, error = %e, "could not load document");
-                self.reply(&ServerMessage::error_for_document(failure, id))
-                    .await;
+                self.reply(ServerMessage::error_for_document(failure, id));
                 None
             }
         }
-    }
-
-    /// Admit, load and subscribe: the common start of subscribe, sync_request and
-    /// both write handlers (writes auto-subscribe the sender, as in TS). A read past
-    /// the connection's subscription cap is refused before the document is loaded;
-    /// a write is still applied, without subscribing.
-    pub(super) async fn admit_and_join(
-        &mut self,
-        document_id: Option<&str>,
-        write: bool,
-        failure: &str,
-        now: Instant,
-    ) -> Option<Arc<DocEntry>> {
-        let id = self.admit(document_id, write, now).await?;
-        if !write && self.subscription_cap_reached(&self.documents, &id) {
-            self.refuse_subscription(&id, now).await;
-            return None;
-        }
-        let entry = self.open(&id, failure).await?;
-        self.join(&entry);
-        Some(entry)
     }
 
     /// Whether subscribing `id` (not yet in `subscribed`) would pass the
@@ -103,14 +95,14 @@ impl Session {
         !subscribed.contains(id) && subscribed.len() >= max
     }
 
-    pub(super) async fn refuse_subscription(&self, id: &str, now: Instant) {
+    pub(super) fn refuse_subscription(&mut self, id: &str, now: Instant) {
         let max = self.svc.settings.limits.max_subscriptions_per_connection;
         let refused = Refused::new(
             Refusal::SubscriptionLimit,
             err::too_many_subscriptions(max),
             err::CODE_SUBSCRIPTION_LIMIT,
         );
-        self.refuse(refused, &document_context(id), now).await;
+        self.refuse(refused, &document_context(id), now);
     }
 
     /// Subscribe to a document's broadcasts. Writes auto-subscribe the writer (TS
@@ -128,71 +120,82 @@ impl Session {
         self.documents.insert(entry.id.clone());
     }
 
-    pub(super) async fn send_sync_response(&self, entry: &DocEntry, request_id: Option<String>) {
+    fn send_sync_response(&mut self, entry: &DocEntry, request_id: Option<String>) {
         let snap = self.svc.hub.snapshot(entry);
-        let now = self.svc.now_ms();
         let msg = ServerMessage::SyncResponse {
-            request_id: request_id.clone().unwrap_or_else(|| next_message_id(now)),
+            request_id: request_id
+                .clone()
+                .unwrap_or_else(|| next_message_id(self.svc.now_ms())),
             document_id: entry.id.to_string(),
             state: snap.state,
             clock: snap.clock,
             text_state: snap.text,
         };
-        self.reply_with_id(&msg, request_id.as_deref()).await;
+        self.reply_with_id(msg, request_id);
     }
 
-    pub(super) async fn on_subscribe(
+    pub(super) fn on_subscribe(
         &mut self,
         document_id: Option<String>,
         request_id: Option<String>,
         now: Instant,
     ) {
-        if self.identity.is_some() {
+        if self.identity.is_some() && self.svc.settings.playground_access_filter {
             if let Ok(id) = document_id::validate(document_id.as_deref()) {
-                if self.svc.settings.playground_access_filter && !playground_allows(id) {
-                    self.refuse_plain(Refusal::PermissionDenied, err::ACCESS_DENIED, now)
-                        .await;
+                if !playground_allows(id) {
+                    self.refuse_plain(Refusal::PermissionDenied, err::ACCESS_DENIED, now);
                     return;
                 }
             }
         }
-        let Some(entry) = self
-            .admit_and_join(document_id.as_deref(), false, err::SUBSCRIBE_FAILED, now)
-            .await
-        else {
-            return;
-        };
-        self.send_sync_response(&entry, request_id).await;
+        self.on_read(document_id, request_id, err::SUBSCRIBE_FAILED, now);
     }
 
-    pub(super) async fn on_sync_request(
+    /// `subscribe` and `sync_request`: admitted within the subscription cap (a read
+    /// past it is refused before the document is loaded), loaded, joined, and
+    /// answered with the document's state.
+    pub(super) fn on_read(
         &mut self,
         document_id: Option<String>,
-        vector_clock: Option<Map<String, Value>>,
         request_id: Option<String>,
+        failure: &'static str,
         now: Instant,
     ) {
-        let Some(entry) = self
-            .admit_and_join(document_id.as_deref(), false, err::SYNC_REQUEST_FAILED, now)
-            .await
-        else {
+        let Some(id) = self.admit(document_id.as_deref(), false, now) else {
             return;
         };
-        // The client's clock is not merged: a read never changes the document (any
-        // reader could otherwise inflate the clock every broadcast carries).
-        let _ = vector_clock;
-        self.send_sync_response(&entry, request_id).await;
+        if self.subscription_cap_reached(&self.documents, &id) {
+            self.refuse_subscription(&id, now);
+            return;
+        }
+        let read = PendingRead {
+            id: id.clone(),
+            request_id,
+            failure,
+        };
+        self.with_document(id, Pending::Read(read), now);
     }
 
-    pub(super) async fn on_sync_step1(&mut self, document_id: Option<String>, now: Instant) {
-        let Some(id) = self.admit(document_id.as_deref(), false, now).await else {
+    pub(super) fn read_opened(
+        &mut self,
+        read: PendingRead,
+        opened: Result<Arc<DocEntry>, StorageError>,
+    ) {
+        let Some(entry) = self.opened(opened, &read.id, read.failure) else {
             return;
         };
-        self.reply(&ServerMessage::SyncStep2 { document_id: id })
-            .await;
+        self.join(&entry);
+        self.send_sync_response(&entry, read.request_id);
     }
 
-    pub(super) async fn on_unsubscribe(&mut self, document_id: Option<String>) {
+    pub(super) fn on_sync_step1(&mut self, document_id: Option<String>, now: Instant) {
+        let Some(id) = self.admit(document_id.as_deref(), false, now) else {
+            return;
+        };
+        self.reply(ServerMessage::SyncStep2 { document_id: id });
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, document_id: Option<String>) {
         let Ok(id) = document_id::validate(document_id.as_deref()) else {
             return;
         };

@@ -32,12 +32,12 @@ pub(crate) struct Received {
     /// The reply encoding, fixed by the connection's first data frame (`None` for
     /// every later one): set before anything is sent, replies to this frame too.
     pub(crate) encoding: Option<Encoding>,
-    pub(crate) outcome: Outcome,
+    pub(crate) outcome: Verdict,
 }
 
 /// What becomes of a message. A frame is answered by at most one reply.
 #[derive(Debug)]
-pub(crate) enum Outcome {
+pub(crate) enum Verdict {
     /// Admitted: hand it to its handler.
     Dispatch {
         msg: ClientMessage,
@@ -161,7 +161,7 @@ impl Intake {
         allow_chunks: bool,
         authenticated: bool,
         now: Instant,
-    ) -> Outcome {
+    ) -> Verdict {
         // Past the ordinary limit, only a delta_batch of text states may pass (up to
         // the text-message limit): SDK clients send a whole text state at once.
         let (payload_len, may_be_text) = payload_size(is_text, bytes);
@@ -183,7 +183,7 @@ impl Intake {
                 is_text,
                 bytes: bytes.to_vec(),
             };
-            return Outcome::DecodeOnBlockingPool { frame, then };
+            return Verdict::DecodeOnBlockingPool { frame, then };
         }
         self.decoded(then, decode_frame(is_text, bytes), authenticated, now)
     }
@@ -196,7 +196,7 @@ impl Intake {
         decoded: Result<RawMessage, DecodeError>,
         authenticated: bool,
         now: Instant,
-    ) -> Outcome {
+    ) -> Verdict {
         let raw = match decoded {
             Ok(raw) => raw,
             Err(e) => return self.undecodable(e, now),
@@ -212,13 +212,13 @@ impl Intake {
 
     /// Garbage costs the sender its rate like any message, so a flood of it is
     /// answered at the rate limit's pace, not frame for frame.
-    fn undecodable(&mut self, e: DecodeError, now: Instant) -> Outcome {
+    fn undecodable(&mut self, e: DecodeError, now: Instant) -> Verdict {
         self.metrics.invalid_frames.inc();
         if !self.rate.allow(now) {
             return self.rate_limited(now);
         }
         self.note_refusal(Refusal::Undecodable, now, &e);
-        Outcome::Reply(match e {
+        Verdict::Reply(match e {
             DecodeError::UnknownType(name) => ServerMessage::error_with_code(
                 err::invalid_message_type(&name),
                 err::CODE_INVALID_MESSAGE,
@@ -228,7 +228,7 @@ impl Intake {
     }
 
     /// A message over its size limit: refused before anything reads it further.
-    fn too_large(&mut self, payload_len: usize, limit: usize, now: Instant) -> Outcome {
+    fn too_large(&mut self, payload_len: usize, limit: usize, now: Instant) -> Verdict {
         if !self.rate.allow(now) {
             return self.rate_limited(now);
         }
@@ -238,19 +238,19 @@ impl Intake {
             err::CODE_INVALID_MESSAGE,
         );
         // The TS reply carries no document id.
-        Outcome::Reply(self.refusal(refused, &Map::new(), now))
+        Verdict::Reply(self.refusal(refused, &Map::new(), now))
     }
 
     /// A decoded message through the rate limit (pings and pongs are free), the
     /// shape check, parsing and the clock check.
-    fn admit_message(&mut self, raw: RawMessage, now: Instant) -> Outcome {
+    fn admit_message(&mut self, raw: RawMessage, now: Instant) -> Verdict {
         let kind = raw.kind;
         let counted = !matches!(kind, MessageType::Ping | MessageType::Pong);
         if counted && !self.rate.allow(now) {
             return self.rate_limited(now);
         }
         if let Err(refused) = admission::check_shape(&raw.body, self.max_json_depth) {
-            return Outcome::Reply(self.refusal(refused, &raw.body, now));
+            return Verdict::Reply(self.refusal(refused, &raw.body, now));
         }
         let request_id = raw.id.clone();
         let document_id = raw.body.get("documentId").cloned();
@@ -258,7 +258,7 @@ impl Intake {
             Ok(msg) => msg,
             Err(ParseError::NotClientSendable(t)) => {
                 self.note_refusal(Refusal::InvalidMessage, now, &t.name());
-                return Outcome::Reply(ServerMessage::error_with_code(
+                return Verdict::Reply(ServerMessage::error_with_code(
                     err::invalid_message_type(t.name()),
                     err::CODE_INVALID_MESSAGE,
                 ));
@@ -269,10 +269,10 @@ impl Intake {
             if let Some(id) = document_id {
                 context.insert("documentId".into(), id);
             }
-            return Outcome::Reply(self.refusal(refused, &context, now));
+            return Verdict::Reply(self.refusal(refused, &context, now));
         }
         self.metrics.message_in(kind);
-        Outcome::Dispatch { msg, request_id }
+        Verdict::Dispatch { msg, request_id }
     }
 
     /// A `delta_batch_chunk`: only after auth, counted by the rate limit, held within
@@ -285,7 +285,7 @@ impl Intake {
         allow_chunks: bool,
         authenticated: bool,
         now: Instant,
-    ) -> Outcome {
+    ) -> Verdict {
         if !self.rate.allow(now) {
             return self.rate_limited(now);
         }
@@ -295,7 +295,7 @@ impl Intake {
                 err::NOT_AUTHENTICATED,
                 err::CODE_AUTH_REQUIRED,
             );
-            return Outcome::Reply(self.refusal(refused, &Map::new(), now));
+            return Verdict::Reply(self.refusal(refused, &Map::new(), now));
         }
         self.metrics.message_in(MessageType::DeltaBatchChunk);
         let outcome = match ClientMessage::parse(raw) {
@@ -305,9 +305,9 @@ impl Intake {
             _ => ChunkOutcome::Invalid,
         };
         match outcome {
-            ChunkOutcome::Pending => Outcome::Nothing,
+            ChunkOutcome::Pending => Verdict::Nothing,
             ChunkOutcome::Invalid => {
-                Outcome::Reply(self.plain_refusal(Refusal::ChunkInvalid, err::INVALID_CHUNK, now))
+                Verdict::Reply(self.plain_refusal(Refusal::ChunkInvalid, err::INVALID_CHUNK, now))
             }
             ChunkOutcome::Complete(whole) => {
                 let is_text = whole.first() == Some(&b'{');
@@ -319,17 +319,17 @@ impl Intake {
     /// Over the rate limit: the message is dropped; the error reply goes out at most
     /// once per [`admission::RATE_LIMIT_REPLY_INTERVAL`] so a flood is not answered
     /// message for message.
-    fn rate_limited(&mut self, now: Instant) -> Outcome {
+    fn rate_limited(&mut self, now: Instant) -> Verdict {
         self.metrics.rate_limited.inc();
         self.note_refusal(Refusal::RateLimited, now, &"rate limit exceeded");
         let due = self.last_rate_reply.is_none_or(|t| {
             now.saturating_duration_since(t) >= admission::RATE_LIMIT_REPLY_INTERVAL
         });
         if !due {
-            return Outcome::Nothing;
+            return Verdict::Nothing;
         }
         self.last_rate_reply = Some(now);
-        Outcome::Reply(ServerMessage::error_with_code(
+        Verdict::Reply(ServerMessage::error_with_code(
             err::RATE_LIMITED,
             err::CODE_RATE_LIMIT,
         ))
@@ -443,6 +443,7 @@ mod tests {
             relay_crdt_ops: false,
             instance_id: "test".into(),
             awareness_timeout: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(10),
             limits: admission::Limits::default(),
         }
     }
@@ -466,18 +467,18 @@ mod tests {
         }
 
         /// A JSON text frame, authenticated, at `t0 + after`.
-        fn json(&mut self, msg: serde_json::Value, after: Duration) -> Outcome {
+        fn json(&mut self, msg: serde_json::Value, after: Duration) -> Verdict {
             self.text(&msg.to_string(), true, after)
         }
 
-        fn text(&mut self, text: &str, authenticated: bool, after: Duration) -> Outcome {
+        fn text(&mut self, text: &str, authenticated: bool, after: Duration) -> Verdict {
             let now = self.t0 + after;
             self.intake
                 .receive(true, text.as_bytes(), authenticated, now)
                 .outcome
         }
 
-        fn binary(&mut self, kind: MessageType, payload: &serde_json::Value) -> Outcome {
+        fn binary(&mut self, kind: MessageType, payload: &serde_json::Value) -> Verdict {
             let code = kind.code().expect("a binary type");
             let bytes = frame::join(code, 1, payload.to_string().as_bytes());
             self.intake.receive(false, &bytes, true, self.t0).outcome
@@ -495,21 +496,21 @@ mod tests {
     }
 
     /// The `error` reply an outcome is: its message and details.
-    fn error(outcome: Outcome) -> (String, Option<serde_json::Value>) {
+    fn error(outcome: Verdict) -> (String, Option<serde_json::Value>) {
         match outcome {
-            Outcome::Reply(ServerMessage::Error { error, details }) => (error, details),
+            Verdict::Reply(ServerMessage::Error { error, details }) => (error, details),
             other => panic!("not an error reply: {other:?}"),
         }
     }
 
-    fn dispatched(outcome: Outcome) -> ClientMessage {
+    fn dispatched(outcome: Verdict) -> ClientMessage {
         match outcome {
-            Outcome::Dispatch { msg, .. } => msg,
+            Verdict::Dispatch { msg, .. } => msg,
             other => panic!("not dispatched: {other:?}"),
         }
     }
 
-    fn is_rate_limited(outcome: Outcome) -> bool {
+    fn is_rate_limited(outcome: Verdict) -> bool {
         let (message, details) = error(outcome);
         message == err::RATE_LIMITED && details == Some(json!({"code": err::CODE_RATE_LIMIT}))
     }
@@ -558,8 +559,8 @@ mod tests {
         // reply interval is dropped without a word.
         assert!(is_rate_limited(h.json(subscribe("d"), NOW)));
         let later = admission::RATE_LIMIT_REPLY_INTERVAL - Duration::from_millis(1);
-        assert!(matches!(h.json(subscribe("d"), later), Outcome::Nothing));
-        assert!(matches!(h.json(subscribe("d"), later), Outcome::Nothing));
+        assert!(matches!(h.json(subscribe("d"), later), Verdict::Nothing));
+        assert!(matches!(h.json(subscribe("d"), later), Verdict::Nothing));
         assert!(is_rate_limited(
             h.json(subscribe("d"), admission::RATE_LIMIT_REPLY_INTERVAL)
         ));
@@ -673,11 +674,11 @@ mod tests {
         let mut parts = chunks(&subscribe("whole"), "set", 3).into_iter();
         assert!(matches!(
             h.json(parts.next().unwrap(), NOW),
-            Outcome::Nothing
+            Verdict::Nothing
         ));
         assert!(matches!(
             h.json(parts.next().unwrap(), NOW),
-            Outcome::Nothing
+            Verdict::Nothing
         ));
         assert_eq!(
             dispatched(h.json(parts.next().unwrap(), NOW)),
@@ -697,7 +698,7 @@ mod tests {
     fn the_sweep_drops_a_chunk_set_past_its_ttl() {
         let mut h = Harness::new(settings(0, 1000, 1000));
         let parts = chunks(&subscribe("late"), "set", 2);
-        assert!(matches!(h.json(parts[0].clone(), NOW), Outcome::Nothing));
+        assert!(matches!(h.json(parts[0].clone(), NOW), Verdict::Nothing));
         let held = h.intake.chunks.buffered();
         assert!(held > 0);
         h.intake.sweep(h.t0 + Duration::from_secs(29));
@@ -707,7 +708,7 @@ mod tests {
         // The rest of the set arrives to nothing: it starts a set of its own.
         assert!(matches!(
             h.json(parts[1].clone(), Duration::from_secs(30)),
-            Outcome::Nothing
+            Verdict::Nothing
         ));
     }
 
@@ -721,7 +722,7 @@ mod tests {
             true,
             h.t0,
         );
-        let Outcome::DecodeOnBlockingPool { frame, then } = received.outcome else {
+        let Verdict::DecodeOnBlockingPool { frame, then } = received.outcome else {
             panic!("decoded in place: {:?}", received.outcome);
         };
         let outcome = h.intake.decoded(then, frame.decode(), true, h.t0);

@@ -1,42 +1,47 @@
 //! One connection's state machine: encoding, authentication, subscriptions, rate
 //! limit, chunk reassembly, and the handler of every client message (docs/protocol.md §5–§7).
 //!
-//! Its intake is sans-I/O: [`intake::Intake`] takes a frame's bytes to the message to
-//! dispatch, or to the reply refusing it (sizes, decoding, rate limit, admission,
-//! chunks, the refusal log), as data, without awaiting, sending or reading a clock.
-//! [`Session::handle_frame`] carries out what it decides. What is not sans-I/O yet
-//! is past dispatch: the handlers await the hub, storage and the awareness store and
-//! send their replies to the outbox themselves. The session reads no monotonic clock:
-//! the connection passes each frame's `now` in, down to the handlers' refusal log.
-//! Wall time comes from the service's [`crate::clock`].
+//! It is sans-I/O: nothing here awaits, sends or reads a monotonic clock. Each step —
+//! [`Session::handle_frame`], [`Session::resume`], the timers — takes the time it
+//! happens at and returns an [`Outcome`]: the replies, the broadcasts, the effects
+//! (session rows, awareness leaves) and at most one piece of I/O (a document load, an
+//! awareness read or write, a text merge, a large decode) whose answer the
+//! connection hands back with `resume`. The handling of a message is a chain of
+//! such steps; where it resumes is [`Pending`]. Wall time comes from the service's
+//! [`crate::clock`].
 //!
-//! Replies go to the connection's outbox in order. Acks wait until the write is
-//! durable; they are queued in arrival order ([`AckQueue`]) so one connection can
-//! keep many writes in flight and still receive its acks in order — an ack decided
-//! at once (nothing to persist) waits behind earlier ones (docs/protocol.md §7.11).
+//! The intake ([`intake::Intake`]) takes a frame's bytes to the message to dispatch
+//! or the reply refusing it; the handlers are split by concern (auth, documents,
+//! writes, awareness). Acks wait until the write is durable; they are queued in
+//! arrival order ([`AckQueue`]) so one connection can keep many writes in flight and
+//! still receive its acks in order — an ack decided at once (nothing to persist)
+//! waits behind earlier ones; a write refused outright (a full backlog) is answered
+//! at once, like every refusal (docs/protocol.md §7.11).
 
 use crate::hash::FastSet;
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::acks::AckQueue;
-use super::peer::{Outgoing, Peer};
+use super::peer::Peer;
 use super::SyncService;
 use crate::auth::Identity;
 use crate::metrics::Refusal;
-use crate::protocol::encode::next_message_id;
-use crate::protocol::errors as err;
-use crate::protocol::{encode, ClientMessage, DecodeError, ServerMessage};
+use crate::protocol::errors::{self as err, close};
+use crate::protocol::{ClientMessage, ServerMessage};
 use crate::storage::SessionRecord;
-use intake::{Intake, Outcome, Received};
+use intake::{AfterDecode, Intake, Received, Verdict};
+pub(crate) use outcome::{Broadcast, Done, Effect, Io, Outcome, Reply};
 
 mod auth;
 mod awareness;
 mod documents;
 mod intake;
+mod outcome;
 mod refusals;
+#[cfg(test)]
+mod tests;
 mod writes;
 
 /// Longest field name: `deltas.field_path` is `VARCHAR(500)`.
@@ -76,6 +81,33 @@ pub struct Session {
     /// The replies of applied writes, in arrival order.
     acks: AckQueue,
     session_saved: bool,
+    /// When the connection opened (the auth timeout counts from here).
+    opened_at: Instant,
+    /// What the step in progress has decided so far; handed over at its end.
+    out: Outcome,
+    /// Where the handling of a message resumes once the I/O it asked for is
+    /// answered; `None` between messages. Boxed, like the outcome's I/O: an idle
+    /// connection carries neither (BENCHMARKS.md, memory per idle connection).
+    pending: Option<Box<Pending>>,
+}
+
+/// Where a message's handling resumes, and what it carries meanwhile.
+#[derive(Debug)]
+enum Pending {
+    /// A large frame decoded away from the runtime's workers.
+    Decode(AfterDecode),
+    /// `subscribe` / `sync_request`, once the document is live.
+    Read(documents::PendingRead),
+    /// `delta`, once the document is live.
+    Delta(writes::PendingDelta),
+    /// `delta_batch`, at one of its steps.
+    Batch(Box<writes::PendingBatch>),
+    /// `awareness_subscribe`, once the document is live.
+    AwarenessSubscribe(String),
+    /// `awareness_subscribe`, once the document's awareness is read.
+    AwarenessState(String),
+    /// `awareness_update`, at one of its steps.
+    Awareness(awareness::PendingUpdate),
 }
 
 impl Session {
@@ -111,7 +143,17 @@ impl Session {
             writer_id,
             acks: AckQueue::new(),
             session_saved: false,
+            opened_at: now,
+            out: Outcome::default(),
+            pending: None,
         }
+    }
+
+    /// The connection's first step: its session row, when already authenticated
+    /// (auth disabled).
+    pub fn start(&mut self) -> Outcome {
+        self.persist_session();
+        self.take_outcome()
     }
 
     /// Fleet-unique connection id, used for session rows and awareness ownership.
@@ -122,10 +164,6 @@ impl Session {
         )
     }
 
-    pub(crate) fn is_authenticated(&self) -> bool {
-        self.identity.is_some()
-    }
-
     pub(crate) fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
     }
@@ -134,8 +172,8 @@ impl Session {
         self.documents.iter().map(|d| &**d)
     }
 
-    /// Record the session row if authenticated (called at connect and after auth).
-    pub(crate) fn persist_session(&mut self) {
+    /// Record the session row if authenticated (at connect and after auth).
+    fn persist_session(&mut self) {
         let Some(identity) = &self.identity else {
             return;
         };
@@ -155,15 +193,40 @@ impl Session {
         };
         self.session_saved = true;
         // Written behind: a connection never waits on the database.
-        self.svc.hub.storage().save_session(record);
+        self.out.effects.push(Effect::SaveSession(record));
     }
 
-    /// Bump the session's `last_seen` (called once per heartbeat interval; the
-    /// writes are batched across connections).
-    pub(crate) fn touch(&self) {
+    /// A heartbeat tick at `now`: bump the session's `last_seen` (the writes are
+    /// batched across connections) and drop chunk sets past their TTL even when no
+    /// chunk arrives.
+    pub(crate) fn on_heartbeat(&mut self, now: Instant) -> Outcome {
         if self.session_saved {
-            self.svc.hub.storage().touch_session(&self.connection_key());
+            let key = self.connection_key();
+            self.out.effects.push(Effect::TouchSession(key));
         }
+        self.intake.sweep(now);
+        self.take_outcome()
+    }
+
+    /// When an unauthenticated connection is to be closed: `None` once it has
+    /// authenticated, or when auth is not required.
+    pub(crate) fn auth_deadline(&self) -> Option<Instant> {
+        (self.svc.settings.auth_required && self.identity.is_none())
+            .then(|| self.opened_at + self.svc.settings.auth_timeout)
+    }
+
+    /// The auth deadline's timer fired at `now`: the close, counted, when the
+    /// connection is still unauthenticated past it.
+    pub(crate) fn on_auth_deadline(&self, now: Instant) -> Option<CloseRequest> {
+        let deadline = self.auth_deadline()?;
+        if now < deadline {
+            return None;
+        }
+        self.svc.metrics.refused(Refusal::NotAuthenticated);
+        Some(CloseRequest {
+            code: close::POLICY,
+            reason: err::AUTHENTICATION_TIMEOUT,
+        })
     }
 
     /// The next ack (or persistence error) of an applied write, in arrival order:
@@ -184,135 +247,144 @@ impl Session {
         self.acks.is_full()
     }
 
-    /// Send a reply to this connection in its encoding.
-    pub(crate) async fn reply(&self, msg: &ServerMessage) {
-        self.reply_with_id(msg, None).await;
+    /// Reply to this connection (in its encoding, under a fresh id).
+    pub(super) fn reply(&mut self, msg: ServerMessage) {
+        self.reply_with_id(msg, None);
     }
 
-    async fn reply_with_id(&self, msg: &ServerMessage, id: Option<&str>) {
-        let now = self.svc.now_ms();
-        let id = id.map_or_else(|| next_message_id(now), str::to_owned);
-        let frame = encode(msg, &id, now, self.peer.encoding());
-        if let ServerMessage::Error { error, .. } = msg {
-            self.svc.metrics.error_sent(error);
+    fn reply_with_id(&mut self, msg: ServerMessage, id: Option<String>) {
+        self.out.replies.push(Reply { msg, id });
+    }
+
+    fn error(&mut self, error: impl Into<String>) {
+        self.reply(ServerMessage::error(error, None));
+    }
+
+    /// What this step decided, handed over; the next starts empty.
+    fn take_outcome(&mut self) -> Outcome {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Handle one WebSocket data frame, received at `now`: the intake's verdict on
+    /// it, and the handler's work when it is admitted.
+    pub fn handle_frame(&mut self, is_text: bool, bytes: &[u8], now: Instant) -> Outcome {
+        if self.pending.is_some() {
+            // The connection reads no frame while one is being handled; were it to,
+            // the frame would overtake the unfinished one.
+            tracing::error!(conn_id = self.peer.conn_id, "frame handed in mid-message: dropped");
+            return Outcome::default();
         }
-        if matches!(msg, ServerMessage::Ack { .. }) {
-            self.svc.metrics.acks_sent.inc();
-        }
-        self.svc.metrics.message_out(msg.kind(), 1);
-        self.peer.send_own(Outgoing::Frame(frame));
-    }
-
-    async fn error(&self, error: impl Into<String>) {
-        self.reply(&ServerMessage::error(error, None)).await;
-    }
-
-    /// Handle one WebSocket data frame, received at `now`: the session's sans-I/O
-    /// intake decides what it asks for, and this carries it out — the reply, the
-    /// decode on the blocking pool, the handler.
-    pub async fn handle_frame(
-        &mut self,
-        is_text: bool,
-        bytes: &[u8],
-        now: Instant,
-    ) -> Result<(), CloseRequest> {
         let Received { encoding, outcome } =
             self.intake
                 .receive(is_text, bytes, self.identity.is_some(), now);
         if let Some(encoding) = encoding {
             self.peer.set_encoding(encoding);
         }
-        self.carry_out(outcome, now).await
+        self.follow(outcome, now);
+        self.take_outcome()
     }
 
-    /// Do what the intake asked. A decode on the blocking pool goes back to the
-    /// intake, at most twice (a large chunk completing a large set).
-    async fn carry_out(&mut self, mut outcome: Outcome, now: Instant) -> Result<(), CloseRequest> {
-        loop {
-            match outcome {
-                Outcome::Nothing => return Ok(()),
-                Outcome::Reply(msg) => {
-                    self.reply(&msg).await;
-                    return Ok(());
-                }
-                Outcome::Dispatch { msg, request_id } => {
-                    return self.dispatch(msg, request_id, now).await
-                }
-                Outcome::DecodeOnBlockingPool { frame, then } => {
-                    // A decode that panicked is garbage, answered like any other.
-                    let decoded = tokio::task::spawn_blocking(move || frame.decode())
-                        .await
-                        .unwrap_or(Err(DecodeError::Invalid));
-                    outcome = self
-                        .intake
-                        .decoded(then, decoded, self.identity.is_some(), now);
-                }
+    /// Go on with the message the I/O of the last step was for, given its answer
+    /// at `now`.
+    pub(crate) fn resume(&mut self, done: Done, now: Instant) -> Outcome {
+        match self.pending.take() {
+            Some(pending) => self.continue_with(*pending, done, now),
+            None => {
+                tracing::error!(conn_id = self.peer.conn_id, ?done, "an answer to I/O nothing asked for: dropped");
+            }
+        }
+        self.take_outcome()
+    }
+
+    /// Do what the intake decided.
+    fn follow(&mut self, verdict: Verdict, now: Instant) {
+        match verdict {
+            Verdict::Nothing => {}
+            Verdict::Reply(msg) => self.reply(msg),
+            Verdict::Dispatch { msg, request_id } => self.dispatch(msg, request_id, now),
+            Verdict::DecodeOnBlockingPool { frame, then } => {
+                self.wait(Io::Decode(frame), Pending::Decode(then))
             }
         }
     }
 
-    /// Timer work: drop chunk sets past their TTL even when no chunk arrives.
-    pub(crate) fn sweep(&mut self, now: Instant) {
-        self.intake.sweep(now);
+    /// Ask for `io`, and resume at `then` with its answer.
+    fn wait(&mut self, io: Io, then: Pending) {
+        self.out.io = Some(Box::new(io));
+        self.pending = Some(Box::new(then));
     }
 
-    async fn dispatch(
-        &mut self,
-        msg: ClientMessage,
-        request_id: Option<String>,
-        now: Instant,
-    ) -> Result<(), CloseRequest> {
+    /// Go on at `then` once document `id` is live: now if it is, else once the
+    /// connection has loaded it.
+    fn with_document(&mut self, id: String, then: Pending, now: Instant) {
+        match self.svc.hub.open_live(&id) {
+            Some(entry) => self.continue_with(then, Done::Opened(Ok(entry)), now),
+            None => self.wait(Io::Open(id), then),
+        }
+    }
+
+    /// One resumption: the step `pending` was waiting for, with its answer.
+    fn continue_with(&mut self, pending: Pending, done: Done, now: Instant) {
+        match (pending, done) {
+            (Pending::Decode(then), Done::Decoded(decoded)) => {
+                // A decode that panicked is garbage, answered like any other.
+                let verdict = self
+                    .intake
+                    .decoded(then, decoded, self.identity.is_some(), now);
+                self.follow(verdict, now);
+            }
+            (Pending::Read(read), Done::Opened(opened)) => self.read_opened(read, opened),
+            (Pending::Delta(delta), Done::Opened(opened)) => {
+                self.delta_opened(delta, opened, now)
+            }
+            (Pending::Batch(batch), done) => self.batch_resumed(batch, done, now),
+            (Pending::AwarenessSubscribe(id), Done::Opened(opened)) => {
+                self.awareness_document_opened(id, opened)
+            }
+            (Pending::AwarenessState(id), Done::AwarenessRead(read)) => {
+                self.awareness_state_read(id, read)
+            }
+            (Pending::Awareness(update), done) => self.awareness_resumed(update, done, now),
+            (pending, done) => {
+                tracing::error!(conn_id = self.peer.conn_id, ?pending, ?done, "an answer to other I/O than asked for: dropped");
+            }
+        }
+    }
+
+    fn dispatch(&mut self, msg: ClientMessage, request_id: Option<String>, now: Instant) {
         match msg {
             ClientMessage::Auth { token, api_key } => {
-                return self.on_auth(token, api_key, request_id, now).await
+                self.on_auth(token, api_key, request_id, now)
             }
-            ClientMessage::Ping => {
-                self.reply_with_id(&ServerMessage::Pong, request_id.as_deref())
-                    .await;
-            }
+            ClientMessage::Ping => self.reply_with_id(ServerMessage::Pong, request_id),
             ClientMessage::Pong | ClientMessage::Connect | ClientMessage::Ignored => {}
-            ClientMessage::Delta(delta) => self.on_delta(delta, now).await,
-            ClientMessage::DeltaBatch(batch) => self.on_delta_batch(batch, now).await,
-            other => {
-                if self.identity.is_none() {
-                    self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED, now)
-                        .await;
-                    return Ok(());
-                }
-                match other {
-                    ClientMessage::Subscribe { document_id } => {
-                        self.on_subscribe(document_id, request_id, now).await
-                    }
-                    ClientMessage::SyncRequest {
-                        document_id,
-                        vector_clock,
-                    } => {
-                        self.on_sync_request(document_id, vector_clock, request_id, now)
-                            .await
-                    }
-                    ClientMessage::SyncStep1 { document_id } => {
-                        self.on_sync_step1(document_id, now).await
-                    }
-                    ClientMessage::Unsubscribe { document_id } => {
-                        self.on_unsubscribe(document_id).await
-                    }
-                    ClientMessage::AwarenessSubscribe { document_id } => {
-                        self.on_awareness_subscribe(document_id, now).await
-                    }
-                    ClientMessage::AwarenessUpdate(update) => {
-                        self.on_awareness_update(update, now).await
-                    }
-                    // Client acks are accepted and ignored (docs/protocol.md §7.11).
-                    _ => {}
-                }
+            ClientMessage::Delta(delta) => self.on_delta(delta, now),
+            ClientMessage::DeltaBatch(batch) => self.on_delta_batch(batch, now),
+            _ if self.identity.is_none() => {
+                self.refuse_plain(Refusal::NotAuthenticated, err::NOT_AUTHENTICATED, now)
             }
+            ClientMessage::Subscribe { document_id } => {
+                self.on_subscribe(document_id, request_id, now)
+            }
+            ClientMessage::SyncRequest { document_id, .. } => {
+                // The client's clock is not merged: a read never changes the document
+                // (any reader could otherwise inflate the clock every broadcast carries).
+                self.on_read(document_id, request_id, err::SYNC_REQUEST_FAILED, now)
+            }
+            ClientMessage::SyncStep1 { document_id } => self.on_sync_step1(document_id, now),
+            ClientMessage::Unsubscribe { document_id } => self.on_unsubscribe(document_id),
+            ClientMessage::AwarenessSubscribe { document_id } => {
+                self.on_awareness_subscribe(document_id, now)
+            }
+            ClientMessage::AwarenessUpdate(update) => self.on_awareness_update(update, now),
+            // Client acks are accepted and ignored (docs/protocol.md §7.11).
+            _ => {}
         }
-        Ok(())
     }
 
-    /// Connection closed: leave every document, broadcast leaves for the awareness
-    /// clients it owned (in the background), and drop its session row.
-    pub(crate) async fn close(&mut self) {
+    /// Connection closed: leave every document, have the awareness clients it owned
+    /// removed (their leaves broadcast), and its session row dropped.
+    pub(crate) fn close(&mut self) -> Outcome {
         let docs: Vec<Arc<str>> = self
             .documents
             .union(&self.awareness_documents)
@@ -321,35 +393,9 @@ impl Session {
         self.svc
             .hub
             .remove_peer(self.peer.conn_id, docs.iter().map(|d| &**d));
-        // The leaves go out from a task of their own: with a shared store (PostgreSQL,
-        // Redis) the removal is a round trip, and the close frame must not wait on
-        // it — nor on an outage (the store is bounded, README "Running several
-        // instances"). Entries a failed removal leaves behind expire.
-        let svc = self.svc.clone();
         let connection = self.connection_key();
-        self.svc.tasks.spawn(async move {
-            match svc.awareness.remove_connection(&connection).await {
-                Ok(entries) => {
-                    for e in entries {
-                        let msg = ServerMessage::AwarenessUpdate {
-                            document_id: e.document_id.clone(),
-                            client_id: e.client_id,
-                            state: Value::Null,
-                            clock: e.clock.saturating_add(1),
-                        };
-                        super::relay::broadcast_awareness(
-                            &svc.hub,
-                            &e.document_id,
-                            &msg,
-                            None,
-                            true,
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not remove awareness of closed connection")
-                }
-            }
+        self.out.effects.push(Effect::RemoveAwareness {
+            connection: connection.clone(),
         });
         if self.session_saved {
             self.svc.metrics.connections_authenticated.dec();
@@ -357,10 +403,8 @@ impl Session {
                 self.svc.metrics.user_left(&identity.user_id);
             }
             self.session_saved = false;
-            self.svc
-                .hub
-                .storage()
-                .delete_session(&self.connection_key());
+            self.out.effects.push(Effect::DeleteSession(connection));
         }
+        self.take_outcome()
     }
 }

@@ -13,42 +13,41 @@ use crate::sync::admission::{self, Refused};
 impl Session {
     /// Refuse a message: count, log (throttled) and answer with the named error,
     /// `details: {code, documentId?}`.
-    pub(super) async fn refuse(
-        &self,
+    pub(super) fn refuse(
+        &mut self,
         refused: Refused,
         context: &Map<String, Value>,
         now: Instant,
     ) {
         let reply = self.intake.refusal(refused, context, now);
-        self.reply(&reply).await;
+        self.reply(reply);
     }
 
     /// Refuse with a fixed TS error, bare (no `details`), as TS sends it.
-    pub(super) async fn refuse_plain(&self, reason: Refusal, error: &'static str, now: Instant) {
+    pub(super) fn refuse_plain(&mut self, reason: Refusal, error: &'static str, now: Instant) {
         let reply = self.intake.plain_refusal(reason, error, now);
-        self.reply(&reply).await;
+        self.reply(reply);
     }
 
     /// A write naming an invalid field: the TS error `{documentId}`, nothing applied.
-    pub(super) async fn refuse_invalid_field(&self, id: &str, now: Instant) {
+    pub(super) fn refuse_invalid_field(&mut self, id: &str, now: Instant) {
         self.intake
             .note_refusal(Refusal::InvalidMessage, now, &err::INVALID_FIELD_NAME);
-        self.reply(&ServerMessage::error_for_document(
+        self.reply(ServerMessage::error_for_document(
             err::INVALID_FIELD_NAME,
             id,
-        ))
-        .await;
+        ));
     }
 
     /// The hub refused a write's clock: nothing was applied, nothing is acked.
-    pub(super) async fn refuse_clock(
-        &self,
+    pub(super) fn refuse_clock(
+        &mut self,
         refusal: admission::ClockRefusal,
         document_id: &str,
         now: Instant,
     ) {
         let context = document_context(document_id);
-        self.refuse(refusal.refused(), &context, now).await;
+        self.refuse(refusal.refused(), &context, now);
     }
 }
 

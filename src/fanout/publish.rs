@@ -5,10 +5,10 @@
 
 use serde_json::Value;
 
-use super::hub::Hub;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::ServerMessage;
 use crate::pubsub::PubSubState;
+use crate::sync::Hub;
 
 fn envelope(hub: &Hub, msg: &ServerMessage) -> Value {
     let mut body = msg.body();
