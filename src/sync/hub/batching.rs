@@ -1,0 +1,352 @@
+//! The broadcast batch: field results coalesced per document for the batch window,
+//! then flushed — one delta per field, encoded once per encoding and shared by all
+//! subscribers — and this instance's part published to pub/sub.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::{DocEntry, DocState, Hub, Pending, PendingBatch, PeerList, QueuedField};
+use crate::hash::FastMap;
+use crate::protocol::encode::{encode_body, field_delta_body, next_message_id};
+use crate::protocol::{EncodedFrame, Encoding, Framed, MessageType};
+use crate::pubsub::PubSubState;
+use crate::sync::clock::VectorClock;
+use crate::sync::peer::Outgoing;
+
+impl Hub {
+    /// Returns whether a flush must be scheduled (the batch went from empty to not).
+    pub(super) fn queue_locked(&self, st: &mut DocState, fields: Vec<QueuedField>, local: bool) -> bool {
+        if fields.is_empty() {
+            return false;
+        }
+        let was_empty = st.pending.order.is_empty();
+        for (field, value, writer) in fields {
+            match st.pending.values.get_mut(&field) {
+                Some(slot) => {
+                    slot.value = value;
+                    slot.local |= local;
+                    slot.writer = writer;
+                }
+                None => {
+                    st.pending.order.push(field.clone());
+                    let pending = Pending {
+                        value,
+                        local,
+                        writer,
+                    };
+                    st.pending.values.insert(field, pending);
+                }
+            }
+        }
+        if was_empty {
+            st.pending.since = Some(Instant::now());
+        }
+        was_empty
+    }
+
+    pub(super) fn schedule_flush(&self, entry: &Arc<DocEntry>) {
+        if self.settings.batch_delay.is_zero() {
+            self.flush(entry);
+            return;
+        }
+        let due = Instant::now() + self.settings.batch_delay;
+        if self.flush_tx.send((entry.clone(), due)).is_err() {
+            // The flusher is gone (shutdown): deliver now rather than never.
+            self.flush(entry);
+        }
+    }
+
+    /// Send a document's pending batch: one SDK-shape `delta` per field to every
+    /// subscriber including the writers, then publish the local part to pub/sub.
+    ///
+    /// A field's delta carries a compact clock — the entry its write ticked and the
+    /// document's largest entry — not the whole clock: SDK clients order updates by
+    /// max(clock), which this keeps, and a delta stays small however many writers
+    /// the document has had (`sync_response` carries the whole clock).
+    pub(crate) fn flush(&self, entry: &DocEntry) {
+        let clustered = self.pubsub.state() != PubSubState::SingleInstance;
+        let Some(taken) = take_batch(entry, clustered) else {
+            return;
+        };
+        let now_ms = self.now_ms();
+        let TakenBatch {
+            batch,
+            clocks,
+            clock_json,
+            full_clock,
+            subscribers,
+        } = taken;
+        let PendingBatch {
+            order,
+            values,
+            since,
+            writers,
+        } = batch;
+        let (bodies, published) =
+            delta_bodies(&entry.id, order, values, &clocks, &clock_json, now_ms);
+        let delivered = self.deliver_deltas(&subscribers, &writers, &bodies, now_ms);
+        let messages = delivered * bodies.len() as u64;
+        self.metrics.broadcast_flushes.inc();
+        self.metrics.broadcast_deliveries.add(messages);
+        self.metrics.message_out(MessageType::Delta, messages);
+        if let Some(since) = since {
+            self.metrics
+                .broadcast_latency
+                .observe_ms(since.elapsed().as_secs_f64() * 1000.0);
+        }
+        if let (false, Some(full_clock)) = (published.is_empty(), full_clock) {
+            let msg = serde_json::json!({
+                "type": "delta",
+                "id": next_message_id(now_ms),
+                "timestamp": now_ms,
+                "documentId": &*entry.id,
+                "delta": published,
+                "vectorClock": serde_json::from_str::<Value>(&full_clock).unwrap_or(Value::Null),
+                "origin": self.settings.instance_id,
+            });
+            self.publish(&self.settings.channels.delta(&entry.id), &msg);
+        }
+    }
+
+    /// Send a flush's deltas to every subscriber — encoded once per encoding, the
+    /// same frames shared by all — the batch's writers as the echo of their own
+    /// write. Returns how many subscribers took them; a subscriber too slow to take
+    /// them is closed.
+    #[inline]
+    fn deliver_deltas(
+        &self,
+        subscribers: &PeerList,
+        writers: &[u64],
+        bodies: &[(String, String)],
+        now_ms: i64,
+    ) -> u64 {
+        let frames_for = |encoding: Encoding| -> Framed {
+            let frames: Vec<EncodedFrame> = bodies
+                .iter()
+                .map(|(id, body)| encode_body(MessageType::Delta, id, now_ms, body, encoding))
+                .collect();
+            Framed::new(&frames)
+        };
+        let mut binary: Option<Framed> = None;
+        let mut json: Option<Framed> = None;
+        let mut delivered = 0u64;
+        for peer in subscribers.iter() {
+            let frames = match peer.encoding() {
+                Encoding::Binary => binary.get_or_insert_with(|| frames_for(Encoding::Binary)),
+                Encoding::Json => json.get_or_insert_with(|| frames_for(Encoding::Json)),
+            };
+            let item = Outgoing::Frames(frames.clone());
+            let queued = if writers.contains(&peer.conn_id) {
+                peer.send_own(item)
+            } else {
+                peer.deliver(item)
+            };
+            if queued {
+                delivered += 1;
+            } else {
+                self.metrics.slow_clients_closed.inc();
+            }
+        }
+        delivered
+    }
+
+    /// Flush every pending batch now (shutdown).
+    pub(crate) fn flush_all(&self) {
+        let entries: Vec<Arc<DocEntry>> = self.docs().values().cloned().collect();
+        for entry in entries {
+            self.flush(&entry);
+        }
+    }
+
+    pub(crate) fn publish(&self, channel: &str, msg: &Value) {
+        if let Some(id) = msg.get("id").and_then(Value::as_str) {
+            self.published_ids.remember(id);
+        }
+        self.pubsub
+            .publish(channel, Bytes::from(msg.to_string().into_bytes()));
+        self.metrics.pubsub_published.inc();
+    }
+
+    /// Whether a received message id is one we published (an echo).
+    pub(crate) fn published_recently(&self, id: &str) -> bool {
+        self.published_ids.contains(id)
+    }
+}
+
+/// A document's pending batch, taken under its lock with what its deltas need
+/// (see [`Hub::flush`]).
+struct TakenBatch {
+    batch: PendingBatch,
+    /// Writer → its compact clock (JSON).
+    clocks: FastMap<String, String>,
+    /// The compact clock of a field no local writer ticked (JSON).
+    clock_json: String,
+    /// The whole clock, for other instances (clustered only).
+    full_clock: Option<String>,
+    subscribers: PeerList,
+}
+
+/// Take a document's pending batch, if any, under the lock only for that: the
+/// deltas are built and sent without it.
+#[inline]
+fn take_batch(entry: &DocEntry, clustered: bool) -> Option<TakenBatch> {
+    let mut st = entry.lock();
+    if st.pending.order.is_empty() {
+        return None;
+    }
+    let batch = std::mem::take(&mut st.pending);
+    // The largest entry once per flush, not once per writer.
+    let largest = largest_entry(&st.doc.clock);
+    // One compact clock per distinct writer, not per field: a flush of one
+    // writer's burst has thousands of fields and one writer.
+    let mut clocks: FastMap<String, String> = FastMap::default();
+    for w in batch.values.values().filter_map(|p| p.writer.as_deref()) {
+        if !clocks.contains_key(w) {
+            clocks.insert(w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w)));
+        }
+    }
+    Some(TakenBatch {
+        batch,
+        clocks,
+        clock_json: compact_clock(&st.doc.clock, largest, None),
+        // Other instances merge the whole clock (one message per flush).
+        full_clock: clustered.then(|| st.doc.clock.to_json_string()),
+        subscribers: st.subscribers.clone(),
+    })
+}
+
+/// One delta body (with its message id) per field of a flushed batch, in
+/// first-queued order, and the fields this instance must publish (its own).
+#[inline]
+fn delta_bodies(
+    document_id: &str,
+    order: Vec<String>,
+    mut values: FastMap<String, Pending>,
+    clocks: &FastMap<String, String>,
+    clock_json: &str,
+    now_ms: i64,
+) -> (Vec<(String, String)>, Map<String, Value>) {
+    let mut bodies = Vec::with_capacity(order.len());
+    let mut published = Map::new();
+    for field in order {
+        if let Some(Pending {
+            value,
+            local,
+            writer,
+        }) = values.remove(&field)
+        {
+            let clock = writer
+                .as_ref()
+                .and_then(|w| clocks.get(w))
+                .map_or(clock_json, String::as_str);
+            bodies.push((
+                next_message_id(now_ms),
+                field_delta_body(document_id, &field, &value, clock),
+            ));
+            if local {
+                published.insert(field, value);
+            }
+        }
+    }
+    (bodies, published)
+}
+
+/// The document's largest clock entry (ties: the smallest writer id).
+fn largest_entry(clock: &VectorClock) -> Option<(&str, u64)> {
+    clock
+        .iter()
+        .max_by_key(|(w, v)| (**v, std::cmp::Reverse(*w)))
+        .map(|(w, v)| (w.as_str(), *v))
+}
+
+/// The clock a broadcast delta carries: `writer`'s entry and the document's largest
+/// one (so max(clock) is the document's), as JSON.
+fn compact_clock(
+    clock: &VectorClock,
+    largest: Option<(&str, u64)>,
+    writer: Option<&str>,
+) -> String {
+    let mut out = Map::new();
+    if let Some((w, v)) = largest {
+        out.insert(w.to_owned(), Value::from(v));
+    }
+    if let Some(w) = writer.filter(|w| clock.contains(w)) {
+        out.insert(w.to_owned(), Value::from(clock.get(w)));
+    }
+    Value::Object(out).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::super::{Changes, FieldWrite, HubSettings};
+    use crate::metrics::Metrics;
+    use crate::pubsub::{Channels, LocalPubSub};
+    use crate::storage::Persistence;
+    use crate::sync::peer::Peer;
+    use std::time::Duration;
+
+    #[test]
+    fn a_broadcast_clock_is_the_writer_and_the_largest_entry() {
+        let clock: VectorClock = (0..1000).map(|i| (format!("w{i:04}"), i)).collect();
+        let largest = largest_entry(&clock);
+        assert_eq!(largest, Some(("w0999", 999)));
+        let c: Value =
+            serde_json::from_str(&compact_clock(&clock, largest, Some("w0007"))).expect("json");
+        assert_eq!(c, serde_json::json!({"w0999": 999, "w0007": 7}));
+        let c: Value = serde_json::from_str(&compact_clock(&clock, largest, None)).expect("json");
+        assert_eq!(c, serde_json::json!({"w0999": 999}));
+    }
+
+    #[tokio::test]
+    async fn a_writers_echo_is_its_own_reply_and_never_closes_it() {
+        let (hub, _flushes) = Hub::new(
+            Arc::new(Persistence::in_memory()),
+            Arc::new(LocalPubSub::single_instance()),
+            Arc::new(Metrics::default()),
+            HubSettings {
+                batch_delay: Duration::ZERO,
+                instance_id: "test".into(),
+                channels: Channels::new("synckit:"),
+                max_cached_documents: 10,
+                max_clock_entries: 10,
+                text_limits: crate::text::Limits::default(),
+                clock: crate::clock::SystemClock::shared(),
+            },
+        );
+        let entry = hub.open("d").await.expect("open");
+        // Neither outbox is drained: the writer and a subscriber that does not read.
+        let (writer, _w) = Peer::new(1);
+        let (reader, _r) = Peer::new(2);
+        hub.subscribe(&entry, &writer);
+        hub.subscribe(&entry, &reader);
+        for i in 0..crate::sync::peer::DEFAULT_BROADCAST_BUDGET + 10 {
+            let applied = hub.apply(
+                &entry,
+                Changes {
+                    fields: vec![FieldWrite {
+                        field: format!("f{i}"),
+                        value: Value::from(i),
+                        writer: "w".into(),
+                    }],
+                    origin: Some(writer.conn_id),
+                    ..Changes::default()
+                },
+                0,
+            );
+            drop(applied);
+        }
+        assert!(
+            !writer.overflowed().is_cancelled(),
+            "the writer's echoes are its own replies"
+        );
+        assert!(writer.own_backlogged(), "so its socket stops being read");
+        assert!(
+            reader.overflowed().is_cancelled(),
+            "a subscriber that does not read is closed"
+        );
+    }
+}
