@@ -144,10 +144,8 @@ impl Hub {
     }
 }
 
-/// Merge a stored text state into a document's (starting one if it has none),
-/// returning the merged state and clock only when that changed it. Skipped while a
-/// client's merge has the document out (the text lane): that merge's result is
-/// relayed anyway, and the next resynchronisation reads storage again.
+/// Add a peer to a subscriber list (copy on write: a flush reads the list without
+/// the lock); returns whether it was not there yet.
 fn add_peer(list: &mut PeerList, peer: &Arc<Peer>) -> bool {
     // By pointer: a connection has one `Peer`, and comparing the list's pointers
     // does not touch every subscriber's memory — every write subscribes its writer
