@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{DocEntry, DocState, Hub, Pending, PendingBatch, PeerList, QueuedField};
 use crate::hash::FastMap;
-use crate::protocol::encode::{encode_body, field_delta_body, next_message_id};
+use crate::protocol::encode::{encode_body, field_delta_body, next_message_id, push_json_string};
 use crate::protocol::{EncodedFrame, Encoding, Framed, MessageType};
 use crate::pubsub::PubSubState;
 use crate::sync::clock::VectorClock;
@@ -264,19 +264,35 @@ fn largest_entry(clock: &VectorClock) -> Option<(&str, u64)> {
 
 /// The clock a broadcast delta carries: `writer`'s entry and the document's largest
 /// one (so max(clock) is the document's), as JSON.
+///
+/// Written directly, keys in order as a JSON object of ours always has them: built
+/// as a tree and printed, it was a tenth of a delta's cost with batching off
+/// (BENCHMARKS.md "Per-delta work").
 fn compact_clock(
     clock: &VectorClock,
     largest: Option<(&str, u64)>,
     writer: Option<&str>,
 ) -> String {
-    let mut out = Map::new();
-    if let Some((w, v)) = largest {
-        out.insert(w.to_owned(), Value::from(v));
+    let own = writer
+        .filter(|w| clock.contains(w))
+        .map(|w| (w, clock.get(w)));
+    let entries = match (largest, own) {
+        (Some(a), Some(b)) if a.0 == b.0 => [Some(b), None],
+        (Some(a), Some(b)) if b.0 < a.0 => [Some(b), Some(a)],
+        (a, b) => [a, b],
+    };
+    let mut out = String::with_capacity(48);
+    out.push('{');
+    for (i, (w, v)) in entries.into_iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, w);
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(v));
     }
-    if let Some(w) = writer.filter(|w| clock.contains(w)) {
-        out.insert(w.to_owned(), Value::from(clock.get(w)));
-    }
-    Value::Object(out).to_string()
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
@@ -299,6 +315,30 @@ mod tests {
         assert_eq!(c, serde_json::json!({"w0999": 999, "w0007": 7}));
         let c: Value = serde_json::from_str(&compact_clock(&clock, largest, None)).expect("json");
         assert_eq!(c, serde_json::json!({"w0999": 999}));
+    }
+
+    /// The bytes are those of the clock as a JSON object (keys sorted, escaped), for
+    /// the writer before, after and equal to the largest entry, and one not in it.
+    #[test]
+    fn a_broadcast_clock_is_written_as_its_json_object() {
+        let clock: VectorClock = [("b\"q", 5), ("a", 2), ("z\u{1}", 9), ("m", 9)]
+            .into_iter()
+            .map(|(w, v)| (w.to_owned(), v))
+            .collect();
+        let largest = largest_entry(&clock);
+        assert_eq!(largest, Some(("m", 9)), "ties go to the smaller id");
+        for writer in [None, Some("a"), Some("m"), Some("z\u{1}"), Some("b\"q"), Some("gone")] {
+            let mut object = Map::new();
+            if let Some((w, v)) = largest {
+                object.insert(w.to_owned(), Value::from(v));
+            }
+            if let Some(w) = writer.filter(|w| clock.contains(w)) {
+                object.insert(w.to_owned(), Value::from(clock.get(w)));
+            }
+            let expected = Value::Object(object).to_string();
+            assert_eq!(compact_clock(&clock, largest, writer), expected, "{writer:?}");
+        }
+        assert_eq!(compact_clock(&VectorClock::default(), None, Some("a")), "{}");
     }
 
     #[tokio::test]
