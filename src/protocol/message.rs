@@ -104,22 +104,25 @@ pub enum ParseError {
     NotClientSendable(MessageType),
 }
 
-fn string(body: &Map<String, Value>, key: &str) -> Option<String> {
-    match body.get(key)? {
-        Value::String(s) => Some(s.clone()),
+// The helpers below take what they read out of the body (no copy): each key is read
+// once, and the body is dropped once the message is built.
+
+fn string(body: &mut Map<String, Value>, key: &str) -> Option<String> {
+    match body.remove(key)? {
+        Value::String(s) => Some(s),
         _ => None,
     }
 }
 
-fn object(body: &Map<String, Value>, key: &str) -> Option<Map<String, Value>> {
-    match body.get(key)? {
-        Value::Object(m) => Some(m.clone()),
+fn object(body: &mut Map<String, Value>, key: &str) -> Option<Map<String, Value>> {
+    match body.remove(key)? {
+        Value::Object(m) => Some(m),
         _ => None,
     }
 }
 
 /// `documentId`, with the Go/Python `docId` dialect accepted as an alias.
-fn document_id(body: &Map<String, Value>) -> Option<String> {
+fn document_id(body: &mut Map<String, Value>) -> Option<String> {
     string(body, "documentId").or_else(|| string(body, "docId"))
 }
 
@@ -129,7 +132,7 @@ impl ClientMessage {
         let RawMessage {
             kind,
             id,
-            body,
+            mut body,
             op_type,
             ..
         } = raw;
@@ -139,35 +142,35 @@ impl ClientMessage {
         Ok(match kind {
             MessageType::Connect => ClientMessage::Connect,
             MessageType::Auth => ClientMessage::Auth {
-                token: string(&body, "token").filter(|s| !s.is_empty()),
-                api_key: string(&body, "apiKey").filter(|s| !s.is_empty()),
+                token: string(&mut body, "token").filter(|s| !s.is_empty()),
+                api_key: string(&mut body, "apiKey").filter(|s| !s.is_empty()),
             },
             MessageType::Subscribe => ClientMessage::Subscribe {
-                document_id: document_id(&body),
+                document_id: document_id(&mut body),
             },
             MessageType::Unsubscribe => ClientMessage::Unsubscribe {
-                document_id: document_id(&body),
+                document_id: document_id(&mut body),
             },
             MessageType::SyncRequest => ClientMessage::SyncRequest {
-                document_id: document_id(&body),
-                vector_clock: object(&body, "vectorClock"),
+                document_id: document_id(&mut body),
+                vector_clock: object(&mut body, "vectorClock"),
             },
             MessageType::SyncStep1 => ClientMessage::SyncStep1 {
-                document_id: document_id(&body),
+                document_id: document_id(&mut body),
             },
             MessageType::Delta => ClientMessage::Delta(delta(body, op_type.as_deref(), id)),
             MessageType::DeltaBatch => ClientMessage::DeltaBatch(delta_batch(body, id)),
             MessageType::DeltaBatchChunk => ClientMessage::DeltaBatchChunk(ChunkMessage {
-                chunk_id: string(&body, "chunkId").filter(|s| !s.is_empty()),
+                chunk_id: string(&mut body, "chunkId").filter(|s| !s.is_empty()),
                 total_chunks: body.get("totalChunks").and_then(Value::as_u64),
                 chunk_index: body.get("chunkIndex").and_then(Value::as_u64),
-                data: string(&body, "data"),
+                data: string(&mut body, "data"),
             }),
             MessageType::Ack => ClientMessage::Ack,
             MessageType::Ping => ClientMessage::Ping,
             MessageType::Pong => ClientMessage::Pong,
             MessageType::AwarenessSubscribe => ClientMessage::AwarenessSubscribe {
-                document_id: document_id(&body),
+                document_id: document_id(&mut body),
             },
             MessageType::AwarenessUpdate => ClientMessage::AwarenessUpdate(awareness_update(body)),
             MessageType::SnapshotRequest | MessageType::SnapshotUpload => ClientMessage::Ignored,
@@ -181,15 +184,15 @@ impl ClientMessage {
 /// body (no copy).
 #[inline]
 fn delta(mut body: Map<String, Value>, op_type: Option<&str>, id: Option<String>) -> DeltaMessage {
-    let document_id = document_id(&body);
+    let document_id = document_id(&mut body);
     let entries = delta_entries(&mut body, op_type);
-    let vector_clock = object(&body, "vectorClock").or_else(|| object(&body, "clock"));
+    let vector_clock = object(&mut body, "vectorClock").or_else(|| object(&mut body, "clock"));
     DeltaMessage {
         document_id,
         entries,
         vector_clock,
-        client_id: string(&body, "clientId"),
-        message_id: string(&body, "messageId").or(id),
+        client_id: string(&mut body, "clientId"),
+        message_id: string(&mut body, "messageId").or(id),
     }
 }
 
@@ -225,20 +228,20 @@ fn delta_entries(
 #[inline]
 fn delta_batch(mut body: Map<String, Value>, id: Option<String>) -> DeltaBatchMessage {
     DeltaBatchMessage {
-        document_id: document_id(&body),
+        document_id: document_id(&mut body),
         deltas: match body.remove("deltas") {
             Some(Value::Array(a)) if !a.is_empty() => Some(a),
             _ => None,
         },
-        message_id: string(&body, "messageId").or(id),
+        message_id: string(&mut body, "messageId").or(id),
     }
 }
 
 /// An `awareness_update`, its state taken out of the body (no copy).
 fn awareness_update(mut body: Map<String, Value>) -> AwarenessUpdateMessage {
     AwarenessUpdateMessage {
-        document_id: document_id(&body),
-        client_id: string(&body, "clientId").filter(|s| !s.is_empty()),
+        document_id: document_id(&mut body),
+        client_id: string(&mut body, "clientId").filter(|s| !s.is_empty()),
         state: body.remove("state").unwrap_or(Value::Null),
         clock: body.get("clock").and_then(Value::as_u64),
     }
