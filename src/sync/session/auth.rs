@@ -97,7 +97,10 @@ impl Session {
                 self.sign_in(identity);
                 self.recheck_subscriptions(now);
             }
-            Some(Err(e)) => self.out.close = Some(self.record_auth_failure(&e)),
+            Some(Err(e)) => {
+                let close = self.record_auth_failure(&e);
+                self.out().close = Some(close);
+            }
             None => {}
         }
         self.take_outcome()
@@ -117,7 +120,7 @@ impl Session {
                 self.reply(ServerMessage::AuthError {
                     error: err::AUTHENTICATION_FAILED.into(),
                 });
-                self.out.close = Some(close);
+                self.out().close = Some(close);
                 return;
             }
             None if self.svc.settings.auth_required => {
@@ -130,7 +133,7 @@ impl Session {
                     err::AUTHENTICATION_REQUIRED,
                     err::CODE_AUTH_REQUIRED,
                 ));
-                self.out.close = Some(CloseRequest {
+                self.out().close = Some(CloseRequest {
                     code: close::POLICY,
                     reason: err::AUTHENTICATION_REQUIRED,
                 });

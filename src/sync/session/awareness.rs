@@ -213,7 +213,7 @@ impl Session {
                     state: state.unwrap_or(Value::Null),
                     clock,
                 };
-                self.out.broadcasts.push(Broadcast::Awareness {
+                self.out().broadcasts.push(Broadcast::Awareness {
                     document_id: id,
                     msg,
                 });

@@ -84,7 +84,10 @@ pub struct Session {
     /// When the connection opened (the auth timeout counts from here).
     opened_at: Instant,
     /// What the step in progress has decided so far; handed over at its end.
-    out: Outcome,
+    /// Boxed, and only while a step decides something (a write that is applied and
+    /// queues its ack decides nothing to carry out): inline it would be part of
+    /// every idle connection (BENCHMARKS.md, memory per idle connection).
+    out: Option<Box<Outcome>>,
     /// Where the handling of a message resumes once the I/O it asked for is
     /// answered; `None` between messages. Boxed, like the outcome's I/O: an idle
     /// connection carries neither (BENCHMARKS.md, memory per idle connection).
@@ -144,7 +147,7 @@ impl Session {
             acks: AckQueue::new(),
             session_saved: false,
             opened_at: now,
-            out: Outcome::default(),
+            out: None,
             pending: None,
         }
     }
@@ -193,7 +196,7 @@ impl Session {
         };
         self.session_saved = true;
         // Written behind: a connection never waits on the database.
-        self.out.effects.push(Effect::SaveSession(record));
+        self.out().effects.push(Effect::SaveSession(record));
     }
 
     /// A heartbeat tick at `now`: bump the session's `last_seen` (the writes are
@@ -202,7 +205,7 @@ impl Session {
     pub(crate) fn on_heartbeat(&mut self, now: Instant) -> Outcome {
         if self.session_saved {
             let key = self.connection_key();
-            self.out.effects.push(Effect::TouchSession(key));
+            self.out().effects.push(Effect::TouchSession(key));
         }
         self.intake.sweep(now);
         self.take_outcome()
@@ -253,16 +256,21 @@ impl Session {
     }
 
     fn reply_with_id(&mut self, msg: ServerMessage, id: Option<String>) {
-        self.out.replies.push(Reply { msg, id });
+        self.out().replies.push(Reply { msg, id });
     }
 
     fn error(&mut self, error: impl Into<String>) {
         self.reply(ServerMessage::error(error, None));
     }
 
+    /// The outcome of the step in progress, to add to.
+    fn out(&mut self) -> &mut Outcome {
+        self.out.get_or_insert_with(Box::default)
+    }
+
     /// What this step decided, handed over; the next starts empty.
     fn take_outcome(&mut self) -> Outcome {
-        std::mem::take(&mut self.out)
+        self.out.take().map_or_else(Outcome::default, |out| *out)
     }
 
     /// Handle one WebSocket data frame, received at `now`: the intake's verdict on
@@ -310,7 +318,7 @@ impl Session {
 
     /// Ask for `io`, and resume at `then` with its answer.
     fn wait(&mut self, io: Io, then: Pending) {
-        self.out.io = Some(Box::new(io));
+        self.out().io = Some(Box::new(io));
         self.pending = Some(Box::new(then));
     }
 
@@ -394,7 +402,7 @@ impl Session {
             .hub
             .remove_peer(self.peer.conn_id, docs.iter().map(|d| &**d));
         let connection = self.connection_key();
-        self.out.effects.push(Effect::RemoveAwareness {
+        self.out().effects.push(Effect::RemoveAwareness {
             connection: connection.clone(),
         });
         if self.session_saved {
@@ -403,7 +411,7 @@ impl Session {
                 self.svc.metrics.user_left(&identity.user_id);
             }
             self.session_saved = false;
-            self.out.effects.push(Effect::DeleteSession(connection));
+            self.out().effects.push(Effect::DeleteSession(connection));
         }
         self.take_outcome()
     }

@@ -460,7 +460,7 @@ impl Session {
             deltas: ops,
             is_text_operation: is_text,
         };
-        self.out.broadcasts.push(Broadcast::Ops {
+        self.out().broadcasts.push(Broadcast::Ops {
             entry: entry.clone(),
             msg,
         });
