@@ -1,20 +1,18 @@
-//! Plain HTTP endpoints (docs/operations.md §1): info, health probes, stats, Prometheus
-//! metrics, rooms; plus the awareness expiry sweep and the common response layers.
+//! Plain HTTP endpoints (docs/operations.md §1): info, health probes, stats, rooms,
+//! maintenance runs, test-mode clearing, and the admin listener's router. The response
+//! layers every route shares are in `layers.rs`; `/metrics` is written in `stats.rs`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::{AppState, Lifecycle, ServerConfig};
+use super::{AppState, Lifecycle};
 use crate::admin_api::{MaintenanceRun, MaintenanceStatus};
 use crate::pubsub::PubSubState;
 
@@ -270,58 +268,4 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
             super::admin::guard,
         ))
         .with_state(state)
-}
-
-/// Security headers on every response (C#'s set) and CORS.
-pub(crate) fn with_common_layers(
-    router: Router<Arc<AppState>>,
-    config: &ServerConfig,
-) -> Router<Arc<AppState>> {
-    let csp = "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; connect-src 'self' wss: ws:; font-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; upgrade-insecure-requests";
-    let cors = if config.cors_origins.iter().any(|o| o == "*") {
-        CorsLayer::new().allow_origin(AllowOrigin::any())
-    } else {
-        let origins: Vec<HeaderValue> = config
-            .cors_origins
-            .iter()
-            .filter_map(|o| o.parse().ok())
-            .collect();
-        CorsLayer::new()
-            .allow_origin(origins)
-            .allow_credentials(true)
-    }
-    .allow_methods([
-        axum::http::Method::GET,
-        axum::http::Method::POST,
-        axum::http::Method::DELETE,
-    ])
-    .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
-    let set = |name: &'static str, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(
-            header::HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        )
-    };
-    router
-        .layer(set("content-security-policy", csp))
-        .layer(set("x-content-type-options", "nosniff"))
-        .layer(set("x-frame-options", "DENY"))
-        .layer(set("x-xss-protection", "1; mode=block"))
-        .layer(set("referrer-policy", "strict-origin-when-cross-origin"))
-        .layer(cors)
-}
-
-/// Expire awareness entries and broadcast their leaves (docs/protocol.md §7.16).
-pub(crate) async fn awareness_sweeper(state: Arc<AppState>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(state.config.awareness_sweep_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = crate::maintenance::awareness::prune_and_announce(&state.sync).await {
-            tracing::warn!(error = %e, "awareness sweep failed");
-        }
-    }
 }

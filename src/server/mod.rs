@@ -8,6 +8,7 @@ pub mod carry_out;
 pub(crate) mod config;
 pub mod connection;
 pub(crate) mod http;
+mod layers;
 pub(crate) mod listen;
 pub(crate) mod live;
 pub(crate) mod presence;
@@ -15,6 +16,7 @@ pub(crate) mod process;
 pub mod proxy;
 pub(crate) mod registry;
 pub mod stats;
+mod sweeper;
 pub mod upgrade;
 pub(crate) mod watch;
 
@@ -294,7 +296,7 @@ impl BackgroundTasks {
         let presence =
             clustered.then(|| tasks.spawn(presence::run(state.clone(), background.clone())));
         if !sync.awareness.is_shared() {
-            tasks.spawn(http::awareness_sweeper(state.clone(), background.clone()));
+            tasks.spawn(sweeper::awareness_sweeper(state.clone(), background.clone()));
         }
         tasks.spawn(state.scheduler.clone().run(background.clone()));
         tasks.spawn(watch::run(state.clone(), background.clone()));
@@ -445,7 +447,7 @@ fn public_router(state: Arc<AppState>) -> Router {
     if state.config.test_mode {
         router = router.route("/_test/clear", post(http::test_clear));
     }
-    http::with_common_layers(router, &state.config).with_state(state)
+    layers::with_common_layers(router, &state.config).with_state(state)
 }
 
 async fn ws_upgrade(
