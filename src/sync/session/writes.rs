@@ -252,12 +252,12 @@ impl Session {
         let text_states = std::mem::take(&mut batch.ops.text_states);
         let targets = std::mem::take(&mut batch.targets);
         batch.merges = text_states.into_iter().zip(targets).collect();
-        self.next_merge(batch, now);
+        self.next_merge(batch);
     }
 
     /// Ask for the next text state's merge; when none is left, relay the batch's
     /// other ops and queue its ack.
-    fn next_merge(&mut self, mut batch: Box<PendingBatch>, _now: Instant) {
+    fn next_merge(&mut self, mut batch: Box<PendingBatch>) {
         if let Some((mut op, target)) = batch.merges.pop_front() {
             // Taken out of the op (no copy): it may be tens of megabytes.
             let state = match op.remove("state") {
@@ -328,7 +328,7 @@ impl Session {
                 batch.text_refused = true;
             }
         }
-        self.next_merge(batch, now);
+        self.next_merge(batch);
     }
 
     /// Apply one message's field writes (`delta` and `delta_batch` alike). A refused
