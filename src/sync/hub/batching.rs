@@ -85,8 +85,15 @@ impl Hub {
             since,
             writers,
         } = batch;
-        let (bodies, published) =
-            delta_bodies(&entry.id, order, values, &clocks, &clock_json, now_ms);
+        let (bodies, published) = delta_bodies(
+            &entry.id,
+            order,
+            values,
+            &clocks,
+            &clock_json,
+            full_clock.is_some(),
+            now_ms,
+        );
         let delivered = self.deliver_deltas(&subscribers, &writers, &bodies, now_ms);
         let messages = delivered * bodies.len() as u64;
         self.metrics.broadcast_flushes.inc();
@@ -182,7 +189,8 @@ struct TakenBatch {
     batch: PendingBatch,
     /// Writer → its compact clock (JSON).
     clocks: FastMap<String, String>,
-    /// The compact clock of a field no local writer ticked (JSON).
+    /// The compact clock of a field no local writer ticked (JSON); empty when every
+    /// field of the batch has its writer.
     clock_json: String,
     /// The whole clock, for other instances (clustered only).
     full_clock: Option<String>,
@@ -203,15 +211,25 @@ fn take_batch(entry: &DocEntry, clustered: bool) -> Option<TakenBatch> {
     // One compact clock per distinct writer, not per field: a flush of one
     // writer's burst has thousands of fields and one writer.
     let mut clocks: FastMap<String, String> = FastMap::default();
-    for w in batch.values.values().filter_map(|p| p.writer.as_deref()) {
-        if !clocks.contains_key(w) {
-            clocks.insert(w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w)));
+    let mut writerless = false;
+    for pending in batch.values.values() {
+        match pending.writer.as_deref() {
+            Some(w) if !clocks.contains_key(w) => {
+                clocks.insert(w.to_owned(), compact_clock(&st.doc.clock, largest, Some(w)));
+            }
+            Some(_) => {}
+            None => writerless = true,
         }
     }
+    let clock_json = if writerless {
+        compact_clock(&st.doc.clock, largest, None)
+    } else {
+        String::new()
+    };
     Some(TakenBatch {
         batch,
         clocks,
-        clock_json: compact_clock(&st.doc.clock, largest, None),
+        clock_json,
         // Other instances merge the whole clock (one message per flush).
         full_clock: clustered.then(|| st.doc.clock.to_json_string()),
         subscribers: st.subscribers.clone(),
@@ -219,7 +237,8 @@ fn take_batch(entry: &DocEntry, clustered: bool) -> Option<TakenBatch> {
 }
 
 /// One delta body (with its message id) per field of a flushed batch, in
-/// first-queued order, and the fields this instance must publish (its own).
+/// first-queued order, and — when `publish` (clustered) — the fields this instance
+/// must publish (its own).
 #[inline]
 fn delta_bodies(
     document_id: &str,
@@ -227,6 +246,7 @@ fn delta_bodies(
     mut values: FastMap<String, Pending>,
     clocks: &FastMap<String, String>,
     clock_json: &str,
+    publish: bool,
     now_ms: i64,
 ) -> (Vec<(String, String)>, Map<String, Value>) {
     let mut bodies = Vec::with_capacity(order.len());
@@ -246,7 +266,7 @@ fn delta_bodies(
                 next_message_id(now_ms),
                 field_delta_body(document_id, &field, &value, clock),
             ));
-            if local {
+            if local && publish {
                 published.insert(field, value);
             }
         }
