@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::awareness::AwarenessEntry;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::ServerMessage;
 use crate::pubsub::PubSubState;
@@ -58,4 +59,16 @@ pub(crate) fn broadcast_awareness(
             &envelope(hub, msg),
         );
     }
+}
+
+/// Announce that an awareness entry is gone (its connection closed, or it expired):
+/// a leave (`state: null`, `clock + 1`) to local subscribers and the other instances.
+pub(crate) fn announce_leave(hub: &Hub, entry: &AwarenessEntry) {
+    let leave = ServerMessage::AwarenessUpdate {
+        document_id: entry.document_id.clone(),
+        client_id: entry.client_id.clone(),
+        state: Value::Null,
+        clock: entry.clock.saturating_add(1),
+    };
+    broadcast_awareness(hub, &entry.document_id, &leave, None, true);
 }

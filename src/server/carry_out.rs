@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::fanout::publish;
@@ -116,14 +115,8 @@ fn remove_awareness(svc: &Arc<SyncService>, connection: String) {
         let svc = svc_for_task;
         match svc.awareness.remove_connection(&connection).await {
             Ok(entries) => {
-                for e in entries {
-                    let msg = ServerMessage::AwarenessUpdate {
-                        document_id: e.document_id.clone(),
-                        client_id: e.client_id,
-                        state: Value::Null,
-                        clock: e.clock.saturating_add(1),
-                    };
-                    publish::broadcast_awareness(&svc.hub, &e.document_id, &msg, None, true);
+                for entry in &entries {
+                    publish::announce_leave(&svc.hub, entry);
                 }
             }
             Err(e) => {

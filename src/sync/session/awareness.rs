@@ -153,7 +153,7 @@ impl Session {
             }
             Done::AwarenessSet(outcome) => self.awareness_stored(update, outcome, now),
             other => {
-                tracing::error!(conn_id = self.peer.conn_id, done = ?other, "an awareness update resumed with an answer it did not ask for: dropped");
+                self.internal_error("an awareness_update resumed with an answer it did not ask for", &other);
             }
         }
     }

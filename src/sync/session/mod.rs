@@ -279,7 +279,7 @@ impl Session {
         if self.pending.is_some() {
             // The connection reads no frame while one is being handled; were it to,
             // the frame would overtake the unfinished one.
-            tracing::error!(conn_id = self.peer.conn_id, "frame handed in mid-message: dropped");
+            self.internal_error("a frame arrived while the previous message was still being handled", &"the new frame");
             return Outcome::default();
         }
         let Received { encoding, outcome } =
@@ -298,7 +298,7 @@ impl Session {
         match self.pending.take() {
             Some(pending) => self.continue_with(*pending, done, now),
             None => {
-                tracing::error!(conn_id = self.peer.conn_id, ?done, "an answer to I/O nothing asked for: dropped");
+                self.internal_error("an I/O answer arrived with no message waiting for it", &done);
             }
         }
         self.take_outcome()
@@ -314,6 +314,16 @@ impl Session {
                 self.wait(Io::Decode(frame), Pending::Decode(then))
             }
         }
+    }
+
+    /// The connection broke the step protocol (a bug, not client input): say so
+    /// once per occurrence, with what was dropped, and go on serving.
+    fn internal_error(&self, what: &str, dropped: &dyn std::fmt::Debug) {
+        tracing::error!(
+            conn_id = self.peer.conn_id,
+            dropped = ?dropped,
+            "internal error, please report it: {what}; the message was dropped and the connection goes on"
+        );
     }
 
     /// Ask for `io`, and resume at `then` with its answer.
@@ -354,7 +364,7 @@ impl Session {
             }
             (Pending::Awareness(update), done) => self.awareness_resumed(update, done, now),
             (pending, done) => {
-                tracing::error!(conn_id = self.peer.conn_id, ?pending, ?done, "an answer to other I/O than asked for: dropped");
+                self.internal_error("an I/O answer did not match what the message waits for", &(pending, done));
             }
         }
     }

@@ -205,7 +205,7 @@ impl Session {
             }
             Done::TextMerged(merged) => self.text_merged(batch, merged, now),
             other => {
-                tracing::error!(conn_id = self.peer.conn_id, done = ?other, "a batch resumed with an answer it did not ask for: dropped");
+                self.internal_error("a delta_batch resumed with an answer it did not ask for", &other);
             }
         }
     }
@@ -370,6 +370,7 @@ impl Session {
                 return None;
             };
             let op_type = op.get("type").and_then(Value::as_str);
+            let is_delete = op_type == Some("delete");
             let is_text_state = op_type == Some("text-state")
                 && op.get("state").is_some_and(Value::is_string);
             if is_text_state {
@@ -381,7 +382,7 @@ impl Session {
                     self.refuse_invalid_field(id, now);
                     return None;
                 }
-                sorted.fields.push(self.field_write(&mut op));
+                sorted.fields.push(self.field_write(&mut op, is_delete));
                 if let Some(Value::Object(clock)) = op.remove("clock") {
                     sorted.clocks.push(clock);
                 }
@@ -395,10 +396,9 @@ impl Session {
     /// A batch's field op (its `field` a valid name) as a write, its value taken out:
     /// a `delete` op, or a tombstone value, deletes.
     #[inline]
-    fn field_write(&self, op: &mut Map<String, Value>) -> FieldWrite {
+    fn field_write(&self, op: &mut Map<String, Value>, is_delete: bool) -> FieldWrite {
         let raw = op.remove("value").unwrap_or(Value::Null);
-        let value = if op.get("type").and_then(Value::as_str) == Some("delete") || is_tombstone(&raw)
-        {
+        let value = if is_delete || is_tombstone(&raw) {
             tombstone()
         } else {
             raw
