@@ -146,7 +146,13 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, DecodeError> {
 }
 
 fn take_id(body: &mut Map<String, Value>) -> Option<String> {
-    match body.remove("id")? {
+    message_id(body.remove("id")?)
+}
+
+/// A message `id` member as the id replies echo: a non-empty string, or a number's
+/// text.
+pub(crate) fn message_id(value: Value) -> Option<String> {
+    match value {
         Value::String(s) if !s.is_empty() => Some(s),
         Value::Number(n) => Some(n.to_string()),
         _ => None,

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::decode::RawMessage;
+use super::delta_members::DeltaMembers;
 use super::MessageType;
 
 /// The JSON value a client uses to delete a field.
@@ -183,45 +184,8 @@ impl ClientMessage {
 /// A `delta` in either shape of docs/protocol.md §7.6, its values taken out of the
 /// body (no copy).
 #[inline]
-fn delta(mut body: Map<String, Value>, op_type: Option<&str>, id: Option<String>) -> DeltaMessage {
-    let document_id = document_id(&mut body);
-    let entries = delta_entries(&mut body, op_type);
-    let vector_clock = object(&mut body, "vectorClock").or_else(|| object(&mut body, "clock"));
-    DeltaMessage {
-        document_id,
-        entries,
-        vector_clock,
-        client_id: string(&mut body, "clientId"),
-        message_id: string(&mut body, "messageId").or(id),
-    }
-}
-
-/// A delta's field → value map: the `delta` (or `changes`) object, else the one
-/// `field`/`value` pair (a `delete` op deletes it). `None` when missing, not an
-/// object or empty.
-#[inline]
-fn delta_entries(
-    body: &mut Map<String, Value>,
-    op_type: Option<&str>,
-) -> Option<Map<String, Value>> {
-    match body.remove("delta").or_else(|| body.remove("changes")) {
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => None,
-        None => match body.remove("field") {
-            Some(Value::String(field)) => {
-                let value = if op_type == Some("delete") {
-                    tombstone()
-                } else {
-                    body.remove("value").unwrap_or(Value::Null)
-                };
-                let mut m = Map::new();
-                m.insert(field, value);
-                Some(m)
-            }
-            _ => None,
-        },
-    }
-    .filter(|m| !m.is_empty())
+fn delta(body: Map<String, Value>, op_type: Option<&str>, id: Option<String>) -> DeltaMessage {
+    DeltaMembers::from_body(body).into_message(op_type, id)
 }
 
 /// A `delta_batch`, its ops taken out of the body (no copy).

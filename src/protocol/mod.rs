@@ -6,6 +6,7 @@
 //! `error "Invalid message format"` per docs/protocol.md §2.1/§12.
 
 pub mod decode;
+pub(crate) mod delta_members;
 pub(crate) mod document_id;
 pub mod encode;
 pub mod errors;

@@ -140,6 +140,15 @@ impl Refused {
 /// string value or key, refuses the message. Work is linear in the message size,
 /// which the size limit bounds.
 pub fn check_shape(body: &Map<String, Value>, max_depth: usize) -> Result<(), Refused> {
+    check_members(body.iter().map(|(k, v)| (k.as_str(), v)), max_depth)
+}
+
+/// [`check_shape`] over a message's members given one by one (key, value), in the
+/// order its object lists them.
+pub(crate) fn check_members<'k, 'v>(
+    members: impl Iterator<Item = (&'k str, &'v Value)>,
+    max_depth: usize,
+) -> Result<(), Refused> {
     let too_deep = || {
         Refused::new(
             Refusal::JsonDepth,
@@ -152,7 +161,7 @@ pub fn check_shape(body: &Map<String, Value>, max_depth: usize) -> Result<(), Re
         return Err(too_deep());
     }
     let mut stack: Vec<(&Value, usize)> = Vec::new();
-    for (key, value) in body {
+    for (key, value) in members {
         if key.contains('\0') {
             return Err(nul());
         }

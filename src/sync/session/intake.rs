@@ -12,6 +12,8 @@ use tokio::time::Instant;
 
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol::errors as err;
+use crate::protocol::decode::message_id;
+use crate::protocol::delta_members::BinaryDelta;
 use crate::protocol::message::ParseError;
 use crate::protocol::{
     decode_frame, frame, ClientMessage, DecodeError, Encoding, MessageType, RawMessage,
@@ -185,6 +187,9 @@ impl Intake {
             };
             return Verdict::DecodeOnBlockingPool { frame, then };
         }
+        if let Some(read) = binary_delta(is_text, bytes) {
+            return self.admit_binary_delta(read, now);
+        }
         self.decoded(then, decode_frame(is_text, bytes), authenticated, now)
     }
 
@@ -250,7 +255,8 @@ impl Intake {
             return self.rate_limited(now);
         }
         if let Err(refused) = admission::check_shape(&raw.body, self.max_json_depth) {
-            return Verdict::Reply(self.refusal(refused, &raw.body, now));
+            let document_id = raw.body.get("documentId").cloned();
+            return Verdict::Reply(self.refusal(refused, &document_context(document_id), now));
         }
         let request_id = raw.id.clone();
         let document_id = raw.body.get("documentId").cloned();
@@ -264,12 +270,44 @@ impl Intake {
                 ));
             }
         };
+        self.admit_parsed(kind, msg, request_id, document_id, now)
+    }
+
+    /// A binary `delta` read straight into its members: the steps of
+    /// [`Intake::admit_message`], in its order, without a JSON object in between.
+    fn admit_binary_delta(&mut self, read: BinaryDelta, now: Instant) -> Verdict {
+        if !self.rate.allow(now) {
+            return self.rate_limited(now);
+        }
+        let BinaryDelta {
+            members,
+            op_type,
+            id,
+        } = read;
+        let document_id = members.raw_document_id().cloned();
+        if let Err(refused) = admission::check_members(members.present(), self.max_json_depth) {
+            return Verdict::Reply(self.refusal(refused, &document_context(document_id), now));
+        }
+        let op_type = match op_type {
+            Some(Value::String(op)) => Some(op),
+            _ => None,
+        };
+        let request_id = id.and_then(message_id);
+        let msg = ClientMessage::Delta(members.into_message(op_type.as_deref(), request_id.clone()));
+        self.admit_parsed(MessageType::Delta, msg, request_id, document_id, now)
+    }
+
+    /// The last step of admission, the clock check, for a message of either path.
+    fn admit_parsed(
+        &mut self,
+        kind: MessageType,
+        msg: ClientMessage,
+        request_id: Option<String>,
+        document_id: Option<Value>,
+        now: Instant,
+    ) -> Verdict {
         if let Err(refused) = admission::check_clocks(&msg, self.max_clock_entries_per_message) {
-            let mut context = Map::new();
-            if let Some(id) = document_id {
-                context.insert("documentId".into(), id);
-            }
-            return Verdict::Reply(self.refusal(refused, &context, now));
+            return Verdict::Reply(self.refusal(refused, &document_context(document_id), now));
         }
         self.metrics.message_in(kind);
         Verdict::Dispatch { msg, request_id }
@@ -402,6 +440,30 @@ fn payload_size(is_text: bool, bytes: &[u8]) -> (usize, bool) {
             (f.payload.len(), batch)
         }),
     }
+}
+
+/// A refusal's context: the message's `documentId` member, when it had one (the
+/// reply names it only when it is a string).
+fn document_context(document_id: Option<Value>) -> Map<String, Value> {
+    let mut context = Map::new();
+    if let Some(id) = document_id {
+        context.insert("documentId".into(), id);
+    }
+    context
+}
+
+/// A binary `delta` small enough to decode here, read into its members; `None`
+/// sends the frame down the ordinary path (any other frame, or a payload the
+/// member reader does not know).
+fn binary_delta(is_text: bool, bytes: &[u8]) -> Option<BinaryDelta> {
+    if Encoding::detect(is_text, bytes) != Encoding::Binary {
+        return None;
+    }
+    let frame = frame::split(bytes).ok()?;
+    if MessageType::from_code(frame.code) != Some(MessageType::Delta) {
+        return None;
+    }
+    BinaryDelta::read(frame.payload)
 }
 
 /// A `delta_batch` whose ops are all text states: the only message allowed past
@@ -749,5 +811,132 @@ mod tests {
             Some(json!({"code": err::CODE_INVALID_MESSAGE, "documentId": "doc"}))
         );
         assert_eq!(h.refusals(Refusal::Nul), 1);
+    }
+
+    /// What a frame comes to, with the counters it moved: a verdict plus the
+    /// refusal and message counts, so two paths can be compared whole.
+    fn verdict_and_counts(h: &Harness, verdict: Verdict) -> String {
+        let refusals: Vec<u64> = [
+            Refusal::JsonDepth,
+            Refusal::Nul,
+            Refusal::ClockInvalid,
+            Refusal::ClockFull,
+            Refusal::RateLimited,
+            Refusal::Undecodable,
+            Refusal::InvalidMessage,
+        ]
+        .into_iter()
+        .map(|r| h.refusals(r))
+        .collect();
+        let deltas = h.metrics.messages_in[MessageType::Delta.index()].get();
+        format!("{verdict:?} refusals {refusals:?} deltas in {deltas}")
+    }
+
+    /// A binary `delta` frame through the intake (which reads it into its members
+    /// when it can) and through the ordinary path (a JSON object first), each on a
+    /// fresh intake with small limits.
+    fn both_paths(payload: &[u8]) -> (String, String) {
+        let mut settings = settings(0, 64 * 1024, 64 * 1024);
+        settings.limits.max_json_depth = 4;
+        settings.limits.max_clock_entries_per_message = 2;
+        let bytes = frame::join(0x20, 1, payload);
+        let mut fast = Harness::new(settings.clone());
+        let verdict = fast.intake.receive(false, &bytes, true, fast.t0).outcome;
+        let fast = verdict_and_counts(&fast, verdict);
+        let mut slow = Harness::new(settings);
+        let then = AfterDecode {
+            payload_len: payload.len(),
+            allow_chunks: true,
+        };
+        let verdict = slow
+            .intake
+            .decoded(then, decode_frame(false, &bytes), true, slow.t0);
+        let slow = verdict_and_counts(&slow, verdict);
+        (fast, slow)
+    }
+
+    #[test]
+    fn an_sdk_delta_takes_the_member_reader_and_is_admitted_as_before() {
+        let payload = br#"{"type":"delete","documentId":"d","field":"f","value":1,"clock":{"w":2},"clientId":"w","timestamp":5,"messageId":"m"}"#;
+        assert!(binary_delta(false, &frame::join(0x20, 1, payload)).is_some());
+        let (fast, slow) = both_paths(payload);
+        assert_eq!(fast, slow);
+        assert!(fast.contains("Dispatch") && fast.contains("__deleted"), "{fast}");
+    }
+
+    #[test]
+    fn the_member_reader_refuses_as_the_ordinary_path_does() {
+        for payload in [
+            &br#"{"documentId":"d","field":"a\u0000b","value":1}"#[..],
+            br#"{"documentId":"d","delta":{"f":[[[[1]]]]}}"#,
+            br#"{"documentId":"d","delta":{"f":1},"vectorClock":{"a":1,"b":2,"c":3}}"#,
+            br#"{"documentId":"d","delta":{"f":1},"clock":{"a":-1}}"#,
+            br#"{"documentId":7,"docId":"e","delta":{"f":1},"clock":{"a":-1}}"#,
+        ] {
+            assert!(BinaryDelta::read(payload).is_some());
+            let (fast, slow) = both_paths(payload);
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(payload));
+            assert!(fast.contains("Reply"), "{fast}");
+        }
+    }
+
+    mod paths_agree {
+        //! Random binary `delta` payloads — repeated, escaped and unknown keys,
+        //! wrong types, NULs, deep values, out-of-range numbers, broken JSON — are
+        //! answered alike by the member reader and the ordinary path.
+
+        use proptest::prelude::*;
+
+        use super::both_paths;
+
+        fn value() -> impl Strategy<Value = String> {
+            let leaf = prop::sample::select(vec![
+                "null", "true", "1", "-5", "1.5", "1e400", "9007199254740993", "\"s\"",
+                "\"set\"", "\"delete\"", "\"a\\u0000b\"", "\"\\ud800\"",
+                "{\"__deleted\":true}", "{}", "[]",
+            ])
+            .prop_map(str::to_owned);
+            leaf.prop_recursive(6, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3)
+                        .prop_map(|items| format!("[{}]", items.join(","))),
+                    prop::collection::vec((key(), inner), 0..4).prop_map(|members| {
+                        let members: Vec<String> =
+                            members.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                        format!("{{{}}}", members.join(","))
+                    }),
+                ]
+            })
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "type", "id", "timestamp", "documentId", "docId", "delta", "changes",
+                "field", "value", "vectorClock", "clock", "clientId", "messageId", "w",
+                "document\\u0049d", "a\\u0000b", "other",
+            ])
+            .prop_map(|k| format!("\"{k}\""))
+        }
+
+        fn payload() -> impl Strategy<Value = String> {
+            (
+                prop::collection::vec((key(), value()), 0..8),
+                prop::sample::select(vec!["", "", "", " ", "x", "}"]),
+            )
+                .prop_map(|(members, tail)| {
+                    let members: Vec<String> =
+                        members.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}{tail}", members.join(","))
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn on_any_payload(payload in payload()) {
+                let (fast, slow) = both_paths(payload.as_bytes());
+                prop_assert_eq!(fast, slow, "{}", payload);
+            }
+        }
     }
 }
