@@ -3,7 +3,8 @@
 # PostgreSQL-backed one (acks only after commit), and the database's own bulk-insert
 # ceiling (1,000 rows of the `deltas` shape per commit, pgbench), alternating, in one
 # run, twice. Each line names what was busy: loadgen, server and PostgreSQL CPU (cores),
-# commits and WAL syncs per second, and the load average.
+# commits and WAL syncs per second, the load average and (PostgreSQL) the server's commit
+# groups: how many, their mean size and mean commit time.
 #
 #   SYNCKIT_BENCH_PROFILE=release bench/persist.sh       # target/release instead of dist
 #   WRITERS="1 4" bench/persist.sh                        # SYNCKIT_PERSIST_WRITERS values
@@ -64,11 +65,17 @@ server_run() { # $1 = memory|postgres, $2 = writers
     db="DATABASE_URL=$DB"
     psql -q "$DB" -c 'SET client_min_messages = warning; TRUNCATE documents, vector_clocks, deltas, sessions, snapshots' >/dev/null
   fi
-  env $common $db SYNCKIT_PERSIST_WRITERS=$2 PORT=18210 $BIN/synckit serve 2>/tmp/persist-$1.log & pid=$!
+  env $common $db SYNCKIT_ADMIN_LISTEN=127.0.0.1:18211 SYNCKIT_PERSIST_WRITERS=$2 PORT=18210 $BIN/synckit serve 2>/tmp/persist-$1.log & pid=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18210) 2>/dev/null && break; sleep 0.1; done
   pg_snap "$snap0"; c0=$(pg_counts); m0=$(busy_cpu); t0=$(date +%s.%N)
   out=$($BIN/examples/loadgen many-docs --url ws://127.0.0.1:18210/ws --clients 1000 --deltas 40 --window 4 --server-pid $pid 2>/dev/null)
   t1=$(date +%s.%N); m1=$(busy_cpu); pg_snap "$snap1"; c1=$(pg_counts); pg=$(pg_cores "$snap0" "$snap1")
+  # The server's own count of commit groups and their mean time (PostgreSQL only):
+  # pg_stat_database lags by up to a second, which is most of a run.
+  groups=$(curl -s 127.0.0.1:18211/metrics | awk '
+    /^synckit_persist_committed_writes_total / {w = $2}
+    /^synckit_postgres_query_seconds_(sum|count)\{operation="write_batch"\}/ {v[$1 ~ /_sum/ ? "s" : "c"] = $2}
+    END {if (v["c"] > 0) printf "groups %d, %.0f writes each, commit %.1f ms mean", v["c"], w / v["c"], v["s"] * 1000 / v["c"]}')
   kill -TERM $pid; wait $pid
   echo "$out" | python3 -c "
 import json, sys
@@ -78,7 +85,7 @@ c0 = '$c0'.split(); c1 = '$c1'.split()
 rate = lambda i: round((int(c1[i]) - int(c0[i])) / wall)
 print('round $round $1 writers $2:', 'writes/s', d['deltas_per_s'], '| ack p50/p99', a['p50'], a['p99'], 'ms',
       '| cores loadgen', c['loadgen']['cpu_cores_avg'], 'server', c['server']['cpu_cores_avg'], 'postgres', round(pg, 2), 'machine', round(($m1 - $m0) / wall, 2),
-      '| commits/s', rate(0), 'wal syncs/s', rate(1), '| ok', d['ok'], '| $(load)')
+      '| commits/s', rate(0), 'wal syncs/s', rate(1), '| ok', d['ok'], '| $(load)', ('| $groups' if '$groups' else ''))
 print(d['deltas_per_s'], file=open('/tmp/persist-last', 'w'))"
 }
 
