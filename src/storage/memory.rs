@@ -138,22 +138,26 @@ impl Inner {
     /// Insert (`version` 1) or replace the state (`version` + 1, `updated_at` now),
     /// as `INSERT … ON CONFLICT DO UPDATE` with the canonical triggers does.
     fn upsert_document(&mut self, id: &str, state: Value, at: DateTime<Utc>) -> &DocumentRow {
-        match self.documents.entry(id.to_owned()) {
-            std::collections::hash_map::Entry::Occupied(entry) => {
-                let row = entry.into_mut();
+        // Looked up before the key is copied: nearly every write updates a row.
+        if self.documents.contains_key(id) {
+            if let Some(row) = self.documents.get_mut(id) {
                 row.state = state;
                 row.version += 1;
                 row.updated_at = at;
-                row
             }
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(DocumentRow {
-                id: id.to_owned(),
-                state,
-                version: 1,
-                created_at: at,
-                updated_at: at,
-            }),
+        } else {
+            self.documents.insert(
+                id.to_owned(),
+                DocumentRow {
+                    id: id.to_owned(),
+                    state,
+                    version: 1,
+                    created_at: at,
+                    updated_at: at,
+                },
+            );
         }
+        &self.documents[id]
     }
 
     /// Insert a session row, or refresh `last_seen` and `metadata` of an existing one
@@ -194,7 +198,12 @@ impl Inner {
     }
 
     fn push_delta(&mut self, row: DeltaRow) {
-        let rows = self.deltas.entry(row.document_id.clone()).or_default();
+        if !self.deltas.contains_key(&row.document_id) {
+            self.deltas.insert(row.document_id.clone(), VecDeque::new());
+        }
+        let Some(rows) = self.deltas.get_mut(&row.document_id) else {
+            return;
+        };
         rows.push_back(row);
         while rows.len() > MAX_DELTAS_PER_DOCUMENT {
             rows.pop_front();
@@ -263,14 +272,21 @@ impl Inner {
 
     /// Merge a write's clock into its document's stored clock (max per writer).
     fn merge_clock(&mut self, write: &DocumentWrite) {
-        let clock = self
-            .clocks
-            .entry(write.document_id.to_string())
-            .or_default();
+        let doc: &str = &write.document_id;
+        if !self.clocks.contains_key(doc) {
+            self.clocks.insert(doc.to_owned(), Default::default());
+        }
+        let Some(clock) = self.clocks.get_mut(doc) else {
+            return;
+        };
         for (writer, value) in &write.clock {
             let value = bigint(*value);
-            let entry = clock.entry(writer.clone()).or_insert(value);
-            *entry = (*entry).max(value);
+            match clock.get_mut(writer) {
+                Some(entry) => *entry = (*entry).max(value),
+                None => {
+                    clock.insert(writer.clone(), value);
+                }
+            }
         }
     }
 
@@ -302,13 +318,10 @@ impl Inner {
 /// One write's changes to a document state (`{"id", "fields", …}`): set or delete each
 /// field; a text write also sets the text columns' shape.
 fn patch_state(state: &mut Map<String, Value>, doc: &str, write: &DocumentWrite) {
-    let fields = state
-        .entry("fields")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !fields.is_object() {
-        *fields = Value::Object(Map::new());
+    if !state.get("fields").is_some_and(Value::is_object) {
+        state.insert("fields".into(), Value::Object(Map::new()));
     }
-    let Value::Object(fields) = fields else {
+    let Some(Value::Object(fields)) = state.get_mut("fields") else {
         return;
     };
     for change in &write.changes {
@@ -321,7 +334,9 @@ fn patch_state(state: &mut Map<String, Value>, doc: &str, write: &DocumentWrite)
             }
         }
     }
-    state.insert("id".into(), Value::String(doc.to_owned()));
+    if state.get("id").and_then(Value::as_str) != Some(doc) {
+        state.insert("id".into(), Value::String(doc.to_owned()));
+    }
     if let Some((crdt, clock)) = &write.text {
         state.insert("type".into(), json!("text"));
         state.insert("content".into(), json!(""));
