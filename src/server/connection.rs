@@ -693,3 +693,21 @@ async fn write_burst(
     }
     bounded(write_timeout, wire.flush()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_small_frames_is_joined_in_order_and_a_large_one_is_not() {
+        let small = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")];
+        assert_eq!(coalesced(small), vec![Bytes::from_static(b"abc")]);
+        let one = vec![Bytes::from_static(b"x")];
+        assert_eq!(coalesced(one.clone()), one);
+        let large = vec![
+            Bytes::from(vec![1u8; COALESCE_MAX_BYTES]),
+            Bytes::from_static(b"y"),
+        ];
+        assert_eq!(coalesced(large.clone()), large);
+    }
+}
