@@ -621,8 +621,8 @@ const COALESCE_MAX_BYTES: usize = 64 * 1024;
 /// A burst as the buffers to write: several small frames joined into one, larger
 /// ones as they are. The kernel copies one contiguous buffer into the socket
 /// faster than tens of ~200-byte iovecs (one per delta when batching is off), and
-/// the copy here costs less than it saves (BENCHMARKS.md "Small frames are joined
-/// before the write").
+/// the copy here costs less than it saves (BENCHMARKS.md, "A binary delta read into
+/// its members; small frames joined before the write").
 fn coalesced(burst: Vec<Bytes>) -> Vec<Bytes> {
     let total: usize = burst.iter().map(Bytes::len).sum();
     if burst.len() < 2 || total > COALESCE_MAX_BYTES {
