@@ -186,8 +186,10 @@ impl Inner {
         }
     }
 
-    fn next_delta_time(&mut self) -> DateTime<Utc> {
-        let mut at = now();
+    /// A delta row's time: `at` (the write's commit time), or just after the last
+    /// row's, so rows keep their order in `timestamp` as on PostgreSQL.
+    fn next_delta_time(&mut self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let mut at = at;
         if let Some(last) = self.last_delta_at {
             if at <= last {
                 at = last + chrono::Duration::microseconds(1);
@@ -242,7 +244,7 @@ impl Inner {
         self.patch_documents(writes, at);
         for write in writes {
             self.merge_clock(write);
-            self.log_deltas(write);
+            self.log_deltas(write, at);
         }
     }
 
@@ -250,16 +252,22 @@ impl Inner {
     /// document. The stored state is taken, patched in place and put back: cloning it
     /// per write would cost O(fields) for every change.
     fn patch_documents(&mut self, writes: &[DocumentWrite], at: DateTime<Utc>) {
+        // One write (every write the queue commits as it is submitted): no map of
+        // states to build for it.
+        if let [write] = writes {
+            let doc: &str = &write.document_id;
+            let mut state = self.take_state(doc);
+            patch_state(&mut state, doc, write);
+            self.upsert_document(doc, Value::Object(state), at);
+            return;
+        }
         let mut order: Vec<&str> = Vec::new();
         let mut states: FastMap<&str, Map<String, Value>> = FastMap::default();
         for write in writes {
             let doc: &str = &write.document_id;
             let state = states.entry(doc).or_insert_with(|| {
                 order.push(doc);
-                match self.documents.get_mut(doc).map(|row| row.state.take()) {
-                    Some(Value::Object(map)) => map,
-                    _ => Map::new(),
-                }
+                self.take_state(doc)
             });
             patch_state(state, doc, write);
         }
@@ -267,6 +275,15 @@ impl Inner {
             if let Some(state) = states.remove(doc) {
                 self.upsert_document(doc, Value::Object(state), at);
             }
+        }
+    }
+
+    /// A document's stored state taken out of its row to be patched (empty when
+    /// there is none, or it is not an object), put back by `upsert_document`.
+    fn take_state(&mut self, doc: &str) -> Map<String, Value> {
+        match self.documents.get_mut(doc).map(|row| row.state.take()) {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
         }
     }
 
@@ -290,11 +307,11 @@ impl Inner {
         }
     }
 
-    /// One delta-log row per field change of a write.
-    fn log_deltas(&mut self, write: &DocumentWrite) {
+    /// One delta-log row per field change of a write committed at `at`.
+    fn log_deltas(&mut self, write: &DocumentWrite, at: DateTime<Utc>) {
         let max_clock = write.max_clock_value();
         for change in &write.changes {
-            let timestamp = self.next_delta_time();
+            let timestamp = self.next_delta_time(at);
             let operation = if change.value.is_some() {
                 DeltaOperation::Set
             } else {
@@ -943,7 +960,7 @@ impl CompatStore for MemoryStorage {
             value: delta.value.clone(),
             clock_value: bigint(delta.clock_value),
             max_clock_value: Some(bigint(delta.max_clock_value.unwrap_or(delta.clock_value))),
-            timestamp: inner.next_delta_time(),
+            timestamp: inner.next_delta_time(now()),
         };
         inner.push_delta(row.clone());
         Ok(row)
