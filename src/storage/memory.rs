@@ -385,16 +385,6 @@ impl MemoryStorage {
             .store(!reachable, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// A batch of writes applied under the lock (both ways of writing one).
-    fn write_now(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
-        self.reachable()?;
-        if writes.iter().all(DocumentWrite::is_empty) {
-            return Ok(());
-        }
-        self.lock().apply_batch(writes);
-        Ok(())
-    }
-
     fn reachable(&self) -> Result<(), StorageError> {
         if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
             Err(StorageError::Unavailable(
@@ -663,11 +653,12 @@ impl SyncStore for MemoryStorage {
     }
 
     async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
-        self.write_now(writes)
-    }
-
-    fn write_batch_at_once(&self, writes: &[DocumentWrite]) -> Option<Result<(), StorageError>> {
-        Some(self.write_now(writes))
+        self.reachable()?;
+        if writes.iter().all(DocumentWrite::is_empty) {
+            return Ok(());
+        }
+        self.lock().apply_batch(writes);
+        Ok(())
     }
 
     async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {
