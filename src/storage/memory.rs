@@ -252,8 +252,8 @@ impl Inner {
     /// document. The stored state is taken, patched in place and put back: cloning it
     /// per write would cost O(fields) for every change.
     fn patch_documents(&mut self, writes: &[DocumentWrite], at: DateTime<Utc>) {
-        // One write (every write the queue commits as it is submitted): no map of
-        // states to build for it.
+        // One write (a group of one, as a writer mostly takes at low rates): no map
+        // of states to build for it.
         if let [write] = writes {
             let doc: &str = &write.document_id;
             let mut state = self.take_state(doc);
