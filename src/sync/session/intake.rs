@@ -166,7 +166,11 @@ impl Intake {
     ) -> Verdict {
         // Past the ordinary limit, only a delta_batch of text states may pass (up to
         // the text-message limit): SDK clients send a whole text state at once.
-        let (payload_len, may_be_text) = payload_size(is_text, bytes);
+        let FrameSize {
+            payload_len,
+            may_be_text,
+            delta_payload,
+        } = frame_size(is_text, bytes);
         let over = payload_len > self.max_message_bytes;
         if over && (payload_len > self.max_text_message_bytes || !may_be_text) {
             let limit = if may_be_text {
@@ -187,7 +191,7 @@ impl Intake {
             };
             return Verdict::DecodeOnBlockingPool { frame, then };
         }
-        if let Some(read) = binary_delta(is_text, bytes) {
+        if let Some(read) = delta_payload.and_then(BinaryDelta::read) {
             return self.admit_binary_delta(read, now);
         }
         self.decoded(then, decode_frame(is_text, bytes), authenticated, now)
@@ -254,12 +258,11 @@ impl Intake {
         if counted && !self.rate.allow(now) {
             return self.rate_limited(now);
         }
+        let document_id = raw.body.get("documentId").cloned();
         if let Err(refused) = admission::check_shape(&raw.body, self.max_json_depth) {
-            let document_id = raw.body.get("documentId").cloned();
             return Verdict::Reply(self.refusal(refused, &document_context(document_id), now));
         }
         let request_id = raw.id.clone();
-        let document_id = raw.body.get("documentId").cloned();
         let msg = match ClientMessage::parse(raw) {
             Ok(msg) => msg,
             Err(ParseError::NotClientSendable(t)) => {
@@ -428,17 +431,42 @@ impl Intake {
     }
 }
 
-/// A frame's payload length, and whether it may be a `delta_batch` of text states
-/// (the one message allowed past the ordinary size limit), read without decoding
-/// it. A binary frame that does not split has length 0: decoding refuses it.
+/// What a frame's header says, read without decoding it (one split for all of it).
+struct FrameSize<'a> {
+    /// The payload length. A binary frame that does not split has length 0:
+    /// decoding refuses it.
+    payload_len: usize,
+    /// Whether it may be a `delta_batch` of text states (the one message allowed
+    /// past the ordinary size limit).
+    may_be_text: bool,
+    /// The payload of a binary `delta`, which the intake reads straight into its
+    /// members ([`BinaryDelta`]); `None` for every other frame.
+    delta_payload: Option<&'a [u8]>,
+}
+
 #[inline]
-fn payload_size(is_text: bool, bytes: &[u8]) -> (usize, bool) {
+fn frame_size(is_text: bool, bytes: &[u8]) -> FrameSize<'_> {
     match Encoding::detect(is_text, bytes) {
-        Encoding::Json => (bytes.len(), true),
-        Encoding::Binary => frame::split(bytes).map_or((0, false), |f| {
-            let batch = MessageType::from_code(f.code) == Some(MessageType::DeltaBatch);
-            (f.payload.len(), batch)
-        }),
+        Encoding::Json => FrameSize {
+            payload_len: bytes.len(),
+            may_be_text: true,
+            delta_payload: None,
+        },
+        Encoding::Binary => match frame::split(bytes) {
+            Ok(f) => {
+                let kind = MessageType::from_code(f.code);
+                FrameSize {
+                    payload_len: f.payload.len(),
+                    may_be_text: kind == Some(MessageType::DeltaBatch),
+                    delta_payload: (kind == Some(MessageType::Delta)).then_some(f.payload),
+                }
+            }
+            Err(_) => FrameSize {
+                payload_len: 0,
+                may_be_text: false,
+                delta_payload: None,
+            },
+        },
     }
 }
 
@@ -450,20 +478,6 @@ fn document_context(document_id: Option<Value>) -> Map<String, Value> {
         context.insert("documentId".into(), id);
     }
     context
-}
-
-/// A binary `delta` small enough to decode here, read into its members; `None`
-/// sends the frame down the ordinary path (any other frame, or a payload the
-/// member reader does not know).
-fn binary_delta(is_text: bool, bytes: &[u8]) -> Option<BinaryDelta> {
-    if Encoding::detect(is_text, bytes) != Encoding::Binary {
-        return None;
-    }
-    let frame = frame::split(bytes).ok()?;
-    if MessageType::from_code(frame.code) != Some(MessageType::Delta) {
-        return None;
-    }
-    BinaryDelta::read(frame.payload)
 }
 
 /// A `delta_batch` whose ops are all text states: the only message allowed past
@@ -858,7 +872,8 @@ mod tests {
     #[test]
     fn an_sdk_delta_takes_the_member_reader_and_is_admitted_as_before() {
         let payload = br#"{"type":"delete","documentId":"d","field":"f","value":1,"clock":{"w":2},"clientId":"w","timestamp":5,"messageId":"m"}"#;
-        assert!(binary_delta(false, &frame::join(0x20, 1, payload)).is_some());
+        let bytes = frame::join(0x20, 1, payload);
+        assert!(frame_size(false, &bytes).delta_payload.is_some_and(|p| BinaryDelta::read(p).is_some()));
         let (fast, slow) = both_paths(payload);
         assert_eq!(fast, slow);
         assert!(fast.contains("Dispatch") && fast.contains("__deleted"), "{fast}");
