@@ -199,17 +199,13 @@ impl Inner {
         at
     }
 
-    fn push_delta(&mut self, row: DeltaRow) {
-        if !self.deltas.contains_key(&row.document_id) {
-            self.deltas.insert(row.document_id.clone(), VecDeque::new());
-        }
-        let Some(rows) = self.deltas.get_mut(&row.document_id) else {
-            return;
-        };
-        rows.push_back(row);
-        while rows.len() > MAX_DELTAS_PER_DOCUMENT {
-            rows.pop_front();
-        }
+    fn push_delta(&mut self, document_id: &str, row: DeltaRow) {
+        update(&mut self.deltas, document_id, |rows| {
+            rows.push_back(row);
+            while rows.len() > MAX_DELTAS_PER_DOCUMENT {
+                rows.pop_front();
+            }
+        });
     }
 
     /// A document's deltas oldest first (`timestamp, id`, the PostgreSQL order).
@@ -289,22 +285,17 @@ impl Inner {
 
     /// Merge a write's clock into its document's stored clock (max per writer).
     fn merge_clock(&mut self, write: &DocumentWrite) {
-        let doc: &str = &write.document_id;
-        if !self.clocks.contains_key(doc) {
-            self.clocks.insert(doc.to_owned(), Default::default());
-        }
-        let Some(clock) = self.clocks.get_mut(doc) else {
-            return;
-        };
-        for (writer, value) in &write.clock {
-            let value = bigint(*value);
-            match clock.get_mut(writer) {
-                Some(entry) => *entry = (*entry).max(value),
-                None => {
-                    clock.insert(writer.clone(), value);
+        update(&mut self.clocks, &write.document_id, |clock| {
+            for (writer, value) in &write.clock {
+                let value = bigint(*value);
+                match clock.get_mut(writer) {
+                    Some(entry) => *entry = (*entry).max(value),
+                    None => {
+                        clock.insert(writer.clone(), value);
+                    }
                 }
             }
-        }
+        });
     }
 
     /// One delta-log row per field change of a write committed at `at`.
@@ -317,18 +308,31 @@ impl Inner {
             } else {
                 DeltaOperation::Delete
             };
-            self.push_delta(DeltaRow {
-                id: Uuid::new_v4(),
-                document_id: write.document_id.to_string(),
-                client_id: change.writer.clone(),
-                operation_type: operation.as_str().to_owned(),
-                field_path: change.field.clone(),
-                value: change.value.clone(),
-                clock_value: bigint(change.clock_value),
-                max_clock_value: Some(bigint(max_clock)),
-                timestamp,
-            });
+            self.push_delta(
+                &write.document_id,
+                DeltaRow {
+                    id: Uuid::new_v4(),
+                    document_id: write.document_id.to_string(),
+                    client_id: change.writer.clone(),
+                    operation_type: operation.as_str().to_owned(),
+                    field_path: change.field.clone(),
+                    value: change.value.clone(),
+                    clock_value: bigint(change.clock_value),
+                    max_clock_value: Some(bigint(max_clock)),
+                    timestamp,
+                },
+            );
         }
+    }
+}
+
+/// Change the value under `key`, starting from its default when absent. The key is
+/// copied only for a new entry (`entry()` copies it on every write, and nearly every
+/// write finds its document's entry).
+fn update<V: Default>(map: &mut FastMap<String, V>, key: &str, change: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(value) => change(value),
+        None => change(map.entry(key.to_owned()).or_default()),
     }
 }
 
@@ -953,7 +957,7 @@ impl CompatStore for MemoryStorage {
             max_clock_value: Some(bigint(delta.max_clock_value.unwrap_or(delta.clock_value))),
             timestamp: inner.next_delta_time(now()),
         };
-        inner.push_delta(row.clone());
+        inner.push_delta(&delta.document_id, row.clone());
         Ok(row)
     }
 
