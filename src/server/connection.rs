@@ -245,6 +245,11 @@ impl Connection {
         loop {
             self.follow_token_expiry(token_deadline.as_mut(), never);
             self.refresh_live_entry();
+            // A broadcast of this connection's writes crowded a subscriber: let the
+            // subscribers' writers run before reading another frame (src/sync/peer.rs).
+            if self.peer.take_pace_request() {
+                tokio::task::yield_now().await;
+            }
             tokio::select! {
                 _ = &mut shutting_down => return Some((close::GOING_AWAY, close::SERVER_SHUTDOWN)),
                 _ = &mut kicked => {

@@ -165,6 +165,7 @@ pub(crate) async fn collect(state: &AppState) -> Stats {
             flushes: Some(m.broadcast_flushes.get()),
             deliveries: Some(m.broadcast_deliveries.get()),
             slow_clients_closed: Some(m.slow_clients_closed.get()),
+            writers_paced: Some(m.writers_paced.get()),
             latency_ms: latency(&m.broadcast_latency),
         },
         persistence,
@@ -684,6 +685,12 @@ pub const METRICS: &[MetricDef] = &[
         Counter,
         "Connections closed for reading too slowly.",
         |s| n(s.broadcast.slow_clients_closed)
+    ),
+    metric!(
+        "synckit_writers_paced",
+        Counter,
+        "Broadcasts that left a subscriber half its broadcast budget behind, so their writers yielded to let it catch up.",
+        |s| n(s.broadcast.writers_paced)
     ),
     metric!(
         "synckit_persist_backlog",

@@ -15,6 +15,17 @@
 //! would hold a 32-slot block per connection from the start; BENCHMARKS.md "memory per
 //! idle connection").
 //!
+//! Between the two, a writer is paced to its slowest subscriber: a broadcast that
+//! leaves a subscriber with half its broadcast budget or more waiting is
+//! [`Delivery::Crowded`], and the hub then asks the broadcast's writers to let the
+//! subscribers run (`Peer::ask_to_pace`): each such writer's connection yields to the
+//! scheduler before it reads its next frame. Without it, a writer whose acks are
+//! decided at once (the in-memory store) can read a whole coop budget of frames per
+//! poll and fan them out faster than subscribers on the same cores are scheduled to
+//! send them, and they would be closed as too slow although they read as fast as
+//! they can. A subscriber that does not read at all is still closed: a yield does
+//! not wait for it.
+//!
 //! A delivery is one lock of the queue and, only when the queue was empty, one wake-up
 //! of the writer; the writer takes a whole burst under one lock. The budget of
 //! broadcasts is counted under that same lock and "too slow" is a flag, so the hub's
@@ -63,6 +74,23 @@ pub enum Outgoing {
     },
 }
 
+/// What became of a broadcast handed to [`Peer::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Queued,
+    /// Queued, and the subscriber now has half its broadcast budget or more waiting:
+    /// whoever wrote the broadcast should let it catch up (see the module's doc).
+    Crowded,
+    /// Not queued: the subscriber is too slow (it is being closed) or gone.
+    Dropped,
+}
+
+impl Delivery {
+    pub(crate) fn queued(self) -> bool {
+        self != Delivery::Dropped
+    }
+}
+
 /// An outbox entry: the item and whether the connection caused it.
 #[derive(Debug)]
 pub(crate) struct Queued {
@@ -93,6 +121,8 @@ struct Queue {
     room: Notify,
     /// Set with `overflowed`: checked per delivery, where the token's lock would cost.
     slow: AtomicBool,
+    /// A subscriber of this connection's writes is crowded: yield before reading on.
+    pace: AtomicBool,
     overflowed: CancellationToken,
     /// Broadcasts that may wait before the connection counts as too slow.
     broadcast_budget: usize,
@@ -236,6 +266,7 @@ impl Peer {
             own: AtomicUsize::new(0),
             room: Notify::new(),
             slow: AtomicBool::new(false),
+            pace: AtomicBool::new(false),
             overflowed: CancellationToken::new(),
         });
         let peer = Arc::new(Peer {
@@ -260,48 +291,65 @@ impl Peer {
             .store(encoding == Encoding::Json, Ordering::Relaxed);
     }
 
-    /// Queue a broadcast of someone else's doing, without waiting. Returns false when
-    /// it was dropped; past its broadcast budget the peer is marked as overflowed so its
-    /// connection closes.
-    pub(crate) fn deliver(&self, item: Outgoing) -> bool {
+    /// Queue a broadcast of someone else's doing, without waiting. Past its broadcast
+    /// budget it is dropped and the peer is marked as overflowed so its connection
+    /// closes; from half the budget on it is [`Delivery::Crowded`].
+    pub(crate) fn deliver(&self, item: Outgoing) -> Delivery {
         if self.queue.slow.load(Ordering::Relaxed) {
-            return false;
+            return Delivery::Dropped;
         }
-        self.push(item, false)
+        match self.push(item, false) {
+            None => Delivery::Dropped,
+            Some(waiting) if waiting * 2 >= self.queue.broadcast_budget => Delivery::Crowded,
+            Some(_) => Delivery::Queued,
+        }
     }
 
     /// Queue something this connection caused (a reply, the echo of its own write,
     /// a ping). Never refused for being slow: the connection stops reading instead
     /// (see [`Peer::own_backlogged`]).
     pub(crate) fn send_own(&self, item: Outgoing) -> bool {
-        self.push(item, true)
+        self.push(item, true).is_some()
     }
 
-    fn push(&self, item: Outgoing, own: bool) -> bool {
-        let was_empty = {
+    /// Queue an item; `None` when it was refused, else the broadcasts now waiting.
+    fn push(&self, item: Outgoing, own: bool) -> Option<usize> {
+        let (was_empty, foreign) = {
             let mut items = self.queue.items();
             if items.outbox_gone {
-                return false;
+                return None;
             }
             if own {
                 self.queue.own.fetch_add(1, Ordering::Relaxed);
             } else if items.foreign >= self.queue.broadcast_budget {
                 drop(items);
                 self.queue.mark_slow();
-                return false;
+                return None;
             } else {
                 items.foreign += 1;
             }
             let was_empty = items.queued.is_empty();
             items.queued.push_back(Queued { item, own });
-            was_empty
+            (was_empty, items.foreign)
         };
         // A writer that has not yet seen the queue empty takes this item with the
         // ones before it; only an item into an empty queue needs to wake it.
         if was_empty {
             self.queue.ready.notify_one();
         }
-        true
+        Some(foreign)
+    }
+
+    /// Ask this connection to yield before it reads its next frame: a subscriber of
+    /// its writes is crowded (see the module's doc).
+    pub(crate) fn ask_to_pace(&self) {
+        self.queue.pace.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this connection was asked to pace since the last call (which clears it).
+    pub(crate) fn take_pace_request(&self) -> bool {
+        // A load first: the common answer (no) writes nothing to the shared line.
+        self.queue.pace.load(Ordering::Relaxed) && self.queue.pace.swap(false, Ordering::Relaxed)
     }
 
     /// Whether this connection's own items fill their budget: its socket is not read
@@ -340,10 +388,10 @@ mod tests {
         assert!(!peer.overflowed().is_cancelled(), "own items never close");
         assert!(peer.own_backlogged());
         for _ in 0..DEFAULT_BROADCAST_BUDGET {
-            assert!(peer.deliver(frame()));
+            assert!(peer.deliver(frame()).queued());
         }
         assert!(!peer.overflowed().is_cancelled());
-        assert!(!peer.deliver(frame()), "over the foreign budget");
+        assert_eq!(peer.deliver(frame()), Delivery::Dropped, "over the foreign budget");
         assert!(peer.overflowed().is_cancelled());
         // Draining own items makes room again.
         for _ in 0..OWN_BUDGET * 2 + 1 {
@@ -383,7 +431,7 @@ mod tests {
             assert!(peer.send_own(frame()));
         }
         for _ in 0..DEFAULT_BROADCAST_BUDGET {
-            assert!(peer.deliver(frame()));
+            assert!(peer.deliver(frame()).queued());
         }
         assert!(peer.own_backlogged());
         let mut burst = Vec::new();
@@ -393,11 +441,11 @@ mod tests {
             !peer.own_backlogged(),
             "the own items taken are no longer counted"
         );
-        assert!(peer.deliver(frame()), "ten broadcasts taken: room for more");
+        assert!(peer.deliver(frame()).queued(), "ten broadcasts taken: room for more");
         outbox.try_recv_many(usize::MAX, &mut burst);
         assert_eq!(burst.len(), OWN_BUDGET + DEFAULT_BROADCAST_BUDGET + 1);
         for _ in 0..DEFAULT_BROADCAST_BUDGET {
-            assert!(peer.deliver(frame()), "the budget is whole again");
+            assert!(peer.deliver(frame()).queued(), "the budget is whole again");
         }
         assert!(!peer.overflowed().is_cancelled());
     }
@@ -439,11 +487,12 @@ mod tests {
     #[test]
     fn a_stalled_writer_marks_the_peer_slow() {
         let (peer, outbox) = Peer::new(1);
-        assert!(peer.deliver(frame()));
+        assert!(peer.deliver(frame()).queued());
         outbox.mark_slow();
         assert!(peer.overflowed().is_cancelled());
-        assert!(
-            !peer.deliver(frame()),
+        assert_eq!(
+            peer.deliver(frame()),
+            Delivery::Dropped,
             "no broadcast queued for a slow client"
         );
         assert!(
@@ -457,6 +506,31 @@ mod tests {
         let (peer, outbox) = Peer::new(1);
         drop(outbox);
         assert!(!peer.send_own(frame()));
-        assert!(!peer.deliver(frame()));
+        assert_eq!(peer.deliver(frame()), Delivery::Dropped);
+    }
+
+    #[test]
+    fn a_broadcast_into_half_the_budget_is_crowded_and_own_items_do_not_count() {
+        let (peer, mut outbox) = Peer::with_broadcast_budget(1, 8);
+        for _ in 0..20 {
+            assert!(peer.send_own(frame()));
+        }
+        for _ in 0..3 {
+            assert_eq!(peer.deliver(frame()), Delivery::Queued);
+        }
+        assert_eq!(peer.deliver(frame()), Delivery::Crowded, "4 of 8 waiting");
+        let mut burst = Vec::new();
+        outbox.try_recv_many(usize::MAX, &mut burst);
+        assert_eq!(peer.deliver(frame()), Delivery::Queued, "drained: room again");
+    }
+
+    #[test]
+    fn a_pace_request_is_taken_once() {
+        let (peer, _outbox) = Peer::new(1);
+        assert!(!peer.take_pace_request());
+        peer.ask_to_pace();
+        peer.ask_to_pace();
+        assert!(peer.take_pace_request());
+        assert!(!peer.take_pace_request(), "cleared by the first take");
     }
 }

@@ -102,12 +102,28 @@ async fn writer(
 /// to a document with 50 subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_writer_to_fifty_subscribers_is_slowed_not_closed() {
+    fast_writer_to_fifty_subscribers(256).await;
+}
+
+/// The same under a broadcast budget of 64: the writer must be paced to its
+/// subscribers (it yields while one has half its budget waiting). Without that, a
+/// writer whose acks the in-memory store decides at once outran subscribers that
+/// read as fast as they could, and they were closed with 1013 in every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_writer_is_paced_to_subscribers_under_a_tight_broadcast_budget() {
+    fast_writer_to_fifty_subscribers(64).await;
+}
+
+/// One writer keeping 200 deltas in flight to 50 subscribers with batching off, each
+/// allowed `broadcast_budget` broadcasts waiting: nothing is lost and nobody closed.
+async fn fast_writer_to_fifty_subscribers(broadcast_budget: usize) {
     const SUBSCRIBERS: usize = 50;
     const DELTAS: usize = 2_000;
     let mut config = open_config();
     config.batch_delay = Duration::ZERO;
     config.sync.max_messages_per_minute = 0;
     config.public_stats = true;
+    config.max_queued_broadcasts = broadcast_budget;
     config.max_connections_per_ip = SUBSCRIBERS + 10;
     let server = start(config).await;
     let mut readers = Vec::new();

@@ -123,6 +123,7 @@ async fn metrics_of_a_live_server_have_standard_names_types_and_units(pool: PgPo
         ("synckit_websocket_received_bytes", "counter"),
         ("synckit_broadcast_latency_seconds", "histogram"),
         ("synckit_slow_clients_closed", "counter"),
+        ("synckit_writers_paced", "counter"),
         ("synckit_persist_backlog", "gauge"),
         ("synckit_storage_degraded", "gauge"),
         ("synckit_postgres_pool_connections", "gauge"),

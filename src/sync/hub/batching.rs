@@ -14,7 +14,7 @@ use crate::protocol::encode::{encode_body, field_delta_body, next_message_id, pu
 use crate::protocol::{EncodedFrame, Encoding, Framed, MessageType};
 use crate::pubsub::PubSubState;
 use crate::sync::clock::VectorClock;
-use crate::sync::peer::Outgoing;
+use crate::sync::peer::{Delivery, Outgoing};
 
 impl Hub {
     /// Returns whether a flush must be scheduled (the batch went from empty to not).
@@ -140,24 +140,48 @@ impl Hub {
         let mut binary: Option<Framed> = None;
         let mut json: Option<Framed> = None;
         let mut delivered = 0u64;
+        let mut crowded = false;
         for peer in subscribers.iter() {
             let frames = match peer.encoding() {
                 Encoding::Binary => binary.get_or_insert_with(|| frames_for(Encoding::Binary)),
                 Encoding::Json => json.get_or_insert_with(|| frames_for(Encoding::Json)),
             };
             let item = Outgoing::Frames(frames.clone());
-            let queued = if writers.contains(&peer.conn_id) {
-                peer.send_own(item)
+            let delivery = if writers.contains(&peer.conn_id) {
+                if peer.send_own(item) {
+                    Delivery::Queued
+                } else {
+                    Delivery::Dropped
+                }
             } else {
                 peer.deliver(item)
             };
-            if queued {
-                delivered += 1;
-            } else {
-                self.metrics.slow_clients_closed.inc();
+            match delivery {
+                Delivery::Queued => delivered += 1,
+                Delivery::Crowded => {
+                    delivered += 1;
+                    crowded = true;
+                }
+                Delivery::Dropped => self.metrics.slow_clients_closed.inc(),
             }
         }
+        if crowded {
+            self.pace_writers(subscribers, writers);
+        }
         delivered
+    }
+
+    /// A subscriber is crowded by this broadcast: its local writers yield before they
+    /// read on (src/sync/peer.rs explains why). Writers auto-subscribe, so they are
+    /// in the list; a remote write has no local writer to pace.
+    #[cold]
+    fn pace_writers(&self, subscribers: &PeerList, writers: &[u64]) {
+        self.metrics.writers_paced.inc();
+        for peer in subscribers.iter() {
+            if writers.contains(&peer.conn_id) {
+                peer.ask_to_pace();
+            }
+        }
     }
 
     /// Flush every pending batch now (shutdown).
@@ -408,5 +432,10 @@ mod tests {
             reader.overflowed().is_cancelled(),
             "a subscriber that does not read is closed"
         );
+        assert!(
+            writer.take_pace_request(),
+            "crowding the subscriber asked its writer to pace"
+        );
+        assert!(!reader.take_pace_request(), "only the writer is paced");
     }
 }

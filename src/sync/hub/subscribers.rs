@@ -135,7 +135,7 @@ impl Hub {
                     Framed::new(&[encode(msg, &id, now_ms, Encoding::Json)])
                 }),
             };
-            if peer.deliver(Outgoing::Frames(framed.clone())) {
+            if peer.deliver(Outgoing::Frames(framed.clone())).queued() {
                 delivered += 1;
             }
         }
