@@ -389,6 +389,16 @@ impl MemoryStorage {
             .store(!reachable, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// A batch of writes applied under the lock (both ways of writing one).
+    fn write_now(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
+        self.reachable()?;
+        if writes.iter().all(DocumentWrite::is_empty) {
+            return Ok(());
+        }
+        self.lock().apply_batch(writes);
+        Ok(())
+    }
+
     fn reachable(&self) -> Result<(), StorageError> {
         if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
             Err(StorageError::Unavailable(
@@ -657,12 +667,11 @@ impl SyncStore for MemoryStorage {
     }
 
     async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError> {
-        self.reachable()?;
-        if writes.iter().all(DocumentWrite::is_empty) {
-            return Ok(());
-        }
-        self.lock().apply_batch(writes);
-        Ok(())
+        self.write_now(writes)
+    }
+
+    fn write_batch_at_once(&self, writes: &[DocumentWrite]) -> Option<Result<(), StorageError>> {
+        Some(self.write_now(writes))
     }
 
     async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError> {

@@ -403,6 +403,15 @@ pub trait SyncStore: Send + Sync + 'static {
     /// Persist writes in order, atomically: all or none (one transaction).
     async fn write_batch(&self, writes: &[DocumentWrite]) -> Result<(), StorageError>;
 
+    /// [`SyncStore::write_batch`] done here and now, by a store that needs no I/O for
+    /// it (memory: map edits under its lock); `None` from one that does (PostgreSQL).
+    /// The write queue uses it to commit a write as it is submitted instead of waking
+    /// a writer task for it.
+    fn write_batch_at_once(&self, writes: &[DocumentWrite]) -> Option<Result<(), StorageError>> {
+        let _ = writes;
+        None
+    }
+
     /// Apply a [`SessionBatch`] atomically (the sync path's only session write).
     async fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StorageError>;
 

@@ -5,7 +5,9 @@
 //! a document always lands in the same lane (by a hash of its id): each writer task
 //! takes everything queued in its lane (up to a group size) and commits it as one
 //! transaction, so several groups are in flight at once while one document's writes
-//! still commit one group after another, in apply order. Each write's
+//! still commit one group after another, in apply order. A store that commits
+//! without I/O (memory) takes a write as it is submitted instead, when nothing of its
+//! document is queued or in flight. Each write's
 //! [`PersistTicket`] resolves when the transaction holding it commits, so acks mean
 //! "durable". While the backend is unreachable the group is
 //! retried with exponential backoff and new writes keep queueing — applied in memory
@@ -53,6 +55,10 @@ pub struct PersistenceSettings {
     /// Writer tasks, each committing its own lane's groups: how many transactions can
     /// be in flight at once (docs/storage.md §3.6).
     pub writers: usize,
+    /// Let a store that commits without I/O (memory) take a write as it is
+    /// submitted ([`Persistence::submit`]); off, every write goes through the queue
+    /// (what tests of the queue itself want).
+    pub commit_at_once: bool,
     pub retry_min: Duration,
     pub retry_max: Duration,
     /// How often batched `last_seen` bumps are written.
@@ -85,6 +91,7 @@ impl Default for PersistenceSettings {
             max_backlog: DEFAULT_MAX_BACKLOG,
             max_group: 1_000,
             writers: DEFAULT_WRITERS,
+            commit_at_once: true,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             session_touch_interval: Duration::from_secs(30),
@@ -269,12 +276,37 @@ impl Persistence {
 
     /// Queue a write; never blocks. Call under the document lock so writes queue in
     /// apply order.
+    ///
+    /// A store that commits without I/O (memory) takes the write here instead, when
+    /// storage is healthy and none of the document's writes is queued or in flight
+    /// (so the document's writes still commit in order): its ticket is decided at
+    /// once and no writer task wakes for it. If that commit fails, the write is
+    /// queued and retried like any other.
     pub fn submit(&self, write: DocumentWrite) -> PersistTicket {
         let mut queue = self.queue();
         let backlog = queue.backlog();
         if backlog >= self.settings.max_backlog {
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
             return PersistTicket::done(Err(StorageError::BacklogFull(backlog)));
+        }
+        if self.settings.commit_at_once
+            && !self.is_degraded()
+            && !queue.per_document.contains_key(&*write.document_id)
+        {
+            // Under the queue lock, so no write of the document can be queued
+            // meanwhile; the work is one write's map edits, bounded by its size.
+            if let Some(Ok(())) = self
+                .adapter
+                .write_batch_at_once(std::slice::from_ref(&write))
+            {
+                self.counters
+                    .committed_writes
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .committed_groups
+                    .fetch_add(1, Ordering::Relaxed);
+                return PersistTicket::done(Ok(()));
+            }
         }
         let (done, rx) = oneshot::channel();
         *queue
@@ -757,6 +789,7 @@ mod tests {
         let settings = PersistenceSettings {
             writers: 4,
             max_group: 7,
+            commit_at_once: false,
             ..PersistenceSettings::default()
         };
         let persistence = Arc::new(Persistence::new(storage.clone(), settings));
@@ -788,6 +821,71 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), run)
             .await
             .expect("the writers stop once cancelled and drained")
+            .expect("run task");
+    }
+
+    #[tokio::test]
+    async fn a_memory_write_is_committed_as_it_is_submitted() {
+        let storage = Arc::new(MemoryStorage::new());
+        let persistence = Persistence::new(storage.clone(), PersistenceSettings::default());
+        // No writer task runs: the write is decided at submission or not at all.
+        let ticket = persistence.submit(write("d", 1));
+        assert!(matches!(ticket.ready(), Some(Ok(()))));
+        let doc = storage
+            .load_document("d")
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!(doc.fields["x"], json!(1));
+        assert_eq!(persistence.backlog(), 0);
+        assert_eq!(
+            persistence
+                .counters
+                .committed_writes
+                .load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_behind_a_queued_one_of_its_document_waits_its_turn() {
+        let storage = Arc::new(MemoryStorage::new());
+        let persistence = Arc::new(Persistence::new(
+            storage.clone(),
+            PersistenceSettings::default(),
+        ));
+        storage.set_reachable(false);
+        let first = persistence.submit(write("d", 1));
+        assert!(
+            first.ready().is_none(),
+            "an unreachable store queues the write"
+        );
+        storage.set_reachable(true);
+        let second = persistence.submit(write("d", 2));
+        assert!(
+            second.ready().is_none(),
+            "d's second write overtook its first"
+        );
+        let other = persistence.submit(write("e", 1));
+        assert!(
+            matches!(other.ready(), Some(Ok(()))),
+            "e has nothing queued"
+        );
+
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(persistence.clone().run(stop.clone()));
+        first.wait().await.expect("first committed");
+        second.wait().await.expect("second committed");
+        let doc = storage
+            .load_document("d")
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!(doc.fields["x"], json!(2), "d's writes committed in order");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the writers stop")
             .expect("run task");
     }
 

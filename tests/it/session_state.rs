@@ -291,7 +291,8 @@ async fn an_unauthenticated_session_is_closed_once_the_auth_timeout_passes() {
 /// delta whose persist is held (the storage writer is not running yet).
 #[tokio::test(start_paused = true)]
 async fn an_ack_decided_at_once_waits_behind_an_earlier_held_one() {
-    let mut h = Harness::new(|_| {});
+    // Every write goes through the queue, whose writer is not running yet.
+    let mut h = Harness::new(|c| c.persistence.commit_at_once = false);
     let mut c = h.session();
     c.send(json!({"type":"subscribe","documentId":"doc"})).await;
     assert_eq!(c.types(), ["sync_response"]);

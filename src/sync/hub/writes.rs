@@ -355,6 +355,7 @@ mod tests {
             Arc::new(crate::storage::MemoryStorage::new()),
             crate::storage::PersistenceSettings {
                 max_backlog: 1,
+                commit_at_once: false,
                 ..Default::default()
             },
         );

@@ -208,7 +208,8 @@ fn a_refused_batch_loads_applies_and_subscribes_nothing() {
 
 #[tokio::test]
 async fn an_ack_waits_in_the_queue_while_a_refusal_is_answered_at_once() {
-    let mut h = Harness::new(false, |_| {});
+    // Every write goes through the queue, whose writer is not running.
+    let mut h = Harness::new(false, |c| c.persistence.commit_at_once = false);
     let now = Instant::now();
     let mut s = h.session(now);
     let write = |id: &str| json!({"type":"delta","documentId":"doc","delta":{"f":1},"messageId":id});
