@@ -104,12 +104,18 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
                 .get("delta")
                 .and_then(Value::as_object)
                 .ok_or("delta without fields")?;
-            hub.apply_remote(
+            let crowded = hub.apply_remote(
                 &entry,
                 fields,
                 msg.get("vectorClock").and_then(Value::as_object),
                 now,
             );
+            if crowded {
+                // Paced like a local writer (src/sync/peer.rs): a peer's writes
+                // arrive here as fast as Redis hands them over, and the local
+                // subscribers' writers need the cores to send them.
+                tokio::task::yield_now().await;
+            }
         }
         (ChannelKind::Delta, Some("delta_batch")) => {
             apply_batch(hub, &entry, document_id, msg, now).await?;

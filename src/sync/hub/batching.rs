@@ -66,10 +66,14 @@ impl Hub {
     /// document's largest entry — not the whole clock: SDK clients order updates by
     /// max(clock), which this keeps, and a delta stays small however many writers
     /// the document has had (`sync_response` carries the whole clock).
-    pub(crate) fn flush(&self, entry: &DocEntry) {
+    ///
+    /// Returns whether a subscriber was left crowded (half its broadcast budget
+    /// waiting): the batch's local writers are asked to pace, and a caller that
+    /// writes for others (the relay of other instances' writes) should yield too.
+    pub(crate) fn flush(&self, entry: &DocEntry) -> bool {
         let clustered = self.pubsub.state() != PubSubState::SingleInstance;
         let Some(taken) = take_batch(entry, clustered) else {
-            return;
+            return false;
         };
         let now_ms = self.now_ms();
         let TakenBatch {
@@ -94,7 +98,7 @@ impl Hub {
             full_clock.is_some(),
             now_ms,
         );
-        let delivered = self.deliver_deltas(&subscribers, &writers, &bodies, now_ms);
+        let (delivered, crowded) = self.deliver_deltas(&subscribers, &writers, &bodies, now_ms);
         let messages = delivered * bodies.len() as u64;
         self.metrics.broadcast_flushes.inc();
         self.metrics.broadcast_deliveries.add(messages);
@@ -116,11 +120,13 @@ impl Hub {
             });
             self.publish(&self.settings.channels.delta(&entry.id), &msg);
         }
+        crowded
     }
 
     /// Send a flush's deltas to every subscriber — encoded once per encoding, the
     /// same frames shared by all — the batch's writers as the echo of their own
-    /// write. Returns how many subscribers took them; a subscriber too slow to take
+    /// write. Returns how many subscribers took them, and whether one was left
+    /// crowded (its writers are then asked to pace); a subscriber too slow to take
     /// them is closed.
     #[inline]
     fn deliver_deltas(
@@ -129,7 +135,7 @@ impl Hub {
         writers: &[u64],
         bodies: &[(String, String)],
         now_ms: i64,
-    ) -> u64 {
+    ) -> (u64, bool) {
         let frames_for = |encoding: Encoding| -> Framed {
             let frames: Vec<EncodedFrame> = bodies
                 .iter()
@@ -168,12 +174,13 @@ impl Hub {
         if crowded {
             self.pace_writers(subscribers, writers);
         }
-        delivered
+        (delivered, crowded)
     }
 
     /// A subscriber is crowded by this broadcast: its local writers yield before they
     /// read on (src/sync/peer.rs explains why). Writers auto-subscribe, so they are
-    /// in the list; a remote write has no local writer to pace.
+    /// in the list; a remote write has no local writer here, and the relay that
+    /// applied it yields instead (`fanout::relay`).
     #[cold]
     fn pace_writers(&self, subscribers: &PeerList, writers: &[u64]) {
         self.metrics.writers_paced.inc();
@@ -437,5 +444,23 @@ mod tests {
             "crowding the subscriber asked its writer to pace"
         );
         assert!(!reader.take_pace_request(), "only the writer is paced");
+    }
+
+    #[tokio::test]
+    async fn a_remote_write_that_crowds_a_subscriber_says_so() {
+        let hub = super::super::test_support::hub(10);
+        let entry = hub.open("d").await.expect("open");
+        // Room for 8 broadcasts: the fourth waiting is half of it.
+        let (reader, _r) = Peer::with_broadcast_budget(2, 8);
+        hub.subscribe(&entry, &reader);
+        let crowded: Vec<bool> = (0..5)
+            .map(|i| {
+                let fields: Map<String, Value> =
+                    [(format!("f{i}"), Value::from(i))].into_iter().collect();
+                hub.apply_remote(&entry, &fields, None, 0)
+            })
+            .collect();
+        assert_eq!(crowded, [false, false, false, true, true]);
+        assert!(!reader.overflowed().is_cancelled(), "crowded, not closed");
     }
 }

@@ -174,14 +174,15 @@ impl Hub {
     }
 
     /// Apply field values another instance decided (not persisted here: the origin
-    /// instance persisted them) and queue them for local broadcast.
+    /// instance persisted them) and broadcast them to local subscribers. Returns
+    /// whether that left a subscriber crowded (see [`Hub::flush`]).
     pub(crate) fn apply_remote(
         &self,
         entry: &Arc<DocEntry>,
         fields: &Map<String, Value>,
         clock: Option<&Map<String, Value>>,
         now_ms: i64,
-    ) {
+    ) -> bool {
         let mut st = entry.lock();
         if let Some(clock) = clock {
             st.doc.clock.merge_json(clock);
@@ -191,7 +192,7 @@ impl Hub {
         drop(st);
         // The origin instance already batched these (one message per flush there):
         // deliver at once instead of waiting a second batch window here.
-        self.flush(entry);
+        self.flush(entry)
     }
 
     /// Apply authoritative values and queue them for local broadcast (not for
