@@ -42,23 +42,25 @@ pub(crate) fn publish_op_relay(hub: &Hub, document_id: &str, msg: &ServerMessage
 }
 
 /// Send an awareness update to local awareness ∪ document subscribers (except the
-/// sender) and, when it originated here, publish it.
+/// sender) and, when it originated here, publish it. Returns whether a local
+/// subscriber was left crowded (see [`Hub::send_to_subscribers`]).
 pub(crate) fn broadcast_awareness(
     hub: &Hub,
     document_id: &str,
     msg: &ServerMessage,
     except: Option<u64>,
     publish: bool,
-) {
-    if let Some(entry) = hub.get(document_id) {
-        hub.send_to_subscribers(&entry, msg, true, except);
-    }
+) -> bool {
+    let crowded = hub
+        .get(document_id)
+        .is_some_and(|entry| hub.send_to_subscribers(&entry, msg, true, except));
     if publish && clustered(hub) {
         hub.publish(
             &hub.settings().channels.awareness(document_id),
             &envelope(hub, msg),
         );
     }
+    crowded
 }
 
 /// Announce that an awareness entry is gone (its connection closed, or it expired):
@@ -70,5 +72,5 @@ pub(crate) fn announce_leave(hub: &Hub, entry: &AwarenessEntry) {
         state: Value::Null,
         clock: entry.clock.saturating_add(1),
     };
-    broadcast_awareness(hub, &entry.document_id, &leave, None, true);
+    let _ = broadcast_awareness(hub, &entry.document_id, &leave, None, true);
 }

@@ -110,12 +110,7 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
                 msg.get("vectorClock").and_then(Value::as_object),
                 now,
             );
-            if crowded {
-                // Paced like a local writer (src/sync/peer.rs): a peer's writes
-                // arrive here as fast as Redis hands them over, and the local
-                // subscribers' writers need the cores to send them.
-                tokio::task::yield_now().await;
-            }
+            pace(crowded).await;
         }
         (ChannelKind::Delta, Some("delta_batch")) => {
             apply_batch(hub, &entry, document_id, msg, now).await?;
@@ -191,7 +186,7 @@ async fn apply_batch(
         deltas: relayed,
         is_text_operation: is_text,
     };
-    hub.send_to_subscribers(entry, &out, false, None);
+    pace(hub.send_to_subscribers(entry, &out, false, None)).await;
     Ok(())
 }
 
@@ -233,9 +228,18 @@ async fn apply_awareness(
             state: state.unwrap_or(Value::Null),
             clock,
         };
-        sync.hub.send_to_subscribers(entry, &out, true, None);
+        pace(sync.hub.send_to_subscribers(entry, &out, true, None)).await;
     }
     Ok(())
+}
+
+/// The relay is paced like a local writer (src/sync/peer.rs): a peer's messages
+/// arrive as fast as Redis hands them over, and a local subscriber they left
+/// crowded needs its writer task to run.
+async fn pace(crowded: bool) {
+    if crowded {
+        tokio::task::yield_now().await;
+    }
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub(crate) fn deliver(
         send_reply(svc, peer, reply);
     }
     for broadcast in broadcasts {
-        make_broadcast(svc, peer.conn_id, broadcast);
+        make_broadcast(svc, peer, broadcast);
     }
     for effect in effects {
         start_effect(svc, effect);
@@ -80,16 +80,22 @@ pub(crate) fn send_reply(svc: &SyncService, peer: &Peer, reply: Reply) {
 }
 
 /// Send to this instance's other subscribers now and publish to the other instances.
-fn make_broadcast(svc: &SyncService, conn_id: u64, broadcast: Broadcast) {
-    match broadcast {
+/// A broadcast that crowded a subscriber paces its sender, as a field write does
+/// (src/sync/peer.rs).
+fn make_broadcast(svc: &SyncService, peer: &Peer, broadcast: Broadcast) {
+    let conn_id = Some(peer.conn_id);
+    let crowded = match broadcast {
         Broadcast::Ops { entry, msg } => {
-            svc.hub
-                .send_to_subscribers(&entry, &msg, false, Some(conn_id));
+            let crowded = svc.hub.send_to_subscribers(&entry, &msg, false, conn_id);
             publish::publish_op_relay(&svc.hub, &entry.id, &msg);
+            crowded
         }
         Broadcast::Awareness { document_id, msg } => {
-            publish::broadcast_awareness(&svc.hub, &document_id, &msg, Some(conn_id), true);
+            publish::broadcast_awareness(&svc.hub, &document_id, &msg, conn_id, true)
         }
+    };
+    if crowded {
+        peer.ask_to_pace();
     }
 }
 

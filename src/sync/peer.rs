@@ -86,12 +86,6 @@ pub(crate) enum Delivery {
     Dropped,
 }
 
-impl Delivery {
-    pub(crate) fn queued(self) -> bool {
-        self != Delivery::Dropped
-    }
-}
-
 /// An outbox entry: the item and whether the connection caused it.
 #[derive(Debug)]
 pub(crate) struct Queued {
@@ -389,7 +383,7 @@ mod tests {
         assert!(!peer.overflowed().is_cancelled(), "own items never close");
         assert!(peer.own_backlogged());
         for _ in 0..DEFAULT_BROADCAST_BUDGET {
-            assert!(peer.deliver(frame()).queued());
+            assert_ne!(peer.deliver(frame()), Delivery::Dropped);
         }
         assert!(!peer.overflowed().is_cancelled());
         assert_eq!(peer.deliver(frame()), Delivery::Dropped, "over the foreign budget");
@@ -432,7 +426,7 @@ mod tests {
             assert!(peer.send_own(frame()));
         }
         for _ in 0..DEFAULT_BROADCAST_BUDGET {
-            assert!(peer.deliver(frame()).queued());
+            assert_ne!(peer.deliver(frame()), Delivery::Dropped);
         }
         assert!(peer.own_backlogged());
         let mut burst = Vec::new();
@@ -442,11 +436,11 @@ mod tests {
             !peer.own_backlogged(),
             "the own items taken are no longer counted"
         );
-        assert!(peer.deliver(frame()).queued(), "ten broadcasts taken: room for more");
+        assert_ne!(peer.deliver(frame()), Delivery::Dropped, "ten broadcasts taken: room for more");
         outbox.try_recv_many(usize::MAX, &mut burst);
         assert_eq!(burst.len(), OWN_BUDGET + DEFAULT_BROADCAST_BUDGET + 1);
         for _ in 0..DEFAULT_BROADCAST_BUDGET {
-            assert!(peer.deliver(frame()).queued(), "the budget is whole again");
+            assert_ne!(peer.deliver(frame()), Delivery::Dropped, "the budget is whole again");
         }
         assert!(!peer.overflowed().is_cancelled());
     }
@@ -488,7 +482,7 @@ mod tests {
     #[test]
     fn a_stalled_writer_marks_the_peer_slow() {
         let (peer, outbox) = Peer::new(1);
-        assert!(peer.deliver(frame()).queued());
+        assert_ne!(peer.deliver(frame()), Delivery::Dropped);
         outbox.mark_slow();
         assert!(peer.overflowed().is_cancelled());
         assert_eq!(

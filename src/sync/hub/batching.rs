@@ -463,4 +463,24 @@ mod tests {
         assert_eq!(crowded, [false, false, false, true, true]);
         assert!(!reader.overflowed().is_cancelled(), "crowded, not closed");
     }
+
+    #[tokio::test]
+    async fn a_message_sent_to_subscribers_says_when_it_crowded_one() {
+        let hub = super::super::test_support::hub(10);
+        let entry = hub.open("d").await.expect("open");
+        let (sender, _s) = Peer::with_broadcast_budget(1, 8);
+        let (reader, _r) = Peer::with_broadcast_budget(2, 8);
+        hub.subscribe(&entry, &sender);
+        hub.subscribe(&entry, &reader);
+        let msg = crate::protocol::ServerMessage::AwarenessUpdate {
+            document_id: "d".into(),
+            client_id: "c".into(),
+            state: Value::Null,
+            clock: 1,
+        };
+        let crowded: Vec<bool> = (0..5)
+            .map(|_| hub.send_to_subscribers(&entry, &msg, true, Some(sender.conn_id)))
+            .collect();
+        assert_eq!(crowded, [false, false, false, true, true]);
+    }
 }

@@ -8,7 +8,7 @@ use super::{DocEntry, DocState, Hub, PeerList};
 use crate::hash::FastSet;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::{encode, Encoding, Framed, ServerMessage};
-use crate::sync::peer::{Outgoing, Peer};
+use crate::sync::peer::{Delivery, Outgoing, Peer};
 
 impl Hub {
     /// Add a document subscriber (idempotent). Returns whether it was new.
@@ -99,14 +99,15 @@ impl Hub {
     }
 
     /// Send one message now to a document's subscribers (and, for awareness, its
-    /// awareness subscribers), except `except`.
+    /// awareness subscribers), except `except`. Returns whether that left one of them
+    /// crowded, so that the connection that sent it should pace (src/sync/peer.rs).
     pub(crate) fn send_to_subscribers(
         &self,
         entry: &DocEntry,
         msg: &ServerMessage,
         include_awareness: bool,
         except: Option<u64>,
-    ) -> u64 {
+    ) -> bool {
         let (subs, aware) = {
             let st = entry.lock();
             (st.subscribers.clone(), st.awareness_subscribers.clone())
@@ -121,6 +122,7 @@ impl Hub {
         let mut seen: FastSet<u64> =
             FastSet::with_capacity_and_hasher(subs.len() + extra.len(), Default::default());
         let mut delivered = 0;
+        let mut crowded = false;
         for peer in subs.iter().chain(extra.iter()) {
             if Some(peer.conn_id) == except || !seen.insert(peer.conn_id) {
                 continue;
@@ -135,12 +137,20 @@ impl Hub {
                     Framed::new(&[encode(msg, &id, now_ms, Encoding::Json)])
                 }),
             };
-            if peer.deliver(Outgoing::Frames(framed.clone())).queued() {
-                delivered += 1;
+            match peer.deliver(Outgoing::Frames(framed.clone())) {
+                Delivery::Queued => delivered += 1,
+                Delivery::Crowded => {
+                    delivered += 1;
+                    crowded = true;
+                }
+                Delivery::Dropped => {}
             }
         }
         self.metrics.message_out(msg.kind(), delivered);
-        delivered
+        if crowded {
+            self.metrics.writers_paced.inc();
+        }
+        crowded
     }
 }
 
