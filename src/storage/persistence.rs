@@ -274,14 +274,17 @@ impl Persistence {
             .clone()
     }
 
-    /// Queue a write; never blocks. Call under the document lock so writes queue in
-    /// apply order.
+    /// Queue a write; never waits on I/O. Call under the document lock so writes
+    /// queue in apply order.
     ///
     /// A store that commits without I/O (memory) takes the write here instead, when
-    /// storage is healthy and none of the document's writes is queued or in flight
-    /// (so the document's writes still commit in order): its ticket is decided at
-    /// once and no writer task wakes for it. If that commit fails, the write is
-    /// queued and retried like any other.
+    /// storage is healthy, none of the document's writes is queued or in flight (so
+    /// the document's writes still commit in order) and the write carries no text
+    /// state: its ticket is decided at once and no writer task wakes for it. A text
+    /// state may be tens of megabytes, and the store copies it; that copy is made by
+    /// a writer task, not under the document's lock and the queue's. If the commit
+    /// fails, the write is queued and retried like any other, and storage is marked
+    /// degraded as a writer task's failure would mark it.
     pub fn submit(&self, write: DocumentWrite) -> PersistTicket {
         let mut queue = self.queue();
         let backlog = queue.backlog();
@@ -289,23 +292,30 @@ impl Persistence {
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
             return PersistTicket::done(Err(StorageError::BacklogFull(backlog)));
         }
+        let mut failed_at_once = None;
         if self.settings.commit_at_once
+            && write.text.is_none()
             && !self.is_degraded()
             && !queue.per_document.contains_key(&*write.document_id)
         {
             // Under the queue lock, so no write of the document can be queued
-            // meanwhile; the work is one write's map edits, bounded by its size.
-            if let Some(Ok(())) = self
+            // meanwhile; the work is one write's field and clock edits, bounded by
+            // the message size limit.
+            match self
                 .adapter
                 .write_batch_at_once(std::slice::from_ref(&write))
             {
-                self.counters
-                    .committed_writes
-                    .fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .committed_groups
-                    .fetch_add(1, Ordering::Relaxed);
-                return PersistTicket::done(Ok(()));
+                Some(Ok(())) => {
+                    self.counters
+                        .committed_writes
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .committed_groups
+                        .fetch_add(1, Ordering::Relaxed);
+                    return PersistTicket::done(Ok(()));
+                }
+                Some(Err(e)) => failed_at_once = Some(e),
+                None => {}
             }
         }
         let (done, rx) = oneshot::channel();
@@ -318,6 +328,10 @@ impl Persistence {
         queue.queued += 1;
         drop(queue);
         self.wakes[lane].notify_one();
+        if let Some(e) = failed_at_once {
+            // After the queue lock: marking storage degraded reads the backlog.
+            self.observe(&Err::<(), _>(e));
+        }
         PersistTicket::waiting(rx)
     }
 
@@ -860,7 +874,15 @@ mod tests {
             first.ready().is_none(),
             "an unreachable store queues the write"
         );
+        assert!(persistence.is_degraded(), "and the failure is recorded");
+        assert_eq!(
+            persistence.counters.failed_attempts.load(Ordering::Relaxed),
+            1
+        );
         storage.set_reachable(true);
+        // As the writer task would on its next commit (it does not run yet): with
+        // storage healthy, only d's own queued write holds d's next one back.
+        persistence.set_healthy();
         let second = persistence.submit(write("d", 2));
         assert!(
             second.ready().is_none(),
@@ -887,6 +909,20 @@ mod tests {
             .await
             .expect("the writers stop")
             .expect("run task");
+    }
+
+    #[tokio::test]
+    async fn a_text_write_goes_through_the_queue() {
+        let storage = Arc::new(MemoryStorage::new());
+        let persistence = Persistence::new(storage.clone(), PersistenceSettings::default());
+        let mut text = write("d", 1);
+        text.text = Some((Arc::new("{}".to_owned()), 1.0));
+        let ticket = persistence.submit(text);
+        assert!(
+            ticket.ready().is_none(),
+            "its state is copied by a writer task, not under the submitter's locks"
+        );
+        assert_eq!(persistence.backlog(), 1);
     }
 
     #[test]
