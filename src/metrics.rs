@@ -256,7 +256,7 @@ pub(crate) struct Metrics {
     pub(crate) broadcast_flushes: Counter,
     pub(crate) broadcast_deliveries: Counter,
     pub(crate) slow_clients_closed: Counter,
-    /// Broadcasts that crowded a subscriber, so their writers were asked to yield.
+    /// Yields of writers (connections, the relay) whose broadcast crowded a subscriber.
     pub(crate) writers_paced: Counter,
     /// Idle documents unloaded to keep the cache within its bound.
     pub(crate) documents_evicted: Counter,

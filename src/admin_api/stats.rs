@@ -100,7 +100,7 @@ pub struct BroadcastStats {
     pub(crate) flushes: Option<u64>,
     pub(crate) deliveries: Option<u64>,
     pub(crate) slow_clients_closed: Option<u64>,
-    /// Broadcasts that crowded a subscriber, so their writers yielded to it.
+    /// Yields of writers whose broadcast crowded a subscriber.
     pub(crate) writers_paced: Option<u64>,
     pub(crate) latency_ms: LatencyStats,
 }

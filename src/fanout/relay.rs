@@ -110,10 +110,10 @@ async fn apply(sync: &SyncService, incoming: &Incoming) -> Result<(), &'static s
                 msg.get("vectorClock").and_then(Value::as_object),
                 now,
             );
-            pace(crowded).await;
+            pace(sync, crowded).await;
         }
         (ChannelKind::Delta, Some("delta_batch")) => {
-            apply_batch(hub, &entry, document_id, msg, now).await?;
+            apply_batch(sync, &entry, document_id, msg, now).await?;
         }
         (ChannelKind::Awareness, Some("awareness_update")) => {
             apply_awareness(sync, &entry, document_id, &msg, now).await?;
@@ -139,12 +139,13 @@ fn is_own(hub: &Hub, msg: &Value) -> bool {
 /// A peer's `delta_batch`: its text states merged into ours (what local
 /// subscribers get is the merged state), the other ops passed on as they are.
 async fn apply_batch(
-    hub: &Hub,
+    sync: &SyncService,
     entry: &Arc<DocEntry>,
     document_id: &str,
     mut msg: Value,
     now: i64,
 ) -> Result<(), &'static str> {
+    let hub = &sync.hub;
     // Text relays say so (or carry text ops); relayed CRDT ops (counter, set) do not.
     let mut is_text = msg.get("isTextOperation") == Some(&Value::Bool(true));
     // Taken, not cloned: a text state may be tens of megabytes.
@@ -186,7 +187,7 @@ async fn apply_batch(
         deltas: relayed,
         is_text_operation: is_text,
     };
-    pace(hub.send_to_subscribers(entry, &out, false, None)).await;
+    pace(sync, hub.send_to_subscribers(entry, &out, false, None)).await;
     Ok(())
 }
 
@@ -228,7 +229,7 @@ async fn apply_awareness(
             state: state.unwrap_or(Value::Null),
             clock,
         };
-        pace(sync.hub.send_to_subscribers(entry, &out, true, None)).await;
+        pace(sync, sync.hub.send_to_subscribers(entry, &out, true, None)).await;
     }
     Ok(())
 }
@@ -236,8 +237,9 @@ async fn apply_awareness(
 /// The relay is paced like a local writer (src/sync/peer.rs): a peer's messages
 /// arrive as fast as Redis hands them over, and a local subscriber they left
 /// crowded needs its writer task to run.
-async fn pace(crowded: bool) {
+async fn pace(sync: &SyncService, crowded: bool) {
     if crowded {
+        sync.metrics.writers_paced.inc();
         tokio::task::yield_now().await;
     }
 }

@@ -248,6 +248,7 @@ impl Connection {
             // A broadcast of this connection's writes crowded a subscriber: let the
             // subscribers' writers run before reading another frame (src/sync/peer.rs).
             if self.peer.take_pace_request() {
+                self.metrics.writers_paced.inc();
                 tokio::task::yield_now().await;
             }
             tokio::select! {

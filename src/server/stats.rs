@@ -689,7 +689,7 @@ pub const METRICS: &[MetricDef] = &[
     metric!(
         "synckit_writers_paced",
         Counter,
-        "Broadcasts that left a subscriber half its broadcast budget behind, so their writers yielded to let it catch up.",
+        "Yields of a writer (a connection, or the relay of other instances' writes) whose broadcast left a subscriber half its broadcast budget behind.",
         |s| n(s.broadcast.writers_paced)
     ),
     metric!(

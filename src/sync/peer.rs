@@ -17,10 +17,10 @@
 //!
 //! Between the two, a writer is paced to its slowest subscriber: a broadcast that
 //! leaves a subscriber with half its broadcast budget or more waiting is
-//! [`Delivery::Crowded`], and the hub then asks the broadcast's writers to let the
-//! subscribers run (`Peer::ask_to_pace`): each such writer's connection yields to the
-//! scheduler before it reads its next frame (and the relay of other instances'
-//! writes yields after applying one). Without it, a writer whose acks are
+//! [`Delivery::Crowded`]; the hub reports it to whoever made the broadcast at once,
+//! and the connection that sent it is asked to let the subscribers run
+//! (`Peer::ask_to_pace`): it yields to the scheduler before it reads its next frame
+//! (the relay of other instances' writes yields after applying one). Without it, a writer whose acks are
 //! decided at once (the in-memory store) can read a whole coop budget of frames per
 //! poll and fan them out faster than subscribers on the same cores are scheduled to
 //! send them, and they would be closed as too slow although they read as fast as

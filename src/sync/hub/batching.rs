@@ -47,16 +47,19 @@ impl Hub {
         was_empty
     }
 
-    pub(super) fn schedule_flush(&self, entry: &Arc<DocEntry>) {
+    /// Flush now with batching off, else queue the flush for the end of the window.
+    /// Returns whether a flush made here left a subscriber crowded (see
+    /// [`Hub::flush`]).
+    pub(super) fn schedule_flush(&self, entry: &Arc<DocEntry>) -> bool {
         if self.settings.batch_delay.is_zero() {
-            self.flush(entry);
-            return;
+            return self.flush(entry);
         }
         let due = Instant::now() + self.settings.batch_delay;
         if self.flush_tx.send((entry.clone(), due)).is_err() {
             // The flusher is gone (shutdown): deliver now rather than never.
-            self.flush(entry);
+            return self.flush(entry);
         }
+        false
     }
 
     /// Send a document's pending batch: one SDK-shape `delta` per field to every
@@ -68,8 +71,11 @@ impl Hub {
     /// the document has had (`sync_response` carries the whole clock).
     ///
     /// Returns whether a subscriber was left crowded (half its broadcast budget
-    /// waiting): the batch's local writers are asked to pace, and a caller that
-    /// writes for others (the relay of other instances' writes) should yield too.
+    /// waiting), so that whoever caused the flush right now — a writer with
+    /// batching off, the relay of other instances' writes — paces itself
+    /// (src/sync/peer.rs). The batch window's flusher does not: a window is one
+    /// broadcast per subscriber however fast its writers write, so slowing them
+    /// would not shorten the backlog.
     pub(crate) fn flush(&self, entry: &DocEntry) -> bool {
         let clustered = self.pubsub.state() != PubSubState::SingleInstance;
         let Some(taken) = take_batch(entry, clustered) else {
@@ -126,8 +132,7 @@ impl Hub {
     /// Send a flush's deltas to every subscriber — encoded once per encoding, the
     /// same frames shared by all — the batch's writers as the echo of their own
     /// write. Returns how many subscribers took them, and whether one was left
-    /// crowded (its writers are then asked to pace); a subscriber too slow to take
-    /// them is closed.
+    /// crowded; a subscriber too slow to take them is closed.
     #[inline]
     fn deliver_deltas(
         &self,
@@ -171,24 +176,7 @@ impl Hub {
                 Delivery::Dropped => self.metrics.slow_clients_closed.inc(),
             }
         }
-        if crowded {
-            self.pace_writers(subscribers, writers);
-        }
         (delivered, crowded)
-    }
-
-    /// A subscriber is crowded by this broadcast: its local writers yield before they
-    /// read on (src/sync/peer.rs explains why). Writers auto-subscribe, so they are
-    /// in the list; a remote write has no local writer here, and the relay that
-    /// applied it yields instead (`fanout::relay`).
-    #[cold]
-    fn pace_writers(&self, subscribers: &PeerList, writers: &[u64]) {
-        self.metrics.writers_paced.inc();
-        for peer in subscribers.iter() {
-            if writers.contains(&peer.conn_id) {
-                peer.ask_to_pace();
-            }
-        }
     }
 
     /// Flush every pending batch now (shutdown).
@@ -414,6 +402,8 @@ mod tests {
         let (reader, _r) = Peer::new(2);
         hub.subscribe(&entry, &writer);
         hub.subscribe(&entry, &reader);
+        let half = crate::sync::peer::DEFAULT_BROADCAST_BUDGET / 2;
+        let mut crowded = Vec::new();
         for i in 0..crate::sync::peer::DEFAULT_BROADCAST_BUDGET + 10 {
             let applied = hub.apply(
                 &entry,
@@ -428,7 +418,7 @@ mod tests {
                 },
                 0,
             );
-            drop(applied);
+            crowded.push(applied.crowded);
         }
         assert!(
             !writer.overflowed().is_cancelled(),
@@ -439,11 +429,11 @@ mod tests {
             reader.overflowed().is_cancelled(),
             "a subscriber that does not read is closed"
         );
-        assert!(
-            writer.take_pace_request(),
-            "crowding the subscriber asked its writer to pace"
+        assert_eq!(
+            crowded.iter().position(|c| *c),
+            Some(half - 1),
+            "the write that left the subscriber half its budget behind says so"
         );
-        assert!(!reader.take_pace_request(), "only the writer is paced");
     }
 
     #[tokio::test]

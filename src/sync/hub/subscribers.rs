@@ -147,9 +147,6 @@ impl Hub {
             }
         }
         self.metrics.message_out(msg.kind(), delivered);
-        if crowded {
-            self.metrics.writers_paced.inc();
-        }
         crowded
     }
 }

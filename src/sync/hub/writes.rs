@@ -44,6 +44,9 @@ pub(crate) struct Applied {
     pub(crate) ticket: PersistTicket,
     /// Set when the write's clock was refused: nothing was applied.
     pub(crate) refused: Option<ClockRefusal>,
+    /// Its broadcast (made at once, with batching off) left a subscriber crowded:
+    /// the writer should pace (src/sync/peer.rs).
+    pub(crate) crowded: bool,
 }
 
 impl Hub {
@@ -70,6 +73,7 @@ impl Hub {
             return Applied {
                 ticket: PersistTicket::done(Err(StorageError::BacklogFull(self.storage.backlog()))),
                 refused: None,
+                crowded: false,
             };
         }
         let mut st = entry.lock();
@@ -77,6 +81,7 @@ impl Hub {
             return Applied {
                 ticket: PersistTicket::done(Ok(())),
                 refused: Some(refusal),
+                crowded: false,
             };
         }
         let origin = changes.origin;
@@ -96,12 +101,11 @@ impl Hub {
             self.storage.submit(write)
         };
         drop(st);
-        if schedule {
-            self.schedule_flush(entry);
-        }
+        let crowded = schedule && self.schedule_flush(entry);
         Applied {
             ticket,
             refused: None,
+            crowded,
         }
     }
 

@@ -46,11 +46,16 @@ impl Harness {
 
     /// A valid access token for user `u`, every document readable and writable.
     fn token(&self) -> String {
+        self.token_reading(vec!["*".into()])
+    }
+
+    /// A valid access token for user `u`, every document writable, `can_read` readable.
+    fn token_reading(&self, can_read: Vec<String>) -> String {
         let identity = Identity {
             user_id: "u".into(),
             email: None,
             permissions: Permissions {
-                can_read: vec!["*".into()],
+                can_read,
                 can_write: vec!["*".into()],
                 is_admin: false,
             },
@@ -322,5 +327,37 @@ fn a_session_row_is_saved_touched_and_deleted_as_effects() {
             },
             Effect::DeleteSession(key)
         ]
+    );
+}
+
+/// A write whose broadcast leaves a subscriber half its broadcast budget behind asks
+/// the writing connection to pace (src/sync/peer.rs) — a write-only one too, which
+/// is not among the document's subscribers.
+#[tokio::test]
+async fn a_write_that_crowds_a_subscriber_paces_its_writer_even_a_write_only_one() {
+    let h = Harness::new(true, |c| c.batch_delay = Duration::ZERO);
+    let now = Instant::now();
+    let entry = h.svc.hub.open("doc").await.expect("open");
+    // Room for 8 broadcasts, never drained: the fourth waiting is half of it.
+    let (reader, _reader_outbox) = Peer::with_broadcast_budget(100, 8);
+    h.svc.hub.subscribe(&entry, &reader);
+    let (peer, _outbox) = Peer::new(1);
+    let mut s = Session::new(h.svc.clone(), peer.clone(), "127.0.0.1".into(), None, now);
+    let auth = json!({"type":"auth","token": h.token_reading(Vec::new())});
+    assert_eq!(kinds(&frame(&mut s, auth, now)), [MessageType::AuthSuccess]);
+    let mut paced = Vec::new();
+    for i in 0..5 {
+        let write = json!({"type":"delta","documentId":"doc","delta":{format!("f{i}"): i},"messageId":format!("m{i}")});
+        let outcome = frame(&mut s, write, now);
+        let steps = h.finish(&mut s, outcome, now).await;
+        assert!(steps.iter().all(|o| error_of(o).is_none()), "{steps:?}");
+        paced.push(peer.take_pace_request());
+    }
+    assert_eq!(paced, [false, false, false, true, true]);
+    let (subscribers, _) = h.svc.hub.subscriber_ids("doc").expect("live");
+    assert_eq!(
+        subscribers,
+        [100],
+        "the writer may not read, so it did not subscribe"
     );
 }

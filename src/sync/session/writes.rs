@@ -355,6 +355,11 @@ impl Session {
             self.refuse_clock(refusal, id, now);
             return None;
         }
+        if applied.crowded {
+            // Whether or not this connection subscribes to the document (a
+            // write-only client does not).
+            self.peer.ask_to_pace();
+        }
         Some(applied.ticket)
     }
 
