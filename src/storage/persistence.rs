@@ -780,6 +780,25 @@ mod tests {
         }
     }
 
+    /// The field `x` of `doc` as stored.
+    async fn stored_x(storage: &MemoryStorage, doc: &str) -> serde_json::Value {
+        let stored = storage
+            .load_document(doc)
+            .await
+            .expect("load")
+            .expect("stored");
+        stored.fields["x"].clone()
+    }
+
+    /// Cancels the writer tasks and waits, boundedly, for them to drain and stop.
+    async fn stop_writers(stop: CancellationToken, run: tokio::task::JoinHandle<()>) {
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the writers stop once cancelled and drained")
+            .expect("run task");
+    }
+
     #[test]
     fn a_document_keeps_its_lane_and_documents_spread_over_all_lanes() {
         for lanes in [1, 2, 4, 7] {
@@ -819,23 +838,15 @@ mod tests {
             ticket.wait().await.expect("committed");
         }
         for d in 0..10 {
-            let doc = storage
-                .load_document(&format!("d{d}"))
-                .await
-                .expect("load")
-                .expect("stored");
-            assert_eq!(doc.fields["x"], json!(200), "d{d} holds its last write");
+            let x = stored_x(&storage, &format!("d{d}")).await;
+            assert_eq!(x, json!(200), "d{d} holds its last write");
         }
         assert_eq!(persistence.backlog(), 0);
         assert!(!persistence.has_pending("d0"));
         let counters = &persistence.counters;
         assert_eq!(counters.committed_writes.load(Ordering::Relaxed), 2_000);
         assert!(counters.committed_groups.load(Ordering::Relaxed) >= 2_000 / 7);
-        stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), run)
-            .await
-            .expect("the writers stop once cancelled and drained")
-            .expect("run task");
+        stop_writers(stop, run).await;
     }
 
     #[tokio::test]
@@ -845,12 +856,7 @@ mod tests {
         // No writer task runs: the write is decided at submission or not at all.
         let ticket = persistence.submit(write("d", 1));
         assert!(matches!(ticket.ready(), Some(Ok(()))));
-        let doc = storage
-            .load_document("d")
-            .await
-            .expect("load")
-            .expect("stored");
-        assert_eq!(doc.fields["x"], json!(1));
+        assert_eq!(stored_x(&storage, "d").await, json!(1));
         assert_eq!(persistence.backlog(), 0);
         assert_eq!(
             persistence
@@ -898,17 +904,12 @@ mod tests {
         let run = tokio::spawn(persistence.clone().run(stop.clone()));
         first.wait().await.expect("first committed");
         second.wait().await.expect("second committed");
-        let doc = storage
-            .load_document("d")
-            .await
-            .expect("load")
-            .expect("stored");
-        assert_eq!(doc.fields["x"], json!(2), "d's writes committed in order");
-        stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), run)
-            .await
-            .expect("the writers stop")
-            .expect("run task");
+        assert_eq!(
+            stored_x(&storage, "d").await,
+            json!(2),
+            "d's writes committed in order"
+        );
+        stop_writers(stop, run).await;
     }
 
     #[tokio::test]

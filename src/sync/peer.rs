@@ -86,6 +86,29 @@ pub(crate) enum Delivery {
     Dropped,
 }
 
+/// What one broadcast did across its subscribers: how many took it, and whether
+/// one of them was left crowded (so its writer should be paced).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) delivered: u64,
+    pub(crate) crowded: bool,
+}
+
+impl Tally {
+    /// Count one subscriber's delivery; returns whether it was queued.
+    pub(crate) fn count(&mut self, delivery: Delivery) -> bool {
+        match delivery {
+            Delivery::Queued => self.delivered += 1,
+            Delivery::Crowded => {
+                self.delivered += 1;
+                self.crowded = true;
+            }
+            Delivery::Dropped => return false,
+        }
+        true
+    }
+}
+
 /// An outbox entry: the item and whether the connection caused it.
 #[derive(Debug)]
 pub(crate) struct Queued {
@@ -305,6 +328,16 @@ impl Peer {
     /// (see [`Peer::own_backlogged`]).
     pub(crate) fn send_own(&self, item: Outgoing) -> bool {
         self.push(item, true).is_some()
+    }
+
+    /// [`Peer::send_own`] as a [`Delivery`]: never crowded, as an own item is not
+    /// counted against the broadcast budget.
+    pub(crate) fn deliver_own(&self, item: Outgoing) -> Delivery {
+        if self.send_own(item) {
+            Delivery::Queued
+        } else {
+            Delivery::Dropped
+        }
     }
 
     /// Queue an item; `None` when it was refused, else the broadcasts now waiting.

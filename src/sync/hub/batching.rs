@@ -14,7 +14,7 @@ use crate::protocol::encode::{encode_body, field_delta_body, next_message_id, pu
 use crate::protocol::{EncodedFrame, Encoding, Framed, MessageType};
 use crate::pubsub::PubSubState;
 use crate::sync::clock::VectorClock;
-use crate::sync::peer::{Delivery, Outgoing};
+use crate::sync::peer::{Outgoing, Tally};
 
 impl Hub {
     /// Returns whether a flush must be scheduled (the batch went from empty to not).
@@ -104,8 +104,8 @@ impl Hub {
             full_clock.is_some(),
             now_ms,
         );
-        let (delivered, crowded) = self.deliver_deltas(&subscribers, &writers, &bodies, now_ms);
-        let messages = delivered * bodies.len() as u64;
+        let tally = self.deliver_deltas(&subscribers, &writers, &bodies, now_ms);
+        let messages = tally.delivered * bodies.len() as u64;
         self.metrics.broadcast_flushes.inc();
         self.metrics.broadcast_deliveries.add(messages);
         self.metrics.message_out(MessageType::Delta, messages);
@@ -126,7 +126,7 @@ impl Hub {
             });
             self.publish(&self.settings.channels.delta(&entry.id), &msg);
         }
-        crowded
+        tally.crowded
     }
 
     /// Send a flush's deltas to every subscriber — encoded once per encoding, the
@@ -140,7 +140,7 @@ impl Hub {
         writers: &[u64],
         bodies: &[(String, String)],
         now_ms: i64,
-    ) -> (u64, bool) {
+    ) -> Tally {
         let frames_for = |encoding: Encoding| -> Framed {
             let frames: Vec<EncodedFrame> = bodies
                 .iter()
@@ -150,8 +150,7 @@ impl Hub {
         };
         let mut binary: Option<Framed> = None;
         let mut json: Option<Framed> = None;
-        let mut delivered = 0u64;
-        let mut crowded = false;
+        let mut tally = Tally::default();
         for peer in subscribers.iter() {
             let frames = match peer.encoding() {
                 Encoding::Binary => binary.get_or_insert_with(|| frames_for(Encoding::Binary)),
@@ -159,24 +158,15 @@ impl Hub {
             };
             let item = Outgoing::Frames(frames.clone());
             let delivery = if writers.contains(&peer.conn_id) {
-                if peer.send_own(item) {
-                    Delivery::Queued
-                } else {
-                    Delivery::Dropped
-                }
+                peer.deliver_own(item)
             } else {
                 peer.deliver(item)
             };
-            match delivery {
-                Delivery::Queued => delivered += 1,
-                Delivery::Crowded => {
-                    delivered += 1;
-                    crowded = true;
-                }
-                Delivery::Dropped => self.metrics.slow_clients_closed.inc(),
+            if !tally.count(delivery) {
+                self.metrics.slow_clients_closed.inc();
             }
         }
-        (delivered, crowded)
+        tally
     }
 
     /// Flush every pending batch now (shutdown).

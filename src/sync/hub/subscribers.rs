@@ -8,7 +8,7 @@ use super::{DocEntry, DocState, Hub, PeerList};
 use crate::hash::FastSet;
 use crate::protocol::encode::next_message_id;
 use crate::protocol::{encode, Encoding, Framed, ServerMessage};
-use crate::sync::peer::{Delivery, Outgoing, Peer};
+use crate::sync::peer::{Outgoing, Peer, Tally};
 
 impl Hub {
     /// Add a document subscriber (idempotent). Returns whether it was new.
@@ -121,8 +121,7 @@ impl Hub {
         // number of subscribers.
         let mut seen: FastSet<u64> =
             FastSet::with_capacity_and_hasher(subs.len() + extra.len(), Default::default());
-        let mut delivered = 0;
-        let mut crowded = false;
+        let mut tally = Tally::default();
         for peer in subs.iter().chain(extra.iter()) {
             if Some(peer.conn_id) == except || !seen.insert(peer.conn_id) {
                 continue;
@@ -137,17 +136,10 @@ impl Hub {
                     Framed::new(&[encode(msg, &id, now_ms, Encoding::Json)])
                 }),
             };
-            match peer.deliver(Outgoing::Frames(framed.clone())) {
-                Delivery::Queued => delivered += 1,
-                Delivery::Crowded => {
-                    delivered += 1;
-                    crowded = true;
-                }
-                Delivery::Dropped => {}
-            }
+            tally.count(peer.deliver(Outgoing::Frames(framed.clone())));
         }
-        self.metrics.message_out(msg.kind(), delivered);
-        crowded
+        self.metrics.message_out(msg.kind(), tally.delivered);
+        tally.crowded
     }
 }
 
