@@ -64,6 +64,31 @@ async fn a_fresh_database_gets_every_migration_once(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_large_document_state_is_stored_lz4_compressed(pool: PgPool) {
+    migrate::apply(&pool).await.expect("apply");
+    // A state well past the ~2 KB at which PostgreSQL compresses a value in the row.
+    let fields: serde_json::Map<String, Value> =
+        (0..400).map(|i| (format!("f{i}"), json!(i))).collect();
+    let state = json!({"id": "big", "fields": fields});
+    sqlx::query("INSERT INTO documents (id, state) VALUES ('big', $1)")
+        .bind(&state)
+        .execute(&pool)
+        .await
+        .expect("insert");
+    let method: Option<String> =
+        sqlx::query_scalar("SELECT pg_column_compression(state) FROM documents WHERE id = 'big'")
+            .fetch_one(&pool)
+            .await
+            .expect("compression");
+    assert_eq!(method.as_deref(), Some("lz4"));
+    let back: Value = sqlx::query_scalar("SELECT state FROM documents WHERE id = 'big'")
+        .fetch_one(&pool)
+        .await
+        .expect("read back");
+    assert_eq!(back, state);
+}
+
+#[sqlx::test(migrations = false)]
 async fn a_database_created_by_the_typescript_server_is_adopted_unchanged(pool: PgPool) {
     sqlx::raw_sql(CANONICAL)
         .execute(&pool)
