@@ -1386,3 +1386,34 @@ async fn load_reads_ts_text_documents(s: &impl Backend) {
     let doc = s.load_document("blank").await.expect("load").expect("row");
     assert_eq!(doc.text, None);
 }
+
+/// PostgreSQL only: delta ids are UUIDv7 from the server, ascending in apply order
+/// across groups (docs/storage.md §3.6), not the column's random default.
+#[sqlx::test(migrations = "./migrations")]
+async fn postgres_delta_ids_are_time_ordered_in_apply_order(pool: sqlx::PgPool) {
+    use synckit::testing::storage::SyncStore;
+    let s = synckit::testing::storage::PostgresStorage::from_pool(pool.clone(), true);
+    s.connect().await.expect("connect");
+    for group in 0..3u64 {
+        let writes: Vec<DocumentWrite> = (0..4)
+            .map(|i| {
+                let tick = group * 4 + i + 1;
+                let doc = format!("d{}", i % 2);
+                write(
+                    &doc,
+                    vec![change(&format!("f{tick}"), Some(json!(tick)), "w", tick)],
+                    &[("w", tick)],
+                    None,
+                )
+            })
+            .collect();
+        s.write_batch(&writes).await.expect("batch");
+    }
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM deltas ORDER BY timestamp")
+        .fetch_all(&pool)
+        .await
+        .expect("ids");
+    assert_eq!(ids.len(), 12);
+    assert!(ids.iter().all(|id| id.get_version_num() == 7), "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}

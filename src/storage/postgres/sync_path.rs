@@ -38,6 +38,8 @@ struct Columns {
     clock_docs: Vec<String>,
     clock_writers: Vec<String>,
     clock_values: Vec<i64>,
+    /// Time-ordered (UUIDv7), so the primary key grows at its right edge.
+    delta_ids: Vec<uuid::Uuid>,
     delta_docs: Vec<String>,
     delta_writers: Vec<String>,
     delta_ops: Vec<&'static str>,
@@ -99,6 +101,7 @@ impl Columns {
                     patch.deletes.insert(change.field.clone());
                 }
             }
+            self.delta_ids.push(uuid::Uuid::now_v7());
             self.delta_docs.push(doc.to_owned());
             self.delta_writers.push(change.writer.clone());
             self.delta_ops.push(if change.value.is_some() {
@@ -186,12 +189,18 @@ SET clock_value = GREATEST(vector_clocks.clock_value, EXCLUDED.clock_value), upd
 /// `clock_timestamp()` repeats within a statement, so either alone would tie.) The
 /// next group starts later than this one's last row, because inserting n rows takes
 /// far longer than n microseconds.
+///
+/// Row ids come from the server, time-ordered (UUIDv7), rather than from the column's
+/// default `uuid_generate_v4()`: a random key lands on a random page of the primary
+/// key's index, an ordered one at its right edge, and the default also formats and
+/// parses each id as text (docs/storage.md §3.6).
 const INSERT_DELTAS: &str = "
-INSERT INTO deltas (document_id, client_id, operation_type, field_path, value, clock_value,
+INSERT INTO deltas (id, document_id, client_id, operation_type, field_path, value, clock_value,
                     max_clock_value, timestamp)
-SELECT u.d, u.c, u.o, u.f, u.v, u.cv, u.m, t.base + u.ord * INTERVAL '1 microsecond'
-FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[], $7::int8[])
-    WITH ORDINALITY AS u(d, c, o, f, v, cv, m, ord)
+SELECT u.id, u.d, u.c, u.o, u.f, u.v, u.cv, u.m, t.base + u.ord * INTERVAL '1 microsecond'
+FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int8[],
+            $8::int8[])
+    WITH ORDINALITY AS u(id, d, c, o, f, v, cv, m, ord)
 CROSS JOIN (SELECT clock_timestamp() AS base) AS t";
 
 /// Persist a group of writes atomically.
@@ -226,6 +235,7 @@ pub(crate) async fn write_batch(
     }
     if !cols.delta_docs.is_empty() {
         sqlx::query(INSERT_DELTAS)
+            .bind(&cols.delta_ids)
             .bind(&cols.delta_docs)
             .bind(&cols.delta_writers)
             .bind(&cols.delta_ops)
