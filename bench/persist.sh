@@ -8,26 +8,30 @@
 #
 #   SYNCKIT_BENCH_PROFILE=release bench/persist.sh       # target/release instead of dist
 #   WRITERS="1 4" bench/persist.sh                        # SYNCKIT_PERSIST_WRITERS values
+#   DELTAS=200 bench/persist.sh                           # larger documents (past TOAST's ~2 KB)
 set -u
 BIN="$(dirname "$0")/../target/${SYNCKIT_BENCH_PROFILE:-dist}"
 ADMIN=postgres://postgres@127.0.0.1:5432/postgres
 DB=postgres://postgres@127.0.0.1:5432/bench_persist
 WRITERS=${WRITERS:-4}
 CEILING_CONNS=${CEILING_CONNS:-4}
+DELTAS=${DELTAS:-40}  # per client: each to its own field, so a document ends with this many
 ulimit -n 65536 2>/dev/null
 common="SYNCKIT_AUTH_REQUIRED=false SYNCKIT_MAX_MESSAGES_PER_MINUTE=0 SYNCKIT_MAX_CONNECTIONS_PER_IP=20000 WS_MAX_CONNECTIONS=20000 SYNCKIT_ADMIN_LISTEN=off RUST_LOG=warn"
 
 psql -q "$ADMIN" -Atc "SELECT 1 FROM pg_database WHERE datname = 'bench_persist'" | grep -q 1 \
   || psql -q "$ADMIN" -c 'CREATE DATABASE bench_persist' >/dev/null
 env DATABASE_URL=$DB $BIN/synckit migrate >/dev/null 2>&1 || { echo "synckit migrate failed" >&2; exit 1; }
-# The ceiling table: the deltas row shape with its defaults (uuid_generate_v4) and all
-# four indexes, but no foreign key, so it is what PostgreSQL can insert at most.
+# The ceiling table: the deltas row shape with its defaults and all four indexes, but
+# no foreign key, so it is what PostgreSQL can insert at most. Its ids ascend, as the
+# server's UUIDv7 ids do (docs/storage.md §3.6): random ones would lower the ceiling.
 psql -q "$DB" -c 'CREATE TABLE IF NOT EXISTS ceiling_deltas (LIKE deltas INCLUDING DEFAULTS INCLUDING INDEXES)' >/dev/null
+psql -q "$DB" -c 'CREATE SEQUENCE IF NOT EXISTS ceiling_ids' >/dev/null
 ceiling_sql=$(mktemp); snap0=$(mktemp); snap1=$(mktemp)
 trap 'rm -f "$ceiling_sql" "$snap0" "$snap1"' EXIT
 cat >"$ceiling_sql" <<'SQL'
-INSERT INTO ceiling_deltas (document_id, client_id, operation_type, field_path, value, clock_value, max_clock_value, timestamp)
-SELECT 'bench-docs-' || (g % 1000), 'c-' || (g % 1000), 'set', 'f' || (g % 40), to_jsonb(g), g, g, clock_timestamp()
+INSERT INTO ceiling_deltas (id, document_id, client_id, operation_type, field_path, value, clock_value, max_clock_value, timestamp)
+SELECT lpad(to_hex(nextval('ceiling_ids')), 32, '0')::uuid, 'bench-docs-' || (g % 1000), 'c-' || (g % 1000), 'set', 'f' || (g % 40), to_jsonb(g), g, g, clock_timestamp()
 FROM generate_series(1, 1000) AS g;
 SQL
 
@@ -68,7 +72,7 @@ server_run() { # $1 = memory|postgres, $2 = writers
   env $common $db SYNCKIT_ADMIN_LISTEN=127.0.0.1:18211 SYNCKIT_PERSIST_WRITERS=$2 PORT=18210 $BIN/synckit serve 2>/tmp/persist-$1.log & pid=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18210) 2>/dev/null && break; sleep 0.1; done
   pg_snap "$snap0"; c0=$(pg_counts); m0=$(busy_cpu); t0=$(date +%s.%N)
-  out=$($BIN/examples/loadgen many-docs --url ws://127.0.0.1:18210/ws --clients 1000 --deltas 40 --window 4 --server-pid $pid 2>/dev/null)
+  out=$($BIN/examples/loadgen many-docs --url ws://127.0.0.1:18210/ws --clients 1000 --deltas $DELTAS --window 4 --server-pid $pid 2>/dev/null)
   t1=$(date +%s.%N); m1=$(busy_cpu); pg_snap "$snap1"; c1=$(pg_counts); pg=$(pg_cores "$snap0" "$snap1")
   # The server's own count of commit groups and their mean time (PostgreSQL only):
   # pg_stat_database lags by up to a second, which is most of a run.
